@@ -1,0 +1,68 @@
+# ToggleMaster — one Makefile for the whole tree.
+#   make            build lib/, the admin daemons, the analytics worker, the nginx module
+#   make run/stop   start/stop the local stack under .run/
+#   make test       install what is missing, build, run every test with prove
+#   make install PREFIX=/usr/local
+# Each component adds its own rules in <dir>/build.mk; this file only holds
+# what they share.
+
+PREFIX   ?= /usr/local
+BUILD    ?= build
+CC       ?= cc
+OPT      ?= -O2 -g
+# SAN=1 builds everything (except the nginx module) with ASan+UBSan.
+SAN      ?=
+ifeq ($(SAN),1)
+OPT      += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+BUILD    := build-san
+endif
+CFLAGS   += $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Ilib \
+            -I/usr/include/postgresql -MMD -MP
+LDFLAGS  += $(filter -fsanitize%,$(OPT))
+LIBS_CORE := -ljansson -lcrypto
+
+.PHONY: all deps run stop test unit install clean
+all:
+
+LIB_SRCS := $(wildcard lib/*.c)
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+LIBTM    := $(BUILD)/libtm.a
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(LIBTM): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+# C unit tests: t/unit/<name>.c -> $(BUILD)/t/unit/<name>, printing TAP;
+# t/unit-<name>.t runs it under prove.
+UNIT_SRCS := $(wildcard t/unit/*.c)
+UNIT_BINS := $(UNIT_SRCS:%.c=$(BUILD)/%)
+$(BUILD)/t/unit/%: t/unit/%.c $(LIBTM)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIBTM) $(LDFLAGS) $(LIBS_CORE) -lm
+
+all: $(LIBTM) $(UNIT_BINS)
+unit: $(UNIT_BINS)
+
+include $(wildcard */build.mk)
+
+deps:
+	@scripts/deps.sh
+
+run: deps all
+	@scripts/run.sh start
+
+stop:
+	@scripts/run.sh stop
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	prove -I t/lib $(PROVE_FLAGS) t/
+
+clean:
+	rm -rf build build-san
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
