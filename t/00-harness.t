@@ -1,0 +1,19 @@
+#!/usr/bin/env perl
+# The harness itself: real PostgreSQL and Redis start on free ports, answer,
+# and are gone after teardown.
+use strict; use warnings;
+use Test::More;
+use lib 't/lib';
+use TM::Harness;
+
+my $h = TM::Harness->new;
+like $h->postgres, qr{^postgresql://postgres\@127\.0\.0\.1:\d+/togglemaster$}, 'postgres url';
+is $h->psql('SELECT 40 + 2'), '42', 'postgres answers';
+like $h->redis, qr{^redis://127\.0\.0\.1:\d+$}, 'redis url';
+is $h->redis_cmd('SET', 'k', "v\r\nx"), 'OK', 'redis SET';
+is $h->redis_cmd('GET', 'k'), "v\r\nx", 'redis GET binary-safe';
+my $pg = $h->pid('postgres');
+ok kill(0, $pg), 'postgres pid alive';
+$h->teardown;
+ok !kill(0, $pg), 'postgres gone after teardown';
+done_testing;

@@ -1,0 +1,212 @@
+package TM::Harness;
+# Test harness: real PostgreSQL, Redis, moto server, the daemons and nginx on
+# free loopback ports, isolated in a temp dir per test file, torn down at exit
+# even when a test dies. Perl core modules only.
+#
+#   my $h = TM::Harness->new;
+#   my $pg = $h->postgres;           # DATABASE_URL
+#   my $redis = $h->redis;           # REDIS_URL
+#   my $auth = $h->daemon('auth', MASTER_KEY => 'm');   # base URL
+#   my $r = $h->req(POST => "$auth/admin/keys", {Authorization => 'Bearer m'}, {name => 'x'});
+#   $r->{status}, $r->{json}, $r->{content}, $r->{headers}
+use strict;
+use warnings;
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use File::Temp qw(tempdir);
+use HTTP::Tiny;
+use IO::Socket::INET;
+use JSON::PP;
+use Time::HiRes qw(sleep time);
+
+our $ROOT = abs_path(dirname(__FILE__) . '/../../..');
+our @LIVE;   # harnesses to tear down at exit
+
+sub new {
+    my ($class, %o) = @_;
+    my $dir = tempdir('tm-test-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{TM_KEEP});
+    chmod 0755, $dir;
+    my $self = bless { dir => $dir, started => [], ports => {}, %o }, $class;
+    push @LIVE, $self;
+    return $self;
+}
+
+sub dir { $_[0]{dir} }
+my $JSON = JSON::PP->new->canonical->allow_nonref;
+sub json { $JSON }
+
+sub free_port {
+    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp')
+        or die "free_port: $!";
+    my $p = $s->sockport;
+    close $s;
+    return $p;
+}
+
+sub svc {
+    my ($self, $action, $name, $port, %env) = @_;
+    local %ENV = (%ENV, %env);
+    my @cmd = ("$ROOT/scripts/svc.sh", $action, $name, $self->{dir}, defined $port ? $port : ());
+    system(@cmd) == 0 or die "svc.sh @cmd failed (see $self->{dir}/$name.log)\n" . $self->log($name);
+}
+
+sub start {
+    my ($self, $name, $port, %env) = @_;
+    $port //= free_port();
+    $self->svc(start => $name, $port, %env);
+    push @{ $self->{started} }, $name unless grep { $_ eq $name } @{ $self->{started} };
+    $self->{ports}{$name} = $port;
+    $self->{env}{$name} = \%env;
+    return $port;
+}
+
+sub stop { my ($self, $name) = @_; $self->svc(stop => $name) }
+
+# Restart with the same port and environment.
+sub restart {
+    my ($self, $name) = @_;
+    $self->stop($name);
+    $self->svc(start => $name, $self->{ports}{$name}, %{ $self->{env}{$name} || {} });
+}
+
+sub pid {
+    my ($self, $name) = @_;
+    open my $f, '<', "$self->{dir}/$name.pid" or return;
+    my $p = <$f>;
+    chomp $p;
+    return $p;
+}
+
+sub signal { my ($self, $sig, $name) = @_; kill $sig, $self->pid($name) }
+
+sub log {
+    my ($self, $name) = @_;
+    open my $f, '<', "$self->{dir}/$name.log" or return '';
+    local $/;
+    return <$f>;
+}
+
+sub port { $_[0]{ports}{ $_[1] } }
+
+sub postgres {
+    my $self = shift;
+    my $p = $self->{ports}{postgres} // $self->start('postgres');
+    return "postgresql://postgres\@127.0.0.1:$p/togglemaster";
+}
+
+sub redis {
+    my $self = shift;
+    my $p = $self->{ports}{redis} // $self->start('redis');
+    return "redis://127.0.0.1:$p";
+}
+
+sub moto {
+    my $self = shift;
+    my $p = $self->{ports}{moto} // $self->start('moto');
+    return "http://127.0.0.1:$p";
+}
+
+# Starts an admin daemon (auth, flags, targeting) with DATABASE_URL and
+# REDIS_URL pointing at this harness unless given; returns its base URL.
+sub daemon {
+    my ($self, $name, %env) = @_;
+    $env{DATABASE_URL} //= $self->postgres;
+    $env{REDIS_URL} //= $self->redis;
+    $env{BIND_ADDR} //= '127.0.0.1';
+    $env{TM_RECONCILE_SECONDS} //= 1;
+    my $port = $self->start($name, undef, %env);
+    return "http://127.0.0.1:$port";
+}
+
+# psql one statement against the harness database; returns trimmed output.
+sub psql {
+    my ($self, $sql) = @_;
+    my ($bin) = sort glob('/usr/lib/postgresql/*/bin');
+    my $p = $self->{ports}{postgres};
+    my $out = `$bin/psql -X -q -h 127.0.0.1 -p $p -U postgres -d togglemaster -tA -c \Q$sql\E 2>&1`;
+    chomp $out;
+    return $out;
+}
+
+# One Redis command over RESP; returns a scalar, an array ref or undef.
+sub redis_cmd {
+    my ($self, @args) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{ports}{redis}, Timeout => 5)
+        or die "redis connect: $!";
+    my $req = '*' . scalar(@args) . "\r\n";
+    $req .= '$' . length($_) . "\r\n$_\r\n" for @args;
+    print $s $req;
+    my $r = _resp($s);
+    close $s;
+    return $r;
+}
+
+sub _resp {
+    my $s = shift;
+    my $line = <$s>;
+    die "redis: no reply\n" unless defined $line;
+    $line =~ s/\r\n$//;
+    my ($t, $v) = (substr($line, 0, 1), substr($line, 1));
+    return $v if $t eq '+' || $t eq ':';
+    die "redis error: $v\n" if $t eq '-';
+    if ($t eq '$') {
+        return undef if $v < 0;
+        my $buf = '';
+        while (length($buf) < $v + 2) {
+            my $n = read($s, my $chunk, $v + 2 - length $buf);
+            die "redis: short read\n" unless $n;
+            $buf .= $chunk;
+        }
+        return substr($buf, 0, $v);
+    }
+    if ($t eq '*') {
+        return undef if $v < 0;
+        return [ map { _resp($s) } 1 .. $v ];
+    }
+    die "redis: bad reply $line\n";
+}
+
+# HTTP request; $body may be a string (sent as is) or a ref (sent as JSON).
+sub req {
+    my ($self, $method, $url, $headers, $body) = @_;
+    my %h = %{ $headers || {} };
+    my %opt = (headers => \%h);
+    if (defined $body) {
+        $opt{content} = ref $body ? $JSON->encode($body) : $body;
+        $h{'Content-Type'} //= 'application/json';
+    }
+    my $http = HTTP::Tiny->new(timeout => 10, keep_alive => 0);
+    my $r = $http->request($method, $url, \%opt);
+    my $json;
+    if (length($r->{content} // '')) {
+        $json = eval { $JSON->decode($r->{content}) };
+    }
+    return { status => $r->{status}, content => $r->{content}, json => $json,
+             headers => $r->{headers}, reason => $r->{reason} };
+}
+
+# Polls $code until it returns true or $secs pass; returns the last value.
+sub wait_until {
+    my ($self, $secs, $code) = @_;
+    my $end = time + $secs;
+    my $v;
+    while (1) {
+        $v = $code->();
+        return $v if $v || time > $end;
+        sleep 0.02;
+    }
+}
+
+sub teardown {
+    my $self = shift;
+    return if $self->{down}++;
+    for my $name (reverse @{ $self->{started} }) {
+        eval { $self->svc(stop => $name) };
+    }
+}
+
+sub DESTROY { $_[0]->teardown }
+END { $_->teardown for @LIVE; @LIVE = () }
+$SIG{INT} = $SIG{TERM} = sub { $_->teardown for @LIVE; exit 1 };
+
+1;
