@@ -1,0 +1,261 @@
+/* togglemaster-auth (port 8001): issues, lists, validates and revokes API
+ * keys. Only SHA-256 hashes are stored; the active set is published to Redis
+ * (tm:keys) so the edge and the other daemons check keys locally. */
+#include "tm_daemon.h"
+#include "tm_hash.h"
+#include "tm_log.h"
+#include "tm_names.h"
+#include "tm_publish.h"
+#include "tm_sql.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *master_key;
+
+static const tm_migration migrations[] = {
+    { 1, "CREATE TABLE IF NOT EXISTS api_keys ("
+         " id SERIAL PRIMARY KEY,"
+         " name VARCHAR(100) NOT NULL,"
+         " key_hash VARCHAR(64) UNIQUE NOT NULL,"
+         " is_active BOOLEAN DEFAULT TRUE,"
+         " created_at TIMESTAMPTZ DEFAULT NOW())" },
+};
+
+/* What the edge needs to know about a key (never the key or its hash). */
+#define KEY_PUB_JSON "json_build_object('id', id, 'name', name)::text"
+#define KEY_ROW_JSON "json_build_object('id', id, 'name', name, 'is_active', is_active," \
+                     " 'created_at', " TM_SQL_TS("created_at") ")"
+
+static int check_env(void)
+{
+    master_key = tm_env("MASTER_KEY", NULL);
+    if (master_key == NULL) {
+        TM_ERROR("MASTER_KEY is not set: it guards key creation (POST /admin/keys)");
+        return -1;
+    }
+    return 0;
+}
+
+static int db_error(tm_resp *resp, tm_db_status s)
+{
+    if (s == TM_DB_UNAVAILABLE) {
+        tm_resp_error(resp, 503, "database unavailable, try again shortly");
+    } else if (s == TM_DB_BAD_INPUT) {
+        tm_resp_error(resp, 400, "the database rejected the input");
+    } else if (s == TM_DB_CONFLICT) {
+        tm_resp_error(resp, 409, "conflict");
+    } else {
+        tm_resp_error(resp, 500, "internal database error");
+    }
+    return 0;
+}
+
+static int master_ok(const tm_req *req, tm_resp *resp)
+{
+    size_t len;
+    const char *k = tm_req_bearer(req, &len);
+    if (k && tm_consttime_eq(k, len, master_key, strlen(master_key))) {
+        return 1;
+    }
+    tm_resp_error(resp, 403, "a valid master key is required (Authorization: Bearer <MASTER_KEY>)");
+    return 0;
+}
+
+static void create_key(const tm_req *req, tm_resp *resp)
+{
+    if (!master_ok(req, resp)) {
+        return;
+    }
+    json_t *body = tm_req_json_object(req, resp);
+    if (body == NULL) {
+        return;
+    }
+    json_t *jname = json_object_get(body, "name");
+    if (!json_is_string(jname)) {
+        json_decref(body);
+        tm_resp_error(resp, 400, "\"name\" is required and must be a string");
+        return;
+    }
+    const char *name = json_string_value(jname);
+    size_t nlen = json_string_length(jname);
+    if (nlen == 0 || nlen > TM_NAME_MAX || !tm_text_valid(name, nlen)) {
+        json_decref(body);
+        tm_resp_error(resp, 400, "\"name\" must be 1 to 100 bytes of printable UTF-8");
+        return;
+    }
+
+    unsigned char raw[32];
+    char key[7 + 64 + 1], hash[TM_SHA256_HEX_LEN + 1];
+    if (tm_random_bytes(raw, sizeof raw) != 0) {
+        json_decref(body);
+        tm_resp_error(resp, 500, "cannot generate a key: no randomness");
+        return;
+    }
+    memcpy(key, "tm_key_", 7);
+    tm_hex(raw, sizeof raw, key + 7);
+    tm_sha256_hex(key, strlen(key), hash);
+
+    const char *p[] = { name, hash };
+    PGresult *res;
+    tm_db_status s = tm_db_exec("INSERT INTO api_keys (name, key_hash) VALUES ($1, $2)"
+                                " RETURNING id, " KEY_PUB_JSON, 2, p, &res);
+    if (s != TM_DB_OK) {
+        json_decref(body);
+        db_error(resp, s);
+        return;
+    }
+    long id = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+    tm_publish("key", hash, PQgetvalue(res, 0, 1));
+    PQclear(res);
+    TM_INFO("api key %ld created", id);
+    tm_resp_json(resp, 201, json_pack("{s:I,s:s,s:s,s:s}", "id", (json_int_t) id,
+                                      "name", name, "key", key,
+                                      "message", "Store this key now: it is shown only once."));
+    memset(key, 0, sizeof key);
+    json_decref(body);
+}
+
+static void list_keys(const tm_req *req, tm_resp *resp)
+{
+    if (!master_ok(req, resp)) {
+        return;
+    }
+    PGresult *res;
+    tm_db_status s = tm_db_exec("SELECT coalesce(json_agg(" KEY_ROW_JSON " ORDER BY id), '[]')::text"
+                                " FROM api_keys", 0, NULL, &res);
+    if (s != TM_DB_OK) {
+        db_error(resp, s);
+        return;
+    }
+    tm_resp_raw(resp, 200, PQgetvalue(res, 0, 0));
+    PQclear(res);
+}
+
+static void revoke_key(const tm_req *req, tm_resp *resp, const char *idstr)
+{
+    if (!master_ok(req, resp)) {
+        return;
+    }
+    char *end;
+    long id = strtol(idstr, &end, 10);
+    if (*idstr == '\0' || *end || id <= 0 || id > 2147483647L) {
+        tm_resp_error(resp, 400, "key id must be a positive integer");
+        return;
+    }
+    const char *p[] = { idstr };
+    PGresult *res;
+    tm_db_status s = tm_db_exec("UPDATE api_keys SET is_active = FALSE WHERE id = $1"
+                                " RETURNING key_hash", 1, p, &res);
+    if (s != TM_DB_OK) {
+        db_error(resp, s);
+        return;
+    }
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        tm_resp_error(resp, 404, "no API key with id %ld", id);
+        return;
+    }
+    tm_publish("key", PQgetvalue(res, 0, 0), NULL);
+    PQclear(res);
+    TM_INFO("api key %ld revoked", id);
+    tm_resp_empty(resp, 204);
+}
+
+static void validate(const tm_req *req, tm_resp *resp)
+{
+    size_t len;
+    const char *k = tm_req_bearer(req, &len);
+    if (k == NULL) {
+        tm_resp_error(resp, 401, "missing Authorization header");
+        return;
+    }
+    char hash[TM_SHA256_HEX_LEN + 1];
+    tm_sha256_hex(k, len, hash);
+    const char *p[] = { hash };
+    PGresult *res;
+    tm_db_status s = tm_db_exec("SELECT 1 FROM api_keys WHERE key_hash = $1 AND is_active",
+                                1, p, &res);
+    if (s != TM_DB_OK) {
+        db_error(resp, s);
+        return;
+    }
+    int found = PQntuples(res) == 1;
+    PQclear(res);
+    if (!found) {
+        tm_resp_error(resp, 401, "invalid or revoked API key");
+        return;
+    }
+    tm_resp_raw(resp, 200, "{\"message\":\"valid key\"}");
+}
+
+static void handle(void *ctx, const tm_req *req, tm_resp *resp)
+{
+    (void) ctx;
+    const char *m = req->method, *path = req->path;
+    if (strcmp(path, "/admin/keys") == 0) {
+        if (strcmp(m, "POST") == 0) return create_key(req, resp);
+        if (strcmp(m, "GET") == 0) return list_keys(req, resp);
+        tm_resp_error(resp, 405, "method %s not allowed on %s", m, path);
+        return;
+    }
+    if (strncmp(path, "/admin/keys/", 12) == 0) {
+        if (strcmp(m, "DELETE") == 0) return revoke_key(req, resp, path + 12);
+        tm_resp_error(resp, 405, "method %s not allowed on /admin/keys/{id}", m);
+        return;
+    }
+    if (strcmp(path, "/validate") == 0) {
+        if (strcmp(m, "GET") == 0) return validate(req, resp);
+        tm_resp_error(resp, 405, "method %s not allowed on %s", m, path);
+        return;
+    }
+    tm_resp_error(resp, 404, "no route for %s %s", m, path);
+}
+
+/* Reconciliation: the active key hashes in PostgreSQL are the truth. */
+static int load_keys(tm_pub_item **items, size_t *n, void **owner)
+{
+    PGresult *res;
+    if (tm_db_exec("SELECT key_hash, " KEY_PUB_JSON " FROM api_keys WHERE is_active",
+                   0, NULL, &res) != TM_DB_OK) {
+        return -1;
+    }
+    size_t rows = (size_t) PQntuples(res);
+    *items = malloc((rows ? rows : 1) * sizeof **items);
+    if (*items == NULL) {
+        PQclear(res);
+        return -1;
+    }
+    for (size_t i = 0; i < rows; i++) {
+        (*items)[i].field = PQgetvalue(res, (int) i, 0);
+        (*items)[i].json = PQgetvalue(res, (int) i, 1);
+    }
+    *n = rows;
+    *owner = res;
+    return 0;
+}
+
+static void free_result(void *res)
+{
+    PQclear(res);
+}
+
+static void reconcile(void)
+{
+    tm_publish_reconcile("key", load_keys, free_result);
+}
+
+int main(int argc, char **argv)
+{
+    tm_daemon d = {
+        .name = "auth",
+        .default_port = 8001,
+        .migrations = migrations,
+        .nmigrations = sizeof migrations / sizeof migrations[0],
+        .handler = handle,
+        .reconcile = reconcile,
+        .check_env = check_env,
+    };
+    return tm_daemon_main(&d, argc, argv);
+}

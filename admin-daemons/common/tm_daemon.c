@@ -1,0 +1,138 @@
+#include "tm_daemon.h"
+#include "tm_log.h"
+#include "tm_publish.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void) sig;
+    stop_requested = 1;
+}
+
+const char *tm_env(const char *name, const char *def)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : def;
+}
+
+static long env_long(const char *name, long def, long min, long max)
+{
+    const char *v = getenv(name);
+    if (v == NULL || *v == '\0') {
+        return def;
+    }
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || *end || n < min || n > max) {
+        TM_WARN("%s=\"%s\" is not a number in [%ld, %ld]; using %ld", name, v, min, max, def);
+        return def;
+    }
+    return n;
+}
+
+static int ready(void *ctx)
+{
+    (void) ctx;
+    return tm_db_ping();
+}
+
+/* Migrations wait for the database for a while: in compose and Kubernetes
+ * the daemon may start before PostgreSQL accepts connections. */
+static int migrate_with_retry(const tm_daemon *d, int seconds)
+{
+    for (int i = 0; i < seconds * 2 && !stop_requested; i++) {
+        if (tm_db_migrate(d->name, d->migrations, d->nmigrations) == 0) {
+            return 0;
+        }
+        struct timespec ts = { 0, 500 * 1000 * 1000 };
+        nanosleep(&ts, NULL);
+    }
+    return -1;
+}
+
+int tm_daemon_main(const tm_daemon *d, int argc, char **argv)
+{
+    int migrate_only = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--migrate") == 0) {
+            migrate_only = 1;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: togglemaster-%s [--migrate]\n"
+                   "Configuration comes from the environment; see README.md.\n", d->name);
+            return 0;
+        } else {
+            fprintf(stderr, "togglemaster-%s: unknown argument %s\n", d->name, argv[i]);
+            return 2;
+        }
+    }
+    tm_log_init(d->name, tm_env("LOG_LEVEL", "info"));
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    const char *db = tm_env("DATABASE_URL", NULL);
+    if (db == NULL) {
+        TM_ERROR("DATABASE_URL is not set (e.g. postgresql://user:pass@host:5432/db)");
+        return 2;
+    }
+    tm_db_init(db);
+    if (!migrate_only && d->check_env && d->check_env() != 0) {
+        return 2;
+    }
+    if (tm_publish_init(tm_env("REDIS_URL", NULL)) != 0) {
+        return 2;
+    }
+
+    if (migrate_only || !getenv("TM_SKIP_MIGRATE")) {
+        if (migrate_with_retry(d, migrate_only ? 60 : 30) != 0) {
+            TM_ERROR("schema migration failed; is DATABASE_URL reachable?");
+            return 1;
+        }
+        if (migrate_only) {
+            TM_INFO("migrations applied");
+            return 0;
+        }
+    }
+
+    tm_http_config hc = {
+        .bind_addr = tm_env("BIND_ADDR", "0.0.0.0"),
+        .port = (unsigned) env_long("PORT", d->default_port, 1, 65535),
+        .threads = (unsigned) env_long("TM_HTTP_THREADS", 4, 1, 256),
+        .handler = d->handler,
+        .ready = ready,
+        .ctx = d->ctx,
+    };
+    struct tm_http *srv = tm_http_start(&hc);
+    if (srv == NULL) {
+        return 1;
+    }
+    long period = env_long("TM_RECONCILE_SECONDS", 10, 1, 86400);
+    time_t next = 0;
+    while (!stop_requested) {
+        time_t now = time(NULL);
+        if (d->reconcile && now >= next) {
+            d->reconcile();
+            next = now + period;
+        }
+        struct timespec ts = { 0, 100 * 1000 * 1000 };
+        nanosleep(&ts, NULL);
+    }
+    TM_INFO("stopping: finishing requests in flight");
+    tm_http_stop(srv);
+    tm_db_close();
+    return 0;
+}

@@ -1,0 +1,159 @@
+#include "tm_db.h"
+#include "tm_log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *db_url;
+static _Thread_local PGconn *conn;
+
+void tm_db_init(const char *database_url)
+{
+    db_url = database_url;
+}
+
+void tm_db_close(void)
+{
+    if (conn) {
+        PQfinish(conn);
+        conn = NULL;
+    }
+}
+
+static PGconn *get_conn(void)
+{
+    if (conn && PQstatus(conn) == CONNECTION_OK) {
+        return conn;
+    }
+    tm_db_close();
+    const char *keys[] = { "dbname", "connect_timeout", "application_name", NULL };
+    const char *vals[] = { db_url, "3", "togglemaster", NULL };
+    conn = PQconnectdbParams(keys, vals, 1);
+    if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
+        /* The message may include the host but never a password. */
+        TM_WARN("database: cannot connect: %s",
+                conn ? strtok(PQerrorMessage(conn), "\n") : "out of memory");
+        tm_db_close();
+        return NULL;
+    }
+    return conn;
+}
+
+static tm_db_status classify(PGresult *res)
+{
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    if (state == NULL) {
+        return TM_DB_UNAVAILABLE;
+    }
+    if (strcmp(state, "23505") == 0) {
+        return TM_DB_CONFLICT;
+    }
+    /* Class 22 (data exception) and 23 (integrity) are the client's data. */
+    if (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0) {
+        return TM_DB_BAD_INPUT;
+    }
+    /* Class 08 (connection), 57 (operator intervention: shutdown), 53 (resources). */
+    if (strncmp(state, "08", 2) == 0 || strncmp(state, "57", 2) == 0
+        || strncmp(state, "53", 2) == 0) {
+        return TM_DB_UNAVAILABLE;
+    }
+    return TM_DB_ERROR;
+}
+
+tm_db_status tm_db_exec(const char *sql, int nparams, const char *const *params,
+                        PGresult **out)
+{
+    *out = NULL;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        PGconn *c = get_conn();
+        if (c == NULL) {
+            return TM_DB_UNAVAILABLE;
+        }
+        PGresult *res = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+        ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+        if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+            *out = res;
+            return TM_DB_OK;
+        }
+        if (PQstatus(c) != CONNECTION_OK) {
+            /* The server went away under us (restart, failover): reconnect
+             * and try once more. */
+            PQclear(res);
+            tm_db_close();
+            continue;
+        }
+        tm_db_status s = classify(res);
+        if (s == TM_DB_ERROR || s == TM_DB_UNAVAILABLE) {
+            TM_ERROR("database: %s", strtok(PQresultErrorMessage(res), "\n"));
+        }
+        PQclear(res);
+        return s;
+    }
+    return TM_DB_UNAVAILABLE;
+}
+
+int tm_db_ping(void)
+{
+    PGresult *res;
+    if (tm_db_exec("SELECT 1", 0, NULL, &res) != TM_DB_OK) {
+        return 0;
+    }
+    PQclear(res);
+    return 1;
+}
+
+static int run(PGconn *c, const char *sql, int n, const char *const *p)
+{
+    PGresult *res = PQexecParams(c, sql, n, NULL, p, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(res);
+    int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+    if (!ok) {
+        TM_ERROR("migration: %s", strtok(PQresultErrorMessage(res), "\n"));
+    }
+    PQclear(res);
+    return ok ? 0 : -1;
+}
+
+int tm_db_migrate(const char *component, const tm_migration *m, int n)
+{
+    PGconn *c = get_conn();
+    if (c == NULL) {
+        return -1;
+    }
+    if (run(c, "BEGIN", 0, NULL) != 0
+        || run(c, "SELECT pg_advisory_xact_lock(7464776)", 0, NULL) != 0
+        || run(c, "CREATE TABLE IF NOT EXISTS tm_schema_migrations ("
+                  " component text NOT NULL, version integer NOT NULL,"
+                  " applied_at timestamptz NOT NULL DEFAULT now(),"
+                  " PRIMARY KEY (component, version))", 0, NULL) != 0) {
+        run(c, "ROLLBACK", 0, NULL);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        char ver[16];
+        snprintf(ver, sizeof ver, "%d", m[i].version);
+        const char *p[] = { component, ver };
+        PGresult *res = PQexecParams(c, "SELECT 1 FROM tm_schema_migrations"
+                                        " WHERE component = $1 AND version = $2",
+                                     2, NULL, p, NULL, NULL, 0);
+        int done = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+        int failed = PQresultStatus(res) != PGRES_TUPLES_OK;
+        PQclear(res);
+        if (failed) {
+            run(c, "ROLLBACK", 0, NULL);
+            return -1;
+        }
+        if (done) {
+            continue;
+        }
+        if (run(c, m[i].sql, 0, NULL) != 0
+            || run(c, "INSERT INTO tm_schema_migrations (component, version)"
+                      " VALUES ($1, $2)", 2, p) != 0) {
+            run(c, "ROLLBACK", 0, NULL);
+            return -1;
+        }
+        TM_INFO("migration %s/%d applied", component, m[i].version);
+    }
+    return run(c, "COMMIT", 0, NULL);
+}

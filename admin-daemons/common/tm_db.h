@@ -1,0 +1,36 @@
+/* PostgreSQL access for the daemons: one connection per HTTP thread, opened
+ * lazily, re-opened after a failure, plus versioned schema migrations. */
+#ifndef TM_DB_H
+#define TM_DB_H
+#include <libpq-fe.h>
+
+typedef enum {
+    TM_DB_OK = 0,
+    TM_DB_UNAVAILABLE,     /* cannot reach the database: answer 503 */
+    TM_DB_CONFLICT,        /* unique violation: answer 409 */
+    TM_DB_BAD_INPUT,       /* the database rejected the data: answer 400 */
+    TM_DB_ERROR            /* anything else: answer 500 and log */
+} tm_db_status;
+
+void tm_db_init(const char *database_url);
+
+/* Runs a parameterised statement on this thread's connection. On TM_DB_OK
+ * *out holds the result (PQclear it). Retries once on a dropped connection. */
+tm_db_status tm_db_exec(const char *sql, int nparams, const char *const *params,
+                        PGresult **out);
+
+/* 1 if a trivial query succeeds. */
+int tm_db_ping(void);
+
+typedef struct {
+    int version;
+    const char *sql;
+} tm_migration;
+
+/* Applies the component's migrations not yet recorded, under an advisory lock
+ * so that replicas starting together do not race. 0 on success. */
+int tm_db_migrate(const char *component, const tm_migration *m, int n);
+
+/* Closes this thread's connection (at thread or process exit). */
+void tm_db_close(void);
+#endif

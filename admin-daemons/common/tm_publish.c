@@ -1,0 +1,271 @@
+#include "tm_publish.h"
+#include "tm_log.h"
+#include "tm_url.h"
+
+#include <hiredis/hiredis.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static tm_redis_url cfg;
+static int enabled;
+/* One connection per thread: hiredis contexts are not thread-safe. */
+static _Thread_local redisContext *rc;
+static _Thread_local time_t rc_retry_after;
+
+/* Atomic write + version bump + notification (docs/redis-layout.md). */
+static const char publish_lua[] =
+    "if ARGV[2] == 'upsert' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])"
+    " else redis.call('HDEL', KEYS[1], ARGV[1]) end "
+    "local v = redis.call('INCR', KEYS[2]) "
+    "redis.call('PUBLISH', ARGV[5], cjson.encode({version = v, kind = ARGV[4],"
+    " op = ARGV[2], name = ARGV[1]})) "
+    "return v";
+
+static const char resync_lua[] =
+    "local v = redis.call('INCR', KEYS[1]) "
+    "redis.call('PUBLISH', ARGV[2], cjson.encode({version = v, kind = ARGV[1],"
+    " op = 'resync'})) "
+    "return v";
+
+int tm_publish_init(const char *redis_url)
+{
+    if (redis_url == NULL || *redis_url == '\0') {
+        TM_WARN("REDIS_URL not set: changes will not reach the edge");
+        return 0;
+    }
+    if (tm_redis_url_parse(redis_url, &cfg) != 0) {
+        TM_ERROR("REDIS_URL is not a redis://host[:port][/db] URL");
+        return -1;
+    }
+    enabled = 1;
+    return 0;
+}
+
+const char *tm_publish_hash(const char *kind)
+{
+    if (strcmp(kind, "flag") == 0) return TM_REDIS_FLAGS;
+    if (strcmp(kind, "rule") == 0) return TM_REDIS_RULES;
+    if (strcmp(kind, "key") == 0) return TM_REDIS_KEYS;
+    return NULL;
+}
+
+static void drop(void)
+{
+    if (rc) {
+        redisFree(rc);
+        rc = NULL;
+    }
+}
+
+static redisContext *get(void)
+{
+    if (!enabled) {
+        return NULL;
+    }
+    if (rc && rc->err == 0) {
+        return rc;
+    }
+    drop();
+    /* After a failure, wait a second before trying again so a Redis outage
+     * costs requests nothing but a check of the clock. */
+    time_t now = time(NULL);
+    if (now < rc_retry_after) {
+        return NULL;
+    }
+    struct timeval tv = { 0, 300 * 1000 };
+    rc = redisConnectWithTimeout(cfg.host, cfg.port, tv);
+    if (rc == NULL || rc->err) {
+        TM_WARN("redis: cannot connect to %s:%d: %s", cfg.host, cfg.port,
+                rc ? rc->errstr : "out of memory");
+        drop();
+        rc_retry_after = now + 1;
+        return NULL;
+    }
+    struct timeval cmd_tv = { 1, 0 };
+    redisSetTimeout(rc, cmd_tv);
+    redisReply *r = NULL;
+    if (cfg.password[0]) {
+        r = redisCommand(rc, "AUTH %s", cfg.password);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            TM_ERROR("redis: AUTH failed");
+            goto fail;
+        }
+        freeReplyObject(r);
+    }
+    if (cfg.db) {
+        r = redisCommand(rc, "SELECT %d", cfg.db);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            TM_ERROR("redis: SELECT %d failed", cfg.db);
+            goto fail;
+        }
+        freeReplyObject(r);
+    }
+    return rc;
+fail:
+    if (r) freeReplyObject(r);
+    drop();
+    rc_retry_after = now + 1;
+    return NULL;
+}
+
+/* Runs a command; on a transport error drops the connection. */
+static redisReply *command(int argc, const char **argv, const size_t *lens)
+{
+    redisContext *c = get();
+    if (c == NULL) {
+        return NULL;
+    }
+    redisReply *r = redisCommandArgv(c, argc, argv, lens);
+    if (r == NULL) {
+        TM_WARN("redis: %s", c->errstr[0] ? c->errstr : "no reply");
+        drop();
+        rc_retry_after = time(NULL) + 1;
+        return NULL;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        TM_WARN("redis: %s: %s", argv[0], r->str);
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+long long tm_publish(const char *kind, const char *field, const char *json)
+{
+    const char *hash = tm_publish_hash(kind);
+    if (hash == NULL || !enabled) {
+        return -1;
+    }
+    const char *argv[] = { "EVAL", publish_lua, "2", hash, TM_REDIS_VERSION, field,
+                           json ? "upsert" : "delete", json ? json : "", kind,
+                           TM_REDIS_CHANNEL };
+    size_t lens[10];
+    for (int i = 0; i < 10; i++) lens[i] = strlen(argv[i]);
+    redisReply *r = command(10, argv, lens);
+    if (r == NULL) {
+        TM_WARN("redis: %s %s not published; reconciliation will repair it", kind,
+                strcmp(kind, "key") == 0 ? "(key hash)" : field);
+        return -1;
+    }
+    long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    freeReplyObject(r);
+    return v;
+}
+
+int tm_publish_key_known(const char *key_hash)
+{
+    const char *argv[] = { "HEXISTS", TM_REDIS_KEYS, key_hash };
+    size_t lens[] = { 7, strlen(TM_REDIS_KEYS), strlen(key_hash) };
+    redisReply *r = command(3, argv, lens);
+    if (r == NULL) {
+        return -1;
+    }
+    int known = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+    return known;
+}
+
+static int item_cmp(const void *a, const void *b)
+{
+    return strcmp(((const tm_pub_item *) a)->field, ((const tm_pub_item *) b)->field);
+}
+
+/* Set (or delete) a field only if it still holds what reconciliation saw. */
+static const char cas_lua[] =
+    "local cur = redis.call('HGET', KEYS[1], ARGV[1]) "
+    "if ARGV[2] == '1' then if cur ~= ARGV[3] then return 0 end "
+    "elseif cur then return 0 end "
+    "if ARGV[4] == '1' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[5]) "
+    "else redis.call('HDEL', KEYS[1], ARGV[1]) end "
+    "return 1";
+
+static int append_cas(redisContext *c, const char *hash, const char *field,
+                      const char *seen, const char *want)
+{
+    const char *argv[] = { "EVAL", cas_lua, "1", hash, field, seen ? "1" : "0",
+                           seen ? seen : "", want ? "1" : "0", want ? want : "" };
+    size_t lens[9];
+    for (int i = 0; i < 9; i++) lens[i] = strlen(argv[i]);
+    return redisAppendCommandArgv(c, 9, argv, lens) == REDIS_OK ? 0 : -1;
+}
+
+int tm_publish_reconcile(const char *kind, tm_pub_loader load,
+                         void (*free_owner)(void *owner))
+{
+    const char *hash = tm_publish_hash(kind);
+    if (hash == NULL || !enabled) {
+        return -1;
+    }
+    const char *hargv[] = { "HGETALL", hash };
+    size_t hlens[] = { 7, strlen(hash) };
+    redisReply *all = command(2, hargv, hlens);
+    if (all == NULL) {
+        return -1;
+    }
+    tm_pub_item *want = NULL;
+    size_t n = 0;
+    void *owner = NULL;
+    if (all->type != REDIS_REPLY_ARRAY || load(&want, &n, &owner) != 0) {
+        freeReplyObject(all);
+        return -1;
+    }
+    qsort(want, n, sizeof *want, item_cmp);
+
+    redisContext *c = get();
+    int queued = 0, changed = 0, failed = c == NULL;
+    /* Fields in Redis that the database lacks, or holds differently. */
+    for (size_t i = 0; i + 1 < all->elements && !failed; i += 2) {
+        redisReply *f = all->element[i], *v = all->element[i + 1];
+        tm_pub_item key = { f->str, NULL };
+        tm_pub_item *w = bsearch(&key, want, n, sizeof *want, item_cmp);
+        if (w && strcmp(w->json, v->str) == 0) {
+            w->json = NULL;   /* in sync */
+            continue;
+        }
+        failed = append_cas(c, hash, f->str, v->str, w ? w->json : NULL) != 0;
+        if (w) {
+            w->json = NULL;
+        }
+        queued++;
+    }
+    /* Fields the database has and Redis lacks. */
+    for (size_t i = 0; i < n && !failed; i++) {
+        if (want[i].json) {
+            failed = append_cas(c, hash, want[i].field, NULL, want[i].json) != 0;
+            queued++;
+        }
+    }
+    /* Pipelined: one round trip for all the fixes. */
+    for (int i = 0; i < queued && !failed; i++) {
+        void *r = NULL;
+        if (redisGetReply(c, &r) != REDIS_OK || r == NULL) {
+            failed = 1;
+            break;
+        }
+        redisReply *rr = r;
+        if (rr->type == REDIS_REPLY_INTEGER && rr->integer == 1) {
+            changed++;
+        }
+        freeReplyObject(rr);
+    }
+    free(want);
+    free_owner(owner);
+    freeReplyObject(all);
+    if (failed) {
+        drop();
+        return -1;
+    }
+    if (changed) {
+        const char *argv[] = { "EVAL", resync_lua, "1", TM_REDIS_VERSION, kind, TM_REDIS_CHANNEL };
+        size_t lens[6];
+        for (int i = 0; i < 6; i++) lens[i] = strlen(argv[i]);
+        redisReply *r = command(6, argv, lens);
+        if (r == NULL) {
+            return -1;
+        }
+        freeReplyObject(r);
+        TM_INFO("reconcile: %d %s field(s) repaired in Redis", changed, kind);
+    }
+    return changed;
+}

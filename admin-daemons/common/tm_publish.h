@@ -1,0 +1,45 @@
+/* Publication of committed objects to Redis for the edge (docs/redis-layout.md).
+ * Redis is a copy: when it is down, writes still succeed and reconciliation
+ * repairs it later, so every call here is best effort and never blocks long. */
+#ifndef TM_PUBLISH_H
+#define TM_PUBLISH_H
+#include <stddef.h>
+
+#define TM_REDIS_FLAGS "tm:flags"
+#define TM_REDIS_RULES "tm:rules"
+#define TM_REDIS_KEYS "tm:keys"
+#define TM_REDIS_VERSION "tm:version"
+#define TM_REDIS_CHANNEL "tm:changes"
+
+/* 0 on success; -1 if REDIS_URL is malformed. NULL or "" disables Redis. */
+int tm_publish_init(const char *redis_url);
+
+/* Sets hash[field] = json (upsert) or deletes it (json == NULL), bumps
+ * tm:version and notifies tm:changes, atomically. Returns the new version,
+ * or -1 if Redis could not be reached (logged). kind: "flag", "rule", "key". */
+long long tm_publish(const char *kind, const char *field, const char *json);
+
+/* One row of the source of truth, for reconciliation. */
+typedef struct {
+    const char *field;
+    const char *json;
+} tm_pub_item;
+
+/* Loads the source of truth: fills *items (malloc'd array; strings owned by
+ * *owner, released with free_owner). 0 on success, -1 on failure. */
+typedef int (*tm_pub_loader)(tm_pub_item **items, size_t *n, void **owner);
+
+/* Makes the hash equal to what load() returns: HSET missing or changed
+ * fields, HDEL extra ones. Redis is read *before* the database and every
+ * fix is a compare-and-set, so a write racing with reconciliation is never
+ * overwritten by an older row. If anything changed, bumps the version and
+ * publishes a resync. Returns fields changed, or -1 (Redis or DB down). */
+int tm_publish_reconcile(const char *kind, tm_pub_loader load,
+                         void (*free_owner)(void *owner));
+
+/* HEXISTS tm:keys <hash>: 1 present, 0 absent, -1 Redis unreachable. */
+int tm_publish_key_known(const char *key_hash);
+
+/* Redis hash name for a kind, or NULL. */
+const char *tm_publish_hash(const char *kind);
+#endif

@@ -1,0 +1,9 @@
+/* SQL fragments shared by the daemons. */
+#ifndef TM_SQL_H
+#define TM_SQL_H
+
+/* RFC 3339 UTC with microseconds, e.g. 2026-11-22T10:00:00.123456Z. */
+#define TM_SQL_TS(col) \
+    "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+#endif
