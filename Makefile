@@ -66,3 +66,8 @@ clean:
 	rm -rf build build-san
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/etc/togglemaster
+	install -m 644 docs/redis-layout.md $(DESTDIR)$(PREFIX)/etc/togglemaster/
+	if ls nginx-conf/*.conf >/dev/null 2>&1; then install -m 644 nginx-conf/*.conf $(DESTDIR)$(PREFIX)/etc/togglemaster/; fi

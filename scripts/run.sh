@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# `make run` / `make stop`: the whole local stack on 127.0.0.1, state in .run/.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+run=$root/.run
+svc=$root/scripts/svc.sh
+cd "$root"
+
+PG_PORT=${TM_PG_PORT:-5432}
+REDIS_PORT=${TM_REDIS_PORT:-6379}
+AWS_PORT=${TM_AWS_PORT:-4566}
+DEFAULT_MASTER_KEY=admin-secreto-123
+export MASTER_KEY=${MASTER_KEY:-$DEFAULT_MASTER_KEY}
+export DATABASE_URL=${DATABASE_URL:-postgresql://postgres@127.0.0.1:$PG_PORT/togglemaster}
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}
+export AUTH_SERVICE_URL=${AUTH_SERVICE_URL:-http://127.0.0.1:8001}
+export BIND_ADDR=${BIND_ADDR:-127.0.0.1}
+export AWS_REGION=${AWS_REGION:-us-east-1}
+export AWS_ENDPOINT_URL=${AWS_ENDPOINT_URL:-http://127.0.0.1:$AWS_PORT}
+export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-test}
+export AWS_DYNAMODB_TABLE=${AWS_DYNAMODB_TABLE:-ToggleMasterAnalytics}
+export AWS_SQS_URL=${AWS_SQS_URL:-$AWS_ENDPOINT_URL/000000000000/togglemaster-events}
+
+# Everything make run may start, in start order; stop goes in reverse.
+ALL=(postgres redis moto auth flags targeting analytics nginx)
+
+start() {
+  mkdir -p "$run"
+  echo "Starting ToggleMaster on 127.0.0.1 (state and logs in .run/)"
+  "$svc" start postgres "$run" "$PG_PORT"
+  "$svc" start redis "$run" "$REDIS_PORT"
+  "$svc" start moto "$run" "$AWS_PORT"
+  PORT=8001 "$svc" start auth "$run" 8001
+  PORT=8002 "$svc" start flags "$run" 8002
+  PORT=8003 "$svc" start targeting "$run" 8003
+  local parts="  auth        http://127.0.0.1:8001
+  flags       http://127.0.0.1:8002
+  targeting   http://127.0.0.1:8003"
+  if [ -x build/analytics-worker/togglemaster-analytics ]; then
+    if [ -x scripts/aws-init.sh ]; then
+      scripts/aws-init.sh "$AWS_ENDPOINT_URL" >>"$run/aws-init.log" 2>&1 || \
+        echo "warning: AWS emulator init failed, see .run/aws-init.log"
+    fi
+    "$svc" start analytics "$run" 8005
+    parts+="
+  analytics   http://127.0.0.1:8005"
+  fi
+  if [ -f build/nginx/ngx_http_togglemaster_module.so ] && [ -f nginx-conf/dev.conf ]; then
+    mkdir -p "$run/nginx/logs"
+    sed -e "s#@MODULE@#$root/build/nginx/ngx_http_togglemaster_module.so#g" \
+        -e "s#@RUN@#$run#g" -e "s#@REDIS_PORT@#$REDIS_PORT#g" \
+        -e "s#@SQS_URL@#$AWS_SQS_URL#g" -e "s#@AWS_ENDPOINT@#$AWS_ENDPOINT_URL#g" \
+        nginx-conf/dev.conf > "$run/nginx/nginx.conf"
+    "$svc" start nginx "$run"
+    parts+="
+  evaluation  http://127.0.0.1:8004   (nginx module: /evaluate, /ofrep/v1)
+  ingress     http://127.0.0.1:8080   (/auth /flags /targeting /evaluate /analytics)"
+  fi
+  cat <<MSG
+ToggleMaster is running:
+$parts
+  PostgreSQL  $DATABASE_URL
+  Redis       $REDIS_URL
+  AWS (moto)  $AWS_ENDPOINT_URL  (SQS + DynamoDB emulator)
+MASTER_KEY: $( [ "$MASTER_KEY" = "$DEFAULT_MASTER_KEY" ] && echo "$MASTER_KEY (the default; set MASTER_KEY to change it)" || echo "(from your environment)")
+Try:
+  curl -s -X POST http://127.0.0.1:8001/admin/keys -H "Authorization: Bearer \$MASTER_KEY" -d '{"name":"me"}'
+Stop with: make stop
+MSG
+}
+
+stop() {
+  local i
+  for ((i = ${#ALL[@]} - 1; i >= 0; i--)); do
+    if [ -f "$run/${ALL[$i]}.pid" ]; then
+      "$svc" stop "${ALL[$i]}" "$run" && echo "stopped ${ALL[$i]}"
+    fi
+  done
+}
+
+case ${1:-} in
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: run.sh start|stop" >&2; exit 2 ;;
+esac
