@@ -58,9 +58,13 @@ run: deps all
 stop:
 	@scripts/run.sh stop
 
+# Tests run against the ASan+UBSan build (build-san/) of lib/, the daemons and
+# the worker; the harness fails a test file on any sanitizer report.
 test: deps
 	@$(MAKE) --no-print-directory all
-	prove -I t/lib $(PROVE_FLAGS) t/
+	@$(MAKE) --no-print-directory SAN=1 all
+	TM_BUILD=$(CURDIR)/build-san ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1 prove -I t/lib $(PROVE_FLAGS) t/
 
 clean:
 	rm -rf build build-san

@@ -134,5 +134,6 @@ int tm_daemon_main(const tm_daemon *d, int argc, char **argv)
     TM_INFO("stopping: finishing requests in flight");
     tm_http_stop(srv);
     tm_db_close();
+    tm_publish_close();
     return 0;
 }

@@ -1,16 +1,32 @@
 #include "tm_db.h"
 #include "tm_log.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static const char *db_url;
 static _Thread_local PGconn *conn;
+/* A key whose destructor closes a thread's connection when the HTTP layer's
+ * threads exit, so a stop leaves no connection (and no leak) behind. */
+static pthread_key_t conn_key;
+static pthread_once_t conn_key_once = PTHREAD_ONCE_INIT;
+
+static void close_at_thread_exit(void *c)
+{
+    PQfinish(c);
+}
+
+static void make_key(void)
+{
+    pthread_key_create(&conn_key, close_at_thread_exit);
+}
 
 void tm_db_init(const char *database_url)
 {
     db_url = database_url;
+    pthread_once(&conn_key_once, make_key);
 }
 
 void tm_db_close(void)
@@ -18,6 +34,7 @@ void tm_db_close(void)
     if (conn) {
         PQfinish(conn);
         conn = NULL;
+        pthread_setspecific(conn_key, NULL);
     }
 }
 
@@ -37,6 +54,7 @@ static PGconn *get_conn(void)
         tm_db_close();
         return NULL;
     }
+    pthread_setspecific(conn_key, conn);
     return conn;
 }
 

@@ -1,5 +1,6 @@
 #include "tm_http.h"
 #include "tm_log.h"
+#include "tm_names.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -96,6 +97,13 @@ void tm_resp_error(tm_resp *resp, int status, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    /* A message quoting client input may have been cut inside a UTF-8
+     * sequence (or quote bad bytes): JSON needs valid UTF-8. */
+    if (!tm_text_valid(msg, strlen(msg))) {
+        for (unsigned char *p = (unsigned char *) msg; *p; p++) {
+            if (*p < 0x20 || *p >= 0x7f) *p = '?';
+        }
+    }
     tm_resp_json(resp, status, json_pack("{s:s}", "error", msg));
 }
 

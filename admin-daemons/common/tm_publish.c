@@ -3,6 +3,7 @@
 #include "tm_url.h"
 
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -12,6 +13,13 @@ static int enabled;
 /* One connection per thread: hiredis contexts are not thread-safe. */
 static _Thread_local redisContext *rc;
 static _Thread_local time_t rc_retry_after;
+/* Closes a thread's connection when the thread exits. */
+static pthread_key_t rc_key;
+
+static void free_at_thread_exit(void *c)
+{
+    redisFree(c);
+}
 
 /* Atomic write + version bump + notification (docs/redis-layout.md). */
 static const char publish_lua[] =
@@ -34,6 +42,9 @@ int tm_publish_init(const char *redis_url)
         TM_WARN("REDIS_URL not set: changes will not reach the edge");
         return 0;
     }
+    if (pthread_key_create(&rc_key, free_at_thread_exit) != 0) {
+        return -1;
+    }
     if (tm_redis_url_parse(redis_url, &cfg) != 0) {
         TM_ERROR("REDIS_URL is not a redis://host[:port][/db] URL");
         return -1;
@@ -55,7 +66,13 @@ static void drop(void)
     if (rc) {
         redisFree(rc);
         rc = NULL;
+        pthread_setspecific(rc_key, NULL);
     }
+}
+
+void tm_publish_close(void)
+{
+    drop();
 }
 
 static redisContext *get(void)
@@ -82,6 +99,7 @@ static redisContext *get(void)
         rc_retry_after = now + 1;
         return NULL;
     }
+    pthread_setspecific(rc_key, rc);
     struct timeval cmd_tv = { 1, 0 };
     redisSetTimeout(rc, cmd_tv);
     redisReply *r = NULL;

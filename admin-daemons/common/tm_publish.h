@@ -40,6 +40,9 @@ int tm_publish_reconcile(const char *kind, tm_pub_loader load,
 /* HEXISTS tm:keys <hash>: 1 present, 0 absent, -1 Redis unreachable. */
 int tm_publish_key_known(const char *key_hash);
 
+/* Closes the calling thread's connection. */
+void tm_publish_close(void);
+
 /* Redis hash name for a kind, or NULL. */
 const char *tm_publish_hash(const char *kind);
 #endif

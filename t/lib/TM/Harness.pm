@@ -203,6 +203,23 @@ sub teardown {
     for my $name (reverse @{ $self->{started} }) {
         eval { $self->svc(stop => $name) };
     }
+    $self->check_sanitizers;
+}
+
+# A sanitizer report in any service log fails the test file: the daemons run
+# from the ASan+UBSan build under `make test`, and their reports (including
+# LeakSanitizer's at exit) land in their logs.
+sub check_sanitizers {
+    my $self = shift;
+    return unless $INC{'Test/More.pm'};
+    for my $name (@{ $self->{started} }) {
+        my $log = $self->log($name);
+        my @hits = $log =~ /^(.*(?:ERROR: \w+Sanitizer|runtime error:).*)$/mg;
+        next unless @hits;   # silent when clean: teardown may run after done_testing
+        Test::More::fail("sanitizer report in $name log ($self->{dir}/$name.log)");
+        Test::More::diag(join("\n", @hits[0 .. ($#hits < 4 ? $#hits : 4)]));
+        $? = 1 if Test::More->builder->is_passing == 0 && !$?;
+    }
 }
 
 sub DESTROY { $_[0]->teardown }
