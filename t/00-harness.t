@@ -16,4 +16,15 @@ my $pg = $h->pid('postgres');
 ok kill(0, $pg), 'postgres pid alive';
 $h->teardown;
 ok !kill(0, $pg), 'postgres gone after teardown';
+
+# A sanitizer report in a service log must fail the test file that ran it.
+my $child = <<'PL';
+use Test::More; use lib 't/lib'; use TM::Harness;
+my $h = TM::Harness->new; $h->redis;
+open my $f, '>>', $h->dir . '/redis.log' or die; print $f "x.c:1:2: runtime error: signed integer overflow\n"; close $f;
+ok 1, 'body'; done_testing;
+PL
+my $out = `$^X -e \Q$child\E 2>&1`;
+isnt $? >> 8, 0, 'sanitizer report in a log fails the test file';
+like $out, qr/sanitizer report in redis log/, 'and names the log';
 done_testing;
