@@ -12,6 +12,7 @@ DEB_PKGS=(
   libssl-dev          # SHA-1/SHA-256, HMAC, CSPRNG
   libhiredis-dev      # Redis client (daemons: sync, nginx module: async)
   libcurl4-openssl-dev # outbound HTTP (worker, auth fallback)
+  valgrind            # memcheck over the unit tests
   postgresql redis-server
   nginx nginx-dev     # the nginx we load into, and its sources to build against
   python3 python3-venv python3-pip

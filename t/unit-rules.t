@@ -1,5 +1,6 @@
 #!/usr/bin/env perl
-# Runs the C unit test for lib/ rules, hashing and names (TAP on stdout).
+# C unit test for lib/: rules, hashing and names.
 use strict; use warnings;
-my $bin = ($ENV{TM_BUILD} // 'build') . '/t/unit/test_rules';
-exec $bin or die "cannot run $bin: $!";
+use lib 't/lib';
+use TM::Unit;
+TM::Unit::run('test_rules');
