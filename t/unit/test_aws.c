@@ -43,7 +43,7 @@ static void clear_env(void)
 
 static void test_creds(void)
 {
-    char err[256];
+    char err[256] = "";
     tm_aws_creds c = { 0 };
     clear_env();
     is_int(tm_aws_creds_detect(), TM_AWS_CREDS_NONE, "no credentials");
@@ -109,7 +109,7 @@ static void test_creds(void)
 
 static void test_endpoints(void)
 {
-    char err[256], region[64];
+    char err[256] = "", region[64];
     tm_aws_endpoint ep;
     clear_env();
     tm_aws_region(NULL, region, sizeof region);
@@ -173,7 +173,7 @@ static const char *find_header(const tm_aws_request *r, const char *prefix)
 
 static void test_request(void)
 {
-    char err[256];
+    char err[256] = "";
     tm_aws_endpoint ep;
     tm_aws_creds c = { 0 };
     tm_aws_request r;
@@ -251,7 +251,7 @@ static void test_errors(void)
 
 static void test_sqs(void)
 {
-    char err[256];
+    char err[256] = "";
     char *b = tm_sqs_receive_body("http://q/1/a", 10, 20, -1);
     json_t *j = J(b);
     ok(json_eq(j, "{\"QueueUrl\":\"http://q/1/a\",\"MaxNumberOfMessages\":10,\"WaitTimeSeconds\":20,"
@@ -385,7 +385,7 @@ static void test_ddb(void)
 
 static void test_events(void)
 {
-    char err[256], id[TM_UUID_LEN + 1], id2[TM_UUID_LEN + 1];
+    char err[256] = "", id[TM_UUID_LEN + 1], id2[TM_UUID_LEN + 1];
     const char *single = "{\"user_id\":\"u1\",\"flag_name\":\"f\",\"result\":true,"
                          "\"timestamp\":\"2026-11-22T10:00:00Z\"}";
     json_t *ev = tm_events_from_message(single, strlen(single), "msg-1", err, sizeof err);
