@@ -1,0 +1,31 @@
+# The nginx module, built against the nginx users run: the distro nginx,
+# from the nginx-dev sources and their conf_flags, as Debian builds its own
+# libnginx-mod-*. The source tree is copied under $(BUILD) so configure
+# never writes into /usr/share.
+#   NGX_SRC=/path/to/nginx-x.y.z make   builds against upstream sources
+#                                         (configured --with-compat)
+
+NGX_SRC      ?= /usr/share/nginx/src
+NGX_OUT      := $(BUILD)/nginx
+NGX_TREE     := $(NGX_OUT)/src
+NGX_OBJS     := $(abspath $(NGX_OUT)/objs)
+NGX_MODULE   := $(NGX_OUT)/ngx_http_togglemaster_module.so
+NGX_MOD_SRCS := config $(wildcard ngx_togglemaster_module/*.c) \
+                $(wildcard ngx_togglemaster_module/*.h) \
+                lib/tm_rules.c lib/tm_hash.c lib/tm_names.c \
+                lib/tm_rules.h lib/tm_hash.h lib/tm_names.h
+
+$(NGX_OBJS)/Makefile: config ngx_togglemaster_module/build.mk
+	@rm -rf $(NGX_TREE) && mkdir -p $(NGX_OUT)
+	cp -r $(NGX_SRC) $(NGX_TREE)
+	cd $(NGX_TREE) && bash -c 'flags=(--with-compat); \
+	  if [ -f conf_flags ]; then . ./conf_flags; flags=("$${NGX_CONF_FLAGS[@]}"); fi; \
+	  ./configure "$${flags[@]}" --add-dynamic-module=$(CURDIR) \
+	    --builddir=$(NGX_OBJS)' > $(abspath $(NGX_OUT))/configure.log 2>&1 \
+	  || { tail -n 30 $(abspath $(NGX_OUT))/configure.log; exit 1; }
+
+$(NGX_MODULE): $(NGX_OBJS)/Makefile $(NGX_MOD_SRCS)
+	$(MAKE) --no-print-directory -C $(NGX_TREE) -f $(NGX_OBJS)/Makefile modules
+	cp $(NGX_OBJS)/ngx_http_togglemaster_module.so $@
+
+all: $(NGX_MODULE)

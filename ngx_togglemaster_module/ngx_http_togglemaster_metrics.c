@@ -1,0 +1,285 @@
+/*
+ * Metrics in shared memory, so that any worker answers the scrape for all.
+ * Per-flag counters live in a fixed open-addressing table; a flag gets its
+ * slot while a snapshot is built (off the request path), requests only do
+ * atomic adds. Names clients send for unknown flags share one slot, so a
+ * client cannot grow the table.
+ */
+
+#include "ngx_http_togglemaster_module.h"
+
+
+ngx_http_togglemaster_shm_t  *ngx_http_togglemaster_shm;
+
+
+ngx_int_t
+ngx_http_togglemaster_shm_init(ngx_shm_zone_t *zone, void *data)
+{
+    ngx_slab_pool_t              *shpool;
+    ngx_http_togglemaster_shm_t  *sh;
+
+    if (data) {
+        zone->data = data;
+        ngx_http_togglemaster_shm = data;
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+
+    if (zone->shm.exists) {
+        zone->data = shpool->data;
+        ngx_http_togglemaster_shm = shpool->data;
+        return NGX_OK;
+    }
+
+    sh = ngx_slab_alloc(shpool, sizeof(ngx_http_togglemaster_shm_t));
+    if (sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(sh, sizeof(ngx_http_togglemaster_shm_t));
+
+    shpool->data = sh;
+    zone->data = sh;
+    ngx_http_togglemaster_shm = sh;
+
+    return NGX_OK;
+}
+
+
+ngx_uint_t
+ngx_http_togglemaster_counter_slot(u_char *name, size_t len)
+{
+    ngx_uint_t                        i, n;
+    ngx_http_togglemaster_counter_t  *c;
+
+    if (ngx_http_togglemaster_shm == NULL || len > TM_NAME_MAX) {
+        return NGX_HTTP_TOGGLEMASTER_SLOT_UNKNOWN;
+    }
+
+    i = 1 + ngx_murmur_hash2(name, len)
+            % (NGX_HTTP_TOGGLEMASTER_COUNTER_SLOTS - 1);
+
+    for (n = 1; n < NGX_HTTP_TOGGLEMASTER_COUNTER_SLOTS; n++) {
+        c = &ngx_http_togglemaster_shm->counters[i];
+
+        if (c->state == 0 && ngx_atomic_cmp_set(&c->state, 0, 1)) {
+            c->len = (u_char) len;
+            ngx_memcpy(c->name, name, len);
+            ngx_memory_barrier();
+            c->state = 2;
+            return i;
+        }
+
+        /* another worker is writing this slot's name: a few cycles */
+        while (c->state == 1) {
+            ngx_cpu_pause();
+        }
+
+        if (c->len == len && ngx_memcmp(c->name, name, len) == 0) {
+            return i;
+        }
+
+        i = (i == NGX_HTTP_TOGGLEMASTER_COUNTER_SLOTS - 1) ? 1 : i + 1;
+    }
+
+    return NGX_HTTP_TOGGLEMASTER_SLOT_UNKNOWN;
+}
+
+
+void
+ngx_http_togglemaster_count(ngx_uint_t slot, ngx_uint_t on)
+{
+    ngx_http_togglemaster_counter_t  *c;
+
+    if (ngx_http_togglemaster_shm == NULL) {
+        return;
+    }
+
+    c = &ngx_http_togglemaster_shm->counters[slot];
+    (void) ngx_atomic_fetch_add(on ? &c->on : &c->off, 1);
+}
+
+
+void
+ngx_http_togglemaster_worker_state(ngx_uint_t state)
+{
+    ngx_http_togglemaster_worker_stat_t  *w;
+
+    if (ngx_http_togglemaster_shm == NULL
+        || ngx_worker >= NGX_HTTP_TOGGLEMASTER_MAX_WORKERS)
+    {
+        return;
+    }
+
+    w = &ngx_http_togglemaster_shm->workers[ngx_worker];
+
+    w->pid = ngx_pid;
+    w->state = state;
+
+    if (ngx_http_togglemaster_current) {
+        w->version = (ngx_atomic_uint_t) ngx_http_togglemaster_current->version;
+    }
+
+    if (state == 2) {
+        w->synced_at = ngx_time();
+    }
+}
+
+
+#define NGX_HTTP_TOGGLEMASTER_LINE  (TM_NAME_MAX * 6 + 128)
+
+ngx_int_t
+ngx_http_togglemaster_metrics_handler(ngx_http_request_t *r)
+{
+    u_char                               *body, *p, *last;
+    time_t                                now;
+    ngx_int_t                             rc;
+    ngx_uint_t                            i, n, workers;
+    ngx_core_conf_t                      *ccf;
+    ngx_http_togglemaster_shm_t          *sh;
+    ngx_http_togglemaster_counter_t      *c;
+    ngx_http_togglemaster_worker_stat_t  *w;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    sh = ngx_http_togglemaster_shm;
+    if (sh == NULL) {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(ngx_cycle->conf_ctx,
+                                           ngx_core_module);
+    workers = ngx_min((ngx_uint_t) ccf->worker_processes,
+                      NGX_HTTP_TOGGLEMASTER_MAX_WORKERS);
+
+    n = 0;
+    for (i = 0; i < NGX_HTTP_TOGGLEMASTER_COUNTER_SLOTS; i++) {
+        if (i == 0 || sh->counters[i].state == 2) {
+            n++;
+        }
+    }
+
+    body = ngx_pnalloc(r->pool, 4096 + (n * 2 + workers * 4)
+                                       * NGX_HTTP_TOGGLEMASTER_LINE);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    last = body + 4096 + (n * 2 + workers * 4) * NGX_HTTP_TOGGLEMASTER_LINE;
+    now = ngx_time();
+
+    p = ngx_slprintf(body, last,
+        "# HELP togglemaster_evaluations_total Flag evaluations by flag and "
+        "result (flag=\"\" counts flags unknown to the snapshot).\n"
+        "# TYPE togglemaster_evaluations_total counter\n");
+
+    for (i = 0; i < NGX_HTTP_TOGGLEMASTER_COUNTER_SLOTS; i++) {
+        c = &sh->counters[i];
+
+        if (i != 0 && c->state != 2) {
+            continue;
+        }
+
+        /* flag names are [A-Za-z0-9_.:-]: nothing to escape */
+        p = ngx_slprintf(p, last,
+            "togglemaster_evaluations_total{flag=\"%*s\",result=\"true\"} %uA\n"
+            "togglemaster_evaluations_total{flag=\"%*s\",result=\"false\"} %uA\n",
+            (size_t) (i ? c->len : 0), c->name, c->on,
+            (size_t) (i ? c->len : 0), c->name, c->off);
+    }
+
+    p = ngx_slprintf(p, last,
+        "# HELP togglemaster_snapshot_version tm:version of the worker's "
+        "snapshot.\n"
+        "# TYPE togglemaster_snapshot_version gauge\n");
+
+    for (i = 0; i < workers; i++) {
+        w = &sh->workers[i];
+        if (w->pid) {
+            p = ngx_slprintf(p, last,
+                    "togglemaster_snapshot_version{worker=\"%ui\"} %uA\n",
+                    i, w->version);
+        }
+    }
+
+    p = ngx_slprintf(p, last,
+        "# HELP togglemaster_snapshot_age_seconds Seconds since the worker "
+        "last confirmed its snapshot against Redis.\n"
+        "# TYPE togglemaster_snapshot_age_seconds gauge\n");
+
+    for (i = 0; i < workers; i++) {
+        w = &sh->workers[i];
+        if (w->pid && w->synced_at) {
+            p = ngx_slprintf(p, last,
+                    "togglemaster_snapshot_age_seconds{worker=\"%ui\"} %T\n",
+                    i, now - (time_t) w->synced_at);
+        }
+    }
+
+    p = ngx_slprintf(p, last,
+        "# HELP togglemaster_redis_sync_state 0 disconnected, 1 connecting, "
+        "2 synced.\n"
+        "# TYPE togglemaster_redis_sync_state gauge\n");
+
+    for (i = 0; i < workers; i++) {
+        w = &sh->workers[i];
+        if (w->pid) {
+            p = ngx_slprintf(p, last,
+                    "togglemaster_redis_sync_state{worker=\"%ui\"} %uA\n",
+                    i, w->state);
+        }
+    }
+
+    p = ngx_slprintf(p, last,
+        "# TYPE togglemaster_redis_reconnects_total counter\n"
+        "togglemaster_redis_reconnects_total %uA\n"
+        "# TYPE togglemaster_redis_syncs_total counter\n"
+        "togglemaster_redis_syncs_total %uA\n"
+        "# TYPE togglemaster_redis_sync_errors_total counter\n"
+        "togglemaster_redis_sync_errors_total %uA\n"
+        "# TYPE togglemaster_malformed_objects_total counter\n"
+        "togglemaster_malformed_objects_total %uA\n"
+        "# TYPE togglemaster_api_key_denied_total counter\n"
+        "togglemaster_api_key_denied_total %uA\n",
+        sh->reconnects, sh->syncs, sh->sync_errors, sh->malformed,
+        sh->key_denied);
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = p - body;
+    ngx_str_set(&r->headers_out.content_type, "text/plain; version=0.0.4");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    {
+        ngx_buf_t    *b;
+        ngx_chain_t   out;
+
+        b = ngx_calloc_buf(r->pool);
+        if (b == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        b->pos = body;
+        b->last = p;
+        b->memory = 1;
+        b->last_buf = (r == r->main) ? 1 : 0;
+        b->last_in_chain = 1;
+
+        out.buf = b;
+        out.next = NULL;
+
+        return ngx_http_output_filter(r, &out);
+    }
+}

@@ -1,0 +1,540 @@
+/*
+ * ngx_http_togglemaster_module: directives, configuration, variables and
+ * the worker lifecycle. The concerns live in their own files:
+ * snapshot (tables), sync + redis (keeping the snapshot current), file
+ * (snapshot on disk), eval (/evaluate), ofrep, access (API keys, require),
+ * metrics.
+ */
+
+#include "ngx_http_togglemaster_module.h"
+
+#include <jansson.h>
+
+
+static void *ngx_http_togglemaster_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_togglemaster_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_togglemaster_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_togglemaster_merge_loc_conf(ngx_conf_t *cf,
+    void *parent, void *child);
+static ngx_int_t ngx_http_togglemaster_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_togglemaster_init(ngx_conf_t *cf);
+static ngx_int_t ngx_http_togglemaster_init_process(ngx_cycle_t *cycle);
+static void ngx_http_togglemaster_exit_process(ngx_cycle_t *cycle);
+
+static char *ngx_http_togglemaster_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_togglemaster_handler_slot(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_togglemaster_require(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+
+
+static ngx_command_t  ngx_http_togglemaster_commands[] = {
+
+    { ngx_string("togglemaster_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_togglemaster_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("togglemaster_redis_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_main_conf_t, timeout),
+      NULL },
+
+    { ngx_string("togglemaster_check_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_main_conf_t, check_interval),
+      NULL },
+
+    { ngx_string("togglemaster_backoff_max"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_main_conf_t, backoff_max),
+      NULL },
+
+    { ngx_string("togglemaster_snapshot_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_main_conf_t, snapshot_file),
+      NULL },
+
+    { ngx_string("togglemaster_identity"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_loc_conf_t, identity),
+      NULL },
+
+    { ngx_string("togglemaster_api_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_loc_conf_t, api_key),
+      NULL },
+
+    { ngx_string("togglemaster_require"),
+      NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_togglemaster_require,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("togglemaster_evaluate"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_togglemaster_handler_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) ngx_http_togglemaster_evaluate_handler },
+
+    { ngx_string("togglemaster_ofrep"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_togglemaster_handler_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) ngx_http_togglemaster_ofrep_handler },
+
+    { ngx_string("togglemaster_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_togglemaster_handler_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) ngx_http_togglemaster_metrics_handler },
+
+    { ngx_string("togglemaster_health"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_togglemaster_handler_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      (void *) ngx_http_togglemaster_health_handler },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_togglemaster_module_ctx = {
+    ngx_http_togglemaster_add_variables,     /* preconfiguration */
+    ngx_http_togglemaster_init,              /* postconfiguration */
+
+    ngx_http_togglemaster_create_main_conf,  /* create main configuration */
+    ngx_http_togglemaster_init_main_conf,    /* init main configuration */
+
+    NULL,                                    /* create server configuration */
+    NULL,                                    /* merge server configuration */
+
+    ngx_http_togglemaster_create_loc_conf,   /* create location configuration */
+    ngx_http_togglemaster_merge_loc_conf     /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_togglemaster_module = {
+    NGX_MODULE_V1,
+    &ngx_http_togglemaster_module_ctx,       /* module context */
+    ngx_http_togglemaster_commands,          /* module directives */
+    NGX_HTTP_MODULE,                         /* module type */
+    NULL,                                    /* init master */
+    NULL,                                    /* init module */
+    ngx_http_togglemaster_init_process,      /* init process */
+    NULL,                                    /* init thread */
+    NULL,                                    /* exit thread */
+    ngx_http_togglemaster_exit_process,      /* exit process */
+    NULL,                                    /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_str_t  ngx_http_togglemaster_flag_prefix =
+    ngx_string("togglemaster_flag_");
+
+
+static void *
+ngx_http_togglemaster_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_togglemaster_main_conf_t  *tmcf;
+
+    tmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_togglemaster_main_conf_t));
+    if (tmcf == NULL) {
+        return NULL;
+    }
+
+    tmcf->timeout = NGX_CONF_UNSET_MSEC;
+    tmcf->check_interval = NGX_CONF_UNSET_MSEC;
+    tmcf->backoff_max = NGX_CONF_UNSET_MSEC;
+
+    return tmcf;
+}
+
+
+static char *
+ngx_http_togglemaster_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_togglemaster_main_conf_t *tmcf = conf;
+
+    ngx_str_t  name = ngx_string("togglemaster");
+
+    ngx_conf_init_msec_value(tmcf->timeout, 2000);
+    ngx_conf_init_msec_value(tmcf->check_interval, 5000);
+    ngx_conf_init_msec_value(tmcf->backoff_max, 5000);
+
+    if (tmcf->backoff_max < 200) {
+        tmcf->backoff_max = 200;
+    }
+
+    if (tmcf->snapshot_file.len
+        && ngx_conf_full_name(cf->cycle, &tmcf->snapshot_file, 1) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    tmcf->shm_zone = ngx_shared_memory_add(cf, &name,
+                         2 * sizeof(ngx_http_togglemaster_shm_t) + 65536,
+                         &ngx_http_togglemaster_module);
+    if (tmcf->shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    tmcf->shm_zone->init = ngx_http_togglemaster_shm_init;
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_togglemaster_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_togglemaster_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_togglemaster_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->require_flag = { 0, NULL };
+     */
+
+    conf->identity = NGX_CONF_UNSET_PTR;
+    conf->api_key = NGX_CONF_UNSET;
+    conf->require_status = NGX_CONF_UNSET_UINT;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_togglemaster_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child)
+{
+    ngx_http_togglemaster_loc_conf_t *prev = parent;
+    ngx_http_togglemaster_loc_conf_t *conf = child;
+
+    ngx_conf_merge_ptr_value(conf->identity, prev->identity, NULL);
+    ngx_conf_merge_value(conf->api_key, prev->api_key, 0);
+    ngx_conf_merge_str_value(conf->require_flag, prev->require_flag, "");
+    ngx_conf_merge_uint_value(conf->require_status, prev->require_status,
+                              NGX_HTTP_NOT_FOUND);
+
+    return NGX_CONF_OK;
+}
+
+
+/* togglemaster_redis 127.0.0.1:6379 | redis://host[:port] | unix:/path */
+static char *
+ngx_http_togglemaster_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_togglemaster_main_conf_t *tmcf = conf;
+
+    u_char     *p;
+    ngx_str_t  *value, s;
+    ngx_url_t   u;
+
+    if (tmcf->redis.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    tmcf->redis = value[1];
+    s = value[1];
+
+    if (s.len > 8 && ngx_strncmp(s.data, "redis://", 8) == 0) {
+        s.data += 8;
+        s.len -= 8;
+
+        /* a path ("/0") would name a database: only 0 is supported */
+        p = ngx_strlchr(s.data, s.data + s.len, '/');
+        if (p) {
+            s.len = p - s.data;
+        }
+    }
+
+    if (s.len > 5 && ngx_strncmp(s.data, "unix:", 5) == 0) {
+        tmcf->redis_unix.len = s.len - 5;
+        tmcf->redis_unix.data = ngx_pnalloc(cf->pool, s.len - 5 + 1);
+        if (tmcf->redis_unix.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_cpystrn(tmcf->redis_unix.data, s.data + 5, s.len - 5 + 1);
+        return NGX_CONF_OK;
+    }
+
+    /* resolved here, once: workers never call the resolver */
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url = s;
+    u.default_port = 6379;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        if (u.err) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s in \"%V\"",
+                               u.err, &value[1]);
+        }
+
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "no address for redis \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    tmcf->redis_host.data = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+    if (tmcf->redis_host.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    tmcf->redis_host.len = ngx_sock_ntop(u.addrs[0].sockaddr,
+                                         u.addrs[0].socklen,
+                                         tmcf->redis_host.data,
+                                         NGX_SOCKADDR_STRLEN, 0);
+    tmcf->redis_host.data[tmcf->redis_host.len] = '\0';
+    tmcf->redis_port = u.port ? u.port : 6379;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_togglemaster_handler_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler) {
+        return "is duplicate: the location already has a content handler";
+    }
+
+    clcf->handler = (ngx_http_handler_pt) cmd->post;
+
+    return NGX_CONF_OK;
+}
+
+
+/* togglemaster_require <flag> [status] */
+static char *
+ngx_http_togglemaster_require(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_togglemaster_loc_conf_t *tmlcf = conf;
+
+    ngx_int_t   status;
+    ngx_str_t  *value;
+
+    if (tmlcf->require_flag.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (!tm_flag_name_valid((char *) value[1].data, value[1].len)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid flag name \"%V\": use %s, at most %d "
+                           "bytes", &value[1], TM_NAME_CHARSET, TM_NAME_MAX);
+        return NGX_CONF_ERROR;
+    }
+
+    tmlcf->require_flag = value[1];
+
+    if (cf->args->nelts == 3) {
+        status = ngx_atoi(value[2].data, value[2].len);
+        if (status < 400 || status > 599) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "status must be 400..599, not \"%V\"",
+                               &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        tmlcf->require_status = status;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * $togglemaster_flag_<name>: "1" if the flag is on for the request's
+ * identity, else "0". nginx lowercases variable names and allows only
+ * [a-z0-9_] in them, so a flag "new-checkout" is reached as
+ * $togglemaster_flag_new_checkout: the exact name is tried first, then
+ * with every '_' read as '-'.
+ */
+static ngx_int_t
+ngx_http_togglemaster_flag_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t *var = (ngx_str_t *) data;
+
+    u_char     *name, *alt;
+    size_t      len, i;
+    ngx_int_t   rc;
+
+    name = var->data + ngx_http_togglemaster_flag_prefix.len;
+    len = var->len - ngx_http_togglemaster_flag_prefix.len;
+
+    if (ngx_http_togglemaster_flag_lookup(ngx_http_togglemaster_current,
+                                          name, len)
+        == NULL && ngx_strlchr(name, name + len, '_'))
+    {
+        alt = ngx_pnalloc(r->pool, len);
+        if (alt == NULL) {
+            return NGX_ERROR;
+        }
+
+        for (i = 0; i < len; i++) {
+            alt[i] = (name[i] == '_') ? '-' : name[i];
+        }
+
+        if (ngx_http_togglemaster_flag_lookup(ngx_http_togglemaster_current,
+                                              alt, len))
+        {
+            name = alt;
+        }
+    }
+
+    rc = ngx_http_togglemaster_flag_on(r, name, len);
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    v->data = (u_char *) (rc ? "1" : "0");
+    v->len = 1;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_togglemaster_version_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->len = ngx_sprintf(p, "%L", ngx_http_togglemaster_current
+                                  ? ngx_http_togglemaster_current->version
+                                  : (int64_t) -1) - p;
+    v->data = p;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_togglemaster_add_variables(ngx_conf_t *cf)
+{
+    ngx_str_t             name = ngx_string("togglemaster_version");
+    ngx_http_variable_t  *var;
+
+    var = ngx_http_add_variable(cf, &ngx_http_togglemaster_flag_prefix,
+                                NGX_HTTP_VAR_PREFIX);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_togglemaster_flag_variable;
+
+    var = ngx_http_add_variable(cf, &name, NGX_HTTP_VAR_NOCACHEABLE);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_togglemaster_version_variable;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_togglemaster_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_togglemaster_access_handler;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_togglemaster_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_togglemaster_main_conf_t  *tmcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    tmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_togglemaster_module);
+    if (tmcf == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_http_togglemaster_json_init();
+    json_object_seed(0);   /* reads urandom now, not during a request */
+
+    ngx_http_togglemaster_current = NULL;
+
+    return ngx_http_togglemaster_sync_init(cycle, tmcf);
+}
+
+
+static void
+ngx_http_togglemaster_exit_process(ngx_cycle_t *cycle)
+{
+    if (ngx_http_cycle_get_module_main_conf(cycle,
+                                            ngx_http_togglemaster_module))
+    {
+        ngx_http_togglemaster_sync_exit(cycle);
+    }
+}

@@ -1,0 +1,192 @@
+/*
+ * ngx_http_togglemaster_module: feature flags evaluated inside nginx.
+ *
+ * Each worker holds an immutable snapshot (flags, rules, API-key hashes)
+ * that the sync code replaces wholesale; requests only read it.
+ */
+
+#ifndef NGX_HTTP_TOGGLEMASTER_MODULE_H
+#define NGX_HTTP_TOGGLEMASTER_MODULE_H
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "tm_rules.h"
+#include "tm_names.h"
+
+
+#define NGX_HTTP_TOGGLEMASTER_IDENTITY_MAX  4096
+#define NGX_HTTP_TOGGLEMASTER_MAX_WORKERS   256
+#define NGX_HTTP_TOGGLEMASTER_COUNTER_SLOTS 4096
+
+/* metric slots with fixed meaning; flag slots follow */
+#define NGX_HTTP_TOGGLEMASTER_SLOT_UNKNOWN  0
+
+
+typedef struct {
+    ngx_str_t                    name;
+    uint32_t                     hash;
+    tm_flag_state                flag;
+    unsigned                     rule_present:1;
+    unsigned                     rule_enabled:1;
+    tm_rule                     *rule;        /* NULL: absent or unusable */
+    ngx_str_t                    flag_json;   /* last good objects, raw */
+    ngx_str_t                    rule_json;
+    ngx_uint_t                   counter;     /* metrics slot */
+} ngx_http_togglemaster_flag_t;
+
+
+typedef struct {
+    ngx_str_t                    hash;        /* sha256 hex of the key */
+    ngx_str_t                    json;
+    uint32_t                     h;
+} ngx_http_togglemaster_key_t;
+
+
+typedef struct {
+    ngx_pool_t                  *pool;
+    int64_t                      version;
+    ngx_msec_t                   built;       /* ngx_current_msec */
+
+    ngx_http_togglemaster_flag_t *flags;      /* sorted by name */
+    ngx_uint_t                   nflags;
+    uint32_t                    *flag_slots;  /* open addressing, idx + 1 */
+    ngx_uint_t                   flag_mask;
+
+    ngx_http_togglemaster_key_t *keys;
+    ngx_uint_t                   nkeys;
+    uint32_t                    *key_slots;
+    ngx_uint_t                   key_mask;
+} ngx_http_togglemaster_snapshot_t;
+
+
+/* One Redis hash (or the file's copy of it) as field/value pairs. */
+typedef struct {
+    ngx_str_t                   *fields;
+    ngx_str_t                   *values;
+    ngx_uint_t                   n;
+    ngx_uint_t                   present;     /* 0: keep the old contents */
+} ngx_http_togglemaster_kv_t;
+
+enum {
+    NGX_HTTP_TOGGLEMASTER_FLAGS = 0,
+    NGX_HTTP_TOGGLEMASTER_RULES,
+    NGX_HTTP_TOGGLEMASTER_KEYS,
+    NGX_HTTP_TOGGLEMASTER_NKINDS
+};
+
+
+typedef struct {
+    ngx_str_t                    redis;       /* as written, for logs */
+    ngx_str_t                    redis_host;  /* numeric, NUL-terminated */
+    ngx_str_t                    redis_unix;  /* NUL-terminated */
+    ngx_int_t                    redis_port;
+    ngx_msec_t                   timeout;
+    ngx_msec_t                   check_interval;
+    ngx_msec_t                   backoff_max;
+    ngx_str_t                    snapshot_file;
+    ngx_shm_zone_t              *shm_zone;
+} ngx_http_togglemaster_main_conf_t;
+
+
+typedef struct {
+    ngx_http_complex_value_t    *identity;
+    ngx_flag_t                   api_key;
+    ngx_str_t                    require_flag;
+    ngx_uint_t                   require_status;
+} ngx_http_togglemaster_loc_conf_t;
+
+
+/* Shared-memory metrics: one worker slot per process, counters per flag. */
+typedef struct {
+    ngx_atomic_t                 state;       /* 0 down, 1 connecting, 2 synced */
+    ngx_atomic_t                 version;
+    ngx_atomic_t                 synced_at;   /* unix seconds of last good sync */
+    ngx_atomic_t                 pid;
+} ngx_http_togglemaster_worker_stat_t;
+
+typedef struct {
+    ngx_atomic_t                 state;       /* 0 free, 1 claiming, 2 ready */
+    ngx_atomic_t                 on;
+    ngx_atomic_t                 off;
+    u_char                       len;
+    u_char                       name[TM_NAME_MAX];
+} ngx_http_togglemaster_counter_t;
+
+typedef struct {
+    ngx_atomic_t                 reconnects;
+    ngx_atomic_t                 syncs;
+    ngx_atomic_t                 sync_errors;
+    ngx_atomic_t                 malformed;
+    ngx_atomic_t                 key_denied;
+    ngx_http_togglemaster_worker_stat_t
+                                 workers[NGX_HTTP_TOGGLEMASTER_MAX_WORKERS];
+    ngx_http_togglemaster_counter_t
+                                 counters[NGX_HTTP_TOGGLEMASTER_COUNTER_SLOTS];
+} ngx_http_togglemaster_shm_t;
+
+
+extern ngx_module_t  ngx_http_togglemaster_module;
+
+/* the worker's current snapshot; NULL until the first load */
+extern ngx_http_togglemaster_snapshot_t  *ngx_http_togglemaster_current;
+extern ngx_http_togglemaster_shm_t       *ngx_http_togglemaster_shm;
+
+
+/* snapshot.c */
+ngx_http_togglemaster_snapshot_t *ngx_http_togglemaster_snapshot_build(
+    int64_t version, ngx_http_togglemaster_kv_t *kv,
+    ngx_http_togglemaster_snapshot_t *old, ngx_log_t *log);
+void ngx_http_togglemaster_snapshot_free(
+    ngx_http_togglemaster_snapshot_t *snap);
+void ngx_http_togglemaster_snapshot_swap(
+    ngx_http_togglemaster_snapshot_t *snap);
+ngx_http_togglemaster_flag_t *ngx_http_togglemaster_flag_lookup(
+    ngx_http_togglemaster_snapshot_t *snap, u_char *name, size_t len);
+ngx_int_t ngx_http_togglemaster_key_known(
+    ngx_http_togglemaster_snapshot_t *snap, u_char *hex, size_t len);
+
+/* file.c */
+ngx_int_t ngx_http_togglemaster_file_write(ngx_str_t *path,
+    ngx_http_togglemaster_snapshot_t *snap, ngx_log_t *log);
+ngx_http_togglemaster_snapshot_t *ngx_http_togglemaster_file_load(
+    ngx_str_t *path, ngx_log_t *log);
+
+/* sync.c */
+ngx_int_t ngx_http_togglemaster_sync_init(ngx_cycle_t *cycle,
+    ngx_http_togglemaster_main_conf_t *tmcf);
+void ngx_http_togglemaster_sync_exit(ngx_cycle_t *cycle);
+
+/* eval.c */
+tm_decision ngx_http_togglemaster_decide(ngx_http_togglemaster_flag_t *f,
+    u_char *user, size_t ulen, u_char *name, size_t nlen);
+ngx_int_t ngx_http_togglemaster_identity(ngx_http_request_t *r,
+    ngx_str_t *id);
+ngx_int_t ngx_http_togglemaster_flag_on(ngx_http_request_t *r,
+    u_char *name, size_t len);
+ngx_int_t ngx_http_togglemaster_send_json(ngx_http_request_t *r,
+    ngx_uint_t status, u_char *body, size_t len);
+ngx_int_t ngx_http_togglemaster_send_error(ngx_http_request_t *r,
+    ngx_uint_t status, const char *msg);
+u_char *ngx_http_togglemaster_json_str(u_char *p, u_char *s, size_t len);
+size_t ngx_http_togglemaster_json_str_len(u_char *s, size_t len);
+
+/* metrics.c */
+ngx_uint_t ngx_http_togglemaster_counter_slot(u_char *name, size_t len);
+void ngx_http_togglemaster_count(ngx_uint_t slot, ngx_uint_t on);
+void ngx_http_togglemaster_worker_state(ngx_uint_t state);
+ngx_int_t ngx_http_togglemaster_shm_init(ngx_shm_zone_t *zone, void *data);
+
+/* handlers */
+ngx_int_t ngx_http_togglemaster_evaluate_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_togglemaster_ofrep_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_togglemaster_metrics_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_togglemaster_health_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_togglemaster_access_handler(ngx_http_request_t *r);
+
+/* json.c: jansson allocations from the request pool while one is set */
+void ngx_http_togglemaster_json_init(void);
+void ngx_http_togglemaster_json_pool(ngx_pool_t *pool);
+
+#endif /* NGX_HTTP_TOGGLEMASTER_MODULE_H */

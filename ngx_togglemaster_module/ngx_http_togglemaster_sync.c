@@ -1,0 +1,670 @@
+/*
+ * Per-worker Redis sync. Two connections: one SUBSCRIBEd to tm:changes, one
+ * for commands. After the subscription is confirmed (so no change can slip
+ * between load and subscribe) the command connection loads everything in
+ * one MULTI/EXEC, which gives a consistent version + hashes. A message, or a
+ * periodic GET tm:version that disagrees with the snapshot, triggers another
+ * load; loads never overlap, a change during a load queues one more.
+ *
+ * Any error or timeout drops both connections and retries with exponential
+ * backoff and jitter. Meanwhile the current snapshot keeps serving.
+ */
+
+#include "ngx_http_togglemaster_module.h"
+#include "ngx_http_togglemaster_redis.h"
+
+#include <jansson.h>
+
+
+#define NGX_HTTP_TOGGLEMASTER_DOWN        0
+#define NGX_HTTP_TOGGLEMASTER_CONNECTING  1
+#define NGX_HTTP_TOGGLEMASTER_SYNCED      2
+
+#define NGX_HTTP_TOGGLEMASTER_BACKOFF_MIN 100
+
+
+typedef struct {
+    ngx_http_togglemaster_main_conf_t  *conf;
+    ngx_log_t                          *log;
+
+    redisAsyncContext                  *cmd;
+    redisAsyncContext                  *sub;
+
+    ngx_event_t                         op_timer;
+    ngx_event_t                         retry_timer;
+    ngx_event_t                         check_timer;
+
+    ngx_msec_t                          backoff;
+    ngx_uint_t                          state;
+    int64_t                             written;     /* file version */
+
+    unsigned                            loading:1;
+    unsigned                            reload:1;
+    unsigned                            checking:1;
+    unsigned                            exiting:1;
+    unsigned                            file_written:1;
+} ngx_http_togglemaster_sync_t;
+
+
+static ngx_http_togglemaster_sync_t  ngx_http_togglemaster_sync;
+
+
+static void ngx_http_togglemaster_sync_start(void);
+static void ngx_http_togglemaster_sync_fail(const char *why);
+
+
+static void
+ngx_http_togglemaster_sync_set_state(ngx_uint_t state)
+{
+    ngx_http_togglemaster_sync.state = state;
+    ngx_http_togglemaster_worker_state(state);
+}
+
+
+static void
+ngx_http_togglemaster_sync_drop(redisAsyncContext **pac)
+{
+    redisAsyncContext  *ac;
+
+    ac = *pac;
+    *pac = NULL;    /* its late callbacks see a stranger and do nothing */
+
+    if (ac) {
+        redisAsyncFree(ac);
+    }
+}
+
+
+static void
+ngx_http_togglemaster_sync_fail(const char *why)
+{
+    ngx_msec_t                     delay;
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    if (s->exiting) {
+        return;
+    }
+
+    if (s->state != NGX_HTTP_TOGGLEMASTER_DOWN || s->cmd || s->sub) {
+        ngx_log_error(NGX_LOG_WARN, s->log, 0,
+                      "togglemaster: redis %V: %s; serving snapshot version "
+                      "%L until it is back", &s->conf->redis, why,
+                      ngx_http_togglemaster_current
+                      ? ngx_http_togglemaster_current->version : -1);
+    }
+
+    ngx_http_togglemaster_sync_drop(&s->cmd);
+    ngx_http_togglemaster_sync_drop(&s->sub);
+
+    s->loading = 0;
+    s->reload = 0;
+    s->checking = 0;
+
+    if (s->op_timer.timer_set) {
+        ngx_del_timer(&s->op_timer);
+    }
+
+    ngx_http_togglemaster_sync_set_state(NGX_HTTP_TOGGLEMASTER_DOWN);
+
+    if (ngx_http_togglemaster_shm) {
+        (void) ngx_atomic_fetch_add(&ngx_http_togglemaster_shm->sync_errors, 1);
+    }
+
+    /* full jitter on the upper half: workers do not reconnect in step */
+    delay = s->backoff / 2 + (ngx_msec_t) ngx_random() % (s->backoff / 2 + 1);
+
+    s->backoff = ngx_min(s->backoff * 2, s->conf->backoff_max);
+
+    if (!s->retry_timer.timer_set) {
+        ngx_add_timer(&s->retry_timer, delay);
+    }
+}
+
+
+static void
+ngx_http_togglemaster_sync_op_timeout(ngx_event_t *ev)
+{
+    ngx_http_togglemaster_sync_fail("timed out");
+}
+
+
+static void
+ngx_http_togglemaster_sync_retry(ngx_event_t *ev)
+{
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    if (ngx_http_togglemaster_shm) {
+        (void) ngx_atomic_fetch_add(&ngx_http_togglemaster_shm->reconnects, 1);
+    }
+
+    ngx_http_togglemaster_sync_start();
+}
+
+
+static int64_t
+ngx_http_togglemaster_sync_int(redisReply *r)
+{
+    if (r == NULL) {
+        return 0;
+    }
+
+    if (r->type == REDIS_REPLY_INTEGER) {
+        return r->integer;
+    }
+
+    if (r->type == REDIS_REPLY_STRING) {
+        return strtoll(r->str, NULL, 10);
+    }
+
+    return 0;
+}
+
+
+static ngx_int_t
+ngx_http_togglemaster_sync_kv(ngx_pool_t *pool, redisReply *r,
+    ngx_http_togglemaster_kv_t *kv)
+{
+    size_t  i;
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements % 2) {
+        return NGX_ERROR;
+    }
+
+    kv->present = 1;
+    kv->n = 0;
+    kv->fields = ngx_palloc(pool, (r->elements / 2 + 1) * sizeof(ngx_str_t));
+    kv->values = ngx_palloc(pool, (r->elements / 2 + 1) * sizeof(ngx_str_t));
+    if (kv->fields == NULL || kv->values == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i + 1 < r->elements; i += 2) {
+        if (r->element[i]->type != REDIS_REPLY_STRING
+            || r->element[i + 1]->type != REDIS_REPLY_STRING)
+        {
+            continue;
+        }
+
+        kv->fields[kv->n].data = (u_char *) r->element[i]->str;
+        kv->fields[kv->n].len = r->element[i]->len;
+        kv->values[kv->n].data = (u_char *) r->element[i + 1]->str;
+        kv->values[kv->n].len = r->element[i + 1]->len;
+        kv->n++;
+    }
+
+    return NGX_OK;
+}
+
+
+static void ngx_http_togglemaster_sync_load(void);
+
+
+static void
+ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
+    void *data)
+{
+    redisReply                        *r = reply;
+    ngx_uint_t                         k;
+    ngx_pool_t                        *pool;
+    ngx_http_togglemaster_kv_t         kv[NGX_HTTP_TOGGLEMASTER_NKINDS];
+    ngx_http_togglemaster_sync_t      *s = &ngx_http_togglemaster_sync;
+    ngx_http_togglemaster_snapshot_t  *snap;
+
+    if (ac != s->cmd) {
+        return;
+    }
+
+    s->loading = 0;
+
+    if (s->op_timer.timer_set) {
+        ngx_del_timer(&s->op_timer);
+    }
+
+    if (r == NULL) {
+        ngx_http_togglemaster_sync_fail("connection lost during load");
+        return;
+    }
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
+        ngx_http_togglemaster_sync_fail(r->type == REDIS_REPLY_ERROR
+                                        ? r->str : "unexpected load reply");
+        return;
+    }
+
+    /* No tm:version: Redis is empty or was flushed, and the daemons have
+     * not reconciled it yet. An empty load would turn every flag off;
+     * keep serving what we have until the version reappears. */
+    if (r->element[0]->type == REDIS_REPLY_NIL
+        && ngx_http_togglemaster_current
+        && (ngx_http_togglemaster_current->nflags
+            || ngx_http_togglemaster_current->nkeys))
+    {
+        ngx_log_error(NGX_LOG_WARN, s->log, 0,
+                      "togglemaster: redis %V has no tm:version (empty or "
+                      "flushed); keeping snapshot version %L",
+                      &s->conf->redis, ngx_http_togglemaster_current->version);
+
+        ngx_http_togglemaster_sync_set_state(NGX_HTTP_TOGGLEMASTER_SYNCED);
+
+        if (s->reload) {
+            s->reload = 0;
+            ngx_http_togglemaster_sync_load();
+        }
+
+        return;
+    }
+
+    pool = ngx_create_pool(4096, s->log);
+    if (pool == NULL) {
+        ngx_http_togglemaster_sync_fail("out of memory");
+        return;
+    }
+
+    for (k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
+        if (ngx_http_togglemaster_sync_kv(pool, r->element[k + 1], &kv[k])
+            != NGX_OK)
+        {
+            ngx_destroy_pool(pool);
+            ngx_http_togglemaster_sync_fail("a tm: key has the wrong type");
+            return;
+        }
+    }
+
+    snap = ngx_http_togglemaster_snapshot_build(
+               ngx_http_togglemaster_sync_int(r->element[0]), kv,
+               ngx_http_togglemaster_current, s->log);
+
+    ngx_destroy_pool(pool);
+
+    if (snap == NULL) {
+        ngx_http_togglemaster_sync_fail("snapshot build failed");
+        return;
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, s->log, 0,
+                   "togglemaster: snapshot version %L, %ui flags, %ui keys",
+                   snap->version, snap->nflags, snap->nkeys);
+
+    ngx_http_togglemaster_snapshot_swap(snap);
+
+    s->backoff = NGX_HTTP_TOGGLEMASTER_BACKOFF_MIN;
+    ngx_http_togglemaster_sync_set_state(NGX_HTTP_TOGGLEMASTER_SYNCED);
+
+    if (ngx_http_togglemaster_shm) {
+        (void) ngx_atomic_fetch_add(&ngx_http_togglemaster_shm->syncs, 1);
+    }
+
+    if (s->conf->snapshot_file.len && ngx_worker == 0
+        && (!s->file_written || s->written != snap->version))
+    {
+        if (ngx_http_togglemaster_file_write(&s->conf->snapshot_file, snap,
+                                             s->log)
+            == NGX_OK)
+        {
+            s->file_written = 1;
+            s->written = snap->version;
+        }
+    }
+
+    if (s->reload) {
+        s->reload = 0;
+        ngx_http_togglemaster_sync_load();
+    }
+}
+
+
+static void
+ngx_http_togglemaster_sync_load(void)
+{
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    if (s->cmd == NULL) {
+        return;
+    }
+
+    if (s->loading || s->checking) {
+        s->reload = 1;
+        return;
+    }
+
+    s->loading = 1;
+
+    if (redisAsyncCommand(s->cmd, NULL, NULL, "MULTI") != REDIS_OK
+        || redisAsyncCommand(s->cmd, NULL, NULL, "GET tm:version") != REDIS_OK
+        || redisAsyncCommand(s->cmd, NULL, NULL, "HGETALL tm:flags")
+           != REDIS_OK
+        || redisAsyncCommand(s->cmd, NULL, NULL, "HGETALL tm:rules")
+           != REDIS_OK
+        || redisAsyncCommand(s->cmd, NULL, NULL, "HGETALL tm:keys")
+           != REDIS_OK
+        || redisAsyncCommand(s->cmd, ngx_http_togglemaster_sync_loaded, NULL,
+                             "EXEC")
+           != REDIS_OK)
+    {
+        ngx_http_togglemaster_sync_fail("cannot send the load");
+        return;
+    }
+
+    ngx_add_timer(&s->op_timer, s->conf->timeout);
+}
+
+
+static void
+ngx_http_togglemaster_sync_versioned(redisAsyncContext *ac, void *reply,
+    void *data)
+{
+    redisReply                    *r = reply;
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    if (ac != s->cmd) {
+        return;
+    }
+
+    s->checking = 0;
+
+    if (s->op_timer.timer_set) {
+        ngx_del_timer(&s->op_timer);
+    }
+
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        ngx_http_togglemaster_sync_fail("version check failed");
+        return;
+    }
+
+    if (ngx_http_togglemaster_current == NULL
+        || ngx_http_togglemaster_sync_int(r)
+           != ngx_http_togglemaster_current->version)
+    {
+        s->reload = 1;
+    }
+
+    if (s->reload) {
+        s->reload = 0;
+        ngx_http_togglemaster_sync_load();
+
+    } else {
+        /* the snapshot is confirmed current */
+        ngx_http_togglemaster_sync_set_state(NGX_HTTP_TOGGLEMASTER_SYNCED);
+    }
+}
+
+
+static void
+ngx_http_togglemaster_sync_check(ngx_event_t *ev)
+{
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    ngx_add_timer(ev, s->conf->check_interval);
+
+    if (s->state != NGX_HTTP_TOGGLEMASTER_SYNCED || s->cmd == NULL
+        || s->loading || s->checking)
+    {
+        return;
+    }
+
+    if (redisAsyncCommand(s->cmd, ngx_http_togglemaster_sync_versioned, NULL,
+                          "GET tm:version")
+        != REDIS_OK)
+    {
+        ngx_http_togglemaster_sync_fail("cannot send the version check");
+        return;
+    }
+
+    s->checking = 1;
+    ngx_add_timer(&s->op_timer, s->conf->timeout);
+}
+
+
+static void
+ngx_http_togglemaster_sync_message(redisReply *payload)
+{
+    json_t   *doc, *v;
+    int64_t   version;
+
+    version = -1;
+
+    if (payload->type == REDIS_REPLY_STRING) {
+        doc = json_loadb(payload->str, payload->len, 0, NULL);
+        v = json_object_get(doc, "version");
+
+        if (json_is_integer(v)) {
+            version = json_integer_value(v);
+        }
+
+        json_decref(doc);
+    }
+
+    /* an echo of the change this snapshot was loaded at; anything else
+     * reloads (a restarted Redis counts versions from 1 again) */
+    if (version > 0 && ngx_http_togglemaster_current
+        && version == ngx_http_togglemaster_current->version
+        && !ngx_http_togglemaster_sync.loading)
+    {
+        return;
+    }
+
+    ngx_http_togglemaster_sync_load();
+}
+
+
+static void
+ngx_http_togglemaster_sync_subscribed(redisAsyncContext *ac, void *reply,
+    void *data)
+{
+    redisReply                    *r = reply;
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    if (ac != s->sub) {
+        return;
+    }
+
+    if (r == NULL) {
+        ngx_http_togglemaster_sync_fail("subscription lost");
+        return;
+    }
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3
+        || r->element[0]->type != REDIS_REPLY_STRING)
+    {
+        ngx_http_togglemaster_sync_fail("unexpected subscription reply");
+        return;
+    }
+
+    if (ngx_strcmp(r->element[0]->str, "subscribe") == 0) {
+        if (s->op_timer.timer_set) {
+            ngx_del_timer(&s->op_timer);
+        }
+
+        ngx_http_togglemaster_sync_load();
+        return;
+    }
+
+    if (ngx_strcmp(r->element[0]->str, "message") == 0) {
+        ngx_http_togglemaster_sync_message(r->element[2]);
+    }
+}
+
+
+static void
+ngx_http_togglemaster_sync_connected(const redisAsyncContext *ac, int status)
+{
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    if (status == REDIS_OK) {
+        return;
+    }
+
+    /* hiredis frees this context itself after we return */
+    if (ac == s->cmd) {
+        s->cmd = NULL;
+
+    } else if (ac == s->sub) {
+        s->sub = NULL;
+
+    } else {
+        return;
+    }
+
+    ngx_http_togglemaster_sync_fail(ac->errstr ? ac->errstr
+                                               : "connect failed");
+}
+
+
+static void
+ngx_http_togglemaster_sync_disconnected(const redisAsyncContext *ac,
+    int status)
+{
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    if (ac == s->cmd) {
+        s->cmd = NULL;
+
+    } else if (ac == s->sub) {
+        s->sub = NULL;
+
+    } else {
+        return;
+    }
+
+    ngx_http_togglemaster_sync_fail(ac->errstr && ac->err ? ac->errstr
+                                                          : "disconnected");
+}
+
+
+static redisAsyncContext *
+ngx_http_togglemaster_sync_connect(void)
+{
+    redisAsyncContext             *ac;
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    ac = ngx_http_togglemaster_redis_connect(s->conf, s->log);
+    if (ac == NULL) {
+        return NULL;
+    }
+
+    redisAsyncSetConnectCallback(ac, ngx_http_togglemaster_sync_connected);
+    redisAsyncSetDisconnectCallback(ac,
+                                    ngx_http_togglemaster_sync_disconnected);
+
+    return ac;
+}
+
+
+static void
+ngx_http_togglemaster_sync_start(void)
+{
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    ngx_http_togglemaster_sync_set_state(NGX_HTTP_TOGGLEMASTER_CONNECTING);
+
+    s->sub = ngx_http_togglemaster_sync_connect();
+    if (s->sub == NULL) {
+        ngx_http_togglemaster_sync_fail("cannot connect");
+        return;
+    }
+
+    s->cmd = ngx_http_togglemaster_sync_connect();
+    if (s->cmd == NULL) {
+        ngx_http_togglemaster_sync_fail("cannot connect");
+        return;
+    }
+
+    if (redisAsyncCommand(s->sub, ngx_http_togglemaster_sync_subscribed, NULL,
+                          "SUBSCRIBE tm:changes")
+        != REDIS_OK)
+    {
+        ngx_http_togglemaster_sync_fail("cannot subscribe");
+        return;
+    }
+
+    /* covers connect + subscribe */
+    ngx_add_timer(&s->op_timer, s->conf->timeout);
+}
+
+
+static void
+ngx_http_togglemaster_sync_timer(ngx_event_t *ev, ngx_event_handler_pt h,
+    ngx_log_t *log)
+{
+    ev->handler = h;
+    ev->log = log;
+    ev->data = &ngx_http_togglemaster_sync;
+    ev->cancelable = 1;
+}
+
+
+ngx_int_t
+ngx_http_togglemaster_sync_init(ngx_cycle_t *cycle,
+    ngx_http_togglemaster_main_conf_t *tmcf)
+{
+    ngx_http_togglemaster_sync_t      *s = &ngx_http_togglemaster_sync;
+    ngx_http_togglemaster_snapshot_t  *snap;
+
+    ngx_memzero(s, sizeof(ngx_http_togglemaster_sync_t));
+    s->conf = tmcf;
+    s->log = cycle->log;
+    s->backoff = NGX_HTTP_TOGGLEMASTER_BACKOFF_MIN;
+
+    ngx_http_togglemaster_sync_timer(&s->op_timer,
+                                     ngx_http_togglemaster_sync_op_timeout,
+                                     cycle->log);
+    ngx_http_togglemaster_sync_timer(&s->retry_timer,
+                                     ngx_http_togglemaster_sync_retry,
+                                     cycle->log);
+    ngx_http_togglemaster_sync_timer(&s->check_timer,
+                                     ngx_http_togglemaster_sync_check,
+                                     cycle->log);
+
+    /* serve the last known state at once; Redis may be down */
+    if (tmcf->snapshot_file.len && ngx_http_togglemaster_current == NULL) {
+        snap = ngx_http_togglemaster_file_load(&tmcf->snapshot_file,
+                                               cycle->log);
+        if (snap) {
+            ngx_http_togglemaster_snapshot_swap(snap);
+            s->file_written = 1;
+            s->written = snap->version;
+        }
+    }
+
+    if (tmcf->redis.len == 0) {
+        return NGX_OK;
+    }
+
+    ngx_http_togglemaster_sync_start();
+
+    ngx_add_timer(&s->check_timer, tmcf->check_interval);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_togglemaster_sync_exit(ngx_cycle_t *cycle)
+{
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    s->exiting = 1;
+
+    if (s->op_timer.timer_set) {
+        ngx_del_timer(&s->op_timer);
+    }
+
+    if (s->retry_timer.timer_set) {
+        ngx_del_timer(&s->retry_timer);
+    }
+
+    if (s->check_timer.timer_set) {
+        ngx_del_timer(&s->check_timer);
+    }
+
+    ngx_http_togglemaster_sync_drop(&s->cmd);
+    ngx_http_togglemaster_sync_drop(&s->sub);
+
+    ngx_http_togglemaster_snapshot_swap(NULL);
+}

@@ -1,0 +1,199 @@
+package TM::Nginx;
+# nginx with ngx_http_togglemaster_module for tests, on top of TM::Harness:
+# writes <rundir>/nginx/nginx.conf and starts it through scripts/svc.sh.
+#
+#   my $h = TM::Harness->new;
+#   my $ng = TM::Nginx->new($h, server => 'location = /x { ... }');
+#   $ng->start;                      # waits until it answers
+#   $h->req(GET => $ng->url('/evaluate?user_id=u&flag_name=f'));
+#   TM::Nginx::set_flag($h, 'f', 1); # HSET + INCR + PUBLISH, as daemons do
+use strict;
+use warnings;
+use File::Path qw(make_path);
+use IO::Socket::INET;
+use JSON::PP;
+use Time::HiRes qw(sleep time);
+use TM::Harness;
+
+our $MODULE = ($ENV{TM_BUILD} ? $ENV{TM_BUILD} : "$TM::Harness::ROOT/build")
+              . '/nginx/ngx_http_togglemaster_module.so';
+
+# Options: redis (default: the harness's Redis; 0 for none), workers (1),
+# http (extra http-level lines), server (extra server-level lines),
+# check_interval, timeout, snapshot (1: use <rundir>/nginx/snapshot.json).
+sub new {
+    my ($class, $h, %o) = @_;
+    my $self = bless { h => $h, workers => 1, snapshot => 1, %o }, $class;
+    $self->{port} = TM::Harness::free_port();
+    $self->{dir} = $h->dir . '/nginx';
+    make_path("$self->{dir}/tmp");
+    $self->write_conf;
+    return $self;
+}
+
+sub port { $_[0]{port} }
+sub dir  { $_[0]{dir} }
+sub url  { my ($self, $path) = @_; "http://127.0.0.1:$self->{port}" . ($path // '') }
+sub snapshot_file { "$_[0]{dir}/snapshot.json" }
+
+sub redis_addr {
+    my $self = shift;
+    return undef if defined $self->{redis} && !$self->{redis};
+    my $url = $self->{h}->redis;
+    $url =~ s{^redis://}{};
+    return $url;
+}
+
+sub write_conf {
+    my $self = shift;
+    my $redis = $self->redis_addr;
+    my $user = $> == 0 ? "user root root;\n" : '';
+    my $http = $self->{http} // '';
+    my $server = $self->{server} // '';
+    my $redis_lines = defined $redis
+        ? "togglemaster_redis $redis;\n"
+          . 'togglemaster_check_interval ' . ($self->{check_interval} // '1s') . ";\n"
+          . 'togglemaster_redis_timeout ' . ($self->{timeout} // '500ms') . ";\n"
+          . "togglemaster_backoff_max 1s;\n"
+        : '';
+    my $snap = $self->{snapshot} ? "togglemaster_snapshot_file $self->{dir}/snapshot.json;\n" : '';
+    open my $f, '>', "$self->{dir}/nginx.conf" or die "nginx.conf: $!";
+    print $f <<"CONF";
+load_module $MODULE;
+${user}worker_processes $self->{workers};
+pid $self->{dir}/nginx.pid;
+error_log $self->{dir}/error.log info;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $self->{dir}/tmp;
+    proxy_temp_path $self->{dir}/tmp;
+    fastcgi_temp_path $self->{dir}/tmp;
+    uwsgi_temp_path $self->{dir}/tmp;
+    scgi_temp_path $self->{dir}/tmp;
+    default_type text/plain;
+    $redis_lines$snap$http
+    server {
+        listen 127.0.0.1:$self->{port};
+        root $self->{dir}/html;
+        location = /evaluate { togglemaster_evaluate; }
+        location /ofrep/v1/ { togglemaster_ofrep; }
+        location = /metrics { togglemaster_metrics; }
+        location = /health { togglemaster_health; }
+        $server
+    }
+}
+CONF
+    close $f;
+    make_path("$self->{dir}/html");
+}
+
+sub start {
+    my $self = shift;
+    $self->{h}->start('nginx', $self->{port});
+    $self->wait_up;
+    return $self;
+}
+
+sub wait_up {
+    my $self = shift;
+    my $end = time + 10;
+    while (time < $end) {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{port}, Timeout => 1);
+        return 1 if $s;
+        sleep 0.05;
+    }
+    die "nginx did not come up:\n" . $self->error_log;
+}
+
+sub stop { $_[0]{h}->stop('nginx') }
+
+sub restart {
+    my $self = shift;
+    $self->stop;
+    $self->start;
+}
+
+sub error_log {
+    my $self = shift;
+    open my $f, '<', "$self->{dir}/error.log" or return '';
+    local $/;
+    return <$f>;
+}
+
+# GET /evaluate; returns the decoded result (1/0) or dies on a non-200.
+sub evaluate {
+    my ($self, $user, $flag) = @_;
+    my $r = $self->{h}->req(GET => $self->url('/evaluate?user_id=' . _esc($user)
+                                             . '&flag_name=' . _esc($flag)));
+    die "evaluate: $r->{status} $r->{content}\n" unless $r->{status} == 200;
+    return $r->{json}{result} ? 1 : 0;
+}
+
+sub _esc {
+    my $s = shift;
+    $s =~ s/([^A-Za-z0-9_.~-])/sprintf('%%%02X', ord $1)/ge;
+    return $s;
+}
+
+# Writes as the admin daemons do (docs/redis-layout.md): object, version,
+# notification.
+my $JSON = JSON::PP->new->canonical->utf8;
+
+sub _publish {
+    my ($h, $kind, $op, $name) = @_;
+    my $v = $h->redis_cmd('INCR', 'tm:version');
+    $h->redis_cmd('PUBLISH', 'tm:changes',
+                  $JSON->encode({ version => $v + 0, kind => $kind, op => $op, name => $name }));
+    return $v;
+}
+
+sub flag_json {
+    my ($name, $enabled) = @_;
+    return $JSON->encode({ id => 1, name => $name, description => '',
+                           is_enabled => $enabled ? JSON::PP::true : JSON::PP::false,
+                           created_at => '2026-11-22T10:00:00Z', updated_at => '2026-11-22T10:00:00Z' });
+}
+
+sub rule_json {
+    my ($name, $rules, $enabled) = @_;
+    return $JSON->encode({ id => 1, flag_name => $name, rules => $rules,
+                           is_enabled => ($enabled // 1) ? JSON::PP::true : JSON::PP::false,
+                           created_at => '2026-11-22T10:00:00Z', updated_at => '2026-11-22T10:00:00Z' });
+}
+
+sub set_flag {
+    my ($h, $name, $enabled, %o) = @_;
+    $h->redis_cmd('HSET', 'tm:flags', $name, flag_json($name, $enabled));
+    return $o{quiet} ? undef : _publish($h, 'flag', 'upsert', $name);
+}
+
+sub set_rule {
+    my ($h, $name, $rules, $enabled, %o) = @_;
+    $h->redis_cmd('HSET', 'tm:rules', $name, rule_json($name, $rules, $enabled));
+    return $o{quiet} ? undef : _publish($h, 'rule', 'upsert', $name);
+}
+
+sub set_raw {
+    my ($h, $hash, $field, $json, %o) = @_;
+    $h->redis_cmd('HSET', $hash, $field, $json);
+    my %kind = ('tm:flags' => 'flag', 'tm:rules' => 'rule', 'tm:keys' => 'key');
+    return $o{quiet} ? undef : _publish($h, $kind{$hash}, 'upsert', $field);
+}
+
+sub del {
+    my ($h, $hash, $field) = @_;
+    $h->redis_cmd('HDEL', $hash, $field);
+    my %kind = ('tm:flags' => 'flag', 'tm:rules' => 'rule', 'tm:keys' => 'key');
+    return _publish($h, $kind{$hash}, 'delete', $field);
+}
+
+# Independent bucket: uint32_be(sha1(user . flag)[0..4]) % 100.
+sub bucket {
+    my ($user, $flag) = @_;
+    require Digest::SHA;
+    my $d = Digest::SHA::sha1($user . $flag);
+    return unpack('N', substr($d, 0, 4)) % 100;
+}
+
+1;
