@@ -1,0 +1,250 @@
+/* togglemaster-analytics: evaluation events from SQS into DynamoDB.
+ * Configuration comes from the environment (see analytics-worker/README.md). */
+#include "aws_client.h"
+#include "metrics.h"
+#include "poller.h"
+#include "tm_http.h"
+#include "tm_log.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_POLLERS 64
+
+static volatile sig_atomic_t got_signal;
+
+static void on_signal(int sig)
+{
+    (void) sig;
+    got_signal = 1;
+}
+
+static tmw_config cfg;
+
+static const char *env_or(const char *name, const char *def)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : def;
+}
+
+static long env_long(const char *name, long def, long min, long max)
+{
+    const char *v = getenv(name);
+    if (!v || !*v) {
+        return def;
+    }
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || *end || n < min || n > max) {
+        TM_WARN("%s=\"%s\" is not a number in [%ld, %ld]; using %ld", name, v, min, max, def);
+        return def;
+    }
+    return n;
+}
+
+static int ready(void *ctx)
+{
+    (void) ctx;
+    return !atomic_load(&cfg.stop) && cfg.queue_url[0] && atomic_load(&tmw_m.sqs_ok)
+           && atomic_load(&tmw_m.dynamodb_ok) && atomic_load(&tmw_m.pollers_running) > 0;
+}
+
+static void handle(void *ctx, const tm_req *req, tm_resp *resp)
+{
+    (void) ctx;
+    if (strcmp(req->path, "/metrics") == 0) {
+        if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
+            tm_resp_error(resp, 405, "use GET");
+            return;
+        }
+        char *text = tmw_metrics_render();
+        if (!text) {
+            tm_resp_error(resp, 500, "out of memory");
+            return;
+        }
+        tm_resp_text(resp, 200, "text/plain; version=0.0.4", text);
+        return;
+    }
+    tm_resp_error(resp, 404, "not found; this service answers /health, /health/live, "
+                  "/health/ready and /metrics");
+}
+
+/* Without AWS_SQS_URL the queue is found by name (GetQueueUrl), retrying
+ * until it exists: in compose the emulator may come up after us. */
+static int resolve_queue(const char *name)
+{
+    tmw_http h;
+    if (tmw_http_init(&h, &cfg.stop) != 0) {
+        return -1;
+    }
+    int attempt = 0, rc = -1;
+    while (!got_signal) {
+        tm_aws_error e;
+        if (tmw_aws_call(&h, &cfg.sqs, "GetQueueUrl", tm_sqs_queue_url_body(name), 5, 0, &e) == 0) {
+            json_t *j = json_loadb(h.body, h.body_len, 0, NULL);
+            const char *u = json_string_value(json_object_get(j, "QueueUrl"));
+            if (u && strlen(u) < sizeof cfg.queue_url) {
+                snprintf(cfg.queue_url, sizeof cfg.queue_url, "%s", u);
+                rc = 0;
+            }
+            json_decref(j);
+            if (rc == 0) {
+                break;
+            }
+            TM_WARN("GetQueueUrl reply without a usable QueueUrl");
+        } else if (attempt++ % 10 == 0) {
+            TM_WARN("queue \"%s\" not found yet (%s: %s); retrying", name, e.code, e.message);
+        }
+        for (int i = 0; i < 20 && !got_signal; i++) {
+            struct timespec ts = { 0, 50 * 1000000L };
+            nanosleep(&ts, NULL);
+        }
+    }
+    tmw_http_cleanup(&h);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1) {
+        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+            printf("usage: togglemaster-analytics\n"
+                   "Reads evaluation events from SQS and stores them in DynamoDB.\n"
+                   "Configuration comes from the environment; see analytics-worker/README.md.\n");
+            return 0;
+        }
+        fprintf(stderr, "togglemaster-analytics: unknown argument %s\n", argv[1]);
+        return 2;
+    }
+    tm_log_init("analytics", env_or("LOG_LEVEL", "info"));
+
+    const char *queue_url = env_or("AWS_SQS_URL", NULL);
+    const char *queue_name = env_or("TM_SQS_QUEUE_NAME", "togglemaster-events");
+    snprintf(cfg.table, sizeof cfg.table, "%s", env_or("AWS_DYNAMODB_TABLE", "ToggleMasterAnalytics"));
+    if (queue_url && strlen(queue_url) >= sizeof cfg.queue_url) {
+        TM_ERROR("AWS_SQS_URL is too long");
+        return 1;
+    }
+    if (queue_url) {
+        snprintf(cfg.queue_url, sizeof cfg.queue_url, "%s", queue_url);
+    }
+    cfg.wait_seconds = (int) env_long("TM_SQS_WAIT_SECONDS", 20, 0, 20);
+    cfg.max_messages = (int) env_long("TM_SQS_MAX_MESSAGES", 10, 1, 10);
+    cfg.visibility_timeout = (int) env_long("TM_SQS_VISIBILITY_TIMEOUT", -1, -1, 43200);
+    cfg.poison_visibility = (int) env_long("TM_POISON_VISIBILITY_TIMEOUT", 0, -1, 43200);
+    cfg.write_attempts = (int) env_long("TM_WRITE_ATTEMPTS", 8, 1, 100);
+    cfg.backoff_base_ms = env_long("TM_BACKOFF_BASE_MS", 50, 1, 60000);
+    cfg.backoff_max_ms = env_long("TM_BACKOFF_MAX_MS", 5000, 1, 600000);
+    if (cfg.backoff_max_ms < cfg.backoff_base_ms) {
+        cfg.backoff_max_ms = cfg.backoff_base_ms;
+    }
+    int npollers = (int) env_long("TM_POLLERS", 2, 1, MAX_POLLERS);
+    long port = env_long("PORT", 8005, 1, 65535);
+
+    char region[64], err[512];
+    tm_aws_region(cfg.queue_url[0] ? cfg.queue_url : NULL, region, sizeof region);
+    if (tm_aws_endpoint_resolve(&cfg.sqs, "sqs", region, cfg.queue_url[0] ? cfg.queue_url : NULL,
+                                err, sizeof err) != 0
+        || tm_aws_endpoint_resolve(&cfg.ddb, "dynamodb", region, NULL, err, sizeof err) != 0) {
+        TM_ERROR("%s", err);
+        return 1;
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        TM_ERROR("curl_global_init failed");
+        return 1;
+    }
+    if (tmw_creds_init(region, cfg.sqs.custom || cfg.ddb.custom, err, sizeof err) != 0) {
+        TM_ERROR("%s", err);
+        curl_global_cleanup();
+        return 1;
+    }
+    atomic_store(&tmw_m.dynamodb_ok, 1);
+
+    /* Signals are handled by the main thread only: block them before any
+     * thread starts (threads inherit the mask), then wait in sigsuspend. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigset_t block, orig;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0
+        || pthread_sigmask(SIG_BLOCK, &block, &orig) != 0) {
+        TM_ERROR("cannot install signal handlers");
+        tmw_creds_shutdown();
+        curl_global_cleanup();
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+
+    tm_http_config hc = {
+        .bind_addr = env_or("BIND_ADDR", "0.0.0.0"),
+        .port = (unsigned) port,
+        .threads = 2,
+        .handler = handle,
+        .ready = ready,
+        .ctx = NULL,
+    };
+    struct tm_http *http = tm_http_start(&hc);
+    if (!http) {
+        TM_ERROR("cannot listen on %s:%ld", hc.bind_addr, port);
+        tmw_creds_shutdown();
+        curl_global_cleanup();
+        return 1;
+    }
+    TM_INFO("listening on %s:%ld; table %s; SQS %s; DynamoDB %s; region %s; %d pollers, wait %ds",
+            hc.bind_addr, port, cfg.table, cfg.sqs.url, cfg.ddb.url, region, npollers,
+            cfg.wait_seconds);
+
+    pthread_t threads[MAX_POLLERS];
+    tmw_poller_arg args[MAX_POLLERS];
+    int started = 0, rc = 0;
+    if (!cfg.queue_url[0]) {
+        TM_INFO("AWS_SQS_URL not set; looking up queue \"%s\"", queue_name);
+        /* Signals delivered while we look: the handler only sets the flag. */
+        pthread_sigmask(SIG_SETMASK, &orig, NULL);
+        int r = resolve_queue(queue_name);
+        pthread_sigmask(SIG_BLOCK, &block, NULL);
+        if (r == 0) {
+            TM_INFO("queue URL %s", cfg.queue_url);
+        }
+    }
+
+    while (!got_signal) {
+        if (started == 0) {
+            for (int i = 0; i < npollers; i++) {
+                args[i].cfg = &cfg;
+                args[i].id = i;
+                if (pthread_create(&threads[i], NULL, tmw_poller_run, &args[i]) != 0) {
+                    TM_ERROR("cannot start poller %d", i);
+                    rc = 1;
+                    got_signal = 1;
+                    break;
+                }
+                started++;
+            }
+        }
+        if (!got_signal) {
+            sigsuspend(&orig);
+        }
+    }
+    TM_INFO("stopping: finishing the batches in hand");
+    atomic_store(&cfg.stop, 1);
+    for (int i = 0; i < started; i++) {
+        pthread_join(threads[i], NULL);
+    }
+    tm_http_stop(http);
+    tmw_creds_shutdown();
+    curl_global_cleanup();
+    TM_INFO("stopped");
+    return rc;
+}
