@@ -98,7 +98,9 @@ ngx_int_t
 ngx_http_togglemaster_access_handler(ngx_http_request_t *r)
 {
     char                               hex[TM_SHA256_HEX_LEN + 1];
+    u_char                             bin[32];
     ngx_int_t                          rc;
+    ngx_uint_t                         i;
     ngx_str_t                          key;
     ngx_http_togglemaster_loc_conf_t  *tmlcf;
 
@@ -111,9 +113,12 @@ ngx_http_togglemaster_access_handler(ngx_http_request_t *r)
 
         tm_sha256_hex(key.data, key.len, hex);
 
+        for (i = 0; i < 32; i++) {
+            bin[i] = (u_char) ngx_hextoi((u_char *) &hex[2 * i], 2);
+        }
+
         if (!ngx_http_togglemaster_key_known(ngx_http_togglemaster_current,
-                                             (u_char *) hex,
-                                             TM_SHA256_HEX_LEN))
+                                             bin))
         {
             return ngx_http_togglemaster_deny(r, "invalid API key");
         }

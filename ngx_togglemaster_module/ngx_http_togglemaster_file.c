@@ -16,14 +16,118 @@
 static const char  *ngx_http_togglemaster_kinds[] = { "flags", "rules", "keys" };
 
 
+/* A small buffered writer: serialising 100,000 keys through jansson would
+ * build the whole document in memory first. */
+typedef struct {
+    ngx_fd_t    fd;
+    u_char     *p;
+    u_char     *last;
+    ngx_int_t   failed;
+    u_char      buf[65536];
+} ngx_http_togglemaster_writer_t;
+
+
+static void
+ngx_http_togglemaster_flush(ngx_http_togglemaster_writer_t *w)
+{
+    ssize_t  n;
+    u_char  *p;
+
+    for (p = w->buf; !w->failed && p < w->p; p += n) {
+        n = write(w->fd, p, w->p - p);
+        if (n <= 0) {
+            w->failed = 1;
+        }
+    }
+
+    w->p = w->buf;
+}
+
+
+static void
+ngx_http_togglemaster_put(ngx_http_togglemaster_writer_t *w, u_char *s,
+    size_t len)
+{
+    size_t  n;
+
+    while (len) {
+        if (w->p == w->last) {
+            ngx_http_togglemaster_flush(w);
+        }
+
+        n = ngx_min(len, (size_t) (w->last - w->p));
+        w->p = ngx_cpymem(w->p, s, n);
+        s += n;
+        len -= n;
+    }
+}
+
+
+/* s as a quoted JSON string */
+static void
+ngx_http_togglemaster_put_str(ngx_http_togglemaster_writer_t *w, u_char *s,
+    size_t len)
+{
+    size_t  n;
+
+    ngx_http_togglemaster_put(w, (u_char *) "\"", 1);
+
+    while (len) {
+        n = ngx_min(len, 4096);
+
+        /* ngx_escape_json() writes at most 6 bytes per input byte */
+        if ((size_t) (w->last - w->p) < n * 6) {
+            ngx_http_togglemaster_flush(w);
+        }
+
+        w->p = (u_char *) ngx_escape_json(w->p, s, n);
+        s += n;
+        len -= n;
+    }
+
+    ngx_http_togglemaster_put(w, (u_char *) "\"", 1);
+}
+
+
+static void
+ngx_http_togglemaster_put_kind(ngx_http_togglemaster_writer_t *w,
+    ngx_http_togglemaster_snapshot_t *snap, ngx_uint_t rules)
+{
+    ngx_uint_t                     i, first;
+    ngx_str_t                     *json;
+    ngx_http_togglemaster_flag_t  *f;
+
+    first = 1;
+
+    for (i = 0; i < snap->nflags; i++) {
+        f = &snap->flags[i];
+        json = rules ? &f->rule_json : &f->flag_json;
+
+        if (json->len == 0) {
+            continue;
+        }
+
+        if (!first) {
+            ngx_http_togglemaster_put(w, (u_char *) ",", 1);
+        }
+
+        first = 0;
+        ngx_http_togglemaster_put_str(w, f->name.data, f->name.len);
+        ngx_http_togglemaster_put(w, (u_char *) ":", 1);
+        ngx_http_togglemaster_put_str(w, json->data, json->len);
+    }
+}
+
+
 ngx_int_t
 ngx_http_togglemaster_file_write(ngx_str_t *path,
     ngx_http_togglemaster_snapshot_t *snap, ngx_log_t *log)
 {
-    u_char      tmp[NGX_MAX_PATH];
-    json_t     *doc, *h[NGX_HTTP_TOGGLEMASTER_NKINDS];
-    ngx_uint_t  i, k;
-    ngx_int_t   rc;
+    u_char                           tmp[NGX_MAX_PATH], num[NGX_INT64_LEN + 16];
+    u_char                           hex[72];
+    ngx_uint_t                       i;
+    ngx_http_togglemaster_keys_t    *kp;
+    ngx_http_togglemaster_writer_t  *w;
 
     if (ngx_snprintf(tmp, sizeof(tmp) - 1, "%V.tmp.%P%Z", path, ngx_pid)
         == tmp + sizeof(tmp) - 1)
@@ -31,80 +135,67 @@ ngx_http_togglemaster_file_write(ngx_str_t *path,
         return NGX_ERROR;
     }
 
-    doc = json_object();
-    if (doc == NULL) {
+    w = ngx_alloc(sizeof(ngx_http_togglemaster_writer_t), log);
+    if (w == NULL) {
         return NGX_ERROR;
     }
 
-    rc = NGX_ERROR;
-
-    if (json_object_set_new(doc, "version", json_integer(snap->version)) != 0) {
-        goto done;
-    }
-
-    for (k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
-        h[k] = json_object();
-        if (json_object_set_new(doc, ngx_http_togglemaster_kinds[k], h[k])
-            != 0)
-        {
-            goto done;
-        }
-    }
-
-    for (i = 0; i < snap->nflags; i++) {
-        ngx_http_togglemaster_flag_t  *f = &snap->flags[i];
-
-        if (f->flag_json.len
-            && json_object_set_new(h[NGX_HTTP_TOGGLEMASTER_FLAGS],
-                   (char *) f->name.data,
-                   json_stringn((char *) f->flag_json.data, f->flag_json.len))
-               != 0)
-        {
-            goto done;
-        }
-
-        if (f->rule_json.len
-            && json_object_set_new(h[NGX_HTTP_TOGGLEMASTER_RULES],
-                   (char *) f->name.data,
-                   json_stringn((char *) f->rule_json.data, f->rule_json.len))
-               != 0)
-        {
-            goto done;
-        }
-    }
-
-    for (i = 0; i < snap->nkeys; i++) {
-        if (json_object_set_new(h[NGX_HTTP_TOGGLEMASTER_KEYS],
-                (char *) snap->keys[i].hash.data,
-                json_stringn((char *) snap->keys[i].json.data,
-                             snap->keys[i].json.len))
-            != 0)
-        {
-            goto done;
-        }
-    }
-
-    if (json_dump_file(doc, (char *) tmp, JSON_COMPACT) != 0) {
+    w->fd = ngx_open_file(tmp, NGX_FILE_WRONLY, NGX_FILE_TRUNCATE,
+                          NGX_FILE_DEFAULT_ACCESS);
+    if (w->fd == NGX_INVALID_FILE) {
         ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
                       "togglemaster: cannot write snapshot file \"%s\"", tmp);
-        (void) ngx_delete_file(tmp);
-        goto done;
+        ngx_free(w);
+        return NGX_ERROR;
     }
+
+    w->p = w->buf;
+    w->last = w->buf + sizeof(w->buf);
+    w->failed = 0;
+
+    ngx_http_togglemaster_put(w, num,
+        ngx_sprintf(num, "{\"version\":%L,\"flags\":{", snap->version) - num);
+    ngx_http_togglemaster_put_kind(w, snap, 0);
+    ngx_http_togglemaster_put(w, (u_char *) "},\"rules\":{", 11);
+    ngx_http_togglemaster_put_kind(w, snap, 1);
+    ngx_http_togglemaster_put(w, (u_char *) "},\"keys\":{", 10);
+
+    /* the module needs only the key hashes; their JSON is not kept */
+    kp = snap->kpart;
+    for (i = 0; i < kp->nkeys; i++) {
+        hex[0] = i ? ',' : ' ';
+        hex[1] = '"';
+        ngx_hex_dump(hex + 2, kp->keys + 32 * i, 32);
+        ngx_memcpy(hex + 66, "\":\"{}\"", 6);
+        ngx_http_togglemaster_put(w, hex, 72);
+    }
+
+    ngx_http_togglemaster_put(w, (u_char *) "}}\n", 3);
+    ngx_http_togglemaster_flush(w);
+
+    if (ngx_close_file(w->fd) == NGX_FILE_ERROR) {
+        w->failed = 1;
+    }
+
+    if (w->failed) {
+        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                      "togglemaster: cannot write snapshot file \"%s\"", tmp);
+        ngx_free(w);
+        (void) ngx_delete_file(tmp);
+        return NGX_ERROR;
+    }
+
+    ngx_free(w);
 
     if (ngx_rename_file(tmp, path->data) == NGX_FILE_ERROR) {
         ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
                       "togglemaster: rename \"%s\" to \"%V\" failed",
                       tmp, path);
         (void) ngx_delete_file(tmp);
-        goto done;
+        return NGX_ERROR;
     }
 
-    rc = NGX_OK;
-
-done:
-
-    json_decref(doc);
-    return rc;
+    return NGX_OK;
 }
 
 

@@ -37,27 +37,41 @@ typedef struct {
 } ngx_http_togglemaster_flag_t;
 
 
-typedef struct {
-    ngx_str_t                    hash;        /* sha256 hex of the key */
-    ngx_str_t                    json;
-    uint32_t                     h;
-} ngx_http_togglemaster_key_t;
-
-
+/* Flags and rules, merged by flag name; one pool, shared by snapshots. */
 typedef struct {
     ngx_pool_t                  *pool;
+    ngx_uint_t                   refs;
+    ngx_http_togglemaster_flag_t *flags;      /* sorted by name */
+    ngx_uint_t                   nflags;
+    uint32_t                    *slots;       /* open addressing, idx + 1 */
+    ngx_uint_t                   mask;
+} ngx_http_togglemaster_flags_t;
+
+
+/* API-key hashes: 32 binary bytes each, plus a checksum of the key's JSON
+ * to skip re-parsing unchanged objects. */
+typedef struct {
+    ngx_pool_t                  *pool;
+    ngx_uint_t                   refs;
+    u_char                      *keys;        /* nkeys * 32 bytes */
+    uint32_t                    *sums;
+    ngx_uint_t                   nkeys;
+    uint32_t                    *slots;
+    ngx_uint_t                   mask;
+} ngx_http_togglemaster_keys_t;
+
+
+typedef struct {
     int64_t                      version;
     ngx_msec_t                   built;       /* ngx_current_msec */
 
-    ngx_http_togglemaster_flag_t *flags;      /* sorted by name */
-    ngx_uint_t                   nflags;
-    uint32_t                    *flag_slots;  /* open addressing, idx + 1 */
-    ngx_uint_t                   flag_mask;
+    ngx_http_togglemaster_flags_t *fpart;
+    ngx_http_togglemaster_keys_t  *kpart;
 
-    ngx_http_togglemaster_key_t *keys;
+    /* copies of the parts' fields, for readers */
+    ngx_http_togglemaster_flag_t *flags;
+    ngx_uint_t                   nflags;
     ngx_uint_t                   nkeys;
-    uint32_t                    *key_slots;
-    ngx_uint_t                   key_mask;
 } ngx_http_togglemaster_snapshot_t;
 
 
@@ -145,7 +159,7 @@ void ngx_http_togglemaster_snapshot_swap(
 ngx_http_togglemaster_flag_t *ngx_http_togglemaster_flag_lookup(
     ngx_http_togglemaster_snapshot_t *snap, u_char *name, size_t len);
 ngx_int_t ngx_http_togglemaster_key_known(
-    ngx_http_togglemaster_snapshot_t *snap, u_char *hex, size_t len);
+    ngx_http_togglemaster_snapshot_t *snap, u_char *bin);
 
 /* file.c */
 ngx_int_t ngx_http_togglemaster_file_write(ngx_str_t *path,

@@ -1,7 +1,10 @@
 /*
  * The snapshot: an immutable, per-worker copy of flags, rules and API-key
  * hashes with O(1) lookups. Built off the request path (sync callback or
- * worker start) in a pool of its own, so freeing it is one pool destroy.
+ * worker start). It has two parts, each in a pool of its own: flags+rules
+ * and keys. A load that fetched only one kind shares the other part with
+ * the previous snapshot (refcounted), so a flag change does not copy
+ * 100,000 keys.
  */
 
 #include "ngx_http_togglemaster_module.h"
@@ -47,14 +50,14 @@ ngx_http_togglemaster_copy(ngx_pool_t *pool, ngx_str_t *dst, ngx_str_t *src)
 
 
 static void
-ngx_http_togglemaster_snapshot_cleanup(void *data)
+ngx_http_togglemaster_flags_cleanup(void *data)
 {
-    ngx_http_togglemaster_snapshot_t *snap = data;
+    ngx_http_togglemaster_flags_t *fp = data;
 
     ngx_uint_t  i;
 
-    for (i = 0; i < snap->nflags; i++) {
-        tm_rule_free(snap->flags[i].rule);
+    for (i = 0; i < fp->nflags; i++) {
+        tm_rule_free(fp->flags[i].rule);
     }
 }
 
@@ -210,57 +213,59 @@ ngx_http_togglemaster_flag_cmp(const void *a, const void *b)
 
 
 static ngx_int_t
-ngx_http_togglemaster_key_valid(ngx_str_t *s)
+ngx_http_togglemaster_unhex(u_char *bin, ngx_str_t *s)
 {
-    size_t  i;
+    ngx_int_t  hi, lo;
+    size_t     i;
 
     if (s->len != 64) {
-        return 0;
+        return NGX_ERROR;
     }
 
-    for (i = 0; i < 64; i++) {
-        if (!((s->data[i] >= '0' && s->data[i] <= '9')
-              || (s->data[i] >= 'a' && s->data[i] <= 'f')))
+    for (i = 0; i < 32; i++) {
+        hi = ngx_hextoi(&s->data[2 * i], 1);
+        lo = ngx_hextoi(&s->data[2 * i + 1], 1);
+
+        /* tm:keys fields are lowercase, as tm_sha256_hex() writes them */
+        if (hi < 0 || lo < 0 || (s->data[2 * i] >= 'A' && s->data[2 * i] <= 'F')
+            || (s->data[2 * i + 1] >= 'A' && s->data[2 * i + 1] <= 'F'))
         {
-            return 0;
+            return NGX_ERROR;
         }
+
+        bin[i] = (u_char) (hi << 4 | lo);
     }
 
-    return 1;
-}
-
-
-static ngx_http_togglemaster_key_t *
-ngx_http_togglemaster_key_find(ngx_http_togglemaster_snapshot_t *snap,
-    u_char *hex, size_t len)
-{
-    uint32_t                      h;
-    ngx_uint_t                    i;
-    ngx_http_togglemaster_key_t  *k;
-
-    if (snap == NULL || snap->key_slots == NULL) {
-        return NULL;
-    }
-
-    h = ngx_murmur_hash2(hex, len);
-
-    for (i = h & snap->key_mask; snap->key_slots[i];
-         i = (i + 1) & snap->key_mask)
-    {
-        k = &snap->keys[snap->key_slots[i] - 1];
-        if (k->h == h && k->hash.len == len
-            && ngx_memcmp(k->hash.data, hex, len) == 0)
-        {
-            return k;
-        }
-    }
-
-    return NULL;
+    return NGX_OK;
 }
 
 
 static ngx_int_t
-ngx_http_togglemaster_build_flags(ngx_http_togglemaster_snapshot_t *snap,
+ngx_http_togglemaster_key_index(ngx_http_togglemaster_keys_t *kp, u_char *bin)
+{
+    uint32_t    h;
+    ngx_uint_t  i, k;
+
+    if (kp == NULL || kp->slots == NULL) {
+        return -1;
+    }
+
+    /* the key is a SHA-256: its first bytes are already a good hash */
+    ngx_memcpy(&h, bin, sizeof(uint32_t));
+
+    for (i = h & kp->mask; kp->slots[i]; i = (i + 1) & kp->mask) {
+        k = kp->slots[i] - 1;
+        if (ngx_memcmp(kp->keys + 32 * k, bin, 32) == 0) {
+            return (ngx_int_t) k;
+        }
+    }
+
+    return -1;
+}
+
+
+static ngx_int_t
+ngx_http_togglemaster_build_flags(ngx_http_togglemaster_flags_t *snap,
     ngx_http_togglemaster_kv_t *fkv, ngx_http_togglemaster_kv_t *rkv,
     ngx_http_togglemaster_snapshot_t *old, ngx_log_t *log)
 {
@@ -404,83 +409,98 @@ ngx_http_togglemaster_build_flags(ngx_http_togglemaster_snapshot_t *snap,
                                                              f->name.len);
     }
 
-    snap->flag_slots = b.slots;
-    snap->flag_mask = b.mask;
+    snap->slots = b.slots;
+    snap->mask = b.mask;
 
     return NGX_OK;
 }
 
 
-static ngx_int_t
-ngx_http_togglemaster_build_keys(ngx_http_togglemaster_snapshot_t *snap,
-    ngx_http_togglemaster_kv_t *kv, ngx_http_togglemaster_snapshot_t *old,
-    ngx_log_t *log)
+static ngx_http_togglemaster_keys_t *
+ngx_http_togglemaster_build_keys(ngx_http_togglemaster_kv_t *kv,
+    ngx_http_togglemaster_snapshot_t *old, ngx_log_t *log)
 {
-    json_t                       *doc;
-    ngx_str_t                    *name, *val;
-    ngx_uint_t                    i, j, size;
-    ngx_http_togglemaster_key_t  *k, *ok;
+    u_char                         bin[32];
+    json_t                        *doc;
+    uint32_t                       sum, h;
+    ngx_int_t                      o;
+    ngx_str_t                     *name, *val;
+    ngx_uint_t                     i, j, size;
+    ngx_pool_t                    *pool;
+    ngx_http_togglemaster_keys_t  *kp, *okp;
+
+    pool = ngx_create_pool(4096, log);
+    if (pool == NULL) {
+        return NULL;
+    }
 
     size = ngx_http_togglemaster_table_size(kv->n);
 
-    snap->keys = ngx_palloc(snap->pool, (kv->n ? kv->n : 1)
-                                        * sizeof(ngx_http_togglemaster_key_t));
-    snap->key_slots = ngx_pcalloc(snap->pool, size * sizeof(uint32_t));
-    if (snap->keys == NULL || snap->key_slots == NULL) {
-        return NGX_ERROR;
+    kp = ngx_pcalloc(pool, sizeof(ngx_http_togglemaster_keys_t));
+    if (kp == NULL) {
+        goto failed;
     }
-    snap->key_mask = size - 1;
+
+    kp->pool = pool;
+    kp->refs = 1;
+    kp->keys = ngx_palloc(pool, (kv->n ? kv->n : 1) * 32);
+    kp->sums = ngx_palloc(pool, (kv->n ? kv->n : 1) * sizeof(uint32_t));
+    kp->slots = ngx_pcalloc(pool, size * sizeof(uint32_t));
+    if (kp->keys == NULL || kp->sums == NULL || kp->slots == NULL) {
+        goto failed;
+    }
+    kp->mask = size - 1;
+
+    okp = old ? old->kpart : NULL;
 
     for (i = 0; i < kv->n; i++) {
         name = &kv->fields[i];
         val = &kv->values[i];
 
-        if (!ngx_http_togglemaster_key_valid(name)) {
+        if (ngx_http_togglemaster_unhex(bin, name) != NGX_OK) {
             ngx_http_togglemaster_malformed(log, "key hash", name, 0);
             continue;
         }
 
-        if (ngx_http_togglemaster_key_find(snap, name->data, name->len)) {
+        if (ngx_http_togglemaster_key_index(kp, bin) >= 0) {
             continue;
         }
 
-        ok = ngx_http_togglemaster_key_find(old, name->data, name->len);
+        sum = ngx_crc32_long(val->data, val->len);
+        o = ngx_http_togglemaster_key_index(okp, bin);
 
-        if (ok == NULL || !ngx_http_togglemaster_str_eq(&ok->json, val)) {
+        if (o < 0 || okp->sums[o] != sum) {
             doc = ngx_http_togglemaster_parse_object(val);
 
             if (doc == NULL) {
-                ngx_http_togglemaster_malformed(log, "key", name, ok != NULL);
-                if (ok == NULL) {
+                ngx_http_togglemaster_malformed(log, "key", name, o >= 0);
+                if (o < 0) {
                     continue;
                 }
-                val = &ok->json;
+                sum = okp->sums[o];
 
             } else {
                 json_decref(doc);
             }
         }
 
-        k = &snap->keys[snap->nkeys];
+        ngx_memcpy(kp->keys + 32 * kp->nkeys, bin, 32);
+        kp->sums[kp->nkeys] = sum;
 
-        if (ngx_http_togglemaster_copy(snap->pool, &k->hash, name) != NGX_OK
-            || ngx_http_togglemaster_copy(snap->pool, &k->json, val) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        k->h = ngx_murmur_hash2(k->hash.data, k->hash.len);
-
-        for (j = k->h & snap->key_mask; snap->key_slots[j];
-             j = (j + 1) & snap->key_mask)
-        {
+        ngx_memcpy(&h, bin, sizeof(uint32_t));
+        for (j = h & kp->mask; kp->slots[j]; j = (j + 1) & kp->mask) {
             /* void */
         }
 
-        snap->key_slots[j] = (uint32_t) ++snap->nkeys;
+        kp->slots[j] = (uint32_t) ++kp->nkeys;
     }
 
-    return NGX_OK;
+    return kp;
+
+failed:
+
+    ngx_destroy_pool(pool);
+    return NULL;
 }
 
 
@@ -489,7 +509,8 @@ static ngx_int_t
 ngx_http_togglemaster_kv_from_old(ngx_pool_t *pool, ngx_uint_t kind,
     ngx_http_togglemaster_snapshot_t *old, ngx_http_togglemaster_kv_t *kv)
 {
-    ngx_uint_t  i, n;
+    ngx_uint_t                     i, n;
+    ngx_http_togglemaster_flag_t  *f;
 
     kv->n = 0;
     kv->present = 1;
@@ -498,7 +519,7 @@ ngx_http_togglemaster_kv_from_old(ngx_pool_t *pool, ngx_uint_t kind,
         return NGX_OK;
     }
 
-    n = (kind == NGX_HTTP_TOGGLEMASTER_KEYS) ? old->nkeys : old->nflags;
+    n = old->nflags;
 
     kv->fields = ngx_palloc(pool, (n ? n : 1) * sizeof(ngx_str_t));
     kv->values = ngx_palloc(pool, (n ? n : 1) * sizeof(ngx_str_t));
@@ -507,24 +528,16 @@ ngx_http_togglemaster_kv_from_old(ngx_pool_t *pool, ngx_uint_t kind,
     }
 
     for (i = 0; i < n; i++) {
-        if (kind == NGX_HTTP_TOGGLEMASTER_KEYS) {
-            kv->fields[kv->n] = old->keys[i].hash;
-            kv->values[kv->n++] = old->keys[i].json;
-            continue;
+        f = &old->flags[i];
+
+        if (kind == NGX_HTTP_TOGGLEMASTER_FLAGS && f->flag_json.len) {
+            kv->fields[kv->n] = f->name;
+            kv->values[kv->n++] = f->flag_json;
         }
 
-        if (kind == NGX_HTTP_TOGGLEMASTER_FLAGS
-            && old->flags[i].flag_json.len)
-        {
-            kv->fields[kv->n] = old->flags[i].name;
-            kv->values[kv->n++] = old->flags[i].flag_json;
-        }
-
-        if (kind == NGX_HTTP_TOGGLEMASTER_RULES
-            && old->flags[i].rule_json.len)
-        {
-            kv->fields[kv->n] = old->flags[i].name;
-            kv->values[kv->n++] = old->flags[i].rule_json;
+        if (kind == NGX_HTTP_TOGGLEMASTER_RULES && f->rule_json.len) {
+            kv->fields[kv->n] = f->name;
+            kv->values[kv->n++] = f->rule_json;
         }
     }
 
@@ -532,39 +545,37 @@ ngx_http_togglemaster_kv_from_old(ngx_pool_t *pool, ngx_uint_t kind,
 }
 
 
-ngx_http_togglemaster_snapshot_t *
-ngx_http_togglemaster_snapshot_build(int64_t version,
-    ngx_http_togglemaster_kv_t *in, ngx_http_togglemaster_snapshot_t *old,
-    ngx_log_t *log)
+static ngx_http_togglemaster_flags_t *
+ngx_http_togglemaster_flags_new(ngx_http_togglemaster_kv_t *in,
+    ngx_http_togglemaster_snapshot_t *old, ngx_log_t *log)
 {
-    ngx_uint_t                         k;
-    ngx_pool_t                        *pool;
-    ngx_pool_cleanup_t                *cln;
-    ngx_http_togglemaster_kv_t         kv[NGX_HTTP_TOGGLEMASTER_NKINDS];
-    ngx_http_togglemaster_snapshot_t  *snap;
+    ngx_uint_t                      k;
+    ngx_pool_t                     *pool;
+    ngx_pool_cleanup_t             *cln;
+    ngx_http_togglemaster_kv_t      kv[2];
+    ngx_http_togglemaster_flags_t  *fp;
 
     pool = ngx_create_pool(16384, log);
     if (pool == NULL) {
         return NULL;
     }
 
-    snap = ngx_pcalloc(pool, sizeof(ngx_http_togglemaster_snapshot_t));
-    if (snap == NULL) {
+    fp = ngx_pcalloc(pool, sizeof(ngx_http_togglemaster_flags_t));
+    if (fp == NULL) {
         goto failed;
     }
 
-    snap->pool = pool;
-    snap->version = version;
-    snap->built = ngx_current_msec;
+    fp->pool = pool;
+    fp->refs = 1;
 
     cln = ngx_pool_cleanup_add(pool, 0);
     if (cln == NULL) {
         goto failed;
     }
-    cln->handler = ngx_http_togglemaster_snapshot_cleanup;
-    cln->data = snap;
+    cln->handler = ngx_http_togglemaster_flags_cleanup;
+    cln->data = fp;
 
-    for (k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
+    for (k = 0; k < 2; k++) {
         kv[k] = in[k];
 
         if (!in[k].present
@@ -575,29 +586,86 @@ ngx_http_togglemaster_snapshot_build(int64_t version,
         }
     }
 
-    if (ngx_http_togglemaster_build_flags(snap, &kv[NGX_HTTP_TOGGLEMASTER_FLAGS],
-                                          &kv[NGX_HTTP_TOGGLEMASTER_RULES],
-                                          old, log)
+    if (ngx_http_togglemaster_build_flags(fp, &kv[0], &kv[1], old, log)
         != NGX_OK)
     {
         goto failed;
     }
 
-    if (ngx_http_togglemaster_build_keys(snap, &kv[NGX_HTTP_TOGGLEMASTER_KEYS],
-                                         old, log)
-        != NGX_OK)
-    {
-        goto failed;
-    }
-
-    return snap;
+    return fp;
 
 failed:
 
-    ngx_log_error(NGX_LOG_ALERT, log, 0,
-                  "togglemaster: out of memory building a snapshot");
     ngx_destroy_pool(pool);
     return NULL;
+}
+
+
+static void
+ngx_http_togglemaster_flags_unref(ngx_http_togglemaster_flags_t *fp)
+{
+    if (fp && --fp->refs == 0) {
+        ngx_destroy_pool(fp->pool);
+    }
+}
+
+
+static void
+ngx_http_togglemaster_keys_unref(ngx_http_togglemaster_keys_t *kp)
+{
+    if (kp && --kp->refs == 0) {
+        ngx_destroy_pool(kp->pool);
+    }
+}
+
+
+ngx_http_togglemaster_snapshot_t *
+ngx_http_togglemaster_snapshot_build(int64_t version,
+    ngx_http_togglemaster_kv_t *in, ngx_http_togglemaster_snapshot_t *old,
+    ngx_log_t *log)
+{
+    ngx_http_togglemaster_snapshot_t  *snap;
+
+    snap = ngx_alloc(sizeof(ngx_http_togglemaster_snapshot_t), log);
+    if (snap == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(snap, sizeof(ngx_http_togglemaster_snapshot_t));
+    snap->version = version;
+    snap->built = ngx_current_msec;
+
+    if (old && !in[NGX_HTTP_TOGGLEMASTER_FLAGS].present
+        && !in[NGX_HTTP_TOGGLEMASTER_RULES].present)
+    {
+        snap->fpart = old->fpart;
+        snap->fpart->refs++;
+
+    } else {
+        snap->fpart = ngx_http_togglemaster_flags_new(in, old, log);
+    }
+
+    if (old && !in[NGX_HTTP_TOGGLEMASTER_KEYS].present) {
+        snap->kpart = old->kpart;
+        snap->kpart->refs++;
+
+    } else {
+        snap->kpart = ngx_http_togglemaster_build_keys(
+                          &in[NGX_HTTP_TOGGLEMASTER_KEYS], old, log);
+    }
+
+    if (snap->fpart == NULL || snap->kpart == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "togglemaster: out of memory building a snapshot");
+        ngx_http_togglemaster_snapshot_free(snap);
+        return NULL;
+    }
+
+    snap->flags = snap->fpart->flags;
+    snap->nflags = snap->fpart->nflags;
+    snap->nkeys = snap->kpart->nkeys;
+
+    return snap;
 }
 
 
@@ -605,7 +673,9 @@ void
 ngx_http_togglemaster_snapshot_free(ngx_http_togglemaster_snapshot_t *snap)
 {
     if (snap) {
-        ngx_destroy_pool(snap->pool);
+        ngx_http_togglemaster_flags_unref(snap->fpart);
+        ngx_http_togglemaster_keys_unref(snap->kpart);
+        ngx_free(snap);
     }
 }
 
@@ -630,20 +700,20 @@ ngx_http_togglemaster_flag_t *
 ngx_http_togglemaster_flag_lookup(ngx_http_togglemaster_snapshot_t *snap,
     u_char *name, size_t len)
 {
-    uint32_t                       h;
-    ngx_uint_t                     i;
-    ngx_http_togglemaster_flag_t  *f;
+    uint32_t                        h;
+    ngx_uint_t                      i;
+    ngx_http_togglemaster_flag_t   *f;
+    ngx_http_togglemaster_flags_t  *fp;
 
-    if (snap == NULL || snap->flag_slots == NULL) {
+    if (snap == NULL || snap->fpart == NULL || snap->fpart->slots == NULL) {
         return NULL;
     }
 
+    fp = snap->fpart;
     h = ngx_murmur_hash2(name, len);
 
-    for (i = h & snap->flag_mask; snap->flag_slots[i];
-         i = (i + 1) & snap->flag_mask)
-    {
-        f = &snap->flags[snap->flag_slots[i] - 1];
+    for (i = h & fp->mask; fp->slots[i]; i = (i + 1) & fp->mask) {
+        f = &fp->flags[fp->slots[i] - 1];
         if (f->hash == h && f->name.len == len
             && ngx_memcmp(f->name.data, name, len) == 0)
         {
@@ -657,7 +727,11 @@ ngx_http_togglemaster_flag_lookup(ngx_http_togglemaster_snapshot_t *snap,
 
 ngx_int_t
 ngx_http_togglemaster_key_known(ngx_http_togglemaster_snapshot_t *snap,
-    u_char *hex, size_t len)
+    u_char *bin)
 {
-    return ngx_http_togglemaster_key_find(snap, hex, len) != NULL;
+    if (snap == NULL) {
+        return 0;
+    }
+
+    return ngx_http_togglemaster_key_index(snap->kpart, bin) >= 0;
 }

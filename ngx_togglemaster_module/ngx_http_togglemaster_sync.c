@@ -2,9 +2,10 @@
  * Per-worker Redis sync. Two connections: one SUBSCRIBEd to tm:changes, one
  * for commands. After the subscription is confirmed (so no change can slip
  * between load and subscribe) the command connection loads everything in
- * one MULTI/EXEC, which gives a consistent version + hashes. A message, or a
- * periodic GET tm:version that disagrees with the snapshot, triggers another
- * load; loads never overlap, a change during a load queues one more.
+ * one MULTI/EXEC, which gives a consistent version + hashes. A message
+ * reloads the hash it names (the other parts of the snapshot are shared);
+ * a periodic GET tm:version that disagrees with the snapshot reloads all.
+ * Loads never overlap: changes during a load queue one more.
  *
  * Any error or timeout drops both connections and retries with exponential
  * backoff and jitter. Meanwhile the current snapshot keeps serving.
@@ -21,6 +22,9 @@
 #define NGX_HTTP_TOGGLEMASTER_SYNCED      2
 
 #define NGX_HTTP_TOGGLEMASTER_BACKOFF_MIN 100
+#define NGX_HTTP_TOGGLEMASTER_FILE_DELAY  1000
+
+#define NGX_HTTP_TOGGLEMASTER_ALL         0x7
 
 
 typedef struct {
@@ -33,16 +37,20 @@ typedef struct {
     ngx_event_t                         op_timer;
     ngx_event_t                         retry_timer;
     ngx_event_t                         check_timer;
+    ngx_event_t                         file_timer;
 
     ngx_msec_t                          backoff;
     ngx_uint_t                          state;
     int64_t                             written;     /* file version */
 
-    unsigned                            loading:1;
-    unsigned                            reload:1;
+    ngx_uint_t                          loading;    /* kinds in flight */
+    ngx_uint_t                          reload;     /* kinds queued */
+
     unsigned                            checking:1;
     unsigned                            exiting:1;
     unsigned                            file_written:1;
+    unsigned                            file_dirty:1;
+    unsigned                            need_all:1;  /* Redis was empty */
 } ngx_http_togglemaster_sync_t;
 
 
@@ -198,7 +206,34 @@ ngx_http_togglemaster_sync_kv(ngx_pool_t *pool, redisReply *r,
 }
 
 
-static void ngx_http_togglemaster_sync_load(void);
+static void ngx_http_togglemaster_sync_load(ngx_uint_t kinds);
+
+
+static void
+ngx_http_togglemaster_sync_write_file(ngx_event_t *ev)
+{
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    if (!s->file_dirty || ngx_http_togglemaster_current == NULL) {
+        return;
+    }
+
+    s->file_dirty = 0;
+
+    if (s->file_written && s->written == ngx_http_togglemaster_current->version)
+    {
+        return;
+    }
+
+    if (ngx_http_togglemaster_file_write(&s->conf->snapshot_file,
+                                         ngx_http_togglemaster_current,
+                                         s->log)
+        == NGX_OK)
+    {
+        s->file_written = 1;
+        s->written = ngx_http_togglemaster_current->version;
+    }
+}
 
 
 static void
@@ -206,7 +241,7 @@ ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
     void *data)
 {
     redisReply                        *r = reply;
-    ngx_uint_t                         k;
+    ngx_uint_t                         k, e, kinds, n;
     ngx_pool_t                        *pool;
     ngx_http_togglemaster_kv_t         kv[NGX_HTTP_TOGGLEMASTER_NKINDS];
     ngx_http_togglemaster_sync_t      *s = &ngx_http_togglemaster_sync;
@@ -216,6 +251,7 @@ ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
         return;
     }
 
+    kinds = s->loading;
     s->loading = 0;
 
     if (s->op_timer.timer_set) {
@@ -227,7 +263,11 @@ ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
         return;
     }
 
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
+    for (n = 1, k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
+        n += (kinds >> k) & 1;
+    }
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != n) {
         ngx_http_togglemaster_sync_fail(r->type == REDIS_REPLY_ERROR
                                         ? r->str : "unexpected load reply");
         return;
@@ -246,11 +286,14 @@ ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
                       "flushed); keeping snapshot version %L",
                       &s->conf->redis, ngx_http_togglemaster_current->version);
 
+        /* whatever refills Redis, the next load must take all of it */
+        s->need_all = 1;
         ngx_http_togglemaster_sync_set_state(NGX_HTTP_TOGGLEMASTER_SYNCED);
 
         if (s->reload) {
+            kinds = s->reload;
             s->reload = 0;
-            ngx_http_togglemaster_sync_load();
+            ngx_http_togglemaster_sync_load(kinds);
         }
 
         return;
@@ -262,8 +305,14 @@ ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
         return;
     }
 
-    for (k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
-        if (ngx_http_togglemaster_sync_kv(pool, r->element[k + 1], &kv[k])
+    for (e = 1, k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
+        kv[k].present = 0;
+
+        if (!(kinds & (1 << k))) {
+            continue;
+        }
+
+        if (ngx_http_togglemaster_sync_kv(pool, r->element[e++], &kv[k])
             != NGX_OK)
         {
             ngx_destroy_pool(pool);
@@ -283,11 +332,16 @@ ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
         return;
     }
 
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, s->log, 0,
-                   "togglemaster: snapshot version %L, %ui flags, %ui keys",
-                   snap->version, snap->nflags, snap->nkeys);
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, s->log, 0,
+                   "togglemaster: snapshot version %L (kinds %ui), "
+                   "%ui flags, %ui keys",
+                   snap->version, kinds, snap->nflags, snap->nkeys);
 
     ngx_http_togglemaster_snapshot_swap(snap);
+
+    if (kinds == NGX_HTTP_TOGGLEMASTER_ALL) {
+        s->need_all = 0;
+    }
 
     s->backoff = NGX_HTTP_TOGGLEMASTER_BACKOFF_MIN;
     ngx_http_togglemaster_sync_set_state(NGX_HTTP_TOGGLEMASTER_SYNCED);
@@ -296,27 +350,28 @@ ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
         (void) ngx_atomic_fetch_add(&ngx_http_togglemaster_shm->syncs, 1);
     }
 
-    if (s->conf->snapshot_file.len && ngx_worker == 0
-        && (!s->file_written || s->written != snap->version))
-    {
-        if (ngx_http_togglemaster_file_write(&s->conf->snapshot_file, snap,
-                                             s->log)
-            == NGX_OK)
-        {
-            s->file_written = 1;
-            s->written = snap->version;
+    /* one worker writes the file, at most once a second: bursts of
+     * changes cost one write */
+    if (s->conf->snapshot_file.len && ngx_worker == 0) {
+        s->file_dirty = 1;
+
+        if (!s->file_timer.timer_set) {
+            ngx_add_timer(&s->file_timer, s->file_written
+                                          ? NGX_HTTP_TOGGLEMASTER_FILE_DELAY
+                                          : 1);
         }
     }
 
     if (s->reload) {
+        kinds = s->reload;
         s->reload = 0;
-        ngx_http_togglemaster_sync_load();
+        ngx_http_togglemaster_sync_load(kinds);
     }
 }
 
 
 static void
-ngx_http_togglemaster_sync_load(void)
+ngx_http_togglemaster_sync_load(ngx_uint_t kinds)
 {
     ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
 
@@ -324,21 +379,28 @@ ngx_http_togglemaster_sync_load(void)
         return;
     }
 
+    if (s->need_all) {
+        kinds = NGX_HTTP_TOGGLEMASTER_ALL;
+    }
+
     if (s->loading || s->checking) {
-        s->reload = 1;
+        s->reload |= kinds;
         return;
     }
 
-    s->loading = 1;
+    s->loading = kinds;
 
     if (redisAsyncCommand(s->cmd, NULL, NULL, "MULTI") != REDIS_OK
         || redisAsyncCommand(s->cmd, NULL, NULL, "GET tm:version") != REDIS_OK
-        || redisAsyncCommand(s->cmd, NULL, NULL, "HGETALL tm:flags")
-           != REDIS_OK
-        || redisAsyncCommand(s->cmd, NULL, NULL, "HGETALL tm:rules")
-           != REDIS_OK
-        || redisAsyncCommand(s->cmd, NULL, NULL, "HGETALL tm:keys")
-           != REDIS_OK
+        || ((kinds & (1 << NGX_HTTP_TOGGLEMASTER_FLAGS))
+            && redisAsyncCommand(s->cmd, NULL, NULL, "HGETALL tm:flags")
+               != REDIS_OK)
+        || ((kinds & (1 << NGX_HTTP_TOGGLEMASTER_RULES))
+            && redisAsyncCommand(s->cmd, NULL, NULL, "HGETALL tm:rules")
+               != REDIS_OK)
+        || ((kinds & (1 << NGX_HTTP_TOGGLEMASTER_KEYS))
+            && redisAsyncCommand(s->cmd, NULL, NULL, "HGETALL tm:keys")
+               != REDIS_OK)
         || redisAsyncCommand(s->cmd, ngx_http_togglemaster_sync_loaded, NULL,
                              "EXEC")
            != REDIS_OK)
@@ -356,6 +418,7 @@ ngx_http_togglemaster_sync_versioned(redisAsyncContext *ac, void *reply,
     void *data)
 {
     redisReply                    *r = reply;
+    ngx_uint_t                     kinds;
     ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
 
     if (ac != s->cmd) {
@@ -377,12 +440,13 @@ ngx_http_togglemaster_sync_versioned(redisAsyncContext *ac, void *reply,
         || ngx_http_togglemaster_sync_int(r)
            != ngx_http_togglemaster_current->version)
     {
-        s->reload = 1;
+        s->reload = NGX_HTTP_TOGGLEMASTER_ALL;
     }
 
     if (s->reload) {
+        kinds = s->reload;
         s->reload = 0;
-        ngx_http_togglemaster_sync_load();
+        ngx_http_togglemaster_sync_load(kinds);
 
     } else {
         /* the snapshot is confirmed current */
@@ -421,35 +485,40 @@ ngx_http_togglemaster_sync_check(ngx_event_t *ev)
 }
 
 
+/* {"version":v,"kind":"flag|rule|key","op":...}: reload the hash it names.
+ * No echo suppression by version: a load of one hash may already carry the
+ * version of a change to another hash whose message is still on its way. */
 static void
 ngx_http_togglemaster_sync_message(redisReply *payload)
 {
-    json_t   *doc, *v;
-    int64_t   version;
+    json_t      *doc;
+    const char  *kind;
+    ngx_uint_t   kinds;
 
-    version = -1;
+    kinds = NGX_HTTP_TOGGLEMASTER_ALL;
 
     if (payload->type == REDIS_REPLY_STRING) {
         doc = json_loadb(payload->str, payload->len, 0, NULL);
-        v = json_object_get(doc, "version");
+        kind = json_string_value(json_object_get(doc, "kind"));
 
-        if (json_is_integer(v)) {
-            version = json_integer_value(v);
+        if (kind && ngx_strcmp(kind, "flag") == 0) {
+            kinds = 1 << NGX_HTTP_TOGGLEMASTER_FLAGS;
+
+        } else if (kind && ngx_strcmp(kind, "rule") == 0) {
+            kinds = 1 << NGX_HTTP_TOGGLEMASTER_RULES;
+
+        } else if (kind && ngx_strcmp(kind, "key") == 0) {
+            kinds = 1 << NGX_HTTP_TOGGLEMASTER_KEYS;
         }
 
         json_decref(doc);
     }
 
-    /* an echo of the change this snapshot was loaded at; anything else
-     * reloads (a restarted Redis counts versions from 1 again) */
-    if (version > 0 && ngx_http_togglemaster_current
-        && version == ngx_http_togglemaster_current->version
-        && !ngx_http_togglemaster_sync.loading)
-    {
-        return;
+    if (ngx_http_togglemaster_current == NULL) {
+        kinds = NGX_HTTP_TOGGLEMASTER_ALL;
     }
 
-    ngx_http_togglemaster_sync_load();
+    ngx_http_togglemaster_sync_load(kinds);
 }
 
 
@@ -481,7 +550,7 @@ ngx_http_togglemaster_sync_subscribed(redisAsyncContext *ac, void *reply,
             ngx_del_timer(&s->op_timer);
         }
 
-        ngx_http_togglemaster_sync_load();
+        ngx_http_togglemaster_sync_load(NGX_HTTP_TOGGLEMASTER_ALL);
         return;
     }
 
@@ -620,6 +689,9 @@ ngx_http_togglemaster_sync_init(ngx_cycle_t *cycle,
     ngx_http_togglemaster_sync_timer(&s->check_timer,
                                      ngx_http_togglemaster_sync_check,
                                      cycle->log);
+    ngx_http_togglemaster_sync_timer(&s->file_timer,
+                                     ngx_http_togglemaster_sync_write_file,
+                                     cycle->log);
 
     /* serve the last known state at once; Redis may be down */
     if (tmcf->snapshot_file.len && ngx_http_togglemaster_current == NULL) {
@@ -662,6 +734,13 @@ ngx_http_togglemaster_sync_exit(ngx_cycle_t *cycle)
     if (s->check_timer.timer_set) {
         ngx_del_timer(&s->check_timer);
     }
+
+    if (s->file_timer.timer_set) {
+        ngx_del_timer(&s->file_timer);
+    }
+
+    /* a pending write still happens: the next start needs it */
+    ngx_http_togglemaster_sync_write_file(&s->file_timer);
 
     ngx_http_togglemaster_sync_drop(&s->cmd);
     ngx_http_togglemaster_sync_drop(&s->sub);
