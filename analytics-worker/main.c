@@ -3,11 +3,11 @@
 #include "aws_client.h"
 #include "metrics.h"
 #include "poller.h"
+#include "tm_env.h"
 #include "tm_http.h"
 #include "tm_log.h"
 
 #include <curl/curl.h>
-#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -31,22 +31,6 @@ static const char *env_or(const char *name, const char *def)
 {
     const char *v = getenv(name);
     return v && *v ? v : def;
-}
-
-static long env_long(const char *name, long def, long min, long max)
-{
-    const char *v = getenv(name);
-    if (!v || !*v) {
-        return def;
-    }
-    char *end;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (errno || *end || n < min || n > max) {
-        TM_WARN("%s=\"%s\" is not a number in [%ld, %ld]; using %ld", name, v, min, max, def);
-        return def;
-    }
-    return n;
 }
 
 static int ready(void *ctx)
@@ -135,18 +119,18 @@ int main(int argc, char **argv)
     if (queue_url) {
         snprintf(cfg.queue_url, sizeof cfg.queue_url, "%s", queue_url);
     }
-    cfg.wait_seconds = (int) env_long("TM_SQS_WAIT_SECONDS", 20, 0, 20);
-    cfg.max_messages = (int) env_long("TM_SQS_MAX_MESSAGES", 10, 1, 10);
-    cfg.visibility_timeout = (int) env_long("TM_SQS_VISIBILITY_TIMEOUT", -1, -1, 43200);
-    cfg.poison_visibility = (int) env_long("TM_POISON_VISIBILITY_TIMEOUT", 0, -1, 43200);
-    cfg.write_attempts = (int) env_long("TM_WRITE_ATTEMPTS", 8, 1, 100);
-    cfg.backoff_base_ms = env_long("TM_BACKOFF_BASE_MS", 50, 1, 60000);
-    cfg.backoff_max_ms = env_long("TM_BACKOFF_MAX_MS", 5000, 1, 600000);
+    cfg.wait_seconds = (int) tm_env_long("TM_SQS_WAIT_SECONDS", 20, 0, 20);
+    cfg.max_messages = (int) tm_env_long("TM_SQS_MAX_MESSAGES", 10, 1, 10);
+    cfg.visibility_timeout = (int) tm_env_long("TM_SQS_VISIBILITY_TIMEOUT", -1, -1, 43200);
+    cfg.poison_visibility = (int) tm_env_long("TM_POISON_VISIBILITY_TIMEOUT", 0, -1, 43200);
+    cfg.write_attempts = (int) tm_env_long("TM_WRITE_ATTEMPTS", 8, 1, 100);
+    cfg.backoff_base_ms = tm_env_long("TM_BACKOFF_BASE_MS", 50, 1, 60000);
+    cfg.backoff_max_ms = tm_env_long("TM_BACKOFF_MAX_MS", 5000, 1, 600000);
     if (cfg.backoff_max_ms < cfg.backoff_base_ms) {
         cfg.backoff_max_ms = cfg.backoff_base_ms;
     }
-    int npollers = (int) env_long("TM_POLLERS", 2, 1, MAX_POLLERS);
-    long port = env_long("PORT", 8005, 1, 65535);
+    int npollers = (int) tm_env_long("TM_POLLERS", 2, 1, MAX_POLLERS);
+    long port = tm_env_long("PORT", 8005, 1, 65535);
 
     char region[64], err[512];
     tm_aws_region(cfg.queue_url[0] ? cfg.queue_url : NULL, region, sizeof region);

@@ -57,6 +57,17 @@ int tm_event_check(const json_t *ev, int need_id, char *err, size_t errlen)
     return 0;
 }
 
+/* 16 bytes as a UUID string with the given version and the RFC 4122 variant. */
+static void format_uuid(unsigned char b[16], int version, char out[TM_UUID_LEN + 1])
+{
+    b[6] = (unsigned char) ((b[6] & 0x0f) | (version << 4));
+    b[8] = (unsigned char) ((b[8] & 0x3f) | 0x80);
+    char hex[33];
+    tm_hex(b, 16, hex);
+    snprintf(out, TM_UUID_LEN + 1, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12,
+             hex + 16, hex + 20);
+}
+
 void tm_event_id_derive(const char *message_id, size_t index, char out[TM_UUID_LEN + 1])
 {
     /* A fixed namespace for ToggleMaster event ids. */
@@ -80,12 +91,7 @@ void tm_event_id_derive(const char *message_id, size_t index, char out[TM_UUID_L
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif
-    md[6] = (unsigned char) ((md[6] & 0x0f) | 0x50);
-    md[8] = (unsigned char) ((md[8] & 0x3f) | 0x80);
-    char hex[33];
-    tm_hex(md, 16, hex);
-    snprintf(out, TM_UUID_LEN + 1, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12,
-             hex + 16, hex + 20);
+    format_uuid(md, 5, out);
 }
 
 int tm_uuid_v4(char out[TM_UUID_LEN + 1])
@@ -94,12 +100,7 @@ int tm_uuid_v4(char out[TM_UUID_LEN + 1])
     if (tm_random_bytes(b, sizeof b) != 0) {
         return -1;
     }
-    b[6] = (unsigned char) ((b[6] & 0x0f) | 0x40);
-    b[8] = (unsigned char) ((b[8] & 0x3f) | 0x80);
-    char hex[33];
-    tm_hex(b, 16, hex);
-    snprintf(out, TM_UUID_LEN + 1, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12,
-             hex + 16, hex + 20);
+    format_uuid(b, 4, out);
     return 0;
 }
 

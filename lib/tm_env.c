@@ -1,0 +1,21 @@
+#include "tm_env.h"
+#include "tm_log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+long tm_env_long(const char *name, long def, long min, long max)
+{
+    const char *v = getenv(name);
+    if (!v || !*v) {
+        return def;
+    }
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || *end || n < min || n > max) {
+        TM_WARN("%s=\"%s\" is not a number in [%ld, %ld]; using %ld", name, v, min, max, def);
+        return def;
+    }
+    return n;
+}

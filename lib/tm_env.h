@@ -1,0 +1,8 @@
+/* Settings from the environment, read the same way by every program. */
+#ifndef TM_ENV_H
+#define TM_ENV_H
+
+/* The integer in variable name, or def when it is unset or empty; a value
+ * that is not an integer in [min, max] is logged (warn) and def returned. */
+long tm_env_long(const char *name, long def, long min, long max);
+#endif
