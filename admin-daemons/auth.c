@@ -7,6 +7,7 @@
 #include "tm_names.h"
 #include "tm_publish.h"
 #include "tm_sql.h"
+#include "tm_store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,20 +35,6 @@ static int check_env(void)
     if (master_key == NULL) {
         TM_ERROR("MASTER_KEY is not set: it guards key creation (POST /admin/keys)");
         return -1;
-    }
-    return 0;
-}
-
-static int db_error(tm_resp *resp, tm_db_status s)
-{
-    if (s == TM_DB_UNAVAILABLE) {
-        tm_resp_error(resp, 503, "database unavailable, try again shortly");
-    } else if (s == TM_DB_BAD_INPUT) {
-        tm_resp_error(resp, 400, "the database rejected the input");
-    } else if (s == TM_DB_CONFLICT) {
-        tm_resp_error(resp, 409, "conflict");
-    } else {
-        tm_resp_error(resp, 500, "internal database error");
     }
     return 0;
 }
@@ -103,7 +90,7 @@ static void create_key(const tm_req *req, tm_resp *resp)
                                 " RETURNING id, " KEY_PUB_JSON, 2, p, &res);
     if (s != TM_DB_OK) {
         json_decref(body);
-        db_error(resp, s);
+        tm_store_db_error(resp, s);
         return;
     }
     long id = strtol(PQgetvalue(res, 0, 0), NULL, 10);
@@ -126,7 +113,7 @@ static void list_keys(const tm_req *req, tm_resp *resp)
     tm_db_status s = tm_db_exec("SELECT coalesce(json_agg(" KEY_ROW_JSON " ORDER BY id), '[]')::text"
                                 " FROM api_keys", 0, NULL, &res);
     if (s != TM_DB_OK) {
-        db_error(resp, s);
+        tm_store_db_error(resp, s);
         return;
     }
     tm_resp_raw(resp, 200, PQgetvalue(res, 0, 0));
@@ -149,7 +136,7 @@ static void revoke_key(const tm_req *req, tm_resp *resp, const char *idstr)
     tm_db_status s = tm_db_exec("UPDATE api_keys SET is_active = FALSE WHERE id = $1"
                                 " RETURNING key_hash", 1, p, &res);
     if (s != TM_DB_OK) {
-        db_error(resp, s);
+        tm_store_db_error(resp, s);
         return;
     }
     if (PQntuples(res) == 0) {
@@ -178,7 +165,7 @@ static void validate(const tm_req *req, tm_resp *resp)
     tm_db_status s = tm_db_exec("SELECT 1 FROM api_keys WHERE key_hash = $1 AND is_active",
                                 1, p, &res);
     if (s != TM_DB_OK) {
-        db_error(resp, s);
+        tm_store_db_error(resp, s);
         return;
     }
     int found = PQntuples(res) == 1;
@@ -216,34 +203,13 @@ static void handle(void *ctx, const tm_req *req, tm_resp *resp)
 /* Reconciliation: the active key hashes in PostgreSQL are the truth. */
 static int load_keys(tm_pub_item **items, size_t *n, void **owner)
 {
-    PGresult *res;
-    if (tm_db_exec("SELECT key_hash, " KEY_PUB_JSON " FROM api_keys WHERE is_active",
-                   0, NULL, &res) != TM_DB_OK) {
-        return -1;
-    }
-    size_t rows = (size_t) PQntuples(res);
-    *items = malloc((rows ? rows : 1) * sizeof **items);
-    if (*items == NULL) {
-        PQclear(res);
-        return -1;
-    }
-    for (size_t i = 0; i < rows; i++) {
-        (*items)[i].field = PQgetvalue(res, (int) i, 0);
-        (*items)[i].json = PQgetvalue(res, (int) i, 1);
-    }
-    *n = rows;
-    *owner = res;
-    return 0;
-}
-
-static void free_result(void *res)
-{
-    PQclear(res);
+    return tm_store_load("SELECT key_hash, " KEY_PUB_JSON " FROM api_keys WHERE is_active",
+                         items, n, owner);
 }
 
 static void reconcile(void)
 {
-    tm_publish_reconcile("key", load_keys, free_result);
+    tm_publish_reconcile("key", load_keys, tm_store_free_result);
 }
 
 int main(int argc, char **argv)

@@ -1,5 +1,6 @@
 #include "tm_store.h"
 #include "tm_apikey.h"
+#include "tm_daemon.h"
 #include "tm_log.h"
 #include "tm_names.h"
 
@@ -19,29 +20,18 @@ void tm_store_db_error(tm_resp *resp, tm_db_status s)
     }
 }
 
-static void list(const tm_store *st, tm_resp *resp)
-{
-    PGresult *res;
-    tm_db_status s = tm_db_exec(st->sql_list, 0, NULL, &res);
-    if (s != TM_DB_OK) {
-        tm_store_db_error(resp, s);
-        return;
-    }
-    tm_resp_raw(resp, 200, PQgetvalue(res, 0, 0));
-    PQclear(res);
-}
-
-static void get(const tm_store *st, tm_resp *resp, const char *name)
+/* GET on the collection (name NULL) or on one row. */
+static void query(const tm_store *st, tm_resp *resp, const char *sql, const char *name)
 {
     const char *p[] = { name };
     PGresult *res;
-    tm_db_status s = tm_db_exec(st->sql_get, 1, p, &res);
+    tm_db_status s = tm_db_exec(sql, name ? 1 : 0, name ? p : NULL, &res);
     if (s != TM_DB_OK) {
         tm_store_db_error(resp, s);
         return;
     }
     if (PQntuples(res) == 0) {
-        tm_resp_error(resp, 404, "no %s named \"%s\"", st->what, name);
+        tm_resp_error(resp, 404, "no %s \"%s\"", st->what, name ? name : "");
     } else {
         tm_resp_raw(resp, 200, PQgetvalue(res, 0, 0));
     }
@@ -60,7 +50,7 @@ static void del(const tm_store *st, tm_resp *resp, const char *name)
     int deleted = PQntuples(res) > 0;
     PQclear(res);
     if (!deleted) {
-        tm_resp_error(resp, 404, "no %s named \"%s\"", st->what, name);
+        tm_resp_error(resp, 404, "no %s \"%s\"", st->what, name);
         return;
     }
     tm_publish(st->kind, name, NULL);
@@ -75,7 +65,7 @@ void tm_store_write(const tm_store *st, tm_resp *resp, int create, const char *s
     tm_db_status s = tm_db_exec(sql, nparams, params, &res);
     if (s == TM_DB_CONFLICT) {
         /* ON CONFLICT covers the name; any other unique index lands here. */
-        tm_resp_error(resp, 409, "a %s named \"%s\" already exists", st->what, name);
+        tm_resp_error(resp, 409, "a %s \"%s\" already exists", st->what, name);
         return;
     }
     if (s != TM_DB_OK) {
@@ -85,9 +75,9 @@ void tm_store_write(const tm_store *st, tm_resp *resp, int create, const char *s
     if (PQntuples(res) == 0) {
         PQclear(res);
         if (create) {
-            tm_resp_error(resp, 409, "a %s named \"%s\" already exists", st->what, name);
+            tm_resp_error(resp, 409, "a %s \"%s\" already exists", st->what, name);
         } else {
-            tm_resp_error(resp, 404, "no %s named \"%s\"", st->what, name);
+            tm_resp_error(resp, 404, "no %s \"%s\"", st->what, name);
         }
         return;
     }
@@ -98,71 +88,7 @@ void tm_store_write(const tm_store *st, tm_resp *resp, int create, const char *s
     PQclear(res);
 }
 
-static void not_allowed(tm_resp *resp, const char *method, const char *route,
-                        const char *allow)
-{
-    tm_resp_error(resp, 405, "method %s not allowed on %s", method, route);
-    resp->extra_header_name = "Allow";
-    resp->extra_header_value = strdup(allow);
-}
-
-void tm_store_handle(void *ctx, const tm_req *req, tm_resp *resp)
-{
-    const tm_store *st = ctx;
-    if (!tm_apikey_check(req, resp)) {
-        return;
-    }
-    const char *m = req->method, *path = req->path;
-    size_t cl = strlen(st->collection);
-    if (strncmp(path, st->collection, cl) != 0 || (path[cl] != '\0' && path[cl] != '/')) {
-        tm_resp_error(resp, 404, "no route for %s %.200s", m, path);
-        return;
-    }
-    if (path[cl] == '\0') {
-        if (strcmp(m, "POST") == 0) return st->create(req, resp);
-        if (strcmp(m, "GET") == 0) return list(st, resp);
-        not_allowed(resp, m, st->collection, "GET, POST");
-        return;
-    }
-    const char *name = path + cl + 1;
-    if (!tm_flag_name_valid(name, strlen(name))) {
-        tm_resp_error(resp, 400, "the name in the path must be 1 to %d characters: "
-                      TM_NAME_CHARSET, TM_NAME_MAX);
-        return;
-    }
-    if (strcmp(m, "GET") == 0) return get(st, resp, name);
-    if (strcmp(m, "PUT") == 0) return st->update(req, resp, name);
-    if (strcmp(m, "DELETE") == 0) return del(st, resp, name);
-    not_allowed(resp, m, "this resource", "GET, PUT, DELETE");
-}
-
-int tm_store_load(const char *sql, tm_pub_item **items, size_t *n, void **owner)
-{
-    PGresult *res;
-    if (tm_db_exec(sql, 0, NULL, &res) != TM_DB_OK) {
-        return -1;
-    }
-    size_t rows = (size_t) PQntuples(res);
-    *items = malloc((rows ? rows : 1) * sizeof **items);
-    if (*items == NULL) {
-        PQclear(res);
-        return -1;
-    }
-    for (size_t i = 0; i < rows; i++) {
-        (*items)[i].field = PQgetvalue(res, (int) i, 0);
-        (*items)[i].json = PQgetvalue(res, (int) i, 1);
-    }
-    *n = rows;
-    *owner = res;
-    return 0;
-}
-
-void tm_store_free_result(void *owner)
-{
-    PQclear(owner);
-}
-
-int tm_json_only(const json_t *obj, const char *const *allowed, tm_resp *resp)
+static int json_only(const json_t *obj, const char *const *allowed, tm_resp *resp)
 {
     const char *key;
     json_t *val;
@@ -193,7 +119,7 @@ int tm_json_opt_bool(const json_t *obj, const char *key, int *val, tm_resp *resp
     return 1;
 }
 
-const char *tm_json_name(const json_t *obj, const char *key, tm_resp *resp)
+static const char *json_name(const json_t *obj, const char *key, tm_resp *resp)
 {
     json_t *j = json_object_get(obj, key);
     if (!json_is_string(j)) {
@@ -209,8 +135,8 @@ const char *tm_json_name(const json_t *obj, const char *key, tm_resp *resp)
     return name;
 }
 
-int tm_json_same_name(const json_t *obj, const char *key, const char *name,
-                      tm_resp *resp)
+static int json_same_name(const json_t *obj, const char *key, const char *name,
+                          tm_resp *resp)
 {
     json_t *j = json_object_get(obj, key);
     if (j == NULL || (json_is_string(j) && strcmp(json_string_value(j), name) == 0)) {
@@ -219,4 +145,124 @@ int tm_json_same_name(const json_t *obj, const char *key, const char *name,
     tm_resp_error(resp, 400, "\"%s\" cannot be changed: create a new one and delete this one",
                   key);
     return -1;
+}
+
+/* POST (path_name NULL) or PUT: the checks every body gets, then the
+ * daemon's own. */
+static void with_body(const tm_store *st, const tm_req *req, tm_resp *resp,
+                      const char *path_name)
+{
+    json_t *body = tm_req_json_object(req, resp);
+    if (body == NULL || json_only(body, st->fields, resp) != 0) {
+        json_decref(body);
+        return;
+    }
+    if (path_name == NULL) {
+        const char *name = json_name(body, st->name_field, resp);
+        if (name) {
+            st->create(body, resp, name);
+        }
+    } else if (json_same_name(body, st->name_field, path_name, resp) == 0) {
+        st->update(body, resp, path_name);
+    }
+    json_decref(body);
+}
+
+static void not_allowed(tm_resp *resp, const char *method, const char *route,
+                        const char *allow)
+{
+    tm_resp_error(resp, 405, "method %s not allowed on %s", method, route);
+    resp->extra_header_name = "Allow";
+    resp->extra_header_value = strdup(allow);
+}
+
+static void handle(void *ctx, const tm_req *req, tm_resp *resp)
+{
+    const tm_store *st = ctx;
+    if (!tm_apikey_check(req, resp)) {
+        return;
+    }
+    const char *m = req->method, *path = req->path;
+    size_t cl = strlen(st->collection);
+    if (strncmp(path, st->collection, cl) != 0 || (path[cl] != '\0' && path[cl] != '/')) {
+        tm_resp_error(resp, 404, "no route for %s %.200s", m, path);
+        return;
+    }
+    if (path[cl] == '\0') {
+        if (strcmp(m, "POST") == 0) return with_body(st, req, resp, NULL);
+        if (strcmp(m, "GET") == 0) return query(st, resp, st->sql_list, NULL);
+        not_allowed(resp, m, st->collection, "GET, POST");
+        return;
+    }
+    const char *name = path + cl + 1;
+    if (!tm_flag_name_valid(name, strlen(name))) {
+        tm_resp_error(resp, 400, "the name in the path must be 1 to %d characters: "
+                      TM_NAME_CHARSET, TM_NAME_MAX);
+        return;
+    }
+    if (strcmp(m, "GET") == 0) return query(st, resp, st->sql_get, name);
+    if (strcmp(m, "PUT") == 0) return with_body(st, req, resp, name);
+    if (strcmp(m, "DELETE") == 0) return del(st, resp, name);
+    not_allowed(resp, m, "this resource", "GET, PUT, DELETE");
+}
+
+int tm_store_load(const char *sql, tm_pub_item **items, size_t *n, void **owner)
+{
+    PGresult *res;
+    if (tm_db_exec(sql, 0, NULL, &res) != TM_DB_OK) {
+        return -1;
+    }
+    size_t rows = (size_t) PQntuples(res);
+    *items = malloc((rows ? rows : 1) * sizeof **items);
+    if (*items == NULL) {
+        PQclear(res);
+        return -1;
+    }
+    for (size_t i = 0; i < rows; i++) {
+        (*items)[i].field = PQgetvalue(res, (int) i, 0);
+        (*items)[i].json = PQgetvalue(res, (int) i, 1);
+    }
+    *n = rows;
+    *owner = res;
+    return 0;
+}
+
+void tm_store_free_result(void *owner)
+{
+    PQclear(owner);
+}
+
+/* The one store this process serves, for the reconciliation callbacks. */
+static const tm_store *served;
+
+static int load(tm_pub_item **items, size_t *n, void **owner)
+{
+    return tm_store_load(served->sql_load, items, n, owner);
+}
+
+static void reconcile(void)
+{
+    tm_publish_reconcile(served->kind, load, tm_store_free_result);
+}
+
+static int check_env(void)
+{
+    tm_apikey_init(tm_env("AUTH_SERVICE_URL", NULL));
+    return 0;
+}
+
+int tm_store_main(const tm_store *st, int argc, char **argv)
+{
+    served = st;
+    tm_daemon d = {
+        .name = st->name,
+        .default_port = st->default_port,
+        .migrations = st->migrations,
+        .nmigrations = st->nmigrations,
+        .handler = handle,
+        .ctx = (void *) st,
+        .reconcile = reconcile,
+        .check_env = check_env,
+    };
+    return tm_daemon_main(&d, argc, argv);
 }

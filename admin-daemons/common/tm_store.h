@@ -15,31 +15,46 @@
 #include <jansson.h>
 
 typedef struct {
+    const char *name;         /* daemon name: "flags", "targeting" */
+    unsigned default_port;
+    const tm_migration *migrations;
+    int nmigrations;
     const char *collection;   /* "/flags" */
     const char *kind;         /* publication kind: "flag", "rule" */
-    const char *what;         /* for messages: "flag", "targeting rule" */
+    const char *what;         /* for messages: "flag", "targeting rule for flag" */
     /* No parameters; one row, one column: the JSON array of every row. */
     const char *sql_list;
     /* $1 = name; one column, the row's JSON; no row when absent. */
     const char *sql_get;
     /* $1 = name; returns a row when something was deleted. */
     const char *sql_delete;
-    /* The body was checked by the daemon: runs the INSERT ... ON CONFLICT
-     * DO NOTHING RETURNING <json> (create) or UPDATE ... RETURNING <json>
-     * (update) through tm_store_write(). name is the path's on update. */
-    void (*create)(const tm_req *req, tm_resp *resp);
-    void (*update)(const tm_req *req, tm_resp *resp, const char *name);
+    /* Reconciliation: every row as (name, json). */
+    const char *sql_load;
+    /* The body: a JSON object whose members are all in fields
+     * (NULL-terminated), with name_field holding the row's name (required
+     * on create; on update it may repeat the path's name, not change it). */
+    const char *name_field;
+    const char *const *fields;
+    /* Check the rest of the body, then run the INSERT ... ON CONFLICT DO
+     * NOTHING RETURNING <json> (create) or UPDATE ... RETURNING <json>
+     * (update) through tm_store_write(). name is valid. */
+    void (*create)(const json_t *body, tm_resp *resp, const char *name);
+    void (*update)(const json_t *body, tm_resp *resp, const char *name);
 } tm_store;
 
-/* The tm_handler of a resource daemon: ctx is a const tm_store *. Checks the
- * API key on every route, routes, validates the name in the path. */
-void tm_store_handle(void *ctx, const tm_req *req, tm_resp *resp);
+/* The whole daemon: tm_daemon_main() serving st, with the API-key check
+ * (AUTH_SERVICE_URL for the /validate fallback) on every route, routing,
+ * the name in the path validated, and reconciliation of st->kind's hash.
+ * One store per process. */
+int tm_store_main(const tm_store *st, int argc, char **argv);
 
 /* Runs a write whose only column is the row's JSON. No row means the name
  * exists already (create: 409) or does not exist (update: 404). Otherwise
  * publishes the JSON under name and answers 201 (create) or 200 (update). */
 void tm_store_write(const tm_store *st, tm_resp *resp, int create, const char *sql,
                     int nparams, const char *const *params, const char *name);
+
+/* Also used by the auth daemon: */
 
 /* A database status as a JSON error response (503, 409, 400 or 500). */
 void tm_store_db_error(tm_resp *resp, tm_db_status s);
@@ -49,20 +64,7 @@ void tm_store_db_error(tm_resp *resp, tm_db_status s);
 int tm_store_load(const char *sql, tm_pub_item **items, size_t *n, void **owner);
 void tm_store_free_result(void *owner);
 
-/* --- checks on request bodies; each fills resp with a 400 and returns
- *     -1 (or NULL) on failure --- */
-
-/* Every member of obj is one of allowed (NULL-terminated). */
-int tm_json_only(const json_t *obj, const char *const *allowed, tm_resp *resp);
-
-/* An optional boolean member: 1 present (*val set), 0 absent, -1 not a bool. */
+/* An optional boolean member of a body: 1 present (*val set), 0 absent,
+ * -1 not a boolean (resp filled with a 400). */
 int tm_json_opt_bool(const json_t *obj, const char *key, int *val, tm_resp *resp);
-
-/* A required member holding a valid flag name (tm_flag_name_valid). */
-const char *tm_json_name(const json_t *obj, const char *key, tm_resp *resp);
-
-/* On update, a name member may repeat the path's name but not change it:
- * 0 when absent or equal. */
-int tm_json_same_name(const json_t *obj, const char *key, const char *name,
-                      tm_resp *resp);
 #endif
