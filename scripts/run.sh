@@ -2,18 +2,25 @@
 # `make run` / `make stop`: the whole local stack on 127.0.0.1, state in .run/.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-run=$root/.run
+run=${TM_RUN_DIR:-$root/.run}
 svc=$root/scripts/svc.sh
 cd "$root"
 
+# Every port can be moved (the tests run a second stack beside yours).
 PG_PORT=${TM_PG_PORT:-5432}
 REDIS_PORT=${TM_REDIS_PORT:-6379}
 AWS_PORT=${TM_AWS_PORT:-4566}
+AUTH_PORT=${TM_AUTH_PORT:-8001}
+FLAGS_PORT=${TM_FLAGS_PORT:-8002}
+TARGETING_PORT=${TM_TARGETING_PORT:-8003}
+EVAL_PORT=${TM_EVAL_PORT:-8004}
+ANALYTICS_PORT=${TM_ANALYTICS_PORT:-8005}
+INGRESS_PORT=${TM_INGRESS_PORT:-8080}
 DEFAULT_MASTER_KEY=admin-secreto-123
 export MASTER_KEY=${MASTER_KEY:-$DEFAULT_MASTER_KEY}
 export DATABASE_URL=${DATABASE_URL:-postgresql://postgres@127.0.0.1:$PG_PORT/togglemaster}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}
-export AUTH_SERVICE_URL=${AUTH_SERVICE_URL:-http://127.0.0.1:8001}
+export AUTH_SERVICE_URL=${AUTH_SERVICE_URL:-http://127.0.0.1:$AUTH_PORT}
 export BIND_ADDR=${BIND_ADDR:-127.0.0.1}
 export AWS_REGION=${AWS_REGION:-us-east-1}
 export AWS_ENDPOINT_URL=${AWS_ENDPOINT_URL:-http://127.0.0.1:$AWS_PORT}
@@ -30,31 +37,34 @@ start() {
   "$svc" start postgres "$run" "$PG_PORT"
   "$svc" start redis "$run" "$REDIS_PORT"
   "$svc" start moto "$run" "$AWS_PORT"
-  PORT=8001 "$svc" start auth "$run" 8001
-  PORT=8002 "$svc" start flags "$run" 8002
-  PORT=8003 "$svc" start targeting "$run" 8003
-  local parts="  auth        http://127.0.0.1:8001
-  flags       http://127.0.0.1:8002
-  targeting   http://127.0.0.1:8003"
+  "$svc" start auth "$run" "$AUTH_PORT"
+  "$svc" start flags "$run" "$FLAGS_PORT"
+  "$svc" start targeting "$run" "$TARGETING_PORT"
+  local parts="  auth        http://127.0.0.1:$AUTH_PORT
+  flags       http://127.0.0.1:$FLAGS_PORT
+  targeting   http://127.0.0.1:$TARGETING_PORT"
   if [ -x build/analytics-worker/togglemaster-analytics ]; then
     if [ -x scripts/aws-init.sh ]; then
       scripts/aws-init.sh "$AWS_ENDPOINT_URL" >>"$run/aws-init.log" 2>&1 || \
         echo "warning: AWS emulator init failed, see .run/aws-init.log"
     fi
-    "$svc" start analytics "$run" 8005
+    "$svc" start analytics "$run" "$ANALYTICS_PORT"
     parts+="
-  analytics   http://127.0.0.1:8005"
+  analytics   http://127.0.0.1:$ANALYTICS_PORT"
   fi
   if [ -f build/nginx/ngx_http_togglemaster_module.so ] && [ -f nginx-conf/dev.conf ]; then
     mkdir -p "$run/nginx/logs"
     sed -e "s#@MODULE@#$root/build/nginx/ngx_http_togglemaster_module.so#g" \
         -e "s#@RUN@#$run#g" -e "s#@REDIS_PORT@#$REDIS_PORT#g" \
         -e "s#@SQS_URL@#$AWS_SQS_URL#g" -e "s#@AWS_ENDPOINT@#$AWS_ENDPOINT_URL#g" \
+        -e "s#@AUTH_PORT@#$AUTH_PORT#g" -e "s#@FLAGS_PORT@#$FLAGS_PORT#g" \
+        -e "s#@TARGETING_PORT@#$TARGETING_PORT#g" -e "s#@ANALYTICS_PORT@#$ANALYTICS_PORT#g" \
+        -e "s#@EVAL_PORT@#$EVAL_PORT#g" -e "s#@INGRESS_PORT@#$INGRESS_PORT#g" \
         nginx-conf/dev.conf > "$run/nginx/nginx.conf"
     "$svc" start nginx "$run"
     parts+="
-  evaluation  http://127.0.0.1:8004   (nginx module: /evaluate, /ofrep/v1)
-  ingress     http://127.0.0.1:8080   (/auth /flags /targeting /evaluate /analytics)"
+  evaluation  http://127.0.0.1:$EVAL_PORT   (nginx module: /evaluate, /ofrep/v1)
+  ingress     http://127.0.0.1:$INGRESS_PORT   (/auth /flags /targeting /evaluate /analytics)"
   fi
   cat <<MSG
 ToggleMaster is running:
@@ -64,7 +74,7 @@ $parts
   AWS (moto)  $AWS_ENDPOINT_URL  (SQS + DynamoDB emulator)
 MASTER_KEY: $( [ "$MASTER_KEY" = "$DEFAULT_MASTER_KEY" ] && echo "$MASTER_KEY (the default; set MASTER_KEY to change it)" || echo "(from your environment)")
 Try:
-  curl -s -X POST http://127.0.0.1:8001/admin/keys -H "Authorization: Bearer \$MASTER_KEY" -d '{"name":"me"}'
+  curl -s -X POST http://127.0.0.1:$AUTH_PORT/admin/keys -H "Authorization: Bearer \$MASTER_KEY" -d '{"name":"me"}'
 Stop with: make stop
 MSG
 }
