@@ -58,3 +58,85 @@ int tm_random_bytes(void *buf, size_t n)
 {
     return RAND_bytes(buf, (int) n) == 1 ? 0 : -1;
 }
+
+/* MurmurHash3 x86_32, fed in pieces so that "<group>:<id>" needs no buffer.
+ * Bytes are gathered into little-endian 4-byte blocks across pieces. */
+typedef struct {
+    uint32_t h;
+    uint32_t tail;
+    unsigned ntail;
+    size_t total;
+} tm_mm3;
+
+static inline uint32_t rotl32(uint32_t x, int r)
+{
+    return (x << r) | (x >> (32 - r));
+}
+
+static inline uint32_t mm3_scramble(uint32_t k)
+{
+    k *= 0xcc9e2d51u;
+    k = rotl32(k, 15);
+    return k * 0x1b873593u;
+}
+
+static inline void mm3_block(tm_mm3 *m, uint32_t k)
+{
+    m->h ^= mm3_scramble(k);
+    m->h = rotl32(m->h, 13);
+    m->h = m->h * 5 + 0xe6546b64u;
+}
+
+static void mm3_update(tm_mm3 *m, const unsigned char *p, size_t len)
+{
+    m->total += len;
+    while (len && m->ntail) {
+        m->tail |= (uint32_t) *p++ << (8 * m->ntail);
+        len--;
+        if (++m->ntail == 4) {
+            mm3_block(m, m->tail);
+            m->tail = 0;
+            m->ntail = 0;
+        }
+    }
+    for (; len >= 4; p += 4, len -= 4) {
+        mm3_block(m, (uint32_t) p[0] | (uint32_t) p[1] << 8
+                     | (uint32_t) p[2] << 16 | (uint32_t) p[3] << 24);
+    }
+    for (; len; len--) {
+        m->tail |= (uint32_t) *p++ << (8 * m->ntail++);
+    }
+}
+
+static uint32_t mm3_final(tm_mm3 *m)
+{
+    uint32_t h = m->h;
+    if (m->ntail) {
+        h ^= mm3_scramble(m->tail);
+    }
+    h ^= (uint32_t) m->total;
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return h;
+}
+
+uint32_t tm_murmur3_32(const void *data, size_t len, uint32_t seed)
+{
+    tm_mm3 m = { seed, 0, 0, 0 };
+    mm3_update(&m, data, len);
+    return mm3_final(&m);
+}
+
+uint32_t tm_unleash_normalized(const char *id, size_t idlen,
+                               const char *group, size_t glen,
+                               uint32_t normalizer, uint32_t seed)
+{
+    tm_mm3 m = { seed, 0, 0, 0 };
+    mm3_update(&m, (const unsigned char *) group, glen);
+    mm3_update(&m, (const unsigned char *) ":", 1);
+    mm3_update(&m, (const unsigned char *) id, idlen);
+    return mm3_final(&m) % normalizer + 1;
+}

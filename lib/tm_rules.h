@@ -1,8 +1,11 @@
 /* The rule language and the evaluation decision, shared by the targeting
  * daemon (validation) and the nginx module (evaluation). No I/O, and
- * tm_decide() never allocates, so it is safe on nginx's request path. */
+ * neither tm_decide() nor tm_evaluate() allocates, so both are safe on
+ * nginx's request path. docs/rules.md describes the documents. */
 #ifndef TM_RULES_H
 #define TM_RULES_H
+#include "tm_context.h"
+
 #include <jansson.h>
 #include <stddef.h>
 
@@ -12,8 +15,13 @@
 
 typedef enum {
     TM_RULE_PERCENTAGE = 1,
-    TM_RULE_USER_LIST
+    TM_RULE_USER_LIST,
+    TM_RULE_STRATEGIES   /* {"strategies","variants","dependencies"} */
 } tm_rule_type;
+
+/* A compiled strategies document or segment: private to tm_rules.c. */
+typedef struct tm_program tm_program;
+typedef struct tm_segment tm_segment;
 
 typedef struct {
     const char *s;
@@ -26,6 +34,7 @@ typedef struct {
     tm_str *users;       /* USER_LIST: sorted by (len, bytes) for bsearch */
     size_t nusers;
     char *arena;         /* one block holding every user string */
+    tm_program *program; /* STRATEGIES: strategies, variants, dependencies */
 } tm_rule;
 
 typedef enum {
@@ -50,7 +59,10 @@ typedef enum {
     TM_FLAG_ON = 1
 } tm_flag_state;
 
-/* Checks a rules document; 0 if valid, else -1 with a message for the client. */
+/* Checks a rules document, the original {"type":...} ones and the
+ * strategies format; 0 if valid, else -1 with a message for a 400 that
+ * starts with the path to the bad part, e.g.
+ * strategies[1].constraints[0].operator: unknown operator "FOO"; ... */
 int tm_rules_check(const json_t *doc, char *err, size_t errlen);
 
 /* Compiles a document (checked here again); NULL with err on failure. */
@@ -67,4 +79,80 @@ tm_decision tm_decide(tm_flag_state flag, int rule_present, int rule_enabled,
 
 /* "STATIC", "SPLIT", ... as OFREP names them. */
 const char *tm_reason_name(tm_reason r);
+
+/* ---- Segments: named constraint sets, {"name","constraints":[...]} ---- */
+
+int tm_segment_check(const json_t *doc, char *err, size_t errlen);
+tm_segment *tm_segment_compile(const json_t *doc, char *err, size_t errlen);
+void tm_segment_free(tm_segment *s);
+const char *tm_segment_name(const tm_segment *s);
+/* 1 if every constraint holds for ctx (an empty segment matches all). */
+int tm_segment_match(const tm_segment *s, const tm_context *ctx);
+
+/* ---- Evaluation with a context ---- */
+
+#define TM_EVAL_MAX_DEPTH 8   /* dependency chain length; deeper is ERROR */
+
+/* One flag as the snapshot knows it. rule_present with rule == NULL means
+ * the stored document did not compile: ERROR, value false (as tm_decide). */
+typedef struct {
+    const char *name;
+    size_t len;
+    tm_flag_state state;
+    int rule_present;
+    int rule_enabled;
+    const tm_rule *rule;
+} tm_flag_view;
+
+/* What tm_evaluate may ask the caller, all optional (NULL). */
+typedef struct {
+    void *ud;
+    /* The compiled segment called name, or NULL if unknown: a strategy that
+     * references an unknown segment does not match. */
+    const tm_segment *(*segment)(void *ud, const char *name, size_t len);
+    /* Fills *out for the flag called name (for dependencies); 0, or -1 if
+     * there is no such flag (the dependency is then unmet). */
+    int (*flag)(void *ud, const char *name, size_t len, tm_flag_view *out);
+    /* Randomness for "random" stickiness (and a context without any
+     * stickiness value); NULL: a per-thread xorshift. */
+    uint32_t (*random)(void *ud);
+    int max_depth;        /* 0: TM_EVAL_MAX_DEPTH */
+} tm_eval_env;
+
+typedef enum {
+    TM_PAYLOAD_NONE = 0,
+    TM_PAYLOAD_STRING,    /* payload is the raw string (JSON-escape it) */
+    TM_PAYLOAD_JSON,      /* payload is compact JSON text */
+    TM_PAYLOAD_NUMBER,    /* payload is a JSON number's text */
+    TM_PAYLOAD_BOOLEAN    /* "true" or "false" */
+} tm_payload_type;
+
+/* Pointers point into the compiled rule (NUL-terminated): valid while it is. */
+typedef struct {
+    int value;                  /* the flag's on/off: OFREP metadata.enabled */
+    tm_reason reason;
+    const char *variant;        /* NULL: no variant */
+    size_t variant_len;
+    tm_payload_type payload_type;
+    const char *payload;        /* NULL when payload_type is NONE */
+    size_t payload_len;
+    int strategy;               /* index of the matching strategy, else -1 */
+    const char *error;          /* reason ERROR: why, a static string */
+} tm_eval_result;
+
+/* Evaluates flag for ctx (ctx may be NULL: no identity, no attributes).
+ *  1. flag missing -> false, UNKNOWN; off -> false, DISABLED;
+ *  2. no rule or rule off -> true, STATIC; rule unusable -> false, ERROR;
+ *  3. PERCENTAGE / USER_LIST -> as tm_decide with ctx's identity;
+ *  4. strategies documents: dependencies, then the first matching strategy,
+ *     then variants; see docs/rules.md for values and reasons.
+ * Never allocates; returns out->value. */
+int tm_evaluate(const tm_flag_view *flag, const tm_context *ctx,
+                const tm_eval_env *env, tm_eval_result *out);
+
+/* Names a rule refers to, so a writer can check they exist (the targeting
+ * daemon) or a reader can resolve them ahead (the module). NULL past the
+ * end; index from 0. */
+const char *tm_rule_segment_ref(const tm_rule *r, size_t i, size_t *len);
+const char *tm_rule_dependency_ref(const tm_rule *r, size_t i, size_t *len);
 #endif
