@@ -1,4 +1,5 @@
 #include "aws_client.h"
+#include "metrics.h"
 #include "tm_log.h"
 
 #include <curl/curl.h>
@@ -420,6 +421,11 @@ int tmw_aws_call(tmw_http *h, const tm_aws_endpoint *ep, const char *op, char *b
     struct curl_slist *t = curl_slist_append(hs, "Expect:");
     if (t) {
         hs = t;
+    }
+    if (strcmp(ep->signing_name, "sqs") == 0) {
+        TMW_INC(sqs_requests, 1);
+    } else if (strcmp(ep->signing_name, "dynamodb") == 0) {
+        TMW_INC(dynamodb_requests, 1);
     }
     rc = perform(h, "POST", r.url, hs, r.body, r.body_len, timeout_s, abortable);
     curl_slist_free_all(hs);

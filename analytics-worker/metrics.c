@@ -40,6 +40,9 @@ char *tmw_metrics_render(void)
             atomic_load(&tmw_m.messages_poison));
     counter(&b, "messages_dead_lettered_total", "Poison messages on their last receive: SQS moves them to the dead-letter queue.",
             atomic_load(&tmw_m.messages_dead_lettered));
+    counter(&b, "sqs_requests_total", "Requests sent to SQS.", atomic_load(&tmw_m.sqs_requests));
+    counter(&b, "dynamodb_requests_total", "Requests sent to DynamoDB.",
+            atomic_load(&tmw_m.dynamodb_requests));
     counter(&b, "sqs_errors_total", "Failed SQS calls.", atomic_load(&tmw_m.sqs_errors));
     counter(&b, "dynamodb_errors_total", "Failed DynamoDB calls.", atomic_load(&tmw_m.dynamodb_errors));
     counter(&b, "dynamodb_throttled_total", "DynamoDB calls refused for throughput.",

@@ -16,6 +16,8 @@ typedef struct {
     atomic_ullong delete_failures;
     atomic_ullong messages_poison;    /* receives of a message that cannot be parsed */
     atomic_ullong messages_dead_lettered; /* poison on its last receive: SQS moves it to the DLQ next */
+    atomic_ullong sqs_requests;
+    atomic_ullong dynamodb_requests;
     atomic_ullong sqs_errors;
     atomic_ullong dynamodb_errors;
     atomic_ullong dynamodb_throttled;
