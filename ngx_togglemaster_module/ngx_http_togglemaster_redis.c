@@ -9,21 +9,47 @@
 #include "ngx_http_togglemaster_module.h"
 #include "ngx_http_togglemaster_redis.h"
 
+#include <sys/ioctl.h>
+
+
+/* hiredis reads at most 16 KiB per call; a big HGETALL would take one
+ * event-loop turn per 16 KiB. Drain up to this much per read event, which
+ * still lets requests in between. */
+#define NGX_HTTP_TOGGLEMASTER_READ_BURST  64
+
 
 typedef struct {
     redisAsyncContext  *ac;
     ngx_connection_t   *c;
+    ngx_uint_t         *alive;     /* cleared when hiredis frees us */
 } ngx_http_togglemaster_redis_ev_t;
 
 
 static void
 ngx_http_togglemaster_redis_read(ngx_event_t *ev)
 {
+    int                                n;
+    ngx_uint_t                         i, alive;
     ngx_connection_t                  *c = ev->data;
     ngx_http_togglemaster_redis_ev_t  *e = c->data;
 
-    /* may free the context and e: touch neither afterwards */
-    redisAsyncHandleRead(e->ac);
+    for (i = 0; i < NGX_HTTP_TOGGLEMASTER_READ_BURST; i++) {
+        alive = 1;
+        e->alive = &alive;
+
+        /* may free the context and e */
+        redisAsyncHandleRead(e->ac);
+
+        if (!alive) {
+            return;
+        }
+
+        e->alive = NULL;
+
+        if (ioctl(c->fd, FIONREAD, &n) == -1 || n <= 0) {
+            return;
+        }
+    }
 }
 
 
@@ -107,6 +133,10 @@ ngx_http_togglemaster_redis_cleanup(void *data)
     ngx_connection_t  *c;
 
     c = e->c;
+
+    if (e->alive) {
+        *e->alive = 0;
+    }
 
     ngx_http_togglemaster_redis_del(c->read, NGX_READ_EVENT);
     ngx_http_togglemaster_redis_del(c->write, NGX_WRITE_EVENT);

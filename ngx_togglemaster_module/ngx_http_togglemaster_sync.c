@@ -212,6 +212,7 @@ static void ngx_http_togglemaster_sync_load(ngx_uint_t kinds);
 static void
 ngx_http_togglemaster_sync_write_file(ngx_event_t *ev)
 {
+    ngx_msec_t                     t0;
     ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
 
     if (!s->file_dirty || ngx_http_togglemaster_current == NULL) {
@@ -225,6 +226,9 @@ ngx_http_togglemaster_sync_write_file(ngx_event_t *ev)
         return;
     }
 
+    ngx_time_update();
+    t0 = ngx_current_msec;
+
     if (ngx_http_togglemaster_file_write(&s->conf->snapshot_file,
                                          ngx_http_togglemaster_current,
                                          s->log)
@@ -232,6 +236,11 @@ ngx_http_togglemaster_sync_write_file(ngx_event_t *ev)
     {
         s->file_written = 1;
         s->written = ngx_http_togglemaster_current->version;
+
+        ngx_time_update();
+        ngx_log_error(NGX_LOG_INFO, s->log, 0,
+                      "togglemaster: snapshot file written in %M ms",
+                      ngx_current_msec - t0);
     }
 }
 
@@ -241,6 +250,7 @@ ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
     void *data)
 {
     redisReply                        *r = reply;
+    ngx_msec_t                         t0;
     ngx_uint_t                         k, e, kinds, n;
     ngx_pool_t                        *pool;
     ngx_http_togglemaster_kv_t         kv[NGX_HTTP_TOGGLEMASTER_NKINDS];
@@ -305,6 +315,9 @@ ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
         return;
     }
 
+    ngx_time_update();
+    t0 = ngx_current_msec;
+
     for (e = 1, k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
         kv[k].present = 0;
 
@@ -332,10 +345,14 @@ ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
         return;
     }
 
-    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, s->log, 0,
-                   "togglemaster: snapshot version %L (kinds %ui), "
-                   "%ui flags, %ui keys",
-                   snap->version, kinds, snap->nflags, snap->nkeys);
+    ngx_time_update();
+
+    ngx_log_error(NGX_LOG_INFO, s->log, 0,
+                  "togglemaster: snapshot version %L built in %M ms "
+                  "(reloaded %s%s%s), %ui flags, %ui keys",
+                  snap->version, ngx_current_msec - t0,
+                  (kinds & 1) ? "flags " : "", (kinds & 2) ? "rules " : "",
+                  (kinds & 4) ? "keys" : "", snap->nflags, snap->nkeys);
 
     ngx_http_togglemaster_snapshot_swap(snap);
 
