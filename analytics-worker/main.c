@@ -27,12 +27,6 @@ static void on_signal(int sig)
 
 static tmw_config cfg;
 
-static const char *env_or(const char *name, const char *def)
-{
-    const char *v = getenv(name);
-    return v && *v ? v : def;
-}
-
 static int ready(void *ctx)
 {
     (void) ctx;
@@ -107,11 +101,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "togglemaster-analytics: unknown argument %s\n", argv[1]);
         return 2;
     }
-    tm_log_init("analytics", env_or("LOG_LEVEL", "info"));
+    tm_log_init("analytics", tm_env("LOG_LEVEL", "info"));
 
-    const char *queue_url = env_or("AWS_SQS_URL", NULL);
-    const char *queue_name = env_or("TM_SQS_QUEUE_NAME", "togglemaster-events");
-    snprintf(cfg.table, sizeof cfg.table, "%s", env_or("AWS_DYNAMODB_TABLE", "ToggleMasterAnalytics"));
+    const char *queue_url = tm_env("AWS_SQS_URL", NULL);
+    const char *queue_name = tm_env("TM_SQS_QUEUE_NAME", "togglemaster-events");
+    snprintf(cfg.table, sizeof cfg.table, "%s", tm_env("AWS_DYNAMODB_TABLE", "ToggleMasterAnalytics"));
     if (queue_url && strlen(queue_url) >= sizeof cfg.queue_url) {
         TM_ERROR("AWS_SQS_URL is too long");
         return 1;
@@ -171,11 +165,12 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     tm_http_config hc = {
-        .bind_addr = env_or("BIND_ADDR", "0.0.0.0"),
+        .bind_addr = tm_env("BIND_ADDR", "0.0.0.0"),
         .port = (unsigned) port,
         .threads = 2,
         .handler = handle,
         .ready = ready,
+        .not_ready_reason = "SQS or DynamoDB unreachable, or shutting down",
         .ctx = NULL,
     };
     struct tm_http *http = tm_http_start(&hc);

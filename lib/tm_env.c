@@ -4,6 +4,12 @@
 #include <errno.h>
 #include <stdlib.h>
 
+const char *tm_env(const char *name, const char *def)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : def;
+}
+
 long tm_env_long(const char *name, long def, long min, long max)
 {
     const char *v = getenv(name);

@@ -2,6 +2,9 @@
 #ifndef TM_ENV_H
 #define TM_ENV_H
 
+/* The value of variable name, or def when it is unset or empty. */
+const char *tm_env(const char *name, const char *def);
+
 /* The integer in variable name, or def when it is unset or empty; a value
  * that is not an integer in [min, max] is logged (warn) and def returned. */
 long tm_env_long(const char *name, long def, long min, long max);

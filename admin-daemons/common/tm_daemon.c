@@ -1,8 +1,8 @@
 #include "tm_daemon.h"
+#include "tm_env.h"
 #include "tm_log.h"
 #include "tm_publish.h"
 
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,28 +15,6 @@ static void on_signal(int sig)
 {
     (void) sig;
     stop_requested = 1;
-}
-
-const char *tm_env(const char *name, const char *def)
-{
-    const char *v = getenv(name);
-    return v && *v ? v : def;
-}
-
-static long env_long(const char *name, long def, long min, long max)
-{
-    const char *v = getenv(name);
-    if (v == NULL || *v == '\0') {
-        return def;
-    }
-    char *end;
-    errno = 0;
-    long n = strtol(v, &end, 10);
-    if (errno || *end || n < min || n > max) {
-        TM_WARN("%s=\"%s\" is not a number in [%ld, %ld]; using %ld", name, v, min, max, def);
-        return def;
-    }
-    return n;
 }
 
 static int ready(void *ctx)
@@ -110,17 +88,18 @@ int tm_daemon_main(const tm_daemon *d, int argc, char **argv)
 
     tm_http_config hc = {
         .bind_addr = tm_env("BIND_ADDR", "0.0.0.0"),
-        .port = (unsigned) env_long("PORT", d->default_port, 1, 65535),
-        .threads = (unsigned) env_long("TM_HTTP_THREADS", 4, 1, 256),
+        .port = (unsigned) tm_env_long("PORT", d->default_port, 1, 65535),
+        .threads = (unsigned) tm_env_long("TM_HTTP_THREADS", 4, 1, 256),
         .handler = d->handler,
         .ready = ready,
+        .not_ready_reason = "database unreachable",
         .ctx = d->ctx,
     };
     struct tm_http *srv = tm_http_start(&hc);
     if (srv == NULL) {
         return 1;
     }
-    long period = env_long("TM_RECONCILE_SECONDS", 10, 1, 86400);
+    long period = tm_env_long("TM_RECONCILE_SECONDS", 10, 1, 86400);
     time_t next = 0;
     while (!stop_requested) {
         time_t now = time(NULL);

@@ -3,6 +3,7 @@
 #ifndef TM_DAEMON_H
 #define TM_DAEMON_H
 #include "tm_db.h"
+#include "tm_env.h"
 #include "tm_http.h"
 
 typedef struct {
@@ -21,7 +22,4 @@ typedef struct {
 /* Runs the daemon; returns the process exit status. --migrate applies the
  * migrations and exits (Kubernetes init Jobs). */
 int tm_daemon_main(const tm_daemon *d, int argc, char **argv);
-
-/* Environment variable or a default. */
-const char *tm_env(const char *name, const char *def);
 #endif

@@ -179,7 +179,9 @@ static void health(struct tm_http *srv, const char *path, tm_resp *resp)
 {
     if (strcmp(path, "/health/ready") == 0
         && srv->cfg.ready && !srv->cfg.ready(srv->cfg.ctx)) {
-        tm_resp_raw(resp, 503, "{\"status\":\"unavailable\",\"error\":\"database unreachable\"}");
+        tm_resp_json(resp, 503, json_pack("{s:s,s:s}", "status", "unavailable", "error",
+                                          srv->cfg.not_ready_reason ? srv->cfg.not_ready_reason
+                                                                    : "a dependency is unreachable"));
         return;
     }
     tm_resp_raw(resp, 200, "{\"status\":\"ok\"}");
@@ -292,6 +294,7 @@ struct tm_http *tm_http_start(const tm_http_config *cfg)
     srv->mhd = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG,
         (uint16_t) cfg->port, NULL, NULL, on_request, srv,
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &sa,
         MHD_OPTION_THREAD_POOL_SIZE, threads,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) 15,
@@ -299,7 +302,6 @@ struct tm_http *tm_http_start(const tm_http_config *cfg)
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned) 200,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) (32 * 1024),
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
         MHD_OPTION_END);
     if (srv->mhd == NULL) {
         TM_ERROR("cannot listen on %s:%u", bind, cfg->port);

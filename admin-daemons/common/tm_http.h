@@ -35,6 +35,7 @@ typedef struct {
     unsigned threads;          /* worker threads (each handles many connections) */
     tm_handler handler;
     int (*ready)(void *ctx);   /* /health/ready: 1 ready, 0 not */
+    const char *not_ready_reason; /* said in the 503, e.g. "database unreachable" */
     void *ctx;
 } tm_http_config;
 
