@@ -135,8 +135,16 @@ uint32_t tm_unleash_normalized(const char *id, size_t idlen,
                                uint32_t normalizer, uint32_t seed)
 {
     tm_mm3 m = { seed, 0, 0, 0 };
-    mm3_update(&m, (const unsigned char *) group, glen);
-    mm3_update(&m, (const unsigned char *) ":", 1);
-    mm3_update(&m, (const unsigned char *) id, idlen);
+    unsigned char buf[256];
+    if (glen + idlen < sizeof buf) {    /* the usual case: one pass, whole blocks */
+        memcpy(buf, group, glen);
+        buf[glen] = ':';
+        memcpy(buf + glen + 1, id, idlen);
+        mm3_update(&m, buf, glen + 1 + idlen);
+    } else {
+        mm3_update(&m, (const unsigned char *) group, glen);
+        mm3_update(&m, (const unsigned char *) ":", 1);
+        mm3_update(&m, (const unsigned char *) id, idlen);
+    }
     return mm3_final(&m) % normalizer + 1;
 }

@@ -389,9 +389,38 @@ static unsigned char ascii_lower(unsigned char c)
     return (c >= 'A' && c <= 'Z') ? (unsigned char) (c | 0x20) : c;
 }
 
-/* A whole number, spaces around allowed; 0 or -1. */
+/* A whole number, spaces around allowed; 0 or -1. Plain decimals of up to
+ * 15 digits take Clinger's fast path (exact integer over an exact power of
+ * ten: one correctly rounded division), the rest strtod. */
 static int parse_number(const char *s, size_t len, double *out)
 {
+    static const double pow10[] = {
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15
+    };
+    size_t i = 0, nd = 0, frac = 0;
+    int neg = 0, dot = 0;
+    uint64_t m = 0;
+    if (len && (s[0] == '-' || s[0] == '+')) {
+        neg = s[0] == '-';
+        i++;
+    }
+    for (; i < len; i++) {
+        if (is_digit(s[i])) {
+            m = m * 10 + (uint64_t) (s[i] - '0');
+            nd++;
+            frac += dot;
+        } else if (s[i] == '.' && !dot) {
+            dot = 1;
+        } else {
+            break;
+        }
+    }
+    if (i == len && nd > 0 && nd <= 15) {
+        double d = (double) m / pow10[frac];
+        *out = neg ? -d : d;
+        return 0;
+    }
+
     char buf[NUM_TEXT_MAX];
     if (len == 0 || len >= sizeof buf) {
         return -1;
@@ -653,6 +682,27 @@ static int semver_cmp(const tm_semver *a, const tm_semver *b)
     }
 }
 
+/* Dotted-quad IPv4, as inet_pton reads it (no leading zeros but "0"). */
+static int parse_ipv4(const char *s, size_t len, unsigned char addr[4])
+{
+    size_t i = 0;
+    for (int k = 0; k < 4; k++) {
+        if (k > 0 && (i >= len || s[i++] != '.')) {
+            return -1;
+        }
+        size_t start = i;
+        unsigned v = 0;
+        while (i < len && is_digit(s[i]) && i - start < 3) {
+            v = v * 10 + (unsigned) (s[i++] - '0');
+        }
+        if (i == start || v > 255 || (s[start] == '0' && i - start > 1)) {
+            return -1;
+        }
+        addr[k] = (unsigned char) v;
+    }
+    return i == len ? 0 : -1;
+}
+
 /* An IPv4 or IPv6 address; IPv4-mapped IPv6 addresses become IPv4. */
 static int parse_ip(const char *s, size_t len, unsigned char addr[16], int *v6)
 {
@@ -660,12 +710,12 @@ static int parse_ip(const char *s, size_t len, unsigned char addr[16], int *v6)
     if (len == 0 || len >= sizeof buf) {
         return -1;
     }
+    if (memchr(s, ':', len) == NULL) {
+        *v6 = 0;
+        return parse_ipv4(s, len, addr);
+    }
     memcpy(buf, s, len);
     buf[len] = '\0';
-    if (memchr(buf, ':', len) == NULL) {
-        *v6 = 0;
-        return inet_pton(AF_INET, buf, addr) == 1 ? 0 : -1;
-    }
     if (inet_pton(AF_INET6, buf, addr) != 1) {
         return -1;
     }

@@ -1,0 +1,14 @@
+# Benchmarks of lib/ (programs, not tests): built with everything so they
+# keep compiling; `make bench` runs them. bench/README.md tells how to read
+# them and how to count instructions with callgrind.
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
+
+$(BUILD)/bench/%: bench/%.c $(LIBTM)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIBTM) $(LDFLAGS) $(LIBS_CORE) -lm
+
+all: $(BENCH_BINS)
+
+.PHONY: bench
+bench: $(BENCH_BINS)
+	$(BUILD)/bench/engine_bench
