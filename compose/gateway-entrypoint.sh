@@ -1,0 +1,46 @@
+#!/bin/bash
+# Entry point of the gateway image: nginx with the ToggleMaster module, run
+# as a non-root user on a read-only root filesystem.
+#
+# The config template (nginx-conf/ingress.conf, baked into the image) may
+# hold @NAME@ placeholders, as nginx-conf/dev.conf does for `make run`; each
+# is replaced by the environment variable NAME. @MODULE@ and @RUN@ have
+# defaults: the module's path, and /tmp, a writable directory (as in
+# dev.conf, files go under @RUN@/nginx/). A placeholder
+# without a value stops the container with a message naming it.
+# Arguments are passed on to nginx (`-t` checks the rendered config).
+set -euo pipefail
+
+template=${TM_NGINX_TEMPLATE:-/etc/togglemaster/ingress.conf}
+run=${TM_NGINX_DIR:-/tmp/nginx}
+export MODULE=${MODULE:-${TM_NGINX_MODULE:-/usr/lib/nginx/modules/ngx_http_togglemaster_module.so}}
+export RUN=${RUN:-/tmp}
+
+mkdir -p "$run/logs" "$RUN/nginx"
+# `load_module modules/...;` resolves against the prefix (-p).
+[ -e "$run/modules" ] || [ -L "$run/modules" ] || ln -s /usr/lib/nginx/modules "$run/modules"
+
+conf=$(<"$template")
+missing=()
+for token in $(grep -o '@[A-Z][A-Z0-9_]*@' "$template" | sort -u); do
+  name=${token//@/}
+  if [ -z "${!name+set}" ]; then
+    missing+=("$name")
+    continue
+  fi
+  conf=${conf//"$token"/"${!name}"}
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "gateway: $template needs these environment variables: ${missing[*]}" >&2
+  exit 2
+fi
+printf '%s\n' "$conf" > "$run/nginx.conf"
+
+# Debian's nginx is compiled with /run/nginx.pid and runs in the background;
+# add what the config does not say itself.
+globals=()
+grep -Eq '^[[:space:]]*daemon[[:space:]]' "$run/nginx.conf" || globals+=('daemon off;')
+grep -Eq '^[[:space:]]*pid[[:space:]]' "$run/nginx.conf" || globals+=("pid $run/nginx.pid;")
+args=(-p "$run" -c "$run/nginx.conf" -e stderr)
+[ ${#globals[@]} -gt 0 ] && args+=(-g "${globals[*]}")
+exec nginx "${args[@]}" "$@"
