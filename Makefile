@@ -75,3 +75,7 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/etc/togglemaster
 	install -m 644 docs/redis-layout.md $(DESTDIR)$(PREFIX)/etc/togglemaster/
 	if ls nginx-conf/*.conf >/dev/null 2>&1; then install -m 644 nginx-conf/*.conf $(DESTDIR)$(PREFIX)/etc/togglemaster/; fi
+
+# Benchmarks print figures and ratios measured in the same run; not tests.
+bench-all: deps all
+	@scripts/bench.sh

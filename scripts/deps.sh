@@ -13,6 +13,7 @@ DEB_PKGS=(
   libhiredis-dev      # Redis client (daemons: sync, nginx module: async)
   libcurl4-openssl-dev # outbound HTTP (worker, auth fallback)
   valgrind            # memcheck over the unit tests
+  wrk                 # HTTP load for make bench and make load
   postgresql redis-server
   nginx nginx-dev     # the nginx we load into, and its sources to build against
   python3 python3-venv python3-pip

@@ -6,7 +6,7 @@
 # moto itself is the slow part of the wall time; the CPU figure is the
 # worker's own (utime + stime from /proc).
 #
-#   scripts/bench-worker.pl [EVENTS] [EVENTS_PER_MESSAGE]    default 20000 100
+#   perl -I t/lib bench/worker.pl [EVENTS] [EVENTS_PER_MESSAGE]    default 20000 100
 # Uses build/ (or $TM_BUILD). Prints one summary line starting "bench-worker:".
 use strict; use warnings;
 use FindBin;

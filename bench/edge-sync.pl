@@ -1,7 +1,7 @@
 #!/usr/bin/env perl
 # Edge figures (not pass/fail): propagation of a change, full reload time and
 # worker RSS with 10,000 flags and 100,000 API keys loaded.
-#   perl -I t/lib ngx_togglemaster_module/bench.pl
+#   perl -I t/lib bench/edge-sync.pl
 use strict; use warnings;
 use Time::HiRes qw(time sleep);
 use Digest::SHA qw(sha256_hex);
