@@ -1924,6 +1924,9 @@ static int match_op(const tm_constraint *k, const char *s, size_t len)
     case OP_STR_CONTAINS:
         for (size_t i = 0; i < k->nvalues; i++) {
             const tm_str *p = &k->values[i];
+            if (p->len == 0) {
+                continue;               /* as Unleash: "" is no pattern */
+            }
             int m = k->op == OP_STR_STARTS_WITH ? has_prefix(s, len, p, k->icase)
                     : k->op == OP_STR_ENDS_WITH
                     ? p->len <= len && has_prefix(s + len - p->len, p->len, p, k->icase)

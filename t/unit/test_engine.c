@@ -287,6 +287,8 @@ static void test_operators(void)
                "\"caseInsensitive\":true,\"inverted\":true}", "ua", "FIREFOX"), 0,
            "STR_CONTAINS caseInsensitive inverted");
     is_int(con(ct, NULL, NULL), 0, "STR_CONTAINS absent field");
+    is_int(con("{\"contextName\":\"ua\",\"operator\":\"STR_STARTS_WITH\",\"values\":[\"\"]}",
+               "ua", "x"), 0, "an empty string is no pattern (as Unleash)");
 
     /* numbers */
     struct { const char *op; const char *v; int want; } nums[] = {
@@ -720,6 +722,8 @@ static void test_validation(void)
         "\"payload\":{\"type\":\"json\",\"value\":{\"native\":true}}}]}",
         "{\"dependencies\":[{\"feature\":\"p\",\"enabled\":true,\"variants\":[\"a\",\"b\"]}]}",
         "{\"type\":\"PERCENTAGE\",\"value\":50}",
+        /* the example in docs/rules.md */
+        "{\"dependencies\":[{\"feature\":\"new-checkout\",\"enabled\":true,\"variants\":[\"v2\"]}],\"strategies\":[{\"name\":\"beta testers in Brazil\",\"segments\":[\"beta-testers\"],\"constraints\":[{\"contextName\":\"country\",\"operator\":\"IN\",\"values\":[\"BR\",\"PT\"]},{\"contextName\":\"appVersion\",\"operator\":\"SEMVER_GTE\",\"value\":\"2.3.0\"}],\"rollout\":{\"percentage\":50,\"stickiness\":\"default\",\"groupId\":\"checkout\"},\"variants\":[{\"name\":\"fast\",\"weight\":1000}]},{\"constraints\":[{\"contextName\":\"email\",\"operator\":\"STR_ENDS_WITH\",\"values\":[\"@corp.io\"],\"caseInsensitive\":true}]}],\"variants\":[{\"name\":\"blue\",\"weight\":500,\"payload\":{\"type\":\"string\",\"value\":\"#00f\"},\"overrides\":[{\"contextName\":\"userId\",\"values\":[\"alice\",\"bob\"]}]},{\"name\":\"green\",\"weight\":500,\"payload\":{\"type\":\"json\",\"value\":\"{\\\"color\\\":\\\"#0f0\\\"}\"}}]}",
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         ok(check(good[i]) == 0, "accepted: %.60s", good[i]);
