@@ -61,6 +61,8 @@ start() {
         -e "s#@TARGETING_PORT@#$TARGETING_PORT#g" -e "s#@ANALYTICS_PORT@#$ANALYTICS_PORT#g" \
         -e "s#@EVAL_PORT@#$EVAL_PORT#g" -e "s#@INGRESS_PORT@#$INGRESS_PORT#g" \
         nginx-conf/dev.conf > "$run/nginx/nginx.conf"
+    # As root, nginx workers run as nobody: they write the snapshot file here.
+    [ "$(id -u)" -eq 0 ] && chown -R nobody "$run/nginx"
     "$svc" start nginx "$run"
     parts+="
   evaluation  http://127.0.0.1:$EVAL_PORT   (nginx module: /evaluate, /ofrep/v1)
