@@ -7,6 +7,7 @@ the Perl test turns into TAP.
   check.py secrets SECRETS.example.yaml
   check.py compose ROOT
   check.py images ROOT              (Dockerfile stages, packages, libraries)
+  check.py ingress-conf ROOT RENDERED.yaml
 """
 import functools
 import json
@@ -19,15 +20,9 @@ import sys
 
 import yaml
 
-ROOT = None
-failures = 0
-
 
 def result(ok, name, diag=""):
-    global failures
     diag = diag if len(diag) < 2000 else diag[:2000] + "..."
-    if not ok:
-        failures += 1
     print(json.dumps({"ok": bool(ok), "name": name, "diag": diag}), flush=True)
 
 
@@ -849,7 +844,6 @@ def check_ingress_conf(root, rendered):
 
 
 def main():
-    global ROOT
     cmd = sys.argv[1]
     if cmd == "k8s":
         check_k8s(sys.argv[2], sys.argv[3], sys.argv[4])
