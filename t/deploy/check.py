@@ -838,6 +838,8 @@ def check_ingress_conf(root, rendered):
     svc_names = {o["metadata"]["name"] for o in docs if o["kind"] == "Service"}
     hosts = set(re.findall(r"(?:proxy_pass\s+https?://|^\s*server\s+|togglemaster_redis\s+)([A-Za-z][\w.-]*)",
                            code, re.M)) - {"localhost"}
+    # proxy_pass to an upstream block names the block; its servers are checked
+    hosts -= set(re.findall(r"^\s*upstream\s+([\w.-]+)", code, re.M))
     bad = sorted(h for h in hosts if h.split(".")[0] not in svc_names or h.split(".")[0] not in services)
     result(not bad, "ingress.conf reaches hosts that are Services in compose and Kubernetes (%s)"
            % " ".join(sorted(hosts)), "unknown: " + " ".join(bad))
