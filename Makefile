@@ -72,7 +72,8 @@ clean:
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/etc/togglemaster
+	install -d $(DESTDIR)$(PREFIX)/lib/nginx/modules $(DESTDIR)$(PREFIX)/etc/togglemaster
+	install -m 644 $(NGX_MODULE) $(DESTDIR)$(PREFIX)/lib/nginx/modules/
 	install -m 644 docs/redis-layout.md $(DESTDIR)$(PREFIX)/etc/togglemaster/
 	if ls nginx-conf/*.conf >/dev/null 2>&1; then install -m 644 nginx-conf/*.conf $(DESTDIR)$(PREFIX)/etc/togglemaster/; fi
 
