@@ -76,7 +76,3 @@ install: all
 	install -m 644 $(NGX_MODULE) $(DESTDIR)$(PREFIX)/lib/nginx/modules/
 	install -m 644 docs/redis-layout.md $(DESTDIR)$(PREFIX)/etc/togglemaster/
 	if ls nginx-conf/*.conf >/dev/null 2>&1; then install -m 644 nginx-conf/*.conf $(DESTDIR)$(PREFIX)/etc/togglemaster/; fi
-
-# Benchmarks print figures and ratios measured in the same run; not tests.
-bench-all: deps all
-	@scripts/bench.sh

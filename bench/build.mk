@@ -9,6 +9,7 @@ $(BUILD)/bench/%: bench/%.c $(LIBTM)
 
 all: $(BENCH_BINS)
 
+# `make bench` runs every benchmark: this one, the edge, sync and worker ones.
 .PHONY: bench
-bench: $(BENCH_BINS)
-	$(BUILD)/bench/engine_bench
+bench: deps all
+	@TM_BUILD=$(abspath $(BUILD)) scripts/bench.sh
