@@ -1,0 +1,58 @@
+package TM::Stack;
+# The whole `make run` stack (scripts/run.sh) on free ports in a temp dir,
+# stopped when the object goes away: for t/make-run.t, `make load` and
+# `make soak`, so a developer's own stack on the standard ports is left alone.
+#   my $s = TM::Stack->new(master_key => 'm');   # starts it
+#   $s->url('auth'), $s->port('EVAL'), $s->dir, $s->output, $s->stop
+use strict; use warnings;
+use File::Temp qw(tempdir);
+use TM::Harness;
+
+our @NAMES = qw(PG REDIS AWS AUTH FLAGS TARGETING EVAL ANALYTICS INGRESS);
+
+sub new {
+    my ($class, %o) = @_;
+    my $dir = tempdir('tm-stack-XXXXXX', TMPDIR => 1, CLEANUP => !$ENV{TM_KEEP});
+    chmod 0755, $dir;
+    my %port = map { $_ => TM::Harness::free_port() } @NAMES;
+    my $self = bless { dir => $dir, port => \%port, master_key => $o{master_key} // 'stack-master' }, $class;
+    $self->{env} = { TM_RUN_DIR => $dir, MASTER_KEY => $self->{master_key},
+                     map { ("TM_${_}_PORT" => $port{$_}) } @NAMES };
+    $self->{output} = $self->run('start');
+    $self->{started} = $? == 0;
+    return $self;
+}
+
+sub run {
+    my ($self, $what) = @_;
+    local %ENV = (%ENV, %{ $self->{env} });
+    delete @ENV{qw(DATABASE_URL REDIS_URL AUTH_SERVICE_URL AWS_SQS_URL AWS_ENDPOINT_URL)};
+    return scalar `$TM::Harness::ROOT/scripts/run.sh $what 2>&1`;
+}
+
+sub started { $_[0]{started} }
+sub output  { $_[0]{output} }
+sub dir     { $_[0]{dir} }
+sub port    { $_[0]{port}{ uc $_[1] } }
+sub url     { my ($self, $name) = @_; 'http://127.0.0.1:' . $self->port($name) }
+sub master_key { $_[0]{master_key} }
+
+sub pid {
+    my ($self, $name) = @_;
+    open my $f, '<', "$self->{dir}/$name.pid" or return;
+    my $p = <$f>;
+    chomp $p;
+    return $p;
+}
+
+sub pids { my $self = shift; map { $self->pid($_) // () } map { m{/(\w+)\.pid$} ? $1 : () } glob "$self->{dir}/*.pid" }
+
+sub stop {
+    my $self = shift;
+    return if $self->{stopped}++;
+    $self->{stop_output} = $self->run('stop');
+    return $? == 0;
+}
+
+sub DESTROY { $_[0]->stop }
+1;
