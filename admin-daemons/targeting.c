@@ -1,12 +1,16 @@
-/* togglemaster-targeting (port 8003): one targeting rule document per flag.
- * Documents are checked against the rule language lib/ evaluates
- * (tm_rules_check), stored as JSONB and published to Redis (tm:rules) for
- * the edge. Every route but /health* needs an API key. */
+/* togglemaster-targeting (port 8003): one targeting rule document per flag
+ * (/rules), and the segments rules refer to (/segments). Documents are
+ * checked against the rule language lib/ evaluates (tm_rules_check,
+ * tm_segment_check), stored as JSONB and published to Redis (tm:rules,
+ * tm:segments) for the edge. Every route but /health* needs an API key. */
+#include "tm_buf.h"
+#include "tm_names.h"
 #include "tm_rules.h"
 #include "tm_sql.h"
 #include "tm_store.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static const tm_migration migrations[] = {
     /* IF NOT EXISTS: the original service's database already has it. */
@@ -17,6 +21,13 @@ static const tm_migration migrations[] = {
          " rules JSONB NOT NULL,"
          " created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),"
          " updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW())" },
+    { 2, "CREATE TABLE IF NOT EXISTS segments ("
+         " id SERIAL PRIMARY KEY,"
+         " name VARCHAR(100) UNIQUE NOT NULL,"
+         " description TEXT NOT NULL DEFAULT '',"
+         " constraints JSONB NOT NULL DEFAULT '[]',"
+         " created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),"
+         " updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW())" },
 };
 
 /* A rule as responses, Redis and reconciliation see it (one expression). */
@@ -24,9 +35,34 @@ static const tm_migration migrations[] = {
     " 'is_enabled', coalesce(is_enabled, TRUE), 'rules', rules," \
     " 'created_at', " TM_SQL_TS("created_at") ", 'updated_at', " TM_SQL_TS("updated_at") ")::text"
 
+/* A segment, likewise. */
+#define SEGMENT_JSON "json_build_object('id', id, 'name', name," \
+    " 'description', description, 'constraints', constraints," \
+    " 'created_at', " TM_SQL_TS("created_at") ", 'updated_at', " TM_SQL_TS("updated_at") ")::text"
+
 static void create(const json_t *body, tm_resp *resp, const char *name);
 static void update(const json_t *body, tm_resp *resp, const char *name);
 static const char *const fields[] = { "flag_name", "rules", "is_enabled", NULL };
+
+static void segment_create(const json_t *body, tm_resp *resp, const char *name);
+static void segment_update(const json_t *body, tm_resp *resp, const char *name);
+static int segment_before_delete(tm_resp *resp, const char *name);
+static const char *const segment_fields[] = { "name", "description", "constraints", NULL };
+
+static const tm_store segments = {
+    .collection = "/segments",
+    .kind = "segment",
+    .what = "segment",
+    .sql_list = "SELECT " TM_SQL_JSON_ARRAY(SEGMENT_JSON, "name") " FROM segments",
+    .sql_get = "SELECT " SEGMENT_JSON " FROM segments WHERE name = $1",
+    .sql_delete = "DELETE FROM segments WHERE name = $1 RETURNING id",
+    .sql_load = "SELECT name, " SEGMENT_JSON " FROM segments",
+    .name_field = "name",
+    .fields = segment_fields,
+    .create = segment_create,
+    .update = segment_update,
+    .before_delete = segment_before_delete,
+};
 
 static const tm_store store = {
     .name = "targeting",
@@ -44,6 +80,7 @@ static const tm_store store = {
     .fields = fields,
     .create = create,
     .update = update,
+    .next = &segments,
 };
 
 /* "rules": a document of the rule language, as compact JSON text (free it).
@@ -102,6 +139,169 @@ static void update(const json_t *body, tm_resp *resp, const char *name)
         }
     }
     free(rules);
+}
+
+/* ---- segments ---- */
+
+/* Checks a segment body as lib/ will compile it: {name, constraints,
+ * description}, with constraints (if given) and description (if given)
+ * from body. On success *constraints is the compact JSON text of the
+ * constraints (NULL when absent; free it) and *description points into
+ * body (NULL when absent). 0, or -1 with resp filled. */
+static int segment_body(const json_t *body, const char *name, char **constraints,
+                        const char **description, tm_resp *resp)
+{
+    json_t *cons = json_object_get(body, "constraints");
+    json_t *desc = json_object_get(body, "description");
+    *constraints = NULL;
+    *description = NULL;
+    if (desc) {
+        if (!json_is_string(desc)) {
+            tm_resp_error(resp, 400, "description: must be a string");
+            return -1;
+        }
+        if (!tm_text_valid(json_string_value(desc), json_string_length(desc))) {
+            tm_resp_error(resp, 400, "description: must be UTF-8 text without control characters");
+            return -1;
+        }
+        *description = json_string_value(desc);
+    }
+    json_t *doc = json_object();
+    int rc = doc == NULL
+             || json_object_set_new(doc, "name", json_string(name)) != 0
+             || (cons ? json_object_set(doc, "constraints", cons)
+                      : json_object_set_new(doc, "constraints", json_array())) != 0
+             || (desc && json_object_set(doc, "description", desc) != 0);
+    if (rc) {
+        json_decref(doc);
+        tm_resp_error(resp, 500, "out of memory");
+        return -1;
+    }
+    char err[256];
+    if (tm_segment_check(doc, err, sizeof err) != 0) {
+        json_decref(doc);
+        tm_resp_error(resp, 400, "%s", err);
+        return -1;
+    }
+    json_decref(doc);
+    if (cons) {
+        *constraints = json_dumps(cons, JSON_COMPACT | JSON_REAL_PRECISION(15));
+        if (*constraints == NULL) {
+            tm_resp_error(resp, 500, "out of memory");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void segment_create(const json_t *body, tm_resp *resp, const char *name)
+{
+    char *constraints = NULL;
+    const char *description = NULL;
+    if (json_object_get(body, "constraints") == NULL) {
+        tm_resp_error(resp, 400, "\"constraints\" is required: an array such as"
+                      " [{\"contextName\":\"country\",\"operator\":\"IN\",\"values\":[\"BR\"]}]");
+        return;
+    }
+    if (segment_body(body, name, &constraints, &description, resp) != 0) {
+        return;
+    }
+    const char *p[] = { name, description ? description : "", constraints };
+    tm_store_write(&segments, resp, 1,
+                   "INSERT INTO segments (name, description, constraints)"
+                   " VALUES ($1, $2, $3::jsonb) ON CONFLICT DO NOTHING"
+                   " RETURNING " SEGMENT_JSON, 3, p, name);
+    free(constraints);
+}
+
+static void segment_update(const json_t *body, tm_resp *resp, const char *name)
+{
+    char *constraints = NULL;
+    const char *description = NULL;
+    if (json_object_get(body, "constraints") == NULL
+        && json_object_get(body, "description") == NULL) {
+        tm_resp_error(resp, 400, "nothing to update: send \"constraints\" and/or \"description\"");
+        return;
+    }
+    if (segment_body(body, name, &constraints, &description, resp) != 0) {
+        return;
+    }
+    const char *p[] = { name, description, constraints };
+    tm_store_write(&segments, resp, 0,
+                   "UPDATE segments SET description = coalesce($2, description),"
+                   " constraints = coalesce($3::jsonb, constraints),"
+                   " updated_at = clock_timestamp()"
+                   " WHERE name = $1 RETURNING " SEGMENT_JSON, 3, p, name);
+    free(constraints);
+}
+
+/* 1 if the stored rule document text refers to segment name, 0 if not or
+ * if it does not compile (then it refers to nothing the edge would use). */
+static int rule_uses_segment(const char *rules_text, const char *name)
+{
+    json_t *doc = json_loads(rules_text, JSON_DECODE_ANY, NULL);
+    if (doc == NULL) {
+        return 0;
+    }
+    char err[256];
+    tm_rule *r = tm_rule_compile(doc, err, sizeof err);
+    json_decref(doc);
+    int used = 0;
+    size_t nlen = strlen(name), len = 0;
+    const char *ref;
+    for (size_t i = 0; r && !used && (ref = tm_rule_segment_ref(r, i, &len)) != NULL; i++) {
+        used = len == nlen && memcmp(ref, name, len) == 0;
+    }
+    tm_rule_free(r);
+    return used;
+}
+
+/* A segment that stored rules refer to is not deleted: 409 naming the
+ * flags whose rules use it. (A rule written between this check and the
+ * DELETE may still refer to it; an unknown segment never matches, so such
+ * a rule fails closed.) */
+static int segment_before_delete(tm_resp *resp, const char *name)
+{
+    enum { SHOWN = 300 };   /* bytes of names in the message */
+    const char *p[] = { name };
+    PGresult *res;
+    /* strpos: a cheap filter; compilation decides. */
+    tm_db_status s = tm_db_exec("SELECT flag_name, rules::text FROM targeting_rules"
+                                " WHERE strpos(rules::text, $1) > 0"
+                                " ORDER BY flag_name COLLATE \"C\"", 1, p, &res);
+    if (s != TM_DB_OK) {
+        tm_store_db_error(resp, s);
+        return -1;
+    }
+    tm_buf names = TM_BUF_INIT;
+    int used = 0, shown = 0;
+    for (int i = 0; i < PQntuples(res); i++) {
+        if (!rule_uses_segment(PQgetvalue(res, i, 1), name)) {
+            continue;
+        }
+        if (names.len < SHOWN) {   /* error messages are short: the rest as a count */
+            tm_buf_addf(&names, "%s\"%s\"", used ? ", " : "", PQgetvalue(res, i, 0));
+            shown++;
+        }
+        used++;
+    }
+    PQclear(res);
+    if (used == 0) {
+        tm_buf_free(&names);
+        return 0;
+    }
+    if (used > shown) {
+        tm_buf_addf(&names, " and %d more", used - shown);
+    }
+    char *list = tm_buf_steal(&names);
+    if (list == NULL) {
+        tm_resp_error(resp, 500, "out of memory");
+        return -1;
+    }
+    tm_resp_error(resp, 409, "segment \"%s\" is used by the rules of flag%s %s;"
+                  " remove it from them first", name, used > 1 ? "s" : "", list);
+    free(list);
+    return -1;
 }
 
 int main(int argc, char **argv)

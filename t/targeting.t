@@ -244,6 +244,6 @@ is $h->req(PUT => "$tg/rules/beta", \%K, { is_enabled => $F })->{status}, 200, '
     my $out = `$BUILD/admin-daemons/togglemaster-targeting --migrate 2>&1`;
     is $?, 0, '--migrate on a migrated database exits 0' or diag $out;
 }
-is $h->psql("SELECT count(*) FROM tm_schema_migrations WHERE component = 'targeting'"), '1', 'one migration recorded';
+is $h->psql("SELECT count(*) FROM tm_schema_migrations WHERE component = 'targeting'"), '2', 'two migrations recorded (rules, segments)';
 
 done_testing;

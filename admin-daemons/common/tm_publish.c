@@ -30,11 +30,19 @@ static const char publish_lua[] =
     " op = ARGV[2], name = ARGV[1]})) "
     "return v";
 
+/* After a reconciliation: list the kind as ready; if anything changed, or
+ * the kind was not listed (Redis restarted or flushed), tell the edge. */
 static const char resync_lua[] =
+    "local added = redis.call('SADD', KEYS[2], ARGV[1]) "
+    "if ARGV[3] == '0' and added == 0 then return 0 end "
     "local v = redis.call('INCR', KEYS[1]) "
     "redis.call('PUBLISH', ARGV[2], cjson.encode({version = v, kind = ARGV[1],"
     " op = 'resync'})) "
     "return v";
+
+/* Kinds this process reconciles, to notice quickly when Redis loses them. */
+static const char *reconciled_kinds[8];
+static int nreconciled;
 
 int tm_publish_init(const char *redis_url)
 {
@@ -58,6 +66,7 @@ const char *tm_publish_hash(const char *kind)
     if (strcmp(kind, "flag") == 0) return TM_REDIS_FLAGS;
     if (strcmp(kind, "rule") == 0) return TM_REDIS_RULES;
     if (strcmp(kind, "key") == 0) return TM_REDIS_KEYS;
+    if (strcmp(kind, "segment") == 0) return TM_REDIS_SEGMENTS;
     return NULL;
 }
 
@@ -147,6 +156,24 @@ static redisReply *command(int argc, const char **argv, const size_t *lens)
         return NULL;
     }
     return r;
+}
+
+int tm_publish_all_ready(void)
+{
+    for (int i = 0; i < nreconciled; i++) {
+        const char *argv[] = { "SISMEMBER", TM_REDIS_READY, reconciled_kinds[i] };
+        size_t lens[] = { 9, strlen(TM_REDIS_READY), strlen(reconciled_kinds[i]) };
+        redisReply *r = command(3, argv, lens);
+        if (r == NULL) {
+            return 1;   /* unreachable: reconciling now would not help */
+        }
+        int member = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+        freeReplyObject(r);
+        if (!member) {
+            return 0;
+        }
+    }
+    return 1;
 }
 
 long long tm_publish(const char *kind, const char *field, const char *json)
@@ -274,16 +301,25 @@ int tm_publish_reconcile(const char *kind, tm_pub_loader load,
         drop();
         return -1;
     }
-    if (changed) {
-        const char *argv[] = { "EVAL", resync_lua, "1", TM_REDIS_VERSION, kind, TM_REDIS_CHANNEL };
-        size_t lens[6];
-        for (int i = 0; i < 6; i++) lens[i] = strlen(argv[i]);
-        redisReply *r = command(6, argv, lens);
-        if (r == NULL) {
-            return -1;
-        }
-        freeReplyObject(r);
-        TM_INFO("reconcile: %d %s field(s) repaired in Redis", changed, kind);
+    const char *argv[] = { "EVAL", resync_lua, "2", TM_REDIS_VERSION, TM_REDIS_READY, kind,
+                           TM_REDIS_CHANNEL, changed ? "1" : "0" };
+    size_t lens[8];
+    for (int i = 0; i < 8; i++) lens[i] = strlen(argv[i]);
+    redisReply *r = command(8, argv, lens);
+    if (r == NULL) {
+        return -1;
+    }
+    if (changed || (r->type == REDIS_REPLY_INTEGER && r->integer > 0)) {
+        TM_INFO("reconcile: %d %s field(s) repaired in Redis; %s marked ready",
+                changed, kind, kind);
+    }
+    freeReplyObject(r);
+    int known = 0;
+    for (int i = 0; i < nreconciled; i++) {
+        known |= strcmp(reconciled_kinds[i], kind) == 0;
+    }
+    if (!known && nreconciled < (int) (sizeof reconciled_kinds / sizeof reconciled_kinds[0])) {
+        reconciled_kinds[nreconciled++] = kind;
     }
     return changed;
 }

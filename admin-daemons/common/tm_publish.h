@@ -8,15 +8,21 @@
 #define TM_REDIS_FLAGS "tm:flags"
 #define TM_REDIS_RULES "tm:rules"
 #define TM_REDIS_KEYS "tm:keys"
+#define TM_REDIS_SEGMENTS "tm:segments"
 #define TM_REDIS_VERSION "tm:version"
 #define TM_REDIS_CHANNEL "tm:changes"
+/* Set of kinds reconciled into this Redis since it started (or was flushed):
+ * the edge only takes a hash whose kind is listed, so a restarted, empty or
+ * half-refilled Redis never replaces a good snapshot with a partial one. */
+#define TM_REDIS_READY "tm:ready"
 
 /* 0 on success; -1 if REDIS_URL is malformed. NULL or "" disables Redis. */
 int tm_publish_init(const char *redis_url);
 
 /* Sets hash[field] = json (upsert) or deletes it (json == NULL), bumps
  * tm:version and notifies tm:changes, atomically. Returns the new version,
- * or -1 if Redis could not be reached (logged). kind: "flag", "rule", "key". */
+ * or -1 if Redis could not be reached (logged). kind: "flag", "rule", "key",
+ * "segment". */
 long long tm_publish(const char *kind, const char *field, const char *json);
 
 /* One row of the source of truth, for reconciliation. */
@@ -39,6 +45,11 @@ int tm_publish_reconcile(const char *kind, tm_pub_loader load,
 
 /* HEXISTS tm:keys <hash>: 1 present, 0 absent, -1 Redis unreachable. */
 int tm_publish_key_known(const char *key_hash);
+
+/* 1 when every kind this process reconciles is listed in tm:ready (or Redis
+ * is unreachable: nothing to do now); 0 when Redis lost one (restart, flush)
+ * and a reconciliation should run at once. */
+int tm_publish_all_ready(void);
 
 /* Closes the calling thread's connection. */
 void tm_publish_close(void);

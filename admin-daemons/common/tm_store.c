@@ -40,6 +40,9 @@ static void query(const tm_store *st, tm_resp *resp, const char *sql, const char
 
 static void del(const tm_store *st, tm_resp *resp, const char *name)
 {
+    if (st->before_delete && st->before_delete(resp, name) != 0) {
+        return;
+    }
     const char *p[] = { name };
     PGresult *res;
     tm_db_status s = tm_db_exec(st->sql_delete, 1, p, &res);
@@ -176,18 +179,30 @@ static void not_allowed(tm_resp *resp, const char *method, const char *route,
     resp->extra_header_value = strdup(allow);
 }
 
+/* The store whose collection is path or a prefix of it followed by '/'. */
+static const tm_store *route(const tm_store *st, const char *path)
+{
+    for (; st; st = st->next) {
+        size_t cl = strlen(st->collection);
+        if (strncmp(path, st->collection, cl) == 0 && (path[cl] == '\0' || path[cl] == '/')) {
+            return st;
+        }
+    }
+    return NULL;
+}
+
 static void handle(void *ctx, const tm_req *req, tm_resp *resp)
 {
-    const tm_store *st = ctx;
     if (!tm_apikey_check(req, resp)) {
         return;
     }
     const char *m = req->method, *path = req->path;
-    size_t cl = strlen(st->collection);
-    if (strncmp(path, st->collection, cl) != 0 || (path[cl] != '\0' && path[cl] != '/')) {
+    const tm_store *st = route(ctx, path);
+    if (st == NULL) {
         tm_resp_error(resp, 404, "no route for %s %.200s", m, path);
         return;
     }
+    size_t cl = strlen(st->collection);
     if (path[cl] == '\0') {
         if (strcmp(m, "POST") == 0) return with_body(st, req, resp, NULL);
         if (strcmp(m, "GET") == 0) return query(st, resp, st->sql_list, NULL);
@@ -232,17 +247,21 @@ void tm_store_free_result(void *owner)
     PQclear(owner);
 }
 
-/* The one store this process serves, for the reconciliation callbacks. */
+/* The stores this process serves, and the one being reconciled (the
+ * reconciliation callbacks run on the main thread only). */
 static const tm_store *served;
+static const tm_store *loading;
 
 static int load(tm_pub_item **items, size_t *n, void **owner)
 {
-    return tm_store_load(served->sql_load, items, n, owner);
+    return tm_store_load(loading->sql_load, items, n, owner);
 }
 
 static void reconcile(void)
 {
-    tm_publish_reconcile(served->kind, load, tm_store_free_result);
+    for (loading = served; loading; loading = loading->next) {
+        tm_publish_reconcile(loading->kind, load, tm_store_free_result);
+    }
 }
 
 static int check_env(void)

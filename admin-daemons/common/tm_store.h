@@ -14,7 +14,7 @@
 
 #include <jansson.h>
 
-typedef struct {
+typedef struct tm_store {
     const char *name;         /* daemon name: "flags", "targeting" */
     unsigned default_port;
     const tm_migration *migrations;
@@ -40,12 +40,19 @@ typedef struct {
      * (update) through tm_store_write(). name is valid. */
     void (*create)(const json_t *body, tm_resp *resp, const char *name);
     void (*update)(const json_t *body, tm_resp *resp, const char *name);
+    /* Optional: called before a DELETE; 0 goes on, otherwise resp is
+     * filled (e.g. a 409) and nothing is deleted. */
+    int (*before_delete)(tm_resp *resp, const char *name);
+    /* Optional: a further collection served by the same daemon (the
+     * targeting daemon's /segments next to /rules). Only the first store's
+     * name, port and migrations are used; each store's kind is reconciled. */
+    const struct tm_store *next;
 } tm_store;
 
 /* The whole daemon: tm_daemon_main() serving st, with the API-key check
  * (AUTH_SERVICE_URL for the /validate fallback) on every route, routing,
- * the name in the path validated, and reconciliation of st->kind's hash.
- * One store per process. */
+ * the name in the path validated, and reconciliation of st->kind's hash
+ * (and of every store chained by next). One call per process. */
 int tm_store_main(const tm_store *st, int argc, char **argv);
 
 /* Runs a write whose only column is the row's JSON. No row means the name
