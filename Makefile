@@ -21,7 +21,7 @@ CFLAGS   += $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Ilib \
 LDFLAGS  += $(filter -fsanitize%,$(OPT))
 LIBS_CORE := -ljansson -lcrypto
 
-.PHONY: all deps run stop test unit install clean
+.PHONY: all deps run stop test unit install clean load soak
 all:
 
 LIB_SRCS := $(wildcard lib/*.c)
@@ -76,3 +76,10 @@ install: all
 	install -m 644 $(NGX_MODULE) $(DESTDIR)$(PREFIX)/lib/nginx/modules/
 	install -m 644 docs/redis-layout.md $(DESTDIR)$(PREFIX)/etc/togglemaster/
 	if ls nginx-conf/*.conf >/dev/null 2>&1; then install -m 644 nginx-conf/*.conf $(DESTDIR)$(PREFIX)/etc/togglemaster/; fi
+
+# The original acceptance run (p95 < 2 s, < 1 % errors) and a soak; both
+# start their own stack on free ports. LOAD_SECONDS, SOAK_SECONDS.
+load: deps all
+	@perl -I t/lib bench/load.pl
+soak: deps all
+	@perl -I t/lib bench/soak.pl

@@ -245,13 +245,49 @@ ngx_http_togglemaster_sync_write_file(ngx_event_t *ev)
 }
 
 
+/* The kinds listed in tm:ready ("flag", "rule", "key"), as a bit mask. */
+static ngx_uint_t
+ngx_http_togglemaster_sync_ready(redisReply *r)
+{
+    size_t       i;
+    ngx_uint_t   mask;
+    redisReply  *m;
+
+    mask = 0;
+
+    if (r->type != REDIS_REPLY_ARRAY) {
+        return 0;
+    }
+
+    for (i = 0; i < r->elements; i++) {
+        m = r->element[i];
+
+        if (m->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        if (m->len == 4 && ngx_strncmp(m->str, "flag", 4) == 0) {
+            mask |= 1 << NGX_HTTP_TOGGLEMASTER_FLAGS;
+
+        } else if (m->len == 4 && ngx_strncmp(m->str, "rule", 4) == 0) {
+            mask |= 1 << NGX_HTTP_TOGGLEMASTER_RULES;
+
+        } else if (m->len == 3 && ngx_strncmp(m->str, "key", 3) == 0) {
+            mask |= 1 << NGX_HTTP_TOGGLEMASTER_KEYS;
+        }
+    }
+
+    return mask;
+}
+
+
 static void
 ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
     void *data)
 {
     redisReply                        *r = reply;
     ngx_msec_t                         t0;
-    ngx_uint_t                         k, e, kinds, n;
+    ngx_uint_t                         k, e, kinds, n, ready, skipped;
     ngx_pool_t                        *pool;
     ngx_http_togglemaster_kv_t         kv[NGX_HTTP_TOGGLEMASTER_NKINDS];
     ngx_http_togglemaster_sync_t      *s = &ngx_http_togglemaster_sync;
@@ -273,7 +309,8 @@ ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
         return;
     }
 
-    for (n = 1, k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
+    /* version, ready kinds, then one reply per hash loaded */
+    for (n = 2, k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
         n += (kinds >> k) & 1;
     }
 
@@ -309,6 +346,29 @@ ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
         return;
     }
 
+    /* A hash whose kind the daemons have not reconciled into this Redis
+     * yet (tm:ready) may be partial: a restarted Redis refills as writes
+     * and reconciliations arrive. Keep serving our copy of that kind. */
+    ready = ngx_http_togglemaster_sync_ready(r->element[1]);
+    skipped = 0;
+
+    if (ngx_http_togglemaster_current
+        && (ngx_http_togglemaster_current->nflags
+            || ngx_http_togglemaster_current->nkeys))
+    {
+        skipped = kinds & ~ready;
+    }
+
+    if (skipped) {
+        ngx_log_error(NGX_LOG_WARN, s->log, 0,
+                      "togglemaster: redis %V not reconciled yet for%s%s%s; "
+                      "keeping those parts of snapshot version %L",
+                      &s->conf->redis, (skipped & 1) ? " flags" : "",
+                      (skipped & 2) ? " rules" : "", (skipped & 4) ? " keys" : "",
+                      ngx_http_togglemaster_current->version);
+        s->need_all = 1;
+    }
+
     pool = ngx_create_pool(4096, s->log);
     if (pool == NULL) {
         ngx_http_togglemaster_sync_fail("out of memory");
@@ -318,10 +378,15 @@ ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
     ngx_time_update();
     t0 = ngx_current_msec;
 
-    for (e = 1, k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
+    for (e = 2, k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
         kv[k].present = 0;
 
         if (!(kinds & (1 << k))) {
+            continue;
+        }
+
+        if (skipped & (1 << k)) {
+            e++;
             continue;
         }
 
@@ -356,7 +421,7 @@ ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
 
     ngx_http_togglemaster_snapshot_swap(snap);
 
-    if (kinds == NGX_HTTP_TOGGLEMASTER_ALL) {
+    if (kinds == NGX_HTTP_TOGGLEMASTER_ALL && !skipped) {
         s->need_all = 0;
     }
 
@@ -409,6 +474,8 @@ ngx_http_togglemaster_sync_load(ngx_uint_t kinds)
 
     if (redisAsyncCommand(s->cmd, NULL, NULL, "MULTI") != REDIS_OK
         || redisAsyncCommand(s->cmd, NULL, NULL, "GET tm:version") != REDIS_OK
+        || redisAsyncCommand(s->cmd, NULL, NULL, "SMEMBERS tm:ready")
+           != REDIS_OK
         || ((kinds & (1 << NGX_HTTP_TOGGLEMASTER_FLAGS))
             && redisAsyncCommand(s->cmd, NULL, NULL, "HGETALL tm:flags")
                != REDIS_OK)

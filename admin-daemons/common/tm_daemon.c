@@ -100,10 +100,17 @@ int tm_daemon_main(const tm_daemon *d, int argc, char **argv)
         return 1;
     }
     long period = tm_env_long("TM_RECONCILE_SECONDS", 10, 1, 86400);
-    time_t next = 0;
+    time_t next = 0, probe = 0;
     while (!stop_requested) {
         time_t now = time(NULL);
-        if (d->reconcile && now >= next) {
+        /* Every period, and at once (checked each second) when Redis has
+         * lost what we published: a restarted Redis heals in a second. */
+        int lost = 0;
+        if (d->reconcile && now >= probe) {
+            lost = !tm_publish_all_ready();
+            probe = now + 1;
+        }
+        if (d->reconcile && (now >= next || lost)) {
             d->reconcile();
             next = now + period;
         }

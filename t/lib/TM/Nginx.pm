@@ -142,11 +142,16 @@ my $JSON = JSON::PP->new->canonical->utf8;
 
 sub _publish {
     my ($h, $kind, $op, $name) = @_;
+    mark_ready($h);
     my $v = $h->redis_cmd('INCR', 'tm:version');
     $h->redis_cmd('PUBLISH', 'tm:changes',
                   $JSON->encode({ version => $v + 0, kind => $kind, op => $op, name => $name }));
     return $v;
 }
+
+# What a daemon's reconciliation says once its hash is complete: the edge
+# takes only kinds listed in tm:ready (docs/redis-layout.md).
+sub mark_ready { my $h = shift; $h->redis_cmd('SADD', 'tm:ready', qw(flag rule key)) }
 
 sub flag_json {
     my ($name, $enabled) = @_;
@@ -165,6 +170,7 @@ sub rule_json {
 sub set_flag {
     my ($h, $name, $enabled, %o) = @_;
     $h->redis_cmd('HSET', 'tm:flags', $name, flag_json($name, $enabled));
+    mark_ready($h);
     return $o{quiet} ? undef : _publish($h, 'flag', 'upsert', $name);
 }
 

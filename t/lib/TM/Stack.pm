@@ -30,6 +30,17 @@ sub run {
     return scalar `$TM::Harness::ROOT/scripts/run.sh $what 2>&1`;
 }
 
+# Restarts one service of the stack (redis, moto, ...) on its port.
+sub restart {
+    my ($self, $name) = @_;
+    my %svc_port = (postgres => 'PG', redis => 'REDIS', moto => 'AWS', auth => 'AUTH',
+                    flags => 'FLAGS', targeting => 'TARGETING', analytics => 'ANALYTICS');
+    local %ENV = (%ENV, %{ $self->{env} });
+    system("$TM::Harness::ROOT/scripts/svc.sh", 'stop', $name, $self->{dir}) == 0 or return 0;
+    return system("$TM::Harness::ROOT/scripts/svc.sh", 'start', $name, $self->{dir},
+                  $self->port($svc_port{$name})) == 0;
+}
+
 sub started { $_[0]{started} }
 sub output  { $_[0]{output} }
 sub dir     { $_[0]{dir} }

@@ -1,0 +1,121 @@
+#!/usr/bin/env perl
+# `make soak`: evaluation and admin traffic against the whole stack for
+# SOAK_SECONDS (default 1800), with Redis and the AWS emulator restarted
+# midway. Reports RSS of the nginx workers, the daemons and the worker at
+# start and end (goal: no growth beyond noise), error counts (goal: zero) and
+# events produced at the edge vs stored in DynamoDB.
+#   SOAK_SECONDS=1800 perl -I t/lib bench/soak.pl
+use strict; use warnings;
+use File::Temp qw(tempfile);
+use Time::HiRes qw(time sleep);
+use TM::Harness;
+use TM::Stack;
+use TM::AWS;
+
+my $secs = $ENV{SOAK_SECONDS} // 1800;
+die "wrk is needed (apt-get install wrk)\n" unless grep { -x "$_/wrk" } split /:/, $ENV{PATH};
+my $h = TM::Harness->new;
+my $s = TM::Stack->new(master_key => 'soak-master');
+die "stack did not start:\n" . $s->output unless $s->started && -s $s->dir . '/nginx.pid';
+my ($A, $F, $T, $gw) = map { $s->url($_) } qw(AUTH FLAGS TARGETING INGRESS);
+my $key = $h->req(POST => "$A/admin/keys", { Authorization => 'Bearer soak-master' }, { name => 'soak' })->{json}{key};
+my %K = (Authorization => "Bearer $key");
+$h->req(POST => "$F/flags", \%K, { name => "soak-$_", is_enabled => JSON::PP::true }) for 1 .. 10;
+$h->wait_until(10, sub { ($h->req(GET => "$gw/evaluate?user_id=u&flag_name=soak-10", \%K)->{json} // {})->{result} });
+
+sub rss_kb { my $pid = shift; open my $f, '<', "/proc/$pid/status" or return 0; local $/; (<$f> =~ /VmRSS:\s+(\d+)/)[0] // 0 }
+sub processes {
+    my %p = map { ($_ => $s->pid($_)) } grep { $s->pid($_) } qw(auth flags targeting analytics);
+    my $master = $s->pid('nginx');
+    my @w = `pgrep -P $master`; chomp @w;
+    $p{"nginx-worker-$_"} = $w[$_] for 0 .. $#w;
+    return \%p;
+}
+sub rss_all { my $p = processes(); return { map { ($_ => rss_kb($p->{$_})) } keys %$p } }
+sub metric {
+    my $m = $h->req(GET => $s->url('EVAL') . '/metrics')->{content} // '';
+    my $re = shift;
+    my $sum = 0;
+    $sum += $1 while $m =~ /^$re(?:\{[^}]*\})?\s+(\d+)/mg;
+    return $sum;
+}
+
+# warm up, then the starting RSS
+sleep 2;
+my $rss0 = rss_all();
+
+my ($fh, $lua) = tempfile(SUFFIX => '.lua', UNLINK => 1);
+print $fh <<"LUA";
+local n = 0
+wrk.headers["Authorization"] = "Bearer $key"
+request = function() n = n + 1
+  return wrk.format("GET", "/evaluate?user_id=soak-user-" .. (n % 10000) .. "&flag_name=soak-" .. (n % 10 + 1)) end
+done = function(s, l, r)
+  io.write(string.format("SOAK requests=%d non2xx=%d errors=%d p99=%.3f\\n", s.requests, s.errors.status,
+    s.errors.connect + s.errors.read + s.errors.write + s.errors.timeout, l:percentile(99) / 1e3))
+end
+LUA
+close $fh;
+# modest, steady evaluation load in the background (2 connections)
+open my $wrk, '-|', "wrk -t1 -c2 -d${secs}s --timeout 5s -s $lua '$gw' 2>&1" or die "wrk: $!";
+
+my %admin = (ok => 0, errors => 0);
+my $t0 = time;
+my $restarted = 0;
+my $i = 0;
+while (time - $t0 < $secs) {
+    $i++;
+    my $name = 'soak-admin-' . ($i % 50);
+    my @calls = (
+        [ POST => "$F/flags", { name => $name, is_enabled => JSON::PP::true }, 201, 409 ],
+        [ PUT => "$F/flags/$name", { is_enabled => ($i % 2 ? JSON::PP::true : JSON::PP::false) }, 200 ],
+        [ POST => "$T/rules", { flag_name => $name, rules => { type => 'PERCENTAGE', value => $i % 100 } }, 201, 409 ],
+        [ PUT => "$T/rules/$name", { rules => { type => 'PERCENTAGE', value => ($i * 7) % 100 } }, 200 ],
+        [ DELETE => ($i % 10 ? "$T/rules/none-$i" : "$F/flags/$name"), undef, 404, 204 ],
+    );
+    for my $c (@calls) {
+        my ($m, $url, $body, @want) = @$c;
+        my $st = $h->req($m, $url, \%K, $body)->{status};
+        (grep { $_ == $st } @want) ? $admin{ok}++ : do { $admin{errors}++; warn "soak: $m $url -> $st\n" if $admin{errors} < 10 };
+    }
+    if ($i % 20 == 0) {   # keys: create one, revoke it
+        my $r = $h->req(POST => "$A/admin/keys", { Authorization => 'Bearer soak-master' }, { name => "k$i" });
+        $r->{status} == 201 && $h->req(DELETE => "$A/admin/keys/$r->{json}{id}", { Authorization => 'Bearer soak-master' })->{status} == 204
+            ? $admin{ok}++ : $admin{errors}++;
+    }
+    if (!$restarted && time - $t0 > $secs / 2) {
+        $restarted = 1;
+        print "soak: midway — restarting Redis and the AWS emulator\n";
+        $s->restart('redis') or warn "soak: redis restart failed\n";
+        $s->restart('moto') or warn "soak: moto restart failed\n";
+        local %ENV = (%ENV, AWS_ENDPOINT_URL => $s->url('AWS'), AWS_ACCESS_KEY_ID => 'test', AWS_SECRET_ACCESS_KEY => 'test');
+        system("$TM::Harness::ROOT/scripts/aws-init.sh >/dev/null 2>&1");   # moto forgets everything
+    }
+    sleep 0.05;
+}
+my $wout = join '', <$wrk>;
+close $wrk;
+my %w = $wout =~ /(\w+)=([\d.]+)/g;
+sleep 3;   # let the last events drain
+my $rss1 = rss_all();
+
+printf "soak: %ds, Redis and the AWS emulator restarted midway\n", $secs;
+printf "soak: RSS %-18s %8s -> %8s KiB (%+.1f%%)\n", $_, $rss0->{$_} // 0, $rss1->{$_} // 0,
+    $rss0->{$_} ? 100 * (($rss1->{$_} // 0) - $rss0->{$_}) / $rss0->{$_} : 0 for sort keys %$rss1;
+printf "soak: evaluation requests %d, non-2xx %d, socket errors %d, p99 %.2f ms\n", @w{qw(requests non2xx errors p99)};
+printf "soak: admin calls ok %d, unexpected %d\n", $admin{ok}, $admin{errors};
+my $produced = metric('togglemaster_events_produced_total');
+if ($produced) {
+    my $aws = TM::AWS->new($s->url('AWS'));
+    my ($stored, $start) = (0, undef);
+    do {
+        my $r = $aws->ddb(Scan => { TableName => 'ToggleMasterAnalytics', Select => 'COUNT', $start ? (ExclusiveStartKey => $start) : () }, 'ResourceNotFoundException');
+        $stored += $r->{Count} // 0;
+        $start = $r->{LastEvaluatedKey};
+    } while ($start);
+    printf "soak: events produced at the edge %d, dropped (counted) %d, stored in DynamoDB %d (those in the emulator before its restart are gone with it)\n",
+        $produced, metric('togglemaster_events_dropped_total'), $stored;
+} else {
+    print "soak: the edge reports no event counters (event producer not built in)\n";
+}
+exit($admin{errors} || $w{non2xx} || $w{errors} ? 1 : 0);
