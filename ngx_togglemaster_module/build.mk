@@ -12,8 +12,8 @@ NGX_OBJS     := $(abspath $(NGX_OUT)/objs)
 NGX_MODULE   := $(NGX_OUT)/ngx_http_togglemaster_module.so
 NGX_MOD_SRCS := config $(wildcard ngx_togglemaster_module/*.c) \
                 $(wildcard ngx_togglemaster_module/*.h) \
-                lib/tm_rules.c lib/tm_hash.c lib/tm_names.c \
-                lib/tm_rules.h lib/tm_hash.h lib/tm_names.h
+                $(wildcard lib/tm_*.c) \
+                $(wildcard lib/tm_*.h)
 
 $(NGX_OBJS)/Makefile: config ngx_togglemaster_module/build.mk
 	@rm -rf $(NGX_TREE) && mkdir -p $(NGX_OUT)

@@ -75,10 +75,19 @@ ngx_http_togglemaster_flag_on(ngx_http_request_t *r, u_char *name, size_t len)
                                           name, len);
 
     if (rc == NGX_DECLINED && f && f->rule_present && f->rule_enabled) {
-        return 0;   /* identity too long to target */
+        /* identity too long to target: false, and its event is counted
+         * as dropped for its length */
+        d.value = 0;
+        d.reason = TM_REASON_DEFAULT;
+        ngx_http_togglemaster_event(NULL, NGX_HTTP_TOGGLEMASTER_IDENTITY_MAX
+                                          + 1, name, len, &d, NULL);
+        return 0;
     }
 
     d = ngx_http_togglemaster_decide(f, id.data, id.len, name, len);
+
+    ngx_http_togglemaster_event(id.data, id.len, f ? f->name.data : name,
+                                f ? f->name.len : len, &d, NULL);
 
     return d.value ? 1 : 0;
 }
@@ -244,6 +253,9 @@ ngx_http_togglemaster_evaluate_handler(ngx_http_request_t *r)
 
     d = ngx_http_togglemaster_decide(f, user.data, user.len,
                                      flag.data, flag.len);
+
+    ngx_http_togglemaster_event(user.data, user.len, flag.data, flag.len, &d,
+                                NULL);
 
     len = sizeof("{\"flag_name\":,\"user_id\":,\"result\":false}") - 1
           + ngx_http_togglemaster_json_str_len(flag.data, flag.len)

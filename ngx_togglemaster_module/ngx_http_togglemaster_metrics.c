@@ -129,6 +129,94 @@ ngx_http_togglemaster_worker_state(ngx_uint_t state)
 
 #define NGX_HTTP_TOGGLEMASTER_LINE  (TM_NAME_MAX * 6 + 128)
 
+
+static const char  *ngx_http_togglemaster_drop_reasons[] = {
+    "buffer_full",          /* the worker's buffer was full */
+    "retries_exhausted",    /* SQS failed every attempt */
+    "rejected",             /* SQS refused the message (sender fault) */
+    "shutdown",             /* still buffered when the worker exited */
+    "no_user_id",           /* evaluated without an identity */
+    "too_long",             /* user_id or flag_name over 1024 bytes */
+    "invalid",              /* not UTF-8 text SQS accepts */
+    "no_memory"
+};
+
+static const char  *ngx_http_togglemaster_sqs_errors[] = {
+    "connect", "timeout", "http", "entry", "reply"
+};
+
+
+static u_char *
+ngx_http_togglemaster_metrics_events(u_char *p, u_char *last,
+    ngx_http_togglemaster_shm_t *sh, ngx_uint_t workers)
+{
+    ngx_uint_t                            i;
+    ngx_http_togglemaster_events_stat_t  *e = &sh->events;
+
+    p = ngx_slprintf(p, last,
+        "# HELP togglemaster_events_produced_total Evaluation events "
+        "produced.\n"
+        "# TYPE togglemaster_events_produced_total counter\n"
+        "togglemaster_events_produced_total %uA\n"
+        "# HELP togglemaster_events_sent_total Events SQS accepted.\n"
+        "# TYPE togglemaster_events_sent_total counter\n"
+        "togglemaster_events_sent_total %uA\n"
+        "# HELP togglemaster_events_failed_total Events in a send attempt "
+        "that failed (retried, or dropped after the last attempt).\n"
+        "# TYPE togglemaster_events_failed_total counter\n"
+        "togglemaster_events_failed_total %uA\n"
+        "# HELP togglemaster_events_dropped_total Events that will never "
+        "reach SQS, by reason.\n"
+        "# TYPE togglemaster_events_dropped_total counter\n",
+        e->produced, e->sent, e->failed);
+
+    for (i = 0; i < NGX_HTTP_TOGGLEMASTER_DROP_N; i++) {
+        p = ngx_slprintf(p, last,
+                         "togglemaster_events_dropped_total{reason=\"%s\"} "
+                         "%uA\n",
+                         ngx_http_togglemaster_drop_reasons[i],
+                         e->dropped[i]);
+    }
+
+    p = ngx_slprintf(p, last,
+        "# HELP togglemaster_events_buffered Events held by the worker "
+        "(waiting, in flight or to be retried).\n"
+        "# TYPE togglemaster_events_buffered gauge\n");
+
+    for (i = 0; i < workers; i++) {
+        if (sh->workers[i].pid) {
+            p = ngx_slprintf(p, last,
+                             "togglemaster_events_buffered{worker=\"%ui\"} "
+                             "%uA\n", i, sh->workers[i].events_buffered);
+        }
+    }
+
+    p = ngx_slprintf(p, last,
+        "# HELP togglemaster_sqs_requests_total SendMessageBatch requests "
+        "made.\n"
+        "# TYPE togglemaster_sqs_requests_total counter\n"
+        "togglemaster_sqs_requests_total %uA\n"
+        "# HELP togglemaster_events_batches_sent_total SendMessageBatch "
+        "requests SQS answered with 200.\n"
+        "# TYPE togglemaster_events_batches_sent_total counter\n"
+        "togglemaster_events_batches_sent_total %uA\n"
+        "# HELP togglemaster_sqs_messages_sent_total SQS messages (batch "
+        "envelopes) accepted.\n"
+        "# TYPE togglemaster_sqs_messages_sent_total counter\n"
+        "togglemaster_sqs_messages_sent_total %uA\n"
+        "# HELP togglemaster_sqs_errors_total SQS errors by kind.\n"
+        "# TYPE togglemaster_sqs_errors_total counter\n",
+        e->requests, e->batches, e->messages);
+
+    for (i = 0; i < NGX_HTTP_TOGGLEMASTER_SQS_ERR_N; i++) {
+        p = ngx_slprintf(p, last,
+                         "togglemaster_sqs_errors_total{kind=\"%s\"} %uA\n",
+                         ngx_http_togglemaster_sqs_errors[i], e->errors[i]);
+    }
+
+    return p;
+}
+
 ngx_int_t
 ngx_http_togglemaster_metrics_handler(ngx_http_request_t *r)
 {
@@ -167,13 +255,13 @@ ngx_http_togglemaster_metrics_handler(ngx_http_request_t *r)
         }
     }
 
-    body = ngx_pnalloc(r->pool, 4096 + (n * 2 + workers * 4)
+    body = ngx_pnalloc(r->pool, 8192 + (n * 2 + workers * 5)
                                        * NGX_HTTP_TOGGLEMASTER_LINE);
     if (body == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    last = body + 4096 + (n * 2 + workers * 4) * NGX_HTTP_TOGGLEMASTER_LINE;
+    last = body + 8192 + (n * 2 + workers * 5) * NGX_HTTP_TOGGLEMASTER_LINE;
     now = ngx_time();
 
     p = ngx_slprintf(body, last,
@@ -251,6 +339,8 @@ ngx_http_togglemaster_metrics_handler(ngx_http_request_t *r)
         "togglemaster_api_key_denied_total %uA\n",
         sh->reconnects, sh->syncs, sh->sync_errors, sh->malformed,
         sh->key_denied);
+
+    p = ngx_http_togglemaster_metrics_events(p, last, sh, workers);
 
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = p - body;

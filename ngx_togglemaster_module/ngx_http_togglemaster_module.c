@@ -10,6 +10,8 @@
 
 #include <jansson.h>
 
+#include "tm_events.h"
+
 
 static void *ngx_http_togglemaster_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_togglemaster_init_main_conf(ngx_conf_t *cf, void *conf);
@@ -26,6 +28,8 @@ static char *ngx_http_togglemaster_redis(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_togglemaster_handler_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_togglemaster_require(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_togglemaster_events_batch(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 
 
@@ -64,6 +68,90 @@ static ngx_command_t  ngx_http_togglemaster_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_togglemaster_main_conf_t, snapshot_file),
+      NULL },
+
+    { ngx_string("togglemaster_events"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_main_conf_t, events),
+      NULL },
+
+    { ngx_string("togglemaster_sqs_queue_url"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_main_conf_t, sqs_queue_url),
+      NULL },
+
+    { ngx_string("togglemaster_aws_region"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_main_conf_t, aws_region),
+      NULL },
+
+    { ngx_string("togglemaster_aws_endpoint"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_main_conf_t, aws_endpoint),
+      NULL },
+
+    { ngx_string("togglemaster_events_buffer"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_main_conf_t, events_buffer),
+      NULL },
+
+    { ngx_string("togglemaster_events_batch"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_togglemaster_events_batch,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("togglemaster_events_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_main_conf_t, events_timeout),
+      NULL },
+
+    { ngx_string("togglemaster_events_attempts"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_main_conf_t, events_attempts),
+      NULL },
+
+    { ngx_string("togglemaster_events_backoff_max"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_main_conf_t, events_backoff_max),
+      NULL },
+
+    { ngx_string("togglemaster_events_exit_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_main_conf_t, events_exit_timeout),
+      NULL },
+
+    { ngx_string("togglemaster_events_ssl_verify"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_main_conf_t, events_ssl_verify),
+      NULL },
+
+    { ngx_string("togglemaster_events_ssl_trusted_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_main_conf_t, events_ssl_ca),
       NULL },
 
     { ngx_string("togglemaster_identity"),
@@ -168,6 +256,16 @@ ngx_http_togglemaster_create_main_conf(ngx_conf_t *cf)
     tmcf->check_interval = NGX_CONF_UNSET_MSEC;
     tmcf->backoff_max = NGX_CONF_UNSET_MSEC;
 
+    tmcf->events = NGX_CONF_UNSET;
+    tmcf->events_buffer = NGX_CONF_UNSET_UINT;
+    tmcf->events_batch = NGX_CONF_UNSET_UINT;
+    tmcf->events_flush = NGX_CONF_UNSET_MSEC;
+    tmcf->events_timeout = NGX_CONF_UNSET_MSEC;
+    tmcf->events_attempts = NGX_CONF_UNSET_UINT;
+    tmcf->events_backoff_max = NGX_CONF_UNSET_MSEC;
+    tmcf->events_exit_timeout = NGX_CONF_UNSET_MSEC;
+    tmcf->events_ssl_verify = NGX_CONF_UNSET;
+
     return tmcf;
 }
 
@@ -202,7 +300,7 @@ ngx_http_togglemaster_init_main_conf(ngx_conf_t *cf, void *conf)
 
     tmcf->shm_zone->init = ngx_http_togglemaster_shm_init;
 
-    return NGX_CONF_OK;
+    return ngx_http_togglemaster_events_conf(cf, tmcf);
 }
 
 
@@ -336,6 +434,47 @@ ngx_http_togglemaster_handler_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     clcf->handler = (ngx_http_handler_pt) cmd->post;
+
+    return NGX_CONF_OK;
+}
+
+
+/* togglemaster_events_batch <count> [time] */
+static char *
+ngx_http_togglemaster_events_batch(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_togglemaster_main_conf_t *tmcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (tmcf->events_batch != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    n = ngx_atoi(value[1].data, value[1].len);
+    if (n < 1 || n > TM_EVENTS_MAX_PER_MESSAGE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "batch size must be 1..%d, not \"%V\"",
+                           TM_EVENTS_MAX_PER_MESSAGE, &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    tmcf->events_batch = n;
+
+    if (cf->args->nelts == 3) {
+        tmcf->events_flush = ngx_parse_time(&value[2], 0);
+        if (tmcf->events_flush == (ngx_msec_t) NGX_ERROR
+            || tmcf->events_flush == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid batch time \"%V\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+    }
 
     return NGX_CONF_OK;
 }
@@ -525,6 +664,10 @@ ngx_http_togglemaster_init_process(ngx_cycle_t *cycle)
 
     ngx_http_togglemaster_current = NULL;
 
+    if (ngx_http_togglemaster_events_init(cycle, tmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_togglemaster_sync_init(cycle, tmcf);
 }
 
@@ -535,6 +678,7 @@ ngx_http_togglemaster_exit_process(ngx_cycle_t *cycle)
     if (ngx_http_cycle_get_module_main_conf(cycle,
                                             ngx_http_togglemaster_module))
     {
+        ngx_http_togglemaster_events_exit(cycle);
         ngx_http_togglemaster_sync_exit(cycle);
     }
 }

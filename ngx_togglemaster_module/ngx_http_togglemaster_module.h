@@ -101,6 +101,22 @@ typedef struct {
     ngx_msec_t                   backoff_max;
     ngx_str_t                    snapshot_file;
     ngx_shm_zone_t              *shm_zone;
+
+    /* evaluation events -> SQS */
+    ngx_flag_t                   events;
+    ngx_str_t                    sqs_queue_url;
+    ngx_str_t                    aws_region;
+    ngx_str_t                    aws_endpoint;
+    ngx_uint_t                   events_buffer;
+    ngx_uint_t                   events_batch;
+    ngx_msec_t                   events_flush;
+    ngx_msec_t                   events_timeout;
+    ngx_uint_t                   events_attempts;
+    ngx_msec_t                   events_backoff_max;
+    ngx_msec_t                   events_exit_timeout;
+    ngx_flag_t                   events_ssl_verify;
+    ngx_str_t                    events_ssl_ca;
+    void                        *sqs;         /* resolved endpoint, creds */
 } ngx_http_togglemaster_main_conf_t;
 
 
@@ -118,7 +134,43 @@ typedef struct {
     ngx_atomic_t                 version;
     ngx_atomic_t                 synced_at;   /* unix seconds of last good sync */
     ngx_atomic_t                 pid;
+    ngx_atomic_t                 events_buffered;
 } ngx_http_togglemaster_worker_stat_t;
+
+
+/* why an event never reached SQS */
+enum {
+    NGX_HTTP_TOGGLEMASTER_DROP_BUFFER_FULL = 0,
+    NGX_HTTP_TOGGLEMASTER_DROP_RETRIES,
+    NGX_HTTP_TOGGLEMASTER_DROP_REJECTED,
+    NGX_HTTP_TOGGLEMASTER_DROP_SHUTDOWN,
+    NGX_HTTP_TOGGLEMASTER_DROP_NO_USER,
+    NGX_HTTP_TOGGLEMASTER_DROP_TOO_LONG,
+    NGX_HTTP_TOGGLEMASTER_DROP_INVALID,
+    NGX_HTTP_TOGGLEMASTER_DROP_NO_MEMORY,
+    NGX_HTTP_TOGGLEMASTER_DROP_N
+};
+
+/* kinds of SQS errors */
+enum {
+    NGX_HTTP_TOGGLEMASTER_SQS_ERR_CONNECT = 0,
+    NGX_HTTP_TOGGLEMASTER_SQS_ERR_TIMEOUT,
+    NGX_HTTP_TOGGLEMASTER_SQS_ERR_HTTP,
+    NGX_HTTP_TOGGLEMASTER_SQS_ERR_ENTRY,
+    NGX_HTTP_TOGGLEMASTER_SQS_ERR_REPLY,
+    NGX_HTTP_TOGGLEMASTER_SQS_ERR_N
+};
+
+typedef struct {
+    ngx_atomic_t                 produced;
+    ngx_atomic_t                 sent;
+    ngx_atomic_t                 failed;      /* events in failed attempts */
+    ngx_atomic_t                 requests;    /* SendMessageBatch calls */
+    ngx_atomic_t                 batches;     /* ... that SQS answered 200 */
+    ngx_atomic_t                 messages;    /* SQS messages accepted */
+    ngx_atomic_t                 dropped[NGX_HTTP_TOGGLEMASTER_DROP_N];
+    ngx_atomic_t                 errors[NGX_HTTP_TOGGLEMASTER_SQS_ERR_N];
+} ngx_http_togglemaster_events_stat_t;
 
 typedef struct {
     ngx_atomic_t                 state;       /* 0 free, 1 claiming, 2 ready */
@@ -134,6 +186,8 @@ typedef struct {
     ngx_atomic_t                 sync_errors;
     ngx_atomic_t                 malformed;
     ngx_atomic_t                 key_denied;
+    ngx_http_togglemaster_events_stat_t
+                                 events;
     ngx_http_togglemaster_worker_stat_t
                                  workers[NGX_HTTP_TOGGLEMASTER_MAX_WORKERS];
     ngx_http_togglemaster_counter_t
@@ -191,6 +245,47 @@ ngx_uint_t ngx_http_togglemaster_counter_slot(u_char *name, size_t len);
 void ngx_http_togglemaster_count(ngx_uint_t slot, ngx_uint_t on);
 void ngx_http_togglemaster_worker_state(ngx_uint_t state);
 ngx_int_t ngx_http_togglemaster_shm_init(ngx_shm_zone_t *zone, void *data);
+
+/* events.c: one event per evaluation, batched to SQS */
+typedef struct ngx_http_togglemaster_msg_s  ngx_http_togglemaster_msg_t;
+
+/* One SQS message: a batch envelope {"v":1,"events":[...]}, kept already
+ * escaped as a JSON string's contents, ready for the request body. */
+struct ngx_http_togglemaster_msg_s {
+    ngx_http_togglemaster_msg_t *next;
+    u_char                      *data;
+    size_t                       len;         /* escaped bytes */
+    size_t                       cap;
+    size_t                       raw;         /* the message's own size */
+    ngx_uint_t                   nevents;
+    ngx_uint_t                   attempts;
+    ngx_msec_t                   first;       /* when its first event came */
+    ngx_uint_t                   status;      /* of the last attempt */
+};
+
+#define NGX_HTTP_TOGGLEMASTER_MSG_RETRY     0
+#define NGX_HTTP_TOGGLEMASTER_MSG_SENT      1
+#define NGX_HTTP_TOGGLEMASTER_MSG_REJECTED  2
+
+char *ngx_http_togglemaster_events_conf(ngx_conf_t *cf,
+    ngx_http_togglemaster_main_conf_t *tmcf);
+ngx_int_t ngx_http_togglemaster_events_init(ngx_cycle_t *cycle,
+    ngx_http_togglemaster_main_conf_t *tmcf);
+void ngx_http_togglemaster_events_exit(ngx_cycle_t *cycle);
+void ngx_http_togglemaster_event(u_char *user, size_t ulen, u_char *flag,
+    size_t flen, tm_decision *d, const char *variant);
+void ngx_http_togglemaster_events_done(ngx_http_togglemaster_msg_t **msgs,
+    ngx_uint_t n, ngx_int_t rc);
+
+/* sqs.c: SendMessageBatch over one non-blocking connection */
+char *ngx_http_togglemaster_sqs_conf(ngx_conf_t *cf,
+    ngx_http_togglemaster_main_conf_t *tmcf);
+void ngx_http_togglemaster_sqs_init(ngx_cycle_t *cycle,
+    ngx_http_togglemaster_main_conf_t *tmcf);
+ngx_int_t ngx_http_togglemaster_sqs_send(ngx_http_togglemaster_msg_t **msgs,
+    ngx_uint_t n, ngx_msec_t timeout);
+ngx_uint_t ngx_http_togglemaster_sqs_busy(void);
+void ngx_http_togglemaster_sqs_close(void);
 
 /* handlers */
 ngx_int_t ngx_http_togglemaster_evaluate_handler(ngx_http_request_t *r);

@@ -82,6 +82,9 @@ ngx_http_togglemaster_ofrep_result(u_char *p, ngx_http_togglemaster_flag_t *f,
     d = ngx_http_togglemaster_decide(f, tk->data, tk->len, f->name.data,
                                      f->name.len);
 
+    ngx_http_togglemaster_event(tk->data, tk->len, f->name.data, f->name.len,
+                                &d, d.value ? "on" : "off");
+
     return ngx_sprintf(p, ",\"value\":%s,\"variant\":\"%s\",\"reason\":\"%s\","
                        "\"metadata\":{}}",
                        d.value ? "true" : "false", d.value ? "on" : "off",
@@ -205,6 +208,7 @@ ngx_http_togglemaster_ofrep_single(ngx_http_request_t *r, ngx_str_t *key)
     ngx_int_t                      rc;
     ngx_str_t                      tk;
     ngx_uint_t                     has_key;
+    tm_decision                    d;
     ngx_http_togglemaster_flag_t  *f;
 
     if (ngx_http_togglemaster_ofrep_context(r, key, &tk, &has_key, &rc)
@@ -218,6 +222,12 @@ ngx_http_togglemaster_ofrep_single(ngx_http_request_t *r, ngx_str_t *key)
 
     if (f == NULL || f->flag == TM_FLAG_MISSING) {
         ngx_http_togglemaster_count(NGX_HTTP_TOGGLEMASTER_SLOT_UNKNOWN, 0);
+
+        d.value = 0;
+        d.reason = TM_REASON_UNKNOWN;
+        ngx_http_togglemaster_event(tk.data, tk.len, key->data, key->len, &d,
+                                    NULL);
+
         return ngx_http_togglemaster_ofrep_error(r, NGX_HTTP_NOT_FOUND, key,
                    "FLAG_NOT_FOUND", "flag not found");
     }
