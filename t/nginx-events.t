@@ -243,6 +243,52 @@ is $m->{togglemaster_events_sent_total}, 0, 'nothing sent';
 $ng2->stop;
 like $ng2->error_log, qr/20 evaluation events dropped: worker exiting/, 'the 20 held at exit are logged as dropped';
 
+# --- TLS: https endpoint (nginx terminating TLS in front of moto) ------------
+my $h4 = TM::Harness->new;
+my $tdir = $h4->dir;
+system("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost "
+       . "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 "
+       . "-keyout $tdir/key.pem -out $tdir/cert.pem >/dev/null 2>&1") == 0 or die "openssl failed";
+my $tls = TM::Harness::free_port();
+my $tls_server = <<"CONF";
+        togglemaster_identity \$arg_user;
+    }
+    server {
+        listen 127.0.0.1:$tls ssl;
+        ssl_certificate $tdir/cert.pem;
+        ssl_certificate_key $tdir/key.pem;
+        location / { proxy_pass $moto; }
+CONF
+my $tls_http = <<"CONF";
+    togglemaster_events on;
+    togglemaster_sqs_queue_url $q;
+    togglemaster_aws_endpoint https://localhost:$tls;
+    togglemaster_events_batch 10 100ms;
+    togglemaster_events_timeout 1s;
+    togglemaster_events_backoff_max 300ms;
+CONF
+my $ng4 = TM::Nginx->new($h4, redis => 0, server => $tls_server,
+                         http => $tls_http . "    togglemaster_events_ssl_trusted_certificate $tdir/cert.pem;\n");
+$ng4->start;
+$before = @{ items() };
+$ng4->evaluate("tls-$_", 'f') for 1 .. 25;
+is wait_items($before + 25), $before + 25, 'https endpoint, certificate and host name verified: 25 events delivered';
+$m = metrics($ng4);
+is $m->{togglemaster_events_sent_total}, 25, 'sent over TLS';
+$ng4->stop;
+
+# the same server without trusting its certificate: refused, nothing sent
+$ng4->{http} = $tls_http;
+$ng4->write_conf;
+$ng4->start;
+$ng4->evaluate("untrusted-$_", 'f') for 1 .. 5;
+ok $h4->wait_until(10, sub { $ng4->error_log =~ /certificate verify error/ }), 'untrusted certificate: verify error logged';
+$m = metrics($ng4);
+is $m->{togglemaster_events_sent_total}, 0, 'nothing sent to an untrusted server';
+cmp_ok $m->{'togglemaster_sqs_errors_total{kind="connect"}'}, '>=', 1, 'counted as a connect error';
+$ng4->stop;
+ok !grep({ $_->{user_id} =~ /^untrusted-/ } @{ items() }), 'no untrusted-* item';
+
 # --- configuration errors -------------------------------------------------------
 my $h3 = TM::Harness->new;
 my $ng3 = TM::Nginx->new($h3, redis => 0, http => "    togglemaster_events on;\n");
