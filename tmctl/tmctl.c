@@ -357,7 +357,10 @@ static int upsert(const char *base, const char *coll, const char *name, const js
             return EXIT_API;
         }
         tmctl_resp_free(r);
-        if (tmctl_http("POST", mkurl(base, coll, NULL), post_body, r) != 0) {
+        if ((u = mkurl(base, coll, NULL)) == NULL) {
+            return usage("URL too long");
+        }
+        if (tmctl_http("POST", u, post_body, r) != 0) {
             return EXIT_API;
         }
         if (r->status == 201) {
@@ -395,10 +398,14 @@ static int flag_body(json_t **body, int need_something)
             json_decref(*body);
             return usage("--description must be UTF-8 text without control characters");
         }
-        json_object_set_new(*body, "description", json_string(o.description));
+        if (json_object_set_new(*body, "description", json_string(o.description)) != 0) {
+            json_decref(*body);
+            return failf("out of memory");
+        }
     }
-    if (o.enabled >= 0) {
-        json_object_set_new(*body, "is_enabled", json_boolean(o.enabled));
+    if (o.enabled >= 0 && json_object_set_new(*body, "is_enabled", json_boolean(o.enabled)) != 0) {
+        json_decref(*body);
+        return failf("out of memory");
     }
     if (need_something && json_object_size(*body) == 0) {
         json_decref(*body);
@@ -511,13 +518,12 @@ static int cmd_rules(const char *verb, const char *flag, const char *file)
         json_t *put = json_pack("{s:O}", "rules", doc);
         json_t *post = json_pack("{s:s, s:O}", "flag_name", flag, "rules", doc);
         int e = o.enabled >= 0 ? o.enabled : en ? json_is_true(en) : -1;
-        if (put && post && e >= 0) {
-            json_object_set_new(put, "is_enabled", json_boolean(e));
-            json_object_set_new(post, "is_enabled", json_boolean(e));
-        }
+        int ok = put && post
+                 && (e < 0 || (json_object_set_new(put, "is_enabled", json_boolean(e)) == 0
+                               && json_object_set_new(post, "is_enabled", json_boolean(e)) == 0));
         int created = 0;
-        rc = put && post ? upsert(targeting_base, "/rules", flag, put, post, what, &r, &created)
-                         : failf("out of memory");
+        rc = ok ? upsert(targeting_base, "/rules", flag, put, post, what, &r, &created)
+                : failf("out of memory");
         json_decref(put);
         json_decref(post);
         json_decref(in);
@@ -567,16 +573,17 @@ static int cmd_segments(const char *verb, const char *name, const char *file)
         json_decref(seg);
         return failf("%s: \"name\" says another segment than %s", file, name);
     }
-    json_object_del(seg, "id");
-    json_object_del(seg, "created_at");
-    json_object_del(seg, "updated_at");
-    if (o.description) {
-        json_object_set_new(seg, "description", json_string(o.description));
+    /* a row printed by "segments get" works too; deleting absent members is harmless */
+    (void) json_object_del(seg, "id");
+    (void) json_object_del(seg, "created_at");
+    (void) json_object_del(seg, "updated_at");
+    if ((o.description && json_object_set_new(seg, "description", json_string(o.description)) != 0)
+        || (json_object_get(seg, "constraints") == NULL
+            && json_object_set_new(seg, "constraints", json_array()) != 0)
+        || json_object_set_new(seg, "name", json_string(name)) != 0) {
+        json_decref(seg);
+        return failf("out of memory");
     }
-    if (json_object_get(seg, "constraints") == NULL) {
-        json_object_set_new(seg, "constraints", json_array());
-    }
-    json_object_set_new(seg, "name", json_string(name));
     char err[256];
     if (tm_segment_check(seg, err, sizeof err) != 0) {
         json_decref(seg);

@@ -191,8 +191,10 @@ static json_t *norm_segment(const json_t *s, int check, const char *where, char 
         fail(err, errlen, "out of memory");
         return NULL;
     }
-    if (cons == NULL) {
-        json_object_set_new(out, "constraints", json_array());
+    if (cons == NULL && json_object_set_new(out, "constraints", json_array()) != 0) {
+        fail(err, errlen, "out of memory");
+        json_decref(out);
+        return NULL;
     }
     char e[256];
     if (check && tm_segment_check(out, e, sizeof e) != 0) {
