@@ -723,6 +723,16 @@ ngx_http_togglemaster_events_done(ngx_http_togglemaster_msg_t **msgs,
 }
 
 
+/* Look at the buffer soon (from the event loop). */
+void
+ngx_http_togglemaster_events_wake(void)
+{
+    if (ngx_http_togglemaster_ev.on) {
+        ngx_http_togglemaster_events_post(&ngx_http_togglemaster_ev);
+    }
+}
+
+
 static void
 ngx_http_togglemaster_events_handler(ngx_event_t *ev)
 {

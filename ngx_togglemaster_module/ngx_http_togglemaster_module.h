@@ -274,6 +274,7 @@ ngx_int_t ngx_http_togglemaster_events_init(ngx_cycle_t *cycle,
 void ngx_http_togglemaster_events_exit(ngx_cycle_t *cycle);
 void ngx_http_togglemaster_event(u_char *user, size_t ulen, u_char *flag,
     size_t flen, tm_decision *d, const char *variant);
+void ngx_http_togglemaster_events_wake(void);
 void ngx_http_togglemaster_events_done(ngx_http_togglemaster_msg_t **msgs,
     ngx_uint_t n, ngx_int_t rc);
 

@@ -1037,7 +1037,15 @@ ngx_http_togglemaster_sqs_read(ngx_event_t *rev)
         /* idle: timeout, nginx closing idle connections, or the other
          * side closed it */
         if (c->close || rev->timedout) {
+            eof = c->close;
             ngx_http_togglemaster_sqs_close_connection(s);
+
+            /* a graceful stop closes idle connections first: the earliest
+             * word of it a module gets, so the flush starts now */
+            if (eof && (ngx_exiting || ngx_quit)) {
+                ngx_http_togglemaster_events_wake();
+            }
+
             return;
         }
 
