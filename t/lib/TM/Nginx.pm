@@ -15,8 +15,9 @@ use JSON::PP;
 use Time::HiRes qw(sleep time);
 use TM::Harness;
 
-our $MODULE = ($ENV{TM_BUILD} ? $ENV{TM_BUILD} : "$TM::Harness::ROOT/build")
-              . '/nginx/ngx_http_togglemaster_module.so';
+# Always the plain build's module: nginx itself is not sanitized, so the
+# SAN=1 build does not rebuild it.
+our $MODULE = "$TM::Harness::ROOT/build/nginx/ngx_http_togglemaster_module.so";
 
 # Options: redis (default: the harness's Redis; 0 for none), workers (1),
 # http (extra http-level lines), server (extra server-level lines),
