@@ -16,6 +16,9 @@
 #   AWS_REGION           region (us-east-1); AWS_ACCESS_KEY_ID picks the emulator's account
 # Prints the queue URL, the DLQ URL and the table name. Not for real AWS:
 # there, create these with your infrastructure tooling (see docs/events.md).
+# compose/localstack/init-aws.sh does the same inside the LocalStack image,
+# which has the aws CLI but neither perl nor this repository; this one needs
+# only bash, curl and perl, which make run and the tests already have.
 set -euo pipefail
 
 endpoint=${1:-${AWS_ENDPOINT_URL:-http://127.0.0.1:4566}}

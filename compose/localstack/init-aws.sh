@@ -7,6 +7,8 @@
 # the aws CLI it works against any emulator, or real AWS when
 # AWS_ENDPOINT_URL is unset:
 #   AWS_ENDPOINT_URL=http://127.0.0.1:4566 compose/localstack/init-aws.sh
+# scripts/aws-init.sh does the same for `make run` with curl alone (no aws
+# CLI on a developer machine); keep the names and the redrive policy alike.
 set -euo pipefail
 
 region=${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}}
