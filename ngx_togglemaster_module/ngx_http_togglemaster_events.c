@@ -16,6 +16,7 @@
  */
 
 #include "ngx_http_togglemaster_module.h"
+#include "ngx_http_togglemaster_creds.h"
 #include "tm_events.h"
 #include "tm_aws.h"
 
@@ -414,7 +415,10 @@ ngx_http_togglemaster_event(u_char *user, size_t ulen, u_char *flag,
     *p++ = '"';
 
     if (variant) {
-        p = ngx_sprintf(p, ",\"variant\":\"%s\"", variant);
+        /* a rule's variant name: text of at most TM_NAME_MAX bytes */
+        p = ngx_cpymem(p, ",\"variant\":", sizeof(",\"variant\":") - 1);
+        p = ngx_http_togglemaster_json_str(p, (u_char *) variant,
+                                           ngx_strlen(variant));
     }
 
     p = ngx_sprintf(p, ",\"reason\":\"%s\"}", tm_reason_name(d->reason));
@@ -533,7 +537,8 @@ ngx_http_togglemaster_events_arm(ngx_http_togglemaster_events_t *s)
         delay = ngx_min(delay, at);
     }
 
-    if (s->ready && s->nflight == 0) {
+    /* without credentials, sending waits for them (creds.c wakes us) */
+    if (s->ready && s->nflight == 0 && ngx_http_togglemaster_creds_get()) {
         at = (ngx_msec_int_t) (s->not_before - now) > 0
              ? s->not_before - now : 1;
         delay = ngx_min(delay, at);
@@ -585,6 +590,7 @@ ngx_http_togglemaster_events_flush(void)
     }
 
     if (s->ready && s->nflight == 0 && !ngx_http_togglemaster_sqs_busy()
+        && ngx_http_togglemaster_creds_get()
         && (s->exiting || (ngx_msec_int_t) (now - s->not_before) >= 0))
     {
         total = 0;
@@ -611,8 +617,10 @@ ngx_http_togglemaster_events_flush(void)
         rc = ngx_http_togglemaster_sqs_send(s->flight, s->nflight, timeout);
 
         if (rc != NGX_OK) {
+            /* NGX_DECLINED: not attempted, back in the queue as they are */
             ngx_http_togglemaster_events_done(s->flight, s->nflight,
-                                              NGX_ERROR);
+                                              rc == NGX_DECLINED
+                                              ? NGX_DECLINED : NGX_ERROR);
             return;
         }
     }
@@ -830,6 +838,7 @@ ngx_http_togglemaster_events_exit(ngx_cycle_t *cycle)
     /* whatever is still here is lost: say so (fast shutdown does not
      * wait; a graceful one got its flush) */
     ngx_http_togglemaster_sqs_close();
+    ngx_http_togglemaster_creds_exit();
 
     n = s->buffered;
     ngx_http_togglemaster_events_drop_all(s,

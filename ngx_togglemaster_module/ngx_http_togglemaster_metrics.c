@@ -7,6 +7,7 @@
  */
 
 #include "ngx_http_togglemaster_module.h"
+#include "ngx_http_togglemaster_creds.h"
 
 
 ngx_http_togglemaster_shm_t  *ngx_http_togglemaster_shm;
@@ -341,6 +342,7 @@ ngx_http_togglemaster_metrics_handler(ngx_http_request_t *r)
         sh->key_denied);
 
     p = ngx_http_togglemaster_metrics_events(p, last, sh, workers);
+    p = ngx_http_togglemaster_creds_metrics(p, last, workers);
 
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = p - body;

@@ -12,6 +12,7 @@
  */
 
 #include "ngx_http_togglemaster_module.h"
+#include "ngx_http_togglemaster_creds.h"
 #include "tm_aws.h"
 
 #include <stdlib.h>
@@ -24,7 +25,7 @@
 typedef struct {
     ngx_str_t                    queue_url;   /* NUL-terminated */
     tm_aws_endpoint              ep;
-    tm_aws_creds                 creds;       /* strings in the conf pool */
+    void                        *creds;       /* creds.c's configuration */
     ngx_addr_t                  *addrs;
     ngx_uint_t                   naddrs;
     ngx_str_t                    sni;         /* empty for an IP address */
@@ -85,27 +86,6 @@ ngx_http_togglemaster_sqs_env(const char *name)
 }
 
 
-static char *
-ngx_http_togglemaster_sqs_strdup(ngx_pool_t *pool, const char *s)
-{
-    size_t  len;
-    char   *p;
-
-    if (s == NULL) {
-        return NULL;
-    }
-
-    len = ngx_strlen(s);
-
-    p = ngx_pnalloc(pool, len + 1);
-    if (p) {
-        ngx_memcpy(p, s, len + 1);
-    }
-
-    return p;
-}
-
-
 static ngx_int_t
 ngx_http_togglemaster_sqs_endpoint(ngx_http_togglemaster_sqs_conf_t *sc,
     ngx_str_t *url, const char *region, char *err, size_t errlen)
@@ -155,7 +135,6 @@ ngx_http_togglemaster_sqs_conf(ngx_conf_t *cf,
     char                              *v, err[256], region[64];
     ngx_str_t                          s;
     ngx_url_t                          u;
-    tm_aws_creds                       c;
     ngx_http_togglemaster_sqs_conf_t  *sc;
 #if (NGX_SSL)
     ngx_pool_cleanup_t                *cln;
@@ -239,45 +218,12 @@ ngx_http_togglemaster_sqs_conf(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    /* credentials, read here in the master: nginx clears the workers'
+    /* credentials, found here in the master: nginx clears the workers'
      * environment */
-    ngx_memzero(&c, sizeof(tm_aws_creds));
-
-    if (tm_aws_creds_from_env(&c, err, sizeof(err)) != 0) {
-        if (!sc->ep.custom) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                "\"togglemaster_events on\": no AWS credentials: set "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and "
-                "AWS_SESSION_TOKEN) in nginx's environment; %s credentials "
-                "are not supported by the module yet",
-                tm_aws_creds_source_name(tm_aws_creds_detect()));
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
-                           "no AWS credentials in the environment: signing "
-                           "SQS requests to the emulator at \"%s\" with "
-                           "dummy keys", sc->ep.url);
-
-        tm_aws_creds_free(&c);
-
-        if (tm_aws_creds_set(&c, TM_AWS_CREDS_STATIC, "test", "test", NULL, 0)
-            != 0)
-        {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    sc->creds.source = c.source;
-    sc->creds.access_key = ngx_http_togglemaster_sqs_strdup(cf->pool,
-                                                            c.access_key);
-    sc->creds.secret_key = ngx_http_togglemaster_sqs_strdup(cf->pool,
-                                                            c.secret_key);
-    sc->creds.session_token = ngx_http_togglemaster_sqs_strdup(cf->pool,
-                                                            c.session_token);
-    tm_aws_creds_free(&c);
-
-    if (sc->creds.access_key == NULL || sc->creds.secret_key == NULL) {
+    if (ngx_http_togglemaster_creds_conf(cf, tmcf, region, sc->ep.custom,
+                                         &sc->creds)
+        != NGX_CONF_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
@@ -697,13 +643,7 @@ ngx_http_togglemaster_sqs_write(ngx_event_t *wev)
 
 /* ---- the reply --------------------------------------------------------- */
 
-typedef struct {
-    ngx_uint_t   status;
-    u_char      *body;
-    size_t       len;
-    ngx_uint_t   keepalive;
-    char         query_error[128];
-} ngx_http_togglemaster_sqs_reply_t;
+typedef ngx_http_togglemaster_http_reply_t  ngx_http_togglemaster_sqs_reply_t;
 
 
 static u_char *
@@ -795,9 +735,10 @@ ngx_http_togglemaster_sqs_chunked(u_char *p, u_char *last, size_t *len)
 }
 
 
-static ngx_int_t
-ngx_http_togglemaster_sqs_parse(ngx_http_togglemaster_sqs_t *s,
-    ngx_uint_t eof, ngx_http_togglemaster_sqs_reply_t *r)
+/* An HTTP/1.x reply in in..in + len (creds.c's too). */
+ngx_int_t
+ngx_http_togglemaster_http_parse(u_char *in, size_t len, ngx_uint_t eof,
+    ngx_http_togglemaster_http_reply_t *r)
 {
     u_char      *p, *last, *eol, *colon, *v;
     size_t       n, vlen;
@@ -805,13 +746,13 @@ ngx_http_togglemaster_sqs_parse(ngx_http_togglemaster_sqs_t *s,
     ngx_int_t    rc;
     ngx_uint_t   http11, chunked, close, keepalive;
 
-    p = s->in;
-    last = s->in + s->in_len;
+    p = in;
+    last = in + len;
 
     /* HTTP/1.1 200 OK */
     eol = ngx_http_togglemaster_sqs_line(p, last);
     if (eol == NULL) {
-        return s->in_len > 8192 ? NGX_ERROR : NGX_AGAIN;
+        return len > 8192 ? NGX_ERROR : NGX_AGAIN;
     }
 
     if (eol - p < 12 || ngx_strncmp(p, "HTTP/1.", 7) != 0 || p[8] != ' ') {
@@ -833,7 +774,7 @@ ngx_http_togglemaster_sqs_parse(ngx_http_togglemaster_sqs_t *s,
     for (p = eol + 2; /* void */ ; p = eol + 2) {
         eol = ngx_http_togglemaster_sqs_line(p, last);
         if (eol == NULL) {
-            return (last - s->in > 65536) ? NGX_ERROR : NGX_AGAIN;
+            return (last - in > 65536) ? NGX_ERROR : NGX_AGAIN;
         }
 
         if (eol == p) {
@@ -950,6 +891,14 @@ ngx_http_togglemaster_sqs_reply(ngx_http_togglemaster_sqs_t *s,
         ngx_log_error(NGX_LOG_WARN, s->log, 0,
                       "togglemaster: SQS SendMessageBatch: HTTP %ui %s: %s; "
                       "will retry", r->status, e.code, e.message);
+
+        if (r->status == 403
+            && (ngx_strcmp(e.code, "ExpiredToken") == 0
+                || ngx_strcmp(e.code, "InvalidClientTokenId") == 0
+                || ngx_strcmp(e.code, "UnrecognizedClientException") == 0))
+        {
+            ngx_http_togglemaster_creds_rejected(e.code);
+        }
 
         ngx_http_togglemaster_sqs_finish(s, NGX_ERROR);
         return;
@@ -1128,7 +1077,7 @@ ngx_http_togglemaster_sqs_read(ngx_event_t *rev)
             return;
         }
 
-        rc = ngx_http_togglemaster_sqs_parse(s, eof, &r);
+        rc = ngx_http_togglemaster_http_parse(s->in, s->in_len, eof, &r);
 
         if (rc == NGX_OK) {
             ngx_http_togglemaster_sqs_reply(s, &r);
@@ -1211,7 +1160,8 @@ ngx_http_togglemaster_sqs_connect(void)
 
 
 /* Starts one SendMessageBatch with msgs. NGX_OK: events.c hears back
- * through ngx_http_togglemaster_events_done(); else nothing started. */
+ * through ngx_http_togglemaster_events_done(); else nothing started
+ * (NGX_DECLINED: no credentials yet). */
 ngx_int_t
 ngx_http_togglemaster_sqs_send(ngx_http_togglemaster_msg_t **msgs,
     ngx_uint_t n, ngx_msec_t timeout)
@@ -1221,10 +1171,17 @@ ngx_http_togglemaster_sqs_send(ngx_http_togglemaster_msg_t **msgs,
     size_t                        len, hlen;
     ngx_uint_t                    i;
     tm_aws_request                req;
+    const tm_aws_creds           *creds;
     ngx_http_togglemaster_sqs_t  *s = &ngx_http_togglemaster_sqs;
 
     if (s->busy || n == 0 || n > TM_SQS_MAX_BATCH) {
         return NGX_ERROR;
+    }
+
+    /* the keys of the moment: temporary ones change under us */
+    creds = ngx_http_togglemaster_creds_get();
+    if (creds == NULL) {
+        return NGX_DECLINED;
     }
 
     /* the body by hand: messages are escaped already, a JSON library would
@@ -1257,7 +1214,7 @@ ngx_http_togglemaster_sqs_send(ngx_http_togglemaster_msg_t **msgs,
     *p++ = '}';
     *p = '\0';
 
-    if (tm_aws_json_request(&req, &s->conf->ep, &s->conf->creds,
+    if (tm_aws_json_request(&req, &s->conf->ep, creds,
                             "SendMessageBatch", body, ngx_time(), err,
                             sizeof(err))
         != 0)
@@ -1344,6 +1301,8 @@ ngx_http_togglemaster_sqs_init(ngx_cycle_t *cycle,
     s->conf = tmcf->sqs;
     s->log = cycle->log;
     s->addr = ngx_worker;   /* workers spread over the addresses */
+
+    ngx_http_togglemaster_creds_init(cycle, s->conf->creds);
 }
 
 

@@ -1,0 +1,1552 @@
+/*
+ * AWS credentials for the SQS producer, found the way the AWS SDKs find
+ * them: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_SESSION_TOKEN], then
+ * web identity (IRSA: AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN -> STS
+ * AssumeRoleWithWebIdentity), then container credentials (EKS Pod
+ * Identity, ECS: AWS_CONTAINER_CREDENTIALS_FULL_URI or _RELATIVE_URI, with
+ * AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE or _TOKEN).
+ *
+ * The environment is read at configuration time, in the master (nginx
+ * clears the workers' environment), and the endpoint's addresses are
+ * resolved there too: a worker never calls getaddrinfo().
+ *
+ * Temporary credentials are per worker. A timer fetches them at worker
+ * start and again when tm_aws_creds_stale() says so (5 minutes before they
+ * expire), with one HTTP(S) request on nginx's event loop
+ * (ngx_event_connect_peer, ngx_ssl, nginx timers); failures are retried
+ * with exponential backoff and jitter. The token file (a projected service
+ * account token on a tmpfs in Kubernetes; it rotates, so it is read anew
+ * every time) is read in that timer's handler, never on a request. Until
+ * the first credentials arrive, events.c keeps its events (its bounded
+ * buffer drops and counts what does not fit).
+ */
+
+#include "ngx_http_togglemaster_creds.h"
+
+#include <stdlib.h>
+
+
+#define NGX_HTTP_TOGGLEMASTER_CREDS_TIMEOUT      5000    /* ms, per step */
+#define NGX_HTTP_TOGGLEMASTER_CREDS_REPLY_MAX    65536
+#define NGX_HTTP_TOGGLEMASTER_CREDS_TOKEN_MAX    16384
+#define NGX_HTTP_TOGGLEMASTER_CREDS_BACKOFF_BASE 1000
+#define NGX_HTTP_TOGGLEMASTER_CREDS_BACKOFF_MAX  60000
+#define NGX_HTTP_TOGGLEMASTER_CREDS_REFRESH_MIN  5       /* s */
+#define NGX_HTTP_TOGGLEMASTER_CREDS_REFRESH_MAX  86400   /* s */
+#define NGX_HTTP_TOGGLEMASTER_CREDS_REJECT_GAP   10      /* s */
+
+/* ECS and EKS's link-local credentials address for a relative URI */
+#define NGX_HTTP_TOGGLEMASTER_CONTAINER_HOST     "http://169.254.170.2"
+
+
+typedef struct {
+    ngx_atomic_t                 pid;
+    ngx_atomic_t                 expires;     /* unix seconds; 0: none */
+} ngx_http_togglemaster_creds_worker_t;
+
+typedef struct {
+    ngx_atomic_t                 refreshes;
+    ngx_atomic_t                 errors;
+    ngx_http_togglemaster_creds_worker_t
+                                 workers[NGX_HTTP_TOGGLEMASTER_MAX_WORKERS];
+} ngx_http_togglemaster_creds_shm_t;
+
+
+typedef struct {
+    tm_aws_creds_source          source;
+    tm_aws_creds                 keys;        /* environment or dummy keys,
+                                                 in the conf pool */
+
+    /* web identity */
+    char                        *role_arn;
+    char                        *token_file;
+    char                        *session_name; /* NULL: per worker */
+
+    /* container credentials */
+    char                        *auth_token;
+    char                        *auth_token_file;
+
+    /* where temporary credentials come from */
+    char                        *url;
+    char                        *host;        /* Host header */
+    char                        *path;        /* request target */
+    ngx_addr_t                  *addrs;
+    ngx_uint_t                   naddrs;
+    ngx_str_t                    sni;         /* empty for an IP address */
+    ngx_uint_t                   https;
+#if (NGX_SSL)
+    ngx_ssl_t                   *ssl;
+    ngx_uint_t                   verify;
+#endif
+
+    ngx_shm_zone_t              *zone;
+} ngx_http_togglemaster_creds_conf_t;
+
+
+typedef struct {
+    ngx_http_togglemaster_creds_conf_t  *conf;
+    ngx_http_togglemaster_creds_shm_t   *shm;
+    ngx_log_t                           *log;
+
+    tm_aws_creds                         cur;     /* malloc'd by lib */
+
+    ngx_event_t                          timer;
+
+    ngx_peer_connection_t                peer;
+    ngx_connection_t                    *c;
+    ngx_uint_t                           addr;
+
+    u_char                              *out;
+    size_t                               out_len;
+    size_t                               out_sent;
+
+    u_char                              *in;
+    size_t                               in_len;
+    size_t                               in_cap;
+
+    ngx_uint_t                           failures;
+    time_t                               started;  /* last fetch */
+    char                                 session[64];
+
+    unsigned                             on:1;
+    unsigned                             busy:1;
+    unsigned                             connected:1;
+    unsigned                             force:1;
+} ngx_http_togglemaster_creds_t;
+
+
+static ngx_http_togglemaster_creds_t  ngx_http_togglemaster_creds;
+
+
+static void ngx_http_togglemaster_creds_refresh(ngx_event_t *ev);
+static void ngx_http_togglemaster_creds_write(ngx_event_t *wev);
+static void ngx_http_togglemaster_creds_read(ngx_event_t *rev);
+
+
+/* ---- configuration (master) -------------------------------------------- */
+
+static char *
+ngx_http_togglemaster_creds_env(ngx_pool_t *pool, const char *name)
+{
+    char    *v, *p;
+    size_t   len;
+
+    v = getenv(name);
+    if (v == NULL || *v == '\0') {
+        return NULL;
+    }
+
+    len = ngx_strlen(v);
+
+    p = ngx_pnalloc(pool, len + 1);
+    if (p) {
+        ngx_memcpy(p, v, len + 1);
+    }
+
+    return p;
+}
+
+
+static char *
+ngx_http_togglemaster_creds_strdup(ngx_pool_t *pool, const char *s)
+{
+    size_t  len;
+    char   *p;
+
+    if (s == NULL) {
+        return NULL;
+    }
+
+    len = ngx_strlen(s);
+
+    p = ngx_pnalloc(pool, len + 1);
+    if (p) {
+        ngx_memcpy(p, s, len + 1);
+    }
+
+    return p;
+}
+
+
+static ngx_uint_t
+ngx_http_togglemaster_creds_header_safe(const char *s)
+{
+    for ( /* void */ ; *s; s++) {
+        if (*s == '\r' || *s == '\n' || *s == '\0') {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static ngx_int_t
+ngx_http_togglemaster_creds_shm_init(ngx_shm_zone_t *zone, void *data)
+{
+    ngx_slab_pool_t                    *shpool;
+    ngx_http_togglemaster_creds_shm_t  *sh;
+
+    if (data) {
+        zone->data = data;
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+
+    if (zone->shm.exists) {
+        zone->data = shpool->data;
+        return NGX_OK;
+    }
+
+    sh = ngx_slab_alloc(shpool, sizeof(ngx_http_togglemaster_creds_shm_t));
+    if (sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(sh, sizeof(ngx_http_togglemaster_creds_shm_t));
+
+    shpool->data = sh;
+    zone->data = sh;
+
+    return NGX_OK;
+}
+
+
+/* The credentials endpoint: split, resolved once, TLS context. */
+static char *
+ngx_http_togglemaster_creds_target(ngx_conf_t *cf,
+    ngx_http_togglemaster_main_conf_t *tmcf,
+    ngx_http_togglemaster_creds_conf_t *cc, const char *url)
+{
+    u_char      *p;
+    char         scheme[8], host[300], path[2048];
+    const char  *rest;
+    ngx_url_t    u;
+#if (NGX_SSL)
+    ngx_pool_cleanup_t  *cln;
+#endif
+
+    if (tm_aws_url_split(url, scheme, sizeof(scheme), host, sizeof(host),
+                         path, sizeof(path))
+        != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "AWS credentials endpoint \"%s\": must be "
+                           "http(s)://host[:port][/path]", url);
+        return NGX_CONF_ERROR;
+    }
+
+    /* the request target is the rest of the URL, query included */
+    cc->https = ngx_strncmp(url, "https://", 8) == 0;
+    rest = url + (cc->https ? 8 : 7) + ngx_strlen(host);
+
+    cc->url = ngx_http_togglemaster_creds_strdup(cf->pool, url);
+    cc->host = ngx_http_togglemaster_creds_strdup(cf->pool, host);
+
+    if (*rest == '\0' || *rest == '#') {
+        cc->path = "/";
+
+    } else {
+        cc->path = ngx_pnalloc(cf->pool, ngx_strlen(rest) + 2);
+        if (cc->path) {
+            p = (u_char *) cc->path;
+
+            if (*rest == '?') {
+                *p++ = '/';
+            }
+
+            while (*rest && *rest != '#') {
+                *p++ = *rest++;
+            }
+
+            *p = '\0';
+        }
+    }
+
+    if (cc->url == NULL || cc->host == NULL || cc->path == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (!ngx_http_togglemaster_creds_header_safe(cc->path)
+        || ngx_strchr(cc->path, ' '))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "AWS credentials endpoint \"%s\": bad path", url);
+        return NGX_CONF_ERROR;
+    }
+
+    /* resolved here, once: workers never call the resolver */
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url.data = (u_char *) cc->host;
+    u.url.len = ngx_strlen(cc->host);
+    u.default_port = cc->https ? 443 : 80;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "AWS credentials endpoint \"%s\": %s", url,
+                           u.err ? u.err : "no address");
+        return NGX_CONF_ERROR;
+    }
+
+    cc->addrs = u.addrs;
+    cc->naddrs = u.naddrs;
+
+    if (u.host.len && u.host.data[0] != '['
+        && ngx_inet_addr(u.host.data, u.host.len) == INADDR_NONE)
+    {
+        cc->sni.data = ngx_pnalloc(cf->pool, u.host.len + 1);
+        if (cc->sni.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        p = ngx_cpymem(cc->sni.data, u.host.data, u.host.len);
+        *p = '\0';
+        cc->sni.len = u.host.len;
+    }
+
+    if (!cc->https) {
+        return NGX_CONF_OK;
+    }
+
+#if (NGX_SSL)
+    cc->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (cc->ssl == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    cc->ssl->log = cf->log;
+
+    if (ngx_ssl_create(cc->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_ssl_cleanup_ctx(cc->ssl);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = cc->ssl;
+
+    /* the SQS settings: verified unless told otherwise, against the
+     * system's CAs and togglemaster_events_ssl_trusted_certificate */
+    cc->verify = tmcf->events_ssl_verify;
+
+    if (cc->verify) {
+        if (SSL_CTX_set_default_verify_paths(cc->ssl->ctx) != 1) {
+            ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                          "SSL_CTX_set_default_verify_paths() failed");
+            return NGX_CONF_ERROR;
+        }
+
+        if (tmcf->events_ssl_ca.len
+            && SSL_CTX_load_verify_locations(cc->ssl->ctx,
+                                             (char *) tmcf->events_ssl_ca.data,
+                                             NULL)
+               != 1)
+        {
+            ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                          "SSL_CTX_load_verify_locations(\"%V\") failed",
+                          &tmcf->events_ssl_ca);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+#else
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "AWS credentials endpoint \"%s\" needs nginx built "
+                       "with SSL", url);
+    return NGX_CONF_ERROR;
+#endif
+}
+
+
+char *
+ngx_http_togglemaster_creds_conf(ngx_conf_t *cf,
+    ngx_http_togglemaster_main_conf_t *tmcf, const char *region,
+    ngx_uint_t emulator, void **conf)
+{
+    char                                *url, *rel, err[256];
+    size_t                               len;
+    ngx_str_t                            name = ngx_string("togglemaster_creds");
+    tm_aws_creds                         c;
+    ngx_file_info_t                      fi;
+    tm_aws_endpoint                      ep;
+    ngx_http_togglemaster_creds_conf_t  *cc;
+
+    cc = ngx_pcalloc(cf->pool, sizeof(ngx_http_togglemaster_creds_conf_t));
+    if (cc == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *conf = cc;
+
+    cc->source = tm_aws_creds_detect();
+
+    switch (cc->source) {
+
+    case TM_AWS_CREDS_WEB_IDENTITY:
+        cc->role_arn = ngx_http_togglemaster_creds_env(cf->pool,
+                                                       "AWS_ROLE_ARN");
+        cc->token_file = ngx_http_togglemaster_creds_env(cf->pool,
+                                                "AWS_WEB_IDENTITY_TOKEN_FILE");
+        cc->session_name = ngx_http_togglemaster_creds_env(cf->pool,
+                                                "AWS_ROLE_SESSION_NAME");
+
+        if (cc->role_arn == NULL || cc->token_file == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_file_info(cc->token_file, &fi) == NGX_FILE_ERROR) {
+            /* it may appear later (the kubelet writes it); the worker
+             * retries, and says so */
+            ngx_conf_log_error(NGX_LOG_WARN, cf, ngx_errno,
+                               "AWS_WEB_IDENTITY_TOKEN_FILE \"%s\" is not "
+                               "readable yet", cc->token_file);
+        }
+
+        /* STS: AWS_ENDPOINT_URL_STS, AWS_ENDPOINT_URL, else regional */
+        if (tm_aws_endpoint_resolve(&ep, "sts", region, NULL, err,
+                                    sizeof(err))
+            != 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "STS endpoint: %s", err);
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_http_togglemaster_creds_target(cf, tmcf, cc, ep.url)
+            != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+        break;
+
+    case TM_AWS_CREDS_CONTAINER:
+        url = ngx_http_togglemaster_creds_env(cf->pool,
+                                        "AWS_CONTAINER_CREDENTIALS_FULL_URI");
+
+        if (url == NULL) {
+            rel = ngx_http_togglemaster_creds_env(cf->pool,
+                                    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+            if (rel == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            len = sizeof(NGX_HTTP_TOGGLEMASTER_CONTAINER_HOST) + 1
+                  + ngx_strlen(rel);
+
+            url = ngx_pnalloc(cf->pool, len);
+            if (url == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            (void) ngx_snprintf((u_char *) url, len, "%s%s%s%Z",
+                                NGX_HTTP_TOGGLEMASTER_CONTAINER_HOST,
+                                rel[0] == '/' ? "" : "/", rel);
+        }
+
+        cc->auth_token_file = ngx_http_togglemaster_creds_env(cf->pool,
+                                    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
+        cc->auth_token = ngx_http_togglemaster_creds_env(cf->pool,
+                                    "AWS_CONTAINER_AUTHORIZATION_TOKEN");
+
+        if (cc->auth_token
+            && !ngx_http_togglemaster_creds_header_safe(cc->auth_token))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "AWS_CONTAINER_AUTHORIZATION_TOKEN holds a "
+                               "line break");
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_http_togglemaster_creds_target(cf, tmcf, cc, url)
+            != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+        break;
+
+    case TM_AWS_CREDS_ENV:
+    default:
+        ngx_memzero(&c, sizeof(tm_aws_creds));
+
+        if (cc->source == TM_AWS_CREDS_ENV) {
+            if (tm_aws_creds_from_env(&c, err, sizeof(err)) != 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s", err);
+                return NGX_CONF_ERROR;
+            }
+
+        } else if (emulator) {
+            ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
+                               "no AWS credentials in the environment: "
+                               "signing SQS requests to the emulator with "
+                               "dummy keys");
+
+            if (tm_aws_creds_set(&c, TM_AWS_CREDS_STATIC, "test", "test",
+                                 NULL, 0)
+                != 0)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                "\"togglemaster_events on\": no AWS credentials: set "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and "
+                "AWS_SESSION_TOKEN), or AWS_WEB_IDENTITY_TOKEN_FILE and "
+                "AWS_ROLE_ARN (IRSA), or AWS_CONTAINER_CREDENTIALS_FULL_URI "
+                "(EKS Pod Identity) in nginx's environment");
+            return NGX_CONF_ERROR;
+        }
+
+        cc->source = c.source;
+        cc->keys.source = c.source;
+        cc->keys.access_key = ngx_http_togglemaster_creds_strdup(cf->pool,
+                                                                c.access_key);
+        cc->keys.secret_key = ngx_http_togglemaster_creds_strdup(cf->pool,
+                                                                c.secret_key);
+        cc->keys.session_token = ngx_http_togglemaster_creds_strdup(cf->pool,
+                                                             c.session_token);
+        tm_aws_creds_free(&c);
+
+        if (cc->keys.access_key == NULL || cc->keys.secret_key == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        break;
+    }
+
+    if (cc->url) {
+        ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
+                           "AWS credentials for SQS: %s, from \"%s\"",
+                           tm_aws_creds_source_name(cc->source), cc->url);
+    }
+
+    cc->zone = ngx_shared_memory_add(cf, &name,
+                         2 * sizeof(ngx_http_togglemaster_creds_shm_t) + 65536,
+                         &ngx_http_togglemaster_module);
+    if (cc->zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    cc->zone->init = ngx_http_togglemaster_creds_shm_init;
+
+    return NGX_CONF_OK;
+}
+
+
+/* ---- the worker's credentials ------------------------------------------ */
+
+static ngx_uint_t
+ngx_http_togglemaster_creds_dynamic(ngx_http_togglemaster_creds_t *s)
+{
+    return s->conf
+           && (s->conf->source == TM_AWS_CREDS_WEB_IDENTITY
+               || s->conf->source == TM_AWS_CREDS_CONTAINER);
+}
+
+
+const tm_aws_creds *
+ngx_http_togglemaster_creds_get(void)
+{
+    ngx_http_togglemaster_creds_t  *s = &ngx_http_togglemaster_creds;
+
+    if (!s->on) {
+        return NULL;
+    }
+
+    if (!ngx_http_togglemaster_creds_dynamic(s)) {
+        return &s->conf->keys;
+    }
+
+    /* keys inside the refresh margin still work; past expiry they do not */
+    if (s->cur.access_key == NULL
+        || (s->cur.expires && s->cur.expires <= ngx_time()))
+    {
+        return NULL;
+    }
+
+    return &s->cur;
+}
+
+
+static void
+ngx_http_togglemaster_creds_gauge(ngx_http_togglemaster_creds_t *s)
+{
+    if (s->shm && ngx_worker < NGX_HTTP_TOGGLEMASTER_MAX_WORKERS) {
+        s->shm->workers[ngx_worker].pid = ngx_pid;
+        s->shm->workers[ngx_worker].expires = s->cur.access_key
+                                              ? (ngx_atomic_uint_t)
+                                                s->cur.expires
+                                              : 0;
+    }
+}
+
+
+static void
+ngx_http_togglemaster_creds_close_connection(ngx_http_togglemaster_creds_t *s)
+{
+    ngx_pool_t        *pool;
+    ngx_connection_t  *c;
+
+    c = s->c;
+    if (c == NULL) {
+        return;
+    }
+
+    s->c = NULL;
+    s->connected = 0;
+
+#if (NGX_SSL)
+    if (c->ssl) {
+        c->ssl->no_wait_shutdown = 1;
+        c->ssl->no_send_shutdown = 1;
+        (void) ngx_ssl_shutdown(c);
+    }
+#endif
+
+    pool = c->pool;
+    ngx_close_connection(c);
+
+    if (pool) {
+        ngx_destroy_pool(pool);
+    }
+}
+
+
+static void
+ngx_http_togglemaster_creds_reset(ngx_http_togglemaster_creds_t *s)
+{
+    ngx_http_togglemaster_creds_close_connection(s);
+
+    if (s->out) {
+        /* it may hold the token */
+        ngx_explicit_memzero(s->out, s->out_len);
+        ngx_free(s->out);
+        s->out = NULL;
+    }
+
+    if (s->in) {
+        ngx_explicit_memzero(s->in, s->in_len);
+        ngx_free(s->in);
+        s->in = NULL;
+    }
+
+    s->in_len = 0;
+    s->in_cap = 0;
+    s->out_len = 0;
+    s->out_sent = 0;
+    s->busy = 0;
+}
+
+
+/* Next look at the credentials, in ms. */
+static void
+ngx_http_togglemaster_creds_schedule(ngx_http_togglemaster_creds_t *s,
+    ngx_msec_t delay)
+{
+    if (s->timer.timer_set) {
+        ngx_del_timer(&s->timer);
+    }
+
+    ngx_add_timer(&s->timer, delay);
+}
+
+
+static ngx_msec_t
+ngx_http_togglemaster_creds_next(ngx_http_togglemaster_creds_t *s)
+{
+    time_t  left, at;
+
+    if (s->cur.expires == 0) {
+        return (ngx_msec_t) NGX_HTTP_TOGGLEMASTER_CREDS_REFRESH_MAX * 1000;
+    }
+
+    /* when tm_aws_creds_stale() turns true; keys that are stale from the
+     * start (shorter-lived than the margin) at half their remaining life,
+     * not in a loop */
+    left = s->cur.expires - ngx_time();
+    at = left - TM_AWS_CREDS_REFRESH_MARGIN;
+
+    if (at < 1) {
+        at = ngx_max(left / 2, NGX_HTTP_TOGGLEMASTER_CREDS_REFRESH_MIN);
+    }
+
+    at = ngx_min(at, NGX_HTTP_TOGGLEMASTER_CREDS_REFRESH_MAX);
+
+    return (ngx_msec_t) at * 1000;
+}
+
+
+static void
+ngx_http_togglemaster_creds_failed(ngx_http_togglemaster_creds_t *s,
+    const char *why)
+{
+    ngx_msec_t  backoff;
+
+    ngx_http_togglemaster_creds_reset(s);
+
+    if (s->shm) {
+        (void) ngx_atomic_fetch_add(&s->shm->errors, 1);
+    }
+
+    s->failures++;
+
+    backoff = ngx_min((ngx_msec_t) NGX_HTTP_TOGGLEMASTER_CREDS_BACKOFF_BASE
+                      << ngx_min(s->failures - 1, 10),
+                      NGX_HTTP_TOGGLEMASTER_CREDS_BACKOFF_MAX);
+    backoff = backoff / 2 + (ngx_msec_t) ngx_random() % (backoff / 2 + 1);
+
+    ngx_log_error(NGX_LOG_WARN, s->log, 0,
+                  "togglemaster: AWS credentials from %s (%s): %s; "
+                  "retrying in %M ms%s",
+                  tm_aws_creds_source_name(s->conf->source), s->conf->url,
+                  why, backoff,
+                  ngx_http_togglemaster_creds_get()
+                  ? "" : ", evaluation events wait meanwhile");
+
+    ngx_http_togglemaster_creds_schedule(s, backoff);
+}
+
+
+static void
+ngx_http_togglemaster_creds_done(ngx_http_togglemaster_creds_t *s,
+    ngx_http_togglemaster_http_reply_t *r)
+{
+    u_char        *p, *last, msg[160];
+    char           err[256];
+    time_t         now;
+    ngx_int_t      rc;
+    tm_aws_creds   fresh;
+
+    ngx_http_togglemaster_creds_close_connection(s);
+
+    if (r->status != 200) {
+        /* the error, printable, for the log: STS XML or a JSON message */
+        last = ngx_cpymem(msg, r->body, ngx_min(r->len, sizeof(msg) - 1));
+        for (p = msg; p < last; p++) {
+            if (*p < 0x20 || *p >= 0x7f) {
+                *p = ' ';
+            }
+        }
+
+        *last = '\0';
+
+        (void) ngx_snprintf((u_char *) err, sizeof(err), "HTTP %ui: %s%Z",
+                            r->status, msg);
+        ngx_http_togglemaster_creds_failed(s, err);
+        return;
+    }
+
+    ngx_memzero(&fresh, sizeof(tm_aws_creds));
+
+    if (s->conf->source == TM_AWS_CREDS_WEB_IDENTITY) {
+        rc = tm_aws_creds_parse_sts((char *) r->body, r->len, &fresh, err,
+                                    sizeof(err));
+
+    } else {
+        rc = tm_aws_creds_parse_container((char *) r->body, r->len, &fresh,
+                                          err, sizeof(err));
+    }
+
+    now = ngx_time();
+
+    if (rc == 0 && fresh.expires && fresh.expires <= now) {
+        ngx_cpystrn((u_char *) err, (u_char *) "the credentials have expired "
+                    "already (is the clock right?)", sizeof(err));
+        rc = -1;
+    }
+
+    if (rc != 0) {
+        tm_aws_creds_free(&fresh);
+        ngx_http_togglemaster_creds_failed(s, err);
+        return;
+    }
+
+    tm_aws_creds_free(&s->cur);
+    s->cur = fresh;
+
+    ngx_http_togglemaster_creds_reset(s);
+    s->failures = 0;
+
+    if (s->shm) {
+        (void) ngx_atomic_fetch_add(&s->shm->refreshes, 1);
+    }
+
+    ngx_http_togglemaster_creds_gauge(s);
+
+    ngx_log_error(NGX_LOG_NOTICE, s->log, 0,
+                  "togglemaster: AWS credentials from %s: key %*s..., "
+                  "expire in %T s",
+                  tm_aws_creds_source_name(s->conf->source),
+                  ngx_min(ngx_strlen(s->cur.access_key), 8),
+                  s->cur.access_key,
+                  s->cur.expires ? s->cur.expires - now : (time_t) -1);
+
+    ngx_http_togglemaster_creds_schedule(s,
+                                         ngx_http_togglemaster_creds_next(s));
+
+    /* events held for want of credentials can go now */
+    ngx_http_togglemaster_events_wake();
+}
+
+
+/* ---- the request ------------------------------------------------------- */
+
+/* A token file, whitespace trimmed, NUL-terminated, or NULL. A small read
+ * from a tmpfs in Kubernetes: done from the refresh timer, never on the
+ * request path. */
+static u_char *
+ngx_http_togglemaster_creds_read_file(const char *path, size_t *len,
+    char *err, size_t errlen)
+{
+    u_char        *buf, *p, *last;
+    ssize_t        n;
+    size_t         size;
+    ngx_fd_t       fd;
+    ngx_err_t      e;
+
+    fd = ngx_open_file(path, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        e = ngx_errno;
+        (void) ngx_snprintf((u_char *) err, errlen, "cannot open \"%s\": %s%Z",
+                            path, strerror(e));
+        return NULL;
+    }
+
+    buf = ngx_alloc(NGX_HTTP_TOGGLEMASTER_CREDS_TOKEN_MAX + 1,
+                    ngx_http_togglemaster_creds.log);
+    if (buf == NULL) {
+        (void) ngx_close_file(fd);
+        ngx_cpystrn((u_char *) err, (u_char *) "out of memory", errlen);
+        return NULL;
+    }
+
+    size = 0;
+
+    for ( ;; ) {
+        n = ngx_read_fd(fd, buf + size,
+                        NGX_HTTP_TOGGLEMASTER_CREDS_TOKEN_MAX + 1 - size);
+
+        if (n == -1) {
+            e = ngx_errno;
+            if (e == NGX_EINTR) {
+                continue;
+            }
+
+            (void) ngx_snprintf((u_char *) err, errlen,
+                                "cannot read \"%s\": %s%Z", path, strerror(e));
+            goto failed;
+        }
+
+        if (n == 0) {
+            break;
+        }
+
+        size += n;
+
+        if (size > NGX_HTTP_TOGGLEMASTER_CREDS_TOKEN_MAX) {
+            (void) ngx_snprintf((u_char *) err, errlen,
+                                "\"%s\" is larger than %d bytes%Z", path,
+                                NGX_HTTP_TOGGLEMASTER_CREDS_TOKEN_MAX);
+            goto failed;
+        }
+    }
+
+    (void) ngx_close_file(fd);
+
+    p = buf;
+    last = buf + size;
+
+    while (p < last && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) {
+        p++;
+    }
+
+    while (last > p && (last[-1] == ' ' || last[-1] == '\t'
+                        || last[-1] == '\r' || last[-1] == '\n'))
+    {
+        last--;
+    }
+
+    if (p == last) {
+        (void) ngx_snprintf((u_char *) err, errlen, "\"%s\" is empty%Z", path);
+        ngx_free(buf);
+        return NULL;
+    }
+
+    size = last - p;
+    ngx_memmove(buf, p, size);
+    buf[size] = '\0';
+    *len = size;
+
+    return buf;
+
+failed:
+
+    (void) ngx_close_file(fd);
+    ngx_explicit_memzero(buf, NGX_HTTP_TOGGLEMASTER_CREDS_TOKEN_MAX + 1);
+    ngx_free(buf);
+
+    return NULL;
+}
+
+
+static ngx_int_t
+ngx_http_togglemaster_creds_request(ngx_http_togglemaster_creds_t *s,
+    char *err, size_t errlen)
+{
+    u_char                              *token, *p;
+    char                                *form;
+    size_t                               len, tlen;
+    ngx_http_togglemaster_creds_conf_t  *cc = s->conf;
+
+    token = NULL;
+    tlen = 0;
+
+    if (cc->source == TM_AWS_CREDS_WEB_IDENTITY) {
+        token = ngx_http_togglemaster_creds_read_file(cc->token_file, &tlen,
+                                                      err, errlen);
+        if (token == NULL) {
+            return NGX_ERROR;
+        }
+
+        form = tm_aws_sts_web_identity_form(cc->role_arn,
+                                            cc->session_name
+                                            ? cc->session_name : s->session,
+                                            (char *) token);
+
+        ngx_explicit_memzero(token, tlen);
+        ngx_free(token);
+
+        if (form == NULL) {
+            ngx_cpystrn((u_char *) err, (u_char *) "out of memory", errlen);
+            return NGX_ERROR;
+        }
+
+        len = ngx_strlen(form);
+
+        s->out = ngx_alloc(sizeof("POST  HTTP/1.1\r\nHost: \r\n"
+                                  "Content-Type: application/"
+                                  "x-www-form-urlencoded; charset=utf-8\r\n"
+                                  "Accept: */*\r\n"
+                                  "Content-Length: \r\n"
+                                  "Connection: close\r\n\r\n")
+                           + ngx_strlen(cc->path) + ngx_strlen(cc->host)
+                           + NGX_SIZE_T_LEN + len,
+                           s->log);
+        if (s->out == NULL) {
+            ngx_explicit_memzero(form, len);
+            free(form);
+            ngx_cpystrn((u_char *) err, (u_char *) "out of memory", errlen);
+            return NGX_ERROR;
+        }
+
+        p = ngx_sprintf(s->out, "POST %s HTTP/1.1\r\nHost: %s\r\n"
+                        "Content-Type: application/x-www-form-urlencoded; "
+                        "charset=utf-8\r\n"
+                        "Accept: */*\r\n"
+                        "Content-Length: %uz\r\n"
+                        "Connection: close\r\n\r\n", cc->path, cc->host, len);
+        p = ngx_cpymem(p, form, len);
+
+        ngx_explicit_memzero(form, len);
+        free(form);
+
+        s->out_len = p - s->out;
+
+        return NGX_OK;
+    }
+
+    /* container credentials: the token file wins over the token */
+    if (cc->auth_token_file) {
+        token = ngx_http_togglemaster_creds_read_file(cc->auth_token_file,
+                                                      &tlen, err, errlen);
+        if (token == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (!ngx_http_togglemaster_creds_header_safe((char *) token)) {
+            ngx_explicit_memzero(token, tlen);
+            ngx_free(token);
+            ngx_cpystrn((u_char *) err, (u_char *) "the authorization token "
+                        "file holds a line break", errlen);
+            return NGX_ERROR;
+        }
+
+    } else if (cc->auth_token) {
+        token = (u_char *) cc->auth_token;
+        tlen = ngx_strlen(cc->auth_token);
+    }
+
+    s->out = ngx_alloc(sizeof("GET  HTTP/1.1\r\nHost: \r\n"
+                              "Authorization: \r\n"
+                              "Accept: application/json\r\n"
+                              "Connection: close\r\n\r\n")
+                       + ngx_strlen(cc->path) + ngx_strlen(cc->host) + tlen,
+                       s->log);
+
+    if (s->out) {
+        p = ngx_sprintf(s->out, "GET %s HTTP/1.1\r\nHost: %s\r\n", cc->path,
+                        cc->host);
+
+        if (token) {
+            p = ngx_sprintf(p, "Authorization: %*s\r\n", tlen, token);
+        }
+
+        p = ngx_cpymem(p, "Accept: application/json\r\n"
+                       "Connection: close\r\n\r\n",
+                       sizeof("Accept: application/json\r\n"
+                              "Connection: close\r\n\r\n") - 1);
+
+        s->out_len = p - s->out;
+    }
+
+    if (token && token != (u_char *) cc->auth_token) {
+        ngx_explicit_memzero(token, tlen);
+        ngx_free(token);
+    }
+
+    if (s->out == NULL) {
+        ngx_cpystrn((u_char *) err, (u_char *) "out of memory", errlen);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* Ours is an idle connection for nginx: a graceful stop closes it at
+ * once (c->close) instead of waiting for it, and its timers do not keep
+ * an exiting worker alive. */
+static ngx_int_t
+ngx_http_togglemaster_creds_connect(ngx_http_togglemaster_creds_t *s)
+{
+    ngx_int_t          rc;
+    ngx_addr_t        *addr;
+    ngx_connection_t  *c;
+
+    addr = &s->conf->addrs[s->addr % s->conf->naddrs];
+
+    ngx_memzero(&s->peer, sizeof(ngx_peer_connection_t));
+    s->peer.sockaddr = addr->sockaddr;
+    s->peer.socklen = addr->socklen;
+    s->peer.name = &addr->name;
+    s->peer.get = ngx_event_get_peer;
+    s->peer.log = s->log;
+    s->peer.log_error = NGX_ERROR_INFO;
+    s->peer.tries = 1;
+
+    rc = ngx_event_connect_peer(&s->peer);
+
+    if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
+        if (s->peer.connection) {
+            ngx_close_connection(s->peer.connection);
+        }
+
+        return NGX_ERROR;
+    }
+
+    c = s->peer.connection;
+    c->data = s;
+    c->read->handler = ngx_http_togglemaster_creds_read;
+    c->write->handler = ngx_http_togglemaster_creds_write;
+    c->idle = 1;
+    c->read->cancelable = 1;
+    c->write->cancelable = 1;
+
+    c->pool = ngx_create_pool(1024, s->log);
+    if (c->pool == NULL) {
+        ngx_close_connection(c);
+        return NGX_ERROR;
+    }
+
+    s->c = c;
+    s->connected = 0;
+
+    ngx_add_timer(c->write, NGX_HTTP_TOGGLEMASTER_CREDS_TIMEOUT);
+
+    if (rc == NGX_OK) {
+        ngx_post_event(c->write, &ngx_posted_events);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_togglemaster_creds_start(ngx_http_togglemaster_creds_t *s)
+{
+    char  err[512];
+
+    s->busy = 1;
+    s->force = 0;
+    s->started = ngx_time();
+    s->out_sent = 0;
+    s->in_len = 0;
+
+    if (ngx_http_togglemaster_creds_request(s, err, sizeof(err)) != NGX_OK) {
+        ngx_http_togglemaster_creds_failed(s, err);
+        return;
+    }
+
+    if (ngx_http_togglemaster_creds_connect(s) != NGX_OK) {
+        s->addr++;
+        ngx_http_togglemaster_creds_failed(s, "cannot connect");
+        return;
+    }
+}
+
+
+static void
+ngx_http_togglemaster_creds_fail(ngx_http_togglemaster_creds_t *s,
+    const char *why)
+{
+    /* the next try goes to the next address, if there are several */
+    s->addr++;
+    ngx_http_togglemaster_creds_failed(s, why);
+}
+
+
+#if (NGX_SSL)
+
+static void
+ngx_http_togglemaster_creds_handshaked(ngx_connection_t *c)
+{
+    long                            rc;
+    ngx_http_togglemaster_creds_t  *s = c->data;
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    if (c->read->timedout || c->write->timedout) {
+        ngx_http_togglemaster_creds_fail(s, "TLS handshake timed out");
+        return;
+    }
+
+    if (!c->ssl->handshaked) {
+        ngx_http_togglemaster_creds_fail(s, "TLS handshake failed");
+        return;
+    }
+
+    if (s->conf->verify) {
+        rc = SSL_get_verify_result(c->ssl->connection);
+
+        if (rc != X509_V_OK) {
+            ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                          "togglemaster: AWS credentials endpoint "
+                          "certificate verify error: (%l:%s)", rc,
+                          X509_verify_cert_error_string(rc));
+            ngx_http_togglemaster_creds_fail(s, "certificate not trusted");
+            return;
+        }
+
+        if (s->conf->sni.len
+            && ngx_ssl_check_host(c, &s->conf->sni) != NGX_OK)
+        {
+            ngx_http_togglemaster_creds_fail(s,
+                "certificate does not match the host");
+            return;
+        }
+    }
+
+    c->read->handler = ngx_http_togglemaster_creds_read;
+    c->write->handler = ngx_http_togglemaster_creds_write;
+
+    ngx_http_togglemaster_creds_write(c->write);
+}
+
+
+static void
+ngx_http_togglemaster_creds_ssl(ngx_http_togglemaster_creds_t *s)
+{
+    ngx_int_t          rc;
+    ngx_connection_t  *c = s->c;
+
+    if (ngx_ssl_create_connection(s->conf->ssl, c, NGX_SSL_CLIENT) != NGX_OK) {
+        ngx_http_togglemaster_creds_fail(s, "cannot start TLS");
+        return;
+    }
+
+    if (s->conf->sni.len
+        && SSL_set_tlsext_host_name(c->ssl->connection,
+                                    (char *) s->conf->sni.data)
+           == 0)
+    {
+        ngx_http_togglemaster_creds_fail(s, "cannot set SNI");
+        return;
+    }
+
+    rc = ngx_ssl_handshake(c);
+
+    if (rc == NGX_AGAIN) {
+        if (!c->write->timer_set) {
+            ngx_add_timer(c->write, NGX_HTTP_TOGGLEMASTER_CREDS_TIMEOUT);
+        }
+
+        c->ssl->handler = ngx_http_togglemaster_creds_handshaked;
+        return;
+    }
+
+    ngx_http_togglemaster_creds_handshaked(c);
+}
+
+#endif
+
+
+static void
+ngx_http_togglemaster_creds_write(ngx_event_t *wev)
+{
+    int                             err;
+    ssize_t                         n;
+    socklen_t                       len;
+    ngx_connection_t               *c = wev->data;
+    ngx_http_togglemaster_creds_t  *s = c->data;
+
+    if (wev->timedout) {
+        ngx_http_togglemaster_creds_fail(s, s->connected
+                                            ? "sending timed out"
+                                            : "connect timed out");
+        return;
+    }
+
+    if (!s->connected) {
+        err = 0;
+        len = sizeof(int);
+
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len) == -1)
+        {
+            err = ngx_socket_errno;
+        }
+
+        if (err) {
+            ngx_log_error(NGX_LOG_INFO, c->log, err,
+                          "togglemaster: connect() to %V failed",
+                          s->peer.name);
+            ngx_http_togglemaster_creds_fail(s, "connect() failed");
+            return;
+        }
+
+        s->connected = 1;
+
+        if (wev->timer_set) {
+            ngx_del_timer(wev);
+        }
+
+#if (NGX_SSL)
+        if (s->conf->https && c->ssl == NULL) {
+            ngx_http_togglemaster_creds_ssl(s);
+            return;
+        }
+#endif
+    }
+
+    while (s->out_sent < s->out_len) {
+        n = c->send(c, s->out + s->out_sent, s->out_len - s->out_sent);
+
+        if (n == NGX_ERROR) {
+            ngx_http_togglemaster_creds_fail(s, "send() failed");
+            return;
+        }
+
+        if (n == NGX_AGAIN) {
+            if (!wev->timer_set) {
+                ngx_add_timer(wev, NGX_HTTP_TOGGLEMASTER_CREDS_TIMEOUT);
+            }
+
+            if (ngx_handle_write_event(wev, 0) != NGX_OK) {
+                ngx_http_togglemaster_creds_fail(s, "event error");
+            }
+
+            return;
+        }
+
+        s->out_sent += n;
+    }
+
+    if (wev->timer_set) {
+        ngx_del_timer(wev);
+    }
+
+    if (!c->read->timer_set) {
+        ngx_add_timer(c->read, NGX_HTTP_TOGGLEMASTER_CREDS_TIMEOUT);
+    }
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_http_togglemaster_creds_fail(s, "event error");
+    }
+}
+
+
+static void
+ngx_http_togglemaster_creds_read(ngx_event_t *rev)
+{
+    u_char                              *p;
+    size_t                               cap;
+    ssize_t                              n;
+    ngx_int_t                            rc;
+    ngx_uint_t                           eof;
+    ngx_connection_t                    *c = rev->data;
+    ngx_http_togglemaster_creds_t       *s = c->data;
+    ngx_http_togglemaster_http_reply_t   r;
+
+    if (c->close) {
+        /* the worker is exiting: no retry */
+        ngx_http_togglemaster_creds_reset(s);
+        return;
+    }
+
+    if (rev->timedout) {
+        ngx_http_togglemaster_creds_fail(s, "no reply in time");
+        return;
+    }
+
+    for ( ;; ) {
+        if (s->in_cap - s->in_len < 1024) {
+            cap = ngx_max(s->in_cap * 2, 4096);
+
+            if (cap > NGX_HTTP_TOGGLEMASTER_CREDS_REPLY_MAX) {
+                ngx_http_togglemaster_creds_fail(s, "reply too large");
+                return;
+            }
+
+            p = ngx_alloc(cap, s->log);
+            if (p == NULL) {
+                ngx_http_togglemaster_creds_fail(s, "out of memory");
+                return;
+            }
+
+            if (s->in) {
+                ngx_memcpy(p, s->in, s->in_len);
+                ngx_explicit_memzero(s->in, s->in_len);
+                ngx_free(s->in);
+            }
+
+            s->in = p;
+            s->in_cap = cap;
+        }
+
+        n = c->recv(c, s->in + s->in_len, s->in_cap - s->in_len);
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+                ngx_http_togglemaster_creds_fail(s, "event error");
+            }
+
+            return;
+        }
+
+        if (n == NGX_ERROR) {
+            ngx_http_togglemaster_creds_fail(s, "recv() failed");
+            return;
+        }
+
+        eof = (n == 0);
+        s->in_len += eof ? 0 : (size_t) n;
+
+        if (eof && s->in_len == 0) {
+            ngx_http_togglemaster_creds_fail(s,
+                                             "connection closed before a "
+                                             "reply");
+            return;
+        }
+
+        rc = ngx_http_togglemaster_http_parse(s->in, s->in_len, eof, &r);
+
+        if (rc == NGX_OK) {
+            ngx_http_togglemaster_creds_done(s, &r);
+            return;
+        }
+
+        if (rc == NGX_ERROR || eof) {
+            ngx_http_togglemaster_creds_fail(s, eof
+                                         ? "connection closed in the middle "
+                                           "of a reply"
+                                         : "malformed HTTP reply");
+            return;
+        }
+    }
+}
+
+
+/* The timer: fetch when there are no keys, when they are stale, or when
+ * SQS refused them. */
+static void
+ngx_http_togglemaster_creds_refresh(ngx_event_t *ev)
+{
+    ngx_http_togglemaster_creds_t  *s = ev->data;
+
+    if (s->busy || ngx_exiting || ngx_quit || ngx_terminate) {
+        return;
+    }
+
+    if (!s->force && !tm_aws_creds_stale(&s->cur, ngx_time())) {
+        ngx_http_togglemaster_creds_schedule(s,
+                                         ngx_http_togglemaster_creds_next(s));
+        return;
+    }
+
+    ngx_http_togglemaster_creds_start(s);
+}
+
+
+void
+ngx_http_togglemaster_creds_rejected(const char *code)
+{
+    ngx_http_togglemaster_creds_t  *s = &ngx_http_togglemaster_creds;
+
+    if (!s->on || !ngx_http_togglemaster_creds_dynamic(s) || s->busy
+        || ngx_time() - s->started < NGX_HTTP_TOGGLEMASTER_CREDS_REJECT_GAP)
+    {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, s->log, 0,
+                  "togglemaster: SQS refused the AWS credentials (%s): "
+                  "fetching new ones", code);
+
+    s->force = 1;
+    ngx_http_togglemaster_creds_schedule(s, 1);
+}
+
+
+/* ---- lifecycle --------------------------------------------------------- */
+
+void
+ngx_http_togglemaster_creds_init(ngx_cycle_t *cycle, void *conf)
+{
+    ngx_http_togglemaster_creds_t  *s = &ngx_http_togglemaster_creds;
+
+    ngx_memzero(s, sizeof(ngx_http_togglemaster_creds_t));
+
+    s->conf = conf;
+    s->log = cycle->log;
+    s->shm = s->conf->zone ? s->conf->zone->data : NULL;
+    s->addr = ngx_worker;
+    s->on = 1;
+
+    ngx_http_togglemaster_creds_gauge(s);
+
+    if (!ngx_http_togglemaster_creds_dynamic(s)) {
+        return;
+    }
+
+    (void) ngx_snprintf((u_char *) s->session, sizeof(s->session),
+                        "togglemaster-edge-%P%Z", ngx_pid);
+
+    s->timer.handler = ngx_http_togglemaster_creds_refresh;
+    s->timer.log = cycle->log;
+    s->timer.data = s;
+    s->timer.cancelable = 1;
+
+    /* from the event loop, at once: the token file is read there */
+    ngx_add_timer(&s->timer, 1);
+}
+
+
+void
+ngx_http_togglemaster_creds_exit(void)
+{
+    ngx_http_togglemaster_creds_t  *s = &ngx_http_togglemaster_creds;
+
+    if (!s->on) {
+        return;
+    }
+
+    ngx_http_togglemaster_creds_reset(s);
+
+    if (s->timer.timer_set) {
+        ngx_del_timer(&s->timer);
+    }
+
+    tm_aws_creds_free(&s->cur);
+
+    if (s->shm && ngx_worker < NGX_HTTP_TOGGLEMASTER_MAX_WORKERS) {
+        s->shm->workers[ngx_worker].expires = 0;
+    }
+
+    s->on = 0;
+}
+
+
+/* ---- metrics ----------------------------------------------------------- */
+
+u_char *
+ngx_http_togglemaster_creds_metrics(u_char *p, u_char *last,
+    ngx_uint_t workers)
+{
+    time_t                                 now, left;
+    ngx_uint_t                             i;
+    const char                            *source;
+    ngx_http_togglemaster_creds_shm_t     *sh;
+    ngx_http_togglemaster_creds_worker_t  *w;
+    ngx_http_togglemaster_creds_t         *s = &ngx_http_togglemaster_creds;
+
+    if (!s->on) {
+        return p;
+    }
+
+    switch (s->conf->source) {
+    case TM_AWS_CREDS_ENV:
+        source = "environment";
+        break;
+    case TM_AWS_CREDS_WEB_IDENTITY:
+        source = "web_identity";
+        break;
+    case TM_AWS_CREDS_CONTAINER:
+        source = "container";
+        break;
+    default:
+        source = "static";
+    }
+
+    p = ngx_slprintf(p, last,
+        "# HELP togglemaster_aws_credentials_source Where the AWS "
+        "credentials for SQS come from.\n"
+        "# TYPE togglemaster_aws_credentials_source gauge\n"
+        "togglemaster_aws_credentials_source{source=\"%s\"} 1\n", source);
+
+    sh = s->shm;
+    if (sh == NULL || !ngx_http_togglemaster_creds_dynamic(s)) {
+        return p;
+    }
+
+    p = ngx_slprintf(p, last,
+        "# HELP togglemaster_aws_credentials_expiry_seconds Seconds until "
+        "the worker's temporary AWS credentials expire (0: none).\n"
+        "# TYPE togglemaster_aws_credentials_expiry_seconds gauge\n");
+
+    now = ngx_time();
+
+    for (i = 0; i < workers; i++) {
+        w = &sh->workers[i];
+
+        if (w->pid == 0) {
+            continue;
+        }
+
+        left = w->expires ? (time_t) w->expires - now : 0;
+
+        p = ngx_slprintf(p, last,
+                 "togglemaster_aws_credentials_expiry_seconds{worker=\"%ui\"} "
+                 "%T\n", i, ngx_max(left, 0));
+    }
+
+    return ngx_slprintf(p, last,
+        "# HELP togglemaster_aws_credentials_refreshes_total Temporary AWS "
+        "credentials fetched.\n"
+        "# TYPE togglemaster_aws_credentials_refreshes_total counter\n"
+        "togglemaster_aws_credentials_refreshes_total %uA\n"
+        "# HELP togglemaster_aws_credentials_refresh_errors_total Failed "
+        "fetches of AWS credentials.\n"
+        "# TYPE togglemaster_aws_credentials_refresh_errors_total counter\n"
+        "togglemaster_aws_credentials_refresh_errors_total %uA\n",
+        sh->refreshes, sh->errors);
+}
