@@ -213,6 +213,56 @@ ngx_http_togglemaster_creds_shm_init(ngx_shm_zone_t *zone, void *data)
 }
 
 
+/* As the AWS SDKs: a container credentials endpoint over plain http must
+ * be on this host or the ECS/EKS link-local address, the token would
+ * travel in the clear otherwise. */
+static ngx_uint_t
+ngx_http_togglemaster_creds_local(ngx_addr_t *addrs, ngx_uint_t n)
+{
+    in_addr_t             a;
+    ngx_uint_t            i;
+    struct sockaddr_in   *sin;
+#if (NGX_HAVE_INET6)
+    struct sockaddr_in6  *sin6;
+    static const u_char   eks6[16] = { 0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0,
+                                       0, 0, 0, 0, 0, 0, 0, 0x23 };
+#endif
+
+    for (i = 0; i < n; i++) {
+        switch (addrs[i].sockaddr->sa_family) {
+
+        case AF_INET:
+            sin = (struct sockaddr_in *) addrs[i].sockaddr;
+            a = ntohl(sin->sin_addr.s_addr);
+
+            if ((a >> 24) != 127 && a != 0xa9feaa02 && a != 0xa9feaa17) {
+                return 0;
+            }
+
+            break;
+
+#if (NGX_HAVE_INET6)
+        case AF_INET6:
+            sin6 = (struct sockaddr_in6 *) addrs[i].sockaddr;
+
+            if (!IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr)
+                && ngx_memcmp(&sin6->sin6_addr, eks6, 16) != 0)
+            {
+                return 0;
+            }
+
+            break;
+#endif
+
+        default:
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 /* The credentials endpoint: split, resolved once, TLS context. */
 static char *
 ngx_http_togglemaster_creds_target(ngx_conf_t *cf,
@@ -291,6 +341,17 @@ ngx_http_togglemaster_creds_target(ngx_conf_t *cf,
 
     cc->addrs = u.addrs;
     cc->naddrs = u.naddrs;
+
+    if (cc->source == TM_AWS_CREDS_CONTAINER && !cc->https
+        && !ngx_http_togglemaster_creds_local(cc->addrs, cc->naddrs))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "AWS container credentials endpoint \"%s\": "
+                           "http only to a loopback address, 169.254.170.2 "
+                           "or 169.254.170.23 (EKS Pod Identity); use "
+                           "https otherwise", url);
+        return NGX_CONF_ERROR;
+    }
 
     if (u.host.len && u.host.data[0] != '['
         && ngx_inet_addr(u.host.data, u.host.len) == INADDR_NONE)

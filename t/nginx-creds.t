@@ -171,6 +171,47 @@ sub evaluate_many {   # n evaluations; returns the slowest in seconds
     $ng->stop;
 }
 
+# --- IRSA with STS over https (nginx terminating TLS in front of moto) --------
+{
+    my $tdir = "$dir/tls";
+    mkdir $tdir;
+    system("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost "
+           . "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 "
+           . "-keyout $tdir/key.pem -out $tdir/cert.pem >/dev/null 2>&1") == 0 or die "openssl failed";
+    my $tls = TM::Harness::free_port();
+    my $server = <<"CONF";
+    }
+    server {
+        listen 127.0.0.1:$tls ssl;
+        ssl_certificate $tdir/cert.pem;
+        ssl_certificate_key $tdir/key.pem;
+        location / { proxy_pass $moto; }
+CONF
+    local @ENV{qw(AWS_WEB_IDENTITY_TOKEN_FILE AWS_ROLE_ARN AWS_ENDPOINT_URL_STS)} =
+        ("$dir/web-token", 'arn:aws:iam::123456789012:role/togglemaster-edge', "https://localhost:$tls");
+    my $ng = TM::Nginx->new($h, redis => 0, server => $server,
+        http => events_conf($moto, "    togglemaster_events_ssl_trusted_certificate $tdir/cert.pem;\n"));
+    $ng->start;
+    evaluate_many($ng, 'irsa-tls', 10);
+    ok $h->wait_until(20, sub { (metrics($ng)->{togglemaster_events_sent_total} // 0) == 10 }),
+        'STS over https, certificate and host name verified: 10 events sent';
+    like $ng->error_log, qr/AWS credentials from web identity \(IRSA\): key ASIA/, 'temporary keys from STS over TLS';
+    $ng->stop;
+
+    # the same STS without trusting its certificate: no credentials, no sending
+    $ng->{http} = events_conf($moto);
+    $ng->write_conf;
+    $ng->start;
+    evaluate_many($ng, 'irsa-untrusted', 5);
+    ok $h->wait_until(10, sub { (metrics($ng)->{togglemaster_aws_credentials_refresh_errors_total} // 0) >= 1 }),
+        'untrusted STS certificate: refresh error counted';
+    like $ng->error_log, qr/AWS credentials endpoint certificate verify error/, 'verify error logged';
+    my $m = metrics($ng);
+    is $m->{togglemaster_sqs_requests_total}, 0, 'nothing sent without credentials';
+    is m_sum($m, 'togglemaster_events_buffered'), 5, 'the events wait';
+    $ng->stop;
+}
+
 # --- EKS Pod Identity: short-lived keys, refreshed before they expire ---------
 sub creds_server {   # fake Pod Identity agent; returns (url, pid)
     my ($log, $ttl) = @_;
@@ -303,6 +344,16 @@ sub creds_server {   # fake Pod Identity agent; returns (url, pid)
         ("$dir/web-token", 'arn:aws:iam::123456789012:role/r', 'ftp://sts.example');
     $out = `nginx -t -p $ng->{dir} -c $ng->{dir}/nginx.conf 2>&1`;
     like $out, qr/STS endpoint: endpoint URL must be http/, 'bad AWS_ENDPOINT_URL_STS: clear error';
+    delete @ENV{qw(AWS_WEB_IDENTITY_TOKEN_FILE AWS_ROLE_ARN AWS_ENDPOINT_URL_STS)};
+    local $ENV{AWS_CONTAINER_CREDENTIALS_FULL_URI} = 'http://10.1.2.3/v1/credentials';
+    $out = `nginx -t -p $ng->{dir} -c $ng->{dir}/nginx.conf 2>&1`;
+    like $out, qr/container credentials endpoint .*http only to a loopback address/,
+        'container credentials over plain http to another host: refused, as the SDKs do';
+    local $ENV{AWS_CONTAINER_CREDENTIALS_FULL_URI} = 'http://169.254.170.23/v1/credentials';
+    $out = `nginx -t -p $ng->{dir} -c $ng->{dir}/nginx.conf 2>&1`;
+    like $out, qr/AWS credentials for SQS: container credentials, from "http:\/\/169\.254\.170\.23\//,
+        "EKS Pod Identity's address is fine";
+    unlike $out, qr/http only to a loopback/, '... not refused';
 }
 
 done_testing;
