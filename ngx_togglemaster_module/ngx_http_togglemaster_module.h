@@ -24,6 +24,14 @@
 #define NGX_HTTP_TOGGLEMASTER_SLOT_UNKNOWN  0
 
 
+/* A compiled rule, shared by the snapshots whose rule JSON is the same
+ * bytes: a reload recompiles only what changed. */
+typedef struct {
+    tm_rule                     *rule;
+    ngx_uint_t                   refs;
+} ngx_http_togglemaster_rule_ref_t;
+
+
 typedef struct {
     ngx_str_t                    name;
     uint32_t                     hash;
@@ -31,13 +39,16 @@ typedef struct {
     unsigned                     rule_present:1;
     unsigned                     rule_enabled:1;
     tm_rule                     *rule;        /* NULL: absent or unusable */
+    ngx_http_togglemaster_rule_ref_t
+                                *rule_ref;    /* owns rule */
     ngx_str_t                    flag_json;   /* last good objects, raw */
     ngx_str_t                    rule_json;
     ngx_uint_t                   counter;     /* metrics slot */
 } ngx_http_togglemaster_flag_t;
 
 
-/* Flags and rules, merged by flag name; one pool, shared by snapshots. */
+/* Flags and rules, merged by flag name; one pool (strings) and two
+ * arrays, shared by snapshots. */
 typedef struct {
     ngx_pool_t                  *pool;
     ngx_uint_t                   refs;
@@ -48,13 +59,11 @@ typedef struct {
 } ngx_http_togglemaster_flags_t;
 
 
-/* API-key hashes: 32 binary bytes each, plus a checksum of the key's JSON
- * to skip re-parsing unchanged objects. */
+/* API-key hashes: 32 binary bytes each (the key's JSON is not needed). */
 typedef struct {
     ngx_pool_t                  *pool;
     ngx_uint_t                   refs;
     u_char                      *keys;        /* nkeys * 32 bytes */
-    uint32_t                    *sums;
     ngx_uint_t                   nkeys;
     uint32_t                    *slots;
     ngx_uint_t                   mask;
@@ -203,6 +212,28 @@ extern ngx_http_togglemaster_shm_t       *ngx_http_togglemaster_shm;
 
 
 /* snapshot.c */
+
+/* A snapshot built over many event-loop turns: start, then set/del objects
+ * as they arrive, then finish (or abort). A part none of whose kinds is
+ * touched is shared with old; within a touched part, kinds not fresh start
+ * as old's copy. hint: expected objects per kind, or NULL. */
+typedef struct ngx_http_togglemaster_builder_s
+    ngx_http_togglemaster_builder_t;
+
+ngx_http_togglemaster_builder_t *ngx_http_togglemaster_builder_start(
+    ngx_http_togglemaster_snapshot_t *old, ngx_uint_t fresh,
+    ngx_uint_t touched, ngx_uint_t *hint, ngx_log_t *log);
+ngx_int_t ngx_http_togglemaster_builder_set(
+    ngx_http_togglemaster_builder_t *b, ngx_uint_t kind, ngx_str_t *field,
+    ngx_str_t *value);
+ngx_int_t ngx_http_togglemaster_builder_del(
+    ngx_http_togglemaster_builder_t *b, ngx_uint_t kind, ngx_str_t *field);
+ngx_http_togglemaster_snapshot_t *ngx_http_togglemaster_builder_finish(
+    ngx_http_togglemaster_builder_t *b, int64_t version);
+void ngx_http_togglemaster_builder_abort(ngx_http_togglemaster_builder_t *b);
+void ngx_http_togglemaster_builder_stats(ngx_http_togglemaster_builder_t *b,
+    ngx_uint_t *reused, ngx_uint_t *compiled);
+
 ngx_http_togglemaster_snapshot_t *ngx_http_togglemaster_snapshot_build(
     int64_t version, ngx_http_togglemaster_kv_t *kv,
     ngx_http_togglemaster_snapshot_t *old, ngx_log_t *log);

@@ -1,10 +1,18 @@
 /*
  * The snapshot: an immutable, per-worker copy of flags, rules and API-key
- * hashes with O(1) lookups. Built off the request path (sync callback or
- * worker start). It has two parts, each in a pool of its own: flags+rules
- * and keys. A load that fetched only one kind shares the other part with
- * the previous snapshot (refcounted), so a flag change does not copy
- * 100,000 keys.
+ * hashes with O(1) lookups. Built off the request path (sync callbacks or
+ * worker start). It has two parts, each refcounted and shared between
+ * snapshots: flags+rules, and keys. A load that touches only one kind
+ * shares the other part with the previous snapshot, so a flag change does
+ * not copy 100,000 keys.
+ *
+ * A builder makes the next snapshot incrementally: the sync code feeds it
+ * one chunk of a Redis hash per event-loop turn (HSCAN), so no step costs
+ * more than a few milliseconds, and finishes it once every chunk is in.
+ * Strings live in the part's pool (an arena: no allocation per object);
+ * keys are 32 binary bytes in one array, their JSON is never parsed. A flag
+ * or rule whose JSON is the same bytes as in the previous snapshot is not
+ * parsed again: its state, and its compiled rule (refcounted), are reused.
  */
 
 #include "ngx_http_togglemaster_module.h"
@@ -12,7 +20,40 @@
 #include <jansson.h>
 
 
+#define NGX_HTTP_TOGGLEMASTER_KEY_LEN     32
+#define NGX_HTTP_TOGGLEMASTER_FLAGS_POOL  65536
+
+#define ngx_http_togglemaster_kind(k)     ((ngx_uint_t) 1 << (k))
+#define NGX_HTTP_TOGGLEMASTER_FLAG_KINDS                                     \
+    (ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_FLAGS)                 \
+     | ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_RULES))
+#define NGX_HTTP_TOGGLEMASTER_KEY_KINDS                                      \
+    ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_KEYS)
+
+
+struct ngx_http_togglemaster_builder_s {
+    ngx_log_t                      *log;
+    ngx_http_togglemaster_flags_t  *ofp;      /* old parts, referenced */
+    ngx_http_togglemaster_keys_t   *okp;
+    ngx_http_togglemaster_flags_t  *fp;       /* NULL: ofp is shared */
+    ngx_http_togglemaster_keys_t   *kp;       /* NULL: okp is shared */
+    ngx_uint_t                      fcap;     /* flags allocated */
+    ngx_uint_t                      kcap;     /* keys allocated */
+    ngx_uint_t                      reused;
+    ngx_uint_t                      compiled;
+};
+
+
 ngx_http_togglemaster_snapshot_t  *ngx_http_togglemaster_current;
+
+
+/* lowercase hex digit -> value + 1; 0 for anything else (tm:keys fields
+ * are lowercase, as tm_sha256_hex() writes them) */
+static const u_char  ngx_http_togglemaster_hex[256] = {
+    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6,
+    ['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10,
+    ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16
+};
 
 
 static ngx_uint_t
@@ -50,6 +91,16 @@ ngx_http_togglemaster_copy(ngx_pool_t *pool, ngx_str_t *dst, ngx_str_t *src)
 
 
 static void
+ngx_http_togglemaster_rule_unref(ngx_http_togglemaster_rule_ref_t *ref)
+{
+    if (ref && --ref->refs == 0) {
+        tm_rule_free(ref->rule);
+        ngx_free(ref);
+    }
+}
+
+
+static void
 ngx_http_togglemaster_flags_cleanup(void *data)
 {
     ngx_http_togglemaster_flags_t *fp = data;
@@ -57,49 +108,90 @@ ngx_http_togglemaster_flags_cleanup(void *data)
     ngx_uint_t  i;
 
     for (i = 0; i < fp->nflags; i++) {
-        tm_rule_free(fp->flags[i].rule);
+        ngx_http_togglemaster_rule_unref(fp->flags[i].rule_ref);
+    }
+
+    ngx_free(fp->flags);
+    ngx_free(fp->slots);
+}
+
+
+static void
+ngx_http_togglemaster_flags_unref(ngx_http_togglemaster_flags_t *fp)
+{
+    if (fp && --fp->refs == 0) {
+        ngx_destroy_pool(fp->pool);
     }
 }
 
 
-/* Build-time flag table: find or add by name. */
-typedef struct {
-    ngx_http_togglemaster_flag_t  *flags;
-    ngx_uint_t                     n;
-    uint32_t                      *slots;
-    ngx_uint_t                     mask;
-} ngx_http_togglemaster_build_t;
+static void
+ngx_http_togglemaster_keys_cleanup(void *data)
+{
+    ngx_http_togglemaster_keys_t *kp = data;
+
+    ngx_free(kp->keys);
+    ngx_free(kp->slots);
+}
+
+
+static void
+ngx_http_togglemaster_keys_unref(ngx_http_togglemaster_keys_t *kp)
+{
+    if (kp && --kp->refs == 0) {
+        ngx_destroy_pool(kp->pool);
+    }
+}
 
 
 static ngx_http_togglemaster_flag_t *
-ngx_http_togglemaster_build_get(ngx_pool_t *pool,
-    ngx_http_togglemaster_build_t *b, ngx_str_t *name)
+ngx_http_togglemaster_part_lookup(ngx_http_togglemaster_flags_t *fp,
+    u_char *name, size_t len, uint32_t h)
 {
-    uint32_t                       h;
     ngx_uint_t                     i;
     ngx_http_togglemaster_flag_t  *f;
 
-    h = ngx_murmur_hash2(name->data, name->len);
+    if (fp == NULL || fp->slots == NULL) {
+        return NULL;
+    }
 
-    for (i = h & b->mask; b->slots[i]; i = (i + 1) & b->mask) {
-        f = &b->flags[b->slots[i] - 1];
-        if (f->hash == h && ngx_http_togglemaster_str_eq(&f->name, name)) {
+    for (i = h & fp->mask; fp->slots[i]; i = (i + 1) & fp->mask) {
+        f = &fp->flags[fp->slots[i] - 1];
+        if (f->hash == h && f->name.len == len
+            && ngx_memcmp(f->name.data, name, len) == 0)
+        {
             return f;
         }
     }
 
-    f = &b->flags[b->n++];
-    ngx_memzero(f, sizeof(ngx_http_togglemaster_flag_t));
-    f->hash = h;
-    f->flag = TM_FLAG_MISSING;
+    return NULL;
+}
 
-    if (ngx_http_togglemaster_copy(pool, &f->name, name) != NGX_OK) {
-        return NULL;
+
+static ngx_int_t
+ngx_http_togglemaster_key_index(ngx_http_togglemaster_keys_t *kp, u_char *bin)
+{
+    uint32_t    h;
+    ngx_uint_t  i, k;
+
+    if (kp == NULL || kp->slots == NULL) {
+        return -1;
     }
 
-    b->slots[i] = (uint32_t) b->n;
+    /* the key is a SHA-256: its first bytes are already a good hash */
+    ngx_memcpy(&h, bin, sizeof(uint32_t));
 
-    return f;
+    for (i = h & kp->mask; kp->slots[i]; i = (i + 1) & kp->mask) {
+        k = kp->slots[i] - 1;
+        if (ngx_memcmp(kp->keys + NGX_HTTP_TOGGLEMASTER_KEY_LEN * k, bin,
+                       NGX_HTTP_TOGGLEMASTER_KEY_LEN)
+            == 0)
+        {
+            return (ngx_int_t) k;
+        }
+    }
+
+    return -1;
 }
 
 
@@ -212,28 +304,244 @@ ngx_http_togglemaster_flag_cmp(const void *a, const void *b)
 }
 
 
+
 static ngx_int_t
 ngx_http_togglemaster_unhex(u_char *bin, ngx_str_t *s)
 {
-    ngx_int_t  hi, lo;
-    size_t     i;
+    size_t   i;
+    u_char   hi, lo;
 
-    if (s->len != 64) {
+    if (s->len != 2 * NGX_HTTP_TOGGLEMASTER_KEY_LEN) {
         return NGX_ERROR;
     }
 
-    for (i = 0; i < 32; i++) {
-        hi = ngx_hextoi(&s->data[2 * i], 1);
-        lo = ngx_hextoi(&s->data[2 * i + 1], 1);
+    for (i = 0; i < NGX_HTTP_TOGGLEMASTER_KEY_LEN; i++) {
+        hi = ngx_http_togglemaster_hex[s->data[2 * i]];
+        lo = ngx_http_togglemaster_hex[s->data[2 * i + 1]];
 
-        /* tm:keys fields are lowercase, as tm_sha256_hex() writes them */
-        if (hi < 0 || lo < 0 || (s->data[2 * i] >= 'A' && s->data[2 * i] <= 'F')
-            || (s->data[2 * i + 1] >= 'A' && s->data[2 * i + 1] <= 'F'))
-        {
+        if (hi == 0 || lo == 0) {
             return NGX_ERROR;
         }
 
-        bin[i] = (u_char) (hi << 4 | lo);
+        bin[i] = (u_char) ((hi - 1) << 4 | (lo - 1));
+    }
+
+    return NGX_OK;
+}
+
+
+/* ---- the flags part under construction ---- */
+
+static ngx_http_togglemaster_flags_t *
+ngx_http_togglemaster_flags_alloc(ngx_http_togglemaster_builder_t *b,
+    ngx_uint_t cap)
+{
+    ngx_uint_t                      size;
+    ngx_pool_t                     *pool;
+    ngx_pool_cleanup_t             *cln;
+    ngx_http_togglemaster_flags_t  *fp;
+
+    pool = ngx_create_pool(NGX_HTTP_TOGGLEMASTER_FLAGS_POOL, b->log);
+    if (pool == NULL) {
+        return NULL;
+    }
+
+    fp = ngx_pcalloc(pool, sizeof(ngx_http_togglemaster_flags_t));
+    cln = ngx_pool_cleanup_add(pool, 0);
+    if (fp == NULL || cln == NULL) {
+        ngx_destroy_pool(pool);
+        return NULL;
+    }
+
+    fp->pool = pool;
+    fp->refs = 1;
+
+    cln->handler = ngx_http_togglemaster_flags_cleanup;
+    cln->data = fp;
+
+    cap = ngx_max(cap, 16);
+    size = ngx_http_togglemaster_table_size(cap);
+
+    fp->flags = ngx_alloc(cap * sizeof(ngx_http_togglemaster_flag_t), b->log);
+    fp->slots = ngx_calloc(size * sizeof(uint32_t), b->log);
+    if (fp->flags == NULL || fp->slots == NULL) {
+        ngx_destroy_pool(pool);
+        return NULL;
+    }
+
+    fp->mask = size - 1;
+    b->fcap = cap;
+
+    return fp;
+}
+
+
+static ngx_int_t
+ngx_http_togglemaster_flags_rehash(ngx_http_togglemaster_flags_t *fp,
+    ngx_uint_t size, ngx_log_t *log)
+{
+    uint32_t    *slots;
+    ngx_uint_t   i, j, mask;
+
+    slots = ngx_calloc(size * sizeof(uint32_t), log);
+    if (slots == NULL) {
+        return NGX_ERROR;
+    }
+
+    mask = size - 1;
+
+    for (i = 0; i < fp->nflags; i++) {
+        for (j = fp->flags[i].hash & mask; slots[j]; j = (j + 1) & mask) {
+            /* void */
+        }
+
+        slots[j] = (uint32_t) (i + 1);
+    }
+
+    ngx_free(fp->slots);
+    fp->slots = slots;
+    fp->mask = mask;
+
+    return NGX_OK;
+}
+
+
+/* The entry called name in the part being built; created if asked. */
+static ngx_http_togglemaster_flag_t *
+ngx_http_togglemaster_flags_get(ngx_http_togglemaster_builder_t *b,
+    ngx_str_t *name, ngx_uint_t create)
+{
+    uint32_t                        h;
+    ngx_uint_t                      i;
+    ngx_http_togglemaster_flag_t   *f, *flags;
+    ngx_http_togglemaster_flags_t  *fp;
+
+    fp = b->fp;
+    h = ngx_murmur_hash2(name->data, name->len);
+
+    f = ngx_http_togglemaster_part_lookup(fp, name->data, name->len, h);
+    if (f || !create) {
+        return f;
+    }
+
+    if (fp->nflags == b->fcap) {
+        flags = ngx_alloc(2 * b->fcap * sizeof(ngx_http_togglemaster_flag_t),
+                          b->log);
+        if (flags == NULL) {
+            return NULL;
+        }
+
+        ngx_memcpy(flags, fp->flags,
+                   fp->nflags * sizeof(ngx_http_togglemaster_flag_t));
+        ngx_free(fp->flags);
+        fp->flags = flags;
+        b->fcap *= 2;
+    }
+
+    if ((fp->nflags + 1) * 2 > fp->mask + 1
+        && ngx_http_togglemaster_flags_rehash(fp, 2 * (fp->mask + 1), b->log)
+           != NGX_OK)
+    {
+        return NULL;
+    }
+
+    f = &fp->flags[fp->nflags];
+    ngx_memzero(f, sizeof(ngx_http_togglemaster_flag_t));
+    f->hash = h;
+    f->flag = TM_FLAG_MISSING;
+
+    if (ngx_http_togglemaster_copy(fp->pool, &f->name, name) != NGX_OK) {
+        return NULL;
+    }
+
+    fp->nflags++;
+
+    for (i = h & fp->mask; fp->slots[i]; i = (i + 1) & fp->mask) {
+        /* void */
+    }
+
+    fp->slots[i] = (uint32_t) fp->nflags;
+
+    return f;
+}
+
+
+static void
+ngx_http_togglemaster_rule_clear(ngx_http_togglemaster_flag_t *f)
+{
+    ngx_http_togglemaster_rule_unref(f->rule_ref);
+    f->rule_ref = NULL;
+    f->rule = NULL;
+    f->rule_present = 0;
+    f->rule_enabled = 0;
+    ngx_str_null(&f->rule_json);
+}
+
+
+/* f's rule becomes of's: the same compiled rule, one more reference */
+static ngx_int_t
+ngx_http_togglemaster_rule_share(ngx_pool_t *pool,
+    ngx_http_togglemaster_flag_t *f, ngx_http_togglemaster_flag_t *of)
+{
+    f->rule_present = of->rule_present;
+    f->rule_enabled = of->rule_enabled;
+    f->rule = of->rule;
+    f->rule_ref = of->rule_ref;
+
+    if (f->rule_ref) {
+        f->rule_ref->refs++;
+    }
+
+    if (of->rule_json.len == 0) {
+        ngx_str_null(&f->rule_json);
+        return NGX_OK;
+    }
+
+    return ngx_http_togglemaster_copy(pool, &f->rule_json, &of->rule_json);
+}
+
+
+/* The kinds of old's flags part that a load does not fetch again. */
+static ngx_int_t
+ngx_http_togglemaster_flags_seed(ngx_http_togglemaster_builder_t *b,
+    ngx_uint_t kinds)
+{
+    ngx_uint_t                     i, flag, rule;
+    ngx_http_togglemaster_flag_t  *f, *of;
+
+    for (i = 0; b->ofp && i < b->ofp->nflags; i++) {
+        of = &b->ofp->flags[i];
+
+        flag = (kinds & ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_FLAGS))
+               && of->flag != TM_FLAG_MISSING;
+        rule = (kinds & ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_RULES))
+               && of->rule_present;
+
+        if (!flag && !rule) {
+            continue;
+        }
+
+        f = ngx_http_togglemaster_flags_get(b, &of->name, 1);
+        if (f == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (flag) {
+            f->flag = of->flag;
+
+            if (ngx_http_togglemaster_copy(b->fp->pool, &f->flag_json,
+                                           &of->flag_json)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+        }
+
+        if (rule
+            && ngx_http_togglemaster_rule_share(b->fp->pool, f, of) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
     return NGX_OK;
@@ -241,393 +549,569 @@ ngx_http_togglemaster_unhex(u_char *bin, ngx_str_t *s)
 
 
 static ngx_int_t
-ngx_http_togglemaster_key_index(ngx_http_togglemaster_keys_t *kp, u_char *bin)
+ngx_http_togglemaster_flag_set(ngx_http_togglemaster_builder_t *b,
+    ngx_str_t *name, ngx_str_t *val)
 {
-    uint32_t    h;
-    ngx_uint_t  i, k;
+    ngx_int_t                      st;
+    ngx_http_togglemaster_flag_t  *f, *of;
 
-    if (kp == NULL || kp->slots == NULL) {
-        return -1;
+    if (!tm_flag_name_valid((char *) name->data, name->len)) {
+        ngx_http_togglemaster_malformed(b->log, "flag name", name, 0);
+        return NGX_OK;
     }
 
-    /* the key is a SHA-256: its first bytes are already a good hash */
-    ngx_memcpy(&h, bin, sizeof(uint32_t));
+    of = ngx_http_togglemaster_part_lookup(b->ofp, name->data, name->len,
+                                        ngx_murmur_hash2(name->data, name->len));
 
-    for (i = h & kp->mask; kp->slots[i]; i = (i + 1) & kp->mask) {
-        k = kp->slots[i] - 1;
-        if (ngx_memcmp(kp->keys + 32 * k, bin, 32) == 0) {
-            return (ngx_int_t) k;
+    if (of && of->flag != TM_FLAG_MISSING
+        && ngx_http_togglemaster_str_eq(&of->flag_json, val))
+    {
+        st = (of->flag == TM_FLAG_ON);
+        b->reused++;
+
+    } else {
+        st = ngx_http_togglemaster_parse_flag(val);
+        b->compiled++;
+
+        if (st == -1) {
+            ngx_http_togglemaster_malformed(b->log, "flag", name,
+                                        of && of->flag != TM_FLAG_MISSING);
+            if (of == NULL || of->flag == TM_FLAG_MISSING) {
+                return NGX_OK;
+            }
+
+            st = (of->flag == TM_FLAG_ON);
+            val = &of->flag_json;
         }
     }
 
-    return -1;
+    f = ngx_http_togglemaster_flags_get(b, name, 1);
+    if (f == NULL) {
+        return NGX_ERROR;
+    }
+
+    f->flag = st ? TM_FLAG_ON : TM_FLAG_OFF;
+
+    return ngx_http_togglemaster_copy(b->fp->pool, &f->flag_json, val);
 }
 
 
 static ngx_int_t
-ngx_http_togglemaster_build_flags(ngx_http_togglemaster_flags_t *snap,
-    ngx_http_togglemaster_kv_t *fkv, ngx_http_togglemaster_kv_t *rkv,
-    ngx_http_togglemaster_snapshot_t *old, ngx_log_t *log)
+ngx_http_togglemaster_rule_set(ngx_http_togglemaster_builder_t *b,
+    ngx_str_t *name, ngx_str_t *val)
 {
-    ngx_uint_t                      i, j, cap, size;
-    ngx_str_t                      *name, *val;
-    ngx_int_t                       st;
-    ngx_http_togglemaster_flag_t   *f, *of;
-    ngx_http_togglemaster_build_t   b;
+    ngx_http_togglemaster_flag_t      *f, *of;
+    ngx_http_togglemaster_rule_ref_t  *ref;
 
-    cap = fkv->n + rkv->n;
-    size = ngx_http_togglemaster_table_size(cap);
+    if (!tm_flag_name_valid((char *) name->data, name->len)) {
+        ngx_http_togglemaster_malformed(b->log, "rule name", name, 0);
+        return NGX_OK;
+    }
 
-    b.flags = ngx_palloc(snap->pool,
-                         (cap ? cap : 1) * sizeof(ngx_http_togglemaster_flag_t));
-    b.slots = ngx_pcalloc(snap->pool, size * sizeof(uint32_t));
-    if (b.flags == NULL || b.slots == NULL) {
+    f = ngx_http_togglemaster_flags_get(b, name, 1);
+    if (f == NULL) {
         return NGX_ERROR;
     }
-    b.n = 0;
-    b.mask = size - 1;
 
-    /* rules release their memory with the snapshot, even half built */
-    snap->flags = b.flags;
+    ngx_http_togglemaster_rule_clear(f);
 
-    for (i = 0; i < fkv->n; i++) {
-        name = &fkv->fields[i];
-        val = &fkv->values[i];
+    of = ngx_http_togglemaster_part_lookup(b->ofp, name->data, name->len,
+                                           f->hash);
 
-        if (!tm_flag_name_valid((char *) name->data, name->len)) {
-            ngx_http_togglemaster_malformed(log, "flag name", name, 0);
-            continue;
-        }
-
-        of = ngx_http_togglemaster_flag_lookup(old, name->data, name->len);
-
-        if (of && of->flag != TM_FLAG_MISSING
-            && ngx_http_togglemaster_str_eq(&of->flag_json, val))
-        {
-            st = (of->flag == TM_FLAG_ON);
-
-        } else {
-            st = ngx_http_togglemaster_parse_flag(val);
-
-            if (st == -1) {
-                ngx_http_togglemaster_malformed(log, "flag", name,
-                                        of && of->flag != TM_FLAG_MISSING);
-                if (of == NULL || of->flag == TM_FLAG_MISSING) {
-                    continue;
-                }
-
-                st = (of->flag == TM_FLAG_ON);
-                val = &of->flag_json;
-            }
-        }
-
-        f = ngx_http_togglemaster_build_get(snap->pool, &b, name);
-        if (f == NULL) {
-            return NGX_ERROR;
-        }
-
-        snap->nflags = b.n;
-        f->flag = st ? TM_FLAG_ON : TM_FLAG_OFF;
-
-        if (ngx_http_togglemaster_copy(snap->pool, &f->flag_json, val)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+    if (of && of->rule_json.len
+        && ngx_http_togglemaster_str_eq(&of->rule_json, val))
+    {
+        b->reused++;
+        return ngx_http_togglemaster_rule_share(b->fp->pool, f, of);
     }
 
-    for (i = 0; i < rkv->n; i++) {
-        name = &rkv->fields[i];
-        val = &rkv->values[i];
+    b->compiled++;
 
-        if (!tm_flag_name_valid((char *) name->data, name->len)) {
-            ngx_http_togglemaster_malformed(log, "rule name", name, 0);
-            continue;
+    if (ngx_http_togglemaster_parse_rule(f, val, b->log) != NGX_OK) {
+        ngx_http_togglemaster_malformed(b->log, "rule", name,
+                                        of && of->rule_json.len);
+
+        if (of && of->rule_json.len) {
+            return ngx_http_togglemaster_rule_share(b->fp->pool, f, of);
         }
 
-        f = ngx_http_togglemaster_build_get(snap->pool, &b, name);
-        if (f == NULL) {
-            return NGX_ERROR;
-        }
-
-        snap->nflags = b.n;
-
-        if (f->rule_present) {
-            continue;
-        }
-
-        if (ngx_http_togglemaster_parse_rule(f, val, log) != NGX_OK) {
-            of = ngx_http_togglemaster_flag_lookup(old, name->data, name->len);
-
-            ngx_http_togglemaster_malformed(log, "rule", name,
-                                            of && of->rule_json.len);
-
-            if (of && of->rule_json.len
-                && ngx_http_togglemaster_parse_rule(f, &of->rule_json, log)
-                   == NGX_OK)
-            {
-                val = &of->rule_json;
-
-            } else {
-                /* no good version ever seen: fail closed, not open */
-                f->rule_present = 1;
-                f->rule_enabled = 1;
-                f->rule = NULL;
-                continue;
-            }
-        }
-
-        if (ngx_http_togglemaster_copy(snap->pool, &f->rule_json, val)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+        /* no good version ever seen: fail closed, not open */
+        f->rule_present = 1;
+        f->rule_enabled = 1;
+        f->rule = NULL;
+        return NGX_OK;
     }
 
-    snap->nflags = b.n;
+    if (f->rule) {
+        ref = ngx_alloc(sizeof(ngx_http_togglemaster_rule_ref_t), b->log);
+        if (ref == NULL) {
+            tm_rule_free(f->rule);
+            f->rule = NULL;
+            return NGX_ERROR;
+        }
 
-    if (b.n > 1) {
-        ngx_qsort(snap->flags, b.n, sizeof(ngx_http_togglemaster_flag_t),
+        ref->rule = f->rule;
+        ref->refs = 1;
+        f->rule_ref = ref;
+    }
+
+    return ngx_http_togglemaster_copy(b->fp->pool, &f->rule_json, val);
+}
+
+
+/* Sorted by name, without entries left with neither flag nor rule. */
+static void
+ngx_http_togglemaster_flags_done(ngx_http_togglemaster_builder_t *b)
+{
+    ngx_uint_t                      i, j, n;
+    ngx_http_togglemaster_flag_t   *f, *of;
+    ngx_http_togglemaster_flags_t  *fp;
+
+    fp = b->fp;
+
+    for (i = 0, n = 0; i < fp->nflags; i++) {
+        f = &fp->flags[i];
+
+        if (f->flag == TM_FLAG_MISSING && !f->rule_present) {
+            continue;
+        }
+
+        if (n != i) {
+            fp->flags[n] = *f;
+        }
+
+        n++;
+    }
+
+    fp->nflags = n;
+
+    if (n > 1) {
+        ngx_qsort(fp->flags, n, sizeof(ngx_http_togglemaster_flag_t),
                   ngx_http_togglemaster_flag_cmp);
     }
 
-    /* rebuild the slots in sorted order */
-    ngx_memzero(b.slots, size * sizeof(uint32_t));
+    /* the slots again, in sorted order */
+    ngx_memzero(fp->slots, (fp->mask + 1) * sizeof(uint32_t));
 
-    for (i = 0; i < b.n; i++) {
-        f = &snap->flags[i];
+    for (i = 0; i < n; i++) {
+        f = &fp->flags[i];
 
-        for (j = f->hash & b.mask; b.slots[j]; j = (j + 1) & b.mask) {
+        for (j = f->hash & fp->mask; fp->slots[j]; j = (j + 1) & fp->mask) {
             /* void */
         }
 
-        b.slots[j] = (uint32_t) (i + 1);
+        fp->slots[j] = (uint32_t) (i + 1);
 
-        of = ngx_http_togglemaster_flag_lookup(old, f->name.data, f->name.len);
+        of = ngx_http_togglemaster_part_lookup(b->ofp, f->name.data,
+                                               f->name.len, f->hash);
         f->counter = of ? of->counter
                         : ngx_http_togglemaster_counter_slot(f->name.data,
                                                              f->name.len);
     }
+}
 
-    snap->slots = b.slots;
-    snap->mask = b.mask;
+
+/* ---- the keys part under construction ---- */
+
+static ngx_int_t
+ngx_http_togglemaster_keys_rehash(ngx_http_togglemaster_keys_t *kp,
+    ngx_uint_t size, ngx_log_t *log)
+{
+    uint32_t    *slots, h;
+    ngx_uint_t   i, j, mask;
+
+    slots = ngx_calloc(size * sizeof(uint32_t), log);
+    if (slots == NULL) {
+        return NGX_ERROR;
+    }
+
+    mask = size - 1;
+
+    for (i = 0; i < kp->nkeys; i++) {
+        ngx_memcpy(&h, kp->keys + NGX_HTTP_TOGGLEMASTER_KEY_LEN * i,
+                   sizeof(uint32_t));
+
+        for (j = h & mask; slots[j]; j = (j + 1) & mask) {
+            /* void */
+        }
+
+        slots[j] = (uint32_t) (i + 1);
+    }
+
+    ngx_free(kp->slots);
+    kp->slots = slots;
+    kp->mask = mask;
 
     return NGX_OK;
 }
 
 
 static ngx_http_togglemaster_keys_t *
-ngx_http_togglemaster_build_keys(ngx_http_togglemaster_kv_t *kv,
-    ngx_http_togglemaster_snapshot_t *old, ngx_log_t *log)
+ngx_http_togglemaster_keys_alloc(ngx_http_togglemaster_builder_t *b,
+    ngx_uint_t cap, ngx_http_togglemaster_keys_t *seed)
 {
-    u_char                         bin[32];
-    json_t                        *doc;
-    uint32_t                       sum, h;
-    ngx_int_t                      o;
-    ngx_str_t                     *name, *val;
-    ngx_uint_t                     i, j, size;
     ngx_pool_t                    *pool;
-    ngx_http_togglemaster_keys_t  *kp, *okp;
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_togglemaster_keys_t  *kp;
 
-    pool = ngx_create_pool(4096, log);
+    pool = ngx_create_pool(1024, b->log);
     if (pool == NULL) {
         return NULL;
     }
 
-    size = ngx_http_togglemaster_table_size(kv->n);
-
     kp = ngx_pcalloc(pool, sizeof(ngx_http_togglemaster_keys_t));
-    if (kp == NULL) {
-        goto failed;
+    cln = ngx_pool_cleanup_add(pool, 0);
+    if (kp == NULL || cln == NULL) {
+        ngx_destroy_pool(pool);
+        return NULL;
     }
 
     kp->pool = pool;
     kp->refs = 1;
-    kp->keys = ngx_palloc(pool, (kv->n ? kv->n : 1) * 32);
-    kp->sums = ngx_palloc(pool, (kv->n ? kv->n : 1) * sizeof(uint32_t));
-    kp->slots = ngx_pcalloc(pool, size * sizeof(uint32_t));
-    if (kp->keys == NULL || kp->sums == NULL || kp->slots == NULL) {
-        goto failed;
+
+    cln->handler = ngx_http_togglemaster_keys_cleanup;
+    cln->data = kp;
+
+    cap = ngx_max(cap, 16);
+
+    if (seed) {
+        cap = ngx_max(cap, seed->nkeys + seed->nkeys / 8 + 16);
     }
-    kp->mask = size - 1;
 
-    okp = old ? old->kpart : NULL;
+    kp->keys = ngx_alloc(cap * NGX_HTTP_TOGGLEMASTER_KEY_LEN, b->log);
+    if (kp->keys == NULL) {
+        ngx_destroy_pool(pool);
+        return NULL;
+    }
 
-    for (i = 0; i < kv->n; i++) {
-        name = &kv->fields[i];
-        val = &kv->values[i];
+    b->kcap = cap;
 
-        if (ngx_http_togglemaster_unhex(bin, name) != NGX_OK) {
-            ngx_http_togglemaster_malformed(log, "key hash", name, 0);
-            continue;
-        }
+    if (seed) {
+        ngx_memcpy(kp->keys, seed->keys,
+                   seed->nkeys * NGX_HTTP_TOGGLEMASTER_KEY_LEN);
+        kp->nkeys = seed->nkeys;
 
-        if (ngx_http_togglemaster_key_index(kp, bin) >= 0) {
-            continue;
-        }
-
-        sum = ngx_crc32_long(val->data, val->len);
-        o = ngx_http_togglemaster_key_index(okp, bin);
-
-        if (o < 0 || okp->sums[o] != sum) {
-            doc = ngx_http_togglemaster_parse_object(val);
-
-            if (doc == NULL) {
-                ngx_http_togglemaster_malformed(log, "key", name, o >= 0);
-                if (o < 0) {
-                    continue;
-                }
-                sum = okp->sums[o];
-
-            } else {
-                json_decref(doc);
+        /* a change to a big table: a copy, not 100,000 inserts */
+        if (ngx_http_togglemaster_table_size(cap) <= seed->mask + 1) {
+            kp->slots = ngx_alloc((seed->mask + 1) * sizeof(uint32_t),
+                                  b->log);
+            if (kp->slots == NULL) {
+                ngx_destroy_pool(pool);
+                return NULL;
             }
+
+            ngx_memcpy(kp->slots, seed->slots,
+                       (seed->mask + 1) * sizeof(uint32_t));
+            kp->mask = seed->mask;
+
+            return kp;
         }
+    }
 
-        ngx_memcpy(kp->keys + 32 * kp->nkeys, bin, 32);
-        kp->sums[kp->nkeys] = sum;
-
-        ngx_memcpy(&h, bin, sizeof(uint32_t));
-        for (j = h & kp->mask; kp->slots[j]; j = (j + 1) & kp->mask) {
-            /* void */
-        }
-
-        kp->slots[j] = (uint32_t) ++kp->nkeys;
+    if (ngx_http_togglemaster_keys_rehash(kp,
+                                          ngx_http_togglemaster_table_size(cap),
+                                          b->log)
+        != NGX_OK)
+    {
+        ngx_destroy_pool(pool);
+        return NULL;
     }
 
     return kp;
-
-failed:
-
-    ngx_destroy_pool(pool);
-    return NULL;
 }
 
 
-/* A kind not present in this load keeps the old snapshot's contents. */
 static ngx_int_t
-ngx_http_togglemaster_kv_from_old(ngx_pool_t *pool, ngx_uint_t kind,
-    ngx_http_togglemaster_snapshot_t *old, ngx_http_togglemaster_kv_t *kv)
+ngx_http_togglemaster_keys_add(ngx_http_togglemaster_builder_t *b, u_char *bin)
 {
-    ngx_uint_t                     i, n;
-    ngx_http_togglemaster_flag_t  *f;
+    u_char                        *keys;
+    uint32_t                       h;
+    ngx_uint_t                     j;
+    ngx_http_togglemaster_keys_t  *kp;
 
-    kv->n = 0;
-    kv->present = 1;
+    kp = b->kp;
 
-    if (old == NULL) {
-        return NGX_OK;
+    if (kp->nkeys == b->kcap) {
+        keys = ngx_alloc(2 * b->kcap * NGX_HTTP_TOGGLEMASTER_KEY_LEN, b->log);
+        if (keys == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(keys, kp->keys, kp->nkeys * NGX_HTTP_TOGGLEMASTER_KEY_LEN);
+        ngx_free(kp->keys);
+        kp->keys = keys;
+        b->kcap *= 2;
     }
 
-    n = old->nflags;
-
-    kv->fields = ngx_palloc(pool, (n ? n : 1) * sizeof(ngx_str_t));
-    kv->values = ngx_palloc(pool, (n ? n : 1) * sizeof(ngx_str_t));
-    if (kv->fields == NULL || kv->values == NULL) {
+    if ((kp->nkeys + 1) * 2 > kp->mask + 1
+        && ngx_http_togglemaster_keys_rehash(kp, 2 * (kp->mask + 1), b->log)
+           != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    for (i = 0; i < n; i++) {
-        f = &old->flags[i];
+    ngx_memcpy(kp->keys + NGX_HTTP_TOGGLEMASTER_KEY_LEN * kp->nkeys, bin,
+               NGX_HTTP_TOGGLEMASTER_KEY_LEN);
 
-        if (kind == NGX_HTTP_TOGGLEMASTER_FLAGS && f->flag_json.len) {
-            kv->fields[kv->n] = f->name;
-            kv->values[kv->n++] = f->flag_json;
+    ngx_memcpy(&h, bin, sizeof(uint32_t));
+    for (j = h & kp->mask; kp->slots[j]; j = (j + 1) & kp->mask) {
+        /* void */
+    }
+
+    kp->slots[j] = (uint32_t) ++kp->nkeys;
+
+    return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_togglemaster_key_slot(ngx_http_togglemaster_keys_t *kp,
+    ngx_uint_t k)
+{
+    uint32_t    h;
+    ngx_uint_t  i;
+
+    ngx_memcpy(&h, kp->keys + NGX_HTTP_TOGGLEMASTER_KEY_LEN * k,
+               sizeof(uint32_t));
+
+    for (i = h & kp->mask; kp->slots[i] != k + 1; i = (i + 1) & kp->mask) {
+        /* void: k is in the table */
+    }
+
+    return i;
+}
+
+
+/* Removes key k: the last key moves into its place, and the slots close
+ * the gap (backward shift: no tombstones). */
+static void
+ngx_http_togglemaster_keys_remove(ngx_http_togglemaster_keys_t *kp,
+    ngx_uint_t k)
+{
+    uint32_t    h;
+    ngx_uint_t  i, j, home, last;
+
+    i = ngx_http_togglemaster_key_slot(kp, k);
+    last = kp->nkeys - 1;
+
+    if (k != last) {
+        kp->slots[ngx_http_togglemaster_key_slot(kp, last)] = (uint32_t) (k + 1);
+        ngx_memcpy(kp->keys + NGX_HTTP_TOGGLEMASTER_KEY_LEN * k,
+                   kp->keys + NGX_HTTP_TOGGLEMASTER_KEY_LEN * last,
+                   NGX_HTTP_TOGGLEMASTER_KEY_LEN);
+    }
+
+    kp->nkeys--;
+    kp->slots[i] = 0;
+
+    for (j = (i + 1) & kp->mask; kp->slots[j]; j = (j + 1) & kp->mask) {
+        ngx_memcpy(&h, kp->keys + NGX_HTTP_TOGGLEMASTER_KEY_LEN
+                                  * (kp->slots[j] - 1),
+                   sizeof(uint32_t));
+        home = h & kp->mask;
+
+        /* the entry at j may stay unless its home is outside (i, j] */
+        if ((i <= j) ? (i < home && home <= j) : (i < home || home <= j)) {
+            continue;
         }
 
-        if (kind == NGX_HTTP_TOGGLEMASTER_RULES && f->rule_json.len) {
-            kv->fields[kv->n] = f->name;
-            kv->values[kv->n++] = f->rule_json;
+        kp->slots[i] = kp->slots[j];
+        kp->slots[j] = 0;
+        i = j;
+    }
+}
+
+
+static ngx_int_t
+ngx_http_togglemaster_key_set(ngx_http_togglemaster_builder_t *b,
+    ngx_str_t *name, ngx_str_t *val)
+{
+    u_char     bin[NGX_HTTP_TOGGLEMASTER_KEY_LEN];
+    ngx_int_t  o;
+
+    if (ngx_http_togglemaster_unhex(bin, name) != NGX_OK) {
+        ngx_http_togglemaster_malformed(b->log, "key hash", name, 0);
+        return NGX_OK;
+    }
+
+    if (ngx_http_togglemaster_key_index(b->kp, bin) >= 0) {
+        return NGX_OK;      /* HSCAN may return a field twice */
+    }
+
+    /* Only the field matters at the edge: the value is not parsed, but
+     * what cannot even be an object is malformed. */
+    if (val->len < 2 || val->data[0] != '{' || val->data[val->len - 1] != '}')
+    {
+        o = ngx_http_togglemaster_key_index(b->okp, bin);
+        ngx_http_togglemaster_malformed(b->log, "key", name, o >= 0);
+
+        if (o < 0) {
+            return NGX_OK;
         }
+    }
+
+    return ngx_http_togglemaster_keys_add(b, bin);
+}
+
+
+static ngx_int_t
+ngx_http_togglemaster_key_del(ngx_http_togglemaster_builder_t *b,
+    ngx_str_t *name)
+{
+    u_char     bin[NGX_HTTP_TOGGLEMASTER_KEY_LEN];
+    ngx_int_t  k;
+
+    if (ngx_http_togglemaster_unhex(bin, name) != NGX_OK) {
+        return NGX_OK;
+    }
+
+    k = ngx_http_togglemaster_key_index(b->kp, bin);
+
+    if (k >= 0) {
+        ngx_http_togglemaster_keys_remove(b->kp, (ngx_uint_t) k);
     }
 
     return NGX_OK;
 }
 
 
-static ngx_http_togglemaster_flags_t *
-ngx_http_togglemaster_flags_new(ngx_http_togglemaster_kv_t *in,
-    ngx_http_togglemaster_snapshot_t *old, ngx_log_t *log)
-{
-    ngx_uint_t                      k;
-    ngx_pool_t                     *pool;
-    ngx_pool_cleanup_t             *cln;
-    ngx_http_togglemaster_kv_t      kv[2];
-    ngx_http_togglemaster_flags_t  *fp;
+/* ---- the builder ---- */
 
-    pool = ngx_create_pool(16384, log);
-    if (pool == NULL) {
+ngx_http_togglemaster_builder_t *
+ngx_http_togglemaster_builder_start(ngx_http_togglemaster_snapshot_t *old,
+    ngx_uint_t fresh, ngx_uint_t touched, ngx_uint_t *hint, ngx_log_t *log)
+{
+    ngx_uint_t                        cap;
+    ngx_http_togglemaster_builder_t  *b;
+
+    b = ngx_calloc(sizeof(ngx_http_togglemaster_builder_t), log);
+    if (b == NULL) {
         return NULL;
     }
 
-    fp = ngx_pcalloc(pool, sizeof(ngx_http_togglemaster_flags_t));
-    if (fp == NULL) {
-        goto failed;
+    b->log = log;
+
+    if (old) {
+        b->ofp = old->fpart;
+        b->okp = old->kpart;
+        b->ofp->refs++;
+        b->okp->refs++;
+
+    } else {
+        touched = NGX_HTTP_TOGGLEMASTER_FLAG_KINDS
+                  | NGX_HTTP_TOGGLEMASTER_KEY_KINDS;
     }
 
-    fp->pool = pool;
-    fp->refs = 1;
+    fresh &= touched;
 
-    cln = ngx_pool_cleanup_add(pool, 0);
-    if (cln == NULL) {
-        goto failed;
-    }
-    cln->handler = ngx_http_togglemaster_flags_cleanup;
-    cln->data = fp;
+    if (touched & NGX_HTTP_TOGGLEMASTER_FLAG_KINDS) {
+        cap = hint ? hint[NGX_HTTP_TOGGLEMASTER_FLAGS]
+                     + hint[NGX_HTTP_TOGGLEMASTER_RULES]
+                   : 0;
 
-    for (k = 0; k < 2; k++) {
-        kv[k] = in[k];
+        if ((fresh & NGX_HTTP_TOGGLEMASTER_FLAG_KINDS)
+            != NGX_HTTP_TOGGLEMASTER_FLAG_KINDS && b->ofp)
+        {
+            cap += b->ofp->nflags;
+        }
 
-        if (!in[k].present
-            && ngx_http_togglemaster_kv_from_old(pool, k, old, &kv[k])
+        b->fp = ngx_http_togglemaster_flags_alloc(b, cap);
+
+        if (b->fp == NULL
+            || ngx_http_togglemaster_flags_seed(b,
+                   NGX_HTTP_TOGGLEMASTER_FLAG_KINDS & ~fresh)
                != NGX_OK)
         {
             goto failed;
         }
     }
 
-    if (ngx_http_togglemaster_build_flags(fp, &kv[0], &kv[1], old, log)
-        != NGX_OK)
-    {
-        goto failed;
+    if (touched & NGX_HTTP_TOGGLEMASTER_KEY_KINDS) {
+        b->kp = ngx_http_togglemaster_keys_alloc(b,
+                    hint ? hint[NGX_HTTP_TOGGLEMASTER_KEYS] : 0,
+                    (fresh & NGX_HTTP_TOGGLEMASTER_KEY_KINDS) ? NULL : b->okp);
+        if (b->kp == NULL) {
+            goto failed;
+        }
     }
 
-    return fp;
+    return b;
 
 failed:
 
-    ngx_destroy_pool(pool);
+    ngx_log_error(NGX_LOG_ALERT, log, 0,
+                  "togglemaster: out of memory building a snapshot");
+    ngx_http_togglemaster_builder_abort(b);
     return NULL;
 }
 
 
-static void
-ngx_http_togglemaster_flags_unref(ngx_http_togglemaster_flags_t *fp)
+ngx_int_t
+ngx_http_togglemaster_builder_set(ngx_http_togglemaster_builder_t *b,
+    ngx_uint_t kind, ngx_str_t *field, ngx_str_t *value)
 {
-    if (fp && --fp->refs == 0) {
-        ngx_destroy_pool(fp->pool);
+    switch (kind) {
+
+    case NGX_HTTP_TOGGLEMASTER_FLAGS:
+        return b->fp ? ngx_http_togglemaster_flag_set(b, field, value)
+                     : NGX_OK;
+
+    case NGX_HTTP_TOGGLEMASTER_RULES:
+        return b->fp ? ngx_http_togglemaster_rule_set(b, field, value)
+                     : NGX_OK;
+
+    case NGX_HTTP_TOGGLEMASTER_KEYS:
+        return b->kp ? ngx_http_togglemaster_key_set(b, field, value)
+                     : NGX_OK;
     }
+
+    return NGX_OK;
 }
 
 
-static void
-ngx_http_togglemaster_keys_unref(ngx_http_togglemaster_keys_t *kp)
+ngx_int_t
+ngx_http_togglemaster_builder_del(ngx_http_togglemaster_builder_t *b,
+    ngx_uint_t kind, ngx_str_t *field)
 {
-    if (kp && --kp->refs == 0) {
-        ngx_destroy_pool(kp->pool);
+    ngx_http_togglemaster_flag_t  *f;
+
+    switch (kind) {
+
+    case NGX_HTTP_TOGGLEMASTER_FLAGS:
+    case NGX_HTTP_TOGGLEMASTER_RULES:
+        f = b->fp ? ngx_http_togglemaster_flags_get(b, field, 0) : NULL;
+
+        if (f == NULL) {
+            return NGX_OK;
+        }
+
+        if (kind == NGX_HTTP_TOGGLEMASTER_RULES) {
+            ngx_http_togglemaster_rule_clear(f);
+
+        } else {
+            f->flag = TM_FLAG_MISSING;
+            ngx_str_null(&f->flag_json);
+        }
+
+        return NGX_OK;
+
+    case NGX_HTTP_TOGGLEMASTER_KEYS:
+        return b->kp ? ngx_http_togglemaster_key_del(b, field) : NGX_OK;
     }
+
+    return NGX_OK;
 }
 
 
 ngx_http_togglemaster_snapshot_t *
-ngx_http_togglemaster_snapshot_build(int64_t version,
-    ngx_http_togglemaster_kv_t *in, ngx_http_togglemaster_snapshot_t *old,
-    ngx_log_t *log)
+ngx_http_togglemaster_builder_finish(ngx_http_togglemaster_builder_t *b,
+    int64_t version)
 {
     ngx_http_togglemaster_snapshot_t  *snap;
 
-    snap = ngx_alloc(sizeof(ngx_http_togglemaster_snapshot_t), log);
+    snap = ngx_alloc(sizeof(ngx_http_togglemaster_snapshot_t), b->log);
     if (snap == NULL) {
+        ngx_http_togglemaster_builder_abort(b);
         return NULL;
     }
 
@@ -635,37 +1119,98 @@ ngx_http_togglemaster_snapshot_build(int64_t version,
     snap->version = version;
     snap->built = ngx_current_msec;
 
-    if (old && !in[NGX_HTTP_TOGGLEMASTER_FLAGS].present
-        && !in[NGX_HTTP_TOGGLEMASTER_RULES].present)
-    {
-        snap->fpart = old->fpart;
+    if (b->fp) {
+        ngx_http_togglemaster_flags_done(b);
+        snap->fpart = b->fp;
+        b->fp = NULL;
+
+    } else {
+        snap->fpart = b->ofp;
         snap->fpart->refs++;
-
-    } else {
-        snap->fpart = ngx_http_togglemaster_flags_new(in, old, log);
     }
 
-    if (old && !in[NGX_HTTP_TOGGLEMASTER_KEYS].present) {
-        snap->kpart = old->kpart;
+    if (b->kp) {
+        snap->kpart = b->kp;
+        b->kp = NULL;
+
+    } else {
+        snap->kpart = b->okp;
         snap->kpart->refs++;
-
-    } else {
-        snap->kpart = ngx_http_togglemaster_build_keys(
-                          &in[NGX_HTTP_TOGGLEMASTER_KEYS], old, log);
     }
 
-    if (snap->fpart == NULL || snap->kpart == NULL) {
-        ngx_log_error(NGX_LOG_ALERT, log, 0,
-                      "togglemaster: out of memory building a snapshot");
-        ngx_http_togglemaster_snapshot_free(snap);
-        return NULL;
-    }
+    ngx_http_togglemaster_builder_abort(b);
 
     snap->flags = snap->fpart->flags;
     snap->nflags = snap->fpart->nflags;
     snap->nkeys = snap->kpart->nkeys;
 
     return snap;
+}
+
+
+void
+ngx_http_togglemaster_builder_abort(ngx_http_togglemaster_builder_t *b)
+{
+    if (b == NULL) {
+        return;
+    }
+
+    ngx_http_togglemaster_flags_unref(b->fp);
+    ngx_http_togglemaster_keys_unref(b->kp);
+    ngx_http_togglemaster_flags_unref(b->ofp);
+    ngx_http_togglemaster_keys_unref(b->okp);
+    ngx_free(b);
+}
+
+
+void
+ngx_http_togglemaster_builder_stats(ngx_http_togglemaster_builder_t *b,
+    ngx_uint_t *reused, ngx_uint_t *compiled)
+{
+    *reused = b->reused;
+    *compiled = b->compiled;
+}
+
+
+/* A whole snapshot at once, from hashes in memory (the snapshot file). A
+ * kind not present keeps old's contents. */
+ngx_http_togglemaster_snapshot_t *
+ngx_http_togglemaster_snapshot_build(int64_t version,
+    ngx_http_togglemaster_kv_t *in, ngx_http_togglemaster_snapshot_t *old,
+    ngx_log_t *log)
+{
+    ngx_uint_t                        k, i, kinds;
+    ngx_uint_t                        hint[NGX_HTTP_TOGGLEMASTER_NKINDS];
+    ngx_http_togglemaster_builder_t  *b;
+
+    kinds = 0;
+
+    for (k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
+        hint[k] = in[k].present ? in[k].n : 0;
+
+        if (in[k].present) {
+            kinds |= ngx_http_togglemaster_kind(k);
+        }
+    }
+
+    b = ngx_http_togglemaster_builder_start(old, kinds, kinds, hint, log);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    for (k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
+        for (i = 0; in[k].present && i < in[k].n; i++) {
+            if (ngx_http_togglemaster_builder_set(b, k, &in[k].fields[i],
+                                                  &in[k].values[i])
+                != NGX_OK)
+            {
+                ngx_http_togglemaster_builder_abort(b);
+                return NULL;
+            }
+        }
+    }
+
+    return ngx_http_togglemaster_builder_finish(b, version);
 }
 
 
@@ -700,28 +1245,12 @@ ngx_http_togglemaster_flag_t *
 ngx_http_togglemaster_flag_lookup(ngx_http_togglemaster_snapshot_t *snap,
     u_char *name, size_t len)
 {
-    uint32_t                        h;
-    ngx_uint_t                      i;
-    ngx_http_togglemaster_flag_t   *f;
-    ngx_http_togglemaster_flags_t  *fp;
-
-    if (snap == NULL || snap->fpart == NULL || snap->fpart->slots == NULL) {
+    if (snap == NULL) {
         return NULL;
     }
 
-    fp = snap->fpart;
-    h = ngx_murmur_hash2(name, len);
-
-    for (i = h & fp->mask; fp->slots[i]; i = (i + 1) & fp->mask) {
-        f = &fp->flags[fp->slots[i] - 1];
-        if (f->hash == h && f->name.len == len
-            && ngx_memcmp(f->name.data, name, len) == 0)
-        {
-            return f;
-        }
-    }
-
-    return NULL;
+    return ngx_http_togglemaster_part_lookup(snap->fpart, name, len,
+                                             ngx_murmur_hash2(name, len));
 }
 
 

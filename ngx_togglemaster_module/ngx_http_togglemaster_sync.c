@@ -1,11 +1,20 @@
 /*
  * Per-worker Redis sync. Two connections: one SUBSCRIBEd to tm:changes, one
  * for commands. After the subscription is confirmed (so no change can slip
- * between load and subscribe) the command connection loads everything in
- * one MULTI/EXEC, which gives a consistent version + hashes. A message
- * reloads the hash it names (the other parts of the snapshot are shared);
- * a periodic GET tm:version that disagrees with the snapshot reloads all.
- * Loads never overlap: changes during a load queue one more.
+ * between load and subscribe) the command connection loads everything. A
+ * message reloads the hash it names (the other parts of the snapshot are
+ * shared); a periodic GET tm:version that disagrees with the snapshot
+ * reloads all. Loads never overlap: changes during a load queue one more.
+ *
+ * A load never stalls the worker: MULTI/GET tm:version/SMEMBERS tm:ready/
+ * HLEN.../EXEC, then each hash by HSCAN in chunks, one chunk per callback
+ * (so per event-loop turn), fed into a snapshot builder; then GET
+ * tm:version again, and the finished snapshot replaces the current one at
+ * once. A change while the hashes are scanned may or may not be seen by
+ * the scan; its message arrives meanwhile and queues a reload of its hash
+ * after this load, and the snapshot keeps the version read at the start,
+ * so the periodic check would also catch up. A load is never restarted:
+ * constant writes could starve it.
  *
  * Any error or timeout drops both connections and retries with exponential
  * backoff and jitter. Meanwhile the current snapshot keeps serving.
@@ -24,7 +33,36 @@
 #define NGX_HTTP_TOGGLEMASTER_BACKOFF_MIN 100
 #define NGX_HTTP_TOGGLEMASTER_FILE_DELAY  1000
 
-#define NGX_HTTP_TOGGLEMASTER_ALL         0x7
+#define NGX_HTTP_TOGGLEMASTER_ALL                                            \
+    (((ngx_uint_t) 1 << NGX_HTTP_TOGGLEMASTER_NKINDS) - 1)
+
+#define NGX_HTTP_TOGGLEMASTER_CURSOR_LEN  24    /* an unsigned 64-bit */
+#define NGX_HTTP_TOGGLEMASTER_DELTAS      64    /* pending single changes */
+#define NGX_HTTP_TOGGLEMASTER_DELTA_NAME  128   /* flag names, key hashes */
+
+
+/* What a kind is called (tm:ready, messages), its hash, and how many fields
+ * an HSCAN asks for: a chunk must cost the worker at most a few ms. */
+typedef struct {
+    ngx_str_t                           name;
+    const char                         *hash;
+    ngx_uint_t                          count;
+} ngx_http_togglemaster_kind_t;
+
+
+static ngx_http_togglemaster_kind_t  ngx_http_togglemaster_kinds[] = {
+    { ngx_string("flag"), "tm:flags", 500 },      /* FLAGS */
+    { ngx_string("rule"), "tm:rules", 250 },      /* RULES */
+    { ngx_string("key"), "tm:keys", 1000 },       /* KEYS */
+};
+
+
+/* One object changed ({"op":"upsert|delete","kind","name"}): one HGET. */
+typedef struct {
+    ngx_uint_t                          kind;
+    size_t                              len;
+    u_char                              name[NGX_HTTP_TOGGLEMASTER_DELTA_NAME];
+} ngx_http_togglemaster_delta_t;
 
 
 typedef struct {
@@ -45,6 +83,21 @@ typedef struct {
 
     ngx_uint_t                          loading;    /* kinds in flight */
     ngx_uint_t                          reload;     /* kinds queued */
+
+    /* the load in progress */
+    ngx_http_togglemaster_builder_t    *builder;
+    ngx_uint_t                          scan;       /* kinds left to scan */
+    ngx_uint_t                          skipped;    /* not in tm:ready */
+    int64_t                             version;    /* when it began */
+    ngx_msec_t                          started;
+    ngx_msec_t                          longest;    /* longest chunk */
+    ngx_uint_t                          chunks;
+    u_char                              cursor[NGX_HTTP_TOGGLEMASTER_CURSOR_LEN];
+
+    /* single changes: the first `applying` are in flight, the rest queued */
+    ngx_http_togglemaster_delta_t       deltas[NGX_HTTP_TOGGLEMASTER_DELTAS];
+    ngx_uint_t                          ndeltas;
+    ngx_uint_t                          applying;
 
     unsigned                            checking:1;
     unsigned                            exiting:1;
@@ -107,6 +160,11 @@ ngx_http_togglemaster_sync_fail(const char *why)
     s->loading = 0;
     s->reload = 0;
     s->checking = 0;
+    s->ndeltas = 0;     /* the reconnect loads everything */
+    s->applying = 0;
+
+    ngx_http_togglemaster_builder_abort(s->builder);
+    s->builder = NULL;
 
     if (s->op_timer.timer_set) {
         ngx_del_timer(&s->op_timer);
@@ -170,42 +228,6 @@ ngx_http_togglemaster_sync_int(redisReply *r)
 }
 
 
-static ngx_int_t
-ngx_http_togglemaster_sync_kv(ngx_pool_t *pool, redisReply *r,
-    ngx_http_togglemaster_kv_t *kv)
-{
-    size_t  i;
-
-    if (r->type != REDIS_REPLY_ARRAY || r->elements % 2) {
-        return NGX_ERROR;
-    }
-
-    kv->present = 1;
-    kv->n = 0;
-    kv->fields = ngx_palloc(pool, (r->elements / 2 + 1) * sizeof(ngx_str_t));
-    kv->values = ngx_palloc(pool, (r->elements / 2 + 1) * sizeof(ngx_str_t));
-    if (kv->fields == NULL || kv->values == NULL) {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i + 1 < r->elements; i += 2) {
-        if (r->element[i]->type != REDIS_REPLY_STRING
-            || r->element[i + 1]->type != REDIS_REPLY_STRING)
-        {
-            continue;
-        }
-
-        kv->fields[kv->n].data = (u_char *) r->element[i]->str;
-        kv->fields[kv->n].len = r->element[i]->len;
-        kv->values[kv->n].data = (u_char *) r->element[i + 1]->str;
-        kv->values[kv->n].len = r->element[i + 1]->len;
-        kv->n++;
-    }
-
-    return NGX_OK;
-}
-
-
 static void ngx_http_togglemaster_sync_load(ngx_uint_t kinds);
 
 
@@ -245,11 +267,32 @@ ngx_http_togglemaster_sync_write_file(ngx_event_t *ev)
 }
 
 
-/* The kinds listed in tm:ready ("flag", "rule", "key"), as a bit mask. */
+/* The kind called name ("flag", "rule", "key"), or -1. */
+static ngx_int_t
+ngx_http_togglemaster_sync_kind(const char *name, size_t len)
+{
+    ngx_uint_t                     k;
+    ngx_http_togglemaster_kind_t  *kd;
+
+    for (k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
+        kd = &ngx_http_togglemaster_kinds[k];
+
+        if (kd->name.len == len && ngx_strncmp(kd->name.data, name, len) == 0)
+        {
+            return (ngx_int_t) k;
+        }
+    }
+
+    return -1;
+}
+
+
+/* The kinds listed in tm:ready, as a bit mask. */
 static ngx_uint_t
 ngx_http_togglemaster_sync_ready(redisReply *r)
 {
     size_t       i;
+    ngx_int_t    k;
     ngx_uint_t   mask;
     redisReply  *m;
 
@@ -266,14 +309,10 @@ ngx_http_togglemaster_sync_ready(redisReply *r)
             continue;
         }
 
-        if (m->len == 4 && ngx_strncmp(m->str, "flag", 4) == 0) {
-            mask |= 1 << NGX_HTTP_TOGGLEMASTER_FLAGS;
+        k = ngx_http_togglemaster_sync_kind(m->str, m->len);
 
-        } else if (m->len == 4 && ngx_strncmp(m->str, "rule", 4) == 0) {
-            mask |= 1 << NGX_HTTP_TOGGLEMASTER_RULES;
-
-        } else if (m->len == 3 && ngx_strncmp(m->str, "key", 3) == 0) {
-            mask |= 1 << NGX_HTTP_TOGGLEMASTER_KEYS;
+        if (k >= 0) {
+            mask |= (ngx_uint_t) 1 << k;
         }
     }
 
@@ -281,24 +320,90 @@ ngx_http_togglemaster_sync_ready(redisReply *r)
 }
 
 
+static void ngx_http_togglemaster_sync_apply(void);
+
+
+/* After a load or a check: what was queued meanwhile. Returns 0 if idle. */
+static ngx_uint_t
+ngx_http_togglemaster_sync_next(void)
+{
+    ngx_uint_t                     kinds;
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    kinds = s->reload;
+    s->reload = 0;
+
+    if (kinds) {
+        ngx_http_togglemaster_sync_load(kinds);
+        return 1;
+    }
+
+    if (s->ndeltas) {
+        ngx_http_togglemaster_sync_apply();
+        return 1;
+    }
+
+    return 0;
+}
+
+
+/* A new snapshot went live. */
 static void
-ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
+ngx_http_togglemaster_sync_swapped(void)
+{
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    s->backoff = NGX_HTTP_TOGGLEMASTER_BACKOFF_MIN;
+    ngx_http_togglemaster_sync_set_state(NGX_HTTP_TOGGLEMASTER_SYNCED);
+
+    if (ngx_http_togglemaster_shm) {
+        (void) ngx_atomic_fetch_add(&ngx_http_togglemaster_shm->syncs, 1);
+    }
+
+    /* one worker writes the file, at most once a second: bursts of
+     * changes cost one write */
+    if (s->conf->snapshot_file.len && ngx_worker == 0) {
+        s->file_dirty = 1;
+
+        if (!s->file_timer.timer_set) {
+            ngx_add_timer(&s->file_timer, s->file_written
+                                          ? NGX_HTTP_TOGGLEMASTER_FILE_DELAY
+                                          : 1);
+        }
+    }
+}
+
+
+static void ngx_http_togglemaster_sync_scan(void);
+
+
+/* the lowest kind in a non-empty mask */
+static ngx_uint_t
+ngx_http_togglemaster_sync_first(ngx_uint_t kinds)
+{
+    ngx_uint_t  k;
+
+    for (k = 0; !(kinds & ((ngx_uint_t) 1 << k)); k++) { /* void */ }
+
+    return k;
+}
+
+
+/* The first step of a load: version, ready kinds and sizes, together. */
+static void
+ngx_http_togglemaster_sync_began(redisAsyncContext *ac, void *reply,
     void *data)
 {
-    redisReply                        *r = reply;
-    ngx_msec_t                         t0;
-    ngx_uint_t                         k, e, kinds, n, ready, skipped;
-    ngx_pool_t                        *pool;
-    ngx_http_togglemaster_kv_t         kv[NGX_HTTP_TOGGLEMASTER_NKINDS];
-    ngx_http_togglemaster_sync_t      *s = &ngx_http_togglemaster_sync;
-    ngx_http_togglemaster_snapshot_t  *snap;
+    redisReply                    *r = reply;
+    ngx_uint_t                     k, e, kinds, n, ready, skipped;
+    ngx_uint_t                     hint[NGX_HTTP_TOGGLEMASTER_NKINDS];
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
 
     if (ac != s->cmd) {
         return;
     }
 
     kinds = s->loading;
-    s->loading = 0;
 
     if (s->op_timer.timer_set) {
         ngx_del_timer(&s->op_timer);
@@ -309,7 +414,7 @@ ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
         return;
     }
 
-    /* version, ready kinds, then one reply per hash loaded */
+    /* version, ready kinds, then one HLEN per hash loaded */
     for (n = 2, k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
         n += (kinds >> k) & 1;
     }
@@ -335,14 +440,9 @@ ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
 
         /* whatever refills Redis, the next load must take all of it */
         s->need_all = 1;
+        s->loading = 0;
         ngx_http_togglemaster_sync_set_state(NGX_HTTP_TOGGLEMASTER_SYNCED);
-
-        if (s->reload) {
-            kinds = s->reload;
-            s->reload = 0;
-            ngx_http_togglemaster_sync_load(kinds);
-        }
-
+        (void) ngx_http_togglemaster_sync_next();
         return;
     }
 
@@ -369,92 +469,232 @@ ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
         s->need_all = 1;
     }
 
-    pool = ngx_create_pool(4096, s->log);
-    if (pool == NULL) {
+    for (e = 2, k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
+        hint[k] = 0;
+
+        if (kinds & ((ngx_uint_t) 1 << k)) {
+            if (r->element[e]->type == REDIS_REPLY_ERROR) {
+                ngx_http_togglemaster_sync_fail("a tm: key has the wrong "
+                                                "type");
+                return;
+            }
+
+            hint[k] = (ngx_uint_t) ngx_max(ngx_http_togglemaster_sync_int(
+                                               r->element[e]), 0);
+            e++;
+        }
+    }
+
+    s->version = ngx_http_togglemaster_sync_int(r->element[0]);
+    s->skipped = skipped;
+    s->scan = kinds & ~skipped;
+    s->chunks = 0;
+    s->longest = 0;
+    ngx_cpystrn(s->cursor, (u_char *) "0", sizeof(s->cursor));
+
+    ngx_time_update();
+    s->started = ngx_current_msec;
+
+    s->builder = ngx_http_togglemaster_builder_start(
+                     ngx_http_togglemaster_current, s->scan, s->scan, hint,
+                     s->log);
+    if (s->builder == NULL) {
         ngx_http_togglemaster_sync_fail("out of memory");
+        return;
+    }
+
+    ngx_http_togglemaster_sync_scan();
+}
+
+
+/* One chunk of the hash being scanned, into the builder. */
+static void
+ngx_http_togglemaster_sync_chunk(redisAsyncContext *ac, void *reply,
+    void *data)
+{
+    redisReply                    *r = reply, *c, *a;
+    size_t                         i;
+    ngx_str_t                      field, value;
+    ngx_msec_t                     t0, t;
+    ngx_uint_t                     kind;
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    if (ac != s->cmd || s->builder == NULL) {
+        return;
+    }
+
+    if (s->op_timer.timer_set) {
+        ngx_del_timer(&s->op_timer);
+    }
+
+    if (r == NULL) {
+        ngx_http_togglemaster_sync_fail("connection lost during load");
+        return;
+    }
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2
+        || r->element[0]->type != REDIS_REPLY_STRING
+        || r->element[0]->len >= NGX_HTTP_TOGGLEMASTER_CURSOR_LEN
+        || r->element[1]->type != REDIS_REPLY_ARRAY
+        || r->element[1]->elements % 2)
+    {
+        ngx_http_togglemaster_sync_fail(r->type == REDIS_REPLY_ERROR
+                                        ? "a tm: key has the wrong type"
+                                        : "unexpected HSCAN reply");
         return;
     }
 
     ngx_time_update();
     t0 = ngx_current_msec;
 
-    for (e = 2, k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
-        kv[k].present = 0;
+    kind = ngx_http_togglemaster_sync_first(s->scan);
+    c = r->element[0];
+    a = r->element[1];
 
-        if (!(kinds & (1 << k))) {
+    for (i = 0; i + 1 < a->elements; i += 2) {
+        if (a->element[i]->type != REDIS_REPLY_STRING
+            || a->element[i + 1]->type != REDIS_REPLY_STRING)
+        {
             continue;
         }
 
-        if (skipped & (1 << k)) {
-            e++;
-            continue;
-        }
+        field.data = (u_char *) a->element[i]->str;
+        field.len = a->element[i]->len;
+        value.data = (u_char *) a->element[i + 1]->str;
+        value.len = a->element[i + 1]->len;
 
-        if (ngx_http_togglemaster_sync_kv(pool, r->element[e++], &kv[k])
+        if (ngx_http_togglemaster_builder_set(s->builder, kind, &field, &value)
             != NGX_OK)
         {
-            ngx_destroy_pool(pool);
-            ngx_http_togglemaster_sync_fail("a tm: key has the wrong type");
+            ngx_http_togglemaster_sync_fail("out of memory");
             return;
         }
     }
 
-    snap = ngx_http_togglemaster_snapshot_build(
-               ngx_http_togglemaster_sync_int(r->element[0]), kv,
-               ngx_http_togglemaster_current, s->log);
+    ngx_cpystrn(s->cursor, (u_char *) c->str, c->len + 1);
 
-    ngx_destroy_pool(pool);
+    if (c->len == 1 && c->str[0] == '0') {
+        s->scan &= ~((ngx_uint_t) 1 << kind);     /* this hash is done */
+    }
+
+    ngx_time_update();
+    t = ngx_current_msec - t0;
+    s->longest = ngx_max(s->longest, t);
+    s->chunks++;
+
+    ngx_http_togglemaster_sync_scan();
+}
+
+
+/* The last step: the version again, then the new snapshot goes live. */
+static void
+ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
+    void *data)
+{
+    redisReply                        *r = reply;
+    int64_t                            v;
+    ngx_msec_t                         t0;
+    ngx_uint_t                         kinds, reused, compiled;
+    ngx_http_togglemaster_sync_t      *s = &ngx_http_togglemaster_sync;
+    ngx_http_togglemaster_snapshot_t  *snap;
+
+    if (ac != s->cmd || s->builder == NULL) {
+        return;
+    }
+
+    kinds = s->loading;
+
+    if (s->op_timer.timer_set) {
+        ngx_del_timer(&s->op_timer);
+    }
+
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        ngx_http_togglemaster_sync_fail("connection lost during load");
+        return;
+    }
+
+    v = ngx_http_togglemaster_sync_int(r);
+
+    if (v != s->version) {
+        ngx_log_error(NGX_LOG_INFO, s->log, 0,
+                      "togglemaster: tm:version moved from %L to %L during "
+                      "the load; their messages reload what changed",
+                      s->version, v);
+    }
+
+    ngx_time_update();
+    t0 = ngx_current_msec;
+
+    ngx_http_togglemaster_builder_stats(s->builder, &reused, &compiled);
+
+    snap = ngx_http_togglemaster_builder_finish(s->builder, s->version);
+    s->builder = NULL;
 
     if (snap == NULL) {
         ngx_http_togglemaster_sync_fail("snapshot build failed");
         return;
     }
 
+    ngx_http_togglemaster_snapshot_swap(snap);
+
     ngx_time_update();
+    s->longest = ngx_max(s->longest, ngx_current_msec - t0);
 
     ngx_log_error(NGX_LOG_INFO, s->log, 0,
                   "togglemaster: snapshot version %L built in %M ms "
-                  "(reloaded %s%s%s), %ui flags, %ui keys",
-                  snap->version, ngx_current_msec - t0,
+                  "(reloaded %s%s%s), %ui flags, %ui keys; %ui chunks, "
+                  "longest step %M ms, %ui objects reused, %ui parsed",
+                  snap->version, ngx_current_msec - s->started,
                   (kinds & 1) ? "flags " : "", (kinds & 2) ? "rules " : "",
-                  (kinds & 4) ? "keys" : "", snap->nflags, snap->nkeys);
+                  (kinds & 4) ? "keys" : "", snap->nflags, snap->nkeys,
+                  s->chunks, s->longest, reused, compiled);
 
-    ngx_http_togglemaster_snapshot_swap(snap);
+    s->loading = 0;
 
-    if (kinds == NGX_HTTP_TOGGLEMASTER_ALL && !skipped) {
+    if (kinds == NGX_HTTP_TOGGLEMASTER_ALL && !s->skipped) {
         s->need_all = 0;
     }
 
-    s->backoff = NGX_HTTP_TOGGLEMASTER_BACKOFF_MIN;
-    ngx_http_togglemaster_sync_set_state(NGX_HTTP_TOGGLEMASTER_SYNCED);
+    ngx_http_togglemaster_sync_swapped();
+    (void) ngx_http_togglemaster_sync_next();
+}
 
-    if (ngx_http_togglemaster_shm) {
-        (void) ngx_atomic_fetch_add(&ngx_http_togglemaster_shm->syncs, 1);
+
+/* The next HSCAN, or, once every hash is in, the closing version read. */
+static void
+ngx_http_togglemaster_sync_scan(void)
+{
+    int                            rc;
+    ngx_uint_t                     kind;
+    ngx_http_togglemaster_kind_t  *kd;
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    if (s->scan == 0) {
+        rc = redisAsyncCommand(s->cmd, ngx_http_togglemaster_sync_loaded,
+                               NULL, "GET tm:version");
+
+    } else {
+        kind = ngx_http_togglemaster_sync_first(s->scan);
+        kd = &ngx_http_togglemaster_kinds[kind];
+
+        rc = redisAsyncCommand(s->cmd, ngx_http_togglemaster_sync_chunk, NULL,
+                               "HSCAN %s %s COUNT %u", kd->hash, s->cursor,
+                               (unsigned) kd->count);
     }
 
-    /* one worker writes the file, at most once a second: bursts of
-     * changes cost one write */
-    if (s->conf->snapshot_file.len && ngx_worker == 0) {
-        s->file_dirty = 1;
-
-        if (!s->file_timer.timer_set) {
-            ngx_add_timer(&s->file_timer, s->file_written
-                                          ? NGX_HTTP_TOGGLEMASTER_FILE_DELAY
-                                          : 1);
-        }
+    if (rc != REDIS_OK) {
+        ngx_http_togglemaster_sync_fail("cannot send the load");
+        return;
     }
 
-    if (s->reload) {
-        kinds = s->reload;
-        s->reload = 0;
-        ngx_http_togglemaster_sync_load(kinds);
-    }
+    ngx_add_timer(&s->op_timer, s->conf->timeout);
 }
 
 
 static void
 ngx_http_togglemaster_sync_load(ngx_uint_t kinds)
 {
+    ngx_uint_t                     k, n;
     ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
 
     if (s->cmd == NULL) {
@@ -472,24 +712,235 @@ ngx_http_togglemaster_sync_load(ngx_uint_t kinds)
 
     s->loading = kinds;
 
+    /* queued changes of these kinds: the whole hash is read after them */
+    for (k = 0, n = 0; k < s->ndeltas; k++) {
+        if (!(kinds & ((ngx_uint_t) 1 << s->deltas[k].kind))) {
+            s->deltas[n++] = s->deltas[k];
+        }
+    }
+
+    s->ndeltas = n;
+
     if (redisAsyncCommand(s->cmd, NULL, NULL, "MULTI") != REDIS_OK
         || redisAsyncCommand(s->cmd, NULL, NULL, "GET tm:version") != REDIS_OK
         || redisAsyncCommand(s->cmd, NULL, NULL, "SMEMBERS tm:ready")
-           != REDIS_OK
-        || ((kinds & (1 << NGX_HTTP_TOGGLEMASTER_FLAGS))
-            && redisAsyncCommand(s->cmd, NULL, NULL, "HGETALL tm:flags")
-               != REDIS_OK)
-        || ((kinds & (1 << NGX_HTTP_TOGGLEMASTER_RULES))
-            && redisAsyncCommand(s->cmd, NULL, NULL, "HGETALL tm:rules")
-               != REDIS_OK)
-        || ((kinds & (1 << NGX_HTTP_TOGGLEMASTER_KEYS))
-            && redisAsyncCommand(s->cmd, NULL, NULL, "HGETALL tm:keys")
-               != REDIS_OK)
-        || redisAsyncCommand(s->cmd, ngx_http_togglemaster_sync_loaded, NULL,
-                             "EXEC")
            != REDIS_OK)
     {
         ngx_http_togglemaster_sync_fail("cannot send the load");
+        return;
+    }
+
+    for (k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
+        if ((kinds & ((ngx_uint_t) 1 << k))
+            && redisAsyncCommand(s->cmd, NULL, NULL, "HLEN %s",
+                                 ngx_http_togglemaster_kinds[k].hash)
+               != REDIS_OK)
+        {
+            ngx_http_togglemaster_sync_fail("cannot send the load");
+            return;
+        }
+    }
+
+    if (redisAsyncCommand(s->cmd, ngx_http_togglemaster_sync_began, NULL,
+                          "EXEC")
+        != REDIS_OK)
+    {
+        ngx_http_togglemaster_sync_fail("cannot send the load");
+        return;
+    }
+
+    ngx_add_timer(&s->op_timer, s->conf->timeout);
+}
+
+
+/* The queued single changes, all at once: MULTI, GET tm:version, SMEMBERS
+ * tm:ready, one HGET each, EXEC. The next snapshot copies the current one's
+ * touched part (10,000 flags: a few ms, no parsing) and changes them. */
+static void
+ngx_http_togglemaster_sync_applied(redisAsyncContext *ac, void *reply,
+    void *data)
+{
+    redisReply                        *r = reply, *e;
+    ngx_str_t                          name, value;
+    ngx_msec_t                         t0;
+    ngx_uint_t                         i, n, kinds, ready;
+    ngx_http_togglemaster_delta_t     *d;
+    ngx_http_togglemaster_sync_t      *s = &ngx_http_togglemaster_sync;
+    ngx_http_togglemaster_builder_t   *b;
+    ngx_http_togglemaster_snapshot_t  *snap, *cur;
+
+    if (ac != s->cmd) {
+        return;
+    }
+
+    b = NULL;
+
+    if (s->op_timer.timer_set) {
+        ngx_del_timer(&s->op_timer);
+    }
+
+    if (r == NULL) {
+        ngx_http_togglemaster_sync_fail("connection lost during load");
+        return;
+    }
+
+    n = s->applying;
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != n + 2) {
+        ngx_http_togglemaster_sync_fail(r->type == REDIS_REPLY_ERROR
+                                        ? r->str : "unexpected load reply");
+        return;
+    }
+
+    cur = ngx_http_togglemaster_current;
+    ready = ngx_http_togglemaster_sync_ready(r->element[1]);
+
+    ngx_time_update();
+    t0 = ngx_current_msec;
+
+    if (r->element[0]->type == REDIS_REPLY_NIL) {
+        /* emptied meanwhile: as for a load, keep what we have */
+        s->need_all = 1;
+        snap = NULL;
+
+    } else {
+        kinds = 0;
+
+        for (i = 0; i < n; i++) {
+            kinds |= (ngx_uint_t) 1 << s->deltas[i].kind;
+        }
+
+        /* a kind not reconciled yet keeps our copy (see the full load) */
+        if (kinds & ~ready) {
+            s->need_all = 1;
+        }
+
+        b = ngx_http_togglemaster_builder_start(cur, 0, kinds & ready, NULL,
+                                                s->log);
+        if (b == NULL) {
+            ngx_http_togglemaster_sync_fail("out of memory");
+            return;
+        }
+
+        for (i = 0; i < n; i++) {
+            d = &s->deltas[i];
+            e = r->element[2 + i];
+
+            if (!(ready & ((ngx_uint_t) 1 << d->kind))) {
+                continue;
+            }
+
+            name.data = d->name;
+            name.len = d->len;
+
+            if (ngx_http_togglemaster_builder_del(b, d->kind, &name)
+                != NGX_OK)
+            {
+                goto failed;
+            }
+
+            if (e->type != REDIS_REPLY_STRING) {
+                continue;   /* gone: deleted */
+            }
+
+            value.data = (u_char *) e->str;
+            value.len = e->len;
+
+            if (ngx_http_togglemaster_builder_set(b, d->kind, &name, &value)
+                != NGX_OK)
+            {
+                goto failed;
+            }
+        }
+
+        snap = ngx_http_togglemaster_builder_finish(b,
+                   ngx_http_togglemaster_sync_int(r->element[0]));
+        if (snap == NULL) {
+            ngx_http_togglemaster_sync_fail("snapshot build failed");
+            return;
+        }
+    }
+
+    /* the ones applied leave the queue; newer ones wait their turn */
+    ngx_memmove(s->deltas, &s->deltas[n],
+                (s->ndeltas - n) * sizeof(ngx_http_togglemaster_delta_t));
+    s->ndeltas -= n;
+    s->applying = 0;
+    s->loading = 0;
+
+    if (snap) {
+        ngx_http_togglemaster_snapshot_swap(snap);
+
+        ngx_time_update();
+        ngx_log_error(NGX_LOG_INFO, s->log, 0,
+                      "togglemaster: snapshot version %L: %ui change%s "
+                      "applied in %M ms", snap->version, n,
+                      n == 1 ? "" : "s", ngx_current_msec - t0);
+
+        ngx_http_togglemaster_sync_swapped();
+
+    } else {
+        ngx_log_error(NGX_LOG_WARN, s->log, 0,
+                      "togglemaster: redis %V has no tm:version (empty or "
+                      "flushed); keeping snapshot version %L",
+                      &s->conf->redis, cur ? cur->version : -1);
+    }
+
+    (void) ngx_http_togglemaster_sync_next();
+    return;
+
+failed:
+
+    ngx_http_togglemaster_builder_abort(b);
+    ngx_http_togglemaster_sync_fail("out of memory");
+}
+
+
+static void
+ngx_http_togglemaster_sync_apply(void)
+{
+    ngx_uint_t                      i, kinds;
+    ngx_http_togglemaster_delta_t  *d;
+    ngx_http_togglemaster_sync_t   *s = &ngx_http_togglemaster_sync;
+
+    if (s->cmd == NULL || s->ndeltas == 0) {
+        return;
+    }
+
+    for (kinds = 0, i = 0; i < s->ndeltas; i++) {
+        kinds |= (ngx_uint_t) 1 << s->deltas[i].kind;
+    }
+
+    s->loading = kinds;
+    s->applying = s->ndeltas;
+
+    if (redisAsyncCommand(s->cmd, NULL, NULL, "MULTI") != REDIS_OK
+        || redisAsyncCommand(s->cmd, NULL, NULL, "GET tm:version") != REDIS_OK
+        || redisAsyncCommand(s->cmd, NULL, NULL, "SMEMBERS tm:ready")
+           != REDIS_OK)
+    {
+        ngx_http_togglemaster_sync_fail("cannot send the changes");
+        return;
+    }
+
+    for (i = 0; i < s->applying; i++) {
+        d = &s->deltas[i];
+
+        if (redisAsyncCommand(s->cmd, NULL, NULL, "HGET %s %b",
+                              ngx_http_togglemaster_kinds[d->kind].hash,
+                              d->name, d->len)
+            != REDIS_OK)
+        {
+            ngx_http_togglemaster_sync_fail("cannot send the changes");
+            return;
+        }
+    }
+
+    if (redisAsyncCommand(s->cmd, ngx_http_togglemaster_sync_applied, NULL,
+                          "EXEC")
+        != REDIS_OK)
+    {
+        ngx_http_togglemaster_sync_fail("cannot send the changes");
         return;
     }
 
@@ -502,7 +953,6 @@ ngx_http_togglemaster_sync_versioned(redisAsyncContext *ac, void *reply,
     void *data)
 {
     redisReply                    *r = reply;
-    ngx_uint_t                     kinds;
     ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
 
     if (ac != s->cmd) {
@@ -527,12 +977,7 @@ ngx_http_togglemaster_sync_versioned(redisAsyncContext *ac, void *reply,
         s->reload = NGX_HTTP_TOGGLEMASTER_ALL;
     }
 
-    if (s->reload) {
-        kinds = s->reload;
-        s->reload = 0;
-        ngx_http_togglemaster_sync_load(kinds);
-
-    } else {
+    if (!ngx_http_togglemaster_sync_next()) {
         /* the snapshot is confirmed current */
         ngx_http_togglemaster_sync_set_state(NGX_HTTP_TOGGLEMASTER_SYNCED);
     }
@@ -569,30 +1014,72 @@ ngx_http_togglemaster_sync_check(ngx_event_t *ev)
 }
 
 
-/* {"version":v,"kind":"flag|rule|key","op":...}: reload the hash it names.
- * No echo suppression by version: a load of one hash may already carry the
- * version of a change to another hash whose message is still on its way. */
+/* Queues one changed object; 0 if it must be a reload of its hash. */
+static ngx_uint_t
+ngx_http_togglemaster_sync_delta(ngx_uint_t kind, const char *name,
+    size_t len)
+{
+    ngx_http_togglemaster_delta_t  *d;
+    ngx_http_togglemaster_sync_t   *s = &ngx_http_togglemaster_sync;
+
+    if (ngx_http_togglemaster_current == NULL || s->need_all
+        || len == 0 || len > NGX_HTTP_TOGGLEMASTER_DELTA_NAME
+        || s->ndeltas == NGX_HTTP_TOGGLEMASTER_DELTAS
+        || (s->reload & ((ngx_uint_t) 1 << kind)))
+    {
+        return 0;
+    }
+
+    d = &s->deltas[s->ndeltas++];
+    d->kind = kind;
+    d->len = len;
+    ngx_memcpy(d->name, name, len);
+
+    if (!s->loading && !s->checking && s->cmd) {
+        ngx_http_togglemaster_sync_apply();
+    }
+
+    return 1;
+}
+
+
+/* {"version":v,"kind":"flag|rule|key","op":...,"name":...}: an upsert or a
+ * delete is applied as a delta (one HGET), anything else reloads the hash
+ * it names. No echo suppression by version: a load of one hash may
+ * already carry the version of a change to another hash whose message is
+ * still on its way. */
 static void
 ngx_http_togglemaster_sync_message(redisReply *payload)
 {
-    json_t      *doc;
-    const char  *kind;
+    json_t      *doc, *v, *op, *name;
+    ngx_int_t    k;
     ngx_uint_t   kinds;
 
     kinds = NGX_HTTP_TOGGLEMASTER_ALL;
 
     if (payload->type == REDIS_REPLY_STRING) {
         doc = json_loadb(payload->str, payload->len, 0, NULL);
-        kind = json_string_value(json_object_get(doc, "kind"));
+        v = json_object_get(doc, "kind");
+        op = json_object_get(doc, "op");
+        name = json_object_get(doc, "name");
 
-        if (kind && ngx_strcmp(kind, "flag") == 0) {
-            kinds = 1 << NGX_HTTP_TOGGLEMASTER_FLAGS;
+        k = json_is_string(v)
+            ? ngx_http_togglemaster_sync_kind(json_string_value(v),
+                                              json_string_length(v))
+            : -1;
 
-        } else if (kind && ngx_strcmp(kind, "rule") == 0) {
-            kinds = 1 << NGX_HTTP_TOGGLEMASTER_RULES;
+        if (k >= 0) {
+            kinds = (ngx_uint_t) 1 << k;
 
-        } else if (kind && ngx_strcmp(kind, "key") == 0) {
-            kinds = 1 << NGX_HTTP_TOGGLEMASTER_KEYS;
+            if (json_is_string(op) && json_is_string(name)
+                && (ngx_strcmp(json_string_value(op), "upsert") == 0
+                    || ngx_strcmp(json_string_value(op), "delete") == 0)
+                && ngx_http_togglemaster_sync_delta((ngx_uint_t) k,
+                                                    json_string_value(name),
+                                                    json_string_length(name)))
+            {
+                kinds = 0;
+            }
         }
 
         json_decref(doc);
@@ -602,7 +1089,9 @@ ngx_http_togglemaster_sync_message(redisReply *payload)
         kinds = NGX_HTTP_TOGGLEMASTER_ALL;
     }
 
-    ngx_http_togglemaster_sync_load(kinds);
+    if (kinds) {
+        ngx_http_togglemaster_sync_load(kinds);
+    }
 }
 
 
@@ -828,6 +1317,9 @@ ngx_http_togglemaster_sync_exit(ngx_cycle_t *cycle)
 
     ngx_http_togglemaster_sync_drop(&s->cmd);
     ngx_http_togglemaster_sync_drop(&s->sub);
+
+    ngx_http_togglemaster_builder_abort(s->builder);
+    s->builder = NULL;
 
     ngx_http_togglemaster_snapshot_swap(NULL);
 }
