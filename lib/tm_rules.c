@@ -1295,7 +1295,10 @@ static int compile_payload(cc *c, const json_t *p, tm_variant *v)
     size_t tlen = strlen(text);
     int rc = tlen > MAX_PAYLOAD_LEN ? cfail(c, "at most %d bytes", MAX_PAYLOAD_LEN)
              : copy_str(c, text, tlen, &v->payload);
-    free(text);
+    /* jansson's allocator, which a host (the nginx module) may replace */
+    json_free_t jfree;
+    json_get_alloc_funcs(NULL, &jfree);
+    jfree(text);
     if (rc == 0) {
         pop(c, mark);
     }

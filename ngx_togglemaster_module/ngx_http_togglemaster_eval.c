@@ -1,5 +1,7 @@
 /*
- * Evaluation on the request path: snapshot lookup + lib's tm_decide(), and
+ * Evaluation on the request path: snapshot lookup + lib's tm_evaluate()
+ * with an environment that resolves segments and parent flags in the
+ * current snapshot, the evaluation context (identity + attributes), and
  * the original GET /evaluate endpoint. Everything allocated here comes from
  * the request pool.
  */
@@ -7,25 +9,145 @@
 #include "ngx_http_togglemaster_module.h"
 
 
-tm_decision
-ngx_http_togglemaster_decide(ngx_http_togglemaster_flag_t *f, u_char *user,
-    size_t ulen, u_char *name, size_t nlen)
+static const tm_segment *
+ngx_http_togglemaster_env_segment(void *ud, const char *name, size_t len)
 {
-    tm_decision  d;
+    ngx_http_togglemaster_segment_t  *s;
 
-    if (f == NULL) {
-        d = tm_decide(TM_FLAG_MISSING, 0, 0, NULL, (char *) user, ulen,
-                      (char *) name, nlen);
-        ngx_http_togglemaster_count(NGX_HTTP_TOGGLEMASTER_SLOT_UNKNOWN, 0);
-        return d;
+    s = ngx_http_togglemaster_segment_lookup(ud, (u_char *) name, len);
+
+    return s ? s->seg : NULL;
+}
+
+
+static void
+ngx_http_togglemaster_view(ngx_http_togglemaster_flag_t *f,
+    tm_flag_view *view)
+{
+    view->name = (const char *) f->name.data;
+    view->len = f->name.len;
+    view->state = f->flag;
+    view->rule_present = f->rule_present;
+    view->rule_enabled = f->rule_enabled;
+    view->rule = f->rule;
+}
+
+
+static int
+ngx_http_togglemaster_env_flag(void *ud, const char *name, size_t len,
+    tm_flag_view *out)
+{
+    ngx_http_togglemaster_flag_t  *f;
+
+    f = ngx_http_togglemaster_flag_lookup(ud, (u_char *) name, len);
+    if (f == NULL || f->flag == TM_FLAG_MISSING) {
+        return -1;
     }
 
-    d = tm_decide(f->flag, f->rule_present, f->rule_enabled, f->rule,
-                  (char *) user, ulen, (char *) f->name.data, f->name.len);
+    ngx_http_togglemaster_view(f, out);
 
-    ngx_http_togglemaster_count(f->counter, d.value);
+    return 0;
+}
 
-    return d;
+
+/*
+ * Evaluates f (NULL: unknown) for ctx in the current snapshot and counts
+ * it. ctx->now_ms defaults to nginx's cached time, so DATE_ constraints on
+ * currentTime cost no clock call. Returns res->value.
+ */
+ngx_int_t
+ngx_http_togglemaster_evaluate(ngx_http_togglemaster_flag_t *f,
+    tm_context *ctx, tm_eval_result *res)
+{
+    ngx_time_t    *tp;
+    tm_flag_view   view;
+    tm_eval_env    env;
+
+    if (f == NULL || f->flag == TM_FLAG_MISSING) {
+        ngx_memzero(res, sizeof(tm_eval_result));
+        res->reason = TM_REASON_UNKNOWN;
+        res->strategy = -1;
+        ngx_http_togglemaster_count(NGX_HTTP_TOGGLEMASTER_SLOT_UNKNOWN, 0);
+        return 0;
+    }
+
+    if (ctx->now_ms == 0) {
+        tp = ngx_timeofday();
+        ctx->now_ms = (int64_t) tp->sec * 1000 + tp->msec;
+    }
+
+    ngx_http_togglemaster_view(f, &view);
+
+    env.ud = ngx_http_togglemaster_current;
+    env.segment = ngx_http_togglemaster_env_segment;
+    env.flag = ngx_http_togglemaster_env_flag;
+    env.random = NULL;
+    env.max_depth = 0;
+
+    (void) tm_evaluate(&view, ctx, &env, res);
+
+    ngx_http_togglemaster_count(f->counter, res->value);
+
+    return res->value;
+}
+
+
+/*
+ * Completes ctx (its identity already set) with the attributes the request
+ * gave (given[0..ngiven), they win: the first of a name counts), then the
+ * location's togglemaster_context ones. NGX_OK or NGX_ERROR.
+ */
+ngx_int_t
+ngx_http_togglemaster_context_conf(ngx_http_request_t *r, tm_context *ctx,
+    tm_attr *given, ngx_uint_t ngiven)
+{
+    tm_attr                            *attrs;
+    ngx_str_t                           val;
+    ngx_uint_t                          i, n;
+    ngx_http_togglemaster_attr_conf_t  *ac;
+    ngx_http_togglemaster_loc_conf_t   *tmlcf;
+
+    tmlcf = ngx_http_get_module_loc_conf(r, ngx_http_togglemaster_module);
+
+    if (tmlcf->context == NULL || tmlcf->context->nelts == 0) {
+        ctx->attrs = given;
+        ctx->nattrs = ngiven;
+        return NGX_OK;
+    }
+
+    ac = tmlcf->context->elts;
+    n = tmlcf->context->nelts;
+
+    attrs = ngx_palloc(r->pool, (ngiven + n) * sizeof(tm_attr));
+    if (attrs == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngiven) {
+        ngx_memcpy(attrs, given, ngiven * sizeof(tm_attr));
+    }
+
+    ctx->attrs = attrs;
+    ctx->nattrs = ngiven;
+
+    for (i = 0; i < n; i++) {
+        if (ngx_http_complex_value(r, &ac[i].value, &val) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        /* empty is absent, as for an unset variable */
+        if (val.len == 0 || val.len > TM_CONTEXT_MAX_VALUE_LEN) {
+            continue;
+        }
+
+        attrs[ctx->nattrs].name = (const char *) ac[i].name.data;
+        attrs[ctx->nattrs].name_len = ac[i].name.len;
+        attrs[ctx->nattrs].value = (const char *) val.data;
+        attrs[ctx->nattrs].value_len = val.len;
+        ctx->nattrs++;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -57,13 +179,16 @@ ngx_http_togglemaster_identity(ngx_http_request_t *r, ngx_str_t *id)
 }
 
 
-/* 1 if the flag is on for this request's identity, 0 if not, NGX_ERROR. */
+/* 1 if the flag is on for this request (its identity and the location's
+ * togglemaster_context attributes), 0 if not, NGX_ERROR. */
 ngx_int_t
 ngx_http_togglemaster_flag_on(ngx_http_request_t *r, u_char *name, size_t len)
 {
     ngx_int_t                      rc;
     ngx_str_t                      id;
+    tm_context                     ctx;
     tm_decision                    d;
+    tm_eval_result                 res;
     ngx_http_togglemaster_flag_t  *f;
 
     rc = ngx_http_togglemaster_identity(r, &id);
@@ -84,12 +209,22 @@ ngx_http_togglemaster_flag_on(ngx_http_request_t *r, u_char *name, size_t len)
         return 0;
     }
 
-    d = ngx_http_togglemaster_decide(f, id.data, id.len, name, len);
+    tm_context_init(&ctx, id.len ? (const char *) id.data : NULL, id.len,
+                    NULL, 0);
+
+    if (ngx_http_togglemaster_context_conf(r, &ctx, NULL, 0) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    (void) ngx_http_togglemaster_evaluate(f, &ctx, &res);
+
+    d.value = res.value;
+    d.reason = res.reason;
 
     ngx_http_togglemaster_event(id.data, id.len, f ? f->name.data : name,
-                                f ? f->name.len : len, &d, NULL);
+                                f ? f->name.len : len, &d, res.variant);
 
-    return d.value ? 1 : 0;
+    return res.value ? 1 : 0;
 }
 
 
@@ -195,14 +330,134 @@ ngx_http_togglemaster_arg(ngx_http_request_t *r, const char *name,
 }
 
 
+/*
+ * Query arguments other than user_id and flag_name, as context attributes:
+ * names and values '+' and %XX decoded into one block of the request pool.
+ * NGX_OK, NGX_DECLINED with *why (a 400), or NGX_ERROR.
+ */
+static ngx_int_t
+ngx_http_togglemaster_arg_attrs(ngx_http_request_t *r, tm_attr **attrs,
+    ngx_uint_t *nattrs, const char **why)
+{
+    u_char      *p, *last, *amp, *eq, *dst, *src, *q, *end;
+    tm_attr     *a;
+    ngx_str_t    name, value;
+    ngx_uint_t   n, max, i;
+
+    *attrs = NULL;
+    *nattrs = 0;
+
+    p = r->args.data;
+    last = p + r->args.len;
+
+    /* the common case: nothing but user_id and flag_name */
+    max = 1;
+    for (q = p; q < last; q++) {
+        max += (*q == '&');
+    }
+
+    if (max <= 2) {
+        return NGX_OK;
+    }
+
+    a = ngx_palloc(r->pool, max * sizeof(tm_attr));
+    dst = ngx_pnalloc(r->pool, r->args.len);
+    if (a == NULL || dst == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = 0;
+
+    for ( /* void */ ; p < last; p = amp + 1) {
+        amp = ngx_strlchr(p, last, '&');
+        if (amp == NULL) {
+            amp = last;
+        }
+
+        eq = ngx_strlchr(p, amp, '=');
+
+        name.data = p;
+        name.len = (eq ? eq : amp) - p;
+        value.data = eq ? eq + 1 : amp;
+        value.len = amp - value.data;
+
+        if (name.len == 0
+            || (name.len == 7 && ngx_strncmp(name.data, "user_id", 7) == 0)
+            || (name.len == 9 && ngx_strncmp(name.data, "flag_name", 9) == 0))
+        {
+            if (amp == last) {
+                break;
+            }
+
+            continue;
+        }
+
+        if (n == TM_CONTEXT_MAX_ATTRS) {
+            *why = "at most 256 context attributes";
+            return NGX_DECLINED;
+        }
+
+        /* decode name and value, each in place of its own bytes in dst */
+        for (i = 0; i < 2; i++) {
+            q = dst;
+
+            for (src = i ? value.data : name.data;
+                 src < (i ? value.data + value.len : name.data + name.len);
+                 src++)
+            {
+                *q++ = (*src == '+') ? ' ' : *src;
+            }
+
+            src = dst;
+            end = dst;
+            ngx_unescape_uri(&end, &src, q - dst, 0);
+
+            if (i == 0) {
+                a[n].name = (const char *) dst;
+                a[n].name_len = end - dst;
+
+            } else {
+                a[n].value = (const char *) dst;
+                a[n].value_len = end - dst;
+            }
+
+            dst = q;
+        }
+
+        if (a[n].value_len > TM_CONTEXT_MAX_VALUE_LEN) {
+            *why = "a context attribute is longer than 4096 bytes";
+            return NGX_DECLINED;
+        }
+
+        if (a[n].name_len) {
+            n++;
+        }
+
+        if (amp == last) {
+            break;
+        }
+    }
+
+    *attrs = a;
+    *nattrs = n;
+
+    return NGX_OK;
+}
+
+
 ngx_int_t
 ngx_http_togglemaster_evaluate_handler(ngx_http_request_t *r)
 {
     u_char                        *body, *p;
     size_t                         len;
+    tm_attr                       *attrs;
     ngx_int_t                      rc;
     ngx_str_t                      user, flag;
+    ngx_uint_t                     nattrs;
+    tm_context                     ctx;
+    const char                    *why;
     tm_decision                    d;
+    tm_eval_result                 res;
     ngx_http_togglemaster_flag_t  *f;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
@@ -248,18 +503,43 @@ ngx_http_togglemaster_evaluate_handler(ngx_http_request_t *r)
                      "without control characters");
     }
 
+    why = NULL;
+    rc = ngx_http_togglemaster_arg_attrs(r, &attrs, &nattrs, &why);
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_togglemaster_send_error(r, NGX_HTTP_BAD_REQUEST, why);
+    }
+
+    tm_context_init(&ctx, (const char *) user.data, user.len, NULL, 0);
+
+    if (ngx_http_togglemaster_context_conf(r, &ctx, attrs, nattrs) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     f = ngx_http_togglemaster_flag_lookup(ngx_http_togglemaster_current,
                                           flag.data, flag.len);
 
-    d = ngx_http_togglemaster_decide(f, user.data, user.len,
-                                     flag.data, flag.len);
+    (void) ngx_http_togglemaster_evaluate(f, &ctx, &res);
+
+    d.value = res.value;
+    d.reason = res.reason;
 
     ngx_http_togglemaster_event(user.data, user.len, flag.data, flag.len, &d,
-                                NULL);
+                                res.variant);
 
     len = sizeof("{\"flag_name\":,\"user_id\":,\"result\":false}") - 1
           + ngx_http_togglemaster_json_str_len(flag.data, flag.len)
           + ngx_http_togglemaster_json_str_len(user.data, user.len);
+
+    if (res.variant) {
+        len += sizeof(",\"variant\":") - 1
+               + ngx_http_togglemaster_json_str_len((u_char *) res.variant,
+                                                    res.variant_len);
+    }
 
     body = ngx_pnalloc(r->pool, len);
     if (body == NULL) {
@@ -270,8 +550,16 @@ ngx_http_togglemaster_evaluate_handler(ngx_http_request_t *r)
     p = ngx_http_togglemaster_json_str(p, flag.data, flag.len);
     p = ngx_cpymem(p, ",\"user_id\":", sizeof(",\"user_id\":") - 1);
     p = ngx_http_togglemaster_json_str(p, user.data, user.len);
-    p = d.value ? ngx_cpymem(p, ",\"result\":true}", 15)
-                : ngx_cpymem(p, ",\"result\":false}", 16);
+    p = res.value ? ngx_cpymem(p, ",\"result\":true", 14)
+                  : ngx_cpymem(p, ",\"result\":false", 15);
+
+    if (res.variant) {
+        p = ngx_cpymem(p, ",\"variant\":", sizeof(",\"variant\":") - 1);
+        p = ngx_http_togglemaster_json_str(p, (u_char *) res.variant,
+                                           res.variant_len);
+    }
+
+    *p++ = '}';
 
     return ngx_http_togglemaster_send_json(r, NGX_HTTP_OK, body, p - body);
 }

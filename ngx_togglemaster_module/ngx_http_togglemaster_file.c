@@ -5,7 +5,10 @@
  * the old file or the new one. Objects are kept as their raw Redis JSON and
  * go through the same build code as a Redis load.
  *
- *   {"version":N,"flags":{name:"<json>"},"rules":{...},"keys":{...}}
+ *   {"version":N,"flags":{name:"<json>"},"rules":{...},"segments":{...},
+ *    "keys":{...}}
+ *
+ * A file without "segments" (older modules) loads with none.
  */
 
 #include "ngx_http_togglemaster_module.h"
@@ -13,7 +16,10 @@
 #include <jansson.h>
 
 
-static const char  *ngx_http_togglemaster_kinds[] = { "flags", "rules", "keys" };
+/* in the order of NGX_HTTP_TOGGLEMASTER_FLAGS, ... */
+static const char  *ngx_http_togglemaster_kinds[] = {
+    "flags", "rules", "keys", "segments"
+};
 
 
 /* A small buffered writer: serialising 100,000 keys through jansson would
@@ -128,6 +134,8 @@ ngx_http_togglemaster_file_write(ngx_str_t *path,
     ngx_uint_t                       i;
     ngx_http_togglemaster_keys_t    *kp;
     ngx_http_togglemaster_writer_t  *w;
+    ngx_http_togglemaster_segments_t
+                                    *sp;
 
     if (ngx_snprintf(tmp, sizeof(tmp) - 1, "%V.tmp.%P%Z", path, ngx_pid)
         == tmp + sizeof(tmp) - 1)
@@ -158,6 +166,22 @@ ngx_http_togglemaster_file_write(ngx_str_t *path,
     ngx_http_togglemaster_put_kind(w, snap, 0);
     ngx_http_togglemaster_put(w, (u_char *) "},\"rules\":{", 11);
     ngx_http_togglemaster_put_kind(w, snap, 1);
+    ngx_http_togglemaster_put(w, (u_char *) "},\"segments\":{",
+                              sizeof("},\"segments\":{") - 1);
+
+    sp = snap->spart;
+    for (i = 0; sp && i < sp->nsegs; i++) {
+        if (i) {
+            ngx_http_togglemaster_put(w, (u_char *) ",", 1);
+        }
+
+        ngx_http_togglemaster_put_str(w, sp->segs[i].name.data,
+                                      sp->segs[i].name.len);
+        ngx_http_togglemaster_put(w, (u_char *) ":", 1);
+        ngx_http_togglemaster_put_str(w, sp->segs[i].json.data,
+                                      sp->segs[i].json.len);
+    }
+
     ngx_http_togglemaster_put(w, (u_char *) "},\"keys\":{", 10);
 
     /* the module needs only the key hashes; their JSON is not kept */

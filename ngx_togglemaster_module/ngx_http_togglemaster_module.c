@@ -29,6 +29,8 @@ static char *ngx_http_togglemaster_handler_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_togglemaster_require(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_http_togglemaster_context(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_togglemaster_events_batch(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 
@@ -159,6 +161,13 @@ static ngx_command_t  ngx_http_togglemaster_commands[] = {
       ngx_http_set_complex_value_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_togglemaster_loc_conf_t, identity),
+      NULL },
+
+    { ngx_string("togglemaster_context"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_http_togglemaster_context,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("togglemaster_api_key"),
@@ -321,6 +330,7 @@ ngx_http_togglemaster_create_loc_conf(ngx_conf_t *cf)
      */
 
     conf->identity = NGX_CONF_UNSET_PTR;
+    conf->context = NGX_CONF_UNSET_PTR;
     conf->api_key = NGX_CONF_UNSET;
     conf->require_status = NGX_CONF_UNSET_UINT;
 
@@ -336,6 +346,8 @@ ngx_http_togglemaster_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_togglemaster_loc_conf_t *conf = child;
 
     ngx_conf_merge_ptr_value(conf->identity, prev->identity, NULL);
+    /* as proxy_set_header: a level with its own list replaces the outer */
+    ngx_conf_merge_ptr_value(conf->context, prev->context, NULL);
     ngx_conf_merge_value(conf->api_key, prev->api_key, 0);
     ngx_conf_merge_str_value(conf->require_flag, prev->require_flag, "");
     ngx_conf_merge_uint_value(conf->require_status, prev->require_status,
@@ -474,6 +486,71 @@ ngx_http_togglemaster_events_batch(ngx_conf_t *cf, ngx_command_t *cmd,
                                "invalid batch time \"%V\"", &value[2]);
             return NGX_CONF_ERROR;
         }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* togglemaster_context <name> <value>: value may hold variables */
+static char *
+ngx_http_togglemaster_context(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_togglemaster_loc_conf_t *tmlcf = conf;
+
+    ngx_str_t                           *value;
+    ngx_uint_t                           i;
+    ngx_http_togglemaster_attr_conf_t   *ac;
+    ngx_http_compile_complex_value_t     ccv;
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0 || value[1].len > TM_NAME_MAX
+        || !tm_text_valid((char *) value[1].data, value[1].len))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid context name \"%V\": 1..%d bytes of "
+                           "text", &value[1], TM_NAME_MAX);
+        return NGX_CONF_ERROR;
+    }
+
+    if (tmlcf->context == NGX_CONF_UNSET_PTR) {
+        tmlcf->context = ngx_array_create(cf->pool, 4,
+                                 sizeof(ngx_http_togglemaster_attr_conf_t));
+        if (tmlcf->context == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    ac = tmlcf->context->elts;
+    for (i = 0; i < tmlcf->context->nelts; i++) {
+        if (ac[i].name.len == value[1].len
+            && ngx_strncmp(ac[i].name.data, value[1].data, value[1].len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate context name \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (tmlcf->context->nelts >= TM_CONTEXT_MAX_ATTRS / 2) {
+        return "is given too often";
+    }
+
+    ac = ngx_array_push(tmlcf->context);
+    if (ac == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ac->name = value[1];
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+    ccv.cf = cf;
+    ccv.value = &value[2];
+    ccv.complex_value = &ac->value;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;

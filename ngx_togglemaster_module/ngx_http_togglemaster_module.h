@@ -59,6 +59,27 @@ typedef struct {
 } ngx_http_togglemaster_flags_t;
 
 
+/* Segments (tm:segments): named constraint sets that strategies refer to
+ * by name, looked up per evaluation. One pool, shared by snapshots. */
+typedef struct {
+    ngx_str_t                    name;
+    uint32_t                     hash;
+    tm_segment                  *seg;
+    ngx_str_t                    json;        /* last good object, raw */
+} ngx_http_togglemaster_segment_t;
+
+
+typedef struct {
+    ngx_pool_t                  *pool;
+    ngx_uint_t                   refs;
+    ngx_http_togglemaster_segment_t
+                                *segs;
+    ngx_uint_t                   nsegs;
+    uint32_t                    *slots;       /* open addressing, idx + 1 */
+    ngx_uint_t                   mask;
+} ngx_http_togglemaster_segments_t;
+
+
 /* API-key hashes: 32 binary bytes each (the key's JSON is not needed). */
 typedef struct {
     ngx_pool_t                  *pool;
@@ -76,11 +97,14 @@ typedef struct {
 
     ngx_http_togglemaster_flags_t *fpart;
     ngx_http_togglemaster_keys_t  *kpart;
+    ngx_http_togglemaster_segments_t
+                                *spart;
 
     /* copies of the parts' fields, for readers */
     ngx_http_togglemaster_flag_t *flags;
     ngx_uint_t                   nflags;
     ngx_uint_t                   nkeys;
+    ngx_uint_t                   nsegments;
 } ngx_http_togglemaster_snapshot_t;
 
 
@@ -96,6 +120,7 @@ enum {
     NGX_HTTP_TOGGLEMASTER_FLAGS = 0,
     NGX_HTTP_TOGGLEMASTER_RULES,
     NGX_HTTP_TOGGLEMASTER_KEYS,
+    NGX_HTTP_TOGGLEMASTER_SEGMENTS,
     NGX_HTTP_TOGGLEMASTER_NKINDS
 };
 
@@ -129,8 +154,17 @@ typedef struct {
 } ngx_http_togglemaster_main_conf_t;
 
 
+/* togglemaster_context <name> <value>: one attribute of the evaluation
+ * context, from nginx variables */
+typedef struct {
+    ngx_str_t                    name;
+    ngx_http_complex_value_t     value;
+} ngx_http_togglemaster_attr_conf_t;
+
+
 typedef struct {
     ngx_http_complex_value_t    *identity;
+    ngx_array_t                 *context;     /* of attr_conf_t, or NULL */
     ngx_flag_t                   api_key;
     ngx_str_t                    require_flag;
     ngx_uint_t                   require_status;
@@ -245,6 +279,8 @@ ngx_http_togglemaster_flag_t *ngx_http_togglemaster_flag_lookup(
     ngx_http_togglemaster_snapshot_t *snap, u_char *name, size_t len);
 ngx_int_t ngx_http_togglemaster_key_known(
     ngx_http_togglemaster_snapshot_t *snap, u_char *bin);
+ngx_http_togglemaster_segment_t *ngx_http_togglemaster_segment_lookup(
+    ngx_http_togglemaster_snapshot_t *snap, u_char *name, size_t len);
 
 /* file.c */
 ngx_int_t ngx_http_togglemaster_file_write(ngx_str_t *path,
@@ -258,8 +294,10 @@ ngx_int_t ngx_http_togglemaster_sync_init(ngx_cycle_t *cycle,
 void ngx_http_togglemaster_sync_exit(ngx_cycle_t *cycle);
 
 /* eval.c */
-tm_decision ngx_http_togglemaster_decide(ngx_http_togglemaster_flag_t *f,
-    u_char *user, size_t ulen, u_char *name, size_t nlen);
+ngx_int_t ngx_http_togglemaster_evaluate(ngx_http_togglemaster_flag_t *f,
+    tm_context *ctx, tm_eval_result *res);
+ngx_int_t ngx_http_togglemaster_context_conf(ngx_http_request_t *r,
+    tm_context *ctx, tm_attr *given, ngx_uint_t ngiven);
 ngx_int_t ngx_http_togglemaster_identity(ngx_http_request_t *r,
     ngx_str_t *id);
 ngx_int_t ngx_http_togglemaster_flag_on(ngx_http_request_t *r,

@@ -2,8 +2,9 @@
  * OpenFeature Remote Evaluation Protocol (OFREP):
  *   POST .../ofrep/v1/evaluate/flags/{key}   one flag
  *   POST .../ofrep/v1/evaluate/flags         every flag, with ETag / 304
- * Body: {"context": {"targetingKey": "...", ...}}. Flags are boolean: the
- * variant is "on" or "off".
+ * Body: {"context": {"targetingKey": "...", ...}}: the identity and the
+ * attributes rules target. The variant is the rule's variant, else "on" or
+ * "off"; the value its payload, else the flag's boolean.
  */
 
 #include "ngx_http_togglemaster_module.h"
@@ -57,61 +58,294 @@ ngx_http_togglemaster_ofrep_error(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
-/* One evaluation result object, or an error object for a flag that needs a
- * targeting key the request did not give. */
-static u_char *
-ngx_http_togglemaster_ofrep_result(u_char *p, ngx_http_togglemaster_flag_t *f,
-    ngx_str_t *tk, ngx_uint_t has_key)
+/* One flag's evaluation for a response, computed before its size. */
+typedef struct {
+    ngx_http_togglemaster_flag_t  *flag;
+    tm_eval_result                 res;
+    const char                    *code;      /* evaluation failure, else NULL */
+    const char                    *details;
+} ngx_http_togglemaster_ofrep_item_t;
+
+
+#define NGX_HTTP_TOGGLEMASTER_OFREP_TKM                                       \
+    "this flag targets users: context.targetingKey is required"
+
+
+/* Evaluates f for ctx into it (with its event), or says why not. */
+static void
+ngx_http_togglemaster_ofrep_eval(ngx_http_togglemaster_ofrep_item_t *it,
+    ngx_http_togglemaster_flag_t *f, tm_context *ctx)
 {
-    tm_decision  d;
+    tm_decision   d;
+    const char   *variant;
 
-    p = ngx_cpymem(p, "{\"key\":", sizeof("{\"key\":") - 1);
-    p = ngx_http_togglemaster_json_str(p, f->name.data, f->name.len);
+    it->flag = f;
+    it->code = NULL;
+    it->details = NULL;
 
-    if (!has_key && f->flag == TM_FLAG_ON && f->rule_present
-        && f->rule_enabled)
+    /* the original rules bucket the identity: without one they cannot
+     * answer; strategies documents work on any context */
+    if (ctx->key_len == 0 && f->flag == TM_FLAG_ON && f->rule_present
+        && f->rule_enabled && f->rule && f->rule->type != TM_RULE_STRATEGIES)
     {
-        return ngx_cpymem(p, ",\"errorCode\":\"TARGETING_KEY_MISSING\","
-                          "\"errorDetails\":\"this flag targets users: "
-                          "context.targetingKey is required\"}",
-                          sizeof(",\"errorCode\":\"TARGETING_KEY_MISSING\","
-                                 "\"errorDetails\":\"this flag targets users: "
-                                 "context.targetingKey is required\"}") - 1);
+        it->code = "TARGETING_KEY_MISSING";
+        it->details = NGX_HTTP_TOGGLEMASTER_OFREP_TKM;
+        return;
     }
 
-    d = ngx_http_togglemaster_decide(f, tk->data, tk->len, f->name.data,
-                                     f->name.len);
+    (void) ngx_http_togglemaster_evaluate(f, ctx, &it->res);
 
-    ngx_http_togglemaster_event(tk->data, tk->len, f->name.data, f->name.len,
-                                &d, d.value ? "on" : "off");
+    d.value = it->res.value;
+    d.reason = it->res.reason;
 
-    return ngx_sprintf(p, ",\"value\":%s,\"variant\":\"%s\",\"reason\":\"%s\","
-                       "\"metadata\":{}}",
-                       d.value ? "true" : "false", d.value ? "on" : "off",
-                       tm_reason_name(d.reason));
+    variant = it->res.variant ? it->res.variant
+                              : (it->res.value ? "on" : "off");
+
+    ngx_http_togglemaster_event((u_char *) ctx->key, ctx->key_len,
+                                f->name.data, f->name.len, &d, variant);
+
+    if (it->res.reason == TM_REASON_ERROR) {
+        /* a stored rule that does not compile cannot be parsed; anything
+         * else (a dependency chain too deep) is general */
+        it->code = f->rule ? "GENERAL" : "PARSE_ERROR";
+        it->details = it->res.error ? it->res.error
+                                    : "the flag could not be evaluated";
+    }
 }
 
-#define NGX_HTTP_TOGGLEMASTER_OFREP_RESULT_MAX                                \
-    (sizeof("{\"key\":,\"errorCode\":\"TARGETING_KEY_MISSING\","              \
-            "\"errorDetails\":\"this flag targets users: "                    \
-            "context.targetingKey is required\"}") + 2 + TM_NAME_MAX * 6 + 64)
+
+static size_t
+ngx_http_togglemaster_ofrep_item_len(ngx_http_togglemaster_ofrep_item_t *it)
+{
+    size_t           len;
+    tm_eval_result  *res;
+
+    len = sizeof("{\"key\":}") - 1
+          + ngx_http_togglemaster_json_str_len(it->flag->name.data,
+                                               it->flag->name.len);
+
+    if (it->code) {
+        return len + sizeof(",\"errorCode\":\"\",\"errorDetails\":") - 1
+               + ngx_strlen(it->code)
+               + ngx_http_togglemaster_json_str_len((u_char *) it->details,
+                                                    ngx_strlen(it->details));
+    }
+
+    res = &it->res;
+
+    len += sizeof(",\"value\":,\"variant\":,\"reason\":\"\","
+                  "\"metadata\":{\"enabled\":false}") - 1
+           + sizeof("TARGETING_MATCH") - 1;
+
+    len += res->variant
+           ? ngx_http_togglemaster_json_str_len((u_char *) res->variant,
+                                                res->variant_len)
+           : sizeof("\"off\"") - 1;
+
+    if (res->payload == NULL) {
+        len += sizeof("false") - 1;
+
+    } else if (res->payload_type == TM_PAYLOAD_STRING) {
+        len += ngx_http_togglemaster_json_str_len((u_char *) res->payload,
+                                                  res->payload_len);
+
+    } else {
+        len += res->payload_len;
+    }
+
+    return len;
+}
 
 
-/* Parses the body; NGX_OK with tk set (has_key 0 or 1), else an error was
- * sent and its rc is in *rc. */
+/*
+ * {"key","value","variant","reason","metadata":{"enabled"}}: value is the
+ * variant's payload when it has one (typed: a JSON string, number, boolean
+ * or object), else the flag's on/off, which metadata.enabled always
+ * carries. Or {"key","errorCode","errorDetails"}.
+ */
+static u_char *
+ngx_http_togglemaster_ofrep_item(u_char *p,
+    ngx_http_togglemaster_ofrep_item_t *it)
+{
+    tm_eval_result  *res;
+
+    p = ngx_cpymem(p, "{\"key\":", sizeof("{\"key\":") - 1);
+    p = ngx_http_togglemaster_json_str(p, it->flag->name.data,
+                                       it->flag->name.len);
+
+    if (it->code) {
+        p = ngx_sprintf(p, ",\"errorCode\":\"%s\",\"errorDetails\":",
+                        it->code);
+        p = ngx_http_togglemaster_json_str(p, (u_char *) it->details,
+                                           ngx_strlen(it->details));
+        *p++ = '}';
+        return p;
+    }
+
+    res = &it->res;
+
+    p = ngx_cpymem(p, ",\"value\":", sizeof(",\"value\":") - 1);
+
+    if (res->payload == NULL) {
+        p = res->value ? ngx_cpymem(p, "true", 4) : ngx_cpymem(p, "false", 5);
+
+    } else if (res->payload_type == TM_PAYLOAD_STRING) {
+        p = ngx_http_togglemaster_json_str(p, (u_char *) res->payload,
+                                           res->payload_len);
+
+    } else {
+        /* JSON, number and boolean payloads are compact JSON text */
+        p = ngx_cpymem(p, res->payload, res->payload_len);
+    }
+
+    p = ngx_cpymem(p, ",\"variant\":", sizeof(",\"variant\":") - 1);
+
+    if (res->variant) {
+        p = ngx_http_togglemaster_json_str(p, (u_char *) res->variant,
+                                           res->variant_len);
+
+    } else {
+        p = res->value ? ngx_cpymem(p, "\"on\"", 4)
+                       : ngx_cpymem(p, "\"off\"", 5);
+    }
+
+    return ngx_sprintf(p, ",\"reason\":\"%s\",\"metadata\":{\"enabled\":%s}}",
+                       tm_reason_name(res->reason),
+                       res->value ? "true" : "false");
+}
+
+
+/* A scalar's text as tm_context_from_json() reads it: strings as they
+ * are, numbers as their shortest JSON text, booleans; NGX_DECLINED to
+ * skip (null, objects, arrays). */
+static ngx_int_t
+ngx_http_togglemaster_ofrep_scalar(ngx_pool_t *pool, json_t *v,
+    ngx_str_t *out)
+{
+    int     prec;
+    double  d;
+
+    switch (json_typeof(v)) {
+
+    case JSON_STRING:
+        out->data = (u_char *) json_string_value(v);
+        out->len = json_string_length(v);
+        return NGX_OK;
+
+    case JSON_INTEGER:
+        out->data = ngx_pnalloc(pool, NGX_INT64_LEN);
+        if (out->data == NULL) {
+            return NGX_ERROR;
+        }
+
+        out->len = ngx_sprintf(out->data, "%L",
+                               (int64_t) json_integer_value(v)) - out->data;
+        return NGX_OK;
+
+    case JSON_REAL:
+        out->data = ngx_pnalloc(pool, 32);
+        if (out->data == NULL) {
+            return NGX_ERROR;
+        }
+
+        /* the shortest of %.15g..%.17g that reads back as the same double */
+        d = json_real_value(v);
+
+        for (prec = 15; prec <= 17; prec++) {
+            out->len = snprintf((char *) out->data, 32, "%.*g", prec, d);
+            if (strtod((char *) out->data, NULL) == d) {
+                break;
+            }
+        }
+
+        return NGX_OK;
+
+    case JSON_TRUE:
+        ngx_str_set(out, "true");
+        return NGX_OK;
+
+    case JSON_FALSE:
+        ngx_str_set(out, "false");
+        return NGX_OK;
+
+    default:
+        return NGX_DECLINED;
+    }
+}
+
+
+/* The context object's members as attributes ("properties" flattened),
+ * in the request pool; NGX_DECLINED with *why for a 400. */
+static ngx_int_t
+ngx_http_togglemaster_ofrep_attrs(ngx_http_request_t *r, json_t *obj,
+    ngx_uint_t top, tm_attr *attrs, ngx_uint_t *n, const char **why)
+{
+    json_t      *v;
+    ngx_int_t    rc;
+    ngx_str_t    val;
+    const char  *name;
+
+    json_object_foreach(obj, name, v) {
+
+        if (top && json_is_object(v) && ngx_strcmp(name, "properties") == 0) {
+            rc = ngx_http_togglemaster_ofrep_attrs(r, v, 0, attrs, n, why);
+            if (rc != NGX_OK) {
+                return rc;
+            }
+
+            continue;
+        }
+
+        rc = ngx_http_togglemaster_ofrep_scalar(r->pool, v, &val);
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_DECLINED) {
+            continue;
+        }
+
+        if (val.len > TM_CONTEXT_MAX_VALUE_LEN) {
+            *why = "a context value is longer than 4096 bytes";
+            return NGX_DECLINED;
+        }
+
+        if (*n == TM_CONTEXT_MAX_ATTRS) {
+            *why = "the context has more than 256 attributes";
+            return NGX_DECLINED;
+        }
+
+        attrs[*n].name = name;
+        attrs[*n].name_len = ngx_strlen(name);
+        attrs[*n].value = (const char *) val.data;
+        attrs[*n].value_len = val.len;
+        (*n)++;
+    }
+
+    return NGX_OK;
+}
+
+
+/* Parses the body into ctx (identity: targetingKey, else userId; the
+ * context's members as attributes, then togglemaster_context ones); NGX_OK,
+ * else an error was sent and its rc is in *rc. */
 static ngx_int_t
 ngx_http_togglemaster_ofrep_context(ngx_http_request_t *r, ngx_str_t *key,
-    ngx_str_t *tk, ngx_uint_t *has_key, ngx_int_t *rc)
+    tm_context *tctx, ngx_int_t *rc)
 {
-    u_char        *data;
-    size_t         len;
-    json_t        *doc, *ctx, *t;
-    ngx_buf_t     *b;
-    ngx_chain_t   *cl;
+    u_char         *data;
+    size_t          len;
+    json_t         *doc, *ctx, *t, *props;
+    tm_attr        *attrs;
+    ngx_int_t       arc;
+    ngx_uint_t      n, cap;
+    ngx_buf_t      *b;
+    const char     *why;
+    ngx_chain_t    *cl;
+    const tm_attr  *id;
 
-    tk->len = 0;
-    tk->data = (u_char *) "";
-    *has_key = 0;
+    tm_context_init(tctx, NULL, 0, NULL, 0);
 
     if (r->request_body == NULL || r->request_body->temp_file) {
         *rc = ngx_http_togglemaster_ofrep_error(r, NGX_HTTP_BAD_REQUEST, key,
@@ -167,24 +401,21 @@ ngx_http_togglemaster_ofrep_context(ngx_http_request_t *r, ngx_str_t *key,
 
     ctx = json_object_get(doc, "context");
 
-    if (ctx == NULL || json_is_null(ctx)) {
-        return NGX_OK;
-    }
-
-    if (!json_is_object(ctx)) {
+    if (ctx != NULL && !json_is_null(ctx) && !json_is_object(ctx)) {
         *rc = ngx_http_togglemaster_ofrep_error(r, NGX_HTTP_BAD_REQUEST, key,
                   "INVALID_CONTEXT", "\"context\" must be an object");
         return NGX_ERROR;
     }
 
-    t = json_object_get(ctx, "targetingKey");
-
-    if (t == NULL || json_is_null(t)) {
-        return NGX_OK;
+    if (!json_is_object(ctx)) {
+        ctx = NULL;
     }
 
-    if (!json_is_string(t)
-        || json_string_length(t) > NGX_HTTP_TOGGLEMASTER_IDENTITY_MAX)
+    t = ctx ? json_object_get(ctx, "targetingKey") : NULL;
+
+    if (t && !json_is_null(t)
+        && (!json_is_string(t)
+            || json_string_length(t) > NGX_HTTP_TOGGLEMASTER_IDENTITY_MAX))
     {
         *rc = ngx_http_togglemaster_ofrep_error(r, NGX_HTTP_BAD_REQUEST, key,
                   "INVALID_CONTEXT", "\"context.targetingKey\" must be a "
@@ -192,10 +423,54 @@ ngx_http_togglemaster_ofrep_context(ngx_http_request_t *r, ngx_str_t *key,
         return NGX_ERROR;
     }
 
-    /* the string lives in the request pool, like the whole document */
-    tk->data = (u_char *) json_string_value(t);
-    tk->len = json_string_length(t);
-    *has_key = tk->len > 0;
+    /* every string lives in the request pool, like the whole document */
+    attrs = NULL;
+    n = 0;
+
+    if (ctx && json_object_size(ctx)) {
+        props = json_object_get(ctx, "properties");
+        cap = json_object_size(ctx)
+              + (json_is_object(props) ? json_object_size(props) : 0);
+
+        attrs = ngx_palloc(r->pool, cap * sizeof(tm_attr));
+        if (attrs == NULL) {
+            *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NGX_ERROR;
+        }
+
+        why = NULL;
+        arc = ngx_http_togglemaster_ofrep_attrs(r, ctx, 1, attrs, &n, &why);
+
+        if (arc == NGX_ERROR) {
+            *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NGX_ERROR;
+        }
+
+        if (arc == NGX_DECLINED) {
+            *rc = ngx_http_togglemaster_ofrep_error(r, NGX_HTTP_BAD_REQUEST,
+                      key, "INVALID_CONTEXT", why);
+            return NGX_ERROR;
+        }
+    }
+
+    tctx->attrs = attrs;
+    tctx->nattrs = n;
+
+    /* the identity: targetingKey, else userId; both stay attributes */
+    id = tm_context_get(tctx, "targetingKey", 12);
+    if (id == NULL) {
+        id = tm_context_get(tctx, "userId", 6);
+    }
+
+    if (id && id->value_len <= NGX_HTTP_TOGGLEMASTER_IDENTITY_MAX) {
+        tctx->key = id->value;
+        tctx->key_len = id->value_len;
+    }
+
+    if (ngx_http_togglemaster_context_conf(r, tctx, attrs, n) != NGX_OK) {
+        *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
+    }
 
     return NGX_OK;
 }
@@ -204,16 +479,14 @@ ngx_http_togglemaster_ofrep_context(ngx_http_request_t *r, ngx_str_t *key,
 static ngx_int_t
 ngx_http_togglemaster_ofrep_single(ngx_http_request_t *r, ngx_str_t *key)
 {
-    u_char                        *body, *p;
-    ngx_int_t                      rc;
-    ngx_str_t                      tk;
-    ngx_uint_t                     has_key;
-    tm_decision                    d;
-    ngx_http_togglemaster_flag_t  *f;
+    u_char                              *body, *p;
+    ngx_int_t                            rc;
+    tm_context                           ctx;
+    tm_decision                          d;
+    ngx_http_togglemaster_flag_t        *f;
+    ngx_http_togglemaster_ofrep_item_t   it;
 
-    if (ngx_http_togglemaster_ofrep_context(r, key, &tk, &has_key, &rc)
-        != NGX_OK)
-    {
+    if (ngx_http_togglemaster_ofrep_context(r, key, &ctx, &rc) != NGX_OK) {
         return rc;
     }
 
@@ -225,28 +498,26 @@ ngx_http_togglemaster_ofrep_single(ngx_http_request_t *r, ngx_str_t *key)
 
         d.value = 0;
         d.reason = TM_REASON_UNKNOWN;
-        ngx_http_togglemaster_event(tk.data, tk.len, key->data, key->len, &d,
-                                    NULL);
+        ngx_http_togglemaster_event((u_char *) ctx.key, ctx.key_len,
+                                    key->data, key->len, &d, NULL);
 
         return ngx_http_togglemaster_ofrep_error(r, NGX_HTTP_NOT_FOUND, key,
                    "FLAG_NOT_FOUND", "flag not found");
     }
 
-    if (!has_key && f->flag == TM_FLAG_ON && f->rule_present
-        && f->rule_enabled)
-    {
+    ngx_http_togglemaster_ofrep_eval(&it, f, &ctx);
+
+    if (it.code) {
         return ngx_http_togglemaster_ofrep_error(r, NGX_HTTP_BAD_REQUEST, key,
-                   "TARGETING_KEY_MISSING",
-                   "this flag targets users: context.targetingKey is "
-                   "required");
+                                                 it.code, it.details);
     }
 
-    body = ngx_pnalloc(r->pool, NGX_HTTP_TOGGLEMASTER_OFREP_RESULT_MAX);
+    body = ngx_pnalloc(r->pool, ngx_http_togglemaster_ofrep_item_len(&it));
     if (body == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = ngx_http_togglemaster_ofrep_result(body, f, &tk, has_key);
+    p = ngx_http_togglemaster_ofrep_item(body, &it);
 
     return ngx_http_togglemaster_send_json(r, NGX_HTTP_OK, body, p - body);
 }
@@ -255,43 +526,58 @@ ngx_http_togglemaster_ofrep_single(ngx_http_request_t *r, ngx_str_t *key)
 static ngx_int_t
 ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
 {
-    u_char                            *body, *p, *etag;
-    u_char                             md[16];
-    ngx_int_t                          rc;
-    ngx_str_t                          tk;
-    ngx_uint_t                         i, has_key;
-    ngx_md5_t                          md5;
-    ngx_table_elt_t                   *h;
-    ngx_http_togglemaster_snapshot_t  *snap;
+    u_char                              *body, *p, *etag;
+    u_char                               md[16];
+    size_t                               len;
+    ngx_int_t                            rc;
+    ngx_uint_t                           i, n;
+    ngx_md5_t                            md5;
+    tm_context                           ctx;
+    ngx_table_elt_t                     *h;
+    ngx_http_togglemaster_snapshot_t    *snap;
+    ngx_http_togglemaster_ofrep_item_t  *items;
 
-    if (ngx_http_togglemaster_ofrep_context(r, NULL, &tk, &has_key, &rc)
-        != NGX_OK)
-    {
+    if (ngx_http_togglemaster_ofrep_context(r, NULL, &ctx, &rc) != NGX_OK) {
         return rc;
     }
 
     snap = ngx_http_togglemaster_current;
 
-    body = ngx_pnalloc(r->pool, sizeof("{\"flags\":[]}")
-                       + (snap ? snap->nflags : 0)
-                         * NGX_HTTP_TOGGLEMASTER_OFREP_RESULT_MAX);
-    if (body == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    items = NULL;
+    n = 0;
+    len = sizeof("{\"flags\":[]}") - 1;
 
-    p = ngx_cpymem(body, "{\"flags\":[", sizeof("{\"flags\":[") - 1);
+    if (snap && snap->nflags) {
+        items = ngx_palloc(r->pool, snap->nflags
+                               * sizeof(ngx_http_togglemaster_ofrep_item_t));
+        if (items == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
 
     for (i = 0; snap && i < snap->nflags; i++) {
         if (snap->flags[i].flag == TM_FLAG_MISSING) {
             continue;
         }
 
-        if (p[-1] == '}') {
+        ngx_http_togglemaster_ofrep_eval(&items[n], &snap->flags[i], &ctx);
+        len += ngx_http_togglemaster_ofrep_item_len(&items[n]) + 1;
+        n++;
+    }
+
+    body = ngx_pnalloc(r->pool, len);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(body, "{\"flags\":[", sizeof("{\"flags\":[") - 1);
+
+    for (i = 0; i < n; i++) {
+        if (i) {
             *p++ = ',';
         }
 
-        p = ngx_http_togglemaster_ofrep_result(p, &snap->flags[i], &tk,
-                                               has_key);
+        p = ngx_http_togglemaster_ofrep_item(p, &items[i]);
     }
 
     p = ngx_cpymem(p, "]}", 2);

@@ -2,9 +2,9 @@
  * The snapshot: an immutable, per-worker copy of flags, rules and API-key
  * hashes with O(1) lookups. Built off the request path (sync callbacks or
  * worker start). It has two parts, each refcounted and shared between
- * snapshots: flags+rules, and keys. A load that touches only one kind
- * shares the other part with the previous snapshot, so a flag change does
- * not copy 100,000 keys.
+ * snapshots: flags+rules, segments, and keys. A load that touches only
+ * one kind shares the other parts with the previous snapshot, so a flag
+ * change does not copy 100,000 keys.
  *
  * A builder makes the next snapshot incrementally: the sync code feeds it
  * one chunk of a Redis hash per event-loop turn (HSCAN), so no step costs
@@ -29,6 +29,8 @@
      | ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_RULES))
 #define NGX_HTTP_TOGGLEMASTER_KEY_KINDS                                      \
     ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_KEYS)
+#define NGX_HTTP_TOGGLEMASTER_SEGMENT_KINDS                                  \
+    ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_SEGMENTS)
 
 
 struct ngx_http_togglemaster_builder_s {
@@ -37,6 +39,10 @@ struct ngx_http_togglemaster_builder_s {
     ngx_http_togglemaster_keys_t   *okp;
     ngx_http_togglemaster_flags_t  *fp;       /* NULL: ofp is shared */
     ngx_http_togglemaster_keys_t   *kp;       /* NULL: okp is shared */
+    ngx_http_togglemaster_segments_t  *osp;
+    ngx_pool_t                     *spool;    /* segments: few, compiled */
+    ngx_array_t                    *sfields;  /* at finish, as a whole */
+    ngx_array_t                    *svalues;
     ngx_uint_t                      fcap;     /* flags allocated */
     ngx_uint_t                      kcap;     /* keys allocated */
     ngx_uint_t                      reused;
@@ -864,6 +870,216 @@ ngx_http_togglemaster_keys_add(ngx_http_togglemaster_builder_t *b, u_char *bin)
 }
 
 
+static void
+ngx_http_togglemaster_segments_cleanup(void *data)
+{
+    ngx_http_togglemaster_segments_t *sp = data;
+
+    ngx_uint_t  i;
+
+    for (i = 0; i < sp->nsegs; i++) {
+        tm_segment_free(sp->segs[i].seg);
+    }
+}
+
+
+/* Compiles a tm:segments object: its name, description and constraints
+ * are the document tm_segment_compile() takes (ids and timestamps are
+ * not). NULL if malformed, logged. */
+static tm_segment *
+ngx_http_togglemaster_parse_segment(ngx_str_t *name, ngx_str_t *json,
+    ngx_log_t *log)
+{
+    char         err[160];
+    json_t      *doc, *sdoc, *v;
+    tm_segment  *seg;
+    ngx_uint_t   i;
+
+    static const char  *members[] = { "name", "description", "constraints" };
+
+    doc = ngx_http_togglemaster_parse_object(json);
+    if (doc == NULL) {
+        return NULL;
+    }
+
+    sdoc = json_object();
+    if (sdoc == NULL) {
+        json_decref(doc);
+        return NULL;
+    }
+
+    for (i = 0; i < sizeof(members) / sizeof(members[0]); i++) {
+        v = json_object_get(doc, members[i]);
+
+        if (v && json_object_set(sdoc, members[i], v) != 0) {
+            json_decref(sdoc);
+            json_decref(doc);
+            return NULL;
+        }
+    }
+
+    seg = tm_segment_compile(sdoc, err, sizeof(err));
+
+    if (seg == NULL) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "togglemaster: segment \"%V\" does not compile: %s",
+                      name, err);
+    }
+
+    json_decref(sdoc);
+    json_decref(doc);
+
+    return seg;
+}
+
+
+static ngx_http_togglemaster_segments_t *
+ngx_http_togglemaster_segments_new(ngx_http_togglemaster_kv_t *kv,
+    ngx_http_togglemaster_snapshot_t *old, ngx_log_t *log)
+{
+    uint32_t                           h;
+    ngx_str_t                         *name, *val;
+    ngx_uint_t                         i, j, size;
+    ngx_pool_t                        *pool;
+    tm_segment                        *seg;
+    ngx_pool_cleanup_t                *cln;
+    ngx_http_togglemaster_segment_t   *s, *os;
+    ngx_http_togglemaster_segments_t  *sp;
+
+    pool = ngx_create_pool(4096, log);
+    if (pool == NULL) {
+        return NULL;
+    }
+
+    sp = ngx_pcalloc(pool, sizeof(ngx_http_togglemaster_segments_t));
+    if (sp == NULL) {
+        goto failed;
+    }
+
+    sp->pool = pool;
+    sp->refs = 1;
+
+    size = ngx_http_togglemaster_table_size(kv->n);
+
+    sp->segs = ngx_palloc(pool, (kv->n ? kv->n : 1)
+                                * sizeof(ngx_http_togglemaster_segment_t));
+    sp->slots = ngx_pcalloc(pool, size * sizeof(uint32_t));
+    if (sp->segs == NULL || sp->slots == NULL) {
+        goto failed;
+    }
+
+    sp->mask = size - 1;
+
+    /* compiled segments are released with the pool, even half built */
+    cln = ngx_pool_cleanup_add(pool, 0);
+    if (cln == NULL) {
+        goto failed;
+    }
+    cln->handler = ngx_http_togglemaster_segments_cleanup;
+    cln->data = sp;
+
+    for (i = 0; i < kv->n; i++) {
+        name = &kv->fields[i];
+        val = &kv->values[i];
+
+        if (!tm_flag_name_valid((char *) name->data, name->len)) {
+            ngx_http_togglemaster_malformed(log, "segment name", name, 0);
+            continue;
+        }
+
+        h = ngx_murmur_hash2(name->data, name->len);
+
+        for (j = h & sp->mask; sp->slots[j]; j = (j + 1) & sp->mask) {
+            s = &sp->segs[sp->slots[j] - 1];
+            if (s->hash == h && ngx_http_togglemaster_str_eq(&s->name, name)) {
+                break;
+            }
+        }
+
+        if (sp->slots[j]) {
+            continue;     /* a duplicate field: the first wins */
+        }
+
+        seg = ngx_http_togglemaster_parse_segment(name, val, log);
+
+        if (seg == NULL) {
+            os = ngx_http_togglemaster_segment_lookup(old, name->data,
+                                                      name->len);
+
+            ngx_http_togglemaster_malformed(log, "segment", name, os != NULL);
+
+            if (os == NULL) {
+                continue;
+            }
+
+            /* keep the last good version: compile it again for this pool */
+            val = &os->json;
+            seg = ngx_http_togglemaster_parse_segment(name, val, log);
+            if (seg == NULL) {
+                continue;
+            }
+        }
+
+        s = &sp->segs[sp->nsegs++];
+        s->hash = h;
+        s->seg = seg;
+
+        if (ngx_http_togglemaster_copy(pool, &s->name, name) != NGX_OK
+            || ngx_http_togglemaster_copy(pool, &s->json, val) != NGX_OK)
+        {
+            goto failed;
+        }
+
+        sp->slots[j] = (uint32_t) sp->nsegs;
+    }
+
+    return sp;
+
+failed:
+
+    ngx_destroy_pool(pool);
+    return NULL;
+}
+
+
+static void
+ngx_http_togglemaster_segments_unref(ngx_http_togglemaster_segments_t *sp)
+{
+    if (sp && --sp->refs == 0) {
+        ngx_destroy_pool(sp->pool);
+    }
+}
+
+
+ngx_http_togglemaster_segment_t *
+ngx_http_togglemaster_segment_lookup(ngx_http_togglemaster_snapshot_t *snap,
+    u_char *name, size_t len)
+{
+    uint32_t                           h;
+    ngx_uint_t                         i;
+    ngx_http_togglemaster_segment_t   *s;
+    ngx_http_togglemaster_segments_t  *sp;
+
+    if (snap == NULL || snap->spart == NULL || snap->spart->nsegs == 0) {
+        return NULL;
+    }
+
+    sp = snap->spart;
+    h = ngx_murmur_hash2(name, len);
+
+    for (i = h & sp->mask; sp->slots[i]; i = (i + 1) & sp->mask) {
+        s = &sp->segs[sp->slots[i] - 1];
+        if (s->hash == h && s->name.len == len
+            && ngx_memcmp(s->name.data, name, len) == 0)
+        {
+            return s;
+        }
+    }
+
+    return NULL;
+}
+
+
 static ngx_uint_t
 ngx_http_togglemaster_key_slot(ngx_http_togglemaster_keys_t *kp,
     ngx_uint_t k)
@@ -975,13 +1191,58 @@ ngx_http_togglemaster_key_del(ngx_http_togglemaster_builder_t *b,
 }
 
 
+/* ---- segments: collected, compiled at finish ---- */
+
+static ngx_int_t
+ngx_http_togglemaster_segment_add(ngx_http_togglemaster_builder_t *b,
+    ngx_str_t *name, ngx_str_t *val)
+{
+    ngx_str_t  *f, *v;
+
+    f = ngx_array_push(b->sfields);
+    v = ngx_array_push(b->svalues);
+    if (f == NULL || v == NULL
+        || ngx_http_togglemaster_copy(b->spool, f, name) != NGX_OK
+        || ngx_http_togglemaster_copy(b->spool, v, val) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_togglemaster_segment_del(ngx_http_togglemaster_builder_t *b,
+    ngx_str_t *name)
+{
+    ngx_str_t   *f, *v;
+    ngx_uint_t   i, n;
+
+    f = b->sfields->elts;
+    v = b->svalues->elts;
+
+    for (i = 0, n = 0; i < b->sfields->nelts; i++) {
+        if (ngx_http_togglemaster_str_eq(&f[i], name)) {
+            continue;
+        }
+
+        f[n] = f[i];
+        v[n++] = v[i];
+    }
+
+    b->sfields->nelts = n;
+    b->svalues->nelts = n;
+}
+
+
 /* ---- the builder ---- */
 
 ngx_http_togglemaster_builder_t *
 ngx_http_togglemaster_builder_start(ngx_http_togglemaster_snapshot_t *old,
     ngx_uint_t fresh, ngx_uint_t touched, ngx_uint_t *hint, ngx_log_t *log)
 {
-    ngx_uint_t                        cap;
+    ngx_uint_t                        cap, i;
     ngx_http_togglemaster_builder_t  *b;
 
     b = ngx_calloc(sizeof(ngx_http_togglemaster_builder_t), log);
@@ -994,12 +1255,42 @@ ngx_http_togglemaster_builder_start(ngx_http_togglemaster_snapshot_t *old,
     if (old) {
         b->ofp = old->fpart;
         b->okp = old->kpart;
+        b->osp = old->spart;
         b->ofp->refs++;
         b->okp->refs++;
 
+        if (b->osp) {
+            b->osp->refs++;
+        }
+
     } else {
         touched = NGX_HTTP_TOGGLEMASTER_FLAG_KINDS
-                  | NGX_HTTP_TOGGLEMASTER_KEY_KINDS;
+                  | NGX_HTTP_TOGGLEMASTER_KEY_KINDS
+                  | NGX_HTTP_TOGGLEMASTER_SEGMENT_KINDS;
+    }
+
+    if (touched & NGX_HTTP_TOGGLEMASTER_SEGMENT_KINDS) {
+        b->spool = ngx_create_pool(4096, log);
+        if (b->spool == NULL) {
+            goto failed;
+        }
+
+        b->sfields = ngx_array_create(b->spool, 16, sizeof(ngx_str_t));
+        b->svalues = ngx_array_create(b->spool, 16, sizeof(ngx_str_t));
+        if (b->sfields == NULL || b->svalues == NULL) {
+            goto failed;
+        }
+
+        for (i = 0; !(fresh & NGX_HTTP_TOGGLEMASTER_SEGMENT_KINDS)
+                    && b->osp && i < b->osp->nsegs; i++)
+        {
+            if (ngx_http_togglemaster_segment_add(b, &b->osp->segs[i].name,
+                                                  &b->osp->segs[i].json)
+                != NGX_OK)
+            {
+                goto failed;
+            }
+        }
     }
 
     fresh &= touched;
@@ -1063,6 +1354,10 @@ ngx_http_togglemaster_builder_set(ngx_http_togglemaster_builder_t *b,
     case NGX_HTTP_TOGGLEMASTER_KEYS:
         return b->kp ? ngx_http_togglemaster_key_set(b, field, value)
                      : NGX_OK;
+
+    case NGX_HTTP_TOGGLEMASTER_SEGMENTS:
+        return b->spool ? ngx_http_togglemaster_segment_add(b, field, value)
+                        : NGX_OK;
     }
 
     return NGX_OK;
@@ -1097,6 +1392,13 @@ ngx_http_togglemaster_builder_del(ngx_http_togglemaster_builder_t *b,
 
     case NGX_HTTP_TOGGLEMASTER_KEYS:
         return b->kp ? ngx_http_togglemaster_key_del(b, field) : NGX_OK;
+
+    case NGX_HTTP_TOGGLEMASTER_SEGMENTS:
+        if (b->spool) {
+            ngx_http_togglemaster_segment_del(b, field);
+        }
+
+        return NGX_OK;
     }
 
     return NGX_OK;
@@ -1107,9 +1409,13 @@ ngx_http_togglemaster_snapshot_t *
 ngx_http_togglemaster_builder_finish(ngx_http_togglemaster_builder_t *b,
     int64_t version)
 {
-    ngx_http_togglemaster_snapshot_t  *snap;
+    ngx_log_t                         *log;
+    ngx_http_togglemaster_kv_t         kv;
+    ngx_http_togglemaster_snapshot_t  *snap, old;
 
-    snap = ngx_alloc(sizeof(ngx_http_togglemaster_snapshot_t), b->log);
+    log = b->log;
+
+    snap = ngx_alloc(sizeof(ngx_http_togglemaster_snapshot_t), log);
     if (snap == NULL) {
         ngx_http_togglemaster_builder_abort(b);
         return NULL;
@@ -1138,11 +1444,39 @@ ngx_http_togglemaster_builder_finish(ngx_http_togglemaster_builder_t *b,
         snap->kpart->refs++;
     }
 
+    if (b->spool) {
+        /* segments_new() looks last good versions up in the old snapshot */
+        kv.fields = b->sfields->elts;
+        kv.values = b->svalues->elts;
+        kv.n = b->sfields->nelts;
+        kv.present = 1;
+
+        ngx_memzero(&old, sizeof(ngx_http_togglemaster_snapshot_t));
+        old.spart = b->osp;
+
+        snap->spart = ngx_http_togglemaster_segments_new(&kv, &old, b->log);
+
+    } else {
+        snap->spart = b->osp;
+
+        if (snap->spart) {
+            snap->spart->refs++;
+        }
+    }
+
     ngx_http_togglemaster_builder_abort(b);
+
+    if (snap->spart == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "togglemaster: out of memory building a snapshot");
+        ngx_http_togglemaster_snapshot_free(snap);
+        return NULL;
+    }
 
     snap->flags = snap->fpart->flags;
     snap->nflags = snap->fpart->nflags;
     snap->nkeys = snap->kpart->nkeys;
+    snap->nsegments = snap->spart->nsegs;
 
     return snap;
 }
@@ -1159,6 +1493,12 @@ ngx_http_togglemaster_builder_abort(ngx_http_togglemaster_builder_t *b)
     ngx_http_togglemaster_keys_unref(b->kp);
     ngx_http_togglemaster_flags_unref(b->ofp);
     ngx_http_togglemaster_keys_unref(b->okp);
+    ngx_http_togglemaster_segments_unref(b->osp);
+
+    if (b->spool) {
+        ngx_destroy_pool(b->spool);
+    }
+
     ngx_free(b);
 }
 
@@ -1220,6 +1560,7 @@ ngx_http_togglemaster_snapshot_free(ngx_http_togglemaster_snapshot_t *snap)
     if (snap) {
         ngx_http_togglemaster_flags_unref(snap->fpart);
         ngx_http_togglemaster_keys_unref(snap->kpart);
+        ngx_http_togglemaster_segments_unref(snap->spart);
         ngx_free(snap);
     }
 }

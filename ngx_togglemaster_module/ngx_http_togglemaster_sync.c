@@ -54,6 +54,7 @@ static ngx_http_togglemaster_kind_t  ngx_http_togglemaster_kinds[] = {
     { ngx_string("flag"), "tm:flags", 500 },      /* FLAGS */
     { ngx_string("rule"), "tm:rules", 250 },      /* RULES */
     { ngx_string("key"), "tm:keys", 1000 },       /* KEYS */
+    { ngx_string("segment"), "tm:segments", 250 }, /* SEGMENTS */
 };
 
 
@@ -1023,6 +1024,7 @@ ngx_http_togglemaster_sync_delta(ngx_uint_t kind, const char *name,
     ngx_http_togglemaster_sync_t   *s = &ngx_http_togglemaster_sync;
 
     if (ngx_http_togglemaster_current == NULL || s->need_all
+        || kind == NGX_HTTP_TOGGLEMASTER_SEGMENTS    /* few: reloaded */
         || len == 0 || len > NGX_HTTP_TOGGLEMASTER_DELTA_NAME
         || s->ndeltas == NGX_HTTP_TOGGLEMASTER_DELTAS
         || (s->reload & ((ngx_uint_t) 1 << kind)))

@@ -118,7 +118,7 @@ my $of = sub { $h->req(POST => $ng->url("/ofrep/v1/evaluate/flags$_[0]"), {%{ $_
 $r = $of->('/static-on', { context => { targetingKey => 'u1' } });
 is $r->{status}, 200, 'OFREP single 200';
 is_deeply $r->{json}, { key => 'static-on', value => JSON::PP::true, variant => 'on',
-                        reason => 'STATIC', metadata => {} }, 'OFREP STATIC';
+                        reason => 'STATIC', metadata => { enabled => JSON::PP::true } }, 'OFREP STATIC';
 is $of->('/off-flag', { context => { targetingKey => 'u1' } })->{json}{reason}, 'DISABLED', 'OFREP DISABLED';
 is $of->('/vip', { context => { targetingKey => 'alice' } })->{json}{reason}, 'TARGETING_MATCH', 'OFREP TARGETING_MATCH';
 is $of->('/vip', { context => { targetingKey => 'bob' } })->{json}{reason}, 'DEFAULT', 'OFREP DEFAULT';

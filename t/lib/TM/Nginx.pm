@@ -152,7 +152,7 @@ sub _publish {
 
 # What a daemon's reconciliation says once its hash is complete: the edge
 # takes only kinds listed in tm:ready (docs/redis-layout.md).
-sub mark_ready { my $h = shift; $h->redis_cmd('SADD', 'tm:ready', qw(flag rule key)) }
+sub mark_ready { my $h = shift; $h->redis_cmd('SADD', 'tm:ready', qw(flag rule key segment)) }
 
 sub flag_json {
     my ($name, $enabled) = @_;
@@ -181,18 +181,33 @@ sub set_rule {
     return $o{quiet} ? undef : _publish($h, 'rule', 'upsert', $name);
 }
 
+# A segment as the targeting daemon publishes it (docs/redis-layout.md):
+# set_segment($h, 'beta', [ {contextName => ..., operator => ..., values => [...]} ]).
+sub segment_json {
+    my ($name, $constraints, $description) = @_;
+    return $JSON->encode({ id => 1, name => $name, description => $description // '',
+                           constraints => $constraints,
+                           created_at => '2026-11-22T10:00:00Z', updated_at => '2026-11-22T10:00:00Z' });
+}
+
+sub set_segment {
+    my ($h, $name, $constraints, %o) = @_;
+    $h->redis_cmd('HSET', 'tm:segments', $name, segment_json($name, $constraints, $o{description}));
+    return $o{quiet} ? undef : _publish($h, 'segment', 'upsert', $name);
+}
+
+my %KIND = ('tm:flags' => 'flag', 'tm:rules' => 'rule', 'tm:keys' => 'key', 'tm:segments' => 'segment');
+
 sub set_raw {
     my ($h, $hash, $field, $json, %o) = @_;
     $h->redis_cmd('HSET', $hash, $field, $json);
-    my %kind = ('tm:flags' => 'flag', 'tm:rules' => 'rule', 'tm:keys' => 'key');
-    return $o{quiet} ? undef : _publish($h, $kind{$hash}, 'upsert', $field);
+    return $o{quiet} ? undef : _publish($h, $KIND{$hash}, 'upsert', $field);
 }
 
 sub del {
     my ($h, $hash, $field) = @_;
     $h->redis_cmd('HDEL', $hash, $field);
-    my %kind = ('tm:flags' => 'flag', 'tm:rules' => 'rule', 'tm:keys' => 'key');
-    return _publish($h, $kind{$hash}, 'delete', $field);
+    return _publish($h, $KIND{$hash}, 'delete', $field);
 }
 
 # Independent bucket: uint32_be(sha1(user . flag)[0..4]) % 100.
