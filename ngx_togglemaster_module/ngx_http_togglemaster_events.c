@@ -415,7 +415,10 @@ ngx_http_togglemaster_event(u_char *user, size_t ulen, u_char *flag,
     *p++ = '"';
 
     if (variant) {
-        p = ngx_sprintf(p, ",\"variant\":\"%s\"", variant);
+        /* a rule's variant name: text of at most TM_NAME_MAX bytes */
+        p = ngx_cpymem(p, ",\"variant\":", sizeof(",\"variant\":") - 1);
+        p = ngx_http_togglemaster_json_str(p, (u_char *) variant,
+                                           ngx_strlen(variant));
     }
 
     p = ngx_sprintf(p, ",\"reason\":\"%s\"}", tm_reason_name(d->reason));
