@@ -26,7 +26,8 @@ $(NGX_OBJS)/Makefile: config ngx_togglemaster_module/build.mk
 
 $(NGX_MODULE): $(NGX_OBJS)/Makefile $(NGX_MOD_SRCS)
 	$(MAKE) --no-print-directory -C $(NGX_TREE) -f $(NGX_OBJS)/Makefile modules
-	cp $(NGX_OBJS)/ngx_http_togglemaster_module.so $@
+	@# a new inode: a running nginx keeps its mapping of the old file
+	cp $(NGX_OBJS)/ngx_http_togglemaster_module.so $@.tmp && mv -f $@.tmp $@
 
 # The module runs inside the distro nginx, which is not sanitized: the SAN=1
 # build (make test) uses the plain build's module, so it is built once.
