@@ -15,12 +15,20 @@ NGX_MOD_SRCS := config $(wildcard ngx_togglemaster_module/*.c) \
                 $(wildcard lib/tm_*.c) \
                 $(wildcard lib/tm_*.h)
 
+# SAN=1 (make test) instruments the module with ASan+UBSan; the tests run it
+# in the distro nginx with the ASan runtime preloaded (t/lib/TM/Nginx.pm).
+NGX_SAN_OPTS :=
+ifeq ($(SAN),1)
+NGX_SAN_OPTS := --with-cc-opt="$(filter -fsanitize%,$(OPT)) -fno-omit-frame-pointer" \
+                --with-ld-opt="$(filter -fsanitize=%,$(OPT))"
+endif
+
 $(NGX_OBJS)/Makefile: config ngx_togglemaster_module/build.mk
 	@rm -rf $(NGX_TREE) && mkdir -p $(NGX_OUT)
 	cp -r $(NGX_SRC) $(NGX_TREE)
 	cd $(NGX_TREE) && bash -c 'flags=(--with-compat); \
 	  if [ -f conf_flags ]; then . ./conf_flags; flags=("$${NGX_CONF_FLAGS[@]}"); fi; \
-	  ./configure "$${flags[@]}" --add-dynamic-module=$(CURDIR) \
+	  ./configure "$${flags[@]}" $(NGX_SAN_OPTS) --add-dynamic-module=$(CURDIR) \
 	    --builddir=$(NGX_OBJS)' > $(abspath $(NGX_OUT))/configure.log 2>&1 \
 	  || { tail -n 30 $(abspath $(NGX_OUT))/configure.log; exit 1; }
 
@@ -29,8 +37,4 @@ $(NGX_MODULE): $(NGX_OBJS)/Makefile $(NGX_MOD_SRCS)
 	@# a new inode: a running nginx keeps its mapping of the old file
 	cp $(NGX_OBJS)/ngx_http_togglemaster_module.so $@.tmp && mv -f $@.tmp $@
 
-# The module runs inside the distro nginx, which is not sanitized: the SAN=1
-# build (make test) uses the plain build's module, so it is built once.
-ifneq ($(SAN),1)
 all: $(NGX_MODULE)
-endif

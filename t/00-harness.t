@@ -27,4 +27,11 @@ PL
 my $out = `$^X -e \Q$child\E 2>&1`;
 isnt $? >> 8, 0, 'sanitizer report in a log fails the test file';
 like $out, qr/sanitizer report in redis log/, 'and names the log';
+
+# The same for a report of the sanitized nginx module (asan.<pid> files).
+(my $child2 = $child) =~ s{/redis\.log}{/asan.4242};
+$child2 =~ s/runtime error: signed integer overflow/ERROR: AddressSanitizer: heap-buffer-overflow/;
+$out = `$^X -e \Q$child2\E 2>&1`;
+isnt $? >> 8, 0, 'an nginx module ASan report fails the test file';
+like $out, qr/sanitizer report in .*asan\.4242/, 'and names the file';
 done_testing;

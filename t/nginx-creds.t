@@ -337,20 +337,20 @@ sub creds_server {   # fake Pod Identity agent; returns (url, pid)
 {
     my $ng = TM::Nginx->new($h, redis => 0,
         http => "    togglemaster_events on;\n    togglemaster_sqs_queue_url https://sqs.eu-west-1.amazonaws.com/123456789012/q;\n");
-    my $out = `nginx -t -p $ng->{dir} -c $ng->{dir}/nginx.conf 2>&1`;
+    my $out = `@{[TM::Nginx::shell_env($h)]} nginx -t -p $ng->{dir} -c $ng->{dir}/nginx.conf 2>&1`;
     like $out, qr/no AWS credentials: .*AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN \(IRSA\).*Pod Identity/,
         'real AWS without credentials: says what to set';
     local @ENV{qw(AWS_WEB_IDENTITY_TOKEN_FILE AWS_ROLE_ARN AWS_ENDPOINT_URL_STS)} =
         ("$dir/web-token", 'arn:aws:iam::123456789012:role/r', 'ftp://sts.example');
-    $out = `nginx -t -p $ng->{dir} -c $ng->{dir}/nginx.conf 2>&1`;
+    $out = `@{[TM::Nginx::shell_env($h)]} nginx -t -p $ng->{dir} -c $ng->{dir}/nginx.conf 2>&1`;
     like $out, qr/STS endpoint: endpoint URL must be http/, 'bad AWS_ENDPOINT_URL_STS: clear error';
     delete @ENV{qw(AWS_WEB_IDENTITY_TOKEN_FILE AWS_ROLE_ARN AWS_ENDPOINT_URL_STS)};
     local $ENV{AWS_CONTAINER_CREDENTIALS_FULL_URI} = 'http://10.1.2.3/v1/credentials';
-    $out = `nginx -t -p $ng->{dir} -c $ng->{dir}/nginx.conf 2>&1`;
+    $out = `@{[TM::Nginx::shell_env($h)]} nginx -t -p $ng->{dir} -c $ng->{dir}/nginx.conf 2>&1`;
     like $out, qr/container credentials endpoint .*http only to a loopback address/,
         'container credentials over plain http to another host: refused, as the SDKs do';
     local $ENV{AWS_CONTAINER_CREDENTIALS_FULL_URI} = 'http://169.254.170.23/v1/credentials';
-    $out = `nginx -t -p $ng->{dir} -c $ng->{dir}/nginx.conf 2>&1`;
+    $out = `@{[TM::Nginx::shell_env($h)]} nginx -t -p $ng->{dir} -c $ng->{dir}/nginx.conf 2>&1`;
     like $out, qr/AWS credentials for SQS: container credentials, from "http:\/\/169\.254\.170\.23\//,
         "EKS Pod Identity's address is fine";
     unlike $out, qr/http only to a loopback/, '... not refused';

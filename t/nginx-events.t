@@ -196,7 +196,7 @@ is scalar @{ items() }, $before + $n - $dropped, 'no duplicates from the timed-o
 $ng->stop;
 $ng->{http} = "    togglemaster_events on;\n    togglemaster_events_batch 1000 60s;\n";
 $ng->write_conf;
-$h->start('nginx', $ng->port, AWS_SQS_URL => $q, AWS_ENDPOINT_URL_SQS => $moto, AWS_REGION => 'us-east-1');
+$h->start('nginx', $ng->port, TM::Nginx::san_env($h), AWS_SQS_URL => $q, AWS_ENDPOINT_URL_SQS => $moto, AWS_REGION => 'us-east-1');
 $ng->wait_up;
 $before = @{ items() };
 $ng->evaluate("quit-$_", 'on-flag') for 1 .. 40;
@@ -292,14 +292,14 @@ ok !grep({ $_->{user_id} =~ /^untrusted-/ } @{ items() }), 'no untrusted-* item'
 # --- configuration errors -------------------------------------------------------
 my $h3 = TM::Harness->new;
 my $ng3 = TM::Nginx->new($h3, redis => 0, http => "    togglemaster_events on;\n");
-my $out = `nginx -t -p $ng3->{dir} -c $ng3->{dir}/nginx.conf 2>&1`;
+my $out = `@{[TM::Nginx::shell_env($h)]} nginx -t -p $ng3->{dir} -c $ng3->{dir}/nginx.conf 2>&1`;
 like $out, qr/needs "togglemaster_sqs_queue_url" \(or AWS_SQS_URL/, 'events on without a queue: clear error';
 {
     local $ENV{AWS_ACCESS_KEY_ID};
     local $ENV{AWS_SECRET_ACCESS_KEY};
     delete @ENV{qw(AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_ENDPOINT_URL AWS_ENDPOINT_URL_SQS)};
     local $ENV{AWS_SQS_URL} = 'https://sqs.eu-west-1.amazonaws.com/123456789012/q';
-    $out = `nginx -t -p $ng3->{dir} -c $ng3->{dir}/nginx.conf 2>&1`;
+    $out = `@{[TM::Nginx::shell_env($h)]} nginx -t -p $ng3->{dir} -c $ng3->{dir}/nginx.conf 2>&1`;
     like $out, qr/no AWS credentials/, 'real AWS without credentials: clear error';
 }
 

@@ -212,8 +212,11 @@ sub teardown {
 sub check_sanitizers {
     my $self = shift;
     return unless $INC{'Test/More.pm'};
-    for my $name (@{ $self->{started} }) {
-        my $log = $self->log($name);
+    # asan.<pid>: reports of a sanitized nginx module (TM::Nginx)
+    my @logs = ((map { [$_, $self->log($_)] } @{ $self->{started} }),
+                (map { [$_, do { local (@ARGV, $/) = ($_); <> } // ''] } glob "$self->{dir}/asan.*"));
+    for my $entry (@logs) {
+        my ($name, $log) = @$entry;
         my @hits = $log =~ /^(.*(?:ERROR: \w+Sanitizer|runtime error:).*)$/mg;
         next unless @hits;   # silent when clean: teardown may run after done_testing
         Test::More::fail("sanitizer report in $name log ($self->{dir}/$name.log)");

@@ -15,9 +15,31 @@ use JSON::PP;
 use Time::HiRes qw(sleep time);
 use TM::Harness;
 
-# Always the plain build's module: nginx itself is not sanitized, so the
-# SAN=1 build does not rebuild it.
-our $MODULE = "$TM::Harness::ROOT/build/nginx/ngx_http_togglemaster_module.so";
+# The module of the build under test. Under `make test` that is build-san/,
+# where the module is instrumented with ASan+UBSan: the distro nginx then
+# runs with the ASan runtime preloaded, reports go to <harness dir>/asan.<pid>
+# and fail the test (TM::Harness::check_sanitizers). Leak checking is off:
+# nginx frees its pools by exiting.
+my $BUILD = $ENV{TM_BUILD} // "$TM::Harness::ROOT/build";
+our $MODULE = "$BUILD/nginx/ngx_http_togglemaster_module.so";
+our $SANITIZED = !system("nm -D '$MODULE' 2>/dev/null | grep -q __asan_init");
+our $LIBASAN = $SANITIZED ? `gcc -print-file-name=libasan.so` : '';
+chomp $LIBASAN;
+
+# The same as a shell prefix, for commands like `nginx -t` run by tests.
+sub shell_env {
+    my %e = san_env(shift);
+    return join ' ', map { "$_='$e{$_}'" } sort keys %e;
+}
+
+# Environment nginx is started with (empty unless the module is sanitized).
+sub san_env {
+    my $h = shift;
+    return () unless $SANITIZED;
+    return (LD_PRELOAD => $LIBASAN,
+            ASAN_OPTIONS => 'detect_leaks=0:verify_asan_link_order=0:log_path=' . $h->dir . '/asan',
+            UBSAN_OPTIONS => 'print_stacktrace=1:log_path=' . $h->dir . '/asan');
+}
 
 # Options: redis (default: the harness's Redis; 0 for none), workers (1),
 # http (extra http-level lines), server (extra server-level lines),
@@ -91,7 +113,7 @@ CONF
 
 sub start {
     my $self = shift;
-    $self->{h}->start('nginx', $self->{port});
+    $self->{h}->start('nginx', $self->{port}, san_env($self->{h}));
     $self->wait_up;
     return $self;
 }
