@@ -13,6 +13,9 @@ use TM::Stack;
 use TM::AWS;
 
 my $secs = $ENV{SOAK_SECONDS} // 1800;
+# Evaluations per second (steady, like production traffic; not a load test):
+# what the local AWS emulator can store, so produced and stored can be compared.
+my $rate = $ENV{SOAK_RATE} // 1000;
 die "wrk is needed (apt-get install wrk)\n" unless grep { -x "$_/wrk" } split /:/, $ENV{PATH};
 my $h = TM::Harness->new;
 my $s = TM::Stack->new(master_key => 'soak-master');
@@ -48,6 +51,8 @@ my ($fh, $lua) = tempfile(SUFFIX => '.lua', UNLINK => 1);
 print $fh <<"LUA";
 local n = 0
 wrk.headers["Authorization"] = "Bearer $key"
+-- two connections, each waiting between requests: about $rate requests/s
+delay = function() return @{[ int(2000 / $rate) || 1 ]} end
 request = function() n = n + 1
   return wrk.format("GET", "/evaluate?user_id=soak-user-" .. (n % 10000) .. "&flag_name=soak-" .. (n % 10 + 1)) end
 done = function(s, l, r)
@@ -106,15 +111,13 @@ printf "soak: evaluation requests %d, non-2xx %d, socket errors %d, p99 %.2f ms\
 printf "soak: admin calls ok %d, unexpected %d\n", $admin{ok}, $admin{errors};
 my $produced = metric('togglemaster_events_produced_total');
 if ($produced) {
-    my $aws = TM::AWS->new($s->url('AWS'));
-    my ($stored, $start) = (0, undef);
-    do {
-        my $r = $aws->ddb(Scan => { TableName => 'ToggleMasterAnalytics', Select => 'COUNT', $start ? (ExclusiveStartKey => $start) : () }, 'ResourceNotFoundException');
-        $stored += $r->{Count} // 0;
-        $start = $r->{LastEvaluatedKey};
-    } while ($start);
-    printf "soak: events produced at the edge %d, dropped (counted) %d, stored in DynamoDB %d (those in the emulator before its restart are gone with it)\n",
-        $produced, metric('togglemaster_events_dropped_total'), $stored;
+    sleep 5;   # the worker's last batches
+    my $m = $h->req(GET => $s->url('ANALYTICS') . '/metrics')->{content} // '';
+    my ($stored) = $m =~ /^\w*events_stored_total\s+(\d+)/m;
+    printf "soak: events produced at the edge %d, sent %d, dropped (counted, by reason) %d, "
+         . "stored by the worker %s (events in the emulator's queue when it restarted are lost with it)\n",
+        $produced, metric('togglemaster_events_sent_total'), metric('togglemaster_events_dropped_total'),
+        $stored // 'n/a';
 } else {
     print "soak: the edge reports no event counters (event producer not built in)\n";
 }
