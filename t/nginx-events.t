@@ -166,6 +166,9 @@ $h->signal('STOP', 'moto');
 my ($max, $n, $fail) = (0, 0, 0);
 my $t_end = time + 3;
 while (time < $t_end) {
+    # the stall lasts 3 s whatever the pace; a few thousand events are
+    # plenty, and keep the delivery check below quick
+    if ($n >= 2000) { sleep 0.05; next }
     my $t0 = time;
     my $rr = $h->req(GET => $ng->url("/evaluate?user_id=stall-$n&flag_name=on-flag"));
     my $dt = time - $t0;
@@ -186,7 +189,7 @@ $m = metrics($ng);
 my $dropped = m_sum($m, 'togglemaster_events_dropped_total') - 1;
 is $m->{togglemaster_events_produced_total}, $total + 1 + $n, 'every stalled-time evaluation produced an event';
 is $m->{togglemaster_events_sent_total} + $dropped, $total + $n, 'sent + dropped = produced';
-is wait_items($before + $n - $dropped), $before + $n - $dropped, "stalled-time events delivered: $n - $dropped dropped";
+is wait_items($before + $n - $dropped, 90), $before + $n - $dropped, "stalled-time events delivered: $n - $dropped dropped";
 $h->wait_until(5, sub { @{ items() } > $before + $n - $dropped });
 is scalar @{ items() }, $before + $n - $dropped, 'no duplicates from the timed-out attempts';
 

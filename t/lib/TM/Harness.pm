@@ -83,7 +83,7 @@ sub log {
     my ($self, $name) = @_;
     open my $f, '<', "$self->{dir}/$name.log" or return '';
     local $/;
-    return <$f>;
+    return <$f> // '';
 }
 
 sub port { $_[0]{ports}{ $_[1] } }
