@@ -654,7 +654,6 @@ ngx_http_togglemaster_creds_gauge(ngx_http_togglemaster_creds_t *s)
 static void
 ngx_http_togglemaster_creds_close_connection(ngx_http_togglemaster_creds_t *s)
 {
-    ngx_pool_t        *pool;
     ngx_connection_t  *c;
 
     c = s->c;
@@ -665,20 +664,7 @@ ngx_http_togglemaster_creds_close_connection(ngx_http_togglemaster_creds_t *s)
     s->c = NULL;
     s->connected = 0;
 
-#if (NGX_SSL)
-    if (c->ssl) {
-        c->ssl->no_wait_shutdown = 1;
-        c->ssl->no_send_shutdown = 1;
-        (void) ngx_ssl_shutdown(c);
-    }
-#endif
-
-    pool = c->pool;
-    ngx_close_connection(c);
-
-    if (pool) {
-        ngx_destroy_pool(pool);
-    }
+    ngx_http_togglemaster_http_close(c);
 }
 
 

@@ -44,6 +44,9 @@ typedef struct {
     char         query_error[128];
 } ngx_http_togglemaster_http_reply_t;
 
+/* Closes an outbound connection (SQS or credentials) and its pool. */
+void ngx_http_togglemaster_http_close(ngx_connection_t *c);
+
 /* NGX_OK (r filled; a chunked body decoded in place), NGX_AGAIN (read
  * more) or NGX_ERROR. */
 ngx_int_t ngx_http_togglemaster_http_parse(u_char *in, size_t len,

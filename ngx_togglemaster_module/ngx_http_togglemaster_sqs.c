@@ -316,7 +316,6 @@ ngx_http_togglemaster_sqs_conf(ngx_conf_t *cf,
 static void
 ngx_http_togglemaster_sqs_close_connection(ngx_http_togglemaster_sqs_t *s)
 {
-    ngx_pool_t        *pool;
     ngx_connection_t  *c;
 
     c = s->c;
@@ -326,6 +325,17 @@ ngx_http_togglemaster_sqs_close_connection(ngx_http_togglemaster_sqs_t *s)
 
     s->c = NULL;
     s->connected = 0;
+
+    ngx_http_togglemaster_http_close(c);
+}
+
+
+/* Closes an outbound connection of ours (SQS, credentials) and its pool,
+ * without waiting for a TLS close_notify. */
+void
+ngx_http_togglemaster_http_close(ngx_connection_t *c)
+{
+    ngx_pool_t  *pool;
 
 #if (NGX_SSL)
     if (c->ssl) {
