@@ -59,19 +59,15 @@ static void create_key(const tm_req *req, tm_resp *resp)
     if (body == NULL) {
         return;
     }
-    json_t *jname = json_object_get(body, "name");
-    if (!json_is_string(jname)) {
+    char err[256];
+    int status;
+    tm_body b;
+    if (tm_body_check(TM_BODY_KEY, body, NULL, &b, &status, err, sizeof err) != 0) {
         json_decref(body);
-        tm_resp_error(resp, 400, "\"name\" is required and must be a string");
+        tm_resp_error(resp, status, "%s", err);
         return;
     }
-    const char *name = json_string_value(jname);
-    size_t nlen = json_string_length(jname);
-    if (nlen == 0 || nlen > TM_NAME_MAX || !tm_text_valid(name, nlen)) {
-        json_decref(body);
-        tm_resp_error(resp, 400, "\"name\" must be 1 to 100 bytes of printable UTF-8");
-        return;
-    }
+    const char *name = b.name;
 
     unsigned char raw[32];
     char key[7 + 64 + 1], hash[TM_SHA256_HEX_LEN + 1];

@@ -4,7 +4,6 @@
  * tm_segment_check), stored as JSONB and published to Redis (tm:rules,
  * tm:segments) for the edge. Every route but /health* needs an API key. */
 #include "tm_buf.h"
-#include "tm_names.h"
 #include "tm_rules.h"
 #include "tm_sql.h"
 #include "tm_store.h"
@@ -40,14 +39,11 @@ static const tm_migration migrations[] = {
     " 'description', description, 'constraints', constraints," \
     " 'created_at', " TM_SQL_TS("created_at") ", 'updated_at', " TM_SQL_TS("updated_at") ")::text"
 
-static void create(const json_t *body, tm_resp *resp, const char *name);
-static void update(const json_t *body, tm_resp *resp, const char *name);
-static const char *const fields[] = { "flag_name", "rules", "is_enabled", NULL };
-
-static void segment_create(const json_t *body, tm_resp *resp, const char *name);
-static void segment_update(const json_t *body, tm_resp *resp, const char *name);
+static void create(const tm_body *b, tm_resp *resp);
+static void update(const tm_body *b, tm_resp *resp);
+static void segment_create(const tm_body *b, tm_resp *resp);
+static void segment_update(const tm_body *b, tm_resp *resp);
 static int segment_before_delete(tm_resp *resp, const char *name);
-static const char *const segment_fields[] = { "name", "description", "constraints", NULL };
 
 static const tm_store segments = {
     .collection = "/segments",
@@ -57,8 +53,7 @@ static const tm_store segments = {
     .sql_get = "SELECT " SEGMENT_JSON " FROM segments WHERE name = $1",
     .sql_delete = "DELETE FROM segments WHERE name = $1 RETURNING id",
     .sql_load = "SELECT name, " SEGMENT_JSON " FROM segments",
-    .name_field = "name",
-    .fields = segment_fields,
+    .body = TM_BODY_SEGMENT,
     .create = segment_create,
     .update = segment_update,
     .before_delete = segment_before_delete,
@@ -76,163 +71,56 @@ static const tm_store store = {
     .sql_get = "SELECT " RULE_JSON " FROM targeting_rules WHERE flag_name = $1",
     .sql_delete = "DELETE FROM targeting_rules WHERE flag_name = $1 RETURNING id",
     .sql_load = "SELECT flag_name, " RULE_JSON " FROM targeting_rules",
-    .name_field = "flag_name",
-    .fields = fields,
+    .body = TM_BODY_RULE,
     .create = create,
     .update = update,
     .next = &segments,
 };
 
-/* "rules": a document of the rule language, as compact JSON text (free it).
- * 1 present (*out set), 0 absent, -1 bad (resp filled). */
-static int get_rules(const json_t *body, char **out, tm_resp *resp)
+/* Bodies are checked in lib/tm_bodies.c: b->doc is the rules or the
+ * constraints document as compact JSON, already checked against the rule
+ * language lib/ evaluates. */
+
+static void create(const tm_body *b, tm_resp *resp)
 {
-    json_t *j = json_object_get(body, "rules");
-    if (j == NULL) {
-        return 0;
-    }
-    char err[256];
-    if (tm_rules_check(j, err, sizeof err) != 0) {
-        tm_resp_error(resp, 400, "%s", err);
-        return -1;
-    }
-    *out = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(15));
-    if (*out == NULL) {
-        tm_resp_error(resp, 500, "out of memory");
-        return -1;
-    }
-    return 1;
+    const char *p[] = { b->name, b->doc, b->enabled ? "true" : "false" };
+    tm_store_write(&store, resp, 1,
+                   "INSERT INTO targeting_rules (flag_name, rules, is_enabled)"
+                   " VALUES ($1, $2::jsonb, $3) ON CONFLICT DO NOTHING"
+                   " RETURNING " RULE_JSON, 3, p, b->name);
 }
 
-static void create(const json_t *body, tm_resp *resp, const char *name)
+/* Absent members stay as they are (NULL: coalesce keeps the column). */
+static void update(const tm_body *b, tm_resp *resp)
 {
-    char *rules = NULL;
-    int enabled = 1, has_rules = get_rules(body, &rules, resp);
-    if (has_rules == 0) {
-        tm_resp_error(resp, 400, "\"rules\" is required: a JSON object such as"
-                      " {\"type\":\"PERCENTAGE\",\"value\":25}");
-    } else if (has_rules > 0 && tm_json_opt_bool(body, "is_enabled", &enabled, resp) >= 0) {
-        const char *p[] = { name, rules, enabled ? "true" : "false" };
-        tm_store_write(&store, resp, 1,
-                       "INSERT INTO targeting_rules (flag_name, rules, is_enabled)"
-                       " VALUES ($1, $2::jsonb, $3) ON CONFLICT DO NOTHING"
-                       " RETURNING " RULE_JSON, 3, p, name);
-    }
-    free(rules);
-}
-
-static void update(const json_t *body, tm_resp *resp, const char *name)
-{
-    char *rules = NULL;
-    int enabled = 0, has_rules = get_rules(body, &rules, resp), has_enabled = 0;
-    if (has_rules >= 0
-        && (has_enabled = tm_json_opt_bool(body, "is_enabled", &enabled, resp)) >= 0) {
-        if (!has_rules && !has_enabled) {
-            tm_resp_error(resp, 400, "nothing to update: send \"rules\" and/or \"is_enabled\"");
-        } else {
-            const char *p[] = { name, rules, has_enabled ? (enabled ? "true" : "false") : NULL };
-            tm_store_write(&store, resp, 0,
-                           "UPDATE targeting_rules SET rules = coalesce($2::jsonb, rules),"
-                           " is_enabled = coalesce($3::boolean, is_enabled),"
-                           " updated_at = clock_timestamp()"
-                           " WHERE flag_name = $1 RETURNING " RULE_JSON, 3, p, name);
-        }
-    }
-    free(rules);
+    const char *p[] = { b->name, b->doc,
+                        b->has_enabled ? (b->enabled ? "true" : "false") : NULL };
+    tm_store_write(&store, resp, 0,
+                   "UPDATE targeting_rules SET rules = coalesce($2::jsonb, rules),"
+                   " is_enabled = coalesce($3::boolean, is_enabled),"
+                   " updated_at = clock_timestamp()"
+                   " WHERE flag_name = $1 RETURNING " RULE_JSON, 3, p, b->name);
 }
 
 /* ---- segments ---- */
 
-/* Checks a segment body as lib/ will compile it: {name, constraints,
- * description}, with constraints (if given) and description (if given)
- * from body. On success *constraints is the compact JSON text of the
- * constraints (NULL when absent; free it) and *description points into
- * body (NULL when absent). 0, or -1 with resp filled. */
-static int segment_body(const json_t *body, const char *name, char **constraints,
-                        const char **description, tm_resp *resp)
+static void segment_create(const tm_body *b, tm_resp *resp)
 {
-    json_t *cons = json_object_get(body, "constraints");
-    json_t *desc = json_object_get(body, "description");
-    *constraints = NULL;
-    *description = NULL;
-    if (desc) {
-        if (!json_is_string(desc)) {
-            tm_resp_error(resp, 400, "description: must be a string");
-            return -1;
-        }
-        if (!tm_text_valid(json_string_value(desc), json_string_length(desc))) {
-            tm_resp_error(resp, 400, "description: must be UTF-8 text without control characters");
-            return -1;
-        }
-        *description = json_string_value(desc);
-    }
-    json_t *doc = json_object();
-    int rc = doc == NULL
-             || json_object_set_new(doc, "name", json_string(name)) != 0
-             || (cons ? json_object_set(doc, "constraints", cons)
-                      : json_object_set_new(doc, "constraints", json_array())) != 0
-             || (desc && json_object_set(doc, "description", desc) != 0);
-    if (rc) {
-        json_decref(doc);
-        tm_resp_error(resp, 500, "out of memory");
-        return -1;
-    }
-    char err[256];
-    if (tm_segment_check(doc, err, sizeof err) != 0) {
-        json_decref(doc);
-        tm_resp_error(resp, 400, "%s", err);
-        return -1;
-    }
-    json_decref(doc);
-    if (cons) {
-        *constraints = json_dumps(cons, JSON_COMPACT | JSON_REAL_PRECISION(15));
-        if (*constraints == NULL) {
-            tm_resp_error(resp, 500, "out of memory");
-            return -1;
-        }
-    }
-    return 0;
-}
-
-static void segment_create(const json_t *body, tm_resp *resp, const char *name)
-{
-    char *constraints = NULL;
-    const char *description = NULL;
-    if (json_object_get(body, "constraints") == NULL) {
-        tm_resp_error(resp, 400, "\"constraints\" is required: an array such as"
-                      " [{\"contextName\":\"country\",\"operator\":\"IN\",\"values\":[\"BR\"]}]");
-        return;
-    }
-    if (segment_body(body, name, &constraints, &description, resp) != 0) {
-        return;
-    }
-    const char *p[] = { name, description ? description : "", constraints };
+    const char *p[] = { b->name, b->description ? b->description : "", b->doc };
     tm_store_write(&segments, resp, 1,
                    "INSERT INTO segments (name, description, constraints)"
                    " VALUES ($1, $2, $3::jsonb) ON CONFLICT DO NOTHING"
-                   " RETURNING " SEGMENT_JSON, 3, p, name);
-    free(constraints);
+                   " RETURNING " SEGMENT_JSON, 3, p, b->name);
 }
 
-static void segment_update(const json_t *body, tm_resp *resp, const char *name)
+static void segment_update(const tm_body *b, tm_resp *resp)
 {
-    char *constraints = NULL;
-    const char *description = NULL;
-    if (json_object_get(body, "constraints") == NULL
-        && json_object_get(body, "description") == NULL) {
-        tm_resp_error(resp, 400, "nothing to update: send \"constraints\" and/or \"description\"");
-        return;
-    }
-    if (segment_body(body, name, &constraints, &description, resp) != 0) {
-        return;
-    }
-    const char *p[] = { name, description, constraints };
+    const char *p[] = { b->name, b->description, b->doc };
     tm_store_write(&segments, resp, 0,
                    "UPDATE segments SET description = coalesce($2, description),"
                    " constraints = coalesce($3::jsonb, constraints),"
                    " updated_at = clock_timestamp()"
-                   " WHERE name = $1 RETURNING " SEGMENT_JSON, 3, p, name);
-    free(constraints);
+                   " WHERE name = $1 RETURNING " SEGMENT_JSON, 3, p, b->name);
 }
 
 /* 1 if the stored rule document text refers to segment name, 0 if not or

@@ -17,6 +17,15 @@ static int fail(char *err, size_t errlen, const char *msg, const char *name)
     return -1;
 }
 
+/* A message about the request body as a whole, not one context member. */
+static int fail_body(char *err, size_t errlen, const char *msg)
+{
+    if (err && errlen) {
+        snprintf(err, errlen, "%s", msg);
+    }
+    return -1;
+}
+
 /* The text a scalar stands for; 0 with *len, or 1 to skip the value. */
 static int scalar_text(const json_t *v, char num[NUM_TEXT_MAX],
                        const char **s, size_t *len)
@@ -148,6 +157,33 @@ int tm_context_from_json(tm_context *c, const json_t *obj, char *err, size_t err
         c->key_len = id->value_len;
     }
     return 0;
+}
+
+int tm_context_from_ofrep(tm_context *c, const char *body, size_t len,
+                          const char **code, char *err, size_t errlen)
+{
+    tm_context_init(c, NULL, 0, NULL, 0);
+    *code = "PARSE_ERROR";
+    json_t *doc = json_loadb(body, len, 0, NULL);
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        return fail_body(err, errlen, "the body must be a JSON object");
+    }
+    *code = "INVALID_CONTEXT";
+    int rc = 0;
+    json_t *ctx = json_object_get(doc, "context");
+    json_t *t = json_object_get(ctx, "targetingKey");
+    if (ctx != NULL && !json_is_null(ctx) && !json_is_object(ctx)) {
+        rc = fail_body(err, errlen, "\"context\" must be an object");
+    } else if (t != NULL && !json_is_null(t)
+               && (!json_is_string(t) || json_string_length(t) > TM_CONTEXT_MAX_KEY_LEN)) {
+        rc = fail_body(err, errlen, "\"context.targetingKey\" must be a string "
+                       "of at most 4096 bytes");
+    } else if (json_is_object(ctx)) {
+        rc = tm_context_from_json(c, ctx, err, errlen);
+    }
+    json_decref(doc);
+    return rc;
 }
 
 void tm_context_free(tm_context *c)

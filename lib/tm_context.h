@@ -48,15 +48,17 @@ static inline void tm_context_init(tm_context *c, const char *key, size_t key_le
     c->owned = NULL;
 }
 
-/* The attribute called name; NULL if absent. Empty values count as absent,
- * as an unset nginx variable is empty. */
+/* The first attribute called name with a value; NULL if there is none.
+ * Empty values count as absent, as an unset nginx variable is empty, so an
+ * empty one does not hide a later one of the same name (a query's "a=&a=x",
+ * a top-level member and one in "properties"). */
 static inline const tm_attr *tm_context_get(const tm_context *c,
                                             const char *name, size_t len)
 {
     for (size_t i = 0; i < c->nattrs; i++) {
         const tm_attr *a = &c->attrs[i];
-        if (a->name_len == len && memcmp(a->name, name, len) == 0) {
-            return a->value_len ? a : NULL;
+        if (a->value_len && a->name_len == len && memcmp(a->name, name, len) == 0) {
+            return a;
         }
     }
     return NULL;
@@ -71,6 +73,19 @@ static inline const tm_attr *tm_context_get(const tm_context *c,
  * 0 on success; -1 with a message for a 400 (not an object, too many
  * attributes, a value over TM_CONTEXT_MAX_VALUE_LEN, out of memory). */
 int tm_context_from_json(tm_context *c, const json_t *obj, char *err, size_t errlen);
+
+/* The longest identity (targetingKey), as for /evaluate's user_id. */
+#define TM_CONTEXT_MAX_KEY_LEN 4096
+
+/* An OFREP evaluation request body, {"context": {...}} (context may be
+ * absent or null), into c as tm_context_from_json() builds it; a
+ * targetingKey must be a string of at most TM_CONTEXT_MAX_KEY_LEN bytes.
+ * 0 on success; -1 with *code the OFREP error code ("PARSE_ERROR" when the
+ * body is not a JSON object, else "INVALID_CONTEXT") and a message in err.
+ * The JSON is parsed with jansson's current allocator; c's block is
+ * malloc'ed, released by tm_context_free(). */
+int tm_context_from_ofrep(tm_context *c, const char *body, size_t len,
+                          const char **code, char *err, size_t errlen);
 
 /* Frees what tm_context_from_json allocated; harmless on an init'ed one. */
 void tm_context_free(tm_context *c);

@@ -7,6 +7,7 @@
  */
 
 #include "ngx_http_togglemaster_module.h"
+#include "tm_query.h"
 
 
 static const tm_segment *
@@ -294,166 +295,15 @@ ngx_http_togglemaster_send_error(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
-/* Query argument, '+' as space and %XX decoded, into the request pool. */
-static ngx_int_t
-ngx_http_togglemaster_arg(ngx_http_request_t *r, const char *name,
-    ngx_str_t *out)
-{
-    u_char     *src, *dst, *p;
-    ngx_str_t   raw;
-
-    if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &raw) != NGX_OK
-        || raw.len == 0)
-    {
-        return NGX_DECLINED;
-    }
-
-    p = ngx_pnalloc(r->pool, raw.len * 2);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(p, raw.data, raw.len);
-    for (src = p; src < p + raw.len; src++) {
-        if (*src == '+') {
-            *src = ' ';
-        }
-    }
-
-    src = p;
-    dst = p + raw.len;
-    out->data = dst;
-    ngx_unescape_uri(&dst, &src, raw.len, 0);
-    out->len = dst - out->data;
-
-    return out->len ? NGX_OK : NGX_DECLINED;
-}
-
-
-/*
- * Query arguments other than user_id and flag_name, as context attributes:
- * names and values '+' and %XX decoded into one block of the request pool.
- * NGX_OK, NGX_DECLINED with *why (a 400), or NGX_ERROR.
- */
-static ngx_int_t
-ngx_http_togglemaster_arg_attrs(ngx_http_request_t *r, tm_attr **attrs,
-    ngx_uint_t *nattrs, const char **why)
-{
-    u_char      *p, *last, *amp, *eq, *dst, *src, *q, *end;
-    tm_attr     *a;
-    ngx_str_t    name, value;
-    ngx_uint_t   n, max, i;
-
-    *attrs = NULL;
-    *nattrs = 0;
-
-    p = r->args.data;
-    last = p + r->args.len;
-
-    /* the common case: nothing but user_id and flag_name */
-    max = 1;
-    for (q = p; q < last; q++) {
-        max += (*q == '&');
-    }
-
-    if (max <= 2) {
-        return NGX_OK;
-    }
-
-    a = ngx_palloc(r->pool, max * sizeof(tm_attr));
-    dst = ngx_pnalloc(r->pool, r->args.len);
-    if (a == NULL || dst == NULL) {
-        return NGX_ERROR;
-    }
-
-    n = 0;
-
-    for ( /* void */ ; p < last; p = amp + 1) {
-        amp = ngx_strlchr(p, last, '&');
-        if (amp == NULL) {
-            amp = last;
-        }
-
-        eq = ngx_strlchr(p, amp, '=');
-
-        name.data = p;
-        name.len = (eq ? eq : amp) - p;
-        value.data = eq ? eq + 1 : amp;
-        value.len = amp - value.data;
-
-        if (name.len == 0
-            || (name.len == 7 && ngx_strncmp(name.data, "user_id", 7) == 0)
-            || (name.len == 9 && ngx_strncmp(name.data, "flag_name", 9) == 0))
-        {
-            if (amp == last) {
-                break;
-            }
-
-            continue;
-        }
-
-        if (n == TM_CONTEXT_MAX_ATTRS) {
-            *why = "at most 256 context attributes";
-            return NGX_DECLINED;
-        }
-
-        /* decode name and value, each in place of its own bytes in dst */
-        for (i = 0; i < 2; i++) {
-            q = dst;
-
-            for (src = i ? value.data : name.data;
-                 src < (i ? value.data + value.len : name.data + name.len);
-                 src++)
-            {
-                *q++ = (*src == '+') ? ' ' : *src;
-            }
-
-            src = dst;
-            end = dst;
-            ngx_unescape_uri(&end, &src, q - dst, 0);
-
-            if (i == 0) {
-                a[n].name = (const char *) dst;
-                a[n].name_len = end - dst;
-
-            } else {
-                a[n].value = (const char *) dst;
-                a[n].value_len = end - dst;
-            }
-
-            dst = q;
-        }
-
-        if (a[n].value_len > TM_CONTEXT_MAX_VALUE_LEN) {
-            *why = "a context attribute is longer than 4096 bytes";
-            return NGX_DECLINED;
-        }
-
-        if (a[n].name_len) {
-            n++;
-        }
-
-        if (amp == last) {
-            break;
-        }
-    }
-
-    *attrs = a;
-    *nattrs = n;
-
-    return NGX_OK;
-}
-
-
 ngx_int_t
 ngx_http_togglemaster_evaluate_handler(ngx_http_request_t *r)
 {
-    u_char                        *body, *p;
+    u_char                        *body, *p, *buf;
     size_t                         len;
     tm_attr                       *attrs;
+    tm_query                       q;
     ngx_int_t                      rc;
     ngx_str_t                      user, flag;
-    ngx_uint_t                     nattrs;
     tm_context                     ctx;
     const char                    *why;
     tm_decision                    d;
@@ -470,52 +320,31 @@ ngx_http_togglemaster_evaluate_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    rc = ngx_http_togglemaster_arg(r, "user_id", &user);
-    if (rc == NGX_ERROR) {
+    /* the query string, parsed in lib/tm_query.c (fuzzed there): decoded
+     * text never grows, so one block of args.len bytes holds all of it */
+    buf = ngx_pnalloc(r->pool, r->args.len + 1);
+    attrs = ngx_palloc(r->pool, tm_query_max_attrs((char *) r->args.data,
+                                               r->args.len) * sizeof(tm_attr));
+    if (buf == NULL || attrs == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        return ngx_http_togglemaster_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                     "user_id and flag_name are required");
-    }
-
-    rc = ngx_http_togglemaster_arg(r, "flag_name", &flag);
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        return ngx_http_togglemaster_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                     "user_id and flag_name are required");
-    }
-
-    if (user.len > NGX_HTTP_TOGGLEMASTER_IDENTITY_MAX) {
-        return ngx_http_togglemaster_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                     "user_id is longer than 4096 bytes");
-    }
-
-    if (!tm_text_valid((char *) user.data, user.len)
-        || !tm_text_valid((char *) flag.data, flag.len))
-    {
-        return ngx_http_togglemaster_send_error(r, NGX_HTTP_BAD_REQUEST,
-                     "user_id and flag_name must be UTF-8 text "
-                     "without control characters");
     }
 
     why = NULL;
-    rc = ngx_http_togglemaster_arg_attrs(r, &attrs, &nattrs, &why);
-    if (rc == NGX_ERROR) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
+    if (tm_query_parse((char *) r->args.data, r->args.len, (char *) buf,
+                       attrs, &q, &why) != 0)
+    {
         return ngx_http_togglemaster_send_error(r, NGX_HTTP_BAD_REQUEST, why);
     }
 
-    tm_context_init(&ctx, (const char *) user.data, user.len, NULL, 0);
+    user.data = (u_char *) q.user;
+    user.len = q.user_len;
+    flag.data = (u_char *) q.flag;
+    flag.len = q.flag_len;
 
-    if (ngx_http_togglemaster_context_conf(r, &ctx, attrs, nattrs) != NGX_OK)
+    tm_context_init(&ctx, q.user, q.user_len, NULL, 0);
+
+    if (ngx_http_togglemaster_context_conf(r, &ctx, q.attrs, q.nattrs)
+        != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }

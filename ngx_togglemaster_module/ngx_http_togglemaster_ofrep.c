@@ -215,118 +215,6 @@ ngx_http_togglemaster_ofrep_item(u_char *p,
 }
 
 
-/* A scalar's text as tm_context_from_json() reads it: strings as they
- * are, numbers as their shortest JSON text, booleans; NGX_DECLINED to
- * skip (null, objects, arrays). */
-static ngx_int_t
-ngx_http_togglemaster_ofrep_scalar(ngx_pool_t *pool, json_t *v,
-    ngx_str_t *out)
-{
-    int     prec;
-    double  d;
-
-    switch (json_typeof(v)) {
-
-    case JSON_STRING:
-        out->data = (u_char *) json_string_value(v);
-        out->len = json_string_length(v);
-        return NGX_OK;
-
-    case JSON_INTEGER:
-        out->data = ngx_pnalloc(pool, NGX_INT64_LEN);
-        if (out->data == NULL) {
-            return NGX_ERROR;
-        }
-
-        out->len = ngx_sprintf(out->data, "%L",
-                               (int64_t) json_integer_value(v)) - out->data;
-        return NGX_OK;
-
-    case JSON_REAL:
-        out->data = ngx_pnalloc(pool, 32);
-        if (out->data == NULL) {
-            return NGX_ERROR;
-        }
-
-        /* the shortest of %.15g..%.17g that reads back as the same double */
-        d = json_real_value(v);
-
-        for (prec = 15; prec <= 17; prec++) {
-            out->len = snprintf((char *) out->data, 32, "%.*g", prec, d);
-            if (strtod((char *) out->data, NULL) == d) {
-                break;
-            }
-        }
-
-        return NGX_OK;
-
-    case JSON_TRUE:
-        ngx_str_set(out, "true");
-        return NGX_OK;
-
-    case JSON_FALSE:
-        ngx_str_set(out, "false");
-        return NGX_OK;
-
-    default:
-        return NGX_DECLINED;
-    }
-}
-
-
-/* The context object's members as attributes ("properties" flattened),
- * in the request pool; NGX_DECLINED with *why for a 400. */
-static ngx_int_t
-ngx_http_togglemaster_ofrep_attrs(ngx_http_request_t *r, json_t *obj,
-    ngx_uint_t top, tm_attr *attrs, ngx_uint_t *n, const char **why)
-{
-    json_t      *v;
-    ngx_int_t    rc;
-    ngx_str_t    val;
-    const char  *name;
-
-    json_object_foreach(obj, name, v) {
-
-        if (top && json_is_object(v) && ngx_strcmp(name, "properties") == 0) {
-            rc = ngx_http_togglemaster_ofrep_attrs(r, v, 0, attrs, n, why);
-            if (rc != NGX_OK) {
-                return rc;
-            }
-
-            continue;
-        }
-
-        rc = ngx_http_togglemaster_ofrep_scalar(r->pool, v, &val);
-
-        if (rc == NGX_ERROR) {
-            return NGX_ERROR;
-        }
-
-        if (rc == NGX_DECLINED) {
-            continue;
-        }
-
-        if (val.len > TM_CONTEXT_MAX_VALUE_LEN) {
-            *why = "a context value is longer than 4096 bytes";
-            return NGX_DECLINED;
-        }
-
-        if (*n == TM_CONTEXT_MAX_ATTRS) {
-            *why = "the context has more than 256 attributes";
-            return NGX_DECLINED;
-        }
-
-        attrs[*n].name = name;
-        attrs[*n].name_len = ngx_strlen(name);
-        attrs[*n].value = (const char *) val.data;
-        attrs[*n].value_len = val.len;
-        (*n)++;
-    }
-
-    return NGX_OK;
-}
-
-
 /* Parses the body into ctx (identity: targetingKey, else userId; the
  * context's members as attributes, then togglemaster_context ones); NGX_OK,
  * else an error was sent and its rc is in *rc. */
@@ -334,16 +222,14 @@ static ngx_int_t
 ngx_http_togglemaster_ofrep_context(ngx_http_request_t *r, ngx_str_t *key,
     tm_context *tctx, ngx_int_t *rc)
 {
-    u_char         *data;
-    size_t          len;
-    json_t         *doc, *ctx, *t, *props;
-    tm_attr        *attrs;
-    ngx_int_t       arc;
-    ngx_uint_t      n, cap;
-    ngx_buf_t      *b;
-    const char     *why;
-    ngx_chain_t    *cl;
-    const tm_attr  *id;
+    int                  prc;
+    char                 err[160];
+    u_char              *data;
+    size_t               len;
+    ngx_buf_t           *b;
+    const char          *code;
+    ngx_chain_t         *cl;
+    ngx_pool_cleanup_t  *cln;
 
     tm_context_init(tctx, NULL, 0, NULL, 0);
 
@@ -389,85 +275,37 @@ ngx_http_togglemaster_ofrep_context(ngx_http_request_t *r, ngx_str_t *key,
         len += b->last - b->pos;
     }
 
+    /* lib/tm_context.c reads the body (and is fuzzed there); jansson
+     * allocates from the request pool meanwhile */
     ngx_http_togglemaster_json_pool(r->pool);
-    doc = json_loadb((char *) data, len, 0, NULL);
+    prc = tm_context_from_ofrep(tctx, (char *) data, len, &code, err,
+                                sizeof(err));
     ngx_http_togglemaster_json_pool(NULL);
 
-    if (doc == NULL || !json_is_object(doc)) {
+    if (prc != 0) {
         *rc = ngx_http_togglemaster_ofrep_error(r, NGX_HTTP_BAD_REQUEST, key,
-                  "PARSE_ERROR", "the body must be a JSON object");
+                                                code, err);
         return NGX_ERROR;
     }
 
-    ctx = json_object_get(doc, "context");
+    /* the context's one malloc'ed block lives as long as the request */
+    if (tctx->owned) {
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            tm_context_free(tctx);
+            *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NGX_ERROR;
+        }
 
-    if (ctx != NULL && !json_is_null(ctx) && !json_is_object(ctx)) {
-        *rc = ngx_http_togglemaster_ofrep_error(r, NGX_HTTP_BAD_REQUEST, key,
-                  "INVALID_CONTEXT", "\"context\" must be an object");
-        return NGX_ERROR;
+        cln->handler = free;
+        cln->data = tctx->owned;
+        tctx->owned = NULL;
     }
 
-    if (!json_is_object(ctx)) {
-        ctx = NULL;
-    }
-
-    t = ctx ? json_object_get(ctx, "targetingKey") : NULL;
-
-    if (t && !json_is_null(t)
-        && (!json_is_string(t)
-            || json_string_length(t) > NGX_HTTP_TOGGLEMASTER_IDENTITY_MAX))
+    if (ngx_http_togglemaster_context_conf(r, tctx, (tm_attr *) tctx->attrs,
+                                           tctx->nattrs)
+        != NGX_OK)
     {
-        *rc = ngx_http_togglemaster_ofrep_error(r, NGX_HTTP_BAD_REQUEST, key,
-                  "INVALID_CONTEXT", "\"context.targetingKey\" must be a "
-                  "string of at most 4096 bytes");
-        return NGX_ERROR;
-    }
-
-    /* every string lives in the request pool, like the whole document */
-    attrs = NULL;
-    n = 0;
-
-    if (ctx && json_object_size(ctx)) {
-        props = json_object_get(ctx, "properties");
-        cap = json_object_size(ctx)
-              + (json_is_object(props) ? json_object_size(props) : 0);
-
-        attrs = ngx_palloc(r->pool, cap * sizeof(tm_attr));
-        if (attrs == NULL) {
-            *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
-            return NGX_ERROR;
-        }
-
-        why = NULL;
-        arc = ngx_http_togglemaster_ofrep_attrs(r, ctx, 1, attrs, &n, &why);
-
-        if (arc == NGX_ERROR) {
-            *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
-            return NGX_ERROR;
-        }
-
-        if (arc == NGX_DECLINED) {
-            *rc = ngx_http_togglemaster_ofrep_error(r, NGX_HTTP_BAD_REQUEST,
-                      key, "INVALID_CONTEXT", why);
-            return NGX_ERROR;
-        }
-    }
-
-    tctx->attrs = attrs;
-    tctx->nattrs = n;
-
-    /* the identity: targetingKey, else userId; both stay attributes */
-    id = tm_context_get(tctx, "targetingKey", 12);
-    if (id == NULL) {
-        id = tm_context_get(tctx, "userId", 6);
-    }
-
-    if (id && id->value_len <= NGX_HTTP_TOGGLEMASTER_IDENTITY_MAX) {
-        tctx->key = id->value;
-        tctx->key_len = id->value_len;
-    }
-
-    if (ngx_http_togglemaster_context_conf(r, tctx, attrs, n) != NGX_OK) {
         *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         return NGX_ERROR;
     }

@@ -16,8 +16,8 @@
  */
 
 #include "ngx_http_togglemaster_module.h"
+#include "tm_records.h"
 
-#include <jansson.h>
 
 
 #define NGX_HTTP_TOGGLEMASTER_KEY_LEN     32
@@ -201,40 +201,13 @@ ngx_http_togglemaster_key_index(ngx_http_togglemaster_keys_t *kp, u_char *bin)
 }
 
 
-static json_t *
-ngx_http_togglemaster_parse_object(ngx_str_t *s)
-{
-    json_t  *doc;
-
-    doc = json_loadb((const char *) s->data, s->len, JSON_REJECT_DUPLICATES,
-                     NULL);
-    if (doc != NULL && !json_is_object(doc)) {
-        json_decref(doc);
-        return NULL;
-    }
-
-    return doc;
-}
-
+/* The objects' JSON is read by lib/tm_records.c (fuzzed there). */
 
 /* 0 off, 1 on, -1 malformed */
 static ngx_int_t
 ngx_http_togglemaster_parse_flag(ngx_str_t *json)
 {
-    json_t     *doc, *v;
-    ngx_int_t   rc;
-
-    doc = ngx_http_togglemaster_parse_object(json);
-    if (doc == NULL) {
-        return -1;
-    }
-
-    v = json_object_get(doc, "is_enabled");
-    rc = json_is_boolean(v) ? (json_is_true(v) ? 1 : 0) : -1;
-
-    json_decref(doc);
-
-    return rc;
+    return tm_flag_record_enabled((const char *) json->data, json->len);
 }
 
 
@@ -245,33 +218,24 @@ static ngx_int_t
 ngx_http_togglemaster_parse_rule(ngx_http_togglemaster_flag_t *f,
     ngx_str_t *json, ngx_log_t *log)
 {
-    char     err[160];
-    json_t  *doc, *en, *rules;
+    int   enabled;
+    char  err[160];
 
-    doc = ngx_http_togglemaster_parse_object(json);
-    if (doc == NULL) {
-        return NGX_DECLINED;
-    }
-
-    en = json_object_get(doc, "is_enabled");
-    rules = json_object_get(doc, "rules");
-
-    if (!json_is_boolean(en) || !json_is_object(rules)) {
-        json_decref(doc);
+    if (tm_rule_record_parse((const char *) json->data, json->len, &enabled,
+                             &f->rule, err, sizeof(err))
+        != 0)
+    {
         return NGX_DECLINED;
     }
 
     f->rule_present = 1;
-    f->rule_enabled = json_is_true(en) ? 1 : 0;
-    f->rule = tm_rule_compile(rules, err, sizeof(err));
+    f->rule_enabled = enabled ? 1 : 0;
 
     if (f->rule == NULL) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "togglemaster: rule of flag \"%V\" is unusable "
                       "(answers false): %s", &f->name, err);
     }
-
-    json_decref(doc);
 
     return NGX_OK;
 }
@@ -883,51 +847,23 @@ ngx_http_togglemaster_segments_cleanup(void *data)
 }
 
 
-/* Compiles a tm:segments object: its name, description and constraints
- * are the document tm_segment_compile() takes (ids and timestamps are
- * not). NULL if malformed, logged. */
+/* Compiles a tm:segments object; NULL if malformed or it does not
+ * compile, logged. */
 static tm_segment *
 ngx_http_togglemaster_parse_segment(ngx_str_t *name, ngx_str_t *json,
     ngx_log_t *log)
 {
     char         err[160];
-    json_t      *doc, *sdoc, *v;
     tm_segment  *seg;
-    ngx_uint_t   i;
 
-    static const char  *members[] = { "name", "description", "constraints" };
-
-    doc = ngx_http_togglemaster_parse_object(json);
-    if (doc == NULL) {
-        return NULL;
-    }
-
-    sdoc = json_object();
-    if (sdoc == NULL) {
-        json_decref(doc);
-        return NULL;
-    }
-
-    for (i = 0; i < sizeof(members) / sizeof(members[0]); i++) {
-        v = json_object_get(doc, members[i]);
-
-        if (v && json_object_set(sdoc, members[i], v) != 0) {
-            json_decref(sdoc);
-            json_decref(doc);
-            return NULL;
-        }
-    }
-
-    seg = tm_segment_compile(sdoc, err, sizeof(err));
+    seg = tm_segment_record_compile((const char *) json->data, json->len,
+                                    err, sizeof(err));
 
     if (seg == NULL) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "togglemaster: segment \"%V\" does not compile: %s",
                       name, err);
     }
-
-    json_decref(sdoc);
-    json_decref(doc);
 
     return seg;
 }

@@ -22,8 +22,7 @@
 
 #include "ngx_http_togglemaster_module.h"
 #include "ngx_http_togglemaster_redis.h"
-
-#include <jansson.h>
+#include "tm_records.h"
 
 
 #define NGX_HTTP_TOGGLEMASTER_DOWN        0
@@ -1053,38 +1052,30 @@ ngx_http_togglemaster_sync_delta(ngx_uint_t kind, const char *name,
 static void
 ngx_http_togglemaster_sync_message(redisReply *payload)
 {
-    json_t      *doc, *v, *op, *name;
     ngx_int_t    k;
+    tm_change    c;
     ngx_uint_t   kinds;
 
     kinds = NGX_HTTP_TOGGLEMASTER_ALL;
 
     if (payload->type == REDIS_REPLY_STRING) {
-        doc = json_loadb(payload->str, payload->len, 0, NULL);
-        v = json_object_get(doc, "kind");
-        op = json_object_get(doc, "op");
-        name = json_object_get(doc, "name");
+        /* read by lib/tm_records.c, fuzzed there */
+        tm_change_parse(payload->str, payload->len, &c);
 
-        k = json_is_string(v)
-            ? ngx_http_togglemaster_sync_kind(json_string_value(v),
-                                              json_string_length(v))
-            : -1;
+        k = c.kind ? ngx_http_togglemaster_sync_kind(c.kind, c.kind_len) : -1;
 
         if (k >= 0) {
             kinds = (ngx_uint_t) 1 << k;
 
-            if (json_is_string(op) && json_is_string(name)
-                && (ngx_strcmp(json_string_value(op), "upsert") == 0
-                    || ngx_strcmp(json_string_value(op), "delete") == 0)
-                && ngx_http_togglemaster_sync_delta((ngx_uint_t) k,
-                                                    json_string_value(name),
-                                                    json_string_length(name)))
+            if (c.op != TM_CHANGE_RELOAD
+                && ngx_http_togglemaster_sync_delta((ngx_uint_t) k, c.name,
+                                                    c.name_len))
             {
                 kinds = 0;
             }
         }
 
-        json_decref(doc);
+        tm_change_done(&c);
     }
 
     if (ngx_http_togglemaster_current == NULL) {

@@ -97,6 +97,16 @@ $r = $h->req(GET => $ng->url('/evaluate?user_id=a+b&flag_name=p50'));
 is $r->{json}{user_id}, 'a b', "'+' in the query is a space";
 $r = $h->req(GET => $ng->url('/evaluate?user_id=%22q%22%5C&flag_name=p50'));
 is $r->{json}{user_id}, '"q"\\', 'quotes and backslashes escaped in JSON';
+# as Flask's request.args: an invalid escape stays, names are decoded and
+# exact, the first of a name wins
+$r = $h->req(GET => $ng->url('/evaluate?user_id=a%zz%4&flag_name=p50'));
+is $r->{json}{user_id}, 'a%zz%4', 'an invalid %-escape stays as written';
+$r = $h->req(GET => $ng->url('/evaluate?user%5Fid=enc&flag%5fname=p50'));
+is $r->{json}{user_id}, 'enc', 'encoded parameter names are decoded';
+$r = $h->req(GET => $ng->url('/evaluate?user_id=first&flag_name=p50&user_id=second'));
+is $r->{json}{user_id}, 'first', 'the first user_id wins';
+is $h->req(GET => $ng->url('/evaluate?USER_ID=u&flag_name=p50'))->{status}, 400,
+    'parameter names are case-sensitive (USER_ID is not user_id)';
 
 # --- bad input ---
 for my $q ('', '?user_id=u1', '?flag_name=p50', '?user_id=&flag_name=p50', '?user_id=u1&flag_name=') {

@@ -1,4 +1,5 @@
 #include "tm_http.h"
+#include "tm_bodies.h"
 #include "tm_log.h"
 #include "tm_names.h"
 
@@ -126,25 +127,10 @@ void tm_resp_text(tm_resp *resp, int status, const char *content_type, char *tex
 
 json_t *tm_req_json_object(const tm_req *req, tm_resp *resp)
 {
-    json_error_t err;
-    if (req->body_len == 0) {
-        tm_resp_error(resp, 400, "request body must be a JSON object");
-        return NULL;
-    }
-    if (memchr(req->body, '\0', req->body_len) != NULL) {
-        tm_resp_error(resp, 400, "request body contains a NUL byte");
-        return NULL;
-    }
-    json_t *j = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &err);
+    char err[256];
+    json_t *j = tm_body_parse(req->body, req->body_len, err, sizeof err);
     if (j == NULL) {
-        tm_resp_error(resp, 400, "malformed JSON at line %d column %d: %s",
-                      err.line, err.column, err.text);
-        return NULL;
-    }
-    if (!json_is_object(j)) {
-        json_decref(j);
-        tm_resp_error(resp, 400, "request body must be a JSON object");
-        return NULL;
+        tm_resp_error(resp, 400, "%s", err);
     }
     return j;
 }

@@ -91,84 +91,27 @@ void tm_store_write(const tm_store *st, tm_resp *resp, int create, const char *s
     PQclear(res);
 }
 
-static int json_only(const json_t *obj, const char *const *allowed, tm_resp *resp)
-{
-    const char *key;
-    json_t *val;
-    json_object_foreach((json_t *) obj, key, val) {
-        const char *const *a = allowed;
-        while (*a && strcmp(*a, key) != 0) {
-            a++;
-        }
-        if (*a == NULL) {
-            tm_resp_error(resp, 400, "unknown field \"%.64s\"", key);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-int tm_json_opt_bool(const json_t *obj, const char *key, int *val, tm_resp *resp)
-{
-    json_t *j = json_object_get(obj, key);
-    if (j == NULL) {
-        return 0;
-    }
-    if (!json_is_boolean(j)) {
-        tm_resp_error(resp, 400, "\"%s\" must be true or false", key);
-        return -1;
-    }
-    *val = json_is_true(j);
-    return 1;
-}
-
-static const char *json_name(const json_t *obj, const char *key, tm_resp *resp)
-{
-    json_t *j = json_object_get(obj, key);
-    if (!json_is_string(j)) {
-        tm_resp_error(resp, 400, "\"%s\" is required and must be a string", key);
-        return NULL;
-    }
-    const char *name = json_string_value(j);
-    if (!tm_flag_name_valid(name, json_string_length(j))) {
-        tm_resp_error(resp, 400, "\"%s\" must be 1 to %d characters: " TM_NAME_CHARSET,
-                      key, TM_NAME_MAX);
-        return NULL;
-    }
-    return name;
-}
-
-static int json_same_name(const json_t *obj, const char *key, const char *name,
-                          tm_resp *resp)
-{
-    json_t *j = json_object_get(obj, key);
-    if (j == NULL || (json_is_string(j) && strcmp(json_string_value(j), name) == 0)) {
-        return 0;
-    }
-    tm_resp_error(resp, 400, "\"%s\" cannot be changed: create a new one and delete this one",
-                  key);
-    return -1;
-}
-
-/* POST (path_name NULL) or PUT: the checks every body gets, then the
- * daemon's own. */
+/* POST (path_name NULL) or PUT: the body checked in lib/tm_bodies.c, then
+ * the daemon's write. */
 static void with_body(const tm_store *st, const tm_req *req, tm_resp *resp,
                       const char *path_name)
 {
-    json_t *body = tm_req_json_object(req, resp);
-    if (body == NULL || json_only(body, st->fields, resp) != 0) {
-        json_decref(body);
+    char err[512];
+    int status;
+    tm_body b;
+    json_t *obj = tm_req_json_object(req, resp);
+    if (obj == NULL) {
         return;
     }
-    if (path_name == NULL) {
-        const char *name = json_name(body, st->name_field, resp);
-        if (name) {
-            st->create(body, resp, name);
-        }
-    } else if (json_same_name(body, st->name_field, path_name, resp) == 0) {
-        st->update(body, resp, path_name);
+    if (tm_body_check(st->body, obj, path_name, &b, &status, err, sizeof err) != 0) {
+        tm_resp_error(resp, status, "%s", err);
+    } else if (path_name == NULL) {
+        st->create(&b, resp);
+    } else {
+        st->update(&b, resp);
     }
-    json_decref(body);
+    tm_body_free(&b);
+    json_decref(obj);
 }
 
 static void not_allowed(tm_resp *resp, const char *method, const char *route,

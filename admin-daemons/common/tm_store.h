@@ -11,6 +11,7 @@
 #include "tm_db.h"
 #include "tm_http.h"
 #include "tm_publish.h"
+#include "tm_bodies.h"
 
 #include <jansson.h>
 
@@ -30,16 +31,15 @@ typedef struct tm_store {
     const char *sql_delete;
     /* Reconciliation: every row as (name, json). */
     const char *sql_load;
-    /* The body: a JSON object whose members are all in fields
-     * (NULL-terminated), with name_field holding the row's name (required
-     * on create; on update it may repeat the path's name, not change it). */
-    const char *name_field;
-    const char *const *fields;
-    /* Check the rest of the body, then run the INSERT ... ON CONFLICT DO
-     * NOTHING RETURNING <json> (create) or UPDATE ... RETURNING <json>
-     * (update) through tm_store_write(). name is valid. */
-    void (*create)(const json_t *body, tm_resp *resp, const char *name);
-    void (*update)(const json_t *body, tm_resp *resp, const char *name);
+    /* What a POST or PUT body holds, checked by lib/tm_bodies.c (the
+     * members allowed, the name: required on create, on update it may
+     * repeat the path's name, not change it). */
+    tm_body_kind body;
+    /* Run the INSERT ... ON CONFLICT DO NOTHING RETURNING <json> (create)
+     * or UPDATE ... RETURNING <json> (update) of a checked body through
+     * tm_store_write(). b->name is valid. */
+    void (*create)(const tm_body *b, tm_resp *resp);
+    void (*update)(const tm_body *b, tm_resp *resp);
     /* Optional: called before a DELETE; 0 goes on, otherwise resp is
      * filled (e.g. a 409) and nothing is deleted. */
     int (*before_delete)(tm_resp *resp, const char *name);
@@ -71,7 +71,4 @@ void tm_store_db_error(tm_resp *resp, tm_db_status s);
 int tm_store_load(const char *sql, tm_pub_item **items, size_t *n, void **owner);
 void tm_store_free_result(void *owner);
 
-/* An optional boolean member of a body: 1 present (*val set), 0 absent,
- * -1 not a boolean (resp filled with a 400). */
-int tm_json_opt_bool(const json_t *obj, const char *key, int *val, tm_resp *resp);
 #endif

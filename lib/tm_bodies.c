@@ -1,0 +1,273 @@
+#include "tm_bodies.h"
+#include "tm_names.h"
+#include "tm_rules.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The members each kind may hold and the one that names it. */
+static const char *const flag_fields[] = { "name", "description", "is_enabled", NULL };
+static const char *const rule_fields[] = { "flag_name", "rules", "is_enabled", NULL };
+static const char *const segment_fields[] = { "name", "description", "constraints", NULL };
+
+typedef struct {
+    int *status;
+    char *err;
+    size_t errlen;
+} why;
+
+static int fail(why *w, int status, const char *fmt, ...)
+{
+    va_list ap;
+    *w->status = status;
+    if (w->err && w->errlen) {
+        va_start(ap, fmt);
+        vsnprintf(w->err, w->errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+json_t *tm_body_parse(const char *bytes, size_t len, char *err, size_t errlen)
+{
+    json_error_t e;
+    const char *msg = "request body must be a JSON object";
+    if (len == 0) {
+        snprintf(err, errlen, "%s", msg);
+        return NULL;
+    }
+    if (memchr(bytes, '\0', len) != NULL) {
+        snprintf(err, errlen, "request body contains a NUL byte");
+        return NULL;
+    }
+    json_t *j = json_loadb(bytes, len, JSON_REJECT_DUPLICATES, &e);
+    if (j == NULL) {
+        snprintf(err, errlen, "malformed JSON at line %d column %d: %s", e.line, e.column,
+                 e.text);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        snprintf(err, errlen, "%s", msg);
+        return NULL;
+    }
+    return j;
+}
+
+static int only(const json_t *obj, const char *const *allowed, why *w)
+{
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *) obj, key, val) {
+        const char *const *a = allowed;
+        while (*a && strcmp(*a, key) != 0) {
+            a++;
+        }
+        if (*a == NULL) {
+            return fail(w, 400, "unknown field \"%.64s\"", key);
+        }
+    }
+    return 0;
+}
+
+/* The name member: required and a valid flag name on create; on update
+ * absent or the path's name. */
+static int name_of(const json_t *obj, const char *key, const char *path_name,
+                   const char **out, why *w)
+{
+    json_t *j = json_object_get(obj, key);
+    if (path_name) {
+        if (j == NULL || (json_is_string(j) && strcmp(json_string_value(j), path_name) == 0)) {
+            *out = path_name;
+            return 0;
+        }
+        return fail(w, 400, "\"%s\" cannot be changed: create a new one and delete this one",
+                    key);
+    }
+    if (!json_is_string(j)) {
+        return fail(w, 400, "\"%s\" is required and must be a string", key);
+    }
+    if (!tm_flag_name_valid(json_string_value(j), json_string_length(j))) {
+        return fail(w, 400, "\"%s\" must be 1 to %d characters: " TM_NAME_CHARSET, key,
+                    TM_NAME_MAX);
+    }
+    *out = json_string_value(j);
+    return 0;
+}
+
+/* 1 present (*val set), 0 absent, -1 not a boolean. */
+static int opt_bool(const json_t *obj, const char *key, int *val, why *w)
+{
+    json_t *j = json_object_get(obj, key);
+    if (j == NULL) {
+        return 0;
+    }
+    if (!json_is_boolean(j)) {
+        return fail(w, 400, "\"%s\" must be true or false", key);
+    }
+    *val = json_is_true(j);
+    return 1;
+}
+
+/* description, optional text; prefix tells the member as messages name it. */
+static int opt_text(const json_t *obj, const char *key, const char *prefix,
+                    const char **out, why *w)
+{
+    json_t *j = json_object_get(obj, key);
+    *out = NULL;
+    if (j == NULL) {
+        return 0;
+    }
+    if (!json_is_string(j)) {
+        return fail(w, 400, "%s must be a string", prefix);
+    }
+    if (!tm_text_valid(json_string_value(j), json_string_length(j))) {
+        return fail(w, 400, "%s must be UTF-8 text without control characters", prefix);
+    }
+    *out = json_string_value(j);
+    return 1;
+}
+
+/* Compact JSON text of v, as stored (15 significant digits, as before). */
+static int dump(const json_t *v, char **out, why *w)
+{
+    *out = json_dumps(v, JSON_COMPACT | JSON_REAL_PRECISION(15));
+    return *out ? 0 : fail(w, 500, "out of memory");
+}
+
+static int flag_body(const json_t *obj, const char *path_name, tm_body *b, why *w)
+{
+    int has_desc;
+    if (only(obj, flag_fields, w) != 0 || name_of(obj, "name", path_name, &b->name, w) != 0
+        || (has_desc = opt_text(obj, "description", "\"description\"", &b->description, w)) < 0
+        || (b->has_enabled = opt_bool(obj, "is_enabled", &b->enabled, w)) < 0) {
+        return -1;
+    }
+    if (path_name && !has_desc && !b->has_enabled) {
+        return fail(w, 400, "nothing to update: send \"description\" and/or \"is_enabled\"");
+    }
+    return 0;
+}
+
+static int rule_body(const json_t *obj, const char *path_name, tm_body *b, why *w)
+{
+    char msg[256];
+    if (only(obj, rule_fields, w) != 0 || name_of(obj, "flag_name", path_name, &b->name, w) != 0) {
+        return -1;
+    }
+    b->enabled = 1;
+    json_t *rules = json_object_get(obj, "rules");
+    if (rules) {
+        if (tm_rules_check(rules, msg, sizeof msg) != 0) {
+            return fail(w, 400, "%s", msg);
+        }
+        if (dump(rules, &b->doc, w) != 0) {
+            return -1;
+        }
+    } else if (path_name == NULL) {
+        return fail(w, 400, "\"rules\" is required: a JSON object such as"
+                    " {\"type\":\"PERCENTAGE\",\"value\":25}");
+    }
+    if ((b->has_enabled = opt_bool(obj, "is_enabled", &b->enabled, w)) < 0) {
+        return -1;
+    }
+    if (path_name && rules == NULL && !b->has_enabled) {
+        return fail(w, 400, "nothing to update: send \"rules\" and/or \"is_enabled\"");
+    }
+    return 0;
+}
+
+/* A segment is checked as lib/ will compile it: {name, constraints (or []),
+ * description}. */
+static int segment_body(const json_t *obj, const char *path_name, tm_body *b, why *w)
+{
+    char msg[256];
+    if (only(obj, segment_fields, w) != 0 || name_of(obj, "name", path_name, &b->name, w) != 0) {
+        return -1;
+    }
+    json_t *cons = json_object_get(obj, "constraints");
+    json_t *desc = json_object_get(obj, "description");
+    if (path_name == NULL && cons == NULL) {
+        return fail(w, 400, "\"constraints\" is required: an array such as"
+                    " [{\"contextName\":\"country\",\"operator\":\"IN\",\"values\":[\"BR\"]}]");
+    }
+    if (path_name && cons == NULL && desc == NULL) {
+        return fail(w, 400, "nothing to update: send \"constraints\" and/or \"description\"");
+    }
+    if (opt_text(obj, "description", "description:", &b->description, w) < 0) {
+        return -1;
+    }
+    json_t *doc = json_object();
+    int bad = doc == NULL
+              || json_object_set_new(doc, "name", json_string(b->name)) != 0
+              || (cons ? json_object_set(doc, "constraints", cons)
+                       : json_object_set_new(doc, "constraints", json_array())) != 0
+              || (desc && json_object_set(doc, "description", desc) != 0);
+    if (bad) {
+        json_decref(doc);
+        return fail(w, 500, "out of memory");
+    }
+    int rc = tm_segment_check(doc, msg, sizeof msg);
+    json_decref(doc);
+    if (rc != 0) {
+        return fail(w, 400, "%s", msg);
+    }
+    return cons ? dump(cons, &b->doc, w) : 0;
+}
+
+/* API key names are labels for people: printable UTF-8, not flag names. */
+static int key_body(const json_t *obj, tm_body *b, why *w)
+{
+    json_t *j = json_object_get(obj, "name");
+    if (!json_is_string(j)) {
+        return fail(w, 400, "\"name\" is required and must be a string");
+    }
+    size_t len = json_string_length(j);
+    if (len == 0 || len > TM_NAME_MAX || !tm_text_valid(json_string_value(j), len)) {
+        return fail(w, 400, "\"name\" must be 1 to 100 bytes of printable UTF-8");
+    }
+    b->name = json_string_value(j);
+    return 0;
+}
+
+int tm_body_check(tm_body_kind kind, const json_t *obj, const char *path_name,
+                  tm_body *out, int *status, char *err, size_t errlen)
+{
+    why w = { status, err, errlen };
+    memset(out, 0, sizeof *out);
+    *status = 0;
+    int rc;
+    if (!json_is_object(obj)) {
+        return fail(&w, 400, "request body must be a JSON object");
+    }
+    switch (kind) {
+    case TM_BODY_FLAG:
+        rc = flag_body(obj, path_name, out, &w);
+        break;
+    case TM_BODY_RULE:
+        rc = rule_body(obj, path_name, out, &w);
+        break;
+    case TM_BODY_SEGMENT:
+        rc = segment_body(obj, path_name, out, &w);
+        break;
+    case TM_BODY_KEY:
+        rc = key_body(obj, out, &w);
+        break;
+    default:
+        rc = fail(&w, 500, "unknown body kind");
+    }
+    if (rc != 0) {
+        tm_body_free(out);
+    }
+    return rc;
+}
+
+void tm_body_free(tm_body *b)
+{
+    if (b) {
+        free(b->doc);
+        b->doc = NULL;
+    }
+}

@@ -1,0 +1,89 @@
+/* lib/tm_bodies.c: the admin API's request bodies as the daemons check
+ * them (t/flags.t, t/targeting.t, t/segments.t and t/auth.t check the same
+ * through HTTP; fuzz/fuzz_admin.c fuzzes them). */
+#include "tap.h"
+#include "tm_bodies.h"
+
+static char err[512];
+static int status;
+static tm_body b;
+
+static int check(tm_body_kind kind, const char *json, const char *path_name)
+{
+    err[0] = '\0';
+    json_t *obj = tm_body_parse(json, strlen(json), err, sizeof err);
+    if (obj == NULL) {
+        status = 400;
+        return -1;
+    }
+    int rc = tm_body_check(kind, obj, path_name, &b, &status, err, sizeof err);
+    static char name[128], desc[128], doc[512];
+    /* copy out what points into obj before it goes */
+    snprintf(name, sizeof name, "%s", rc == 0 && b.name ? b.name : "");
+    snprintf(desc, sizeof desc, "%s", rc == 0 && b.description ? b.description : "(none)");
+    snprintf(doc, sizeof doc, "%s", rc == 0 && b.doc ? b.doc : "(none)");
+    tm_body_free(&b);
+    b.name = name;
+    b.description = desc;
+    b.doc = NULL;
+    json_decref(obj);
+    strcpy(err + 256, doc);     /* the stored document, for the tests */
+    return rc;
+}
+
+#define DOC (err + 256)
+
+int main(void)
+{
+    is_int(check(TM_BODY_FLAG, "", NULL), -1, "empty body refused");
+    is_str(err, "request body must be a JSON object", "... why");
+    is_int(check(TM_BODY_FLAG, "{\"name\":", NULL), -1, "truncated JSON refused");
+    ok(strncmp(err, "malformed JSON at line 1", 24) == 0, "... with its position: %s", err);
+    is_int(check(TM_BODY_FLAG, "{\"name\":\"a\",\"name\":\"b\"}", NULL), -1, "duplicate members refused");
+    is_int(check(TM_BODY_FLAG, "[1]", NULL), -1, "an array refused");
+
+    is_int(check(TM_BODY_FLAG, "{\"name\":\"new-ui\",\"description\":\"d\",\"is_enabled\":true}", NULL),
+           0, "flag create");
+    is_str(b.name, "new-ui", "... name");
+    is_str(b.description, "d", "... description");
+    ok(b.has_enabled && b.enabled == 1, "... enabled");
+    is_int(check(TM_BODY_FLAG, "{\"name\":\"x\",\"colour\":1}", NULL), -1, "unknown member refused");
+    is_str(err, "unknown field \"colour\"", "... named");
+    is_int(check(TM_BODY_FLAG, "{\"name\":\"bad name\"}", NULL), -1, "invalid name refused");
+    is_int(check(TM_BODY_FLAG, "{\"name\":\"x\",\"is_enabled\":\"yes\"}", NULL), -1, "is_enabled a string");
+    is_str(err, "\"is_enabled\" must be true or false", "... why");
+    is_int(check(TM_BODY_FLAG, "{\"description\":\"\\u0007\"}", "f"), -1, "a control character in description");
+    is_int(check(TM_BODY_FLAG, "{\"name\":\"f\"}", "f"), -1, "update with nothing to update");
+    is_str(err, "nothing to update: send \"description\" and/or \"is_enabled\"", "... why");
+    is_int(check(TM_BODY_FLAG, "{\"name\":\"g\",\"is_enabled\":false}", "f"), -1, "rename refused");
+    is_str(err, "\"name\" cannot be changed: create a new one and delete this one", "... why");
+    is_int(check(TM_BODY_FLAG, "{\"name\":\"f\",\"is_enabled\":false}", "f"), 0, "update repeating the name");
+    is_str(b.name, "f", "... the path's name");
+
+    is_int(check(TM_BODY_RULE, "{\"flag_name\":\"f\",\"rules\":{\"type\":\"PERCENTAGE\",\"value\":25.5}}", NULL),
+           0, "rule create");
+    ok(b.enabled == 1 && !b.has_enabled, "... enabled by default");
+    is_str(DOC, "{\"type\":\"PERCENTAGE\",\"value\":25.5}", "... stored as compact JSON");
+    is_int(check(TM_BODY_RULE, "{\"flag_name\":\"f\"}", NULL), -1, "rule create without rules");
+    ok(strncmp(err, "\"rules\" is required", 19) == 0, "... why");
+    is_int(check(TM_BODY_RULE, "{\"flag_name\":\"f\",\"rules\":{\"type\":\"PERCENTAGE\",\"value\":101}}", NULL),
+           -1, "an out-of-range percentage refused");
+    is_int(status, 400, "... a 400");
+    is_int(check(TM_BODY_RULE, "{\"is_enabled\":false}", "f"), 0, "rule update of is_enabled alone");
+    is_str(DOC, "(none)", "... no document");
+
+    is_int(check(TM_BODY_SEGMENT, "{\"name\":\"beta\",\"constraints\":[{\"contextName\":\"country\","
+                 "\"operator\":\"IN\",\"values\":[\"BR\"]}]}", NULL), 0, "segment create");
+    is_int(check(TM_BODY_SEGMENT, "{\"name\":\"beta\"}", NULL), -1, "segment create without constraints");
+    is_int(check(TM_BODY_SEGMENT, "{\"description\":5}", "beta"), -1, "description a number");
+    is_str(err, "description: must be a string", "... why");
+    is_int(check(TM_BODY_SEGMENT, "{\"description\":\"only\"}", "beta"), 0, "segment update of its description");
+    is_str(DOC, "(none)", "... constraints kept");
+    is_int(check(TM_BODY_SEGMENT, "{\"constraints\":[{\"contextName\":\"v\",\"operator\":\"NOPE\"}]}", "beta"),
+           -1, "a bad operator refused");
+
+    is_int(check(TM_BODY_KEY, "{\"name\":\"ci pipeline \xc3\xa9\"}", NULL), 0, "key name: printable UTF-8");
+    is_int(check(TM_BODY_KEY, "{\"name\":\"\"}", NULL), -1, "empty key name refused");
+    is_str(err, "\"name\" must be 1 to 100 bytes of printable UTF-8", "... why");
+    return tap_done();
+}
