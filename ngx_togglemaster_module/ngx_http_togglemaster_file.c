@@ -29,8 +29,23 @@ typedef struct {
     u_char     *p;
     u_char     *last;
     ngx_int_t   failed;
+    ngx_err_t   err;
     u_char      buf[65536];
 } ngx_http_togglemaster_writer_t;
+
+
+/* One write of the file; what the thread reports back. */
+typedef struct {
+    ngx_str_t                          path;
+    ngx_http_togglemaster_snapshot_t  *snap;
+    ngx_int_t                          rc;
+    ngx_err_t                          err;
+    const char                        *what;     /* the failed step */
+    ngx_msec_t                         ms;
+    ngx_log_t                         *log;
+    ngx_http_togglemaster_file_done_pt done;
+    u_char                             tmp[NGX_MAX_PATH];
+} ngx_http_togglemaster_file_job_t;
 
 
 static void
@@ -43,6 +58,7 @@ ngx_http_togglemaster_flush(ngx_http_togglemaster_writer_t *w)
         n = write(w->fd, p, w->p - p);
         if (n <= 0) {
             w->failed = 1;
+            w->err = ngx_errno;
         }
     }
 
@@ -125,41 +141,51 @@ ngx_http_togglemaster_put_kind(ngx_http_togglemaster_writer_t *w,
 }
 
 
-ngx_int_t
-ngx_http_togglemaster_file_write(ngx_str_t *path,
-    ngx_http_togglemaster_snapshot_t *snap, ngx_log_t *log)
+/* The whole write, tmp + rename. Safe in a thread: it reads only the
+ * job's held snapshot parts, logs nothing and allocates with malloc. */
+static void
+ngx_http_togglemaster_file_dump(ngx_http_togglemaster_file_job_t *job)
 {
-    u_char                           tmp[NGX_MAX_PATH], num[NGX_INT64_LEN + 16];
-    u_char                           hex[72];
+    u_char                           num[NGX_INT64_LEN + 16], hex[72];
     ngx_uint_t                       i;
     ngx_http_togglemaster_keys_t    *kp;
     ngx_http_togglemaster_writer_t  *w;
+    ngx_http_togglemaster_snapshot_t
+                                    *snap;
     ngx_http_togglemaster_segments_t
                                     *sp;
 
-    if (ngx_snprintf(tmp, sizeof(tmp) - 1, "%V.tmp.%P%Z", path, ngx_pid)
-        == tmp + sizeof(tmp) - 1)
+    snap = job->snap;
+    job->rc = NGX_ERROR;
+    job->err = 0;
+
+    if (ngx_snprintf(job->tmp, sizeof(job->tmp) - 1, "%V.tmp.%P%Z",
+                     &job->path, ngx_pid)
+        == job->tmp + sizeof(job->tmp) - 1)
     {
-        return NGX_ERROR;
+        job->what = "path too long";
+        return;
     }
 
-    w = ngx_alloc(sizeof(ngx_http_togglemaster_writer_t), log);
+    w = malloc(sizeof(ngx_http_togglemaster_writer_t));
     if (w == NULL) {
-        return NGX_ERROR;
+        job->what = "out of memory";
+        return;
     }
 
-    w->fd = ngx_open_file(tmp, NGX_FILE_WRONLY, NGX_FILE_TRUNCATE,
+    w->fd = ngx_open_file(job->tmp, NGX_FILE_WRONLY, NGX_FILE_TRUNCATE,
                           NGX_FILE_DEFAULT_ACCESS);
     if (w->fd == NGX_INVALID_FILE) {
-        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                      "togglemaster: cannot write snapshot file \"%s\"", tmp);
-        ngx_free(w);
-        return NGX_ERROR;
+        job->err = ngx_errno;
+        job->what = "open";
+        free(w);
+        return;
     }
 
     w->p = w->buf;
     w->last = w->buf + sizeof(w->buf);
     w->failed = 0;
+    w->err = 0;
 
     ngx_http_togglemaster_put(w, num,
         ngx_sprintf(num, "{\"version\":%L,\"flags\":{", snap->version) - num);
@@ -197,29 +223,205 @@ ngx_http_togglemaster_file_write(ngx_str_t *path,
     ngx_http_togglemaster_put(w, (u_char *) "}}\n", 3);
     ngx_http_togglemaster_flush(w);
 
-    if (ngx_close_file(w->fd) == NGX_FILE_ERROR) {
+    if (ngx_close_file(w->fd) == NGX_FILE_ERROR && !w->failed) {
         w->failed = 1;
+        w->err = ngx_errno;
     }
 
     if (w->failed) {
-        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                      "togglemaster: cannot write snapshot file \"%s\"", tmp);
-        ngx_free(w);
-        (void) ngx_delete_file(tmp);
+        job->err = w->err;
+        job->what = "write";
+        free(w);
+        (void) ngx_delete_file(job->tmp);
+        return;
+    }
+
+    free(w);
+
+    if (ngx_rename_file(job->tmp, job->path.data) == NGX_FILE_ERROR) {
+        job->err = ngx_errno;
+        job->what = "rename";
+        (void) ngx_delete_file(job->tmp);
+        return;
+    }
+
+    job->rc = NGX_OK;
+}
+
+
+/* Logs the outcome, lets the snapshot go and tells the caller. */
+static void
+ngx_http_togglemaster_file_finish(ngx_http_togglemaster_file_job_t *job)
+{
+    int64_t  version;
+
+    version = job->snap->version;
+
+    if (job->rc == NGX_OK) {
+        ngx_log_error(NGX_LOG_INFO, job->log, 0,
+                      "togglemaster: snapshot file \"%V\" written, version "
+                      "%L, in %M ms", &job->path, version, job->ms);
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, job->log, job->err,
+                      "togglemaster: cannot write snapshot file \"%V\": %s "
+                      "failed", &job->path, job->what);
+    }
+
+    ngx_http_togglemaster_snapshot_free(job->snap);
+    job->snap = NULL;
+
+    if (job->done) {
+        job->done(version, job->rc);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_togglemaster_file_job_init(ngx_http_togglemaster_file_job_t *job,
+    ngx_str_t *path, ngx_http_togglemaster_snapshot_t *snap, ngx_log_t *log,
+    ngx_http_togglemaster_file_done_pt done)
+{
+    job->snap = ngx_http_togglemaster_snapshot_hold(snap);
+    if (job->snap == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_free(w);
-
-    if (ngx_rename_file(tmp, path->data) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                      "togglemaster: rename \"%s\" to \"%V\" failed",
-                      tmp, path);
-        (void) ngx_delete_file(tmp);
-        return NGX_ERROR;
-    }
+    job->path = *path;
+    job->log = log;
+    job->done = done;
+    job->ms = 0;
 
     return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_togglemaster_file_write_now(ngx_str_t *path,
+    ngx_http_togglemaster_snapshot_t *snap, ngx_log_t *log,
+    ngx_http_togglemaster_file_done_pt done)
+{
+    ngx_msec_t                        t0;
+    ngx_http_togglemaster_file_job_t  job;
+
+    if (ngx_http_togglemaster_file_job_init(&job, path, snap, log, done)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_time_update();
+    t0 = ngx_current_msec;
+
+    ngx_http_togglemaster_file_dump(&job);
+
+    ngx_time_update();
+    job.ms = ngx_current_msec - t0;
+
+    ngx_http_togglemaster_file_finish(&job);
+
+    return job.rc;
+}
+
+
+ngx_int_t
+ngx_http_togglemaster_file_write(ngx_str_t *path,
+    ngx_http_togglemaster_snapshot_t *snap, ngx_log_t *log)
+{
+    return ngx_http_togglemaster_file_write_now(path, snap, log, NULL);
+}
+
+
+#if (NGX_THREADS)
+
+static ngx_thread_task_t  *ngx_http_togglemaster_file_task;
+static ngx_uint_t          ngx_http_togglemaster_file_busy;
+
+
+static void
+ngx_http_togglemaster_file_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_togglemaster_file_job_t *job = data;
+
+    struct timespec  t0, t1;
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &t0);
+    ngx_http_togglemaster_file_dump(job);
+    (void) clock_gettime(CLOCK_MONOTONIC, &t1);
+
+    job->ms = (t1.tv_sec - t0.tv_sec) * 1000
+              + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+}
+
+
+/* back on the event loop */
+static void
+ngx_http_togglemaster_file_thread_done(ngx_event_t *ev)
+{
+    ngx_thread_task_t *task = ev->data;
+
+    ngx_http_togglemaster_file_busy = 0;
+    ngx_http_togglemaster_file_finish(task->ctx);
+}
+
+#endif
+
+
+ngx_int_t
+ngx_http_togglemaster_file_save(ngx_http_togglemaster_main_conf_t *tmcf,
+    ngx_http_togglemaster_snapshot_t *snap, ngx_log_t *log,
+    ngx_http_togglemaster_file_done_pt done)
+{
+#if (NGX_THREADS)
+    ngx_thread_task_t                 *task;
+    ngx_http_togglemaster_file_job_t  *job;
+
+    if (ngx_http_togglemaster_file_busy) {
+        return NGX_BUSY;
+    }
+
+    task = ngx_http_togglemaster_file_task;
+
+    if (task == NULL) {
+        task = ngx_thread_task_alloc(ngx_cycle->pool,
+                                     sizeof(ngx_http_togglemaster_file_job_t));
+        if (task == NULL) {
+            return NGX_ERROR;
+        }
+
+        task->handler = ngx_http_togglemaster_file_thread;
+        task->event.handler = ngx_http_togglemaster_file_thread_done;
+        task->event.data = task;
+        task->event.log = log;
+        ngx_http_togglemaster_file_task = task;
+    }
+
+    job = task->ctx;
+
+    if (ngx_http_togglemaster_file_job_init(job, &tmcf->snapshot_file, snap,
+                                            log, done)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ngx_thread_task_post(tmcf->thread_pool, task) != NGX_OK) {
+        ngx_http_togglemaster_snapshot_free(job->snap);
+        job->snap = NULL;
+        return NGX_ERROR;
+    }
+
+    ngx_http_togglemaster_file_busy = 1;
+
+    return NGX_OK;
+
+#else
+
+    (void) ngx_http_togglemaster_file_write_now(&tmcf->snapshot_file, snap,
+                                                log, done);
+    return NGX_OK;
+
+#endif
 }
 
 

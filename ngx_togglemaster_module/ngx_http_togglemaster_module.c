@@ -300,6 +300,17 @@ ngx_http_togglemaster_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+#if (NGX_THREADS)
+    /* the snapshot file is written in nginx's "default" thread pool
+     * (size it with "thread_pool default threads=N;") */
+    if (tmcf->snapshot_file.len) {
+        tmcf->thread_pool = ngx_thread_pool_add(cf, NULL);
+        if (tmcf->thread_pool == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+#endif
+
     tmcf->shm_zone = ngx_shared_memory_add(cf, &name,
                          2 * sizeof(ngx_http_togglemaster_shm_t) + 65536,
                          &ngx_http_togglemaster_module);

@@ -134,6 +134,9 @@ typedef struct {
     ngx_msec_t                   check_interval;
     ngx_msec_t                   backoff_max;
     ngx_str_t                    snapshot_file;
+#if (NGX_THREADS)
+    ngx_thread_pool_t           *thread_pool; /* writes the snapshot file */
+#endif
     ngx_shm_zone_t              *shm_zone;
 
     /* evaluation events -> SQS */
@@ -271,6 +274,8 @@ void ngx_http_togglemaster_builder_stats(ngx_http_togglemaster_builder_t *b,
 ngx_http_togglemaster_snapshot_t *ngx_http_togglemaster_snapshot_build(
     int64_t version, ngx_http_togglemaster_kv_t *kv,
     ngx_http_togglemaster_snapshot_t *old, ngx_log_t *log);
+ngx_http_togglemaster_snapshot_t *ngx_http_togglemaster_snapshot_hold(
+    ngx_http_togglemaster_snapshot_t *snap);
 void ngx_http_togglemaster_snapshot_free(
     ngx_http_togglemaster_snapshot_t *snap);
 void ngx_http_togglemaster_snapshot_swap(
@@ -283,8 +288,22 @@ ngx_http_togglemaster_segment_t *ngx_http_togglemaster_segment_lookup(
     ngx_http_togglemaster_snapshot_t *snap, u_char *name, size_t len);
 
 /* file.c */
+
+/* Called on the event loop once a save is over: rc NGX_OK or NGX_ERROR
+ * (logged already), for the snapshot version that was being saved. */
+typedef void (*ngx_http_togglemaster_file_done_pt)(int64_t version,
+    ngx_int_t rc);
+
+/* Writes snap to the snapshot file here and now (worker exit). */
 ngx_int_t ngx_http_togglemaster_file_write(ngx_str_t *path,
     ngx_http_togglemaster_snapshot_t *snap, ngx_log_t *log);
+/* Saves snap off the event loop (in place when nginx has no threads):
+ * NGX_OK (done follows), NGX_BUSY while a save is still running, or
+ * NGX_ERROR. */
+ngx_int_t ngx_http_togglemaster_file_save(
+    ngx_http_togglemaster_main_conf_t *tmcf,
+    ngx_http_togglemaster_snapshot_t *snap, ngx_log_t *log,
+    ngx_http_togglemaster_file_done_pt done);
 ngx_http_togglemaster_snapshot_t *ngx_http_togglemaster_file_load(
     ngx_str_t *path, ngx_log_t *log);
 

@@ -1490,6 +1490,37 @@ ngx_http_togglemaster_snapshot_build(int64_t version,
 }
 
 
+/* A copy of snap that keeps its parts alive after snap is replaced (the
+ * snapshot file is written from one); snapshot_free() lets it go. */
+ngx_http_togglemaster_snapshot_t *
+ngx_http_togglemaster_snapshot_hold(ngx_http_togglemaster_snapshot_t *snap)
+{
+    ngx_http_togglemaster_snapshot_t  *copy;
+
+    copy = ngx_alloc(sizeof(ngx_http_togglemaster_snapshot_t),
+                     ngx_cycle->log);
+    if (copy == NULL) {
+        return NULL;
+    }
+
+    *copy = *snap;
+
+    if (copy->fpart) {
+        copy->fpart->refs++;
+    }
+
+    if (copy->kpart) {
+        copy->kpart->refs++;
+    }
+
+    if (copy->spart) {
+        copy->spart->refs++;
+    }
+
+    return copy;
+}
+
+
 void
 ngx_http_togglemaster_snapshot_free(ngx_http_togglemaster_snapshot_t *snap)
 {

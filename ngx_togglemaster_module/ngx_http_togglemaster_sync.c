@@ -232,37 +232,55 @@ static void ngx_http_togglemaster_sync_load(ngx_uint_t kinds);
 
 
 static void
+ngx_http_togglemaster_sync_file_saved(int64_t version, ngx_int_t rc)
+{
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    if (rc == NGX_OK) {
+        s->file_written = 1;
+        s->written = version;
+    }
+
+    /* a newer snapshot went live meanwhile */
+    if (s->file_dirty && !s->exiting && !s->file_timer.timer_set) {
+        ngx_add_timer(&s->file_timer, NGX_HTTP_TOGGLEMASTER_FILE_DELAY);
+    }
+}
+
+
+/* Saves the current snapshot unless the file has it already; a save still
+ * running keeps the file dirty and its end schedules the next one. */
+static void
 ngx_http_togglemaster_sync_write_file(ngx_event_t *ev)
 {
-    ngx_msec_t                     t0;
+    ngx_int_t                      rc;
     ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
 
     if (!s->file_dirty || ngx_http_togglemaster_current == NULL) {
         return;
     }
 
-    s->file_dirty = 0;
-
     if (s->file_written && s->written == ngx_http_togglemaster_current->version)
     {
+        s->file_dirty = 0;
         return;
     }
 
-    ngx_time_update();
-    t0 = ngx_current_msec;
+    if (s->exiting) {
+        /* nginx's thread pools are gone by now: write here */
+        s->file_dirty = 0;
+        (void) ngx_http_togglemaster_file_write(&s->conf->snapshot_file,
+                                                ngx_http_togglemaster_current,
+                                                s->log);
+        return;
+    }
 
-    if (ngx_http_togglemaster_file_write(&s->conf->snapshot_file,
+    rc = ngx_http_togglemaster_file_save(s->conf,
                                          ngx_http_togglemaster_current,
-                                         s->log)
-        == NGX_OK)
-    {
-        s->file_written = 1;
-        s->written = ngx_http_togglemaster_current->version;
-
-        ngx_time_update();
-        ngx_log_error(NGX_LOG_INFO, s->log, 0,
-                      "togglemaster: snapshot file written in %M ms",
-                      ngx_current_msec - t0);
+                                         s->log,
+                                         ngx_http_togglemaster_sync_file_saved);
+    if (rc != NGX_BUSY) {
+        s->file_dirty = 0;
     }
 }
 
