@@ -4,6 +4,7 @@
  * functions are fuzzed (fuzz/fuzz_query.c, _ofrep.c, _records.c). */
 #include "tap.h"
 #include "tm_context.h"
+#include "tm_http_reply.h"
 #include "tm_query.h"
 #include "tm_records.h"
 
@@ -215,8 +216,59 @@ static void records(void)
 #undef S
 }
 
+static int reply(const char *text, int eof, tm_http_reply *r, char *body)
+{
+    static char buf[4096];
+    size_t len = strlen(text);
+    memcpy(buf, text, len);
+    int rc = tm_http_reply_parse(buf, len, eof, r);
+    if (rc == 1) {
+        memcpy(body, buf + r->body_off, r->body_len);
+        body[r->body_len] = '\0';
+    }
+    return rc;
+}
+
+static void http_replies(void)
+{
+    tm_http_reply r;
+    char body[4096];
+    is_int(reply("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", 0, &r, body), 1,
+           "a reply with Content-Length");
+    ok(r.status == 200 && r.keepalive, "... 200, kept alive (HTTP/1.1)");
+    is_str(body, "hello", "... body");
+    is_int(reply("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel", 0, &r, body), 0,
+           "a body still arriving: more needed");
+    is_int(reply("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel", 1, &r, body), -1,
+           "... cut by the connection's end: malformed");
+    is_int(reply("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 "5\r\nhello\r\n6;x=1\r\n world\r\n0\r\nT: 1\r\n\r\n", 0, &r, body), 1,
+           "a chunked reply with an extension and a trailer");
+    is_str(body, "hello world", "... decoded");
+    is_int(reply("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello!\r\n0\r\n\r\n",
+                 0, &r, body), -1, "a chunk longer than its size: malformed");
+    is_int(reply("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffff\r\n", 0, &r, body),
+           -1, "a chunk over 1 MiB refused");
+    is_int(reply("HTTP/1.0 200 OK\r\n\r\nuntil the end", 0, &r, body), 0,
+           "no length: the body runs until the end");
+    is_int(reply("HTTP/1.0 200 OK\r\n\r\nuntil the end", 1, &r, body), 1, "... which came");
+    ok(!r.keepalive, "... and the connection is done");
+    is_str(body, "until the end", "... body");
+    is_int(reply("HTTP/1.1 400 Bad Request\r\nX-Amzn-Query-Error: AWS.SimpleQueueService.NonExistentQueue;Sender \r\n"
+                 "Connection: close\r\nContent-Length: 0\r\n\r\n", 0, &r, body), 1, "an SQS error reply");
+    is_str(r.query_error, "AWS.SimpleQueueService.NonExistentQueue;Sender", "... x-amzn-query-error, trimmed");
+    ok(r.status == 400 && !r.keepalive, "... 400, Connection: close");
+    is_int(reply("HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n", 0, &r, body), -1,
+           "a bad Content-Length refused");
+    is_int(reply("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n", 0, &r, body), -1,
+           "an absurd Content-Length refused");
+    is_int(reply("SSH-2.0-OpenSSH_9.2\r\n", 0, &r, body), -1, "not HTTP: malformed");
+    is_int(reply("HTTP/1.1 2x0 OK\r\n\r\n", 0, &r, body), -1, "a bad status refused");
+}
+
 int main(void)
 {
+    http_replies();
     query();
     ofrep_bodies();
     records();
