@@ -12,13 +12,13 @@
  *
  * Temporary credentials are per worker. A timer fetches them at worker
  * start and again when tm_aws_creds_stale() says so (5 minutes before they
- * expire), with one HTTP(S) request on nginx's event loop
- * (ngx_event_connect_peer, ngx_ssl, nginx timers); failures are retried
- * with exponential backoff and jitter. The token file (a projected service
- * account token on a tmpfs in Kubernetes; it rotates, so it is read anew
- * every time) is read in that timer's handler, never on a request. Until
- * the first credentials arrive, events.c keeps its events (its bounded
- * buffer drops and counts what does not fit).
+ * expire), with one HTTP(S) request on nginx's event loop (http.c);
+ * failures are retried with exponential backoff and jitter. The token
+ * file (a projected service account token on a tmpfs in Kubernetes; it
+ * rotates, so it is read anew every time) is read in that timer's
+ * handler, never on a request. Until the first credentials arrive,
+ * events.c keeps its events (its bounded buffer drops and counts what
+ * does not fit).
  */
 
 #include "ngx_http_togglemaster_creds.h"
@@ -115,28 +115,6 @@ static void ngx_http_togglemaster_creds_handler(
 /* ---- configuration (master) -------------------------------------------- */
 
 static char *
-ngx_http_togglemaster_creds_env(ngx_pool_t *pool, const char *name)
-{
-    char    *v, *p;
-    size_t   len;
-
-    v = getenv(name);
-    if (v == NULL || *v == '\0') {
-        return NULL;
-    }
-
-    len = ngx_strlen(v);
-
-    p = ngx_pnalloc(pool, len + 1);
-    if (p) {
-        ngx_memcpy(p, v, len + 1);
-    }
-
-    return p;
-}
-
-
-static char *
 ngx_http_togglemaster_creds_strdup(ngx_pool_t *pool, const char *s)
 {
     size_t  len;
@@ -154,6 +132,21 @@ ngx_http_togglemaster_creds_strdup(ngx_pool_t *pool, const char *s)
     }
 
     return p;
+}
+
+
+/* An environment variable, NULL when unset or empty (or out of memory) */
+static char *
+ngx_http_togglemaster_creds_env(ngx_pool_t *pool, const char *name)
+{
+    char  *v;
+
+    v = getenv(name);
+    if (v == NULL || *v == '\0') {
+        return NULL;
+    }
+
+    return ngx_http_togglemaster_creds_strdup(pool, v);
 }
 
 

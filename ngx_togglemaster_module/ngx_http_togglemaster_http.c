@@ -28,7 +28,7 @@ static void ngx_http_togglemaster_http_read(ngx_event_t *rev);
 
 static char *
 ngx_http_togglemaster_http_ssl_conf(ngx_conf_t *cf,
-    ngx_http_togglemaster_main_conf_t *tmcf, ngx_uint_t system,
+    ngx_http_togglemaster_main_conf_t *tmcf, ngx_uint_t system_cas,
     ngx_http_togglemaster_http_endpoint_t *ep)
 {
     ngx_str_t           *ca;
@@ -64,7 +64,7 @@ ngx_http_togglemaster_http_ssl_conf(ngx_conf_t *cf,
 
     ca = &tmcf->events_ssl_ca;
 
-    if (system || ca->len == 0) {
+    if (system_cas || ca->len == 0) {
         if (SSL_CTX_set_default_verify_paths(ep->ssl->ctx) != 1) {
             ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
                           "SSL_CTX_set_default_verify_paths() failed");
@@ -76,7 +76,7 @@ ngx_http_togglemaster_http_ssl_conf(ngx_conf_t *cf,
         return NGX_CONF_OK;
     }
 
-    if (system) {
+    if (system_cas) {
         /* the system's CAs and this one */
         if (SSL_CTX_load_verify_locations(ep->ssl->ctx, (char *) ca->data,
                                           NULL)
@@ -104,7 +104,7 @@ ngx_http_togglemaster_http_ssl_conf(ngx_conf_t *cf,
 char *
 ngx_http_togglemaster_http_endpoint(ngx_conf_t *cf,
     ngx_http_togglemaster_main_conf_t *tmcf, const char *what,
-    const char *url, const char *host, ngx_uint_t system,
+    const char *url, const char *host, ngx_uint_t system_cas,
     ngx_http_togglemaster_http_endpoint_t *ep)
 {
     u_char     *p;
@@ -145,7 +145,7 @@ ngx_http_togglemaster_http_endpoint(ngx_conf_t *cf,
     }
 
 #if (NGX_SSL)
-    return ngx_http_togglemaster_http_ssl_conf(cf, tmcf, system, ep);
+    return ngx_http_togglemaster_http_ssl_conf(cf, tmcf, system_cas, ep);
 #else
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "%s \"%s\" needs nginx built with SSL", what, url);

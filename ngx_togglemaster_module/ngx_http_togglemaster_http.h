@@ -102,10 +102,10 @@ struct ngx_http_togglemaster_http_s {
  * names it in configuration errors ("SQS endpoint"). With https, a TLS
  * context, verifying as togglemaster_events_ssl_verify says against
  * togglemaster_events_ssl_trusted_certificate, and against the system's
- * CAs when there is none or when system is set. */
+ * CAs when there is none or when system_cas is set. */
 char *ngx_http_togglemaster_http_endpoint(ngx_conf_t *cf,
     ngx_http_togglemaster_main_conf_t *tmcf, const char *what,
-    const char *url, const char *host, ngx_uint_t system,
+    const char *url, const char *host, ngx_uint_t system_cas,
     ngx_http_togglemaster_http_endpoint_t *ep);
 
 /* Sends out..out + len: on the kept-alive connection if there is one, else
