@@ -12,21 +12,23 @@
  *
  * Temporary credentials are per worker. A timer fetches them at worker
  * start and again when tm_aws_creds_stale() says so (5 minutes before they
- * expire), with one HTTP(S) request on nginx's event loop
- * (ngx_event_connect_peer, ngx_ssl, nginx timers); failures are retried
- * with exponential backoff and jitter. The token file (a projected service
- * account token on a tmpfs in Kubernetes; it rotates, so it is read anew
- * every time) is read in that timer's handler, never on a request. Until
- * the first credentials arrive, events.c keeps its events (its bounded
- * buffer drops and counts what does not fit).
+ * expire), with one HTTP(S) request on nginx's event loop (http.c);
+ * failures are retried with exponential backoff and jitter. The token
+ * file (a projected service account token on a tmpfs in Kubernetes; it
+ * rotates, so it is read anew every time) is read in that timer's
+ * handler, never on a request. Until the first credentials arrive,
+ * events.c keeps its events (its bounded buffer drops and counts what
+ * does not fit).
  */
 
 #include "ngx_http_togglemaster_creds.h"
+#include "ngx_http_togglemaster_http.h"
 
 #include <stdlib.h>
 
 
 #define NGX_HTTP_TOGGLEMASTER_CREDS_TIMEOUT      5000    /* ms, per step */
+#define NGX_HTTP_TOGGLEMASTER_CREDS_REPLY_MIN    4096
 #define NGX_HTTP_TOGGLEMASTER_CREDS_REPLY_MAX    65536
 #define NGX_HTTP_TOGGLEMASTER_CREDS_TOKEN_MAX    16384
 #define NGX_HTTP_TOGGLEMASTER_CREDS_BACKOFF_BASE 1000
@@ -70,14 +72,8 @@ typedef struct {
     char                        *url;
     char                        *host;        /* Host header */
     char                        *path;        /* request target */
-    ngx_addr_t                  *addrs;
-    ngx_uint_t                   naddrs;
-    ngx_str_t                    sni;         /* empty for an IP address */
-    ngx_uint_t                   https;
-#if (NGX_SSL)
-    ngx_ssl_t                   *ssl;
-    ngx_uint_t                   verify;
-#endif
+    ngx_http_togglemaster_http_endpoint_t
+                                 target;
 
     ngx_shm_zone_t              *zone;
 } ngx_http_togglemaster_creds_conf_t;
@@ -92,17 +88,10 @@ typedef struct {
 
     ngx_event_t                          timer;
 
-    ngx_peer_connection_t                peer;
-    ngx_connection_t                    *c;
-    ngx_uint_t                           addr;
+    ngx_http_togglemaster_http_t         http;
 
-    u_char                              *out;
+    u_char                              *out;     /* may hold the token */
     size_t                               out_len;
-    size_t                               out_sent;
-
-    u_char                              *in;
-    size_t                               in_len;
-    size_t                               in_cap;
 
     ngx_uint_t                           failures;
     time_t                               started;  /* last fetch */
@@ -110,7 +99,6 @@ typedef struct {
 
     unsigned                             on:1;
     unsigned                             busy:1;
-    unsigned                             connected:1;
     unsigned                             force:1;
 } ngx_http_togglemaster_creds_t;
 
@@ -119,33 +107,12 @@ static ngx_http_togglemaster_creds_t  ngx_http_togglemaster_creds;
 
 
 static void ngx_http_togglemaster_creds_refresh(ngx_event_t *ev);
-static void ngx_http_togglemaster_creds_write(ngx_event_t *wev);
-static void ngx_http_togglemaster_creds_read(ngx_event_t *rev);
+static void ngx_http_togglemaster_creds_handler(
+    ngx_http_togglemaster_http_t *h, ngx_uint_t err, const char *why,
+    ngx_http_togglemaster_http_reply_t *r);
 
 
 /* ---- configuration (master) -------------------------------------------- */
-
-static char *
-ngx_http_togglemaster_creds_env(ngx_pool_t *pool, const char *name)
-{
-    char    *v, *p;
-    size_t   len;
-
-    v = getenv(name);
-    if (v == NULL || *v == '\0') {
-        return NULL;
-    }
-
-    len = ngx_strlen(v);
-
-    p = ngx_pnalloc(pool, len + 1);
-    if (p) {
-        ngx_memcpy(p, v, len + 1);
-    }
-
-    return p;
-}
-
 
 static char *
 ngx_http_togglemaster_creds_strdup(ngx_pool_t *pool, const char *s)
@@ -165,6 +132,21 @@ ngx_http_togglemaster_creds_strdup(ngx_pool_t *pool, const char *s)
     }
 
     return p;
+}
+
+
+/* An environment variable, NULL when unset or empty (or out of memory) */
+static char *
+ngx_http_togglemaster_creds_env(ngx_pool_t *pool, const char *name)
+{
+    char  *v;
+
+    v = getenv(name);
+    if (v == NULL || *v == '\0') {
+        return NULL;
+    }
+
+    return ngx_http_togglemaster_creds_strdup(pool, v);
 }
 
 
@@ -272,10 +254,6 @@ ngx_http_togglemaster_creds_target(ngx_conf_t *cf,
     u_char      *p;
     char         scheme[8], host[300], path[2048];
     const char  *rest;
-    ngx_url_t    u;
-#if (NGX_SSL)
-    ngx_pool_cleanup_t  *cln;
-#endif
 
     if (tm_aws_url_split(url, scheme, sizeof(scheme), host, sizeof(host),
                          path, sizeof(path))
@@ -288,8 +266,8 @@ ngx_http_togglemaster_creds_target(ngx_conf_t *cf,
     }
 
     /* the request target is the rest of the URL, query included */
-    cc->https = ngx_strncmp(url, "https://", 8) == 0;
-    rest = url + (cc->https ? 8 : 7) + ngx_strlen(host);
+    rest = url + (ngx_strncmp(url, "https://", 8) == 0 ? 8 : 7)
+           + ngx_strlen(host);
 
     cc->url = ngx_http_togglemaster_creds_strdup(cf->pool, url);
     cc->host = ngx_http_togglemaster_creds_strdup(cf->pool, host);
@@ -326,24 +304,21 @@ ngx_http_togglemaster_creds_target(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    /* resolved here, once: workers never call the resolver */
-    ngx_memzero(&u, sizeof(ngx_url_t));
-    u.url.data = (u_char *) cc->host;
-    u.url.len = ngx_strlen(cc->host);
-    u.default_port = cc->https ? 443 : 80;
+    /* resolved, and the TLS context against the system's CAs and
+     * togglemaster_events_ssl_trusted_certificate, as for SQS */
+    cc->target.name = "AWS credentials endpoint";
 
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "AWS credentials endpoint \"%s\": %s", url,
-                           u.err ? u.err : "no address");
+    if (ngx_http_togglemaster_http_endpoint(cf, tmcf,
+                                            "AWS credentials endpoint", url,
+                                            cc->host, 1, &cc->target)
+        != NGX_CONF_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
-    cc->addrs = u.addrs;
-    cc->naddrs = u.naddrs;
-
-    if (cc->source == TM_AWS_CREDS_CONTAINER && !cc->https
-        && !ngx_http_togglemaster_creds_local(cc->addrs, cc->naddrs))
+    if (cc->source == TM_AWS_CREDS_CONTAINER && !cc->target.https
+        && !ngx_http_togglemaster_creds_local(cc->target.addrs,
+                                              cc->target.naddrs))
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "AWS container credentials endpoint \"%s\": "
@@ -353,77 +328,7 @@ ngx_http_togglemaster_creds_target(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    if (u.host.len && u.host.data[0] != '['
-        && ngx_inet_addr(u.host.data, u.host.len) == INADDR_NONE)
-    {
-        cc->sni.data = ngx_pnalloc(cf->pool, u.host.len + 1);
-        if (cc->sni.data == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        p = ngx_cpymem(cc->sni.data, u.host.data, u.host.len);
-        *p = '\0';
-        cc->sni.len = u.host.len;
-    }
-
-    if (!cc->https) {
-        return NGX_CONF_OK;
-    }
-
-#if (NGX_SSL)
-    cc->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
-    if (cc->ssl == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    cc->ssl->log = cf->log;
-
-    if (ngx_ssl_create(cc->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
-        != NGX_OK)
-    {
-        return NGX_CONF_ERROR;
-    }
-
-    cln = ngx_pool_cleanup_add(cf->pool, 0);
-    if (cln == NULL) {
-        ngx_ssl_cleanup_ctx(cc->ssl);
-        return NGX_CONF_ERROR;
-    }
-
-    cln->handler = ngx_ssl_cleanup_ctx;
-    cln->data = cc->ssl;
-
-    /* the SQS settings: verified unless told otherwise, against the
-     * system's CAs and togglemaster_events_ssl_trusted_certificate */
-    cc->verify = tmcf->events_ssl_verify;
-
-    if (cc->verify) {
-        if (SSL_CTX_set_default_verify_paths(cc->ssl->ctx) != 1) {
-            ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
-                          "SSL_CTX_set_default_verify_paths() failed");
-            return NGX_CONF_ERROR;
-        }
-
-        if (tmcf->events_ssl_ca.len
-            && SSL_CTX_load_verify_locations(cc->ssl->ctx,
-                                             (char *) tmcf->events_ssl_ca.data,
-                                             NULL)
-               != 1)
-        {
-            ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
-                          "SSL_CTX_load_verify_locations(\"%V\") failed",
-                          &tmcf->events_ssl_ca);
-            return NGX_CONF_ERROR;
-        }
-    }
-
     return NGX_CONF_OK;
-#else
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "AWS credentials endpoint \"%s\" needs nginx built "
-                       "with SSL", url);
-    return NGX_CONF_ERROR;
-#endif
 }
 
 
@@ -652,26 +557,9 @@ ngx_http_togglemaster_creds_gauge(ngx_http_togglemaster_creds_t *s)
 
 
 static void
-ngx_http_togglemaster_creds_close_connection(ngx_http_togglemaster_creds_t *s)
-{
-    ngx_connection_t  *c;
-
-    c = s->c;
-    if (c == NULL) {
-        return;
-    }
-
-    s->c = NULL;
-    s->connected = 0;
-
-    ngx_http_togglemaster_http_close(c);
-}
-
-
-static void
 ngx_http_togglemaster_creds_reset(ngx_http_togglemaster_creds_t *s)
 {
-    ngx_http_togglemaster_creds_close_connection(s);
+    ngx_http_togglemaster_http_free(&s->http);
 
     if (s->out) {
         /* it may hold the token */
@@ -680,16 +568,7 @@ ngx_http_togglemaster_creds_reset(ngx_http_togglemaster_creds_t *s)
         s->out = NULL;
     }
 
-    if (s->in) {
-        ngx_explicit_memzero(s->in, s->in_len);
-        ngx_free(s->in);
-        s->in = NULL;
-    }
-
-    s->in_len = 0;
-    s->in_cap = 0;
     s->out_len = 0;
-    s->out_sent = 0;
     s->busy = 0;
 }
 
@@ -772,8 +651,6 @@ ngx_http_togglemaster_creds_done(ngx_http_togglemaster_creds_t *s,
     time_t         now;
     ngx_int_t      rc;
     tm_aws_creds   fresh;
-
-    ngx_http_togglemaster_creds_close_connection(s);
 
     if (r->status != 200) {
         /* the error, printable, for the log: STS XML or a JSON message */
@@ -1069,61 +946,27 @@ ngx_http_togglemaster_creds_request(ngx_http_togglemaster_creds_t *s,
 }
 
 
-/* Ours is an idle connection for nginx: a graceful stop closes it at
- * once (c->close) instead of waiting for it, and its timers do not keep
- * an exiting worker alive. */
-static ngx_int_t
-ngx_http_togglemaster_creds_connect(ngx_http_togglemaster_creds_t *s)
+/* The end of the fetch. A graceful stop closes the connection at once
+ * (it is cancelable): no retry then. */
+static void
+ngx_http_togglemaster_creds_handler(ngx_http_togglemaster_http_t *h,
+    ngx_uint_t err, const char *why, ngx_http_togglemaster_http_reply_t *r)
 {
-    ngx_int_t          rc;
-    ngx_addr_t        *addr;
-    ngx_connection_t  *c;
+    ngx_http_togglemaster_creds_t  *s = h->data;
 
-    addr = &s->conf->addrs[s->addr % s->conf->naddrs];
+    switch (err) {
 
-    ngx_memzero(&s->peer, sizeof(ngx_peer_connection_t));
-    s->peer.sockaddr = addr->sockaddr;
-    s->peer.socklen = addr->socklen;
-    s->peer.name = &addr->name;
-    s->peer.get = ngx_event_get_peer;
-    s->peer.log = s->log;
-    s->peer.log_error = NGX_ERROR_INFO;
-    s->peer.tries = 1;
+    case NGX_HTTP_TOGGLEMASTER_HTTP_OK:
+        ngx_http_togglemaster_creds_done(s, r);
+        return;
 
-    rc = ngx_event_connect_peer(&s->peer);
+    case NGX_HTTP_TOGGLEMASTER_HTTP_CLOSING:
+        ngx_http_togglemaster_creds_reset(s);
+        return;
 
-    if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
-        if (s->peer.connection) {
-            ngx_close_connection(s->peer.connection);
-        }
-
-        return NGX_ERROR;
+    default:
+        ngx_http_togglemaster_creds_failed(s, why);
     }
-
-    c = s->peer.connection;
-    c->data = s;
-    c->read->handler = ngx_http_togglemaster_creds_read;
-    c->write->handler = ngx_http_togglemaster_creds_write;
-    c->idle = 1;
-    c->read->cancelable = 1;
-    c->write->cancelable = 1;
-
-    c->pool = ngx_create_pool(1024, s->log);
-    if (c->pool == NULL) {
-        ngx_close_connection(c);
-        return NGX_ERROR;
-    }
-
-    s->c = c;
-    s->connected = 0;
-
-    ngx_add_timer(c->write, NGX_HTTP_TOGGLEMASTER_CREDS_TIMEOUT);
-
-    if (rc == NGX_OK) {
-        ngx_post_event(c->write, &ngx_posted_events);
-    }
-
-    return NGX_OK;
 }
 
 
@@ -1135,290 +978,18 @@ ngx_http_togglemaster_creds_start(ngx_http_togglemaster_creds_t *s)
     s->busy = 1;
     s->force = 0;
     s->started = ngx_time();
-    s->out_sent = 0;
-    s->in_len = 0;
 
     if (ngx_http_togglemaster_creds_request(s, err, sizeof(err)) != NGX_OK) {
         ngx_http_togglemaster_creds_failed(s, err);
         return;
     }
 
-    if (ngx_http_togglemaster_creds_connect(s) != NGX_OK) {
-        s->addr++;
+    if (ngx_http_togglemaster_http_start(&s->http, s->out, s->out_len,
+                                         NGX_HTTP_TOGGLEMASTER_CREDS_TIMEOUT)
+        != NGX_OK)
+    {
         ngx_http_togglemaster_creds_failed(s, "cannot connect");
         return;
-    }
-}
-
-
-static void
-ngx_http_togglemaster_creds_fail(ngx_http_togglemaster_creds_t *s,
-    const char *why)
-{
-    /* the next try goes to the next address, if there are several */
-    s->addr++;
-    ngx_http_togglemaster_creds_failed(s, why);
-}
-
-
-#if (NGX_SSL)
-
-static void
-ngx_http_togglemaster_creds_handshaked(ngx_connection_t *c)
-{
-    long                            rc;
-    ngx_http_togglemaster_creds_t  *s = c->data;
-
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-
-    if (c->read->timedout || c->write->timedout) {
-        ngx_http_togglemaster_creds_fail(s, "TLS handshake timed out");
-        return;
-    }
-
-    if (!c->ssl->handshaked) {
-        ngx_http_togglemaster_creds_fail(s, "TLS handshake failed");
-        return;
-    }
-
-    if (s->conf->verify) {
-        rc = SSL_get_verify_result(c->ssl->connection);
-
-        if (rc != X509_V_OK) {
-            ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                          "togglemaster: AWS credentials endpoint "
-                          "certificate verify error: (%l:%s)", rc,
-                          X509_verify_cert_error_string(rc));
-            ngx_http_togglemaster_creds_fail(s, "certificate not trusted");
-            return;
-        }
-
-        if (s->conf->sni.len
-            && ngx_ssl_check_host(c, &s->conf->sni) != NGX_OK)
-        {
-            ngx_http_togglemaster_creds_fail(s,
-                "certificate does not match the host");
-            return;
-        }
-    }
-
-    c->read->handler = ngx_http_togglemaster_creds_read;
-    c->write->handler = ngx_http_togglemaster_creds_write;
-
-    ngx_http_togglemaster_creds_write(c->write);
-}
-
-
-static void
-ngx_http_togglemaster_creds_ssl(ngx_http_togglemaster_creds_t *s)
-{
-    ngx_int_t          rc;
-    ngx_connection_t  *c = s->c;
-
-    if (ngx_ssl_create_connection(s->conf->ssl, c, NGX_SSL_CLIENT) != NGX_OK) {
-        ngx_http_togglemaster_creds_fail(s, "cannot start TLS");
-        return;
-    }
-
-    if (s->conf->sni.len
-        && SSL_set_tlsext_host_name(c->ssl->connection,
-                                    (char *) s->conf->sni.data)
-           == 0)
-    {
-        ngx_http_togglemaster_creds_fail(s, "cannot set SNI");
-        return;
-    }
-
-    rc = ngx_ssl_handshake(c);
-
-    if (rc == NGX_AGAIN) {
-        if (!c->write->timer_set) {
-            ngx_add_timer(c->write, NGX_HTTP_TOGGLEMASTER_CREDS_TIMEOUT);
-        }
-
-        c->ssl->handler = ngx_http_togglemaster_creds_handshaked;
-        return;
-    }
-
-    ngx_http_togglemaster_creds_handshaked(c);
-}
-
-#endif
-
-
-static void
-ngx_http_togglemaster_creds_write(ngx_event_t *wev)
-{
-    int                             err;
-    ssize_t                         n;
-    socklen_t                       len;
-    ngx_connection_t               *c = wev->data;
-    ngx_http_togglemaster_creds_t  *s = c->data;
-
-    if (wev->timedout) {
-        ngx_http_togglemaster_creds_fail(s, s->connected
-                                            ? "sending timed out"
-                                            : "connect timed out");
-        return;
-    }
-
-    if (!s->connected) {
-        err = 0;
-        len = sizeof(int);
-
-        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len) == -1)
-        {
-            err = ngx_socket_errno;
-        }
-
-        if (err) {
-            ngx_log_error(NGX_LOG_INFO, c->log, err,
-                          "togglemaster: connect() to %V failed",
-                          s->peer.name);
-            ngx_http_togglemaster_creds_fail(s, "connect() failed");
-            return;
-        }
-
-        s->connected = 1;
-
-        if (wev->timer_set) {
-            ngx_del_timer(wev);
-        }
-
-#if (NGX_SSL)
-        if (s->conf->https && c->ssl == NULL) {
-            ngx_http_togglemaster_creds_ssl(s);
-            return;
-        }
-#endif
-    }
-
-    while (s->out_sent < s->out_len) {
-        n = c->send(c, s->out + s->out_sent, s->out_len - s->out_sent);
-
-        if (n == NGX_ERROR) {
-            ngx_http_togglemaster_creds_fail(s, "send() failed");
-            return;
-        }
-
-        if (n == NGX_AGAIN) {
-            if (!wev->timer_set) {
-                ngx_add_timer(wev, NGX_HTTP_TOGGLEMASTER_CREDS_TIMEOUT);
-            }
-
-            if (ngx_handle_write_event(wev, 0) != NGX_OK) {
-                ngx_http_togglemaster_creds_fail(s, "event error");
-            }
-
-            return;
-        }
-
-        s->out_sent += n;
-    }
-
-    if (wev->timer_set) {
-        ngx_del_timer(wev);
-    }
-
-    if (!c->read->timer_set) {
-        ngx_add_timer(c->read, NGX_HTTP_TOGGLEMASTER_CREDS_TIMEOUT);
-    }
-
-    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-        ngx_http_togglemaster_creds_fail(s, "event error");
-    }
-}
-
-
-static void
-ngx_http_togglemaster_creds_read(ngx_event_t *rev)
-{
-    u_char                              *p;
-    size_t                               cap;
-    ssize_t                              n;
-    ngx_int_t                            rc;
-    ngx_uint_t                           eof;
-    ngx_connection_t                    *c = rev->data;
-    ngx_http_togglemaster_creds_t       *s = c->data;
-    ngx_http_togglemaster_http_reply_t   r;
-
-    if (c->close) {
-        /* the worker is exiting: no retry */
-        ngx_http_togglemaster_creds_reset(s);
-        return;
-    }
-
-    if (rev->timedout) {
-        ngx_http_togglemaster_creds_fail(s, "no reply in time");
-        return;
-    }
-
-    for ( ;; ) {
-        if (s->in_cap - s->in_len < 1024) {
-            cap = ngx_max(s->in_cap * 2, 4096);
-
-            if (cap > NGX_HTTP_TOGGLEMASTER_CREDS_REPLY_MAX) {
-                ngx_http_togglemaster_creds_fail(s, "reply too large");
-                return;
-            }
-
-            p = ngx_alloc(cap, s->log);
-            if (p == NULL) {
-                ngx_http_togglemaster_creds_fail(s, "out of memory");
-                return;
-            }
-
-            if (s->in) {
-                ngx_memcpy(p, s->in, s->in_len);
-                ngx_explicit_memzero(s->in, s->in_len);
-                ngx_free(s->in);
-            }
-
-            s->in = p;
-            s->in_cap = cap;
-        }
-
-        n = c->recv(c, s->in + s->in_len, s->in_cap - s->in_len);
-
-        if (n == NGX_AGAIN) {
-            if (ngx_handle_read_event(rev, 0) != NGX_OK) {
-                ngx_http_togglemaster_creds_fail(s, "event error");
-            }
-
-            return;
-        }
-
-        if (n == NGX_ERROR) {
-            ngx_http_togglemaster_creds_fail(s, "recv() failed");
-            return;
-        }
-
-        eof = (n == 0);
-        s->in_len += eof ? 0 : (size_t) n;
-
-        if (eof && s->in_len == 0) {
-            ngx_http_togglemaster_creds_fail(s,
-                                             "connection closed before a "
-                                             "reply");
-            return;
-        }
-
-        rc = ngx_http_togglemaster_http_parse(s->in, s->in_len, eof, &r);
-
-        if (rc == NGX_OK) {
-            ngx_http_togglemaster_creds_done(s, &r);
-            return;
-        }
-
-        if (rc == NGX_ERROR || eof) {
-            ngx_http_togglemaster_creds_fail(s, eof
-                                         ? "connection closed in the middle "
-                                           "of a reply"
-                                         : "malformed HTTP reply");
-            return;
-        }
     }
 }
 
@@ -1476,8 +1047,19 @@ ngx_http_togglemaster_creds_init(ngx_cycle_t *cycle, void *conf)
     s->conf = conf;
     s->log = cycle->log;
     s->shm = s->conf->zone ? s->conf->zone->data : NULL;
-    s->addr = ngx_worker;
     s->on = 1;
+
+    /* Connection: close, and cancelable: ours is an idle connection for
+     * nginx, a graceful stop closes it at once instead of waiting for it,
+     * and its timers do not keep an exiting worker alive */
+    s->http.ep = &s->conf->target;
+    s->http.log = cycle->log;
+    s->http.done = ngx_http_togglemaster_creds_handler;
+    s->http.data = s;
+    s->http.addr = ngx_worker;
+    s->http.in_size = NGX_HTTP_TOGGLEMASTER_CREDS_REPLY_MIN;
+    s->http.in_max = NGX_HTTP_TOGGLEMASTER_CREDS_REPLY_MAX;
+    s->http.cancelable = 1;
 
     ngx_http_togglemaster_creds_gauge(s);
 

@@ -35,22 +35,4 @@ u_char *ngx_http_togglemaster_creds_metrics(u_char *p, u_char *last,
     ngx_uint_t workers);
 
 
-/* An HTTP/1.x reply: sqs.c's parser, shared with creds.c. */
-typedef struct {
-    ngx_uint_t   status;
-    u_char      *body;
-    size_t       len;
-    ngx_uint_t   keepalive;
-    char         query_error[128];
-} ngx_http_togglemaster_http_reply_t;
-
-/* Closes an outbound connection (SQS or credentials) and its pool. */
-void ngx_http_togglemaster_http_close(ngx_connection_t *c);
-
-/* NGX_OK (r filled; a chunked body decoded in place), NGX_AGAIN (read
- * more) or NGX_ERROR. */
-ngx_int_t ngx_http_togglemaster_http_parse(u_char *in, size_t len,
-    ngx_uint_t eof, ngx_http_togglemaster_http_reply_t *r);
-
-
 #endif /* NGX_HTTP_TOGGLEMASTER_CREDS_H */

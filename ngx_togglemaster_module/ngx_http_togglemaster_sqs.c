@@ -1,8 +1,7 @@
 /*
  * SQS SendMessageBatch (JSON protocol) from an nginx worker: one HTTP/1.1
- * connection per worker on nginx's event loop (ngx_event_connect_peer,
- * timers for connect, send and read), kept alive between requests, TLS
- * with nginx's OpenSSL layer for https endpoints. Signed with lib's SigV4
+ * connection per worker on nginx's event loop (http.c), kept alive
+ * between requests, TLS for https endpoints. Signed with lib's SigV4
  * (tm_aws_json_request); replies parsed by lib (tm_sqs_parse_batch_result,
  * tm_aws_parse_error). The endpoint is resolved at configuration time, in
  * the master: a worker never calls getaddrinfo().
@@ -13,11 +12,13 @@
 
 #include "ngx_http_togglemaster_module.h"
 #include "ngx_http_togglemaster_creds.h"
+#include "ngx_http_togglemaster_http.h"
 #include "tm_aws.h"
 
 #include <stdlib.h>
 
 
+#define NGX_HTTP_TOGGLEMASTER_SQS_REPLY_MIN  16384
 #define NGX_HTTP_TOGGLEMASTER_SQS_REPLY_MAX  (1024 * 1024)
 #define NGX_HTTP_TOGGLEMASTER_SQS_IDLE       30000
 
@@ -26,14 +27,8 @@ typedef struct {
     ngx_str_t                    queue_url;   /* NUL-terminated */
     tm_aws_endpoint              ep;
     void                        *creds;       /* creds.c's configuration */
-    ngx_addr_t                  *addrs;
-    ngx_uint_t                   naddrs;
-    ngx_str_t                    sni;         /* empty for an IP address */
-    ngx_uint_t                   https;
-#if (NGX_SSL)
-    ngx_ssl_t                   *ssl;
-    ngx_uint_t                   verify;
-#endif
+    ngx_http_togglemaster_http_endpoint_t
+                                 target;
 } ngx_http_togglemaster_sqs_conf_t;
 
 
@@ -41,36 +36,19 @@ typedef struct {
     ngx_http_togglemaster_sqs_conf_t  *conf;
     ngx_log_t                         *log;
 
-    ngx_peer_connection_t              peer;
-    ngx_connection_t                  *c;
-    ngx_uint_t                         addr;
+    ngx_http_togglemaster_http_t       http;
 
     ngx_http_togglemaster_msg_t       *msgs[TM_SQS_MAX_BATCH];
     ngx_uint_t                         nmsgs;
 
     u_char                            *out;
     size_t                             out_len;
-    size_t                             out_sent;
-
-    u_char                            *in;
-    size_t                             in_len;
-    size_t                             in_cap;
-
-    ngx_msec_t                         timeout;
 
     unsigned                           busy:1;
-    unsigned                           connected:1;
-    unsigned                           reused:1;
-    unsigned                           resent:1;
 } ngx_http_togglemaster_sqs_t;
 
 
 static ngx_http_togglemaster_sqs_t  ngx_http_togglemaster_sqs;
-
-
-static ngx_int_t ngx_http_togglemaster_sqs_connect(void);
-static void ngx_http_togglemaster_sqs_write(ngx_event_t *wev);
-static void ngx_http_togglemaster_sqs_read(ngx_event_t *rev);
 
 
 /* ---- configuration (master) -------------------------------------------- */
@@ -131,14 +109,9 @@ char *
 ngx_http_togglemaster_sqs_conf(ngx_conf_t *cf,
     ngx_http_togglemaster_main_conf_t *tmcf)
 {
-    u_char                            *p;
     char                              *v, err[256], region[64];
     ngx_str_t                          s;
-    ngx_url_t                          u;
     ngx_http_togglemaster_sqs_conf_t  *sc;
-#if (NGX_SSL)
-    ngx_pool_cleanup_t                *cln;
-#endif
 
     sc = ngx_pcalloc(cf->pool, sizeof(ngx_http_togglemaster_sqs_conf_t));
     if (sc == NULL) {
@@ -227,132 +200,15 @@ ngx_http_togglemaster_sqs_conf(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    sc->https = ngx_strncmp(sc->ep.url, "https://", 8) == 0;
+    sc->target.name = "SQS";
 
-    /* resolved here, once: workers never call the resolver */
-    ngx_memzero(&u, sizeof(ngx_url_t));
-    u.url.data = (u_char *) sc->ep.host;
-    u.url.len = ngx_strlen(sc->ep.host);
-    u.default_port = sc->https ? 443 : 80;
-
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "SQS endpoint \"%s\": %s", sc->ep.url,
-                           u.err ? u.err : "no address");
-        return NGX_CONF_ERROR;
-    }
-
-    sc->addrs = u.addrs;
-    sc->naddrs = u.naddrs;
-
-    if (u.host.len && u.host.data[0] != '['
-        && ngx_inet_addr(u.host.data, u.host.len) == INADDR_NONE)
-    {
-        sc->sni.data = ngx_pnalloc(cf->pool, u.host.len + 1);
-        if (sc->sni.data == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        p = ngx_cpymem(sc->sni.data, u.host.data, u.host.len);
-        *p = '\0';
-        sc->sni.len = u.host.len;
-    }
-
-    if (sc->https) {
-#if (NGX_SSL)
-        sc->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
-        if (sc->ssl == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        sc->ssl->log = cf->log;
-
-        if (ngx_ssl_create(sc->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
-            != NGX_OK)
-        {
-            return NGX_CONF_ERROR;
-        }
-
-        cln = ngx_pool_cleanup_add(cf->pool, 0);
-        if (cln == NULL) {
-            ngx_ssl_cleanup_ctx(sc->ssl);
-            return NGX_CONF_ERROR;
-        }
-
-        cln->handler = ngx_ssl_cleanup_ctx;
-        cln->data = sc->ssl;
-
-        sc->verify = tmcf->events_ssl_verify;
-
-        if (sc->verify) {
-            if (tmcf->events_ssl_ca.len) {
-                if (ngx_ssl_trusted_certificate(cf, sc->ssl,
-                                                &tmcf->events_ssl_ca, 5)
-                    != NGX_OK)
-                {
-                    return NGX_CONF_ERROR;
-                }
-
-            } else if (SSL_CTX_set_default_verify_paths(sc->ssl->ctx) != 1) {
-                ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
-                              "SSL_CTX_set_default_verify_paths() failed");
-                return NGX_CONF_ERROR;
-            }
-        }
-#else
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "SQS endpoint \"%s\" needs nginx built with SSL",
-                           sc->ep.url);
-        return NGX_CONF_ERROR;
-#endif
-    }
-
-    return NGX_CONF_OK;
+    return ngx_http_togglemaster_http_endpoint(cf, tmcf, "SQS endpoint",
+                                               sc->ep.url, sc->ep.host, 0,
+                                               &sc->target);
 }
 
 
-/* ---- the connection ---------------------------------------------------- */
-
-static void
-ngx_http_togglemaster_sqs_close_connection(ngx_http_togglemaster_sqs_t *s)
-{
-    ngx_connection_t  *c;
-
-    c = s->c;
-    if (c == NULL) {
-        return;
-    }
-
-    s->c = NULL;
-    s->connected = 0;
-
-    ngx_http_togglemaster_http_close(c);
-}
-
-
-/* Closes an outbound connection of ours (SQS, credentials) and its pool,
- * without waiting for a TLS close_notify. */
-void
-ngx_http_togglemaster_http_close(ngx_connection_t *c)
-{
-    ngx_pool_t  *pool;
-
-#if (NGX_SSL)
-    if (c->ssl) {
-        c->ssl->no_wait_shutdown = 1;
-        c->ssl->no_send_shutdown = 1;
-        (void) ngx_ssl_shutdown(c);
-    }
-#endif
-
-    pool = c->pool;
-    ngx_close_connection(c);
-
-    if (pool) {
-        ngx_destroy_pool(pool);
-    }
-}
-
+/* ---- the request ------------------------------------------------------- */
 
 /* Hands the messages back to events.c; nothing of them stays here. */
 static void
@@ -389,509 +245,14 @@ ngx_http_togglemaster_sqs_error(ngx_uint_t kind)
 
 
 static void
-ngx_http_togglemaster_sqs_fail(ngx_http_togglemaster_sqs_t *s,
-    ngx_uint_t kind, const char *why)
-{
-    ngx_uint_t  i, n;
-
-    /* a kept-alive connection the other side closed meanwhile: once more
-     * on a new one, which is no failure of the request */
-    if (s->reused && !s->resent && s->in_len == 0
-        && kind == NGX_HTTP_TOGGLEMASTER_SQS_ERR_CONNECT)
-    {
-        ngx_http_togglemaster_sqs_close_connection(s);
-        s->resent = 1;
-
-        if (ngx_http_togglemaster_sqs_connect() == NGX_OK) {
-            return;
-        }
-    }
-
-    ngx_http_togglemaster_sqs_error(kind);
-
-    for (n = 0, i = 0; i < s->nmsgs; i++) {
-        n += s->msgs[i]->nevents;
-    }
-
-    ngx_log_error(NGX_LOG_WARN, s->log, 0,
-                  "togglemaster: SQS SendMessageBatch to %V: %s; %ui "
-                  "evaluation events will be retried",
-                  &s->conf->addrs[s->addr % s->conf->naddrs].name, why, n);
-
-    ngx_http_togglemaster_sqs_close_connection(s);
-
-    /* the next try goes to the next address, if there are several */
-    s->addr++;
-
-    ngx_http_togglemaster_sqs_finish(s, NGX_ERROR);
-}
-
-
-static void
-ngx_http_togglemaster_sqs_idle(ngx_http_togglemaster_sqs_t *s)
-{
-    ngx_connection_t  *c = s->c;
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-
-    /* an idle connection neither keeps an exiting worker alive nor
-     * survives ngx_close_idle_connections() */
-    c->idle = 1;
-    c->read->cancelable = 1;
-    ngx_add_timer(c->read, NGX_HTTP_TOGGLEMASTER_SQS_IDLE);
-
-    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-        ngx_http_togglemaster_sqs_close_connection(s);
-    }
-}
-
-
-static void
-ngx_http_togglemaster_sqs_active(ngx_http_togglemaster_sqs_t *s)
-{
-    ngx_connection_t  *c = s->c;
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    c->idle = 0;
-    c->read->cancelable = 0;
-}
-
-
-#if (NGX_SSL)
-
-static void
-ngx_http_togglemaster_sqs_handshaked(ngx_connection_t *c)
-{
-    long                          rc;
-    ngx_http_togglemaster_sqs_t  *s = c->data;
-
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-
-    if (c->read->timedout || c->write->timedout) {
-        ngx_http_togglemaster_sqs_fail(s, NGX_HTTP_TOGGLEMASTER_SQS_ERR_TIMEOUT,
-                                       "TLS handshake timed out");
-        return;
-    }
-
-    if (!c->ssl->handshaked) {
-        ngx_http_togglemaster_sqs_fail(s, NGX_HTTP_TOGGLEMASTER_SQS_ERR_CONNECT,
-                                       "TLS handshake failed");
-        return;
-    }
-
-    if (s->conf->verify) {
-        rc = SSL_get_verify_result(c->ssl->connection);
-
-        if (rc != X509_V_OK) {
-            ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                          "togglemaster: SQS certificate verify error: "
-                          "(%l:%s)", rc, X509_verify_cert_error_string(rc));
-            ngx_http_togglemaster_sqs_fail(s,
-                NGX_HTTP_TOGGLEMASTER_SQS_ERR_CONNECT,
-                "certificate not trusted");
-            return;
-        }
-
-        if (s->conf->sni.len
-            && ngx_ssl_check_host(c, &s->conf->sni) != NGX_OK)
-        {
-            ngx_http_togglemaster_sqs_fail(s,
-                NGX_HTTP_TOGGLEMASTER_SQS_ERR_CONNECT,
-                "certificate does not match the host");
-            return;
-        }
-    }
-
-    c->read->handler = ngx_http_togglemaster_sqs_read;
-    c->write->handler = ngx_http_togglemaster_sqs_write;
-
-    ngx_http_togglemaster_sqs_write(c->write);
-}
-
-
-static void
-ngx_http_togglemaster_sqs_ssl(ngx_http_togglemaster_sqs_t *s)
-{
-    ngx_int_t          rc;
-    ngx_connection_t  *c = s->c;
-
-    if (ngx_ssl_create_connection(s->conf->ssl, c, NGX_SSL_CLIENT) != NGX_OK) {
-        ngx_http_togglemaster_sqs_fail(s, NGX_HTTP_TOGGLEMASTER_SQS_ERR_CONNECT,
-                                       "cannot start TLS");
-        return;
-    }
-
-    if (s->conf->sni.len
-        && SSL_set_tlsext_host_name(c->ssl->connection,
-                                    (char *) s->conf->sni.data)
-           == 0)
-    {
-        ngx_http_togglemaster_sqs_fail(s, NGX_HTTP_TOGGLEMASTER_SQS_ERR_CONNECT,
-                                       "cannot set SNI");
-        return;
-    }
-
-    rc = ngx_ssl_handshake(c);
-
-    if (rc == NGX_AGAIN) {
-        if (!c->write->timer_set) {
-            ngx_add_timer(c->write, s->timeout);
-        }
-
-        c->ssl->handler = ngx_http_togglemaster_sqs_handshaked;
-        return;
-    }
-
-    ngx_http_togglemaster_sqs_handshaked(c);
-}
-
-#endif
-
-
-static void
-ngx_http_togglemaster_sqs_write(ngx_event_t *wev)
-{
-    int                           err;
-    ssize_t                       n;
-    socklen_t                     len;
-    ngx_connection_t             *c = wev->data;
-    ngx_http_togglemaster_sqs_t  *s = c->data;
-
-    if (wev->timedout) {
-        ngx_http_togglemaster_sqs_fail(s, NGX_HTTP_TOGGLEMASTER_SQS_ERR_TIMEOUT,
-                                       s->connected ? "sending timed out"
-                                                    : "connect timed out");
-        return;
-    }
-
-    if (!s->busy) {
-        return;
-    }
-
-    if (!s->connected) {
-        err = 0;
-        len = sizeof(int);
-
-        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len) == -1)
-        {
-            err = ngx_socket_errno;
-        }
-
-        if (err) {
-            ngx_log_error(NGX_LOG_INFO, c->log, err,
-                          "togglemaster: connect() to %V failed",
-                          s->peer.name);
-            ngx_http_togglemaster_sqs_fail(s,
-                NGX_HTTP_TOGGLEMASTER_SQS_ERR_CONNECT, "connect() failed");
-            return;
-        }
-
-        s->connected = 1;
-
-        if (wev->timer_set) {
-            ngx_del_timer(wev);
-        }
-
-#if (NGX_SSL)
-        if (s->conf->https && c->ssl == NULL) {
-            ngx_http_togglemaster_sqs_ssl(s);
-            return;
-        }
-#endif
-    }
-
-    while (s->out_sent < s->out_len) {
-        n = c->send(c, s->out + s->out_sent, s->out_len - s->out_sent);
-
-        if (n == NGX_ERROR) {
-            ngx_http_togglemaster_sqs_fail(s,
-                NGX_HTTP_TOGGLEMASTER_SQS_ERR_CONNECT, "send() failed");
-            return;
-        }
-
-        if (n == NGX_AGAIN) {
-            if (!wev->timer_set) {
-                ngx_add_timer(wev, s->timeout);
-            }
-
-            if (ngx_handle_write_event(wev, 0) != NGX_OK) {
-                ngx_http_togglemaster_sqs_fail(s,
-                    NGX_HTTP_TOGGLEMASTER_SQS_ERR_CONNECT, "event error");
-            }
-
-            return;
-        }
-
-        s->out_sent += n;
-    }
-
-    if (wev->timer_set) {
-        ngx_del_timer(wev);
-    }
-
-    if (!c->read->timer_set) {
-        ngx_add_timer(c->read, s->timeout);
-    }
-
-    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-        ngx_http_togglemaster_sqs_fail(s, NGX_HTTP_TOGGLEMASTER_SQS_ERR_CONNECT,
-                                       "event error");
-    }
-}
-
-
-/* ---- the reply --------------------------------------------------------- */
-
-typedef ngx_http_togglemaster_http_reply_t  ngx_http_togglemaster_sqs_reply_t;
-
-
-static u_char *
-ngx_http_togglemaster_sqs_line(u_char *p, u_char *last)
-{
-    for ( /* void */ ; p + 1 < last; p++) {
-        if (p[0] == '\r' && p[1] == '\n') {
-            return p;
-        }
-    }
-
-    return NULL;
-}
-
-
-/* Chunked body at p..last: NGX_AGAIN until it is complete, then decoded
- * in place. */
-static ngx_int_t
-ngx_http_togglemaster_sqs_chunked(u_char *p, u_char *last, size_t *len)
-{
-    u_char     *q, *eol, *out;
-    size_t      size;
-    ngx_int_t   pass;
-
-    for (pass = 0; pass < 2; pass++) {
-        q = p;
-        out = p;
-
-        for ( ;; ) {
-            eol = ngx_http_togglemaster_sqs_line(q, last);
-            if (eol == NULL) {
-                return NGX_AGAIN;
-            }
-
-            size = 0;
-            for ( /* void */ ; q < eol && *q != ';'; q++) {
-                if (*q >= '0' && *q <= '9') {
-                    size = size * 16 + (*q - '0');
-
-                } else if ((*q | 0x20) >= 'a' && (*q | 0x20) <= 'f') {
-                    size = size * 16 + ((*q | 0x20) - 'a' + 10);
-
-                } else if (*q != ' ') {
-                    return NGX_ERROR;
-                }
-
-                if (size > NGX_HTTP_TOGGLEMASTER_SQS_REPLY_MAX) {
-                    return NGX_ERROR;
-                }
-            }
-
-            q = eol + 2;
-
-            if (size == 0) {
-                /* trailers up to an empty line */
-                for ( ;; ) {
-                    eol = ngx_http_togglemaster_sqs_line(q, last);
-                    if (eol == NULL) {
-                        return NGX_AGAIN;
-                    }
-
-                    if (eol == q) {
-                        break;
-                    }
-
-                    q = eol + 2;
-                }
-
-                break;
-            }
-
-            if ((size_t) (last - q) < size + 2) {
-                return NGX_AGAIN;
-            }
-
-            if (pass == 1) {
-                out = ngx_movemem(out, q, size);
-            }
-
-            q += size + 2;
-        }
-
-        if (pass == 1) {
-            *len = out - p;
-        }
-    }
-
-    return NGX_OK;
-}
-
-
-/* An HTTP/1.x reply in in..in + len (creds.c's too). */
-ngx_int_t
-ngx_http_togglemaster_http_parse(u_char *in, size_t len, ngx_uint_t eof,
-    ngx_http_togglemaster_http_reply_t *r)
-{
-    u_char      *p, *last, *eol, *colon, *v;
-    size_t       n, vlen;
-    off_t        clen;
-    ngx_int_t    rc;
-    ngx_uint_t   http11, chunked, close, keepalive;
-
-    p = in;
-    last = in + len;
-
-    /* HTTP/1.1 200 OK */
-    eol = ngx_http_togglemaster_sqs_line(p, last);
-    if (eol == NULL) {
-        return len > 8192 ? NGX_ERROR : NGX_AGAIN;
-    }
-
-    if (eol - p < 12 || ngx_strncmp(p, "HTTP/1.", 7) != 0 || p[8] != ' ') {
-        return NGX_ERROR;
-    }
-
-    http11 = p[7] == '1';
-    r->status = ngx_atoi(p + 9, 3);
-    if (r->status == (ngx_uint_t) NGX_ERROR || r->status < 100) {
-        return NGX_ERROR;
-    }
-
-    clen = -1;
-    chunked = 0;
-    close = 0;
-    keepalive = 0;
-    r->query_error[0] = '\0';
-
-    for (p = eol + 2; /* void */ ; p = eol + 2) {
-        eol = ngx_http_togglemaster_sqs_line(p, last);
-        if (eol == NULL) {
-            return (last - in > 65536) ? NGX_ERROR : NGX_AGAIN;
-        }
-
-        if (eol == p) {
-            p += 2;
-            break;
-        }
-
-        colon = ngx_strlchr(p, eol, ':');
-        if (colon == NULL) {
-            continue;
-        }
-
-        n = colon - p;
-        for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++) {
-            /* void */
-        }
-
-        vlen = eol - v;
-
-        if (n == 14 && ngx_strncasecmp(p, (u_char *) "Content-Length", 14)
-                       == 0)
-        {
-            clen = ngx_atoof(v, vlen);
-            if (clen == NGX_ERROR) {
-                return NGX_ERROR;
-            }
-
-        } else if (n == 17
-                   && ngx_strncasecmp(p, (u_char *) "Transfer-Encoding", 17)
-                      == 0)
-        {
-            chunked = ngx_strlcasestrn(v, eol, (u_char *) "chunked", 7 - 1)
-                      != NULL;
-
-        } else if (n == 10
-                   && ngx_strncasecmp(p, (u_char *) "Connection", 10) == 0)
-        {
-            close = ngx_strlcasestrn(v, eol, (u_char *) "close", 5 - 1)
-                    != NULL;
-            keepalive = ngx_strlcasestrn(v, eol, (u_char *) "keep-alive",
-                                         10 - 1)
-                        != NULL;
-
-        } else if (n == 18
-                   && ngx_strncasecmp(p, (u_char *) "x-amzn-query-error", 18)
-                      == 0)
-        {
-            ngx_cpystrn((u_char *) r->query_error, v,
-                        ngx_min(vlen + 1, sizeof(r->query_error)));
-        }
-    }
-
-    r->keepalive = http11 ? !close : keepalive;
-    r->body = p;
-
-    if (chunked) {
-        rc = ngx_http_togglemaster_sqs_chunked(p, last, &r->len);
-        if (rc == NGX_AGAIN && eof) {
-            return NGX_ERROR;
-        }
-
-        return rc;
-    }
-
-    if (clen >= 0) {
-        if (last - p < clen) {
-            return eof ? NGX_ERROR : NGX_AGAIN;
-        }
-
-        r->len = (size_t) clen;
-        return NGX_OK;
-    }
-
-    if (r->status == 204 || r->status == 304 || r->status < 200) {
-        r->len = 0;
-        return NGX_OK;
-    }
-
-    /* until the end of the connection */
-    if (!eof) {
-        return NGX_AGAIN;
-    }
-
-    r->keepalive = 0;
-    r->len = last - p;
-
-    return NGX_OK;
-}
-
-
-static void
 ngx_http_togglemaster_sqs_reply(ngx_http_togglemaster_sqs_t *s,
-    ngx_http_togglemaster_sqs_reply_t *r)
+    ngx_http_togglemaster_http_reply_t *r)
 {
     char                  err[128];
     ngx_int_t             rc;
     ngx_uint_t            i, k, idx, sender;
     tm_aws_error          e;
     tm_sqs_batch_result  *br;
-
-    /* the connection first: what follows may queue the next request */
-    if (r->keepalive && s->in_len == (size_t) (r->body - s->in) + r->len) {
-        ngx_http_togglemaster_sqs_idle(s);
-
-    } else {
-        ngx_http_togglemaster_sqs_close_connection(s);
-    }
 
     if (r->status != 200) {
         tm_aws_parse_error((long) r->status, (char *) r->body, r->len,
@@ -980,192 +341,54 @@ ngx_http_togglemaster_sqs_reply(ngx_http_togglemaster_sqs_t *s,
 }
 
 
+/* The end of a request (http.c): the connection is idle or closed by now,
+ * and a kept-alive one found closed was retried on a new one already. */
 static void
-ngx_http_togglemaster_sqs_read(ngx_event_t *rev)
+ngx_http_togglemaster_sqs_handler(ngx_http_togglemaster_http_t *h,
+    ngx_uint_t err, const char *why, ngx_http_togglemaster_http_reply_t *r)
 {
-    u_char                             *p, buf[1];
-    size_t                              cap;
-    ssize_t                             n;
-    ngx_int_t                           rc;
-    ngx_uint_t                          eof;
-    ngx_connection_t                   *c = rev->data;
-    ngx_http_togglemaster_sqs_t        *s = c->data;
-    ngx_http_togglemaster_sqs_reply_t   r;
+    ngx_uint_t                    i, n, kind;
+    ngx_http_togglemaster_sqs_t  *s = h->data;
 
-    if (!s->busy) {
-        /* idle: timeout, nginx closing idle connections, or the other
-         * side closed it */
-        if (c->close || rev->timedout) {
-            eof = c->close;
-            ngx_http_togglemaster_sqs_close_connection(s);
-
-            /* a graceful stop closes idle connections first: the earliest
-             * word of it a module gets, so the flush starts now */
-            if (eof && (ngx_exiting || ngx_quit)) {
-                ngx_http_togglemaster_events_wake();
-            }
-
-            return;
-        }
-
-        n = c->recv(c, buf, 1);
-
-        if (n == NGX_AGAIN) {
-            if (ngx_handle_read_event(rev, 0) != NGX_OK) {
-                ngx_http_togglemaster_sqs_close_connection(s);
-            }
-
-            return;
-        }
-
-        ngx_http_togglemaster_sqs_close_connection(s);
+    if (err == NGX_HTTP_TOGGLEMASTER_HTTP_OK) {
+        ngx_http_togglemaster_sqs_reply(s, r);
         return;
     }
 
-    if (c->close) {
-        ngx_http_togglemaster_sqs_fail(s, NGX_HTTP_TOGGLEMASTER_SQS_ERR_CONNECT,
-                                       "worker shutting down");
-        return;
+    switch (err) {
+    case NGX_HTTP_TOGGLEMASTER_HTTP_TIMEOUT:
+        kind = NGX_HTTP_TOGGLEMASTER_SQS_ERR_TIMEOUT;
+        break;
+    case NGX_HTTP_TOGGLEMASTER_HTTP_REPLY:
+        kind = NGX_HTTP_TOGGLEMASTER_SQS_ERR_REPLY;
+        break;
+    default:
+        kind = NGX_HTTP_TOGGLEMASTER_SQS_ERR_CONNECT;
     }
 
-    if (rev->timedout) {
-        ngx_http_togglemaster_sqs_fail(s, NGX_HTTP_TOGGLEMASTER_SQS_ERR_TIMEOUT,
-                                       "no reply in time");
-        return;
+    ngx_http_togglemaster_sqs_error(kind);
+
+    for (n = 0, i = 0; i < s->nmsgs; i++) {
+        n += s->msgs[i]->nevents;
     }
 
-    for ( ;; ) {
-        if (s->in_cap - s->in_len < 4096) {
-            cap = ngx_max(s->in_cap * 2, 16384);
+    ngx_log_error(NGX_LOG_WARN, s->log, 0,
+                  "togglemaster: SQS SendMessageBatch to %V: %s; %ui "
+                  "evaluation events will be retried", h->peer.name, why, n);
 
-            if (cap > NGX_HTTP_TOGGLEMASTER_SQS_REPLY_MAX) {
-                ngx_http_togglemaster_sqs_fail(s,
-                    NGX_HTTP_TOGGLEMASTER_SQS_ERR_REPLY, "reply too large");
-                return;
-            }
-
-            p = ngx_alloc(cap, s->log);
-            if (p == NULL) {
-                ngx_http_togglemaster_sqs_fail(s,
-                    NGX_HTTP_TOGGLEMASTER_SQS_ERR_REPLY, "out of memory");
-                return;
-            }
-
-            if (s->in) {
-                ngx_memcpy(p, s->in, s->in_len);
-                ngx_free(s->in);
-            }
-
-            s->in = p;
-            s->in_cap = cap;
-        }
-
-        n = c->recv(c, s->in + s->in_len, s->in_cap - s->in_len);
-
-        if (n == NGX_AGAIN) {
-            if (ngx_handle_read_event(rev, 0) != NGX_OK) {
-                ngx_http_togglemaster_sqs_fail(s,
-                    NGX_HTTP_TOGGLEMASTER_SQS_ERR_CONNECT, "event error");
-            }
-
-            return;
-        }
-
-        if (n == NGX_ERROR) {
-            ngx_http_togglemaster_sqs_fail(s,
-                NGX_HTTP_TOGGLEMASTER_SQS_ERR_CONNECT, "recv() failed");
-            return;
-        }
-
-        eof = (n == 0);
-        s->in_len += eof ? 0 : (size_t) n;
-
-        if (eof && s->in_len == 0) {
-            ngx_http_togglemaster_sqs_fail(s,
-                NGX_HTTP_TOGGLEMASTER_SQS_ERR_CONNECT,
-                "connection closed before a reply");
-            return;
-        }
-
-        rc = ngx_http_togglemaster_http_parse(s->in, s->in_len, eof, &r);
-
-        if (rc == NGX_OK) {
-            ngx_http_togglemaster_sqs_reply(s, &r);
-            return;
-        }
-
-        if (rc == NGX_ERROR) {
-            ngx_http_togglemaster_sqs_fail(s,
-                NGX_HTTP_TOGGLEMASTER_SQS_ERR_REPLY,
-                eof ? "connection closed in the middle of a reply"
-                    : "malformed HTTP reply");
-            return;
-        }
-
-        if (eof) {
-            ngx_http_togglemaster_sqs_fail(s,
-                NGX_HTTP_TOGGLEMASTER_SQS_ERR_CONNECT,
-                "connection closed in the middle of a reply");
-            return;
-        }
-    }
+    ngx_http_togglemaster_sqs_finish(s, NGX_ERROR);
 }
 
 
-static ngx_int_t
-ngx_http_togglemaster_sqs_connect(void)
+/* nginx closed the idle connection: a graceful stop closes idle
+ * connections first, the earliest word of it a module gets, so the flush
+ * starts now */
+static void
+ngx_http_togglemaster_sqs_closed(ngx_http_togglemaster_http_t *h)
 {
-    ngx_int_t                     rc;
-    ngx_addr_t                   *addr;
-    ngx_connection_t             *c;
-    ngx_http_togglemaster_sqs_t  *s = &ngx_http_togglemaster_sqs;
-
-    addr = &s->conf->addrs[s->addr % s->conf->naddrs];
-
-    ngx_memzero(&s->peer, sizeof(ngx_peer_connection_t));
-    s->peer.sockaddr = addr->sockaddr;
-    s->peer.socklen = addr->socklen;
-    s->peer.name = &addr->name;
-    s->peer.get = ngx_event_get_peer;
-    s->peer.log = s->log;
-    s->peer.log_error = NGX_ERROR_INFO;   /* our own warning says it */
-    s->peer.tries = 1;
-
-    rc = ngx_event_connect_peer(&s->peer);
-
-    if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
-        if (s->peer.connection) {
-            ngx_close_connection(s->peer.connection);
-        }
-
-        return NGX_ERROR;
+    if (ngx_exiting || ngx_quit) {
+        ngx_http_togglemaster_events_wake();
     }
-
-    c = s->peer.connection;
-    c->data = s;
-    c->read->handler = ngx_http_togglemaster_sqs_read;
-    c->write->handler = ngx_http_togglemaster_sqs_write;
-
-    c->pool = ngx_create_pool(1024, s->log);
-    if (c->pool == NULL) {
-        ngx_close_connection(c);
-        return NGX_ERROR;
-    }
-
-    s->c = c;
-    s->connected = 0;
-    s->reused = 0;
-    s->out_sent = 0;
-    s->in_len = 0;
-
-    ngx_add_timer(c->write, s->timeout);
-
-    if (rc == NGX_OK) {
-        /* connected at once (loopback): carry on from the event loop */
-        ngx_post_event(c->write, &ngx_posted_events);
-    }
-
-    return NGX_OK;
 }
 
 
@@ -1257,10 +480,6 @@ ngx_http_togglemaster_sqs_send(ngx_http_togglemaster_msg_t **msgs,
     p = ngx_cpymem(p, req.body, req.body_len);
 
     s->out_len = p - s->out;
-    s->out_sent = 0;
-    s->in_len = 0;
-    s->timeout = timeout;
-    s->resent = 0;
 
     tm_aws_request_free(&req);
 
@@ -1273,16 +492,10 @@ ngx_http_togglemaster_sqs_send(ngx_http_togglemaster_msg_t **msgs,
                    &ngx_http_togglemaster_shm->events.requests, 1);
     }
 
-    if (s->c) {
-        ngx_http_togglemaster_sqs_active(s);
-        s->reused = 1;
-        ngx_post_event(s->c->write, &ngx_posted_events);
-        return NGX_OK;
-    }
-
-    if (ngx_http_togglemaster_sqs_connect() != NGX_OK) {
+    if (ngx_http_togglemaster_http_start(&s->http, s->out, s->out_len, timeout)
+        != NGX_OK)
+    {
         ngx_http_togglemaster_sqs_error(NGX_HTTP_TOGGLEMASTER_SQS_ERR_CONNECT);
-        s->addr++;
         s->nmsgs = 0;
         s->busy = 0;
         ngx_free(s->out);
@@ -1310,7 +523,17 @@ ngx_http_togglemaster_sqs_init(ngx_cycle_t *cycle,
     ngx_memzero(s, sizeof(ngx_http_togglemaster_sqs_t));
     s->conf = tmcf->sqs;
     s->log = cycle->log;
-    s->addr = ngx_worker;   /* workers spread over the addresses */
+
+    s->http.ep = &s->conf->target;
+    s->http.log = cycle->log;
+    s->http.done = ngx_http_togglemaster_sqs_handler;
+    s->http.closed = ngx_http_togglemaster_sqs_closed;
+    s->http.data = s;
+    s->http.addr = ngx_worker;   /* workers spread over the addresses */
+    s->http.in_size = NGX_HTTP_TOGGLEMASTER_SQS_REPLY_MIN;
+    s->http.in_max = NGX_HTTP_TOGGLEMASTER_SQS_REPLY_MAX;
+    s->http.idle = NGX_HTTP_TOGGLEMASTER_SQS_IDLE;
+    s->http.keepalive = 1;
 
     ngx_http_togglemaster_creds_init(cycle, s->conf->creds);
 }
@@ -1323,16 +546,11 @@ ngx_http_togglemaster_sqs_close(void)
 {
     ngx_http_togglemaster_sqs_t  *s = &ngx_http_togglemaster_sqs;
 
-    ngx_http_togglemaster_sqs_close_connection(s);
+    ngx_http_togglemaster_http_abort(&s->http);
 
     if (s->busy) {
         ngx_http_togglemaster_sqs_finish(s, NGX_DECLINED);
     }
 
-    if (s->in) {
-        ngx_free(s->in);
-        s->in = NULL;
-        s->in_cap = 0;
-        s->in_len = 0;
-    }
+    ngx_http_togglemaster_http_free(&s->http);
 }

@@ -1,0 +1,959 @@
+/*
+ * The module's outbound HTTP/1.1 client, shared by the SQS producer
+ * (sqs.c) and the AWS credentials fetcher (creds.c): the endpoint resolved
+ * and its TLS context made at configuration time; per request a
+ * non-blocking connect (ngx_event_connect_peer), TLS with SNI, certificate
+ * and host verification (ngx_ssl), the request written and the reply read
+ * into a bounded buffer, each step under a timer; the reply parsed here.
+ * A kept-alive connection waits idle for the next request, and a request
+ * that finds it closed by the other side is sent once more on a new one.
+ */
+
+#include "ngx_http_togglemaster_http.h"
+
+
+/* no chunk of a reply is larger than the largest reply we take */
+#define NGX_HTTP_TOGGLEMASTER_HTTP_CHUNK_MAX  (1024 * 1024)
+
+
+static ngx_int_t ngx_http_togglemaster_http_connect(
+    ngx_http_togglemaster_http_t *h);
+static void ngx_http_togglemaster_http_write(ngx_event_t *wev);
+static void ngx_http_togglemaster_http_read(ngx_event_t *rev);
+
+
+/* ---- the endpoint (master) --------------------------------------------- */
+
+#if (NGX_SSL)
+
+static char *
+ngx_http_togglemaster_http_ssl_conf(ngx_conf_t *cf,
+    ngx_http_togglemaster_main_conf_t *tmcf, ngx_uint_t system_cas,
+    ngx_http_togglemaster_http_endpoint_t *ep)
+{
+    ngx_str_t           *ca;
+    ngx_pool_cleanup_t  *cln;
+
+    ep->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (ep->ssl == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ep->ssl->log = cf->log;
+
+    if (ngx_ssl_create(ep->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_ssl_cleanup_ctx(ep->ssl);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = ep->ssl;
+
+    ep->verify = tmcf->events_ssl_verify;
+
+    if (!ep->verify) {
+        return NGX_CONF_OK;
+    }
+
+    ca = &tmcf->events_ssl_ca;
+
+    if (system_cas || ca->len == 0) {
+        if (SSL_CTX_set_default_verify_paths(ep->ssl->ctx) != 1) {
+            ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                          "SSL_CTX_set_default_verify_paths() failed");
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (ca->len == 0) {
+        return NGX_CONF_OK;
+    }
+
+    if (system_cas) {
+        /* the system's CAs and this one */
+        if (SSL_CTX_load_verify_locations(ep->ssl->ctx, (char *) ca->data,
+                                          NULL)
+            != 1)
+        {
+            ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                          "SSL_CTX_load_verify_locations(\"%V\") failed",
+                          ca);
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_ssl_trusted_certificate(cf, ep->ssl, ca, 5) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+#endif
+
+
+char *
+ngx_http_togglemaster_http_endpoint(ngx_conf_t *cf,
+    ngx_http_togglemaster_main_conf_t *tmcf, const char *what,
+    const char *url, const char *host, ngx_uint_t system_cas,
+    ngx_http_togglemaster_http_endpoint_t *ep)
+{
+    u_char     *p;
+    ngx_url_t   u;
+
+    ep->https = ngx_strncmp(url, "https://", 8) == 0;
+
+    /* resolved here, once: workers never call the resolver */
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url.data = (u_char *) host;
+    u.url.len = ngx_strlen(host);
+    u.default_port = ep->https ? 443 : 80;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s \"%s\": %s", what, url,
+                           u.err ? u.err : "no address");
+        return NGX_CONF_ERROR;
+    }
+
+    ep->addrs = u.addrs;
+    ep->naddrs = u.naddrs;
+
+    if (u.host.len && u.host.data[0] != '['
+        && ngx_inet_addr(u.host.data, u.host.len) == INADDR_NONE)
+    {
+        ep->sni.data = ngx_pnalloc(cf->pool, u.host.len + 1);
+        if (ep->sni.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        p = ngx_cpymem(ep->sni.data, u.host.data, u.host.len);
+        *p = '\0';
+        ep->sni.len = u.host.len;
+    }
+
+    if (!ep->https) {
+        return NGX_CONF_OK;
+    }
+
+#if (NGX_SSL)
+    return ngx_http_togglemaster_http_ssl_conf(cf, tmcf, system_cas, ep);
+#else
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "%s \"%s\" needs nginx built with SSL", what, url);
+    return NGX_CONF_ERROR;
+#endif
+}
+
+
+/* ---- the connection ---------------------------------------------------- */
+
+/* Closes the connection and its pool, without waiting for a TLS
+ * close_notify. */
+static void
+ngx_http_togglemaster_http_close(ngx_http_togglemaster_http_t *h)
+{
+    ngx_pool_t        *pool;
+    ngx_connection_t  *c;
+
+    c = h->c;
+    if (c == NULL) {
+        return;
+    }
+
+    h->c = NULL;
+    h->connected = 0;
+
+#if (NGX_SSL)
+    if (c->ssl) {
+        c->ssl->no_wait_shutdown = 1;
+        c->ssl->no_send_shutdown = 1;
+        (void) ngx_ssl_shutdown(c);
+    }
+#endif
+
+    pool = c->pool;
+    ngx_close_connection(c);
+
+    if (pool) {
+        ngx_destroy_pool(pool);
+    }
+}
+
+
+void
+ngx_http_togglemaster_http_abort(ngx_http_togglemaster_http_t *h)
+{
+    ngx_http_togglemaster_http_close(h);
+
+    h->busy = 0;
+    h->out = NULL;
+    h->out_len = 0;
+}
+
+
+void
+ngx_http_togglemaster_http_free(ngx_http_togglemaster_http_t *h)
+{
+    ngx_http_togglemaster_http_abort(h);
+
+    if (h->in) {
+        /* it may have held credentials */
+        ngx_explicit_memzero(h->in, h->in_len);
+        ngx_free(h->in);
+        h->in = NULL;
+    }
+
+    h->in_len = 0;
+    h->in_cap = 0;
+}
+
+
+/* The request is over: the connection closed or idle already. */
+static void
+ngx_http_togglemaster_http_end(ngx_http_togglemaster_http_t *h,
+    ngx_uint_t err, const char *why, ngx_http_togglemaster_http_reply_t *r)
+{
+    h->busy = 0;
+    h->out = NULL;
+    h->out_len = 0;
+
+    h->done(h, err, why, r);
+}
+
+
+static void
+ngx_http_togglemaster_http_fail(ngx_http_togglemaster_http_t *h,
+    ngx_uint_t err, const char *why)
+{
+    /* a kept-alive connection the other side closed meanwhile: once more
+     * on a new one, which is no failure of the request */
+    if (h->reused && !h->resent && h->in_len == 0
+        && (err == NGX_HTTP_TOGGLEMASTER_HTTP_CONNECT
+            || err == NGX_HTTP_TOGGLEMASTER_HTTP_CLOSING))
+    {
+        ngx_http_togglemaster_http_close(h);
+        h->resent = 1;
+
+        if (ngx_http_togglemaster_http_connect(h) == NGX_OK) {
+            return;
+        }
+    }
+
+    ngx_http_togglemaster_http_close(h);
+
+    /* the next try goes to the next address, if there are several; the
+     * failed one stays in h->peer.name */
+    h->addr++;
+
+    ngx_http_togglemaster_http_end(h, err, why, NULL);
+}
+
+
+static ngx_int_t
+ngx_http_togglemaster_http_connect(ngx_http_togglemaster_http_t *h)
+{
+    ngx_int_t          rc;
+    ngx_addr_t        *addr;
+    ngx_connection_t  *c;
+
+    addr = &h->ep->addrs[h->addr % h->ep->naddrs];
+
+    ngx_memzero(&h->peer, sizeof(ngx_peer_connection_t));
+    h->peer.sockaddr = addr->sockaddr;
+    h->peer.socklen = addr->socklen;
+    h->peer.name = &addr->name;
+    h->peer.get = ngx_event_get_peer;
+    h->peer.log = h->log;
+    h->peer.log_error = NGX_ERROR_INFO;   /* the user's warning says it */
+    h->peer.tries = 1;
+
+    rc = ngx_event_connect_peer(&h->peer);
+
+    if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
+        if (h->peer.connection) {
+            ngx_close_connection(h->peer.connection);
+        }
+
+        return NGX_ERROR;
+    }
+
+    c = h->peer.connection;
+    c->data = h;
+    c->read->handler = ngx_http_togglemaster_http_read;
+    c->write->handler = ngx_http_togglemaster_http_write;
+
+    if (h->cancelable) {
+        c->idle = 1;
+        c->read->cancelable = 1;
+        c->write->cancelable = 1;
+    }
+
+    c->pool = ngx_create_pool(1024, h->log);
+    if (c->pool == NULL) {
+        ngx_close_connection(c);
+        return NGX_ERROR;
+    }
+
+    h->c = c;
+    h->connected = 0;
+    h->reused = 0;
+    h->out_sent = 0;
+    h->in_len = 0;
+
+    ngx_add_timer(c->write, h->timeout);
+
+    if (rc == NGX_OK) {
+        /* connected at once (loopback): carry on from the event loop */
+        ngx_post_event(c->write, &ngx_posted_events);
+    }
+
+    return NGX_OK;
+}
+
+
+/* Between requests: an idle connection neither keeps an exiting worker
+ * alive nor survives ngx_close_idle_connections(). */
+static void
+ngx_http_togglemaster_http_idle(ngx_http_togglemaster_http_t *h)
+{
+    ngx_connection_t  *c = h->c;
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    c->idle = 1;
+    c->read->cancelable = 1;
+    ngx_add_timer(c->read, h->idle);
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_http_togglemaster_http_close(h);
+    }
+}
+
+
+ngx_int_t
+ngx_http_togglemaster_http_start(ngx_http_togglemaster_http_t *h,
+    u_char *out, size_t len, ngx_msec_t timeout)
+{
+    ngx_connection_t  *c;
+
+    if (h->busy) {
+        return NGX_ERROR;
+    }
+
+    h->out = out;
+    h->out_len = len;
+    h->out_sent = 0;
+    h->in_len = 0;
+    h->timeout = timeout;
+    h->resent = 0;
+    h->busy = 1;
+
+    c = h->c;
+
+    if (c) {
+        if (c->read->timer_set) {
+            ngx_del_timer(c->read);
+        }
+
+        c->idle = h->cancelable;
+        c->read->cancelable = h->cancelable;
+
+        h->reused = 1;
+        ngx_post_event(c->write, &ngx_posted_events);
+
+        return NGX_OK;
+    }
+
+    if (ngx_http_togglemaster_http_connect(h) != NGX_OK) {
+        h->addr++;
+        h->busy = 0;
+        h->out = NULL;
+        h->out_len = 0;
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+#if (NGX_SSL)
+
+static void
+ngx_http_togglemaster_http_handshaked(ngx_connection_t *c)
+{
+    long                           rc;
+    ngx_http_togglemaster_http_t  *h = c->data;
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    if (c->read->timedout || c->write->timedout) {
+        ngx_http_togglemaster_http_fail(h, NGX_HTTP_TOGGLEMASTER_HTTP_TIMEOUT,
+                                        "TLS handshake timed out");
+        return;
+    }
+
+    if (!c->ssl->handshaked) {
+        ngx_http_togglemaster_http_fail(h, NGX_HTTP_TOGGLEMASTER_HTTP_CONNECT,
+                                        "TLS handshake failed");
+        return;
+    }
+
+    if (h->ep->verify) {
+        rc = SSL_get_verify_result(c->ssl->connection);
+
+        if (rc != X509_V_OK) {
+            ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                          "togglemaster: %s certificate verify error: "
+                          "(%l:%s)", h->ep->name, rc,
+                          X509_verify_cert_error_string(rc));
+            ngx_http_togglemaster_http_fail(h,
+                NGX_HTTP_TOGGLEMASTER_HTTP_CONNECT, "certificate not trusted");
+            return;
+        }
+
+        if (h->ep->sni.len && ngx_ssl_check_host(c, &h->ep->sni) != NGX_OK) {
+            ngx_http_togglemaster_http_fail(h,
+                NGX_HTTP_TOGGLEMASTER_HTTP_CONNECT,
+                "certificate does not match the host");
+            return;
+        }
+    }
+
+    c->read->handler = ngx_http_togglemaster_http_read;
+    c->write->handler = ngx_http_togglemaster_http_write;
+
+    ngx_http_togglemaster_http_write(c->write);
+}
+
+
+static void
+ngx_http_togglemaster_http_ssl(ngx_http_togglemaster_http_t *h)
+{
+    ngx_int_t          rc;
+    ngx_connection_t  *c = h->c;
+
+    if (ngx_ssl_create_connection(h->ep->ssl, c, NGX_SSL_CLIENT) != NGX_OK) {
+        ngx_http_togglemaster_http_fail(h, NGX_HTTP_TOGGLEMASTER_HTTP_CONNECT,
+                                        "cannot start TLS");
+        return;
+    }
+
+    if (h->ep->sni.len
+        && SSL_set_tlsext_host_name(c->ssl->connection,
+                                    (char *) h->ep->sni.data)
+           == 0)
+    {
+        ngx_http_togglemaster_http_fail(h, NGX_HTTP_TOGGLEMASTER_HTTP_CONNECT,
+                                        "cannot set SNI");
+        return;
+    }
+
+    rc = ngx_ssl_handshake(c);
+
+    if (rc == NGX_AGAIN) {
+        if (!c->write->timer_set) {
+            ngx_add_timer(c->write, h->timeout);
+        }
+
+        c->ssl->handler = ngx_http_togglemaster_http_handshaked;
+        return;
+    }
+
+    ngx_http_togglemaster_http_handshaked(c);
+}
+
+#endif
+
+
+static void
+ngx_http_togglemaster_http_write(ngx_event_t *wev)
+{
+    int                            err;
+    ssize_t                        n;
+    socklen_t                      len;
+    ngx_connection_t              *c = wev->data;
+    ngx_http_togglemaster_http_t  *h = c->data;
+
+    if (wev->timedout) {
+        ngx_http_togglemaster_http_fail(h, NGX_HTTP_TOGGLEMASTER_HTTP_TIMEOUT,
+                                        h->connected ? "sending timed out"
+                                                     : "connect timed out");
+        return;
+    }
+
+    if (!h->busy) {
+        return;
+    }
+
+    if (!h->connected) {
+        err = 0;
+        len = sizeof(int);
+
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len) == -1)
+        {
+            err = ngx_socket_errno;
+        }
+
+        if (err) {
+            ngx_log_error(NGX_LOG_INFO, c->log, err,
+                          "togglemaster: connect() to %V failed",
+                          h->peer.name);
+            ngx_http_togglemaster_http_fail(h,
+                NGX_HTTP_TOGGLEMASTER_HTTP_CONNECT, "connect() failed");
+            return;
+        }
+
+        h->connected = 1;
+
+        if (wev->timer_set) {
+            ngx_del_timer(wev);
+        }
+
+#if (NGX_SSL)
+        if (h->ep->https && c->ssl == NULL) {
+            ngx_http_togglemaster_http_ssl(h);
+            return;
+        }
+#endif
+    }
+
+    while (h->out_sent < h->out_len) {
+        n = c->send(c, h->out + h->out_sent, h->out_len - h->out_sent);
+
+        if (n == NGX_ERROR) {
+            ngx_http_togglemaster_http_fail(h,
+                NGX_HTTP_TOGGLEMASTER_HTTP_CONNECT, "send() failed");
+            return;
+        }
+
+        if (n == NGX_AGAIN) {
+            if (!wev->timer_set) {
+                ngx_add_timer(wev, h->timeout);
+            }
+
+            if (ngx_handle_write_event(wev, 0) != NGX_OK) {
+                ngx_http_togglemaster_http_fail(h,
+                    NGX_HTTP_TOGGLEMASTER_HTTP_CONNECT, "event error");
+            }
+
+            return;
+        }
+
+        h->out_sent += n;
+    }
+
+    if (wev->timer_set) {
+        ngx_del_timer(wev);
+    }
+
+    if (!c->read->timer_set) {
+        ngx_add_timer(c->read, h->timeout);
+    }
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_http_togglemaster_http_fail(h, NGX_HTTP_TOGGLEMASTER_HTTP_CONNECT,
+                                        "event error");
+    }
+}
+
+
+/* ---- the reply --------------------------------------------------------- */
+
+/* The idle connection: a timeout, nginx closing idle connections, or the
+ * other side closed it or sent what nobody asked for. */
+static void
+ngx_http_togglemaster_http_read_idle(ngx_http_togglemaster_http_t *h)
+{
+    u_char             buf[1];
+    ssize_t            n;
+    ngx_uint_t         closed;
+    ngx_connection_t  *c = h->c;
+
+    if (c->close || c->read->timedout) {
+        closed = c->close;
+        ngx_http_togglemaster_http_close(h);
+
+        if (closed && h->closed) {
+            h->closed(h);
+        }
+
+        return;
+    }
+
+    n = c->recv(c, buf, 1);
+
+    if (n == NGX_AGAIN) {
+        if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+            ngx_http_togglemaster_http_close(h);
+        }
+
+        return;
+    }
+
+    ngx_http_togglemaster_http_close(h);
+}
+
+
+static void
+ngx_http_togglemaster_http_reply(ngx_http_togglemaster_http_t *h,
+    ngx_http_togglemaster_http_reply_t *r)
+{
+    /* the connection first: h->done() may start the next request */
+    if (h->keepalive && r->keepalive
+        && h->in_len == (size_t) (r->body - h->in) + r->len)
+    {
+        ngx_http_togglemaster_http_idle(h);
+
+    } else {
+        ngx_http_togglemaster_http_close(h);
+    }
+
+    ngx_http_togglemaster_http_end(h, NGX_HTTP_TOGGLEMASTER_HTTP_OK, NULL, r);
+}
+
+
+static void
+ngx_http_togglemaster_http_read(ngx_event_t *rev)
+{
+    u_char                              *p;
+    size_t                               cap;
+    ssize_t                              n;
+    ngx_int_t                            rc;
+    ngx_uint_t                           eof;
+    ngx_connection_t                    *c = rev->data;
+    ngx_http_togglemaster_http_t        *h = c->data;
+    ngx_http_togglemaster_http_reply_t   r;
+
+    if (!h->busy) {
+        ngx_http_togglemaster_http_read_idle(h);
+        return;
+    }
+
+    if (c->close) {
+        ngx_http_togglemaster_http_fail(h, NGX_HTTP_TOGGLEMASTER_HTTP_CLOSING,
+                                        "worker shutting down");
+        return;
+    }
+
+    if (rev->timedout) {
+        ngx_http_togglemaster_http_fail(h, NGX_HTTP_TOGGLEMASTER_HTTP_TIMEOUT,
+                                        "no reply in time");
+        return;
+    }
+
+    for ( ;; ) {
+        /* the buffer grows by doubling, from in_size up to in_max */
+        if (h->in_cap - h->in_len < h->in_size / 4) {
+            cap = ngx_max(h->in_cap * 2, h->in_size);
+
+            if (cap > h->in_max) {
+                ngx_http_togglemaster_http_fail(h,
+                    NGX_HTTP_TOGGLEMASTER_HTTP_REPLY, "reply too large");
+                return;
+            }
+
+            p = ngx_alloc(cap, h->log);
+            if (p == NULL) {
+                ngx_http_togglemaster_http_fail(h,
+                    NGX_HTTP_TOGGLEMASTER_HTTP_REPLY, "out of memory");
+                return;
+            }
+
+            if (h->in) {
+                ngx_memcpy(p, h->in, h->in_len);
+                ngx_explicit_memzero(h->in, h->in_len);
+                ngx_free(h->in);
+            }
+
+            h->in = p;
+            h->in_cap = cap;
+        }
+
+        n = c->recv(c, h->in + h->in_len, h->in_cap - h->in_len);
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+                ngx_http_togglemaster_http_fail(h,
+                    NGX_HTTP_TOGGLEMASTER_HTTP_CONNECT, "event error");
+            }
+
+            return;
+        }
+
+        if (n == NGX_ERROR) {
+            ngx_http_togglemaster_http_fail(h,
+                NGX_HTTP_TOGGLEMASTER_HTTP_CONNECT, "recv() failed");
+            return;
+        }
+
+        eof = (n == 0);
+        h->in_len += eof ? 0 : (size_t) n;
+
+        if (eof && h->in_len == 0) {
+            ngx_http_togglemaster_http_fail(h,
+                NGX_HTTP_TOGGLEMASTER_HTTP_CONNECT,
+                "connection closed before a reply");
+            return;
+        }
+
+        rc = ngx_http_togglemaster_http_parse(h->in, h->in_len, eof, &r);
+
+        if (rc == NGX_OK) {
+            ngx_http_togglemaster_http_reply(h, &r);
+            return;
+        }
+
+        if (rc == NGX_ERROR) {
+            ngx_http_togglemaster_http_fail(h,
+                NGX_HTTP_TOGGLEMASTER_HTTP_REPLY,
+                eof ? "connection closed in the middle of a reply"
+                    : "malformed HTTP reply");
+            return;
+        }
+
+        if (eof) {
+            ngx_http_togglemaster_http_fail(h,
+                NGX_HTTP_TOGGLEMASTER_HTTP_CONNECT,
+                "connection closed in the middle of a reply");
+            return;
+        }
+    }
+}
+
+
+/* ---- the parser -------------------------------------------------------- */
+
+static u_char *
+ngx_http_togglemaster_http_line(u_char *p, u_char *last)
+{
+    for ( /* void */ ; p + 1 < last; p++) {
+        if (p[0] == '\r' && p[1] == '\n') {
+            return p;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* Chunked body at p..last: NGX_AGAIN until it is complete, then decoded
+ * in place. */
+static ngx_int_t
+ngx_http_togglemaster_http_chunked(u_char *p, u_char *last, size_t *len)
+{
+    u_char     *q, *eol, *out;
+    size_t      size;
+    ngx_int_t   pass;
+
+    for (pass = 0; pass < 2; pass++) {
+        q = p;
+        out = p;
+
+        for ( ;; ) {
+            eol = ngx_http_togglemaster_http_line(q, last);
+            if (eol == NULL) {
+                return NGX_AGAIN;
+            }
+
+            size = 0;
+            for ( /* void */ ; q < eol && *q != ';'; q++) {
+                if (*q >= '0' && *q <= '9') {
+                    size = size * 16 + (*q - '0');
+
+                } else if ((*q | 0x20) >= 'a' && (*q | 0x20) <= 'f') {
+                    size = size * 16 + ((*q | 0x20) - 'a' + 10);
+
+                } else if (*q != ' ') {
+                    return NGX_ERROR;
+                }
+
+                if (size > NGX_HTTP_TOGGLEMASTER_HTTP_CHUNK_MAX) {
+                    return NGX_ERROR;
+                }
+            }
+
+            q = eol + 2;
+
+            if (size == 0) {
+                /* trailers up to an empty line */
+                for ( ;; ) {
+                    eol = ngx_http_togglemaster_http_line(q, last);
+                    if (eol == NULL) {
+                        return NGX_AGAIN;
+                    }
+
+                    if (eol == q) {
+                        break;
+                    }
+
+                    q = eol + 2;
+                }
+
+                break;
+            }
+
+            if ((size_t) (last - q) < size + 2) {
+                return NGX_AGAIN;
+            }
+
+            if (pass == 1) {
+                out = ngx_movemem(out, q, size);
+            }
+
+            q += size + 2;
+        }
+
+        if (pass == 1) {
+            *len = out - p;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* An HTTP/1.x reply in in..in + len. */
+ngx_int_t
+ngx_http_togglemaster_http_parse(u_char *in, size_t len, ngx_uint_t eof,
+    ngx_http_togglemaster_http_reply_t *r)
+{
+    u_char      *p, *last, *eol, *colon, *v;
+    size_t       n, vlen;
+    off_t        clen;
+    ngx_int_t    rc;
+    ngx_uint_t   http11, chunked, close, keepalive;
+
+    p = in;
+    last = in + len;
+
+    /* HTTP/1.1 200 OK */
+    eol = ngx_http_togglemaster_http_line(p, last);
+    if (eol == NULL) {
+        return len > 8192 ? NGX_ERROR : NGX_AGAIN;
+    }
+
+    if (eol - p < 12 || ngx_strncmp(p, "HTTP/1.", 7) != 0 || p[8] != ' ') {
+        return NGX_ERROR;
+    }
+
+    http11 = p[7] == '1';
+    r->status = ngx_atoi(p + 9, 3);
+    if (r->status == (ngx_uint_t) NGX_ERROR || r->status < 100) {
+        return NGX_ERROR;
+    }
+
+    clen = -1;
+    chunked = 0;
+    close = 0;
+    keepalive = 0;
+    r->query_error[0] = '\0';
+
+    for (p = eol + 2; /* void */ ; p = eol + 2) {
+        eol = ngx_http_togglemaster_http_line(p, last);
+        if (eol == NULL) {
+            return (last - in > 65536) ? NGX_ERROR : NGX_AGAIN;
+        }
+
+        if (eol == p) {
+            p += 2;
+            break;
+        }
+
+        colon = ngx_strlchr(p, eol, ':');
+        if (colon == NULL) {
+            continue;
+        }
+
+        n = colon - p;
+        for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++) {
+            /* void */
+        }
+
+        vlen = eol - v;
+
+        if (n == 14 && ngx_strncasecmp(p, (u_char *) "Content-Length", 14)
+                       == 0)
+        {
+            clen = ngx_atoof(v, vlen);
+            if (clen == NGX_ERROR) {
+                return NGX_ERROR;
+            }
+
+        } else if (n == 17
+                   && ngx_strncasecmp(p, (u_char *) "Transfer-Encoding", 17)
+                      == 0)
+        {
+            chunked = ngx_strlcasestrn(v, eol, (u_char *) "chunked", 7 - 1)
+                      != NULL;
+
+        } else if (n == 10
+                   && ngx_strncasecmp(p, (u_char *) "Connection", 10) == 0)
+        {
+            close = ngx_strlcasestrn(v, eol, (u_char *) "close", 5 - 1)
+                    != NULL;
+            keepalive = ngx_strlcasestrn(v, eol, (u_char *) "keep-alive",
+                                         10 - 1)
+                        != NULL;
+
+        } else if (n == 18
+                   && ngx_strncasecmp(p, (u_char *) "x-amzn-query-error", 18)
+                      == 0)
+        {
+            ngx_cpystrn((u_char *) r->query_error, v,
+                        ngx_min(vlen + 1, sizeof(r->query_error)));
+        }
+    }
+
+    r->keepalive = http11 ? !close : keepalive;
+    r->body = p;
+
+    if (chunked) {
+        rc = ngx_http_togglemaster_http_chunked(p, last, &r->len);
+        if (rc == NGX_AGAIN && eof) {
+            return NGX_ERROR;
+        }
+
+        return rc;
+    }
+
+    if (clen >= 0) {
+        if (last - p < clen) {
+            return eof ? NGX_ERROR : NGX_AGAIN;
+        }
+
+        r->len = (size_t) clen;
+        return NGX_OK;
+    }
+
+    if (r->status == 204 || r->status == 304 || r->status < 200) {
+        r->len = 0;
+        return NGX_OK;
+    }
+
+    /* until the end of the connection */
+    if (!eof) {
+        return NGX_AGAIN;
+    }
+
+    r->keepalive = 0;
+    r->len = last - p;
+
+    return NGX_OK;
+}
