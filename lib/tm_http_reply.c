@@ -111,7 +111,7 @@ int tm_http_reply_parse(char *buf, size_t len, int eof, tm_http_reply *r)
     /* HTTP/1.1 200 OK */
     const char *eol = line_end(p, last);
     if (eol == NULL) {
-        return (len > TM_HTTP_REPLY_LINE_MAX || eof) ? -1 : 0;
+        return len > TM_HTTP_REPLY_LINE_MAX ? -1 : 0;
     }
     if (eol - p < 12 || strncmp(p, "HTTP/1.", 7) != 0 || p[8] != ' ') {
         return -1;
@@ -132,7 +132,7 @@ int tm_http_reply_parse(char *buf, size_t len, int eof, tm_http_reply *r)
     for (p = eol + 2;; p = eol + 2) {
         eol = line_end(p, last);
         if (eol == NULL) {
-            return (last - buf > TM_HTTP_REPLY_HEADERS_MAX || eof) ? -1 : 0;
+            return last - buf > TM_HTTP_REPLY_HEADERS_MAX ? -1 : 0;
         }
         if (eol == p) {
             p += 2;

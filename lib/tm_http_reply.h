@@ -22,7 +22,8 @@ typedef struct {
 
 /* Parses buf[0..len), what has arrived so far; eof: the peer has closed.
  * 1 when the reply is complete (a chunked body is then decoded in place,
- * so buf changes), 0 when more bytes are needed, -1 when it is malformed,
- * too large, or cut short by eof. */
+ * so buf changes); 0 while the status line or headers are incomplete (at
+ * eof: the connection died before a reply); -1 when it is malformed, too
+ * large, or its body was cut short by eof. */
 int tm_http_reply_parse(char *buf, size_t len, int eof, tm_http_reply *r);
 #endif

@@ -10,10 +10,10 @@
  */
 
 #include "ngx_http_togglemaster_http.h"
+#include "tm_http_reply.h"
 
 
 /* no chunk of a reply is larger than the largest reply we take */
-#define NGX_HTTP_TOGGLEMASTER_HTTP_CHUNK_MAX  (1024 * 1024)
 
 
 static ngx_int_t ngx_http_togglemaster_http_connect(
@@ -738,222 +738,28 @@ ngx_http_togglemaster_http_read(ngx_event_t *rev)
 }
 
 
-/* ---- the parser -------------------------------------------------------- */
+/* ---- the parser: lib/tm_http_reply.c, fuzzed there ---------------------- */
 
-static u_char *
-ngx_http_togglemaster_http_line(u_char *p, u_char *last)
-{
-    for ( /* void */ ; p + 1 < last; p++) {
-        if (p[0] == '\r' && p[1] == '\n') {
-            return p;
-        }
-    }
-
-    return NULL;
-}
-
-
-/* Chunked body at p..last: NGX_AGAIN until it is complete, then decoded
- * in place. */
-static ngx_int_t
-ngx_http_togglemaster_http_chunked(u_char *p, u_char *last, size_t *len)
-{
-    u_char     *q, *eol, *out;
-    size_t      size;
-    ngx_int_t   pass;
-
-    for (pass = 0; pass < 2; pass++) {
-        q = p;
-        out = p;
-
-        for ( ;; ) {
-            eol = ngx_http_togglemaster_http_line(q, last);
-            if (eol == NULL) {
-                return NGX_AGAIN;
-            }
-
-            size = 0;
-            for ( /* void */ ; q < eol && *q != ';'; q++) {
-                if (*q >= '0' && *q <= '9') {
-                    size = size * 16 + (*q - '0');
-
-                } else if ((*q | 0x20) >= 'a' && (*q | 0x20) <= 'f') {
-                    size = size * 16 + ((*q | 0x20) - 'a' + 10);
-
-                } else if (*q != ' ') {
-                    return NGX_ERROR;
-                }
-
-                if (size > NGX_HTTP_TOGGLEMASTER_HTTP_CHUNK_MAX) {
-                    return NGX_ERROR;
-                }
-            }
-
-            q = eol + 2;
-
-            if (size == 0) {
-                /* trailers up to an empty line */
-                for ( ;; ) {
-                    eol = ngx_http_togglemaster_http_line(q, last);
-                    if (eol == NULL) {
-                        return NGX_AGAIN;
-                    }
-
-                    if (eol == q) {
-                        break;
-                    }
-
-                    q = eol + 2;
-                }
-
-                break;
-            }
-
-            if ((size_t) (last - q) < size + 2) {
-                return NGX_AGAIN;
-            }
-
-            if (pass == 1) {
-                out = ngx_movemem(out, q, size);
-            }
-
-            q += size + 2;
-        }
-
-        if (pass == 1) {
-            *len = out - p;
-        }
-    }
-
-    return NGX_OK;
-}
-
-
-/* An HTTP/1.x reply in in..in + len. */
 ngx_int_t
 ngx_http_togglemaster_http_parse(u_char *in, size_t len, ngx_uint_t eof,
     ngx_http_togglemaster_http_reply_t *r)
 {
-    u_char      *p, *last, *eol, *colon, *v;
-    size_t       n, vlen;
-    off_t        clen;
-    ngx_int_t    rc;
-    ngx_uint_t   http11, chunked, close, keepalive;
+    tm_http_reply  tr;
 
-    p = in;
-    last = in + len;
+    switch (tm_http_reply_parse((char *) in, len, eof ? 1 : 0, &tr)) {
 
-    /* HTTP/1.1 200 OK */
-    eol = ngx_http_togglemaster_http_line(p, last);
-    if (eol == NULL) {
-        return len > 8192 ? NGX_ERROR : NGX_AGAIN;
-    }
-
-    if (eol - p < 12 || ngx_strncmp(p, "HTTP/1.", 7) != 0 || p[8] != ' ') {
-        return NGX_ERROR;
-    }
-
-    http11 = p[7] == '1';
-    r->status = ngx_atoi(p + 9, 3);
-    if (r->status == (ngx_uint_t) NGX_ERROR || r->status < 100) {
-        return NGX_ERROR;
-    }
-
-    clen = -1;
-    chunked = 0;
-    close = 0;
-    keepalive = 0;
-    r->query_error[0] = '\0';
-
-    for (p = eol + 2; /* void */ ; p = eol + 2) {
-        eol = ngx_http_togglemaster_http_line(p, last);
-        if (eol == NULL) {
-            return (last - in > 65536) ? NGX_ERROR : NGX_AGAIN;
-        }
-
-        if (eol == p) {
-            p += 2;
-            break;
-        }
-
-        colon = ngx_strlchr(p, eol, ':');
-        if (colon == NULL) {
-            continue;
-        }
-
-        n = colon - p;
-        for (v = colon + 1; v < eol && (*v == ' ' || *v == '\t'); v++) {
-            /* void */
-        }
-
-        vlen = eol - v;
-
-        if (n == 14 && ngx_strncasecmp(p, (u_char *) "Content-Length", 14)
-                       == 0)
-        {
-            clen = ngx_atoof(v, vlen);
-            if (clen == NGX_ERROR) {
-                return NGX_ERROR;
-            }
-
-        } else if (n == 17
-                   && ngx_strncasecmp(p, (u_char *) "Transfer-Encoding", 17)
-                      == 0)
-        {
-            chunked = ngx_strlcasestrn(v, eol, (u_char *) "chunked", 7 - 1)
-                      != NULL;
-
-        } else if (n == 10
-                   && ngx_strncasecmp(p, (u_char *) "Connection", 10) == 0)
-        {
-            close = ngx_strlcasestrn(v, eol, (u_char *) "close", 5 - 1)
-                    != NULL;
-            keepalive = ngx_strlcasestrn(v, eol, (u_char *) "keep-alive",
-                                         10 - 1)
-                        != NULL;
-
-        } else if (n == 18
-                   && ngx_strncasecmp(p, (u_char *) "x-amzn-query-error", 18)
-                      == 0)
-        {
-            ngx_cpystrn((u_char *) r->query_error, v,
-                        ngx_min(vlen + 1, sizeof(r->query_error)));
-        }
-    }
-
-    r->keepalive = http11 ? !close : keepalive;
-    r->body = p;
-
-    if (chunked) {
-        rc = ngx_http_togglemaster_http_chunked(p, last, &r->len);
-        if (rc == NGX_AGAIN && eof) {
-            return NGX_ERROR;
-        }
-
-        return rc;
-    }
-
-    if (clen >= 0) {
-        if (last - p < clen) {
-            return eof ? NGX_ERROR : NGX_AGAIN;
-        }
-
-        r->len = (size_t) clen;
+    case 1:
+        r->status = tr.status;
+        r->body = in + tr.body_off;
+        r->len = tr.body_len;
+        r->keepalive = tr.keepalive;
+        ngx_memcpy(r->query_error, tr.query_error, sizeof(r->query_error));
         return NGX_OK;
-    }
 
-    if (r->status == 204 || r->status == 304 || r->status < 200) {
-        r->len = 0;
-        return NGX_OK;
-    }
-
-    /* until the end of the connection */
-    if (!eof) {
+    case 0:
         return NGX_AGAIN;
+
+    default:
+        return NGX_ERROR;
     }
-
-    r->keepalive = 0;
-    r->len = last - p;
-
-    return NGX_OK;
 }

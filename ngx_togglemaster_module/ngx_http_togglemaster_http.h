@@ -42,7 +42,7 @@ typedef struct {
     u_char                      *body;
     size_t                       len;
     ngx_uint_t                   keepalive;
-    char                         query_error[128];
+    char                         query_error[128];  /* as tm_http_reply */
 } ngx_http_togglemaster_http_reply_t;
 
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env perl
 # The nginx module's outbound HTTP client (http.c), seen through the SQS
-# producer against a fake SQS endpoint that answers as it is told:
+# producer against a scripted HTTP peer that answers as it is told — the
+# connection behaviours moto cannot be made to show on cue (the SQS
+# protocol itself is tested against moto in t/nginx-events.t):
 # - a connection kept alive for the next request;
 # - that kept-alive connection closed by the other side after it took the
 #   next request: sent once more on a new connection, no error counted;
