@@ -76,6 +76,9 @@ typedef struct {
                                  target;
 
     ngx_shm_zone_t              *zone;
+#if (NGX_THREADS)
+    ngx_thread_pool_t           *thread_pool; /* reads the token files */
+#endif
 } ngx_http_togglemaster_creds_conf_t;
 
 
@@ -92,6 +95,10 @@ typedef struct {
 
     u_char                              *out;     /* may hold the token */
     size_t                               out_len;
+
+#if (NGX_THREADS)
+    ngx_thread_task_t                   *task;    /* token file reads */
+#endif
 
     ngx_uint_t                           failures;
     time_t                               started;  /* last fetch */
@@ -368,6 +375,15 @@ ngx_http_togglemaster_creds_conf(ngx_conf_t *cf,
             return NGX_CONF_ERROR;
         }
 
+#if (NGX_THREADS)
+        /* the token file is read in a thread: never a disk read on the
+         * event loop */
+        cc->thread_pool = ngx_thread_pool_add(cf, NULL);
+        if (cc->thread_pool == NULL) {
+            return NGX_CONF_ERROR;
+        }
+#endif
+
         if (ngx_file_info(cc->token_file, &fi) == NGX_FILE_ERROR) {
             /* it may appear later (the kubelet writes it); the worker
              * retries, and says so */
@@ -421,6 +437,15 @@ ngx_http_togglemaster_creds_conf(ngx_conf_t *cf,
                                     "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
         cc->auth_token = ngx_http_togglemaster_creds_env(cf->pool,
                                     "AWS_CONTAINER_AUTHORIZATION_TOKEN");
+
+#if (NGX_THREADS)
+        if (cc->auth_token_file) {
+            cc->thread_pool = ngx_thread_pool_add(cf, NULL);
+            if (cc->thread_pool == NULL) {
+                return NGX_CONF_ERROR;
+            }
+        }
+#endif
 
         if (cc->auth_token
             && !ngx_http_togglemaster_creds_header_safe(cc->auth_token))
@@ -822,9 +847,20 @@ failed:
 }
 
 
+/* The token file this fetch reads, or NULL. */
+static char *
+ngx_http_togglemaster_creds_token_path(ngx_http_togglemaster_creds_conf_t *cc)
+{
+    return cc->source == TM_AWS_CREDS_WEB_IDENTITY ? cc->token_file
+                                                    : cc->auth_token_file;
+}
+
+
+/* The request bytes into s->out; file_token is the token file's contents
+ * (NULL when there is no file), the caller wipes it. */
 static ngx_int_t
 ngx_http_togglemaster_creds_request(ngx_http_togglemaster_creds_t *s,
-    char *err, size_t errlen)
+    u_char *file_token, size_t file_tlen, char *err, size_t errlen)
 {
     u_char                              *token, *p;
     char                                *form;
@@ -835,19 +871,10 @@ ngx_http_togglemaster_creds_request(ngx_http_togglemaster_creds_t *s,
     tlen = 0;
 
     if (cc->source == TM_AWS_CREDS_WEB_IDENTITY) {
-        token = ngx_http_togglemaster_creds_read_file(cc->token_file, &tlen,
-                                                      err, errlen);
-        if (token == NULL) {
-            return NGX_ERROR;
-        }
-
         form = tm_aws_sts_web_identity_form(cc->role_arn,
                                             cc->session_name
                                             ? cc->session_name : s->session,
-                                            (char *) token);
-
-        ngx_explicit_memzero(token, tlen);
-        ngx_free(token);
+                                            (char *) file_token);
 
         if (form == NULL) {
             ngx_cpystrn((u_char *) err, (u_char *) "out of memory", errlen);
@@ -889,20 +916,15 @@ ngx_http_togglemaster_creds_request(ngx_http_togglemaster_creds_t *s,
     }
 
     /* container credentials: the token file wins over the token */
-    if (cc->auth_token_file) {
-        token = ngx_http_togglemaster_creds_read_file(cc->auth_token_file,
-                                                      &tlen, err, errlen);
-        if (token == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (!ngx_http_togglemaster_creds_header_safe((char *) token)) {
-            ngx_explicit_memzero(token, tlen);
-            ngx_free(token);
+    if (file_token) {
+        if (!ngx_http_togglemaster_creds_header_safe((char *) file_token)) {
             ngx_cpystrn((u_char *) err, (u_char *) "the authorization token "
                         "file holds a line break", errlen);
             return NGX_ERROR;
         }
+
+        token = file_token;
+        tlen = file_tlen;
 
     } else if (cc->auth_token) {
         token = (u_char *) cc->auth_token;
@@ -930,11 +952,6 @@ ngx_http_togglemaster_creds_request(ngx_http_togglemaster_creds_t *s,
                               "Connection: close\r\n\r\n") - 1);
 
         s->out_len = p - s->out;
-    }
-
-    if (token && token != (u_char *) cc->auth_token) {
-        ngx_explicit_memzero(token, tlen);
-        ngx_free(token);
     }
 
     if (s->out == NULL) {
@@ -970,16 +987,16 @@ ngx_http_togglemaster_creds_handler(ngx_http_togglemaster_http_t *h,
 }
 
 
+/* The request, with the token file's contents if any, then the fetch. */
 static void
-ngx_http_togglemaster_creds_start(ngx_http_togglemaster_creds_t *s)
+ngx_http_togglemaster_creds_fetch(ngx_http_togglemaster_creds_t *s,
+    u_char *token, size_t tlen)
 {
     char  err[512];
 
-    s->busy = 1;
-    s->force = 0;
-    s->started = ngx_time();
-
-    if (ngx_http_togglemaster_creds_request(s, err, sizeof(err)) != NGX_OK) {
+    if (ngx_http_togglemaster_creds_request(s, token, tlen, err, sizeof(err))
+        != NGX_OK)
+    {
         ngx_http_togglemaster_creds_failed(s, err);
         return;
     }
@@ -991,6 +1008,125 @@ ngx_http_togglemaster_creds_start(ngx_http_togglemaster_creds_t *s)
         ngx_http_togglemaster_creds_failed(s, "cannot connect");
         return;
     }
+}
+
+
+#if (NGX_THREADS)
+
+/* A token file read in a thread of nginx's "default" pool. */
+typedef struct {
+    char                        *path;
+    u_char                      *token;
+    size_t                       len;
+    char                         err[256];
+} ngx_http_togglemaster_creds_read_t;
+
+
+static void
+ngx_http_togglemaster_creds_read_thread(void *data, ngx_log_t *log)
+{
+    ngx_http_togglemaster_creds_read_t *rd = data;
+
+    rd->token = ngx_http_togglemaster_creds_read_file(rd->path, &rd->len,
+                                                      rd->err,
+                                                      sizeof(rd->err));
+}
+
+
+/* back on the event loop */
+static void
+ngx_http_togglemaster_creds_read_done(ngx_event_t *ev)
+{
+    u_char                              *token;
+    ngx_thread_task_t                   *task = ev->data;
+    ngx_http_togglemaster_creds_t       *s = &ngx_http_togglemaster_creds;
+    ngx_http_togglemaster_creds_read_t  *rd = task->ctx;
+
+    token = rd->token;
+    rd->token = NULL;
+
+    if (!s->on || ngx_exiting || ngx_quit || ngx_terminate) {
+        s->busy = 0;
+
+    } else if (token == NULL) {
+        ngx_http_togglemaster_creds_failed(s, rd->err);
+
+    } else {
+        ngx_http_togglemaster_creds_fetch(s, token, rd->len);
+    }
+
+    if (token) {
+        ngx_explicit_memzero(token, rd->len);
+        ngx_free(token);
+    }
+}
+
+#endif
+
+
+static void
+ngx_http_togglemaster_creds_start(ngx_http_togglemaster_creds_t *s)
+{
+    char                                *path;
+#if (NGX_THREADS)
+    ngx_http_togglemaster_creds_read_t  *rd;
+#else
+    char                                 err[256];
+    u_char                              *token;
+    size_t                               tlen;
+#endif
+
+    s->busy = 1;
+    s->force = 0;
+    s->started = ngx_time();
+
+    path = ngx_http_togglemaster_creds_token_path(s->conf);
+
+    if (path == NULL) {
+        ngx_http_togglemaster_creds_fetch(s, NULL, 0);
+        return;
+    }
+
+#if (NGX_THREADS)
+    if (s->task == NULL) {
+        s->task = ngx_thread_task_alloc(ngx_cycle->pool,
+                                    sizeof(ngx_http_togglemaster_creds_read_t));
+        if (s->task == NULL) {
+            ngx_http_togglemaster_creds_failed(s, "out of memory");
+            return;
+        }
+
+        s->task->handler = ngx_http_togglemaster_creds_read_thread;
+        s->task->event.handler = ngx_http_togglemaster_creds_read_done;
+        s->task->event.data = s->task;
+        s->task->event.log = s->log;
+    }
+
+    rd = s->task->ctx;
+    rd->path = path;
+    rd->token = NULL;
+    rd->err[0] = '\0';
+
+    if (ngx_thread_task_post(s->conf->thread_pool, s->task) != NGX_OK) {
+        ngx_http_togglemaster_creds_failed(s, "cannot start reading the "
+                                           "token file");
+    }
+
+#else
+
+    token = ngx_http_togglemaster_creds_read_file(path, &tlen, err,
+                                                  sizeof(err));
+    if (token == NULL) {
+        ngx_http_togglemaster_creds_failed(s, err);
+        return;
+    }
+
+    ngx_http_togglemaster_creds_fetch(s, token, tlen);
+
+    ngx_explicit_memzero(token, tlen);
+    ngx_free(token);
+
+#endif
 }
 
 
@@ -1075,7 +1211,7 @@ ngx_http_togglemaster_creds_init(ngx_cycle_t *cycle, void *conf)
     s->timer.data = s;
     s->timer.cancelable = 1;
 
-    /* from the event loop, at once: the token file is read there */
+    /* from the event loop, at once (the token file is read in a thread) */
     ngx_add_timer(&s->timer, 1);
 }
 

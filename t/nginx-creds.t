@@ -8,6 +8,8 @@
 #   302 s later, i.e. 2 s past the 5-minute refresh margin: every worker
 #   refreshes them before they expire, re-reads the token file each time,
 #   and signs with the newest keys;
+# - a token file that cannot be read yet (a FIFO): read in a thread, so
+#   evaluations answer meanwhile;
 # - a stalled credentials endpoint (SIGSTOP): evaluations answer at once,
 #   events wait in the buffer, and go once credentials come.
 use strict; use warnings;
@@ -168,6 +170,28 @@ sub evaluate_many {   # n evaluations; returns the slowest in seconds
         'the requests carry the keys the workers fetched';
     cmp_ok $aws->queue_depth($q) - $before, '>=', 1, 'messages are in the queue';
     unlike $ng->error_log, qr/dummy keys/, 'no dummy keys';
+    $ng->stop;
+}
+
+# --- IRSA with the token file stalled: read in a thread, never on the loop ----
+{
+    my $fifo = "$dir/web-token-fifo";
+    POSIX::mkfifo($fifo, 0600) or die "mkfifo: $!";
+    local @ENV{qw(AWS_WEB_IDENTITY_TOKEN_FILE AWS_ROLE_ARN AWS_ENDPOINT_URL_STS)} =
+        ($fifo, 'arn:aws:iam::123456789012:role/togglemaster-edge', $moto);
+    my $ng = TM::Nginx->new($h, redis => 0, workers => 1, http => events_conf($moto));
+    $ng->start;
+    sleep 0.3;                           # the first fetch has begun: open() blocks
+    my $slowest = evaluate_many($ng, 'fifo', 30);
+    cmp_ok $slowest, '<', 0.5, sprintf('token file unreadable (a FIFO nobody writes): evaluations still answer, slowest %.0f ms', $slowest * 1000);
+    is metrics($ng)->{togglemaster_aws_credentials_refreshes_total}, 0, '... no credentials yet';
+    # the "disk" comes back: the token arrives, the thread reads it
+    open my $w, '>', $fifo or die "fifo: $!";
+    print $w "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJmaWZvIn0.sig\n";
+    close $w;
+    ok $h->wait_until(20, sub { (metrics($ng)->{togglemaster_events_sent_total} // 0) == 30 }),
+        '... then credentials come from STS and the 30 events go';
+    like $ng->error_log, qr/AWS credentials from web identity \(IRSA\): key ASIA/, 'temporary keys fetched';
     $ng->stop;
 }
 
