@@ -95,24 +95,6 @@ sub sqs_proxy {
     return "http://127.0.0.1:$port";
 }
 
-sub metrics {
-    my ($ng) = @_;
-    my $r = $h->req(GET => $ng->url('/metrics'));
-    my %m;
-    for (split /\n/, $r->{content} // '') {
-        next if /^#/;
-        my ($k, $v) = /^(\S+) (\S+)$/ or next;
-        $m{$k} = $v;
-    }
-    return \%m;
-}
-sub m_sum {
-    my ($m, $name) = @_;
-    my $s = 0;
-    $s += $m->{$_} for grep { /^\Q$name\E(\{|$)/ } keys %$m;
-    return $s;
-}
-sub m_all { my ($m, $name) = @_; map { $m->{$_} } sort grep { /^\Q$name\E\{/ } keys %$m }
 
 sub events_conf {
     my ($endpoint, $extra) = @_;
@@ -151,13 +133,13 @@ sub evaluate_many {   # n evaluations; returns the slowest in seconds
     $ng->start;
     my $before = $aws->queue_depth($q);
     evaluate_many($ng, 'irsa', 40);
-    ok $h->wait_until(20, sub { (metrics($ng)->{togglemaster_events_sent_total} // 0) == 40 }),
+    ok $h->wait_until(20, sub { ($ng->metrics->{togglemaster_events_sent_total} // 0) == 40 }),
         'IRSA: 40 events sent to SQS';
-    my $m = metrics($ng);
+    my $m = $ng->metrics;
     is $m->{'togglemaster_aws_credentials_source{source="web_identity"}'}, 1, 'metrics: source web_identity';
     cmp_ok $m->{togglemaster_aws_credentials_refreshes_total}, '>=', 1, 'metrics: credentials fetched';
     is $m->{togglemaster_aws_credentials_refresh_errors_total}, 0, 'metrics: no refresh errors';
-    my @exp = m_all($m, 'togglemaster_aws_credentials_expiry_seconds');
+    my @exp = TM::Nginx::m_all($m, 'togglemaster_aws_credentials_expiry_seconds');
     is scalar @exp, 2, 'expiry reported per worker';
     ok !grep({ $_ < 3000 || $_ > 3600 } grep { $_ } @exp), "expiry in seconds: @exp (moto's STS: 1 hour)";
     my @reqs = read_lines($log);
@@ -184,12 +166,12 @@ sub evaluate_many {   # n evaluations; returns the slowest in seconds
     sleep 0.3;                           # the first fetch has begun: open() blocks
     my $slowest = evaluate_many($ng, 'fifo', 30);
     cmp_ok $slowest, '<', 0.5, sprintf('token file unreadable (a FIFO nobody writes): evaluations still answer, slowest %.0f ms', $slowest * 1000);
-    is metrics($ng)->{togglemaster_aws_credentials_refreshes_total}, 0, '... no credentials yet';
+    is $ng->metrics->{togglemaster_aws_credentials_refreshes_total}, 0, '... no credentials yet';
     # the "disk" comes back: the token arrives, the thread reads it
     open my $w, '>', $fifo or die "fifo: $!";
     print $w "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJmaWZvIn0.sig\n";
     close $w;
-    ok $h->wait_until(20, sub { (metrics($ng)->{togglemaster_events_sent_total} // 0) == 30 }),
+    ok $h->wait_until(20, sub { ($ng->metrics->{togglemaster_events_sent_total} // 0) == 30 }),
         '... then credentials come from STS and the 30 events go';
     like $ng->error_log, qr/AWS credentials from web identity \(IRSA\): key ASIA/, 'temporary keys fetched';
     $ng->stop;
@@ -217,7 +199,7 @@ CONF
         http => events_conf($moto, "    togglemaster_events_ssl_trusted_certificate $tdir/cert.pem;\n"));
     $ng->start;
     evaluate_many($ng, 'irsa-tls', 10);
-    ok $h->wait_until(20, sub { (metrics($ng)->{togglemaster_events_sent_total} // 0) == 10 }),
+    ok $h->wait_until(20, sub { ($ng->metrics->{togglemaster_events_sent_total} // 0) == 10 }),
         'STS over https, certificate and host name verified: 10 events sent';
     like $ng->error_log, qr/AWS credentials from web identity \(IRSA\): key ASIA/, 'temporary keys from STS over TLS';
     $ng->stop;
@@ -227,12 +209,12 @@ CONF
     $ng->write_conf;
     $ng->start;
     evaluate_many($ng, 'irsa-untrusted', 5);
-    ok $h->wait_until(10, sub { (metrics($ng)->{togglemaster_aws_credentials_refresh_errors_total} // 0) >= 1 }),
+    ok $h->wait_until(10, sub { ($ng->metrics->{togglemaster_aws_credentials_refresh_errors_total} // 0) >= 1 }),
         'untrusted STS certificate: refresh error counted';
     like $ng->error_log, qr/AWS credentials endpoint certificate verify error/, 'verify error logged';
-    my $m = metrics($ng);
+    my $m = $ng->metrics;
     is $m->{togglemaster_sqs_requests_total}, 0, 'nothing sent without credentials';
-    is m_sum($m, 'togglemaster_events_buffered'), 5, 'the events wait';
+    is TM::Nginx::m_sum($m, 'togglemaster_events_buffered'), 5, 'the events wait';
     $ng->stop;
 }
 
@@ -273,26 +255,26 @@ sub creds_server {   # fake Pod Identity agent; returns (url, pid)
     my $ng = TM::Nginx->new($h, redis => 0, workers => 2, http => events_conf($proxy));
     $ng->start;
     evaluate_many($ng, 'pod', 30);
-    ok $h->wait_until(20, sub { (metrics($ng)->{togglemaster_events_sent_total} // 0) == 30 }),
+    ok $h->wait_until(20, sub { ($ng->metrics->{togglemaster_events_sent_total} // 0) == 30 }),
         'Pod Identity: 30 events sent';
-    my $m = metrics($ng);
+    my $m = $ng->metrics;
     is $m->{'togglemaster_aws_credentials_source{source="container"}'}, 1, 'metrics: source container';
     my $r0 = $m->{togglemaster_aws_credentials_refreshes_total};
     write_file("$dir/pod-token", "pod-identity-token-2\n");   # the kubelet rotates it
-    ok $h->wait_until(15, sub { metrics($ng)->{togglemaster_aws_credentials_refreshes_total} >= $r0 + 6 }),
+    ok $h->wait_until(15, sub { $ng->metrics->{togglemaster_aws_credentials_refreshes_total} >= $r0 + 6 }),
         'keys expiring in 302 s: refreshed 2 s later, again and again';
-    $m = metrics($ng);
+    $m = $ng->metrics;
     diag "refreshes: $m->{togglemaster_aws_credentials_refreshes_total}, "
         . "errors: $m->{togglemaster_aws_credentials_refresh_errors_total}";
     is $m->{togglemaster_aws_credentials_refresh_errors_total}, 0, 'no refresh errors';
-    my @exp = m_all($m, 'togglemaster_aws_credentials_expiry_seconds');
+    my @exp = TM::Nginx::m_all($m, 'togglemaster_aws_credentials_expiry_seconds');
     ok @exp == 2 && !grep({ $_ < 295 || $_ > 302 } @exp), "never close to expiry: @exp s left";
     my @auth = read_lines("$dir/pod-requests");
     is_deeply [grep { !/^pod-identity-token-[12]$/ } @auth], [], 'authorization token from the token file on every fetch';
     ok grep({ $_ eq 'pod-identity-token-2' } @auth), 'the rotated token file is read again at refresh';
 
     evaluate_many($ng, 'pod-late', 30);
-    ok $h->wait_until(20, sub { (metrics($ng)->{togglemaster_events_sent_total} // 0) == 60 }),
+    ok $h->wait_until(20, sub { ($ng->metrics->{togglemaster_events_sent_total} // 0) == 60 }),
         'still sending after the refreshes';
     my @reqs = read_lines($log);
     is_deeply [grep { !/^ASIAPOD(\d+) pod-session-token-(\d+) 200$/ || $1 != $2 } @reqs], [],
@@ -324,21 +306,21 @@ sub creds_server {   # fake Pod Identity agent; returns (url, pid)
     }
     cmp_ok $n, '>', 50, "$n evaluations in 2 s while the credentials endpoint is stalled";
     cmp_ok $max, '<', 0.2, sprintf('slowest %.1f ms', $max * 1000);
-    my $m = metrics($ng);
-    is m_sum($m, 'togglemaster_events_buffered'), $n,
+    my $m = $ng->metrics;
+    is TM::Nginx::m_sum($m, 'togglemaster_events_buffered'), $n,
         'their events wait in the buffer';
     is $m->{togglemaster_sqs_requests_total}, 0, 'no SQS request without credentials';
-    is m_sum($m, 'togglemaster_events_dropped_total'), 0, 'nothing dropped';
-    is_deeply [m_all($m, 'togglemaster_aws_credentials_expiry_seconds')], [0], 'expiry 0: no credentials';
-    ok $h->wait_until(10, sub { metrics($ng)->{togglemaster_aws_credentials_refresh_errors_total} >= 1 }),
+    is TM::Nginx::m_sum($m, 'togglemaster_events_dropped_total'), 0, 'nothing dropped';
+    is_deeply [TM::Nginx::m_all($m, 'togglemaster_aws_credentials_expiry_seconds')], [0], 'expiry 0: no credentials';
+    ok $h->wait_until(10, sub { $ng->metrics->{togglemaster_aws_credentials_refresh_errors_total} >= 1 }),
         'the fetch timed out: refresh error counted';
     like $ng->error_log, qr/AWS credentials from container credentials .*: no reply in time; retrying in \d+ ms, evaluation events wait/,
         'and logged, with the retry';
     kill 'CONT', $cpid;
-    ok $h->wait_until(20, sub { (metrics($ng)->{togglemaster_events_sent_total} // 0) == $n }),
+    ok $h->wait_until(20, sub { ($ng->metrics->{togglemaster_events_sent_total} // 0) == $n }),
         "endpoint back: the $n waiting events are sent";
-    $m = metrics($ng);
-    is m_sum($m, 'togglemaster_events_dropped_total'), 0, 'none dropped';
+    $m = $ng->metrics;
+    is TM::Nginx::m_sum($m, 'togglemaster_events_dropped_total'), 0, 'none dropped';
     cmp_ok $m->{togglemaster_aws_credentials_refreshes_total}, '>=', 1, 'credentials fetched';
     $ng->stop;
 

@@ -54,23 +54,6 @@ my $ng = TM::Nginx->new($h, workers => 2, http => $events_conf, server => $serve
 $ng->start;
 $h->wait_until(5, sub { ($h->req(GET => $ng->url('/health'))->{status} // 0) == 200 });
 
-sub metrics {
-    my ($n) = @_;
-    my $r = $h->req(GET => $n->url('/metrics'));
-    my %m;
-    for (split /\n/, $r->{content} // '') {
-        next if /^#/;
-        my ($k, $v) = /^(\S+) (\S+)$/ or next;
-        $m{$k} = $v;
-    }
-    return \%m;
-}
-sub m_sum {   # a metric summed over its label sets
-    my ($m, $name) = @_;
-    my $s = 0;
-    $s += $m->{$_} for grep { /^\Q$name\E(\{|$)/ } keys %$m;
-    return $s;
-}
 sub items { $aws->scan($table) }
 sub wait_items {
     my ($n, $secs) = @_;
@@ -80,7 +63,7 @@ sub wait_items {
 }
 sub settled {   # nothing left in the workers' buffers
     my ($n) = @_;
-    return $h->wait_until(20, sub { m_sum(metrics($n), 'togglemaster_events_buffered') == 0 });
+    return $h->wait_until(20, sub { TM::Nginx::m_sum($n->metrics, 'togglemaster_events_buffered') == 0 });
 }
 
 # --- every kind of evaluation becomes exactly one item -----------------------
@@ -147,11 +130,11 @@ ok !exists $got{'user-1/half'}{variant}, '/evaluate events carry no variant';
 like $got{'user-1/half'}{reason}, qr/^(SPLIT|DEFAULT)$/, '... but a reason';
 is $got{"j\x{c3}\x{b6}rg \"q\"/nope"}{reason}, 'UNKNOWN', 'UTF-8 and quotes survive two levels of JSON';
 
-my $m = metrics($ng);
+my $m = $ng->metrics;
 is $m->{togglemaster_events_produced_total}, $total + 1, 'produced counted (one without identity)';
 is $m->{togglemaster_events_sent_total}, $total, 'sent counted';
 is $m->{'togglemaster_events_dropped_total{reason="no_user_id"}'}, 1, 'the one without identity: dropped, reason no_user_id';
-is m_sum($m, 'togglemaster_events_dropped_total'), 1, 'nothing else dropped';
+is TM::Nginx::m_sum($m, 'togglemaster_events_dropped_total'), 1, 'nothing else dropped';
 my $reqs = $m->{togglemaster_sqs_requests_total};
 cmp_ok $reqs, '<=', 12, "batched: $total events in $reqs SendMessageBatch requests";
 diag sprintf '%d events, %d SQS requests (%.1f per 1000 events), %d messages', $total, $reqs,
@@ -176,17 +159,17 @@ while (time < $t_end) {
     $max = $dt if $dt > $max;
     $n++;
 }
-$m = metrics($ng);
+$m = $ng->metrics;
 $h->signal('CONT', 'moto');
 is $fail, 0, "$n evaluations answered while SQS was stalled";
 cmp_ok $max, '<', 0.2, sprintf('slowest evaluation while SQS stalled: %.1f ms', $max * 1000);
 diag sprintf '%d evaluations in 3 s with moto SIGSTOPped, slowest %.2f ms', $n, $max * 1000;
-cmp_ok m_sum($m, 'togglemaster_sqs_errors_total'), '>=', 1, 'stalled SQS: timeouts counted';
-cmp_ok m_sum($m, 'togglemaster_events_buffered'), '>', 0, 'events held meanwhile';
+cmp_ok TM::Nginx::m_sum($m, 'togglemaster_sqs_errors_total'), '>=', 1, 'stalled SQS: timeouts counted';
+cmp_ok TM::Nginx::m_sum($m, 'togglemaster_events_buffered'), '>', 0, 'events held meanwhile';
 
 ok settled($ng), 'SQS back: buffers drained';
-$m = metrics($ng);
-my $dropped = m_sum($m, 'togglemaster_events_dropped_total') - 1;
+$m = $ng->metrics;
+my $dropped = TM::Nginx::m_sum($m, 'togglemaster_events_dropped_total') - 1;
 is $m->{togglemaster_events_produced_total}, $total + 1 + $n, 'every stalled-time evaluation produced an event';
 is $m->{togglemaster_events_sent_total} + $dropped, $total + $n, 'sent + dropped = produced';
 is wait_items($before + $n - $dropped, 90), $before + $n - $dropped, "stalled-time events delivered: $n - $dropped dropped";
@@ -237,10 +220,10 @@ for my $i (1 .. 60) {
 is $fail, 0, 'SQS unreachable: 60 evaluations answered';
 cmp_ok $max, '<', 0.2, sprintf('slowest %.1f ms', $max * 1000);
 sleep 0.5;
-$m = metrics($ng2);
+$m = $ng2->metrics;
 is $m->{togglemaster_events_produced_total}, 60, 'produced 60';
 is $m->{'togglemaster_events_dropped_total{reason="buffer_full"}'}, 40, 'buffer of 20: 40 dropped, reason buffer_full';
-is m_sum($m, 'togglemaster_events_buffered'), 20, '20 held for retries';
+is TM::Nginx::m_sum($m, 'togglemaster_events_buffered'), 20, '20 held for retries';
 cmp_ok $m->{'togglemaster_sqs_errors_total{kind="connect"}'}, '>=', 1, 'connect errors counted';
 is $m->{togglemaster_events_sent_total}, 0, 'nothing sent';
 $ng2->stop;
@@ -276,7 +259,7 @@ $ng4->start;
 $before = @{ items() };
 $ng4->evaluate("tls-$_", 'f') for 1 .. 25;
 is wait_items($before + 25), $before + 25, 'https endpoint, certificate and host name verified: 25 events delivered';
-$m = metrics($ng4);
+$m = $ng4->metrics;
 is $m->{togglemaster_events_sent_total}, 25, 'sent over TLS';
 $ng4->stop;
 
@@ -286,7 +269,7 @@ $ng4->write_conf;
 $ng4->start;
 $ng4->evaluate("untrusted-$_", 'f') for 1 .. 5;
 ok $h4->wait_until(10, sub { $ng4->error_log =~ /certificate verify error/ }), 'untrusted certificate: verify error logged';
-$m = metrics($ng4);
+$m = $ng4->metrics;
 is $m->{togglemaster_events_sent_total}, 0, 'nothing sent to an untrusted server';
 cmp_ok $m->{'togglemaster_sqs_errors_total{kind="connect"}'}, '>=', 1, 'counted as a connect error';
 $ng4->stop;

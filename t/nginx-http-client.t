@@ -92,16 +92,7 @@ my $ng = TM::Nginx->new($h, redis => 0, http => <<"CONF");
 CONF
 $ng->start;
 
-sub metrics {
-    my $r = $h->req(GET => $ng->url('/metrics'));
-    my %m;
-    for (split /\n/, $r->{content} // '') {
-        next if /^#/;
-        my ($k, $v) = /^(\S+) (\S+)$/ or next;
-        $m{$k} = $v;
-    }
-    return \%m;
-}
+sub metrics { $ng->metrics }
 sub errors { my $m = metrics(); my $s = 0; $s += $m->{$_} for grep { /^togglemaster_sqs_errors_total\{/ } keys %$m; $s }
 sub sent { metrics()->{togglemaster_events_sent_total} // 0 }
 sub requests { open my $f, '<', $log or return (); my @l = <$f>; chomp @l; @l }

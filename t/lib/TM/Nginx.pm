@@ -144,6 +144,28 @@ sub error_log {
     return <$f>;
 }
 
+# GET /metrics as { 'name{labels}' => value }.
+sub metrics {
+    my $self = shift;
+    my $r = $self->{h}->req(GET => $self->url('/metrics'));
+    my %m;
+    for (split /\n/, $r->{content} // '') {
+        next if /^#/;
+        my ($k, $v) = /^(\S+) (\S+)$/ or next;
+        $m{$k} = $v;
+    }
+    return \%m;
+}
+
+# A metric of metrics() summed over its label sets; every value, in order.
+sub m_sum {
+    my ($m, $name) = @_;
+    my $s = 0;
+    $s += $m->{$_} for grep { /^\Q$name\E(\{|$)/ } keys %$m;
+    return $s;
+}
+sub m_all { my ($m, $name) = @_; map { $m->{$_} } sort grep { /^\Q$name\E\{/ } keys %$m }
+
 # GET /evaluate; returns the decoded result (1/0) or dies on a non-200.
 sub evaluate {
     my ($self, $user, $flag) = @_;
