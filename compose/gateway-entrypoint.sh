@@ -6,7 +6,8 @@
 # hold @NAME@ placeholders, as nginx-conf/dev.conf does for `make run`; each
 # is replaced by the environment variable NAME. @MODULE@ and @RUN@ have
 # defaults: the module's path, and /tmp, a writable directory (as in
-# dev.conf, files go under @RUN@/nginx/). A placeholder
+# dev.conf, files go under @RUN@/nginx/), and @RESOLVER@ defaults to the
+# first nameserver of /etc/resolv.conf. A placeholder
 # without a value stops the container with a message naming it.
 # Arguments are passed on to nginx (`-t` checks the rendered config).
 set -euo pipefail
@@ -15,6 +16,14 @@ template=${TM_NGINX_TEMPLATE:-/etc/togglemaster/ingress.conf}
 run=${TM_NGINX_DIR:-/tmp/nginx}
 export MODULE=${MODULE:-${TM_NGINX_MODULE:-/usr/lib/nginx/modules/ngx_http_togglemaster_module.so}}
 export RUN=${RUN:-/tmp}
+# nginx's resolver, with which workers follow the AWS endpoints' DNS answers
+# (AWS rotates their addresses): the pod's or container's nameserver unless
+# RESOLVER names one
+if [ -z "${RESOLVER+set}" ]; then
+  ns=$(awk '$1 == "nameserver" { print $2; exit }' /etc/resolv.conf 2>/dev/null || true)
+  case $ns in *:*) ns="[$ns]" ;; esac
+  export RESOLVER=${ns:-127.0.0.1}
+fi
 
 mkdir -p "$run/logs" "$RUN/nginx"
 # `load_module modules/...;` resolves against the prefix (-p).

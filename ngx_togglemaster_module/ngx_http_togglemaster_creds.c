@@ -1211,6 +1211,8 @@ ngx_http_togglemaster_creds_init(ngx_cycle_t *cycle, void *conf)
     s->timer.data = s;
     s->timer.cancelable = 1;
 
+    ngx_http_togglemaster_http_endpoint_start(&s->conf->target, cycle->log);
+
     /* from the event loop, at once (the token file is read in a thread) */
     ngx_add_timer(&s->timer, 1);
 }
@@ -1231,6 +1233,7 @@ ngx_http_togglemaster_creds_exit(void)
         ngx_del_timer(&s->timer);
     }
 
+    ngx_http_togglemaster_http_endpoint_stop(&s->conf->target);
     tm_aws_creds_free(&s->cur);
 
     if (s->shm && ngx_worker < NGX_HTTP_TOGGLEMASTER_MAX_WORKERS) {

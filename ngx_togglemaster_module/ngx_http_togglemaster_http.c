@@ -107,12 +107,14 @@ ngx_http_togglemaster_http_endpoint(ngx_conf_t *cf,
     const char *url, const char *host, ngx_uint_t system_cas,
     ngx_http_togglemaster_http_endpoint_t *ep)
 {
-    u_char     *p;
-    ngx_url_t   u;
+    u_char                    *p;
+    ngx_url_t                  u;
+    ngx_http_core_loc_conf_t  *clcf;
 
     ep->https = ngx_strncmp(url, "https://", 8) == 0;
 
-    /* resolved here, once: workers never call the resolver */
+    /* resolved here, with the system's resolver; workers resolve again
+     * only through nginx's (below) */
     ngx_memzero(&u, sizeof(ngx_url_t));
     u.url.data = (u_char *) host;
     u.url.len = ngx_strlen(host);
@@ -138,6 +140,18 @@ ngx_http_togglemaster_http_endpoint(ngx_conf_t *cf,
         p = ngx_cpymem(ep->sni.data, u.host.data, u.host.len);
         *p = '\0';
         ep->sni.len = u.host.len;
+
+        /* a name: workers resolve it again if there is a resolver */
+        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+        if (clcf->resolver && clcf->resolver->connections.nelts) {
+            ep->host = ep->sni;
+            ep->port = u.port ? u.port : u.default_port;
+            ep->resolver = clcf->resolver;
+            ep->resolver_timeout = clcf->resolver_timeout
+                                   == NGX_CONF_UNSET_MSEC
+                                   ? 30000 : clcf->resolver_timeout;
+        }
     }
 
     if (!ep->https) {
@@ -151,6 +165,183 @@ ngx_http_togglemaster_http_endpoint(ngx_conf_t *cf,
                        "%s \"%s\" needs nginx built with SSL", what, url);
     return NGX_CONF_ERROR;
 #endif
+}
+
+
+/* ---- keeping a host name's addresses current ---------------------------- */
+
+#define NGX_HTTP_TOGGLEMASTER_HTTP_RESOLVE_MIN  1000
+#define NGX_HTTP_TOGGLEMASTER_HTTP_RESOLVE_MAX  300000
+
+
+static void ngx_http_togglemaster_http_resolve(ngx_event_t *ev);
+
+
+static void
+ngx_http_togglemaster_http_resolve_later(
+    ngx_http_togglemaster_http_endpoint_t *ep, time_t valid)
+{
+    ngx_msec_t  t;
+
+    if (ngx_exiting || ngx_quit || ngx_terminate) {
+        return;
+    }
+
+    /* when the answer expires, within bounds */
+    t = valid > ngx_time() ? (ngx_msec_t) (valid - ngx_time()) * 1000 : 0;
+    t = ngx_max(t, NGX_HTTP_TOGGLEMASTER_HTTP_RESOLVE_MIN);
+    t = ngx_min(t, NGX_HTTP_TOGGLEMASTER_HTTP_RESOLVE_MAX);
+
+    ngx_add_timer(&ep->resolve_ev, t);
+}
+
+
+/* 1 if the answer holds the addresses in use, in the same order */
+static ngx_uint_t
+ngx_http_togglemaster_http_same(ngx_http_togglemaster_http_endpoint_t *ep,
+    ngx_resolver_ctx_t *ctx)
+{
+    ngx_uint_t  i;
+
+    if (ctx->naddrs != ep->naddrs) {
+        return 0;
+    }
+
+    for (i = 0; i < ctx->naddrs; i++) {
+        if (ngx_cmp_sockaddr(ctx->addrs[i].sockaddr, ctx->addrs[i].socklen,
+                             ep->addrs[i].sockaddr, ep->addrs[i].socklen, 0)
+            != NGX_OK)
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static void
+ngx_http_togglemaster_http_resolved(ngx_resolver_ctx_t *ctx)
+{
+    u_char                                 *p;
+    size_t                                  size;
+    ngx_uint_t                              i, n;
+    ngx_addr_t                             *addrs;
+    ngx_sockaddr_t                         *sa;
+    ngx_http_togglemaster_http_endpoint_t  *ep = ctx->data;
+
+    if (ctx->state != NGX_OK || ctx->naddrs == 0) {
+        ngx_log_error(NGX_LOG_WARN, ep->log, 0,
+                      "togglemaster: cannot resolve \"%V\" again: %s; "
+                      "keeping its %ui address(es)", &ep->host,
+                      ngx_resolver_strerror(ctx->state), ep->naddrs);
+        goto done;
+    }
+
+    if (ngx_http_togglemaster_http_same(ep, ctx)) {
+        goto done;
+    }
+
+    /* one block: the addresses, their sockaddrs, their text */
+    n = ctx->naddrs;
+    size = n * (sizeof(ngx_addr_t) + sizeof(ngx_sockaddr_t)
+                + NGX_SOCKADDR_STRLEN);
+
+    addrs = ngx_alloc(size, ep->log);
+    if (addrs == NULL) {
+        goto done;
+    }
+
+    sa = (ngx_sockaddr_t *) (addrs + n);
+    p = (u_char *) (sa + n);
+
+    for (i = 0; i < n; i++) {
+        ngx_memcpy(&sa[i], ctx->addrs[i].sockaddr, ctx->addrs[i].socklen);
+        ngx_inet_set_port(&sa[i].sockaddr, ep->port);
+
+        addrs[i].sockaddr = &sa[i].sockaddr;
+        addrs[i].socklen = ctx->addrs[i].socklen;
+        addrs[i].name.data = p;
+        addrs[i].name.len = ngx_sock_ntop(&sa[i].sockaddr,
+                                          ctx->addrs[i].socklen, p,
+                                          NGX_SOCKADDR_STRLEN, 1);
+        p += NGX_SOCKADDR_STRLEN;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, ep->log, 0,
+                  "togglemaster: \"%V\" now resolves to %V%s (was %V%s)",
+                  &ep->host, &addrs[0].name, n > 1 ? " and more" : "",
+                  &ep->addrs[0].name, ep->naddrs > 1 ? " and more" : "");
+
+    /* a connection started a moment ago may still point into the answer
+     * before the current one: that one goes now, the current one next */
+    ngx_free(ep->retired);
+    ep->retired = ep->resolved;
+    ep->resolved = addrs;
+    ep->addrs = addrs;
+    ep->naddrs = n;
+
+done:
+
+    ngx_http_togglemaster_http_resolve_later(ep, ctx->valid);
+    ngx_resolve_name_done(ctx);
+}
+
+
+static void
+ngx_http_togglemaster_http_resolve(ngx_event_t *ev)
+{
+    ngx_resolver_ctx_t                     *ctx;
+    ngx_http_togglemaster_http_endpoint_t  *ep = ev->data;
+
+    ctx = ngx_resolve_start(ep->resolver, NULL);
+    if (ctx == NULL || ctx == NGX_NO_RESOLVER) {
+        ngx_log_error(NGX_LOG_WARN, ep->log, 0,
+                      "togglemaster: cannot resolve \"%V\" again", &ep->host);
+        ngx_http_togglemaster_http_resolve_later(ep, 0);
+        return;
+    }
+
+    ctx->name = ep->host;
+    ctx->handler = ngx_http_togglemaster_http_resolved;
+    ctx->data = ep;
+    ctx->timeout = ep->resolver_timeout;
+    ctx->cancelable = 1;
+
+    /* the handler may run from here (a cached answer), and on failure
+     * too: it schedules the next try either way */
+    if (ngx_resolve_name(ctx) != NGX_OK) {
+        ngx_http_togglemaster_http_resolve_later(ep, 0);
+    }
+}
+
+
+void
+ngx_http_togglemaster_http_endpoint_start(
+    ngx_http_togglemaster_http_endpoint_t *ep, ngx_log_t *log)
+{
+    ep->log = log;
+
+    if (ep->resolver == NULL) {
+        return;
+    }
+
+    ep->resolve_ev.handler = ngx_http_togglemaster_http_resolve;
+    ep->resolve_ev.data = ep;
+    ep->resolve_ev.log = log;
+    ep->resolve_ev.cancelable = 1;
+
+    ngx_add_timer(&ep->resolve_ev, NGX_HTTP_TOGGLEMASTER_HTTP_RESOLVE_MIN);
+}
+
+
+void
+ngx_http_togglemaster_http_endpoint_stop(
+    ngx_http_togglemaster_http_endpoint_t *ep)
+{
+    if (ep->resolve_ev.timer_set) {
+        ngx_del_timer(&ep->resolve_ev);
+    }
 }
 
 

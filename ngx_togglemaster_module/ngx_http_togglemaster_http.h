@@ -33,6 +33,17 @@ typedef struct {
     ngx_ssl_t                   *ssl;
     ngx_uint_t                   verify;
 #endif
+
+    /* with "resolver" at http level, a host name is resolved again on
+     * the event loop (nginx's resolver) as its answer expires */
+    ngx_str_t                    host;        /* NUL-terminated */
+    in_port_t                    port;
+    ngx_resolver_t              *resolver;
+    ngx_msec_t                   resolver_timeout;
+    ngx_event_t                  resolve_ev;
+    ngx_log_t                   *log;
+    ngx_addr_t                  *resolved;    /* worker-owned, in use */
+    ngx_addr_t                  *retired;     /* the previous answer */
 } ngx_http_togglemaster_http_endpoint_t;
 
 
@@ -106,6 +117,13 @@ struct ngx_http_togglemaster_http_s {
 char *ngx_http_togglemaster_http_endpoint(ngx_conf_t *cf,
     ngx_http_togglemaster_main_conf_t *tmcf, const char *what,
     const char *url, const char *host, ngx_uint_t system_cas,
+    ngx_http_togglemaster_http_endpoint_t *ep);
+
+/* In a worker: keep ep's addresses current when it has a resolver
+ * (NGX_OK otherwise too); and stop doing so. */
+void ngx_http_togglemaster_http_endpoint_start(
+    ngx_http_togglemaster_http_endpoint_t *ep, ngx_log_t *log);
+void ngx_http_togglemaster_http_endpoint_stop(
     ngx_http_togglemaster_http_endpoint_t *ep);
 
 /* Sends out..out + len: on the kept-alive connection if there is one, else

@@ -535,6 +535,8 @@ ngx_http_togglemaster_sqs_init(ngx_cycle_t *cycle,
     s->http.idle = NGX_HTTP_TOGGLEMASTER_SQS_IDLE;
     s->http.keepalive = 1;
 
+    ngx_http_togglemaster_http_endpoint_start(&s->conf->target, cycle->log);
+
     ngx_http_togglemaster_creds_init(cycle, s->conf->creds);
 }
 
@@ -553,4 +555,5 @@ ngx_http_togglemaster_sqs_close(void)
     }
 
     ngx_http_togglemaster_http_free(&s->http);
+    ngx_http_togglemaster_http_endpoint_stop(&s->conf->target);
 }

@@ -218,7 +218,7 @@ SKIP: {
     skip 'nginx is not installed', 5 unless system('command -v nginx >/dev/null 2>&1') == 0;
     my $port = TM::Harness::free_port();
     open my $f, '>', "$tmp/gw.conf" or die $!;
-    print $f "events {}\nhttp {\n    access_log off;\n"
+    print $f "events {}\nhttp {\n    access_log off;\n    resolver \@RESOLVER\@ valid=60s;\n"
         . "    server { listen 127.0.0.1:\@GW_PORT\@; location / { return 200 \"\@GW_TEXT\@\"; } }\n}\n";
     close $f;
     local $ENV{TM_NGINX_TEMPLATE} = "$tmp/gw.conf";
@@ -234,6 +234,7 @@ SKIP: {
     my $conf = do { local (@ARGV, $/) = ("$tmp/gw/nginx.conf"); <> } // '';
     like($conf, qr/listen 127\.0\.0\.1:$port;.*return 200 "a b&c\/d"/s, 'placeholders replaced by the values as they are');
     ok(-l "$tmp/gw/modules", 'modules/ in the prefix points at the distro module directory');
+    like($conf, qr/resolver \S+ valid=60s;/, 'RESOLVER defaults to the nameserver of /etc/resolv.conf');
 
     # The real thing: nginx-conf/dev.conf with the module `make` built, every
     # placeholder filled as the container's environment would.
