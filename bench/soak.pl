@@ -3,7 +3,9 @@
 # SOAK_SECONDS (default 1800), with Redis and the AWS emulator restarted
 # midway. Reports RSS of the nginx workers, the daemons and the worker at
 # start and end (goal: no growth beyond noise), error counts (goal: zero) and
-# events produced at the edge vs stored in DynamoDB.
+# events produced at the edge vs stored in DynamoDB. Every SOAK_RSS_EVERY
+# seconds (60) one line with each process's RSS in MiB, so growth that keeps
+# going can be told from warm-up that levels off.
 #   SOAK_SECONDS=1800 perl -I t/lib bench/soak.pl
 use strict; use warnings;
 use File::Temp qw(tempfile);
@@ -16,6 +18,8 @@ my $secs = $ENV{SOAK_SECONDS} // 1800;
 # Evaluations per second (steady, like production traffic; not a load test):
 # what the local AWS emulator can store, so produced and stored can be compared.
 my $rate = $ENV{SOAK_RATE} // 1000;
+my $rss_every = $ENV{SOAK_RSS_EVERY} // 60;
+$| = 1;   # the timeline shows up as it happens when logged to a file
 die "wrk is needed (apt-get install wrk)\n" unless grep { -x "$_/wrk" } split /:/, $ENV{PATH};
 my $h = TM::Harness->new;
 my $s = TM::Stack->new(master_key => 'soak-master');
@@ -46,6 +50,17 @@ sub metric {
 # warm up, then the starting RSS
 sleep 2;
 my $rss0 = rss_all();
+# The timeline: a header naming the columns, then one row per interval.
+my @cols = sort keys %$rss0;
+my %short = (analytics => 'worker', map { ("nginx-worker-$_" => "nginx-w$_") } 0 .. 63);
+my @timeline;
+sub rss_line {
+    my ($t, $r) = @_;
+    push @timeline, [$t, $r];
+    printf "soak: rss %6ds %s\n", $t, join ' ', map { sprintf '%9.1f', ($r->{$_} // 0) / 1024 } @cols;
+}
+printf "soak: rss %7s %s   (MiB)\n", 'elapsed', join ' ', map { sprintf '%9s', $short{$_} // $_ } @cols;
+rss_line(0, $rss0);
 
 my ($fh, $lua) = tempfile(SUFFIX => '.lua', UNLINK => 1);
 print $fh <<"LUA";
@@ -68,6 +83,7 @@ my %admin = (ok => 0, errors => 0);
 my $t0 = time;
 my $restarted = 0;
 my $i = 0;
+my $next_rss = $rss_every;
 while (time - $t0 < $secs) {
     $i++;
     my $name = 'soak-admin-' . ($i % 50);
@@ -96,6 +112,7 @@ while (time - $t0 < $secs) {
         local %ENV = (%ENV, AWS_ENDPOINT_URL => $s->url('AWS'), AWS_ACCESS_KEY_ID => 'test', AWS_SECRET_ACCESS_KEY => 'test');
         system("$TM::Harness::ROOT/scripts/aws-init.sh >/dev/null 2>&1");   # moto forgets everything
     }
+    if (time - $t0 >= $next_rss) { rss_line($next_rss, rss_all()); $next_rss += $rss_every }
     sleep 0.05;
 }
 my $wout = join '', <$wrk>;
@@ -103,8 +120,20 @@ close $wrk;
 my %w = $wout =~ /(\w+)=([\d.]+)/g;
 sleep 3;   # let the last events drain
 my $rss1 = rss_all();
+rss_line(int(time - $t0), $rss1);
 
 printf "soak: %ds, Redis and the AWS emulator restarted midway\n", $secs;
+# Growth in the first and in the second half of the run: warm-up shows up in
+# the first half only, a leak in both.
+if (@timeline >= 3) {
+    my $mid = $timeline[int($#timeline / 2)];
+    for my $c (@cols) {
+        my ($max) = sort { $b <=> $a } map { $_->[1]{$c} // 0 } @timeline;
+        printf "soak: RSS growth %-18s first half %+7.1f MiB, second half %+7.1f MiB (peak %.1f MiB)\n", $c,
+            (($mid->[1]{$c} // 0) - ($rss0->{$c} // 0)) / 1024, (($rss1->{$c} // 0) - ($mid->[1]{$c} // 0)) / 1024,
+            $max / 1024;
+    }
+}
 printf "soak: RSS %-18s %8s -> %8s KiB (%+.1f%%)\n", $_, $rss0->{$_} // 0, $rss1->{$_} // 0,
     $rss0->{$_} ? 100 * (($rss1->{$_} // 0) - $rss0->{$_}) / $rss0->{$_} : 0 for sort keys %$rss1;
 printf "soak: evaluation requests %d, non-2xx %d, socket errors %d, p99 %.2f ms\n", @w{qw(requests non2xx errors p99)};
