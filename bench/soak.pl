@@ -38,6 +38,11 @@ sub processes {
     $p{"nginx-worker-$_"} = $w[$_] for 0 .. $#w;
     return \%p;
 }
+# Distinct items in the events table (moto's DescribeTable counts them live);
+# undef when the table cannot be read.
+my $aws = TM::AWS->new($s->url('AWS'));
+my $table = $ENV{AWS_DYNAMODB_TABLE} // 'ToggleMasterAnalytics';
+sub item_count { my $r = eval { $aws->ddb(DescribeTable => { TableName => $table }) }; $r ? $r->{Table}{ItemCount} : undef }
 sub rss_all { my $p = processes(); return { map { ($_ => rss_kb($p->{$_})) } keys %$p } }
 sub metric {
     my $m = $h->req(GET => $s->url('EVAL') . '/metrics')->{content} // '';
@@ -82,6 +87,7 @@ open my $wrk, '-|', "wrk -t1 -c2 -d${secs}s --timeout 5s -s $lua '$gw' 2>&1" or 
 my %admin = (ok => 0, errors => 0);
 my $t0 = time;
 my $restarted = 0;
+my $items_before;   # distinct items stored before the emulator (and its table) restarted
 my $i = 0;
 my $next_rss = $rss_every;
 while (time - $t0 < $secs) {
@@ -108,6 +114,7 @@ while (time - $t0 < $secs) {
         $restarted = 1;
         print "soak: midway — restarting Redis and the AWS emulator\n";
         $s->restart('redis') or warn "soak: redis restart failed\n";
+        $items_before = item_count();   # just before the table goes
         $s->restart('moto') or warn "soak: moto restart failed\n";
         local %ENV = (%ENV, AWS_ENDPOINT_URL => $s->url('AWS'), AWS_ACCESS_KEY_ID => 'test', AWS_SECRET_ACCESS_KEY => 'test');
         system("$TM::Harness::ROOT/scripts/aws-init.sh >/dev/null 2>&1");   # moto forgets everything
@@ -142,11 +149,21 @@ my $produced = metric('togglemaster_events_produced_total');
 if ($produced) {
     sleep 5;   # the worker's last batches
     my $m = $h->req(GET => $s->url('ANALYTICS') . '/metrics')->{content} // '';
-    my ($stored) = $m =~ /^\w*events_stored_total\s+(\d+)/m;
-    printf "soak: events produced at the edge %d, sent %d, dropped (counted, by reason) %d, "
-         . "stored by the worker %s (events in the emulator's queue when it restarted are lost with it)\n",
+    my %wm = map { ($_ => ($m =~ /^togglemaster_analytics_${_}_total\s+(\d+)/m)[0] // 0) }
+        qw(events_received events_stored events_failed delete_failures sqs_errors dynamodb_errors);
+    my $items_after = item_count();
+    printf "soak: events produced at the edge %d, sent %d, dropped (counted, by reason) %d; "
+         . "the worker received %d and wrote %d (redeliveries included), failed %d, delete failures %d, "
+         . "SQS errors %d, DynamoDB errors %d\n",
         $produced, metric('togglemaster_events_sent_total'), metric('togglemaster_events_dropped_total'),
-        $stored // 'n/a';
+        @wm{qw(events_received events_stored events_failed delete_failures sqs_errors dynamodb_errors)};
+    if (defined $items_before && defined $items_after) {
+        # The restarted emulator starts with an empty queue and table.
+        printf "soak: distinct events stored: %d before the emulator restart + %d after = %d; "
+             . "%d (%.3f%%) of those produced never stored (in the emulator's queue or in flight when it restarted)\n",
+            $items_before, $items_after, $items_before + $items_after, $produced - $items_before - $items_after,
+            100 * ($produced - $items_before - $items_after) / $produced;
+    }
 } else {
     print "soak: the edge reports no event counters (event producer not built in)\n";
 }
