@@ -11,8 +11,8 @@
 #include <time.h>
 
 /* One distinct event of the batch in hand. Its DynamoDB item is kept as
- * compact JSON text, not as a jansson tree, and made a tree again only for
- * the BatchWriteItem that carries it: a receive holds up to 10 messages of up
+ * compact JSON text, not as a jansson tree, and copied as it is into the
+ * BatchWriteItem that carries it: a receive holds up to 10 messages of up
  * to 1000 events, and as trees (an object per item and per attribute, a
  * hashtable each) they took about 3 KiB per event — some 30 MiB per poller
  * for one full receive, which glibc then keeps in that poller's arena for
@@ -242,8 +242,6 @@ static int collect(poller *p, mstate *ms, size_t nm, uitem **items_out, size_t *
                 cap = nc;
             }
             json_t *item = tm_event_to_item(ev);
-            /* JSON_ENCODE_ANY is not needed (an object); NULs in strings are
-             * escaped and read back with JSON_ALLOW_NUL in store(). */
             char *text = item ? json_dumps(item, JSON_COMPACT) : NULL;
             json_decref(item);
             char *eid = text && id ? strdup(id) : NULL;
@@ -286,22 +284,17 @@ static void store(poller *p, uitem *items, size_t n)
     int attempt = 0;
     while (np > 0) {
         size_t k = np < TM_DDB_MAX_BATCH_WRITE ? np : TM_DDB_MAX_BATCH_WRITE;
-        json_t *batch = json_array();
-        for (size_t i = 0; batch && i < k; i++) {
-            json_t *it = json_loads(items[pending[i]].item, JSON_ALLOW_NUL, NULL);
-            if (!it || json_array_append_new(batch, it) != 0) {   /* _new: it is released either way */
-                json_decref(batch);
-                batch = NULL;
-            }
+        const char *texts[TM_DDB_MAX_BATCH_WRITE];
+        for (size_t i = 0; i < k; i++) {
+            texts[i] = items[pending[i]].item;
         }
-        tm_aws_error e;
-        int rc = batch ? tmw_aws_call(&p->http, &cfg->ddb, "BatchWriteItem",
-                                      tm_ddb_batch_write_body(cfg->table, batch), 30, 0, &e) : -1;
-        json_decref(batch);
-        if (!batch) {
+        char *body = tm_ddb_batch_write_body_text(cfg->table, texts, k);
+        if (!body) {
             TM_ERROR("poller %d: out of memory building a DynamoDB batch", p->id);
             break;
         }
+        tm_aws_error e;
+        int rc = tmw_aws_call(&p->http, &cfg->ddb, "BatchWriteItem", body, 30, 0, &e);
         size_t left = k;
         if (rc == 0) {
             json_t *un = tm_ddb_parse_unprocessed(p->http.body, p->http.body_len, cfg->table);
