@@ -39,10 +39,18 @@ sub processes {
     return \%p;
 }
 # Distinct items in the events table (moto's DescribeTable counts them live);
-# undef when the table cannot be read.
-my $aws = TM::AWS->new($s->url('AWS'));
+# undef, with the reason on stderr, when the table cannot be read (3 tries).
+my $aws = TM::AWS->new($s->url('AWS'), timeout => 120);   # a busy emulator is slow
 my $table = $ENV{AWS_DYNAMODB_TABLE} // 'ToggleMasterAnalytics';
-sub item_count { my $r = eval { $aws->ddb(DescribeTable => { TableName => $table }) }; $r ? $r->{Table}{ItemCount} : undef }
+sub item_count {
+    for my $try (1 .. 3) {
+        my $r = eval { $aws->ddb(DescribeTable => { TableName => $table }) };
+        return $r->{Table}{ItemCount} if $r && defined $r->{Table}{ItemCount};
+        warn "soak: DescribeTable $table (try $try): " . ($@ || "no ItemCount\n");
+        sleep 1;
+    }
+    return undef;
+}
 sub rss_all { my $p = processes(); return { map { ($_ => rss_kb($p->{$_})) } keys %$p } }
 sub metric {
     my $m = $h->req(GET => $s->url('EVAL') . '/metrics')->{content} // '';
@@ -157,7 +165,9 @@ if ($produced) {
          . "SQS errors %d, DynamoDB errors %d\n",
         $produced, metric('togglemaster_events_sent_total'), metric('togglemaster_events_dropped_total'),
         @wm{qw(events_received events_stored events_failed delete_failures sqs_errors dynamodb_errors)};
-    if (defined $items_before && defined $items_after) {
+    if (!defined $items_before || !defined $items_after) {
+        print "soak: distinct events stored: unknown (the table's item count could not be read)\n";
+    } else {
         # The restarted emulator starts with an empty queue and table.
         printf "soak: distinct events stored: %d before the emulator restart + %d after = %d; "
              . "%d (%.3f%%) of those produced never stored (in the emulator's queue or in flight when it restarted)\n",
