@@ -930,6 +930,38 @@ char *tm_ddb_batch_write_body(const char *table, const json_t *items)
     return reqs ? dump(json_pack("{s:{s:o}}", "RequestItems", table, reqs)) : NULL;
 }
 
+char *tm_ddb_batch_write_body_text(const char *table, const char *const *items, size_t n)
+{
+    if (!table || !*table || !items || n == 0 || n > TM_DDB_MAX_BATCH_WRITE) {
+        return NULL;
+    }
+    json_t *name = json_string(table);
+    char *quoted = name ? json_dumps(name, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(name);
+    if (!quoted) {
+        return NULL;
+    }
+    tm_buf b = TM_BUF_INIT;
+    tm_buf_adds(&b, "{\"RequestItems\":{");
+    tm_buf_adds(&b, quoted);
+    tm_buf_adds(&b, ":[");
+    /* jansson's allocator, which a host (the nginx module) may replace */
+    json_free_t jfree;
+    json_get_alloc_funcs(NULL, &jfree);
+    jfree(quoted);
+    for (size_t i = 0; i < n; i++) {
+        if (!items[i] || items[i][0] != '{') {   /* an object, at least by its look */
+            tm_buf_free(&b);
+            return NULL;
+        }
+        tm_buf_adds(&b, i ? ",{\"PutRequest\":{\"Item\":" : "{\"PutRequest\":{\"Item\":");
+        tm_buf_adds(&b, items[i]);
+        tm_buf_adds(&b, "}}");
+    }
+    tm_buf_adds(&b, "]}}");
+    return tm_buf_steal(&b);
+}
+
 char *tm_ddb_table_body(const char *table)
 {
     return table && *table ? dump(json_pack("{s:s}", "TableName", table)) : NULL;

@@ -189,6 +189,10 @@ long tm_sqs_redrive_max_receive(const char *redrive_policy);
 /* BatchWriteItem body putting every item of the array (1..25) into table.
  * Items are DynamoDB-typed objects ({"event_id":{"S":"..."},...}). */
 char *tm_ddb_batch_write_body(const char *table, const json_t *items);
+/* The same from n (1..25) items already in JSON text (compact objects, as
+ * json_dumps gives them): they are copied in as they are, not parsed, so a
+ * caller may hold many items as text and build requests without trees. */
+char *tm_ddb_batch_write_body_text(const char *table, const char *const *items, size_t n);
 /* {"TableName": table} for DescribeTable (the worker's health probe). */
 char *tm_ddb_table_body(const char *table);
 /* The items of `table` that a BatchWriteItem reply left unprocessed: a new

@@ -123,6 +123,19 @@ is settle(3, 20), 3, 'table back: the 3 queued events delivered';
 is_deeply [sort map { $_->{user_id} } @{ items() }], [qw(late1 late2 late3)], 'the right ones';
 ok $h->wait_until(10, sub { $h->req(GET => "$base/health/ready")->{status} == 200 }), 'ready again';
 
+# --- strings that need escaping survive the worker's compact item text ------
+# (items are held as JSON text between parsing and BatchWriteItem)
+my $odd = "q\"uo\\te\n\ttab \x{e9}t\x{e9} \x{1F600} </x> \x{7f}";
+my $odd_id = uuid();
+# \u escapes in the message (TM::AWS sends characters as they are)
+$aws->send($q, JSON::PP->new->ascii->encode({ v => 1, events => [event($odd_id, $odd, variant => "v\"1\\", reason => "\x{2028}r")] }));
+is settle(4, 20), 4, 'event with escaped and non-ASCII strings stored';
+my ($oi) = grep { $_->{event_id} eq $odd_id } @{ items() };
+is $oi && $oi->{user_id}, $odd, 'user_id with quotes, backslash, control and non-ASCII characters unchanged';
+is $oi && $oi->{variant}, "v\"1\\", 'variant unchanged';
+is $oi && $oi->{reason}, "\x{2028}r", 'reason unchanged';
+is $oi && $oi->{result}, 1, 'result BOOL';
+
 # --- redelivery: visibility 0, many pollers, queue found by name ------------
 $h->stop('analytics');
 my %env2 = %env;
@@ -130,7 +143,7 @@ delete $env2{AWS_SQS_URL};
 $h->start('analytics', $port, %env2, TM_SQS_QUEUE_NAME => 'tm-events', TM_SQS_VISIBILITY_TIMEOUT => 0,
           TM_POLLERS => 4, TM_SQS_MAX_MESSAGES => 1);
 $aws->send_batch($q, map { single("redeliver$_", 1) } 1 .. 10);
-is settle(13, 20), 13, 'visibility 0: every message stored exactly once';
+is settle(14, 20), 14, 'visibility 0: every message stored exactly once';
 my $received = metric('messages_received_total');
 cmp_ok $received, '>=', 10, 'messages received';
 diag "10 messages were received $received times (redeliveries absorbed by derived event ids)";

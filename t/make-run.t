@@ -51,4 +51,25 @@ my @pids = $s->pids;
 ok $s->stop, 'run.sh stop succeeds';
 ok !(grep { kill 0, $_ } @pids), 'nothing left running after stop';
 ok !glob("$dir/*.pid"), 'pid files removed';
+
+# A stack the script never stops (make soak, make load keep theirs in a
+# file-scoped variable) is stopped at exit, restarted services included, and
+# the script's exit status is kept.
+my $child = <<'PERL';
+use TM::Stack;
+our $s = TM::Stack->new(master_key => 'exit-master');
+exit 9 unless $s->started && $s->restart('redis');
+print join(' ', $s->pids), "\n";
+exit 3;
+PERL
+my $script = "$dir.exit.pl";
+open my $fh, '>', $script or die "$script: $!";
+print $fh $child;
+close $fh;
+my $left = `$^X -I t/lib $script`;
+unlink $script;
+is $? >> 8, 3, 'exit status kept by the stop at exit';
+my @child_pids = split ' ', $left // '';
+cmp_ok scalar @child_pids, '>=', 6, 'the stack ran (pids of its services)';
+ok !(grep { kill 0, $_ } @child_pids), 'nothing left running after the script exits';
 done_testing;

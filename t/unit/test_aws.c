@@ -366,6 +366,45 @@ static void test_ddb(void)
     ok(tm_ddb_batch_write_body("T", empty) == NULL, "0 items refused");
     json_decref(empty);
 
+    /* from item text: the same body as from the trees, items copied verbatim */
+    const char *texts[26];
+    for (int i = 0; i < 26; i++) {
+        texts[i] = i % 2 ? "{\"event_id\":{\"S\":\"b\"}}" : "{\"event_id\":{\"S\":\"a\"}}";
+    }
+    b = tm_ddb_batch_write_body_text("T", texts, 2);
+    j = J(b);
+    ok(json_eq(j, "{\"RequestItems\":{\"T\":[{\"PutRequest\":{\"Item\":{\"event_id\":{\"S\":\"a\"}}}},"
+                  "{\"PutRequest\":{\"Item\":{\"event_id\":{\"S\":\"b\"}}}}]}}"), "batch write body from text");
+    json_decref(j);
+    free(b);
+    b = tm_ddb_batch_write_body_text("T", texts, 25);
+    j = J(b);
+    ok(json_array_size(json_object_get(json_object_get(j, "RequestItems"), "T")) == 25, "25 items from text");
+    json_decref(j);
+    free(b);
+    b = tm_ddb_batch_write_body_text("a\"b\\c", texts, 1);
+    j = J(b);
+    ok(json_array_size(json_object_get(json_object_get(j, "RequestItems"), "a\"b\\c")) == 1,
+       "table name escaped");
+    json_decref(j);
+    free(b);
+    const char *odd[] = { "{\"user_id\":{\"S\":\"q\\\"\\u00e9\\n\"}}" };
+    b = tm_ddb_batch_write_body_text("T", odd, 1);
+    j = J(b);
+    json_t *uid = json_object_get(json_object_get(json_object_get(json_object_get(
+        json_array_get(json_object_get(json_object_get(j, "RequestItems"), "T"), 0), "PutRequest"), "Item"),
+        "user_id"), "S");
+    ok(uid && strcmp(json_string_value(uid), "q\"\xc3\xa9\n") == 0, "escapes in item text kept");
+    json_decref(j);
+    free(b);
+    ok(tm_ddb_batch_write_body_text("T", texts, 26) == NULL, "26 items from text refused");
+    ok(tm_ddb_batch_write_body_text("T", texts, 0) == NULL, "0 items from text refused");
+    ok(tm_ddb_batch_write_body_text("", texts, 1) == NULL, "no table refused");
+    const char *bad[] = { "{\"event_id\":{\"S\":\"a\"}}", "[1]" };
+    ok(tm_ddb_batch_write_body_text("T", bad, 2) == NULL, "an item that is not an object refused");
+    const char *none[] = { NULL };
+    ok(tm_ddb_batch_write_body_text("T", none, 1) == NULL, "a NULL item refused");
+
     json_t *u = tm_ddb_parse_unprocessed("{\"UnprocessedItems\":{}}", 23, "T");
     ok(u && json_array_size(u) == 0, "nothing unprocessed");
     json_decref(u);

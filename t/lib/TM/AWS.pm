@@ -20,7 +20,7 @@ sub new {
     $endpoint =~ s{/$}{};
     return bless { ep => $endpoint, region => $o{region} // 'us-east-1',
                    key => $o{key} // 'test',
-                   http => HTTP::Tiny->new(timeout => 30, keep_alive => 0) }, $class;
+                   http => HTTP::Tiny->new(timeout => $o{timeout} // 30, keep_alive => 0) }, $class;
 }
 
 # Returns the decoded reply; dies on an error unless the error code is listed

@@ -6,9 +6,22 @@ package TM::Stack;
 #   $s->url('auth'), $s->port('EVAL'), $s->dir, $s->output, $s->stop
 use strict; use warnings;
 use File::Temp qw(tempdir);
+use Scalar::Util qw(weaken);
 use TM::Harness;
 
 our @NAMES = qw(PG REDIS AWS AUTH FLAGS TARGETING EVAL ANALYTICS INGRESS);
+
+# Stacks not stopped yet. A stack held in a file-scoped variable (make soak,
+# make load) used to be stopped only by DESTROY in global destruction, after
+# File::Temp's END block had removed its directory and pid files: run.sh stop
+# then found nothing to stop and every process but PostgreSQL (which exits
+# when its data directory goes) stayed running. END blocks run last-defined
+# first, so this one stops them while the pid files are still there.
+my %live;
+END {
+    local $?;   # keep the script's exit status
+    $_->stop for grep { defined } values %live;
+}
 
 sub new {
     my ($class, %o) = @_;
@@ -20,6 +33,7 @@ sub new {
                      map { ("TM_${_}_PORT" => $port{$_}) } @NAMES };
     $self->{output} = $self->run('start');
     $self->{started} = $? == 0;
+    weaken($live{"$self"} = $self);
     return $self;
 }
 
@@ -61,9 +75,10 @@ sub pids { my $self = shift; map { $self->pid($_) // () } map { m{/(\w+)\.pid$} 
 sub stop {
     my $self = shift;
     return if $self->{stopped}++;
+    delete $live{"$self"};
     $self->{stop_output} = $self->run('stop');
     return $? == 0;
 }
 
-sub DESTROY { $_[0]->stop }
+sub DESTROY { local $?; $_[0]->stop }
 1;
