@@ -113,7 +113,10 @@ while (time < $end) {
     $wrong++ if $got != (TM::Nginx::bucket("user-" . (1 + $reqs % 40), 'gamma') < 70 ? 1 : 0);
     $reqs++;
 }
-is $slow, 0, "Redis SIGSTOPped: none of $reqs requests took over 200 ms";
+# a worker blocked on the stalled Redis (300 ms timeouts, a check every
+# second) would hold back a tenth or more of the requests; a loaded machine
+# alone may delay one or two
+cmp_ok $slow, '<=', int($reqs / 100), "Redis SIGSTOPped: $slow of $reqs requests over 200 ms (at most 1 %)";
 is $wrong, 0, 'Redis SIGSTOPped: answers right';
 like $h->req(GET => $ng->url('/metrics'))->{content}, qr/togglemaster_redis_sync_state\{worker="\d"\} [01]/,
     'stall detected (sync state not synced)';
