@@ -389,10 +389,15 @@ static int copy_members(json_t *dst, const json_t *src, const char *const *keys)
     return 0;
 }
 
-/* Unleash constraints -> ours: contextName and operator as they are (the
- * operators map 1:1), "values" when it has any or "value" is absent,
- * "value" when given, inverted/caseInsensitive only when true. */
-static json_t *conv_constraints(const uctx *u, const json_t *arr, const char *where)
+/* One element of an Unleash array as ours: a new object, or NULL when
+ * memory ran out. */
+typedef json_t *(*conv_one)(const json_t *in);
+
+/* An optional Unleash array of objects (member `what` of `where`), each
+ * converted by one: [] when absent or null; NULL with err when it is not an
+ * array of objects, or when memory ran out. */
+static json_t *conv_array(const uctx *u, const json_t *arr, const char *where,
+                          const char *what, conv_one one)
 {
     json_t *out = json_array();
     if (out == NULL) {
@@ -403,39 +408,19 @@ static json_t *conv_constraints(const uctx *u, const json_t *arr, const char *wh
         return out;
     }
     if (!json_is_array(arr)) {
-        fail(u->err, u->errlen, "%s.constraints: must be an array", where);
+        fail(u->err, u->errlen, "%s.%s: must be an array", where, what);
         json_decref(out);
         return NULL;
     }
     size_t i;
-    json_t *c;
-    json_array_foreach(arr, i, c) {
-        if (!json_is_object(c)) {
-            fail(u->err, u->errlen, "%s.constraints[%zu]: must be an object", where, i);
+    json_t *e;
+    json_array_foreach(arr, i, e) {
+        if (!json_is_object(e)) {
+            fail(u->err, u->errlen, "%s.%s[%zu]: must be an object", where, what, i);
             json_decref(out);
             return NULL;
         }
-        json_t *n = json_object();
-        json_t *values = json_object_get(c, "values"), *value = json_object_get(c, "value");
-        int has_value = value && !json_is_null(value)
-                        && !(json_is_string(value) && json_string_length(value) == 0);
-        int rc = n == NULL
-            || json_object_set(n, "contextName", json_object_get(c, "contextName")
-                                                 ? json_object_get(c, "contextName") : json_null()) != 0
-            || json_object_set(n, "operator", json_object_get(c, "operator")
-                                              ? json_object_get(c, "operator") : json_null()) != 0
-            || (json_is_array(values) && (json_array_size(values) || !has_value)
-                && json_object_set(n, "values", values) != 0)
-            || (values && !json_is_array(values) && !json_is_null(values)
-                && json_object_set(n, "values", values) != 0)
-            || (has_value && json_object_set(n, "value", value) != 0)
-            || (!has_value && !values && json_object_set_new(n, "values", json_array()) != 0)
-            || (json_is_true(json_object_get(c, "inverted"))
-                && json_object_set_new(n, "inverted", json_true()) != 0)
-            || (json_is_true(json_object_get(c, "caseInsensitive"))
-                && json_object_set_new(n, "caseInsensitive", json_true()) != 0)
-            || json_array_append_new(out, n) != 0;
-        if (rc) {
+        if (json_array_append_new(out, one(e)) != 0) {
             fail(u->err, u->errlen, "out of memory");
             json_decref(out);
             return NULL;
@@ -444,43 +429,68 @@ static json_t *conv_constraints(const uctx *u, const json_t *arr, const char *wh
     return out;
 }
 
-static json_t *conv_variants(const uctx *u, const json_t *arr, const char *where)
+/* An Unleash constraint -> ours: contextName and operator as they are (the
+ * operators map 1:1), "values" when it has any or "value" is absent,
+ * "value" when given, inverted/caseInsensitive only when true. */
+static json_t *conv_constraint(const json_t *c)
+{
+    json_t *n = json_object();
+    json_t *values = json_object_get(c, "values"), *value = json_object_get(c, "value");
+    int has_value = value && !json_is_null(value)
+                    && !(json_is_string(value) && json_string_length(value) == 0);
+    int rc = n == NULL
+        || json_object_set(n, "contextName", json_object_get(c, "contextName")
+                                             ? json_object_get(c, "contextName") : json_null()) != 0
+        || json_object_set(n, "operator", json_object_get(c, "operator")
+                                          ? json_object_get(c, "operator") : json_null()) != 0
+        || (json_is_array(values) && (json_array_size(values) || !has_value)
+            && json_object_set(n, "values", values) != 0)
+        || (values && !json_is_array(values) && !json_is_null(values)
+            && json_object_set(n, "values", values) != 0)
+        || (has_value && json_object_set(n, "value", value) != 0)
+        || (!has_value && !values && json_object_set_new(n, "values", json_array()) != 0)
+        || (json_is_true(json_object_get(c, "inverted"))
+            && json_object_set_new(n, "inverted", json_true()) != 0)
+        || (json_is_true(json_object_get(c, "caseInsensitive"))
+            && json_object_set_new(n, "caseInsensitive", json_true()) != 0);
+    if (rc) {
+        json_decref(n);
+        return NULL;
+    }
+    return n;
+}
+
+static json_t *conv_constraints(const uctx *u, const json_t *arr, const char *where)
+{
+    return conv_array(u, arr, where, "constraints", conv_constraint);
+}
+
+/* The members of in named in keys, without an empty array member `empty`
+ * (Unleash sends [] where ours would mean "none allowed"). */
+static json_t *conv_copy(const json_t *in, const char *const *keys, const char *empty)
+{
+    json_t *n = json_object();
+    if (n == NULL || copy_members(n, in, keys) != 0) {
+        json_decref(n);
+        return NULL;
+    }
+    json_t *e = json_object_get(n, empty);
+    if (json_is_array(e) && json_array_size(e) == 0) {
+        json_object_del(n, empty);
+    }
+    return n;
+}
+
+static json_t *conv_variant(const json_t *v)
 {
     static const char *const keys[] = { "name", "weight", "stickiness", "payload",
                                         "overrides", "weightType", NULL };
-    json_t *out = json_array();
-    if (out == NULL) {
-        fail(u->err, u->errlen, "out of memory");
-        return NULL;
-    }
-    if (arr == NULL || json_is_null(arr)) {
-        return out;
-    }
-    if (!json_is_array(arr)) {
-        fail(u->err, u->errlen, "%s.variants: must be an array", where);
-        json_decref(out);
-        return NULL;
-    }
-    size_t i;
-    json_t *v;
-    json_array_foreach(arr, i, v) {
-        if (!json_is_object(v)) {
-            fail(u->err, u->errlen, "%s.variants[%zu]: must be an object", where, i);
-            json_decref(out);
-            return NULL;
-        }
-        json_t *n = json_object();
-        if (n == NULL || copy_members(n, v, keys) != 0 || json_array_append_new(out, n) != 0) {
-            fail(u->err, u->errlen, "out of memory");
-            json_decref(out);
-            return NULL;
-        }
-        json_t *ov = json_object_get(n, "overrides");
-        if (json_is_array(ov) && json_array_size(ov) == 0) {
-            json_object_del(n, "overrides");   /* Unleash sends [] */
-        }
-    }
-    return out;
+    return conv_copy(v, keys, "overrides");
+}
+
+static json_t *conv_variants(const uctx *u, const json_t *arr, const char *where)
+{
+    return conv_array(u, arr, where, "variants", conv_variant);
 }
 
 /* "a, b,c" -> ["a","b","c"] (Unleash splits on commas and trims). */
@@ -698,43 +708,15 @@ static int conv_strategy(const uctx *u, const json_t *s, const char *where, json
     return 0;
 }
 
-static json_t *conv_dependencies(const uctx *u, const json_t *arr, const char *where)
+static json_t *conv_dependency(const json_t *d)
 {
     static const char *const keys[] = { "feature", "enabled", "variants", NULL };
-    json_t *out = json_array();
-    if (out == NULL) {
-        fail(u->err, u->errlen, "out of memory");
-        return NULL;
-    }
-    if (arr == NULL || json_is_null(arr)) {
-        return out;
-    }
-    if (!json_is_array(arr)) {
-        fail(u->err, u->errlen, "%s.dependencies: must be an array", where);
-        json_decref(out);
-        return NULL;
-    }
-    size_t i;
-    json_t *d;
-    json_array_foreach(arr, i, d) {
-        json_t *n = json_object();
-        if (!json_is_object(d)) {
-            json_decref(n);
-            fail(u->err, u->errlen, "%s.dependencies[%zu]: must be an object", where, i);
-            json_decref(out);
-            return NULL;
-        }
-        if (n == NULL || copy_members(n, d, keys) != 0 || json_array_append_new(out, n) != 0) {
-            fail(u->err, u->errlen, "out of memory");
-            json_decref(out);
-            return NULL;
-        }
-        json_t *vs = json_object_get(n, "variants");
-        if (json_is_array(vs) && json_array_size(vs) == 0) {
-            json_object_del(n, "variants");
-        }
-    }
-    return out;
+    return conv_copy(d, keys, "variants");
+}
+
+static json_t *conv_dependencies(const uctx *u, const json_t *arr, const char *where)
+{
+    return conv_array(u, arr, where, "dependencies", conv_dependency);
 }
 
 /* Unleash descriptions may hold line breaks; ours are one line of text. */
