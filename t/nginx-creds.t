@@ -181,22 +181,11 @@ sub evaluate_many {   # n evaluations; returns the slowest in seconds
 {
     my $tdir = "$dir/tls";
     mkdir $tdir;
-    system("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost "
-           . "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 "
-           . "-keyout $tdir/key.pem -out $tdir/cert.pem >/dev/null 2>&1") == 0 or die "openssl failed";
-    my $tls = TM::Harness::free_port();
-    my $server = <<"CONF";
-    }
-    server {
-        listen 127.0.0.1:$tls ssl;
-        ssl_certificate $tdir/cert.pem;
-        ssl_certificate_key $tdir/key.pem;
-        location / { proxy_pass $moto; }
-CONF
+    my ($tls, $server, $cert) = TM::Nginx::tls_proxy($tdir, $moto);
     local @ENV{qw(AWS_WEB_IDENTITY_TOKEN_FILE AWS_ROLE_ARN AWS_ENDPOINT_URL_STS)} =
         ("$dir/web-token", 'arn:aws:iam::123456789012:role/togglemaster-edge', "https://localhost:$tls");
     my $ng = TM::Nginx->new($h, redis => 0, server => $server,
-        http => events_conf($moto, "    togglemaster_events_ssl_trusted_certificate $tdir/cert.pem;\n"));
+        http => events_conf($moto, "    togglemaster_events_ssl_trusted_certificate $cert;\n"));
     $ng->start;
     evaluate_many($ng, 'irsa-tls', 10);
     ok $h->wait_until(20, sub { ($ng->metrics->{togglemaster_events_sent_total} // 0) == 10 }),

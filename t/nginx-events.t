@@ -232,19 +232,8 @@ like $ng2->error_log, qr/20 evaluation events dropped: worker exiting/, 'the 20 
 # --- TLS: https endpoint (nginx terminating TLS in front of moto) ------------
 my $h4 = TM::Harness->new;
 my $tdir = $h4->dir;
-system("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost "
-       . "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 "
-       . "-keyout $tdir/key.pem -out $tdir/cert.pem >/dev/null 2>&1") == 0 or die "openssl failed";
-my $tls = TM::Harness::free_port();
-my $tls_server = <<"CONF";
-        togglemaster_identity \$arg_user;
-    }
-    server {
-        listen 127.0.0.1:$tls ssl;
-        ssl_certificate $tdir/cert.pem;
-        ssl_certificate_key $tdir/key.pem;
-        location / { proxy_pass $moto; }
-CONF
+my ($tls, $tls_proxy, $cert) = TM::Nginx::tls_proxy($tdir, $moto);
+my $tls_server = "        togglemaster_identity \$arg_user;\n" . $tls_proxy;
 my $tls_http = <<"CONF";
     togglemaster_events on;
     togglemaster_sqs_queue_url $q;
@@ -254,7 +243,7 @@ my $tls_http = <<"CONF";
     togglemaster_events_backoff_max 300ms;
 CONF
 my $ng4 = TM::Nginx->new($h4, redis => 0, server => $tls_server,
-                         http => $tls_http . "    togglemaster_events_ssl_trusted_certificate $tdir/cert.pem;\n");
+                         http => $tls_http . "    togglemaster_events_ssl_trusted_certificate $cert;\n");
 $ng4->start;
 $before = @{ items() };
 $ng4->evaluate("tls-$_", 'f') for 1 .. 25;

@@ -69,13 +69,16 @@ sub restart {
     $self->svc(start => $name, $self->{ports}{$name}, %{ $self->{env}{$name} || {} });
 }
 
-sub pid {
-    my ($self, $name) = @_;
-    open my $f, '<', "$self->{dir}/$name.pid" or return;
+# The pid in <dir>/<name>.pid (scripts/svc.sh writes it), or undef.
+sub read_pid {
+    my ($dir, $name) = @_;
+    open my $f, '<', "$dir/$name.pid" or return;
     my $p = <$f>;
     chomp $p;
     return $p;
 }
+
+sub pid { my ($self, $name) = @_; read_pid($self->{dir}, $name) }
 
 sub signal { my ($self, $sig, $name) = @_; kill $sig, $self->pid($name) }
 

@@ -144,6 +144,26 @@ sub error_log {
     return <$f>;
 }
 
+# A self-signed certificate for localhost/127.0.0.1 in $dir and the server
+# block that terminates TLS with it in front of $upstream (moto), to append
+# to a "server" option (it closes the test's server first). Returns
+# (port, server lines, certificate path).
+sub tls_proxy {
+    my ($dir, $upstream) = @_;
+    system("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost "
+           . "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 "
+           . "-keyout $dir/key.pem -out $dir/cert.pem >/dev/null 2>&1") == 0 or die "openssl failed";
+    my $port = TM::Harness::free_port();
+    return ($port, <<"CONF", "$dir/cert.pem");
+    }
+    server {
+        listen 127.0.0.1:$port ssl;
+        ssl_certificate $dir/cert.pem;
+        ssl_certificate_key $dir/key.pem;
+        location / { proxy_pass $upstream; }
+CONF
+}
+
 # GET /metrics as { 'name{labels}' => value }.
 sub metrics {
     my $self = shift;

@@ -62,13 +62,7 @@ sub port    { $_[0]{port}{ uc $_[1] } }
 sub url     { my ($self, $name) = @_; 'http://127.0.0.1:' . $self->port($name) }
 sub master_key { $_[0]{master_key} }
 
-sub pid {
-    my ($self, $name) = @_;
-    open my $f, '<', "$self->{dir}/$name.pid" or return;
-    my $p = <$f>;
-    chomp $p;
-    return $p;
-}
+sub pid { my ($self, $name) = @_; TM::Harness::read_pid($self->{dir}, $name) }
 
 sub pids { my $self = shift; map { $self->pid($_) // () } map { m{/(\w+)\.pid$} ? $1 : () } glob "$self->{dir}/*.pid" }
 
