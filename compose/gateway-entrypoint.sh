@@ -31,7 +31,8 @@ mkdir -p "$run/logs" "$RUN/nginx"
 
 conf=$(<"$template")
 missing=()
-for token in $(grep -o '@[A-Z][A-Z0-9_]*@' "$template" | sort -u); do
+# placeholders in comments are text, not settings: only the rest is searched
+for token in $(grep -v '^[[:space:]]*#' "$template" | grep -o '@[A-Z][A-Z0-9_]*@' | sort -u); do
   name=${token//@/}
   if [ -z "${!name+set}" ]; then
     missing+=("$name")

@@ -1,6 +1,6 @@
 /* lib/tm_sigv4: every case of the AWS SigV4 test suite, plus the pieces.
  * Usage: test_sigv4 <dir of the suite> (t/unit-sigv4.t passes
- * ../shared/testdata/aws-sigv4). Each case directory <name>/ holds
+ * t/data/aws-sigv4, vendored with its LICENSE and NOTICE). Each case directory <name>/ holds
  * <name>.req (the request), .creq, .sts and .authz (what we must produce). */
 #include "tap.h"
 #include "tm_sigv4.h"
