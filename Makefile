@@ -19,7 +19,8 @@ endif
 CFLAGS   += $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Ilib \
             -I/usr/include/postgresql -MMD -MP
 LDFLAGS  += $(filter -fsanitize%,$(OPT))
-LIBS_CORE := -ljansson -lcrypto
+# lib/tm_regex: PCRE2 (8-bit), the library nginx itself links.
+LIBS_CORE := -ljansson -lcrypto -lpcre2-8
 
 .PHONY: all deps run stop test unit install clean load soak
 all:

@@ -12,6 +12,7 @@ DEB_PKGS=(
   libssl-dev          # SHA-1/SHA-256, HMAC, CSPRNG
   libhiredis-dev      # Redis client (daemons: sync, nginx module: async)
   libcurl4-openssl-dev # outbound HTTP (worker, auth fallback)
+  libpcre2-dev        # REGEX constraints: bounded matching with PCRE2 + JIT (lib/tm_regex)
   valgrind            # memcheck over the unit tests
   wrk                 # HTTP load for make bench and make load
   postgresql redis-server
