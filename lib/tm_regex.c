@@ -19,6 +19,7 @@
 #include <pcre2.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -329,7 +330,27 @@ void tm_regex_free(tm_regex *re)
 
 /* ---- matching --------------------------------------------------------- */
 
-tm_regex_status tm_regex_match(const tm_regex *re, const char *s, size_t len)
+static atomic_ulong stat_too_long, stat_limit, stat_bad_subject;
+
+static tm_regex_status counted(tm_regex_status st)
+{
+    atomic_ulong *c = st == TM_REGEX_TOO_LONG ? &stat_too_long
+                      : st == TM_REGEX_LIMIT ? &stat_limit
+                      : st == TM_REGEX_BAD_SUBJECT ? &stat_bad_subject : NULL;
+    if (c != NULL) {
+        atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+    }
+    return st;
+}
+
+void tm_regex_stats_get(tm_regex_stats *out)
+{
+    out->too_long = atomic_load_explicit(&stat_too_long, memory_order_relaxed);
+    out->limit = atomic_load_explicit(&stat_limit, memory_order_relaxed);
+    out->bad_subject = atomic_load_explicit(&stat_bad_subject, memory_order_relaxed);
+}
+
+static tm_regex_status search(const tm_regex *re, const char *s, size_t len)
 {
     if (len > TM_REGEX_MAX_SUBJECT) {
         return TM_REGEX_TOO_LONG;
@@ -369,6 +390,11 @@ tm_regex_status tm_regex_match(const tm_regex *re, const char *s, size_t len)
     default:
         return TM_REGEX_BAD_SUBJECT;    /* invalid UTF-8 */
     }
+}
+
+tm_regex_status tm_regex_match(const tm_regex *re, const char *s, size_t len)
+{
+    return counted(search(re, s, len));
 }
 
 size_t tm_regex_size(const tm_regex *re)

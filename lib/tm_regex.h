@@ -71,4 +71,15 @@ int tm_regex_jit(const tm_regex *re);
 
 /* "no_match", "too_long", ... for logs and metrics labels. */
 const char *tm_regex_status_name(tm_regex_status st);
+
+/* Matches of this process answered "no match" because of a bound, by
+ * status, since it started (every thread; relaxed atomic counters). The
+ * nginx module adds their growth to /metrics after each evaluation. */
+typedef struct {
+    unsigned long too_long;     /* TM_REGEX_TOO_LONG */
+    unsigned long limit;        /* TM_REGEX_LIMIT */
+    unsigned long bad_subject;  /* TM_REGEX_BAD_SUBJECT */
+} tm_regex_stats;
+
+void tm_regex_stats_get(tm_regex_stats *out);
 #endif

@@ -88,6 +88,7 @@ ngx_http_togglemaster_evaluate(ngx_http_togglemaster_flag_t *f,
     (void) tm_evaluate(&view, ctx, &env, res);
 
     ngx_http_togglemaster_count(f->counter, res->value);
+    ngx_http_togglemaster_regex_count();
 
     return res->value;
 }

@@ -8,6 +8,7 @@
 
 #include "ngx_http_togglemaster_module.h"
 #include "ngx_http_togglemaster_creds.h"
+#include "tm_regex.h"
 
 
 ngx_http_togglemaster_shm_t  *ngx_http_togglemaster_shm;
@@ -106,6 +107,44 @@ ngx_http_togglemaster_count(ngx_uint_t slot, ngx_uint_t on)
 
     c = &ngx_http_togglemaster_shm->counters[slot];
     (void) ngx_atomic_fetch_add(on ? &c->on : &c->off, 1);
+}
+
+
+/*
+ * Adds what lib's REGEX counters (this process's) gained since the last call
+ * to the shared ones: called after each evaluation, it costs three loads
+ * when nothing happened.
+ */
+void
+ngx_http_togglemaster_regex_count(void)
+{
+    tm_regex_stats                 now;
+    ngx_http_togglemaster_shm_t   *sh;
+
+    static tm_regex_stats          seen;
+
+    sh = ngx_http_togglemaster_shm;
+    if (sh == NULL) {
+        return;
+    }
+
+    tm_regex_stats_get(&now);
+
+    if (now.too_long != seen.too_long) {
+        (void) ngx_atomic_fetch_add(&sh->regex_too_long,
+                                    now.too_long - seen.too_long);
+    }
+
+    if (now.limit != seen.limit) {
+        (void) ngx_atomic_fetch_add(&sh->regex_limit, now.limit - seen.limit);
+    }
+
+    if (now.bad_subject != seen.bad_subject) {
+        (void) ngx_atomic_fetch_add(&sh->regex_bad_subject,
+                                    now.bad_subject - seen.bad_subject);
+    }
+
+    seen = now;
 }
 
 
@@ -347,6 +386,16 @@ ngx_http_togglemaster_metrics_handler(ngx_http_request_t *r)
         "togglemaster_api_key_denied_total %uA\n",
         sh->reconnects, sh->syncs, sh->sync_errors, sh->malformed,
         sh->key_denied);
+
+    p = ngx_slprintf(p, last,
+        "# HELP togglemaster_regex_unmatched_total REGEX constraints "
+        "answered no match because a bound was hit: value over 1024 bytes "
+        "(too_long), match budget (limit), value not UTF-8 (bad_subject).\n"
+        "# TYPE togglemaster_regex_unmatched_total counter\n"
+        "togglemaster_regex_unmatched_total{reason=\"too_long\"} %uA\n"
+        "togglemaster_regex_unmatched_total{reason=\"limit\"} %uA\n"
+        "togglemaster_regex_unmatched_total{reason=\"bad_subject\"} %uA\n",
+        sh->regex_too_long, sh->regex_limit, sh->regex_bad_subject);
 
     p = ngx_http_togglemaster_metrics_events(p, last, sh, workers);
     p = ngx_http_togglemaster_creds_metrics(p, last, workers);

@@ -232,6 +232,10 @@ typedef struct {
     ngx_atomic_t                 sync_errors;
     ngx_atomic_t                 malformed;
     ngx_atomic_t                 key_denied;
+    /* REGEX matches answered "no match" by a bound (lib/tm_regex.h) */
+    ngx_atomic_t                 regex_too_long;
+    ngx_atomic_t                 regex_limit;
+    ngx_atomic_t                 regex_bad_subject;
     ngx_http_togglemaster_events_stat_t
                                  events;
     ngx_http_togglemaster_worker_stat_t
@@ -330,6 +334,7 @@ size_t ngx_http_togglemaster_json_str_len(u_char *s, size_t len);
 
 /* metrics.c */
 ngx_uint_t ngx_http_togglemaster_counter_slot(u_char *name, size_t len);
+void ngx_http_togglemaster_regex_count(void);
 void ngx_http_togglemaster_count(ngx_uint_t slot, ngx_uint_t on);
 void ngx_http_togglemaster_worker_state(ngx_uint_t state);
 ngx_int_t ngx_http_togglemaster_shm_init(ngx_shm_zone_t *zone, void *data);

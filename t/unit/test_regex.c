@@ -259,5 +259,20 @@ int main(void)
     ok(re && tm_regex_size(re) > 0 && tm_regex_size(re) <= TM_REGEX_MAX_CODE, "tm_regex_size");
     tm_regex_free(re);
     is_str(tm_regex_status_name(TM_REGEX_LIMIT), "limit", "status names");
+
+    tm_regex_stats a, b;
+    tm_regex *q = C("(?:a|b)*?a*+c|!!", 0);
+    char *s = fill(TM_REGEX_MAX_SUBJECT, "a", "!");
+    tm_regex_stats_get(&a);
+    tm_regex_match(q, s, TM_REGEX_MAX_SUBJECT);
+    tm_regex_match(q, s, TM_REGEX_MAX_SUBJECT + 1);
+    tm_regex_match(q, s, TM_REGEX_MAX_SUBJECT + 1);
+    tm_regex_match(q, "\xff", 1);
+    tm_regex_match(q, "x", 1);
+    tm_regex_stats_get(&b);
+    ok(b.limit - a.limit == 1 && b.too_long - a.too_long == 2 && b.bad_subject - a.bad_subject == 1,
+       "tm_regex_stats counts each bound hit, and nothing else");
+    free(s);
+    tm_regex_free(q);
     return tap_done();
 }
