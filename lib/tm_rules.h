@@ -19,7 +19,7 @@ typedef enum {
     TM_RULE_STRATEGIES   /* {"strategies","variants","dependencies"} */
 } tm_rule_type;
 
-/* A compiled strategies document or segment: private to tm_rules.c. */
+/* A compiled strategies document or segment: private to lib/tm_rules*.c. */
 typedef struct tm_program tm_program;
 typedef struct tm_segment tm_segment;
 

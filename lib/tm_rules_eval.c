@@ -1,0 +1,420 @@
+/* Evaluation of compiled rules: no allocation, no I/O, so that it can run
+ * on nginx's request path. Operators' match functions are in
+ * tm_rules_ops.c. */
+#include "tm_rules_int.h"
+#include "tm_hash.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    const tm_context *ctx;
+    const tm_eval_env *env;
+    int depth;
+} ev;
+
+int64_t tm_eval_now_ms(const tm_context *ctx)
+{
+    if (ctx && ctx->now_ms) {
+        return ctx->now_ms;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const tm_context empty_ctx = { NULL, 0, NULL, 0, 0, NULL };
+
+/* The value of a context field; 0 if present (non-empty), -1 if absent. */
+static int field_value(const tm_context *ctx, const tm_field *f, tm_str *out)
+{
+    const tm_attr *a;
+    switch (f->kind) {
+    case F_USER_ID:
+        if ((a = tm_context_get(ctx, "userId", 6)) == NULL) {
+            break;
+        }
+        out->s = a->value;
+        out->len = a->value_len;
+        return 0;
+    case F_TARGETING_KEY:
+        if ((a = tm_context_get(ctx, "targetingKey", 12)) == NULL) {
+            break;
+        }
+        out->s = a->value;
+        out->len = a->value_len;
+        return 0;
+    default:
+        if ((a = tm_context_get(ctx, f->name.s, f->name.len)) == NULL) {
+            return -1;
+        }
+        out->s = a->value;
+        out->len = a->value_len;
+        return 0;
+    }
+    /* userId and targetingKey both fall back to the identity */
+    if (ctx->key && ctx->key_len) {
+        out->s = ctx->key;
+        out->len = ctx->key_len;
+        return 0;
+    }
+    return -1;
+}
+
+/* Unleash's rules: an absent (or empty) field satisfies only NOT_IN, and
+ * DATE_ operators on currentTime use the clock (the operators' absent
+ * hooks); then "inverted" negates the outcome. */
+static int constraint_holds(const tm_constraint *k, const tm_context *ctx)
+{
+    tm_str v;
+    int r;
+    if (field_value(ctx, &k->field, &v) == 0) {
+        r = k->op->match(k, v.s, v.len);
+    } else {
+        r = k->op->absent ? k->op->absent(k, ctx) : 0;
+    }
+    return r ^ k->inverted;
+}
+
+static int constraints_hold(const tm_constraints *cs, const tm_context *ctx)
+{
+    for (size_t i = 0; i < cs->n; i++) {
+        if (!constraint_holds(&cs->c[i], ctx)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int tm_segment_match(const tm_segment *s, const tm_context *ctx)
+{
+    return constraints_hold(&s->cs, ctx ? ctx : &empty_ctx);
+}
+
+static uint32_t next_random(const tm_eval_env *env)
+{
+    if (env && env->random) {
+        return env->random(env->ud);
+    }
+    static _Thread_local uint32_t x;
+    if (x == 0) {
+        x = (uint32_t) (uintptr_t) &x ^ (uint32_t) tm_eval_now_ms(NULL) ^ 0x9e3779b9u;
+        x = x ? x : 1;
+    }
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return x;
+}
+
+#define RANDOM_TEXT 12
+
+/* The value a rollout or variant choice sticks to. Default: userId, then
+ * sessionId (then remoteAddress for variants), else random. A named field
+ * that is absent: -1 for a rollout (Unleash then says no), random for
+ * variants. */
+static int sticky_value(const ev *e, const tm_sticky *st, int variants,
+                        char rnd[RANDOM_TEXT], tm_str *out)
+{
+    static const tm_field user_id = { { "userId", 6 }, F_USER_ID };
+    static const tm_field session_id = { { "sessionId", 9 }, F_ATTR };
+    static const tm_field remote = { { "remoteAddress", 13 }, F_ATTR };
+    switch (st->kind) {
+    case S_DEFAULT:
+        if (field_value(e->ctx, &user_id, out) == 0
+            || field_value(e->ctx, &session_id, out) == 0
+            || (variants && field_value(e->ctx, &remote, out) == 0)) {
+            return 0;
+        }
+        break;
+    case S_FIELD:
+        if (field_value(e->ctx, &st->field, out) == 0) {
+            return 0;
+        }
+        if (!variants) {
+            return -1;
+        }
+        break;
+    case S_RANDOM:
+        break;
+    }
+    int n = snprintf(rnd, RANDOM_TEXT, "%u", (unsigned) (next_random(e->env) % 100000u));
+    out->s = rnd;
+    out->len = n > 0 ? (size_t) n : 0;
+    return 0;
+}
+
+static int override_matches(const tm_override *o, const tm_context *ctx)
+{
+    tm_str v;
+    return field_value(ctx, &o->field, &v) == 0
+           && tm_str_sorted_has(o->values, o->nvalues, v.s, v.len);
+}
+
+/* Picks a variant: an override first, then by weight on
+ * normalizedValue(stickiness, group, total, 86028157). 1 by override,
+ * 2 by weight, 0 none. */
+static int pick_variant(const ev *e, const tm_variants *vs, const tm_str *group,
+                        const tm_variant **out)
+{
+    *out = NULL;
+    if (vs->has_overrides) {
+        for (size_t i = 0; i < vs->n; i++) {
+            for (size_t j = 0; j < vs->v[i].noverrides; j++) {
+                if (override_matches(&vs->v[i].overrides[j], e->ctx)) {
+                    *out = &vs->v[i];
+                    return 1;
+                }
+            }
+        }
+    }
+    if (vs->total == 0) {
+        return 0;
+    }
+    char rnd[RANDOM_TEXT];
+    tm_str sv;
+    sticky_value(e, &vs->sticky, 1, rnd, &sv);
+    uint32_t target = tm_unleash_normalized(sv.s, sv.len, group->s, group->len,
+                                            vs->total, TM_UNLEASH_VARIANT_SEED);
+    uint32_t acc = 0;
+    for (size_t i = 0; i < vs->n; i++) {
+        if (vs->v[i].weight == 0) {
+            continue;
+        }
+        acc += vs->v[i].weight;
+        if (acc >= target) {
+            *out = &vs->v[i];
+            return 2;
+        }
+    }
+    return 0;
+}
+
+static void set_variant(tm_eval_result *out, const tm_variant *v)
+{
+    out->variant = v->name.s;
+    out->variant_len = v->name.len;
+    out->payload_type = v->ptype;
+    out->payload = v->payload.s;
+    out->payload_len = v->payload.len;
+}
+
+static int segments_hold(const ev *e, const tm_strategy *s)
+{
+    for (size_t i = 0; i < s->nsegments; i++) {
+        const tm_segment *seg = e->env && e->env->segment
+            ? e->env->segment(e->env->ud, s->segments[i].s, s->segments[i].len) : NULL;
+        if (seg == NULL || !constraints_hold(&seg->cs, e->ctx)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int rollout_holds(const ev *e, const tm_strategy *s, const tm_str *group)
+{
+    if (!s->has_rollout) {
+        return 1;
+    }
+    if (s->percentage >= 100) {
+        return 1;
+    }
+    if (!(s->percentage > 0)) {
+        return 0;
+    }
+    char rnd[RANDOM_TEXT];
+    tm_str sv;
+    if (sticky_value(e, &s->sticky, 0, rnd, &sv) != 0) {
+        return 0;
+    }
+    return tm_unleash_normalized(sv.s, sv.len, group->s, group->len, 100,
+                                 TM_UNLEASH_STRATEGY_SEED) <= s->percentage;
+}
+
+static void eval_flag(const ev *e, const tm_flag_view *f, tm_eval_result *out);
+
+static void set_error(tm_eval_result *out, const char *why)
+{
+    out->value = 0;
+    out->reason = TM_REASON_ERROR;
+    out->error = why;
+    out->variant = NULL;
+    out->payload = NULL;
+    out->payload_type = TM_PAYLOAD_NONE;
+}
+
+/* 1 if met, 0 if not, -1 on error (out set). */
+static int dependency_met(const ev *e, const tm_dependency *d, tm_eval_result *out)
+{
+    tm_flag_view pv;
+    if (e->env == NULL || e->env->flag == NULL
+        || e->env->flag(e->env->ud, d->feature.s, d->feature.len, &pv) != 0) {
+        return 0;                       /* an unknown parent is never on */
+    }
+    int max = e->env->max_depth > 0 ? e->env->max_depth : TM_EVAL_MAX_DEPTH;
+    if (e->depth + 1 > max) {
+        set_error(out, "dependency chain too deep (a cycle?)");
+        return -1;
+    }
+    ev pe = { e->ctx, e->env, e->depth + 1 };
+    tm_eval_result pr;
+    eval_flag(&pe, &pv, &pr);
+    if (pr.reason == TM_REASON_ERROR) {
+        set_error(out, pr.error ? pr.error : "a dependency could not be evaluated");
+        return -1;
+    }
+    if (!d->enabled) {
+        return !pr.value;
+    }
+    if (!pr.value) {
+        return 0;
+    }
+    return d->nvariants == 0
+           || (pr.variant && tm_str_sorted_has(d->variants, d->nvariants,
+                                            pr.variant, pr.variant_len));
+}
+
+static void eval_program(const ev *e, const tm_program *p, const tm_flag_view *f,
+                         tm_eval_result *out)
+{
+    for (size_t i = 0; i < p->ndeps; i++) {
+        int met = dependency_met(e, &p->deps[i], out);
+        if (met < 0) {
+            return;
+        }
+        if (!met) {
+            out->reason = TM_REASON_DEFAULT;
+            return;
+        }
+    }
+    tm_str flag_group = { f->name ? f->name : "", f->name ? f->len : 0 };
+    const tm_variants *vs = &p->variants;
+    const tm_str *group = &flag_group;
+    if (p->ns == 0) {
+        out->value = 1;
+        out->reason = TM_REASON_STATIC;
+    } else {
+        size_t i;
+        for (i = 0; i < p->ns; i++) {
+            const tm_strategy *s = &p->s[i];
+            const tm_str *g = s->group.s ? &s->group : &flag_group;
+            if (!s->disabled && constraints_hold(&s->cs, e->ctx)
+                && segments_hold(e, s) && rollout_holds(e, s, g)) {
+                break;
+            }
+        }
+        if (i == p->ns) {
+            out->reason = TM_REASON_DEFAULT;
+            return;
+        }
+        const tm_strategy *s = &p->s[i];
+        out->value = 1;
+        out->strategy = (int) i;
+        out->reason = s->has_rollout && s->percentage < 100 ? TM_REASON_SPLIT
+                      : s->cs.n || s->nsegments ? TM_REASON_TARGETING_MATCH
+                      : TM_REASON_STATIC;
+        if (s->variants.n) {
+            vs = &s->variants;
+            group = s->group.s ? &s->group : &flag_group;
+        }
+    }
+    const tm_variant *v;
+    int how = pick_variant(e, vs, group, &v);
+    if (v) {
+        set_variant(out, v);
+        if (how == 1) {
+            out->reason = TM_REASON_TARGETING_MATCH;
+        } else if (vs->nweighted > 1) {
+            out->reason = TM_REASON_SPLIT;
+        }
+    }
+}
+
+static void eval_flag(const ev *e, const tm_flag_view *f, tm_eval_result *out)
+{
+    memset(out, 0, sizeof *out);
+    out->strategy = -1;
+    out->reason = TM_REASON_UNKNOWN;
+    if (f->state == TM_FLAG_MISSING) {
+        return;
+    }
+    if (f->state == TM_FLAG_OFF) {
+        out->reason = TM_REASON_DISABLED;
+        return;
+    }
+    if (!f->rule_present || !f->rule_enabled) {
+        out->value = 1;
+        out->reason = TM_REASON_STATIC;
+        return;
+    }
+    const tm_rule *r = f->rule;
+    if (r == NULL) {
+        set_error(out, "the flag's rule document is unusable");
+        return;
+    }
+    switch (r->type) {
+    case TM_RULE_PERCENTAGE:
+    case TM_RULE_USER_LIST: {
+        tm_str id = { "", 0 };
+        static const tm_field user_id = { { "userId", 6 }, F_USER_ID };
+        if (e->ctx->key) {
+            id.s = e->ctx->key;
+            id.len = e->ctx->key_len;
+        } else {
+            field_value(e->ctx, &user_id, &id);
+        }
+        if (r->type == TM_RULE_PERCENTAGE) {
+            out->value = (double) tm_percentage_bucket(id.s, id.len, f->name, f->len)
+                         < r->percentage;
+            out->reason = TM_REASON_SPLIT;
+        } else {
+            out->value = tm_str_sorted_has(r->users, r->nusers, id.s, id.len);
+            out->reason = out->value ? TM_REASON_TARGETING_MATCH : TM_REASON_DEFAULT;
+        }
+        return;
+    }
+    case TM_RULE_STRATEGIES:
+        if (r->program) {
+            eval_program(e, r->program, f, out);
+            return;
+        }
+        break;
+    }
+    set_error(out, "unknown rule type");
+}
+
+int tm_evaluate(const tm_flag_view *flag, const tm_context *ctx,
+                const tm_eval_env *env, tm_eval_result *out)
+{
+    ev e = { ctx ? ctx : &empty_ctx, env, 0 };
+    eval_flag(&e, flag, out);
+    return out->value;
+}
+
+tm_decision tm_decide(tm_flag_state flag, int rule_present, int rule_enabled,
+                      const tm_rule *rule, const char *user, size_t ulen,
+                      const char *flag_name, size_t flen)
+{
+    tm_flag_view f = { flag_name, flen, flag, rule_present, rule_enabled, rule };
+    tm_context ctx;
+    tm_eval_result r;
+    tm_context_init(&ctx, user, ulen, NULL, 0);
+    tm_evaluate(&f, &ctx, NULL, &r);
+    tm_decision d = { r.value, r.reason };
+    return d;
+}
+
+const char *tm_reason_name(tm_reason r)
+{
+    switch (r) {
+    case TM_REASON_DISABLED: return "DISABLED";
+    case TM_REASON_STATIC: return "STATIC";
+    case TM_REASON_TARGETING_MATCH: return "TARGETING_MATCH";
+    case TM_REASON_SPLIT: return "SPLIT";
+    case TM_REASON_DEFAULT: return "DEFAULT";
+    case TM_REASON_ERROR: return "ERROR";
+    case TM_REASON_UNKNOWN: break;
+    }
+    return "UNKNOWN";
+}

@@ -1,0 +1,372 @@
+/* The constraint operators: one table entry each (name, operand, hooks),
+ * and their match functions. The compile hooks turn an operand into what
+ * the match function compares with, once, at compile time; a match
+ * function reads the context value and compares, without allocating. */
+#include "tm_rules_int.h"
+
+#include <regex.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- Compile hooks, shared by the operators of one kind ---- */
+
+static int compile_sorted(tm_cc *c, tm_constraint *k, const tm_operand *one)
+{
+    (void) c;
+    (void) one;
+    qsort(k->values, k->nvalues, sizeof *k->values, tm_str_cmp);
+    return 0;
+}
+
+static int compile_cidrs(tm_cc *c, tm_constraint *k, const tm_operand *one)
+{
+    k->cidrs = tm_arena_alloc(c->a, (k->nvalues ? k->nvalues : 1) * sizeof *k->cidrs);
+    if (k->cidrs == NULL) {
+        return tm_cc_oom(c);
+    }
+    for (size_t i = 0; i < k->nvalues; i++) {
+        if (tm_parse_cidr(k->values[i].s, k->values[i].len, &k->cidrs[i]) != 0) {
+            size_t mark = one ? c->plen : tm_cc_push_index(c, i);
+            tm_cc_fail(c, "\"%.64s\" is not an IPv4 or IPv6 address or CIDR "
+                       "(e.g. 10.0.0.0/8, 2001:db8::/32)", k->values[i].s);
+            tm_cc_pop(c, mark);
+            return -1;
+        }
+    }
+    k->ncidrs = k->nvalues;
+    return 0;
+}
+
+static int compile_number(tm_cc *c, tm_constraint *k, const tm_operand *one)
+{
+    if (one->s == NULL) {
+        k->num = one->num;
+        return 0;
+    }
+    if (tm_parse_number(one->s, one->len, &k->num) != 0) {
+        return tm_cc_fail(c, "%s needs a number, got \"%.32s\"", k->op->name, one->s);
+    }
+    return 0;
+}
+
+static int compile_date(tm_cc *c, tm_constraint *k, const tm_operand *one)
+{
+    if (tm_parse_date(one->s, one->len, &k->ms) != 0) {
+        return tm_cc_fail(c, "\"%.40s\" is not an RFC 3339 date "
+                          "(e.g. 2024-05-01T12:00:00Z)", one->s);
+    }
+    return 0;
+}
+
+static int compile_semver(tm_cc *c, tm_constraint *k, const tm_operand *one)
+{
+    tm_str copy;        /* the prerelease points into it */
+    if (tm_cc_copy_str(c, one->s, one->len, &copy) != 0) {
+        return -1;
+    }
+    if (tm_parse_semver(copy.s, copy.len, &k->semver) != 0) {
+        return tm_cc_fail(c, "\"%.40s\" is not a semantic version "
+                          "(MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD])", one->s);
+    }
+    return 0;
+}
+
+/* ---- Lists and strings ---- */
+
+static int in_list(const tm_constraint *k, const char *s, size_t len)
+{
+    if (!k->icase) {
+        return tm_str_sorted_has(k->values, k->nvalues, s, len);
+    }
+    char buf[TM_USER_VALUE_MAX_LEN];    /* no listed value is longer */
+    if (len > sizeof buf) {
+        return 0;
+    }
+    for (size_t i = 0; i < len; i++) {
+        buf[i] = (char) tm_ascii_lower((unsigned char) s[i]);
+    }
+    return tm_str_sorted_has(k->values, k->nvalues, buf, len);
+}
+
+static int match_in(const tm_constraint *k, const char *s, size_t len)
+{
+    return in_list(k, s, len);
+}
+
+static int match_not_in(const tm_constraint *k, const char *s, size_t len)
+{
+    return !in_list(k, s, len);
+}
+
+/* Unleash: an absent value is "not in" any list. */
+static int absent_holds(const tm_constraint *k, const tm_context *ctx)
+{
+    (void) k;
+    (void) ctx;
+    return 1;
+}
+
+static int has_prefix(const char *s, size_t len, const tm_str *p, int icase)
+{
+    if (p->len > len) {
+        return 0;
+    }
+    if (!icase) {
+        return memcmp(s, p->s, p->len) == 0;
+    }
+    for (size_t i = 0; i < p->len; i++) {
+        if (tm_ascii_lower((unsigned char) s[i]) != (unsigned char) p->s[i]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int has_suffix(const char *s, size_t len, const tm_str *p, int icase)
+{
+    return p->len <= len && has_prefix(s + len - p->len, p->len, p, icase);
+}
+
+static int has_inside(const char *s, size_t len, const tm_str *p, int icase)
+{
+    for (size_t i = 0; i + p->len <= len; i++) {
+        if (has_prefix(s + i, len - i, p, icase)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* 1 if test holds for any value; empty values are no pattern, as Unleash. */
+static int any_value(const tm_constraint *k, const char *s, size_t len,
+                     int (*test)(const char *, size_t, const tm_str *, int))
+{
+    for (size_t i = 0; i < k->nvalues; i++) {
+        if (k->values[i].len && test(s, len, &k->values[i], k->icase)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int match_starts_with(const tm_constraint *k, const char *s, size_t len)
+{
+    return any_value(k, s, len, has_prefix);
+}
+
+static int match_ends_with(const tm_constraint *k, const char *s, size_t len)
+{
+    return any_value(k, s, len, has_suffix);
+}
+
+static int match_contains(const tm_constraint *k, const char *s, size_t len)
+{
+    return any_value(k, s, len, has_inside);
+}
+
+/* ---- Numbers, dates, versions: a value that does not parse never holds ---- */
+
+#define NUM_MATCH(fn, op) \
+    static int fn(const tm_constraint *k, const char *s, size_t len) \
+    { \
+        double d; \
+        return tm_parse_number(s, len, &d) == 0 && d op k->num; \
+    }
+NUM_MATCH(match_num_eq, ==)
+NUM_MATCH(match_num_lt, <)
+NUM_MATCH(match_num_lte, <=)
+NUM_MATCH(match_num_gt, >)
+NUM_MATCH(match_num_gte, >=)
+
+static int match_date_before(const tm_constraint *k, const char *s, size_t len)
+{
+    int64_t ms;
+    return tm_parse_date(s, len, &ms) == 0 && ms < k->ms;
+}
+
+static int match_date_after(const tm_constraint *k, const char *s, size_t len)
+{
+    int64_t ms;
+    return tm_parse_date(s, len, &ms) == 0 && ms > k->ms;
+}
+
+/* currentTime absent from the context: the evaluation's clock. */
+static int absent_date_before(const tm_constraint *k, const tm_context *ctx)
+{
+    return k->field.kind == F_CURRENT_TIME && tm_eval_now_ms(ctx) < k->ms;
+}
+
+static int absent_date_after(const tm_constraint *k, const tm_context *ctx)
+{
+    return k->field.kind == F_CURRENT_TIME && tm_eval_now_ms(ctx) > k->ms;
+}
+
+#define SEMVER_MATCH(fn, op) \
+    static int fn(const tm_constraint *k, const char *s, size_t len) \
+    { \
+        tm_semver v; \
+        return tm_parse_semver(s, len, &v) == 0 && tm_semver_cmp(&v, &k->semver) op 0; \
+    }
+SEMVER_MATCH(match_semver_eq, ==)
+SEMVER_MATCH(match_semver_lt, <)
+SEMVER_MATCH(match_semver_lte, <=)
+SEMVER_MATCH(match_semver_gt, >)
+SEMVER_MATCH(match_semver_gte, >=)
+
+static int match_cidr(const tm_constraint *k, const char *s, size_t len)
+{
+    unsigned char addr[16];
+    int v6;
+    if (tm_parse_ip(s, len, addr, &v6) != 0) {
+        return 0;
+    }
+    for (size_t i = 0; i < k->ncidrs; i++) {
+        if (tm_cidr_contains(&k->cidrs[i], addr, v6)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* ---- Regular expressions: POSIX extended, compiled once ---- */
+
+static void regex_release(void *re)
+{
+    regfree(re);
+}
+
+static int compile_regex(tm_cc *c, tm_constraint *k, const tm_operand *one)
+{
+    char *pat = tm_arena_alloc(c->a, one->len + 1);
+    regex_t *re = tm_arena_alloc(c->a, sizeof *re);
+    if (pat == NULL || re == NULL) {
+        return tm_cc_oom(c);
+    }
+    if (memchr(one->s, '\0', one->len)) {
+        return tm_cc_fail(c, "a regular expression cannot hold NUL");
+    }
+    memcpy(pat, one->s, one->len);
+    int rc = regcomp(re, pat, REG_EXTENDED | REG_NOSUB | (k->icase ? REG_ICASE : 0));
+    if (rc != 0) {
+        char msg[128];
+        regerror(rc, re, msg, sizeof msg);
+        return tm_cc_fail(c, "invalid regular expression (POSIX extended): %s", msg);
+    }
+    if (tm_arena_on_free(c->a, regex_release, re) != 0) {
+        regfree(re);
+        return tm_cc_oom(c);
+    }
+    k->compiled = re;
+    return 0;
+}
+
+static int match_regex(const tm_constraint *k, const char *s, size_t len)
+{
+    const regex_t *re = k->compiled;
+#ifdef REG_STARTEND
+    regmatch_t m = { 0, (regoff_t) len };
+    return regexec(re, s, 1, &m, REG_STARTEND) == 0;
+#else
+    char buf[TM_CONTEXT_MAX_VALUE_LEN + 1];
+    if (len >= sizeof buf || memchr(s, '\0', len)) {
+        return 0;
+    }
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    return regexec(re, buf, 0, NULL, 0) == 0;
+#endif
+}
+
+/* ---- The table ---- */
+
+#define LIST TM_OPERAND_LIST
+#define ONE TM_OPERAND_ONE
+
+/* name, operand, JSON numbers accepted, caseInsensitive applies,
+ * compile, match, absent */
+static const tm_op_def ops[] = {
+    { "IN", LIST, 0, 1, compile_sorted, match_in, NULL },
+    { "NOT_IN", LIST, 0, 1, compile_sorted, match_not_in, absent_holds },
+    { "STR_STARTS_WITH", LIST, 0, 1, NULL, match_starts_with, NULL },
+    { "STR_ENDS_WITH", LIST, 0, 1, NULL, match_ends_with, NULL },
+    { "STR_CONTAINS", LIST, 0, 1, NULL, match_contains, NULL },
+    { "NUM_EQ", ONE, 1, 0, compile_number, match_num_eq, NULL },
+    { "NUM_LT", ONE, 1, 0, compile_number, match_num_lt, NULL },
+    { "NUM_LTE", ONE, 1, 0, compile_number, match_num_lte, NULL },
+    { "NUM_GT", ONE, 1, 0, compile_number, match_num_gt, NULL },
+    { "NUM_GTE", ONE, 1, 0, compile_number, match_num_gte, NULL },
+    { "DATE_BEFORE", ONE, 0, 0, compile_date, match_date_before, absent_date_before },
+    { "DATE_AFTER", ONE, 0, 0, compile_date, match_date_after, absent_date_after },
+    { "SEMVER_EQ", ONE, 0, 0, compile_semver, match_semver_eq, NULL },
+    { "SEMVER_LT", ONE, 0, 0, compile_semver, match_semver_lt, NULL },
+    { "SEMVER_LTE", ONE, 0, 0, compile_semver, match_semver_lte, NULL },
+    { "SEMVER_GT", ONE, 0, 0, compile_semver, match_semver_gt, NULL },
+    { "SEMVER_GTE", ONE, 0, 0, compile_semver, match_semver_gte, NULL },
+    { "REGEX", ONE, 0, 1, compile_regex, match_regex, NULL },
+    { "IP_IN_CIDR", LIST, 0, 0, compile_cidrs, match_cidr, NULL },
+};
+#define NOPS (sizeof ops / sizeof ops[0])
+
+const tm_op_def *tm_op_find(const char *name, size_t len)
+{
+    for (size_t i = 0; i < NOPS; i++) {
+        if (strlen(ops[i].name) == len && memcmp(ops[i].name, name, len) == 0) {
+            return &ops[i];
+        }
+    }
+    return NULL;
+}
+
+/* Length of the "XXX_" group prefix of a name, 0 if none. */
+static size_t group_prefix(const char *name)
+{
+    const char *u = strchr(name, '_');
+    return u ? (size_t) (u - name) + 1 : 0;
+}
+
+static int same_group(size_t i, size_t j)
+{
+    size_t p = group_prefix(ops[i].name);
+    return p && j < NOPS && group_prefix(ops[j].name) == p
+           && memcmp(ops[i].name, ops[j].name, p) == 0;
+}
+
+/* Appends n bytes of s, as many as fit with the NUL. */
+static void append(char *buf, size_t len, size_t *off, const char *s, size_t n)
+{
+    size_t room = len - *off - 1;
+    n = n < room ? n : room;
+    memcpy(buf + *off, s, n);
+    *off += n;
+    buf[*off] = '\0';
+}
+
+void tm_ops_accepted(char *buf, size_t len)
+{
+    size_t off = 0;
+    if (len == 0) {
+        return;
+    }
+    buf[0] = '\0';
+    for (size_t i = 0; i < NOPS; ) {
+        size_t j = i + 1, p = group_prefix(ops[i].name);
+        while (same_group(i, j)) {
+            j++;
+        }
+        if (i) {
+            append(buf, len, &off, ", ", 2);
+        }
+        if (j - i == 1) {
+            append(buf, len, &off, ops[i].name, strlen(ops[i].name));
+        } else {
+            append(buf, len, &off, ops[i].name, p);
+            for (size_t k = i; k < j; k++) {
+                append(buf, len, &off, k == i ? "{" : ",", 1);
+                append(buf, len, &off, ops[k].name + p, strlen(ops[k].name + p));
+            }
+            append(buf, len, &off, "}", 1);
+        }
+        i = j;
+    }
+}
