@@ -3,8 +3,8 @@
  * the match function compares with, once, at compile time; a match
  * function reads the context value and compares, without allocating. */
 #include "tm_rules_int.h"
+#include "tm_regex.h"
 
-#include <regex.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,53 +229,34 @@ static int match_cidr(const tm_constraint *k, const char *s, size_t len)
     return 0;
 }
 
-/* ---- Regular expressions: POSIX extended, compiled once ---- */
+/* ---- Regular expressions: bounded PCRE2 (lib/tm_regex.h), compiled once ---- */
 
 static void regex_release(void *re)
 {
-    regfree(re);
+    tm_regex_free(re);
 }
 
 static int compile_regex(tm_cc *c, tm_constraint *k, const tm_operand *one)
 {
-    char *pat = tm_arena_alloc(c->a, one->len + 1);
-    regex_t *re = tm_arena_alloc(c->a, sizeof *re);
-    if (pat == NULL || re == NULL) {
-        return tm_cc_oom(c);
-    }
-    if (memchr(one->s, '\0', one->len)) {
-        return tm_cc_fail(c, "a regular expression cannot hold NUL");
-    }
-    memcpy(pat, one->s, one->len);
-    int rc = regcomp(re, pat, REG_EXTENDED | REG_NOSUB | (k->icase ? REG_ICASE : 0));
-    if (rc != 0) {
-        char msg[128];
-        regerror(rc, re, msg, sizeof msg);
-        return tm_cc_fail(c, "invalid regular expression (POSIX extended): %s", msg);
+    char why[200];
+    tm_regex *re = tm_regex_compile(one->s, one->len, k->icase ? TM_REGEX_ICASE : 0,
+                                    why, sizeof why);
+    if (re == NULL) {
+        return tm_cc_fail(c, "%s", why);
     }
     if (tm_arena_on_free(c->a, regex_release, re) != 0) {
-        regfree(re);
+        tm_regex_free(re);
         return tm_cc_oom(c);
     }
     k->compiled = re;
     return 0;
 }
 
+/* Anything but a match (a bound hit included, which tm_regex counts for
+ * /metrics) is "does not hold". */
 static int match_regex(const tm_constraint *k, const char *s, size_t len)
 {
-    const regex_t *re = k->compiled;
-#ifdef REG_STARTEND
-    regmatch_t m = { 0, (regoff_t) len };
-    return regexec(re, s, 1, &m, REG_STARTEND) == 0;
-#else
-    char buf[TM_CONTEXT_MAX_VALUE_LEN + 1];
-    if (len >= sizeof buf || memchr(s, '\0', len)) {
-        return 0;
-    }
-    memcpy(buf, s, len);
-    buf[len] = '\0';
-    return regexec(re, buf, 0, NULL, 0) == 0;
-#endif
+    return tm_regex_match(k->compiled, s, len) == TM_REGEX_MATCH;
 }
 
 /* ---- The table ---- */
