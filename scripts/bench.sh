@@ -11,6 +11,7 @@ status=0
 run() { echo "== $*"; "$@" || { echo "   (failed: $*)"; status=1; }; }
 
 [ -x "$build/bench/engine_bench" ] && run "$build/bench/engine_bench"
+[ -x "$build/bench/worst_bench" ] && run "$build/bench/worst_bench"
 run perl -I t/lib bench/edge-throughput.pl "${BENCH_SECONDS:-3}" "${BENCH_ROUNDS:-3}"
 run perl -I t/lib bench/edge-events.pl "${BENCH_SECONDS:-3}" "${BENCH_ROUNDS:-3}"
 run perl -I t/lib bench/edge-targeting.pl "${BENCH_SECONDS:-3}" "${BENCH_ROUNDS:-3}"
