@@ -640,6 +640,7 @@ static void
 ngx_http_togglemaster_creds_failed(ngx_http_togglemaster_creds_t *s,
     const char *why)
 {
+    char        ewhy[NGX_HTTP_TOGGLEMASTER_LOG_ESC_LEN];
     ngx_msec_t  backoff;
 
     ngx_http_togglemaster_creds_reset(s);
@@ -655,11 +656,14 @@ ngx_http_togglemaster_creds_failed(ngx_http_togglemaster_creds_t *s,
                       NGX_HTTP_TOGGLEMASTER_CREDS_BACKOFF_MAX);
     backoff = backoff / 2 + (ngx_msec_t) ngx_random() % (backoff / 2 + 1);
 
+    /* why may quote the credentials endpoint's answer */
+    tm_log_escape(ewhy, sizeof(ewhy), why, ngx_strlen(why));
+
     ngx_log_error(NGX_LOG_WARN, s->log, 0,
                   "togglemaster: AWS credentials from %s (%s): %s; "
                   "retrying in %M ms%s",
                   tm_aws_creds_source_name(s->conf->source), s->conf->url,
-                  why, backoff,
+                  ewhy, backoff,
                   ngx_http_togglemaster_creds_get()
                   ? "" : ", evaluation events wait meanwhile");
 

@@ -14,6 +14,11 @@
 
 #include "tm_rules.h"
 #include "tm_names.h"
+#include "tm_log.h"
+
+/* Room for text from Redis or a peer once escaped for the error log
+ * (tm_log_escape: at most 4 bytes per byte, cut beyond). */
+#define NGX_HTTP_TOGGLEMASTER_LOG_ESC_LEN  512
 
 
 #define NGX_HTTP_TOGGLEMASTER_IDENTITY_MAX  4096
