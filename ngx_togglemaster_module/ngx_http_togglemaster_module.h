@@ -150,6 +150,7 @@ typedef struct {
     ngx_str_t                    aws_region;
     ngx_str_t                    aws_endpoint;
     ngx_uint_t                   events_buffer;
+    size_t                       events_buffer_size;   /* bytes */
     ngx_uint_t                   events_batch;
     ngx_msec_t                   events_flush;
     ngx_msec_t                   events_timeout;
@@ -186,6 +187,7 @@ typedef struct {
     ngx_atomic_t                 synced_at;   /* unix seconds of last good sync */
     ngx_atomic_t                 pid;
     ngx_atomic_t                 events_buffered;
+    ngx_atomic_t                 events_bytes;   /* their buffers' size */
 } ngx_http_togglemaster_worker_stat_t;
 
 
@@ -199,6 +201,7 @@ enum {
     NGX_HTTP_TOGGLEMASTER_DROP_TOO_LONG,
     NGX_HTTP_TOGGLEMASTER_DROP_INVALID,
     NGX_HTTP_TOGGLEMASTER_DROP_NO_MEMORY,
+    NGX_HTTP_TOGGLEMASTER_DROP_BUFFER_BYTES,
     NGX_HTTP_TOGGLEMASTER_DROP_N
 };
 
