@@ -29,11 +29,31 @@ static const tm_migration migrations[] = {
 #define KEY_ROW_JSON "json_build_object('id', id, 'name', name, 'is_active', is_active," \
                      " 'created_at', " TM_SQL_TS("created_at") ")"
 
+/* The master key mints API keys, so a short or published one is refused,
+ * except on a stack that says it is for development (make run, the tests). */
+#define MASTER_KEY_MIN_LEN 16
+#define MASTER_KEY_PUBLISHED "admin-secreto-123"   /* the original setups' key */
+
 static int check_env(void)
 {
     master_key = tm_env("MASTER_KEY", NULL);
     if (master_key == NULL) {
         TM_ERROR("MASTER_KEY is not set: it guards key creation (POST /admin/keys)");
+        return -1;
+    }
+    if (tm_env_is_development()) {
+        return 0;
+    }
+    if (strlen(master_key) < MASTER_KEY_MIN_LEN) {
+        TM_ERROR("MASTER_KEY is shorter than %d bytes: use a random one "
+                 "(e.g. openssl rand -hex 32), or set TOGGLEMASTER_ENV=development "
+                 "on a development stack", MASTER_KEY_MIN_LEN);
+        return -1;
+    }
+    if (strcmp(master_key, MASTER_KEY_PUBLISHED) == 0) {
+        TM_ERROR("MASTER_KEY is the published default: use a random one "
+                 "(e.g. openssl rand -hex 32), or set TOGGLEMASTER_ENV=development "
+                 "on a development stack");
         return -1;
     }
     return 0;

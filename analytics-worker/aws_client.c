@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -101,6 +102,19 @@ static void reset(tmw_http *h)
     h->curl_error[0] = '\0';
 }
 
+/* Plain http carries the container token only to the addresses
+ * tm_aws_container_addr_ok allows; checked on the address curl is about to
+ * connect to, so a host name, a redirect of DNS or "user@host" in the URL
+ * cannot lead it elsewhere. */
+static curl_socket_t open_local_only(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    (void) ud;
+    if (purpose != CURLSOCKTYPE_IPCXN || !tm_aws_container_addr_ok(&a->addr)) {
+        return CURL_SOCKET_BAD;
+    }
+    return socket(a->family, a->socktype, a->protocol);
+}
+
 /* One plain HTTP exchange (credentials fetches and AWS calls alike). */
 static int perform(tmw_http *h, const char *method, const char *url,
                    struct curl_slist *headers, const char *body, size_t body_len,
@@ -124,6 +138,13 @@ static int perform(tmw_http *h, const char *method, const char *url,
         ok = curl_easy_setopt(c, CURLOPT_POST, 1L) == CURLE_OK
              && curl_easy_setopt(c, CURLOPT_POSTFIELDS, body) == CURLE_OK
              && curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) body_len) == CURLE_OK;
+    }
+    if (ok && h->local_only) {
+        /* no proxy either: it would carry the token on */
+        ok = curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_local_only) == CURLE_OK
+             && curl_easy_setopt(c, CURLOPT_PROXY, "") == CURLE_OK
+             && curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, 1L) == CURLE_OK
+             && curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L) == CURLE_OK;
     }
     if (ok && abortable && h->abort_flag) {
         ok = curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress) == CURLE_OK
@@ -172,18 +193,14 @@ void tmw_http_cleanup(tmw_http *h)
     memset(h, 0, sizeof *h);
 }
 
-/* Container credentials (EKS Pod Identity, ECS). */
+/* Container credentials (EKS Pod Identity, ECS): the rules of lib/tm_aws,
+ * as the nginx module applies them. */
 static int fetch_container(tmw_http *h, tm_aws_creds *out, char *err, size_t errlen)
 {
-    const char *full = getenv("AWS_CONTAINER_CREDENTIALS_FULL_URI");
-    const char *rel = getenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
-    char url[1024];
-    if (full && *full) {
-        snprintf(url, sizeof url, "%s", full);
-    } else if (rel && *rel) {
-        snprintf(url, sizeof url, "http://169.254.170.2%s", rel);
-    } else {
-        snprintf(err, errlen, "no container credentials URI");
+    char url[2048];
+    if (tm_aws_container_url(getenv("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
+                             getenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
+                             url, sizeof url, err, errlen) != 0) {
         return -1;
     }
     char *token = NULL;
@@ -201,6 +218,12 @@ static int fetch_container(tmw_http *h, tm_aws_creds *out, char *err, size_t err
             return -1;
         }
     }
+    if (token && !tm_aws_header_value_ok(token, strlen(token))) {
+        free(token);
+        snprintf(err, errlen, "the container authorization token holds a line break");
+        return -1;
+    }
+    h->local_only = strncasecmp(url, "https://", 8) != 0;
     struct curl_slist *hs = NULL;
     char *auth = NULL;
     if (token) {
@@ -222,11 +245,15 @@ static int fetch_container(tmw_http *h, tm_aws_creds *out, char *err, size_t err
         hs = t;
     }
     int rc = perform(h, "GET", url, hs, NULL, 0, 10, 0);
+    h->local_only = 0;
     curl_slist_free_all(hs);
     free(auth);
     free(token);
     if (rc != 0 || h->status != 200) {
-        snprintf(err, errlen, "container credentials: HTTP %ld %s", h->status, h->curl_error);
+        snprintf(err, errlen, "container credentials from %s: HTTP %ld %s%s", url, h->status,
+                 h->curl_error, rc != 0 && strstr(url, "https://") != url
+                 ? " (plain http goes only to loopback, 169.254.170.2, 169.254.170.23"
+                   " or fd00:ec2::23)" : "");
         return -1;
     }
     return tm_aws_creds_parse_container(h->body, h->body_len, out, err, errlen);

@@ -22,6 +22,8 @@ typedef struct {
     char query_error[160];  /* x-amzn-query-error header */
     char curl_error[256];
     const atomic_int *abort_flag; /* when set, a long poll in flight is abandoned */
+    int local_only;         /* the next exchange connects only where
+                               tm_aws_container_addr_ok allows */
 } tmw_http;
 
 int tmw_http_init(tmw_http *h, const atomic_int *abort_flag);

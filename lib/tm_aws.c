@@ -2,12 +2,15 @@
 #include "tm_buf.h"
 #include "tm_sigv4.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 static int fail(char *err, size_t errlen, const char *msg)
 {
@@ -61,6 +64,68 @@ const char *tm_aws_creds_source_name(tm_aws_creds_source s)
     case TM_AWS_CREDS_NONE: break;
     }
     return "none";
+}
+
+/* ---- container credentials endpoint ------------------------------------ */
+
+int tm_aws_container_url(const char *full, const char *relative, char *url,
+                         size_t size, char *err, size_t errlen)
+{
+    int n;
+    if (full && *full) {
+        n = snprintf(url, size, "%s", full);
+    } else if (relative && *relative) {
+        while (*relative == '/') {
+            relative++;
+        }
+        n = snprintf(url, size, "%s/%s", TM_AWS_CONTAINER_HOST, relative);
+    } else {
+        return fail(err, errlen, "neither AWS_CONTAINER_CREDENTIALS_FULL_URI nor "
+                    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI is set");
+    }
+    if (n < 0 || (size_t) n >= size) {
+        return fail(err, errlen, "container credentials URI too long");
+    }
+    for (const char *p = url; *p; p++) {
+        if ((unsigned char) *p <= ' ' || *p == 0x7f) {
+            return fail(err, errlen, "container credentials URI holds a space "
+                        "or a control character");
+        }
+    }
+    return 0;
+}
+
+int tm_aws_container_addr_ok(const void *addr)
+{
+    static const unsigned char eks6[16] = { 0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0,
+                                            0, 0, 0, 0, 0, 0, 0, 0x23 };
+    const struct sockaddr *sa = addr;
+    if (sa == NULL) {
+        return 0;
+    }
+    if (sa->sa_family == AF_INET) {
+        struct sockaddr_in sin;
+        memcpy(&sin, sa, sizeof sin);
+        uint32_t a = ntohl(sin.sin_addr.s_addr);
+        return (a >> 24) == 127 || a == 0xa9feaa02u || a == 0xa9feaa17u;
+    }
+    if (sa->sa_family == AF_INET6) {
+        struct sockaddr_in6 sin6;
+        memcpy(&sin6, sa, sizeof sin6);
+        return IN6_IS_ADDR_LOOPBACK(&sin6.sin6_addr)
+               || memcmp(&sin6.sin6_addr, eks6, sizeof eks6) == 0;
+    }
+    return 0;
+}
+
+int tm_aws_header_value_ok(const char *v, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0') {
+            return 0;
+        }
+    }
+    return 1;
 }
 
 void tm_aws_creds_free(tm_aws_creds *c)

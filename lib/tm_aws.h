@@ -44,6 +44,32 @@ int tm_aws_creds_set(tm_aws_creds *c, tm_aws_creds_source src, const char *ak,
 int tm_aws_creds_stale(const tm_aws_creds *c, time_t now);
 void tm_aws_creds_free(tm_aws_creds *c);
 
+/* ---- container credentials endpoint (EKS Pod Identity, ECS) ----------
+ * The rules every fetcher (the nginx module, the analytics worker) applies
+ * before it sends the authorization token anywhere. */
+
+#define TM_AWS_CONTAINER_HOST "http://169.254.170.2"
+
+/* The endpoint URL into url (size bytes): full (AWS_CONTAINER_CREDENTIALS_
+ * FULL_URI) when set, else TM_AWS_CONTAINER_HOST, '/', then relative
+ * (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI) without its leading '/': the
+ * relative URI is only ever a path on that host ("@evil/x" does not lead
+ * elsewhere). Either may be NULL or empty. 0, or -1 with err when neither is
+ * set, or the result is too long or holds a control character or a space. */
+int tm_aws_container_url(const char *full, const char *relative, char *url,
+                         size_t size, char *err, size_t errlen);
+
+/* 1 when plain http may carry the token to this address: loopback
+ * (127.0.0.0/8, ::1), 169.254.170.2 (ECS), 169.254.170.23 or fd00:ec2::23
+ * (EKS Pod Identity); 0 for any other address or family. sa is a struct
+ * sockaddr (declared void to keep sockets out of this header). Any other
+ * host must be reached over https. */
+int tm_aws_container_addr_ok(const void *sa);
+
+/* 1 when the len bytes of v can go in an HTTP header value (a token): no
+ * CR, LF or NUL, which would end the header and start another. */
+int tm_aws_header_value_ok(const char *v, size_t len);
+
 /* Container credentials endpoint reply (EKS Pod Identity, ECS):
  * {"AccessKeyId","SecretAccessKey","Token","Expiration":"2026-11-22T10:00:00Z"}. */
 int tm_aws_creds_parse_container(const char *body, size_t len, tm_aws_creds *c,

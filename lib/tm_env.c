@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 const char *tm_env(const char *name, const char *def)
 {
@@ -24,4 +25,10 @@ long tm_env_long(const char *name, long def, long min, long max)
         return def;
     }
     return n;
+}
+
+int tm_env_is_development(void)
+{
+    const char *v = tm_env("TOGGLEMASTER_ENV", "");
+    return strcmp(v, "development") == 0;
 }

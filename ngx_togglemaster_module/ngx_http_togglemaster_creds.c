@@ -38,7 +38,7 @@
 #define NGX_HTTP_TOGGLEMASTER_CREDS_REJECT_GAP   10      /* s */
 
 /* ECS and EKS's link-local credentials address for a relative URI */
-#define NGX_HTTP_TOGGLEMASTER_CONTAINER_HOST     "http://169.254.170.2"
+#define NGX_HTTP_TOGGLEMASTER_CONTAINER_URL_MAX  2048
 
 
 typedef struct {
@@ -157,16 +157,11 @@ ngx_http_togglemaster_creds_env(ngx_pool_t *pool, const char *name)
 }
 
 
+/* a NUL-terminated value for a header line (tm_aws_header_value_ok) */
 static ngx_uint_t
 ngx_http_togglemaster_creds_header_safe(const char *s)
 {
-    for ( /* void */ ; *s; s++) {
-        if (*s == '\r' || *s == '\n' || *s == '\0') {
-            return 0;
-        }
-    }
-
-    return 1;
+    return tm_aws_header_value_ok(s, ngx_strlen(s));
 }
 
 
@@ -208,42 +203,10 @@ ngx_http_togglemaster_creds_shm_init(ngx_shm_zone_t *zone, void *data)
 static ngx_uint_t
 ngx_http_togglemaster_creds_local(ngx_addr_t *addrs, ngx_uint_t n)
 {
-    in_addr_t             a;
-    ngx_uint_t            i;
-    struct sockaddr_in   *sin;
-#if (NGX_HAVE_INET6)
-    struct sockaddr_in6  *sin6;
-    static const u_char   eks6[16] = { 0xfd, 0x00, 0x0e, 0xc2, 0, 0, 0, 0,
-                                       0, 0, 0, 0, 0, 0, 0, 0x23 };
-#endif
+    ngx_uint_t  i;
 
     for (i = 0; i < n; i++) {
-        switch (addrs[i].sockaddr->sa_family) {
-
-        case AF_INET:
-            sin = (struct sockaddr_in *) addrs[i].sockaddr;
-            a = ntohl(sin->sin_addr.s_addr);
-
-            if ((a >> 24) != 127 && a != 0xa9feaa02 && a != 0xa9feaa17) {
-                return 0;
-            }
-
-            break;
-
-#if (NGX_HAVE_INET6)
-        case AF_INET6:
-            sin6 = (struct sockaddr_in6 *) addrs[i].sockaddr;
-
-            if (!IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr)
-                && ngx_memcmp(&sin6->sin6_addr, eks6, 16) != 0)
-            {
-                return 0;
-            }
-
-            break;
-#endif
-
-        default:
+        if (!tm_aws_container_addr_ok(addrs[i].sockaddr)) {
             return 0;
         }
     }
@@ -344,8 +307,7 @@ ngx_http_togglemaster_creds_conf(ngx_conf_t *cf,
     ngx_http_togglemaster_main_conf_t *tmcf, const char *region,
     ngx_uint_t emulator, void **conf)
 {
-    char                                *url, *rel, err[256];
-    size_t                               len;
+    char                                *url, err[256];
     ngx_str_t                            name = ngx_string("togglemaster_creds");
     tm_aws_creds                         c;
     ngx_file_info_t                      fi;
@@ -410,27 +372,19 @@ ngx_http_togglemaster_creds_conf(ngx_conf_t *cf,
         break;
 
     case TM_AWS_CREDS_CONTAINER:
-        url = ngx_http_togglemaster_creds_env(cf->pool,
-                                        "AWS_CONTAINER_CREDENTIALS_FULL_URI");
-
+        url = ngx_pnalloc(cf->pool, NGX_HTTP_TOGGLEMASTER_CONTAINER_URL_MAX);
         if (url == NULL) {
-            rel = ngx_http_togglemaster_creds_env(cf->pool,
-                                    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
-            if (rel == NULL) {
-                return NGX_CONF_ERROR;
-            }
+            return NGX_CONF_ERROR;
+        }
 
-            len = sizeof(NGX_HTTP_TOGGLEMASTER_CONTAINER_HOST) + 1
-                  + ngx_strlen(rel);
-
-            url = ngx_pnalloc(cf->pool, len);
-            if (url == NULL) {
-                return NGX_CONF_ERROR;
-            }
-
-            (void) ngx_snprintf((u_char *) url, len, "%s%s%s%Z",
-                                NGX_HTTP_TOGGLEMASTER_CONTAINER_HOST,
-                                rel[0] == '/' ? "" : "/", rel);
+        if (tm_aws_container_url(getenv("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
+                                 getenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
+                                 url, NGX_HTTP_TOGGLEMASTER_CONTAINER_URL_MAX,
+                                 err, sizeof(err))
+            != 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s", err);
+            return NGX_CONF_ERROR;
         }
 
         cc->auth_token_file = ngx_http_togglemaster_creds_env(cf->pool,
@@ -640,6 +594,7 @@ static void
 ngx_http_togglemaster_creds_failed(ngx_http_togglemaster_creds_t *s,
     const char *why)
 {
+    char        ewhy[NGX_HTTP_TOGGLEMASTER_LOG_ESC_LEN];
     ngx_msec_t  backoff;
 
     ngx_http_togglemaster_creds_reset(s);
@@ -655,11 +610,14 @@ ngx_http_togglemaster_creds_failed(ngx_http_togglemaster_creds_t *s,
                       NGX_HTTP_TOGGLEMASTER_CREDS_BACKOFF_MAX);
     backoff = backoff / 2 + (ngx_msec_t) ngx_random() % (backoff / 2 + 1);
 
+    /* why may quote the credentials endpoint's answer */
+    tm_log_escape(ewhy, sizeof(ewhy), why, ngx_strlen(why));
+
     ngx_log_error(NGX_LOG_WARN, s->log, 0,
                   "togglemaster: AWS credentials from %s (%s): %s; "
                   "retrying in %M ms%s",
                   tm_aws_creds_source_name(s->conf->source), s->conf->url,
-                  why, backoff,
+                  ewhy, backoff,
                   ngx_http_togglemaster_creds_get()
                   ? "" : ", evaluation events wait meanwhile");
 

@@ -238,6 +238,15 @@ ngx_http_togglemaster_send_json(ngx_http_request_t *r, ngx_uint_t status,
     ngx_buf_t   *b;
     ngx_chain_t  out;
 
+    /*
+     * Every answer goes through here, early refusals included: a body not
+     * read yet is discarded first, or its bytes would be parsed as the next
+     * request on a keep-alive connection. After a read body this is a no-op.
+     */
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
+
     r->headers_out.status = status;
     r->headers_out.content_length_n = len;
     ngx_str_set(&r->headers_out.content_type, "application/json");

@@ -7,7 +7,9 @@
  * a time. Failed messages are retried with backoff, then dropped.
  *
  * Everything is bounded by togglemaster_events_buffer (events buffered,
- * in flight and waiting for a retry); past it new events are dropped. Every
+ * in flight and waiting for a retry) and togglemaster_events_buffer_size
+ * (the bytes of their message buffers); past either new events are
+ * dropped. Every
  * event is either sent or counted as dropped with a reason.
  *
  * The request path does no syscall: ids come from a per-worker ChaCha20
@@ -48,6 +50,7 @@ typedef struct {
     ngx_uint_t                          nflight;
 
     ngx_uint_t                          buffered;   /* events held */
+    size_t                              bytes;      /* their buffers */
     ngx_uint_t                          failures;   /* requests in a row */
     ngx_msec_t                          not_before; /* backoff */
     ngx_msec_t                          deadline;   /* exiting */
@@ -101,6 +104,8 @@ ngx_http_togglemaster_events_gauge(void)
         ngx_http_togglemaster_shm->workers[ngx_worker].pid = ngx_pid;
         ngx_http_togglemaster_shm->workers[ngx_worker].events_buffered =
             ngx_http_togglemaster_ev.buffered;
+        ngx_http_togglemaster_shm->workers[ngx_worker].events_bytes =
+            ngx_http_togglemaster_ev.bytes;
     }
 }
 
@@ -235,6 +240,24 @@ ngx_http_togglemaster_timestamp(ngx_http_togglemaster_events_t *s, u_char *p)
 
 /* ---- the buffer -------------------------------------------------------- */
 
+/* The capacity m needs for n more bytes (m NULL: a new message). */
+static size_t
+ngx_http_togglemaster_msg_cap(ngx_http_togglemaster_msg_t *m, size_t n)
+{
+    size_t  cap, len;
+
+    /* a new message starts with 16 KB and the prefix (msg_new) */
+    cap = m ? m->cap : 16384;
+    len = m ? m->len : sizeof(NGX_HTTP_TOGGLEMASTER_PREFIX) - 1;
+
+    if (len + n <= cap) {
+        return cap;
+    }
+
+    return ngx_max(cap * 2, len + n);
+}
+
+
 static ngx_int_t
 ngx_http_togglemaster_msg_reserve(ngx_http_togglemaster_msg_t *m, size_t n)
 {
@@ -245,7 +268,7 @@ ngx_http_togglemaster_msg_reserve(ngx_http_togglemaster_msg_t *m, size_t n)
         return NGX_OK;
     }
 
-    cap = ngx_max(m->cap * 2, m->len + n);
+    cap = ngx_http_togglemaster_msg_cap(m, n);
 
     p = ngx_alloc(cap, ngx_http_togglemaster_ev.log);
     if (p == NULL) {
@@ -257,6 +280,7 @@ ngx_http_togglemaster_msg_reserve(ngx_http_togglemaster_msg_t *m, size_t n)
         ngx_free(m->data);
     }
 
+    ngx_http_togglemaster_ev.bytes += cap - m->cap;
     m->data = p;
     m->cap = cap;
 
@@ -292,6 +316,7 @@ ngx_http_togglemaster_msg_new(void)
 static void
 ngx_http_togglemaster_msg_free(ngx_http_togglemaster_msg_t *m)
 {
+    ngx_http_togglemaster_ev.bytes -= m->cap;
     ngx_free(m->data);
     ngx_free(m);
 }
@@ -434,6 +459,16 @@ ngx_http_togglemaster_event(u_char *user, size_t ulen, u_char *flag,
         ngx_http_togglemaster_events_seal(s);
         ngx_http_togglemaster_events_post(s);
         m = NULL;
+    }
+
+    /* the byte budget, counted as allocated: what this event would add */
+    if (s->bytes - (m ? m->cap : 0)
+        + ngx_http_togglemaster_msg_cap(m, 1 + esc + 2)
+        > s->conf->events_buffer_size)
+    {
+        ngx_http_togglemaster_events_drop(
+            NGX_HTTP_TOGGLEMASTER_DROP_BUFFER_BYTES, 1);
+        return;
     }
 
     if (m == NULL) {
@@ -756,6 +791,7 @@ ngx_http_togglemaster_events_conf(ngx_conf_t *cf,
 {
     ngx_conf_init_value(tmcf->events, 0);
     ngx_conf_init_uint_value(tmcf->events_buffer, 100000);
+    ngx_conf_init_size_value(tmcf->events_buffer_size, 32 * 1024 * 1024);
     ngx_conf_init_uint_value(tmcf->events_batch, 1000);
     ngx_conf_init_msec_value(tmcf->events_flush, 1000);
     ngx_conf_init_msec_value(tmcf->events_timeout, 5000);

@@ -7,13 +7,31 @@
  *
  *   {"version":N,"flags":{name:"<json>"},"rules":{...},"segments":{...},
  *    "keys":{...}}
+ *    ,"crc32":"xxxxxxxx"}
  *
- * A file without "segments" (older modules) loads with none.
+ * The last member is the CRC-32 of every byte before it: a truncated or
+ * corrupt file is refused whole, never half-loaded. A file without
+ * "segments" or without "crc32" (older modules) still loads.
+ *
+ * The temporary file is created afresh (O_EXCL, O_NOFOLLOW: never through a
+ * planted link) with mode 0600, as it holds every key hash; it is fsync'ed
+ * before the rename and its directory after, so a crash leaves the old file
+ * or the new one, whole.
  */
 
 #include "ngx_http_togglemaster_module.h"
 
 #include <jansson.h>
+
+
+#define NGX_HTTP_TOGGLEMASTER_CRC_HEAD   ",\"crc32\":\""
+#define NGX_HTTP_TOGGLEMASTER_CRC_TAIL   "\"}\n"
+#define NGX_HTTP_TOGGLEMASTER_CRC_LEN                                        \
+    (sizeof(NGX_HTTP_TOGGLEMASTER_CRC_HEAD) - 1 + 8                         \
+     + sizeof(NGX_HTTP_TOGGLEMASTER_CRC_TAIL) - 1)
+
+/* far above any real snapshot (100,000 keys take 8 MB) */
+#define NGX_HTTP_TOGGLEMASTER_FILE_MAX   (1024 * 1024 * 1024)
 
 
 /* in the order of NGX_HTTP_TOGGLEMASTER_FLAGS, ... */
@@ -30,6 +48,7 @@ typedef struct {
     u_char     *last;
     ngx_int_t   failed;
     ngx_err_t   err;
+    uint32_t    crc;        /* of every byte flushed */
     u_char      buf[65536];
 } ngx_http_togglemaster_writer_t;
 
@@ -53,6 +72,8 @@ ngx_http_togglemaster_flush(ngx_http_togglemaster_writer_t *w)
 {
     ssize_t  n;
     u_char  *p;
+
+    ngx_crc32_update(&w->crc, w->buf, w->p - w->buf);
 
     for (p = w->buf; !w->failed && p < w->p; p += n) {
         n = write(w->fd, p, w->p - p);
@@ -141,6 +162,68 @@ ngx_http_togglemaster_put_kind(ngx_http_togglemaster_writer_t *w,
 }
 
 
+/* The temporary file, new and ours: a file left by a crashed write with
+ * the same name (or a link planted there) is removed, never written
+ * through. */
+static ngx_fd_t
+ngx_http_togglemaster_file_create(u_char *tmp)
+{
+    ngx_fd_t    fd;
+    ngx_uint_t  i;
+
+    for (i = 0; i < 2; i++) {
+        fd = open((char *) tmp,
+                  O_WRONLY|O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC, 0600);
+
+        if (fd != NGX_INVALID_FILE || ngx_errno != NGX_EEXIST || i) {
+            return fd;
+        }
+
+        if (unlink((char *) tmp) == -1) {
+            return NGX_INVALID_FILE;
+        }
+    }
+
+    return NGX_INVALID_FILE;
+}
+
+
+/* fsync of the file's directory, so that the rename survives a crash */
+static ngx_int_t
+ngx_http_togglemaster_file_sync_dir(ngx_http_togglemaster_file_job_t *job)
+{
+    int         fd, rc;
+    size_t      len;
+    ngx_err_t   err;
+
+    /* the directory part of the path, in the job's spare buffer */
+    for (len = job->path.len; len && job->path.data[len - 1] != '/'; len--) {
+        /* void */
+    }
+
+    if (len == 0) {
+        ngx_memcpy(job->tmp, ".", 2);
+
+    } else {
+        len = (len > 1) ? len - 1 : 1;     /* "/x" -> "/" */
+        ngx_memcpy(job->tmp, job->path.data, len);
+        job->tmp[len] = '\0';
+    }
+
+    fd = open((char *) job->tmp, O_RDONLY|O_DIRECTORY|O_CLOEXEC);
+    if (fd == -1) {
+        return NGX_ERROR;
+    }
+
+    rc = fsync(fd);
+    err = ngx_errno;
+    (void) close(fd);
+    ngx_set_errno(err);
+
+    return rc == -1 ? NGX_ERROR : NGX_OK;
+}
+
+
 /* The whole write, tmp + rename. Safe in a thread: it reads only the
  * job's held snapshot parts, logs nothing and allocates with malloc. */
 static void
@@ -173,8 +256,7 @@ ngx_http_togglemaster_file_dump(ngx_http_togglemaster_file_job_t *job)
         return;
     }
 
-    w->fd = ngx_open_file(job->tmp, NGX_FILE_WRONLY, NGX_FILE_TRUNCATE,
-                          NGX_FILE_DEFAULT_ACCESS);
+    w->fd = ngx_http_togglemaster_file_create(job->tmp);
     if (w->fd == NGX_INVALID_FILE) {
         job->err = ngx_errno;
         job->what = "open";
@@ -186,6 +268,7 @@ ngx_http_togglemaster_file_dump(ngx_http_togglemaster_file_job_t *job)
     w->last = w->buf + sizeof(w->buf);
     w->failed = 0;
     w->err = 0;
+    ngx_crc32_init(w->crc);
 
     ngx_http_togglemaster_put(w, num,
         ngx_sprintf(num, "{\"version\":%L,\"flags\":{", snap->version) - num);
@@ -220,8 +303,19 @@ ngx_http_togglemaster_file_dump(ngx_http_togglemaster_file_job_t *job)
         ngx_http_togglemaster_put(w, hex, 72);
     }
 
-    ngx_http_togglemaster_put(w, (u_char *) "}}\n", 3);
+    ngx_http_togglemaster_put(w, (u_char *) "}", 1);
     ngx_http_togglemaster_flush(w);
+
+    ngx_crc32_final(w->crc);
+    ngx_http_togglemaster_put(w, num,
+        ngx_sprintf(num, NGX_HTTP_TOGGLEMASTER_CRC_HEAD "%08xD"
+                    NGX_HTTP_TOGGLEMASTER_CRC_TAIL, w->crc) - num);
+    ngx_http_togglemaster_flush(w);
+
+    if (!w->failed && fsync(w->fd) == -1) {
+        w->failed = 1;
+        w->err = ngx_errno;
+    }
 
     if (ngx_close_file(w->fd) == NGX_FILE_ERROR && !w->failed) {
         w->failed = 1;
@@ -242,6 +336,12 @@ ngx_http_togglemaster_file_dump(ngx_http_togglemaster_file_job_t *job)
         job->err = ngx_errno;
         job->what = "rename";
         (void) ngx_delete_file(job->tmp);
+        return;
+    }
+
+    if (ngx_http_togglemaster_file_sync_dir(job) != NGX_OK) {
+        job->err = ngx_errno;
+        job->what = "fsync of the directory";
         return;
     }
 
@@ -425,27 +525,180 @@ ngx_http_togglemaster_file_save(ngx_http_togglemaster_main_conf_t *tmcf,
 }
 
 
+/* The whole file in memory (ngx_alloc'd, *len bytes), its checksum checked
+ * when it has one; NULL with why (NULL: there is no file, say nothing). */
+static u_char *
+ngx_http_togglemaster_file_read(ngx_str_t *path, size_t *len,
+    const char **why, ngx_log_t *log)
+{
+    u_char           *buf, *p;
+    size_t            size, got;
+    ssize_t           n;
+    uint32_t          crc;
+    ngx_fd_t          fd;
+    ngx_file_info_t   fi;
+
+    static u_char     head[] = NGX_HTTP_TOGGLEMASTER_CRC_HEAD;
+
+    *why = NULL;
+
+    fd = open((char *) path->data, O_RDONLY|O_CLOEXEC|O_NOFOLLOW);
+    if (fd == NGX_INVALID_FILE) {
+        if (ngx_errno != NGX_ENOENT) {
+            *why = "cannot be opened";
+        }
+        return NULL;
+    }
+
+    buf = NULL;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || !ngx_is_file(&fi)
+        || ngx_file_size(&fi) > NGX_HTTP_TOGGLEMASTER_FILE_MAX)
+    {
+        *why = "is not a regular file of a sane size";
+        goto done;
+    }
+
+    size = (size_t) ngx_file_size(&fi);
+
+    buf = ngx_alloc(size + 1, log);
+    if (buf == NULL) {
+        *why = "does not fit in memory";
+        goto done;
+    }
+
+    for (got = 0; got < size; got += n) {
+        n = read(fd, buf + got, size - got);
+        if (n <= 0) {
+            break;
+        }
+    }
+
+    if (got != size) {
+        *why = "cannot be read";
+        goto done;
+    }
+
+    *len = size;
+
+    /* a file with the checksum member: it must match */
+    p = buf + size - NGX_HTTP_TOGGLEMASTER_CRC_LEN;
+
+    if (size > NGX_HTTP_TOGGLEMASTER_CRC_LEN
+        && ngx_memcmp(p, head, sizeof(head) - 1) == 0)
+    {
+        crc = ngx_crc32_long(buf, p - buf);
+
+        if (ngx_hextoi(p + sizeof(head) - 1, 8) != (ngx_int_t) crc
+            || ngx_memcmp(p + sizeof(head) - 1 + 8,
+                          NGX_HTTP_TOGGLEMASTER_CRC_TAIL,
+                          sizeof(NGX_HTTP_TOGGLEMASTER_CRC_TAIL) - 1)
+               != 0)
+        {
+            *why = "fails its checksum (corrupt)";
+            goto done;
+        }
+    }
+
+done:
+
+    (void) close(fd);
+
+    if (*why && buf) {
+        ngx_free(buf);
+        buf = NULL;
+    }
+
+    return buf;
+}
+
+
+/* The document's hashes as field/value pairs; NULL with why when the
+ * document is not a whole snapshot (then nothing of it is used). */
+static const char *
+ngx_http_togglemaster_file_kv(json_t *doc, ngx_pool_t *pool,
+    ngx_http_togglemaster_kv_t *kv)
+{
+    json_t      *h, *v;
+    const char  *name;
+    ngx_uint_t   k, n;
+
+    if (!json_is_integer(json_object_get(doc, "version"))
+        || json_integer_value(json_object_get(doc, "version")) < 0)
+    {
+        return "has no version";
+    }
+
+    for (k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
+        h = json_object_get(doc, ngx_http_togglemaster_kinds[k]);
+
+        if (h == NULL && k == NGX_HTTP_TOGGLEMASTER_SEGMENTS) {
+            h = json_object();      /* an older module's file */
+            json_object_set_new(doc, "segments", h);
+        }
+
+        if (!json_is_object(h)) {
+            return "lacks a hash of objects";
+        }
+
+        n = json_object_size(h);
+
+        kv[k].present = 1;
+        kv[k].n = 0;
+        kv[k].fields = ngx_palloc(pool, (n ? n : 1) * sizeof(ngx_str_t));
+        kv[k].values = ngx_palloc(pool, (n ? n : 1) * sizeof(ngx_str_t));
+        if (kv[k].fields == NULL || kv[k].values == NULL) {
+            return "does not fit in memory";
+        }
+
+        json_object_foreach(h, name, v) {
+            if (!json_is_string(v)) {
+                return "holds an object that is not a string";
+            }
+
+            kv[k].fields[kv[k].n].data = (u_char *) name;
+            kv[k].fields[kv[k].n].len = ngx_strlen(name);
+            kv[k].values[kv[k].n].data = (u_char *) json_string_value(v);
+            kv[k].values[kv[k].n].len = json_string_length(v);
+            kv[k].n++;
+        }
+    }
+
+    return NULL;
+}
+
+
 ngx_http_togglemaster_snapshot_t *
 ngx_http_togglemaster_file_load(ngx_str_t *path, ngx_log_t *log)
 {
-    json_t                            *doc, *h, *v;
-    const char                        *name;
-    ngx_uint_t                         k, n;
+    u_char                            *buf;
+    size_t                             len;
+    json_t                            *doc;
     ngx_pool_t                        *pool;
+    const char                        *why;
     json_error_t                       err;
-    ngx_file_info_t                    fi;
     ngx_http_togglemaster_kv_t         kv[NGX_HTTP_TOGGLEMASTER_NKINDS];
     ngx_http_togglemaster_snapshot_t  *snap;
 
-    doc = json_load_file((char *) path->data, 0, &err);
-    if (doc == NULL) {
-        if (ngx_file_info(path->data, &fi) == NGX_FILE_ERROR) {
-            return NULL;   /* no file yet: nothing to say */
+    buf = ngx_http_togglemaster_file_read(path, &len, &why, log);
+    if (buf == NULL) {
+        if (why) {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "togglemaster: snapshot file \"%V\" %s: refused",
+                          path, why);
         }
+        return NULL;
+    }
 
+    doc = json_loadb((char *) buf, len, 0, &err);
+    ngx_free(buf);
+
+    if (doc == NULL) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "togglemaster: snapshot file \"%V\" unreadable: %s "
-                      "(line %d)", path, err.text, err.line);
+                      "togglemaster: snapshot file \"%V\" unreadable "
+                      "(truncated?): %s (line %d): refused",
+                      path, err.text, err.line);
         return NULL;
     }
 
@@ -455,40 +708,12 @@ ngx_http_togglemaster_file_load(ngx_str_t *path, ngx_log_t *log)
         goto done;
     }
 
-    if (!json_is_integer(json_object_get(doc, "version"))) {
+    why = ngx_http_togglemaster_file_kv(doc, pool, kv);
+    if (why) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "togglemaster: snapshot file \"%V\" has no version",
-                      path);
+                      "togglemaster: snapshot file \"%V\" %s: refused",
+                      path, why);
         goto done;
-    }
-
-    for (k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
-        h = json_object_get(doc, ngx_http_togglemaster_kinds[k]);
-        n = json_is_object(h) ? json_object_size(h) : 0;
-
-        kv[k].present = 1;
-        kv[k].n = 0;
-        kv[k].fields = ngx_palloc(pool, (n ? n : 1) * sizeof(ngx_str_t));
-        kv[k].values = ngx_palloc(pool, (n ? n : 1) * sizeof(ngx_str_t));
-        if (kv[k].fields == NULL || kv[k].values == NULL) {
-            goto done;
-        }
-
-        if (n == 0) {
-            continue;
-        }
-
-        json_object_foreach(h, name, v) {
-            if (!json_is_string(v)) {
-                continue;
-            }
-
-            kv[k].fields[kv[k].n].data = (u_char *) name;
-            kv[k].fields[kv[k].n].len = ngx_strlen(name);
-            kv[k].values[kv[k].n].data = (u_char *) json_string_value(v);
-            kv[k].values[kv[k].n].len = json_string_length(v);
-            kv[k].n++;
-        }
     }
 
     snap = ngx_http_togglemaster_snapshot_build(

@@ -458,10 +458,15 @@ ngx_http_togglemaster_http_connect(ngx_http_togglemaster_http_t *h)
 
     addr = &h->ep->addrs[h->addr % h->ep->naddrs];
 
+    ngx_memcpy(&h->peer_sockaddr, addr->sockaddr, addr->socklen);
+    h->peer_name.len = ngx_min(addr->name.len, NGX_SOCKADDR_STRLEN);
+    h->peer_name.data = h->peer_text;
+    ngx_memcpy(h->peer_text, addr->name.data, h->peer_name.len);
+
     ngx_memzero(&h->peer, sizeof(ngx_peer_connection_t));
-    h->peer.sockaddr = addr->sockaddr;
+    h->peer.sockaddr = &h->peer_sockaddr.sockaddr;
     h->peer.socklen = addr->socklen;
-    h->peer.name = &addr->name;
+    h->peer.name = &h->peer_name;
     h->peer.get = ngx_event_get_peer;
     h->peer.log = h->log;
     h->peer.log_error = NGX_ERROR_INFO;   /* the user's warning says it */

@@ -98,6 +98,13 @@ struct ngx_http_togglemaster_http_s {
     ngx_peer_connection_t                   peer;
     ngx_connection_t                       *c;
 
+    /* the peer's address and its text, copied at connect: the endpoint's
+     * answer they came from is freed two re-resolutions later, while the
+     * connection (and peer.name, logged on failure) may live on */
+    ngx_sockaddr_t                          peer_sockaddr;
+    ngx_str_t                               peer_name;
+    u_char                                  peer_text[NGX_SOCKADDR_STRLEN];
+
     u_char                                 *in;
     size_t                                  in_len;
     size_t                                  in_cap;

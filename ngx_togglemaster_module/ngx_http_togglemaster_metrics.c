@@ -185,7 +185,8 @@ static const char  *ngx_http_togglemaster_drop_reasons[] = {
     "no_user_id",           /* evaluated without an identity */
     "too_long",             /* user_id or flag_name over 1024 bytes */
     "invalid",              /* not UTF-8 text SQS accepts */
-    "no_memory"
+    "no_memory",
+    "buffer_bytes"          /* the worker's buffer reached its byte budget */
 };
 
 static const char  *ngx_http_togglemaster_sqs_errors[] = {
@@ -223,6 +224,19 @@ ngx_http_togglemaster_metrics_events(u_char *p, u_char *last,
                          "%uA\n",
                          ngx_http_togglemaster_drop_reasons[i],
                          e->dropped[i]);
+    }
+
+    p = ngx_slprintf(p, last,
+        "# HELP togglemaster_events_buffer_bytes Bytes of the buffers holding "
+        "them (togglemaster_events_buffer_size bounds it).\n"
+        "# TYPE togglemaster_events_buffer_bytes gauge\n");
+
+    for (i = 0; i < workers; i++) {
+        if (sh->workers[i].pid) {
+            p = ngx_slprintf(p, last,
+                             "togglemaster_events_buffer_bytes{worker=\"%ui\"} "
+                             "%uA\n", i, sh->workers[i].events_bytes);
+        }
     }
 
     p = ngx_slprintf(p, last,

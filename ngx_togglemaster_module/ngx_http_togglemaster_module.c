@@ -35,6 +35,16 @@ static char *ngx_http_togglemaster_events_batch(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 
 
+static char *ngx_http_togglemaster_events_buffer_size_check(ngx_conf_t *cf,
+    void *post, void *data);
+
+/* at least two messages of SQS's largest size (256 KB each): the one being
+ * filled as it doubles, and one in flight */
+static ngx_conf_post_t  ngx_http_togglemaster_events_buffer_size_post = {
+    ngx_http_togglemaster_events_buffer_size_check
+};
+
+
 static ngx_command_t  ngx_http_togglemaster_commands[] = {
 
     { ngx_string("togglemaster_redis"),
@@ -106,6 +116,13 @@ static ngx_command_t  ngx_http_togglemaster_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_togglemaster_main_conf_t, events_buffer),
       NULL },
+
+    { ngx_string("togglemaster_events_buffer_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_main_conf_t, events_buffer_size),
+      &ngx_http_togglemaster_events_buffer_size_post },
 
     { ngx_string("togglemaster_events_batch"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
@@ -267,6 +284,7 @@ ngx_http_togglemaster_create_main_conf(ngx_conf_t *cf)
 
     tmcf->events = NGX_CONF_UNSET;
     tmcf->events_buffer = NGX_CONF_UNSET_UINT;
+    tmcf->events_buffer_size = NGX_CONF_UNSET_SIZE;
     tmcf->events_batch = NGX_CONF_UNSET_UINT;
     tmcf->events_flush = NGX_CONF_UNSET_MSEC;
     tmcf->events_timeout = NGX_CONF_UNSET_MSEC;
@@ -769,4 +787,18 @@ ngx_http_togglemaster_exit_process(ngx_cycle_t *cycle)
         ngx_http_togglemaster_events_exit(cycle);
         ngx_http_togglemaster_sync_exit(cycle);
     }
+}
+
+
+static char *
+ngx_http_togglemaster_events_buffer_size_check(ngx_conf_t *cf, void *post,
+    void *data)
+{
+    size_t  *sp = data;
+
+    if (*sp < 512 * 1024) {
+        return "must be at least 512k (two SQS messages of 256 KB)";
+    }
+
+    return NGX_CONF_OK;
 }

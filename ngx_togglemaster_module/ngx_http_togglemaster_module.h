@@ -14,6 +14,11 @@
 
 #include "tm_rules.h"
 #include "tm_names.h"
+#include "tm_log.h"
+
+/* Room for text from Redis or a peer once escaped for the error log
+ * (tm_log_escape: at most 4 bytes per byte, cut beyond). */
+#define NGX_HTTP_TOGGLEMASTER_LOG_ESC_LEN  512
 
 
 #define NGX_HTTP_TOGGLEMASTER_IDENTITY_MAX  4096
@@ -145,6 +150,7 @@ typedef struct {
     ngx_str_t                    aws_region;
     ngx_str_t                    aws_endpoint;
     ngx_uint_t                   events_buffer;
+    size_t                       events_buffer_size;   /* bytes */
     ngx_uint_t                   events_batch;
     ngx_msec_t                   events_flush;
     ngx_msec_t                   events_timeout;
@@ -181,6 +187,7 @@ typedef struct {
     ngx_atomic_t                 synced_at;   /* unix seconds of last good sync */
     ngx_atomic_t                 pid;
     ngx_atomic_t                 events_buffered;
+    ngx_atomic_t                 events_bytes;   /* their buffers' size */
 } ngx_http_togglemaster_worker_stat_t;
 
 
@@ -194,6 +201,7 @@ enum {
     NGX_HTTP_TOGGLEMASTER_DROP_TOO_LONG,
     NGX_HTTP_TOGGLEMASTER_DROP_INVALID,
     NGX_HTTP_TOGGLEMASTER_DROP_NO_MEMORY,
+    NGX_HTTP_TOGGLEMASTER_DROP_BUFFER_BYTES,
     NGX_HTTP_TOGGLEMASTER_DROP_N
 };
 

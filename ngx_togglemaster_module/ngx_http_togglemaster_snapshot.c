@@ -62,6 +62,24 @@ static const u_char  ngx_http_togglemaster_hex[256] = {
 };
 
 
+/* Names and compiler messages come from Redis, and messages may quote a
+ * value: both are escaped (tm_log.h) so none can start a log line of its
+ * own. */
+static void
+ngx_http_togglemaster_log_unusable(ngx_log_t *log, const char *what,
+    ngx_str_t *name, const char *err, const char *verdict)
+{
+    char  ename[NGX_HTTP_TOGGLEMASTER_LOG_ESC_LEN];
+    char  eerr[NGX_HTTP_TOGGLEMASTER_LOG_ESC_LEN];
+
+    tm_log_escape(ename, sizeof(ename), (const char *) name->data, name->len);
+    tm_log_escape(eerr, sizeof(eerr), err, ngx_strlen(err));
+
+    ngx_log_error(NGX_LOG_WARN, log, 0, "togglemaster: %s \"%s\" %s: %s",
+                  what, ename, verdict, eerr);
+}
+
+
 static ngx_uint_t
 ngx_http_togglemaster_table_size(ngx_uint_t n)
 {
@@ -232,9 +250,8 @@ ngx_http_togglemaster_parse_rule(ngx_http_togglemaster_flag_t *f,
     f->rule_enabled = enabled ? 1 : 0;
 
     if (f->rule == NULL) {
-        ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "togglemaster: rule of flag \"%V\" is unusable "
-                      "(answers false): %s", &f->name, err);
+        ngx_http_togglemaster_log_unusable(log, "rule of flag", &f->name, err,
+                                           "is unusable (answers false)");
     }
 
     return NGX_OK;
@@ -249,8 +266,12 @@ ngx_http_togglemaster_malformed(ngx_log_t *log, const char *kind,
         (void) ngx_atomic_fetch_add(&ngx_http_togglemaster_shm->malformed, 1);
     }
 
+    char  esc[NGX_HTTP_TOGGLEMASTER_LOG_ESC_LEN];
+
+    tm_log_escape(esc, sizeof(esc), (const char *) name->data, name->len);
+
     ngx_log_error(NGX_LOG_ERR, log, 0,
-                  "togglemaster: malformed %s \"%V\" skipped%s", kind, name,
+                  "togglemaster: malformed %s \"%s\" skipped%s", kind, esc,
                   kept ? ", keeping its last good version" : "");
 }
 
@@ -860,9 +881,8 @@ ngx_http_togglemaster_parse_segment(ngx_str_t *name, ngx_str_t *json,
                                     err, sizeof(err));
 
     if (seg == NULL) {
-        ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "togglemaster: segment \"%V\" does not compile: %s",
-                      name, err);
+        ngx_http_togglemaster_log_unusable(log, "segment", name, err,
+                                           "does not compile");
     }
 
     return seg;

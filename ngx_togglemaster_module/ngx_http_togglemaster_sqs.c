@@ -249,6 +249,8 @@ ngx_http_togglemaster_sqs_reply(ngx_http_togglemaster_sqs_t *s,
     ngx_http_togglemaster_http_reply_t *r)
 {
     char                  err[128];
+    char                  ecode[NGX_HTTP_TOGGLEMASTER_LOG_ESC_LEN];
+    char                  emsg[NGX_HTTP_TOGGLEMASTER_LOG_ESC_LEN];
     ngx_int_t             rc;
     ngx_uint_t            i, k, idx, sender;
     tm_aws_error          e;
@@ -259,9 +261,12 @@ ngx_http_togglemaster_sqs_reply(ngx_http_togglemaster_sqs_t *s,
                            r->query_error[0] ? r->query_error : NULL, &e);
         ngx_http_togglemaster_sqs_error(NGX_HTTP_TOGGLEMASTER_SQS_ERR_HTTP);
 
+        /* the code and message are the peer's text */
+        tm_log_escape(ecode, sizeof(ecode), e.code, ngx_strlen(e.code));
+        tm_log_escape(emsg, sizeof(emsg), e.message, ngx_strlen(e.message));
         ngx_log_error(NGX_LOG_WARN, s->log, 0,
                       "togglemaster: SQS SendMessageBatch: HTTP %ui %s: %s; "
-                      "will retry", r->status, e.code, e.message);
+                      "will retry", r->status, ecode, emsg);
 
         if (r->status == 403
             && (ngx_strcmp(e.code, "ExpiredToken") == 0
@@ -313,10 +318,13 @@ ngx_http_togglemaster_sqs_reply(ngx_http_togglemaster_sqs_t *s,
 
             ngx_http_togglemaster_sqs_error(
                 NGX_HTTP_TOGGLEMASTER_SQS_ERR_ENTRY);
+            tm_log_escape(ecode, sizeof(ecode), br->failed[i].code,
+                          ngx_strlen(br->failed[i].code));
+            tm_log_escape(emsg, sizeof(emsg), br->failed[i].message,
+                          ngx_strlen(br->failed[i].message));
             ngx_log_error(NGX_LOG_WARN, s->log, 0,
                           "togglemaster: SQS refused a message of events: "
-                          "%s: %s; %s", br->failed[i].code,
-                          br->failed[i].message,
+                          "%s: %s; %s", ecode, emsg,
                           sender ? "dropped" : "will retry");
         }
 

@@ -18,6 +18,8 @@ ANALYTICS_PORT=${TM_ANALYTICS_PORT:-8005}
 INGRESS_PORT=${TM_INGRESS_PORT:-8080}
 DEFAULT_MASTER_KEY=admin-secreto-123
 export MASTER_KEY=${MASTER_KEY:-$DEFAULT_MASTER_KEY}
+# A local stack: the daemons accept the well-known default key above.
+export TOGGLEMASTER_ENV=${TOGGLEMASTER_ENV:-development}
 export DATABASE_URL=${DATABASE_URL:-postgresql://postgres@127.0.0.1:$PG_PORT/togglemaster}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}
 export AUTH_SERVICE_URL=${AUTH_SERVICE_URL:-http://127.0.0.1:$AUTH_PORT}

@@ -80,6 +80,70 @@ $h->stop('analytics');
 kill 'KILL', $child;
 waitpid $child, 0;
 
+# --- the container rules of lib/tm_aws: the token goes nowhere else ------------
+# A recorder stands for "evil": it logs every request it gets.
+sub recorder {
+    my ($addr) = @_;
+    my $s = IO::Socket::INET->new(Listen => 10, LocalAddr => $addr, LocalPort => 0, ReuseAddr => 1)
+        or return;
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        while (my $c = $s->accept) {
+            my ($req, $n) = ('', 0);
+            while (defined(my $l = <$c>)) { $req .= $l; last if $l eq "\r\n" || ++$n > 100 }
+            if (open my $f, '>>', "$dir/evil-requests") { print $f $req; close $f }
+            close $c;
+        }
+        _exit(0);
+    }
+    return ($pid, $s->sockport);
+}
+sub evil { open my $f, '<', "$dir/evil-requests" or return ''; local $/; <$f> // '' }
+
+# runs the worker with this environment for a few seconds; returns its log
+sub run_worker {
+    my (%env) = @_;
+    my $log = "$dir/worker-rules.log";
+    unlink $log;
+    my $bin = ($ENV{TM_BUILD} // "$TM::Harness::ROOT/build") . '/analytics-worker/togglemaster-analytics';
+    my $pid = fork // die;
+    if (!$pid) {
+        %ENV = (%ENV, %base, PORT => TM::Harness::free_port(), %env);
+        open STDOUT, '>', $log; open STDERR, '>&', \*STDOUT;
+        exec $bin or _exit(127);
+    }
+    sleep 4;
+    kill 'TERM', $pid; waitpid $pid, 0;
+    open my $f, '<', $log or return ''; local $/; return <$f> // '';
+}
+
+my ($rpid, $rport) = recorder('127.0.0.1');
+my $out = run_worker(AWS_CONTAINER_CREDENTIALS_RELATIVE_URI => "\@127.0.0.1:$rport/v1/credentials",
+                     AWS_CONTAINER_AUTHORIZATION_TOKEN => 'secret-pod-token');
+is evil(), '', 'relative URI "@host:port/x": nothing reaches that host (joined with a /)';
+unlike evil(), qr/secret-pod-token/, '... the token least of all';
+
+$out = run_worker(AWS_CONTAINER_CREDENTIALS_FULL_URI => "http://127.0.0.1:$rport/v1/credentials",
+                  AWS_CONTAINER_AUTHORIZATION_TOKEN => "secret-pod-token\r\nX-Injected: yes");
+unlike evil(), qr/X-Injected/, 'a token with a line break is never sent';
+like $out, qr/authorization token holds a line break/, '... and the log says why';
+kill 'KILL', $rpid; waitpid $rpid, 0;
+
+# a non-local address of this machine, if it has one: plain http refused
+my $probe = IO::Socket::INET->new(Proto => 'udp', PeerAddr => '10.255.255.255', PeerPort => 9);
+my $ip = $probe ? $probe->sockhost : '';
+SKIP: {
+    skip 'no non-loopback address here', 2 unless $ip && $ip !~ /^127\./ && $ip ne '0.0.0.0';
+    my ($epid, $eport) = recorder($ip);
+    skip "cannot listen on $ip", 2 unless $epid;
+    unlink "$dir/evil-requests";
+    $out = run_worker(AWS_CONTAINER_CREDENTIALS_FULL_URI => "http://$ip:$eport/v1/credentials",
+                      AWS_CONTAINER_AUTHORIZATION_TOKEN => 'secret-pod-token');
+    is evil(), '', "plain http to $ip (not loopback, not the ECS/EKS agents): nothing sent";
+    like $out, qr/plain http goes only to loopback/, '... and the log says why';
+    kill 'KILL', $epid; waitpid $epid, 0;
+}
+
 # --- none at all, real AWS endpoints: refuse to start --------------------------
 {
     local %ENV = (%ENV, PORT => TM::Harness::free_port(), AWS_REGION => 'us-east-1',

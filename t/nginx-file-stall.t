@@ -1,11 +1,12 @@
 #!/usr/bin/env perl
 # The snapshot file is written off the event loop: with its write stalled
-# (the temp file is a FIFO nobody reads, so open() blocks), the worker keeps
-# answering, and takes changes; once the disk "comes back" the write ends.
-# A synchronous write would hang the worker here.
+# (fsync blocks while a gate file exists: a small LD_PRELOAD library built
+# here plays the slow disk), the worker keeps answering, and takes changes;
+# once the disk "comes back" the write ends. A synchronous write would hang
+# the worker here. (The temporary file is created O_EXCL|O_NOFOLLOW, so a
+# FIFO planted at its name no longer stalls it: it is replaced.)
 use strict; use warnings;
 use Test::More;
-use POSIX qw(mkfifo);
 use Time::HiRes qw(time sleep);
 use lib 't/lib';
 use TM::Harness;
@@ -16,20 +17,36 @@ $h->redis;
 TM::Nginx::set_flag($h, 'alpha', 1, quiet => 1);
 $h->redis_cmd('SET', 'tm:version', 1);
 
+my $gate = $h->dir . '/stall-gate';
+my $so = $h->dir . '/stall.so';
+open my $c, '>', $h->dir . '/stall.c' or die;
+print $c <<"C";
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <unistd.h>
+/* fsync waits while the gate file exists: a disk that does not answer */
+int fsync(int fd)
+{
+    int (*real)(int) = (int (*)(int)) dlsym(RTLD_NEXT, "fsync");
+    while (access("$gate", F_OK) == 0) {
+        usleep(10000);
+    }
+    return real(fd);
+}
+C
+close $c;
+is system('cc', '-shared', '-fPIC', '-o', $so, $h->dir . '/stall.c', '-ldl'), 0, 'the slow-disk library builds';
+
 my $ng = TM::Nginx->new($h, workers => 1, check_interval => '200ms');
-$ng->start;
+my %env = TM::Nginx::san_env($h);
+$env{LD_PRELOAD} = join ' ', grep { $_ } $env{LD_PRELOAD}, $so;
+$h->start('nginx', $ng->port, %env);
+$ng->wait_up;
 my $file = $ng->snapshot_file;
 ok $h->wait_until(5, sub { -s $file }), 'snapshot file written once';
 like $ng->error_log, qr/snapshot file "[^"]+" written, version \d+, in \d+ ms/, 'write logged';
 
-# the worker's pid names its temp file
-open my $pf, '<', "$ng->{dir}/nginx.pid" or die "nginx.pid: $!";
-chomp(my $master = <$pf>);
-my ($worker) = grep { /^\d+$/ } split /\s+/, `pgrep -P $master`;
-ok $worker, "worker pid $worker";
-my $fifo = "$file.tmp.$worker";
-ok mkfifo($fifo, 0600), 'the temp file is a FIFO: the next write blocks in open()';
-
+{ open my $g, '>', $gate or die; close $g }   # the disk stops answering
 TM::Nginx::set_flag($h, 'alpha', 0);    # a new snapshot: a write starts and stalls
 my $v = $h->redis_cmd('GET', 'tm:version');
 my ($slow, $wrong, $n, $off) = (0, 0, 0, 0);
@@ -49,14 +66,12 @@ TM::Nginx::set_flag($h, 'beta', 1);     # another change while the write is stuc
 ok $h->wait_until(3, sub { $ng->evaluate('u', 'beta') }), 'later changes apply too';
 unlike $ng->error_log, qr/version $v, in/, 'the stalled write has not finished';
 
-# the disk comes back: read the FIFO, the write completes and is renamed
-open my $rd, '<', $fifo or die "fifo: $!";
-my $doc = do { local $/; <$rd> };
-close $rd;
-like $doc, qr/^\{"version":$v,"flags":\{.*"alpha"/s, 'the stalled write carried the snapshot it started with';
+# the disk comes back: the write completes and is renamed
+my $stalled = do { open my $f, '<', $file or die; local $/; <$f> };
+unlike $stalled, qr/^\{"version":$v,/, 'meanwhile the file still holds the old snapshot';
+unlink $gate or die "unlink: $!";
 ok $h->wait_until(5, sub { $ng->error_log =~ /version $v, in \d+ ms/ }), 'the stalled write finished';
-# its end starts the next save (one at a time), which renames a regular
-# file over the FIFO with the later change
-ok $h->wait_until(5, sub { -f $file && !-p $file && do { open my $f, '<', $file; local $/; <$f> =~ /"beta"/ } }),
+# its end starts the next save (one at a time), with the later change
+ok $h->wait_until(5, sub { -f $file && do { open my $f, '<', $file; local $/; <$f> =~ /"beta"/ } }),
     'then the newer snapshot is written, with the later change';
 done_testing;

@@ -1,6 +1,7 @@
 #include "tm_db.h"
 #include "tm_log.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,9 +39,35 @@ void tm_db_close(void)
     }
 }
 
+/* The first line of a libpq message, in buf (strtok would write into
+ * libpq's string and is not thread-safe). */
+static const char *first_line(char *buf, size_t size, const char *msg)
+{
+    snprintf(buf, size, "%.*s", (int) strcspn(msg ? msg : "", "\n"), msg ? msg : "");
+    return buf;
+}
+
+/* 1 when an idle connection looks alive. Between statements the server
+ * sends nothing we asked for, so anything readable (its "terminating
+ * connection" error, EOF, a reset) means it closed the connection: polled
+ * without blocking, before a statement is sent. A false alarm only costs a
+ * new connection. */
+static int idle_alive(PGconn *c)
+{
+    struct pollfd p = { .fd = PQsocket(c), .events = POLLIN };
+    if (PQstatus(c) != CONNECTION_OK || p.fd < 0) {
+        return 0;
+    }
+    return poll(&p, 1, 0) == 0;
+}
+
+/* A connection, checked before anything is sent on it: one the server
+ * closed while idle (restart, failover, pg_terminate_backend) is replaced,
+ * the statement not having run. */
 static PGconn *get_conn(void)
 {
-    if (conn && PQstatus(conn) == CONNECTION_OK) {
+    char line[256];
+    if (conn && idle_alive(conn)) {
         return conn;
     }
     tm_db_close();
@@ -50,7 +77,7 @@ static PGconn *get_conn(void)
     if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
         /* The message may include the host but never a password. */
         TM_WARN("database: cannot connect: %s",
-                conn ? strtok(PQerrorMessage(conn), "\n") : "out of memory");
+                conn ? first_line(line, sizeof line, PQerrorMessage(conn)) : "out of memory");
         tm_db_close();
         return NULL;
     }
@@ -82,33 +109,34 @@ static tm_db_status classify(PGresult *res)
 tm_db_status tm_db_exec(const char *sql, int nparams, const char *const *params,
                         PGresult **out)
 {
+    char line[256];
     *out = NULL;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        PGconn *c = get_conn();
-        if (c == NULL) {
-            return TM_DB_UNAVAILABLE;
-        }
-        PGresult *res = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
-        ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-        if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
-            *out = res;
-            return TM_DB_OK;
-        }
-        if (PQstatus(c) != CONNECTION_OK) {
-            /* The server went away under us (restart, failover): reconnect
-             * and try once more. */
-            PQclear(res);
-            tm_db_close();
-            continue;
-        }
-        tm_db_status s = classify(res);
-        if (s == TM_DB_ERROR || s == TM_DB_UNAVAILABLE) {
-            TM_ERROR("database: %s", strtok(PQresultErrorMessage(res), "\n"));
-        }
-        PQclear(res);
-        return s;
+    PGconn *c = get_conn();
+    if (c == NULL) {
+        return TM_DB_UNAVAILABLE;
     }
-    return TM_DB_UNAVAILABLE;
+    PGresult *res = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        *out = res;
+        return TM_DB_OK;
+    }
+    if (PQstatus(c) != CONNECTION_OK) {
+        /* Lost while the statement was out: it may have committed, so it
+         * is not run again (a POST would answer 409, a DELETE 404). The
+         * caller answers 503; the next statement gets a new connection. */
+        TM_WARN("database: connection lost during a statement: %s",
+                first_line(line, sizeof line, PQerrorMessage(c)));
+        PQclear(res);
+        tm_db_close();
+        return TM_DB_UNAVAILABLE;
+    }
+    tm_db_status s = classify(res);
+    if (s == TM_DB_ERROR || s == TM_DB_UNAVAILABLE) {
+        TM_ERROR("database: %s", first_line(line, sizeof line, PQresultErrorMessage(res)));
+    }
+    PQclear(res);
+    return s;
 }
 
 int tm_db_ping(void)
@@ -123,11 +151,12 @@ int tm_db_ping(void)
 
 static int run(PGconn *c, const char *sql, int n, const char *const *p)
 {
+    char line[256];
     PGresult *res = PQexecParams(c, sql, n, NULL, p, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(res);
     int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
     if (!ok) {
-        TM_ERROR("migration: %s", strtok(PQresultErrorMessage(res), "\n"));
+        TM_ERROR("migration: %s", first_line(line, sizeof line, PQresultErrorMessage(res)));
     }
     PQclear(res);
     return ok ? 0 : -1;

@@ -15,7 +15,9 @@ typedef enum {
 void tm_db_init(const char *database_url);
 
 /* Runs a parameterised statement on this thread's connection. On TM_DB_OK
- * *out holds the result (PQclear it). Retries once on a dropped connection. */
+ * *out holds the result (PQclear it). A connection the server closed while
+ * idle is replaced before sending; one lost while the statement was out
+ * gives TM_DB_UNAVAILABLE, never a second run (it may have committed). */
 tm_db_status tm_db_exec(const char *sql, int nparams, const char *const *params,
                         PGresult **out);
 

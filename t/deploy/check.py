@@ -801,6 +801,9 @@ def check_compose(root):
                     ("gateway", ["AWS_SQS_URL", "AWS_REGION", "AWS_ENDPOINT_URL"])):
         missing = [k for k in keys if k not in env(n)]
         result(not missing, "compose: %s gets %s" % (n, ", ".join(keys)), "missing " + " ".join(missing))
+    mk = str(env("auth").get("MASTER_KEY", ""))
+    result(re.fullmatch(r"\$\{MASTER_KEY:\?[^}]+\}", mk) is not None,
+           "compose: MASTER_KEY has no default (a known key would mint API keys)", mk)
     init = open(os.path.join(cdir, "localstack", "init-aws.sh")).read()
     q = re.search(r"queue=\$\{TM_QUEUE_NAME:-([^}]+)\}", init)
     t = re.search(r"table=\$\{AWS_DYNAMODB_TABLE:-([^}]+)\}", init)

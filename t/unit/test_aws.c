@@ -1,6 +1,10 @@
 /* lib/tm_aws and lib/tm_events: credentials, endpoints, signed requests,
  * tolerant parsers, the event envelope and the DynamoDB item mapping. */
 #include "tap.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include "tm_aws.h"
 #include "tm_events.h"
 
@@ -506,6 +510,63 @@ static void test_events(void)
     ok(tm_uuid_v4(id) == 0 && id[14] == '4' && strlen(id) == 36, "uuid v4 %s", id);
 }
 
+static int addr_ok(int family, const char *text)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    ss.ss_family = (sa_family_t) family;
+    void *dst = family == AF_INET ? (void *) &((struct sockaddr_in *) &ss)->sin_addr
+                                  : (void *) &((struct sockaddr_in6 *) &ss)->sin6_addr;
+    if (inet_pton(family, text, dst) != 1) {
+        return -1;
+    }
+    return tm_aws_container_addr_ok(&ss);
+}
+
+/* The container credentials rules both fetchers share. */
+static void test_container_rules(void)
+{
+    char url[128], err[256];
+    ok(tm_aws_container_url(NULL, "/v2/credentials/abc", url, sizeof url, err, sizeof err) == 0,
+       "relative URI");
+    is_str(url, "http://169.254.170.2/v2/credentials/abc", "... joined to 169.254.170.2 by a /");
+    ok(tm_aws_container_url(NULL, "@evil.example/x", url, sizeof url, err, sizeof err) == 0,
+       "relative URI without a leading /");
+    is_str(url, "http://169.254.170.2/@evil.example/x", "... still a path on 169.254.170.2, not userinfo");
+    ok(tm_aws_container_url("", ".evil.example/x", url, sizeof url, err, sizeof err) == 0,
+       "empty full URI: the relative one");
+    is_str(url, "http://169.254.170.2/.evil.example/x", "... a path, not a longer host name");
+    ok(tm_aws_container_url("https://creds.example/v1", "/x", url, sizeof url, err, sizeof err) == 0,
+       "full URI wins");
+    is_str(url, "https://creds.example/v1", "... as given");
+    is_int(tm_aws_container_url(NULL, NULL, url, sizeof url, err, sizeof err), -1, "neither set");
+    is_int(tm_aws_container_url(NULL, "/x\r\nHost: evil", url, sizeof url, err, sizeof err), -1,
+           "a line break in the URI refused");
+    is_int(tm_aws_container_url(NULL, "/a b", url, sizeof url, err, sizeof err), -1, "a space refused");
+    char longer[200];
+    memset(longer, 'a', sizeof longer - 1);
+    longer[sizeof longer - 1] = '\0';
+    is_int(tm_aws_container_url(NULL, longer, url, sizeof url, err, sizeof err), -1, "too long refused");
+
+    is_int(addr_ok(AF_INET, "127.0.0.1"), 1, "loopback allowed");
+    is_int(addr_ok(AF_INET, "127.9.8.7"), 1, "all of 127/8 allowed");
+    is_int(addr_ok(AF_INET, "169.254.170.2"), 1, "ECS allowed");
+    is_int(addr_ok(AF_INET, "169.254.170.23"), 1, "EKS Pod Identity allowed");
+    is_int(addr_ok(AF_INET, "169.254.169.254"), 0, "the instance metadata service is not");
+    is_int(addr_ok(AF_INET, "10.0.0.1"), 0, "a private address is not");
+    is_int(addr_ok(AF_INET, "8.8.8.8"), 0, "a public address is not");
+    is_int(addr_ok(AF_INET6, "::1"), 1, "IPv6 loopback allowed");
+    is_int(addr_ok(AF_INET6, "fd00:ec2::23"), 1, "EKS Pod Identity IPv6 allowed");
+    is_int(addr_ok(AF_INET6, "fd00:ec2::24"), 0, "its neighbour is not");
+    is_int(addr_ok(AF_INET6, "::ffff:8.8.8.8"), 0, "a mapped public address is not");
+    is_int(tm_aws_container_addr_ok(NULL), 0, "no address: not allowed");
+
+    is_int(tm_aws_header_value_ok("abc.def", 7), 1, "a token");
+    is_int(tm_aws_header_value_ok("abc\r\nX: y", 10), 0, "CRLF refused");
+    is_int(tm_aws_header_value_ok("abc\nX", 5), 0, "LF refused");
+    is_int(tm_aws_header_value_ok("ab\0c", 4), 0, "NUL refused");
+}
+
 int main(void)
 {
     test_creds();
@@ -515,5 +576,6 @@ int main(void)
     test_sqs();
     test_ddb();
     test_events();
+    test_container_rules();
     return tap_done();
 }

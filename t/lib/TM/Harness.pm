@@ -117,6 +117,8 @@ sub daemon {
     $env{REDIS_URL} //= $self->redis;
     $env{BIND_ADDR} //= '127.0.0.1';
     $env{TM_RECONCILE_SECONDS} //= 1;
+    # A test stack is a development stack: short master keys are allowed.
+    $env{TOGGLEMASTER_ENV} //= 'development';
     my $port = $self->start($name, undef, %env);
     return "http://127.0.0.1:$port";
 }
