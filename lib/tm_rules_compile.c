@@ -373,18 +373,37 @@ static int compile_operator(tm_cc *c, const json_t *con, tm_constraint *k)
     return 0;
 }
 
+/* A constraint marked "invalid" (what an import could not use, kept as it
+ * came): its other members are not read, and it never holds, inverted or
+ * not, as Unleash's clients treat a constraint they cannot evaluate. */
+static int compile_invalid(tm_cc *c, const json_t *con, tm_constraint *k)
+{
+    tm_str why;
+    if (get_text(c, con, "invalid", 1, TM_MAX_INVALID_LEN, &why) != 0) {
+        return -1;
+    }
+    static const tm_str none = { "", 0 };
+    field_of(&none, &k->field);
+    k->op = &tm_op_never;
+    return 0;
+}
+
 static int compile_constraint(tm_cc *c, const json_t *con, tm_constraint *k)
 {
     static const char *const keys[] = {
-        "contextName", "operator", "values", "value", "inverted", "caseInsensitive", NULL
+        "contextName", "operator", "values", "value", "inverted", "caseInsensitive",
+        "invalid", NULL
     };
     if (!json_is_object(con)) {
         return tm_cc_fail(c, "must be an object {\"contextName\", \"operator\", "
                           "\"values\"|\"value\"}");
     }
     if (only_keys(c, con, keys, "contextName, operator, values, value, inverted, "
-                  "caseInsensitive") != 0) {
+                  "caseInsensitive, invalid") != 0) {
         return -1;
+    }
+    if (json_object_get(con, "invalid")) {
+        return compile_invalid(c, con, k);
     }
     tm_str name;
     if (get_text(c, con, "contextName", 1, TM_MAX_FIELD_NAME, &name) != 0
