@@ -32,8 +32,8 @@ my $J = $h->json;
 my $T = JSON::PP::true;
 my $M = 'master-spec-key';
 my $auth = $h->daemon('auth', MASTER_KEY => $M);
-my $fl = $h->daemon('flags', AUTH_SERVICE_URL => $auth);
-my $tg = $h->daemon('targeting', AUTH_SERVICE_URL => $auth);
+my $fl = $h->daemon('flags', AUTH_SERVICE_URL => $auth, TM_UNICODE_NAMES => 1);
+my $tg = $h->daemon('targeting', AUTH_SERVICE_URL => $auth, TM_UNICODE_NAMES => 1);
 my $KEY = new_key($h, $auth, $M, 'unleash-spec')->{key};
 my %AUTH = (Authorization => "Bearer $KEY");
 my $ng = TM::Nginx->new($h)->start;
@@ -89,8 +89,8 @@ sub wipe {
         my ($url, $key) = @$_;
         my $list = $h->req(GET => $url, \%AUTH)->{json} || [];
         for my $row (@$list) {
-            my $s = $h->req(DELETE => "$url/" . path_name($row->{$key}), \%AUTH)->{status};
-            diag "DELETE $url/$row->{$key}: $s" unless $s == 204;
+            is $h->req(DELETE => "$url/" . path_name($row->{$key}), \%AUTH)->{status}, 204,
+                "DELETE $url/" . path_name($row->{$key});
         }
     }
 }
@@ -173,6 +173,31 @@ for my $file (@files) {
     }
 }
 is $total, 279, 'the specification has 279 cases';
+
+# Unleash's UTF-8 names, beyond OFREP: the daemons' paths (percent-encoded),
+# tmctl, and the module's bulk answer.
+{
+    my $name = "Feature.UTF-8.Hell\xc3\xb8_W\xc3\xb8rld";
+    is $h->req(POST => "$fl/flags", \%AUTH, qq({"name":"$name","is_enabled":true}))->{status}, 201, 'UTF-8 name created';
+    my $r = $h->req(GET => "$fl/flags/" . path_name($name), \%AUTH);
+    is_deeply [ $r->{status}, $r->{json}{name} ], [ 200, $name ], 'GET by its percent-encoded name';
+    is $h->req(PUT => "$fl/flags/" . path_name($name), \%AUTH, { description => 'd' })->{status}, 200, 'PUT by it';
+    is $h->req(GET => "$fl/flags/Feature.UTF-8.Hell%C3%B8%20x", \%AUTH)->{status}, 400, 'a space is still no name';
+    is $h->req(GET => "$fl/flags/Feature.UTF-8.Hell%C3", \%AUTH)->{status}, 400, 'broken UTF-8 is no name';
+    my $pid = fork // die;
+    if (!$pid) {
+        @ENV{qw(TOGGLEMASTER_FLAGS_URL TOGGLEMASTER_API_KEY)} = ($fl, $KEY);
+        open STDOUT, '>', "$dir/get.out"; open STDERR, '>', "$dir/get.err";
+        exec $TMCTL, 'flags', 'get', $name or POSIX::_exit(127);
+    }
+    waitpid $pid, 0;
+    is $? >> 8, 0, 'tmctl flags get with a UTF-8 name';
+    is eval { $J->decode(slurp("$dir/get.out"))->{description} }, 'd', '... finds it';
+    ok sync_edge(), 'nginx caught up';
+    $r = $h->req(POST => $ng->url('/ofrep/v1/evaluate/flags'), {}, { context => {} });
+    ok((grep { $_->{key} eq $name && $_->{value} } @{ $r->{json}{flags} || [] }), 'OFREP bulk carries it');
+    is $h->req(DELETE => "$fl/flags/" . path_name($name), \%AUTH)->{status}, 204, 'DELETE by it';
+}
 diag "unleash spec: $pass/$total cases pass, $excepted documented exceptions, $pending pending the regex matcher";
 
 done_testing;

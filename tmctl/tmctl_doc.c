@@ -81,13 +81,13 @@ static int only_keys(const json_t *obj, const char *const *allowed, const char *
     return 0;
 }
 
-/* A name member: valid per tm_flag_name_valid. */
+/* A name member: valid per tm_name_valid_unicode (the server may be stricter). */
 static const char *get_name(const json_t *obj, const char *key, const char *where,
                             char *err, size_t errlen)
 {
     json_t *j = json_object_get(obj, key);
-    if (!json_is_string(j) || !tm_flag_name_valid(json_string_value(j), json_string_length(j))) {
-        fail(err, errlen, "%s.%s: required: 1 to %d characters: " TM_NAME_CHARSET,
+    if (!json_is_string(j) || !tm_name_valid_unicode(json_string_value(j), json_string_length(j))) {
+        fail(err, errlen, "%s.%s: required: 1 to %d characters: " TM_NAME_CHARSET_UNICODE,
              where, key, TM_NAME_MAX);
         return NULL;
     }
@@ -854,9 +854,9 @@ static int conv_segments(uctx *u, const json_t *arr, json_t *out)
             return -1;
         }
         const char *name = opt_str(s, "name");
-        if (name && !tm_flag_name_valid(name, strlen(name))) {
+        if (name && !tm_name_valid_unicode(name, strlen(name))) {
             warn(u, "%s: Unleash segment name \"%.100s\" is not a ToggleMaster name"
-                 " (" TM_NAME_CHARSET "): imported as \"%s\"", where, name, fallback);
+                 " (" TM_NAME_CHARSET_UNICODE "): imported as \"%s\"", where, name, fallback);
             name = NULL;
         } else if (name && has_name(out, "name", name)) {
             warn(u, "%s: segment name \"%s\" is used twice: this one is imported as \"%s\"",
@@ -913,9 +913,9 @@ static int conv_feature(uctx *u, const json_t *f, size_t i, json_t *flags, json_
         return -1;
     }
     const char *name = json_string_value(jn);
-    if (!tm_flag_name_valid(name, json_string_length(jn))) {
+    if (!tm_name_valid_unicode(name, json_string_length(jn))) {
         fail(u->err, u->errlen, "%s.name: \"%.100s\" is not a ToggleMaster flag name: 1 to %d"
-             " characters: " TM_NAME_CHARSET, where, name, TM_NAME_MAX);
+             " characters: " TM_NAME_CHARSET_UNICODE, where, name, TM_NAME_MAX);
         return -1;
     }
     if (has_name(flags, "name", name)) {

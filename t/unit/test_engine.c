@@ -687,7 +687,7 @@ static void test_validation(void)
         { "{\"strategies\":[{\"constraints\":[{\"contextName\":\"a\",\"operator\":\"IN\",\"values\":[],\"x\":1}]}]}",
           "strategies[0].constraints[0]: unknown field \"x\"; accepted: contextName, operator" },
         { "{\"strategies\":[{\"segments\":[\"a b\"]}]}",
-          "strategies[0].segments[0]: segment names are 1..100 of" },
+          "strategies[0].segments[0]: segment names are 1..100 bytes of" },
         { "{\"variants\":[{\"name\":\"a\",\"weight\":1},{\"name\":\"a\",\"weight\":1}]}",
           "variants[1].name: duplicate variant name \"a\"" },
         { "{\"variants\":[{\"name\":\"a\",\"weight\":-1}]}",
