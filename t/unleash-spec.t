@@ -175,6 +175,27 @@ for my $file (@files) {
 }
 is $total, 279, 'the specification has 279 cases';
 
+# The admin API stays strict for rules written by hand: a constraint that
+# does not compile is a 400 that changes nothing, unless it says it is
+# "invalid" (what an import keeps), and then it never matches at the edge.
+{
+    wipe();
+    is $h->req(POST => "$fl/flags", \%AUTH, { name => 'strict', is_enabled => $T })->{status}, 201, 'flag for the strict rules';
+    my $bad = { contextName => 'v', operator => 'SEMVER_SOON', value => '1.0.0' };
+    my $r = $h->req(POST => "$tg/rules", \%AUTH, { flag_name => 'strict', rules => { strategies => [ { constraints => [ $bad ] } ] } });
+    is $r->{status}, 400, 'unknown operator written by hand -> 400';
+    like $r->{json}{error} // '', qr/strategies\[0\]\.constraints\[0\]\.operator: unknown operator "SEMVER_SOON"/, '... naming it';
+    is $h->req(GET => "$tg/rules/strict", \%AUTH)->{status}, 404, '... and nothing stored';
+    $r = $h->req(POST => "$tg/rules", \%AUTH, { flag_name => 'strict', rules => { strategies => [
+        { constraints => [ { %$bad, inverted => $T, invalid => 'operator: unknown operator' } ] },
+        { constraints => [ { contextName => 'plan', operator => 'IN', values => ['pro'] } ] } ] } });
+    is $r->{status}, 201, 'the same marked "invalid" -> 201';
+    ok sync_edge(), 'nginx caught up';
+    is ofrep('strict', { v => '1.0.0' })->{json}{value}, JSON::PP::false, 'the invalid constraint never matches, inverted or not';
+    is ofrep('strict', { plan => 'pro' })->{json}{value}, $T, 'the next strategy still does';
+    wipe();
+}
+
 # Unleash's UTF-8 names, beyond OFREP: the daemons' paths (percent-encoded),
 # tmctl, and the module's bulk answer.
 {
