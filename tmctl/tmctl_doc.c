@@ -651,6 +651,56 @@ static json_t *list_constraint(const char *ctx, const char *op, const char *list
     return c;
 }
 
+/* A strategy's segment ids -> our names, set on st. An id the document
+ * lacks sets *missing: Unleash's clients never match such a strategy.
+ * 0, or -1 with err. */
+static int conv_segment_ids(const uctx *u, const json_t *segs, const char *where, json_t *st,
+                            int *missing)
+{
+    if (segs == NULL || json_is_null(segs)) {
+        return 0;
+    }
+    if (!json_is_array(segs)) {
+        fail(u->err, u->errlen, "%s.segments: must be an array of segment ids", where);
+        return -1;
+    }
+    json_t *names = json_array();
+    size_t i;
+    json_t *id;
+    int oom = names == NULL;
+    json_array_foreach(segs, i, id) {
+        if (oom) {
+            break;
+        }
+        char key[32];
+        if (json_is_integer(id)) {
+            snprintf(key, sizeof key, "%lld", (long long) json_integer_value(id));
+        } else if (json_is_string(id) && json_string_length(id) < sizeof key) {
+            snprintf(key, sizeof key, "%s", json_string_value(id));
+        } else {
+            key[0] = '\0';
+        }
+        json_t *nm = json_object_get(u->segnames, key);
+        if (nm == NULL) {
+            warn(u, "%s.segments[%zu]: no segment with id %s in the document's"
+                 " \"segments\": this strategy never matches (disabled)", where, i,
+                 key[0] ? key : "(not a number)");
+            *missing = 1;
+        } else {
+            oom = json_array_append(names, nm) != 0;
+        }
+    }
+    if (!oom && json_array_size(names)) {
+        oom = json_object_set(st, "segments", names) != 0;
+    }
+    json_decref(names);
+    if (oom) {
+        fail(u->err, u->errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 /* One strategy; *out NULL (and 0 returned) when it is skipped. */
 static int conv_strategy(const uctx *u, const json_t *s, const char *where, json_t **out)
 {
@@ -733,43 +783,8 @@ static int conv_strategy(const uctx *u, const json_t *s, const char *where, json
     if (!rc && !oom && json_array_size(cons) && json_object_set(st, "constraints", cons) != 0) {
         oom = 1;
     }
-    /* segments: Unleash ids -> our names */
-    json_t *segs = json_object_get(s, "segments");
-    if (!rc && !oom && segs && !json_is_null(segs)) {
-        if (!json_is_array(segs)) {
-            fail(u->err, u->errlen, "%s.segments: must be an array of segment ids", where);
-            rc = -1;
-        } else if (json_array_size(segs)) {
-            json_t *names = json_array();
-            size_t i;
-            json_t *id;
-            oom = names == NULL;
-            json_array_foreach(segs, i, id) {
-                if (rc || oom) break;
-                char key[32];
-                if (json_is_integer(id)) {
-                    snprintf(key, sizeof key, "%lld", (long long) json_integer_value(id));
-                } else if (json_is_string(id) && json_string_length(id) < sizeof key) {
-                    snprintf(key, sizeof key, "%s", json_string_value(id));
-                } else {
-                    key[0] = '\0';
-                }
-                json_t *nm = json_object_get(u->segnames, key);
-                if (nm == NULL) {
-                    /* Unleash's clients: such a strategy never matches */
-                    warn(u, "%s.segments[%zu]: no segment with id %s in the document's"
-                         " \"segments\": this strategy never matches (disabled)", where, i,
-                         key[0] ? key : "(not a number)");
-                    missing = 1;
-                } else {
-                    oom = json_array_append(names, nm) != 0;
-                }
-            }
-            if (!rc && !oom && json_array_size(names)) {
-                oom = json_object_set(st, "segments", names) != 0;
-            }
-            json_decref(names);
-        }
+    if (!rc && !oom) {
+        rc = conv_segment_ids(u, json_object_get(s, "segments"), where, st, &missing);
     }
     if (!rc && !oom && roll) {
         oom = json_object_set(st, "rollout", roll) != 0;
