@@ -107,7 +107,8 @@ sub postgres {
 sub redis {
     my $self = shift;
     $self->start_redis unless $self->{ports}{redis};
-    return $self->{redis_url};
+    # a harness given another's port (TM::Admin::replica) shares its Redis
+    return $self->{redis_url} // "redis://127.0.0.1:$self->{ports}{redis}";
 }
 
 sub start_redis {
@@ -115,7 +116,7 @@ sub start_redis {
     my %env;
     my $pw = $self->{redis_password};
     if ($self->{redis_tls}) {
-        $self->tls_files;
+        $self->{redis_ca} = $self->tls_files . '/ca.pem';
         $self->{redis_tls_port} = free_port();
         %env = (TM_REDIS_TLS_PORT => $self->{redis_tls_port}, TM_REDIS_TLS_DIR => "$self->{dir}/tls");
     }
@@ -129,7 +130,7 @@ sub start_redis {
 sub redis_tls_port { $_[0]{redis_tls_port} }
 
 # The test CA (undef without redis_tls).
-sub redis_ca { $_[0]{redis_tls} ? $_[0]->tls_files . '/ca.pem' : undef }
+sub redis_ca { $_[0]{redis_ca} }
 
 # <dir>/tls: ca.pem (the test CA), redis.pem/redis.key (localhost and
 # 127.0.0.1, signed by it) and other-ca.pem (a CA that signed nothing here).
@@ -165,7 +166,7 @@ sub daemon {
     my ($self, $name, %env) = @_;
     $env{DATABASE_URL} //= $self->postgres;
     $env{REDIS_URL} //= $self->redis;
-    $env{REDIS_CA_FILE} //= $self->redis_ca if $self->{redis_tls} && $env{REDIS_URL} =~ /^rediss:/;
+    $env{REDIS_CA_FILE} //= $self->redis_ca if $self->redis_ca && $env{REDIS_URL} =~ /^rediss:/;
     $env{BIND_ADDR} //= '127.0.0.1';
     $env{TM_RECONCILE_SECONDS} //= 1;
     my $port = $self->start($name, undef, %env);
