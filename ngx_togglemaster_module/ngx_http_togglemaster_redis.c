@@ -830,6 +830,16 @@ ngx_http_togglemaster_redis_send(ngx_http_togglemaster_redis_t *rc)
         ngx_log_debug1(NGX_LOG_DEBUG_EVENT, rc->log, 0,
                        "togglemaster: redis %V: connected", rc->name);
 
+        /* small pipelined commands go out at once, as hiredis had them */
+        if (c->type == SOCK_STREAM && rc->conf->addr.sockaddr->sa_family
+                                      != AF_UNIX
+            && ngx_tcp_nodelay(c) != NGX_OK)
+        {
+            ngx_http_togglemaster_redis_fail(rc, "setsockopt(TCP_NODELAY) "
+                                             "failed");
+            return;
+        }
+
 #if (NGX_SSL)
         if (rc->conf->ssl) {
             ngx_http_togglemaster_redis_ssl(rc);
