@@ -16,8 +16,10 @@
  * so the periodic check would also catch up. A load is never restarted:
  * constant writes could starve it.
  *
- * Any error or timeout drops both connections and retries with exponential
- * backoff and jitter. Meanwhile the current snapshot keeps serving.
+ * Any error, timeout or failed connection (redis.c says why: connect, TLS,
+ * AUTH, SELECT, I/O) drops both connections, logs the reason and retries
+ * with exponential backoff and jitter. Meanwhile the current snapshot keeps
+ * serving.
  */
 
 #include "ngx_http_togglemaster_module.h"
@@ -428,11 +430,6 @@ ngx_http_togglemaster_sync_began(ngx_http_togglemaster_redis_t *ac,
         ngx_del_timer(&s->op_timer);
     }
 
-    if (r == NULL) {
-        ngx_http_togglemaster_sync_fail("connection lost during load");
-        return;
-    }
-
     /* version, ready kinds, then one HLEN per hash loaded */
     for (n = 2, k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
         n += (kinds >> k) & 1;
@@ -546,11 +543,6 @@ ngx_http_togglemaster_sync_chunk(ngx_http_togglemaster_redis_t *ac,
         ngx_del_timer(&s->op_timer);
     }
 
-    if (r == NULL) {
-        ngx_http_togglemaster_sync_fail("connection lost during load");
-        return;
-    }
-
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2
         || r->element[0]->type != REDIS_REPLY_STRING
         || r->element[0]->len >= NGX_HTTP_TOGGLEMASTER_CURSOR_LEN
@@ -627,8 +619,8 @@ ngx_http_togglemaster_sync_loaded(ngx_http_togglemaster_redis_t *ac,
         ngx_del_timer(&s->op_timer);
     }
 
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        ngx_http_togglemaster_sync_fail("connection lost during load");
+    if (r->type == REDIS_REPLY_ERROR) {
+        ngx_http_togglemaster_sync_fail(r->str);
         return;
     }
 
@@ -814,11 +806,6 @@ ngx_http_togglemaster_sync_applied(ngx_http_togglemaster_redis_t *ac,
         ngx_del_timer(&s->op_timer);
     }
 
-    if (r == NULL) {
-        ngx_http_togglemaster_sync_fail("connection lost during load");
-        return;
-    }
-
     n = s->applying;
 
     if (r->type != REDIS_REPLY_ARRAY || r->elements != n + 2) {
@@ -995,8 +982,8 @@ ngx_http_togglemaster_sync_versioned(ngx_http_togglemaster_redis_t *ac,
         ngx_del_timer(&s->op_timer);
     }
 
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        ngx_http_togglemaster_sync_fail("version check failed");
+    if (r->type == REDIS_REPLY_ERROR) {
+        ngx_http_togglemaster_sync_fail(r->str);
         return;
     }
 
@@ -1126,11 +1113,6 @@ ngx_http_togglemaster_sync_subscribed(ngx_http_togglemaster_redis_t *ac,
     ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
 
     if (ac != s->sub) {
-        return;
-    }
-
-    if (r == NULL) {
-        ngx_http_togglemaster_sync_fail("subscription lost");
         return;
     }
 

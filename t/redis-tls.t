@@ -8,6 +8,7 @@
 # from PostgreSQL. Passwords never reach a log.
 use strict; use warnings;
 use Test::More;
+use Time::HiRes qw(time);
 use lib 't/lib';
 use TM::Harness;
 use TM::Nginx;
@@ -110,6 +111,24 @@ ok edge_on('tls-flag'), 'edge: the snapshot serves';
 $mark = restart_edge(redis_ssl_name => 'localhost');
 ok $h->wait_until(8, sub { all_state(2) }), 'edge: togglemaster_redis_ssl_server_name localhost syncs';
 unlike substr($ng->error_log, $mark), qr/not trusted/, 'without certificate errors';
+
+# ---- a Redis that takes connections and never answers -----------------------
+# The TLS handshakes wait on nginx's timers (togglemaster_redis_timeout,
+# 500 ms here), never the worker: requests answer at once meanwhile.
+$h->signal('STOP', 'redis');
+$mark = restart_edge();
+my ($n, $wrong, $slowest, $t0) = (0, 0, 0, time);
+while (time - $t0 < 3) {
+    my $t = time;
+    $wrong++ unless edge_on('tls-flag');
+    $slowest = time - $t if time - $t > $slowest;
+    $n++;
+}
+$h->signal('CONT', 'redis');
+is $wrong, 0, "$n evaluations while Redis is stalled: all from the snapshot";
+ok $slowest < 1, sprintf('none waited on Redis (slowest %.0f ms; the handshake timeout is 500 ms)', $slowest * 1000);
+like substr($ng->error_log, $mark), qr/timed out/, 'the stalled handshake is logged as timed out';
+ok $h->wait_until(10, sub { all_state(2) }), 'Redis back: synced again';
 
 # ---- the daemons: untrusted certificate, wrong server name -----------------
 $h->stop('flags');
