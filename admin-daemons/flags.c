@@ -615,9 +615,9 @@ static int special(const tm_req *req, tm_resp *resp)
     if (slash && strcmp(slash, "/promote") == 0) {
         char n[TM_NAME_MAX + 1];
         size_t len = (size_t) (slash - name);
-        if (!tm_flag_name_valid(name, len)) {
-            tm_resp_error(resp, 400, "the name in the path must be 1 to %d characters: "
-                          TM_NAME_CHARSET, TM_NAME_MAX);
+        if (!tm_name_valid(name, len)) {
+            tm_resp_error(resp, 400, "the name in the path must be 1 to %d characters: %s",
+                          TM_NAME_MAX, tm_name_charset());
         } else if (strcmp(m, "POST") != 0) {
             tm_resp_error(resp, 405, "method %s not allowed on /flags/{name}/promote", m);
         } else {
@@ -629,7 +629,7 @@ static int special(const tm_req *req, tm_resp *resp)
     }
     const char *env = tm_req_query(req, "environment");
     if (slash == NULL && strcmp(m, "GET") == 0 && env && strcmp(env, TM_ENV_ALL) == 0
-        && tm_flag_name_valid(name, strlen(name))) {
+        && tm_name_valid(name, strlen(name))) {
         all_states(req, resp, name);
         return 1;
     }

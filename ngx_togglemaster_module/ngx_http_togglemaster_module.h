@@ -131,10 +131,10 @@ enum {
 
 
 typedef struct {
-    ngx_str_t                    redis;       /* as written, for logs */
-    ngx_str_t                    redis_host;  /* numeric, NUL-terminated */
-    ngx_str_t                    redis_unix;  /* NUL-terminated */
-    ngx_int_t                    redis_port;
+    ngx_str_t                    redis;       /* URL without password, for logs */
+    void                        *redis_peer;  /* parsed, resolved, TLS (redis.c) */
+    ngx_str_t                    redis_ssl_ca;
+    ngx_str_t                    redis_ssl_name;
     ngx_msec_t                   timeout;
     ngx_msec_t                   check_interval;
     ngx_msec_t                   backoff_max;
@@ -318,6 +318,13 @@ ngx_int_t ngx_http_togglemaster_file_save(
     ngx_http_togglemaster_file_done_pt done);
 ngx_http_togglemaster_snapshot_t *ngx_http_togglemaster_file_load(
     ngx_str_t *path, ngx_log_t *log);
+
+/* redis.c: togglemaster_redis, and the checks and TLS context of
+ * togglemaster_redis_ssl_* once the http block is read */
+char *ngx_http_togglemaster_redis_url(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_togglemaster_redis_conf(ngx_conf_t *cf,
+    ngx_http_togglemaster_main_conf_t *tmcf);
 
 /* sync.c */
 ngx_int_t ngx_http_togglemaster_sync_init(ngx_cycle_t *cycle,

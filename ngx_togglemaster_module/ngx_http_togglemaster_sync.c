@@ -16,8 +16,10 @@
  * so the periodic check would also catch up. A load is never restarted:
  * constant writes could starve it.
  *
- * Any error or timeout drops both connections and retries with exponential
- * backoff and jitter. Meanwhile the current snapshot keeps serving.
+ * Any error, timeout or failed connection (redis.c says why: connect, TLS,
+ * AUTH, SELECT, I/O) drops both connections, logs the reason and retries
+ * with exponential backoff and jitter. Meanwhile the current snapshot keeps
+ * serving.
  */
 
 #include "ngx_http_togglemaster_module.h"
@@ -69,8 +71,8 @@ typedef struct {
     ngx_http_togglemaster_main_conf_t  *conf;
     ngx_log_t                          *log;
 
-    redisAsyncContext                  *cmd;
-    redisAsyncContext                  *sub;
+    ngx_http_togglemaster_redis_t      *cmd;
+    ngx_http_togglemaster_redis_t      *sub;
 
     ngx_event_t                         op_timer;
     ngx_event_t                         retry_timer;
@@ -123,15 +125,15 @@ ngx_http_togglemaster_sync_set_state(ngx_uint_t state)
 
 
 static void
-ngx_http_togglemaster_sync_drop(redisAsyncContext **pac)
+ngx_http_togglemaster_sync_drop(ngx_http_togglemaster_redis_t **prc)
 {
-    redisAsyncContext  *ac;
+    ngx_http_togglemaster_redis_t  *rc;
 
-    ac = *pac;
-    *pac = NULL;    /* its late callbacks see a stranger and do nothing */
+    rc = *prc;
+    *prc = NULL;
 
-    if (ac) {
-        redisAsyncFree(ac);
+    if (rc) {
+        ngx_http_togglemaster_redis_close(rc);
     }
 }
 
@@ -229,6 +231,7 @@ ngx_http_togglemaster_sync_int(redisReply *r)
 
 
 static void ngx_http_togglemaster_sync_load(ngx_uint_t kinds);
+static ngx_int_t ngx_http_togglemaster_sync_multi(void);
 
 
 static void
@@ -409,8 +412,8 @@ ngx_http_togglemaster_sync_first(ngx_uint_t kinds)
 
 /* The first step of a load: version, ready kinds and sizes, together. */
 static void
-ngx_http_togglemaster_sync_began(redisAsyncContext *ac, void *reply,
-    void *data)
+ngx_http_togglemaster_sync_began(ngx_http_togglemaster_redis_t *ac,
+    redisReply *reply)
 {
     redisReply                    *r = reply;
     ngx_uint_t                     k, e, kinds, n, ready, skipped;
@@ -425,11 +428,6 @@ ngx_http_togglemaster_sync_began(redisAsyncContext *ac, void *reply,
 
     if (s->op_timer.timer_set) {
         ngx_del_timer(&s->op_timer);
-    }
-
-    if (r == NULL) {
-        ngx_http_togglemaster_sync_fail("connection lost during load");
-        return;
     }
 
     /* version, ready kinds, then one HLEN per hash loaded */
@@ -527,8 +525,8 @@ ngx_http_togglemaster_sync_began(redisAsyncContext *ac, void *reply,
 
 /* One chunk of the hash being scanned, into the builder. */
 static void
-ngx_http_togglemaster_sync_chunk(redisAsyncContext *ac, void *reply,
-    void *data)
+ngx_http_togglemaster_sync_chunk(ngx_http_togglemaster_redis_t *ac,
+    redisReply *reply)
 {
     redisReply                    *r = reply, *c, *a;
     size_t                         i;
@@ -543,11 +541,6 @@ ngx_http_togglemaster_sync_chunk(redisAsyncContext *ac, void *reply,
 
     if (s->op_timer.timer_set) {
         ngx_del_timer(&s->op_timer);
-    }
-
-    if (r == NULL) {
-        ngx_http_togglemaster_sync_fail("connection lost during load");
-        return;
     }
 
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2
@@ -606,8 +599,8 @@ ngx_http_togglemaster_sync_chunk(redisAsyncContext *ac, void *reply,
 
 /* The last step: the version again, then the new snapshot goes live. */
 static void
-ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
-    void *data)
+ngx_http_togglemaster_sync_loaded(ngx_http_togglemaster_redis_t *ac,
+    redisReply *reply)
 {
     redisReply                        *r = reply;
     int64_t                            v;
@@ -626,8 +619,8 @@ ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
         ngx_del_timer(&s->op_timer);
     }
 
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        ngx_http_togglemaster_sync_fail("connection lost during load");
+    if (r->type == REDIS_REPLY_ERROR) {
+        ngx_http_togglemaster_sync_fail(r->str);
         return;
     }
 
@@ -688,24 +681,44 @@ ngx_http_togglemaster_sync_scan(void)
     ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
 
     if (s->scan == 0) {
-        rc = redisAsyncCommand(s->cmd, ngx_http_togglemaster_sync_loaded,
-                               NULL, "GET tm:version");
+        rc = ngx_http_togglemaster_redis_command(s->cmd,
+                 ngx_http_togglemaster_sync_loaded, "GET tm:version");
 
     } else {
         kind = ngx_http_togglemaster_sync_first(s->scan);
         kd = &ngx_http_togglemaster_kinds[kind];
 
-        rc = redisAsyncCommand(s->cmd, ngx_http_togglemaster_sync_chunk, NULL,
-                               "HSCAN %s %s COUNT %u", kd->hash, s->cursor,
-                               (unsigned) kd->count);
+        rc = ngx_http_togglemaster_redis_command(s->cmd,
+                 ngx_http_togglemaster_sync_chunk, "HSCAN %s %s COUNT %u",
+                 kd->hash, s->cursor, (unsigned) kd->count);
     }
 
-    if (rc != REDIS_OK) {
+    if (rc != NGX_OK) {
         ngx_http_togglemaster_sync_fail("cannot send the load");
         return;
     }
 
     ngx_add_timer(&s->op_timer, s->conf->timeout);
+}
+
+
+/* How a load and a batch of changes begin: in one transaction with what
+ * they read, the version and the kinds reconciled (tm:ready). */
+static ngx_int_t
+ngx_http_togglemaster_sync_multi(void)
+{
+    ngx_http_togglemaster_redis_t  *rc = ngx_http_togglemaster_sync.cmd;
+
+    if (ngx_http_togglemaster_redis_command(rc, NULL, "MULTI") != NGX_OK
+        || ngx_http_togglemaster_redis_command(rc, NULL, "GET tm:version")
+           != NGX_OK
+        || ngx_http_togglemaster_redis_command(rc, NULL, "SMEMBERS tm:ready")
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -739,29 +752,25 @@ ngx_http_togglemaster_sync_load(ngx_uint_t kinds)
 
     s->ndeltas = n;
 
-    if (redisAsyncCommand(s->cmd, NULL, NULL, "MULTI") != REDIS_OK
-        || redisAsyncCommand(s->cmd, NULL, NULL, "GET tm:version") != REDIS_OK
-        || redisAsyncCommand(s->cmd, NULL, NULL, "SMEMBERS tm:ready")
-           != REDIS_OK)
-    {
+    if (ngx_http_togglemaster_sync_multi() != NGX_OK) {
         ngx_http_togglemaster_sync_fail("cannot send the load");
         return;
     }
 
     for (k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
         if ((kinds & ((ngx_uint_t) 1 << k))
-            && redisAsyncCommand(s->cmd, NULL, NULL, "HLEN %s",
-                                 ngx_http_togglemaster_kinds[k].hash)
-               != REDIS_OK)
+            && ngx_http_togglemaster_redis_command(s->cmd, NULL, "HLEN %s",
+                   ngx_http_togglemaster_kinds[k].hash)
+               != NGX_OK)
         {
             ngx_http_togglemaster_sync_fail("cannot send the load");
             return;
         }
     }
 
-    if (redisAsyncCommand(s->cmd, ngx_http_togglemaster_sync_began, NULL,
-                          "EXEC")
-        != REDIS_OK)
+    if (ngx_http_togglemaster_redis_command(s->cmd,
+            ngx_http_togglemaster_sync_began, "EXEC")
+        != NGX_OK)
     {
         ngx_http_togglemaster_sync_fail("cannot send the load");
         return;
@@ -775,8 +784,8 @@ ngx_http_togglemaster_sync_load(ngx_uint_t kinds)
  * tm:ready, one HGET each, EXEC. The next snapshot copies the current one's
  * touched part (10,000 flags: a few ms, no parsing) and changes them. */
 static void
-ngx_http_togglemaster_sync_applied(redisAsyncContext *ac, void *reply,
-    void *data)
+ngx_http_togglemaster_sync_applied(ngx_http_togglemaster_redis_t *ac,
+    redisReply *reply)
 {
     redisReply                        *r = reply, *e;
     ngx_str_t                          name, value;
@@ -795,11 +804,6 @@ ngx_http_togglemaster_sync_applied(redisAsyncContext *ac, void *reply,
 
     if (s->op_timer.timer_set) {
         ngx_del_timer(&s->op_timer);
-    }
-
-    if (r == NULL) {
-        ngx_http_togglemaster_sync_fail("connection lost during load");
-        return;
     }
 
     n = s->applying;
@@ -932,11 +936,7 @@ ngx_http_togglemaster_sync_apply(void)
     s->loading = kinds;
     s->applying = s->ndeltas;
 
-    if (redisAsyncCommand(s->cmd, NULL, NULL, "MULTI") != REDIS_OK
-        || redisAsyncCommand(s->cmd, NULL, NULL, "GET tm:version") != REDIS_OK
-        || redisAsyncCommand(s->cmd, NULL, NULL, "SMEMBERS tm:ready")
-           != REDIS_OK)
-    {
+    if (ngx_http_togglemaster_sync_multi() != NGX_OK) {
         ngx_http_togglemaster_sync_fail("cannot send the changes");
         return;
     }
@@ -944,19 +944,18 @@ ngx_http_togglemaster_sync_apply(void)
     for (i = 0; i < s->applying; i++) {
         d = &s->deltas[i];
 
-        if (redisAsyncCommand(s->cmd, NULL, NULL, "HGET %s %b",
-                              ngx_http_togglemaster_kinds[d->kind].hash,
-                              d->name, d->len)
-            != REDIS_OK)
+        if (ngx_http_togglemaster_redis_command(s->cmd, NULL, "HGET %s %b",
+                ngx_http_togglemaster_kinds[d->kind].hash, d->name, d->len)
+            != NGX_OK)
         {
             ngx_http_togglemaster_sync_fail("cannot send the changes");
             return;
         }
     }
 
-    if (redisAsyncCommand(s->cmd, ngx_http_togglemaster_sync_applied, NULL,
-                          "EXEC")
-        != REDIS_OK)
+    if (ngx_http_togglemaster_redis_command(s->cmd,
+            ngx_http_togglemaster_sync_applied, "EXEC")
+        != NGX_OK)
     {
         ngx_http_togglemaster_sync_fail("cannot send the changes");
         return;
@@ -967,8 +966,8 @@ ngx_http_togglemaster_sync_apply(void)
 
 
 static void
-ngx_http_togglemaster_sync_versioned(redisAsyncContext *ac, void *reply,
-    void *data)
+ngx_http_togglemaster_sync_versioned(ngx_http_togglemaster_redis_t *ac,
+    redisReply *reply)
 {
     redisReply                    *r = reply;
     ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
@@ -983,8 +982,8 @@ ngx_http_togglemaster_sync_versioned(redisAsyncContext *ac, void *reply,
         ngx_del_timer(&s->op_timer);
     }
 
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        ngx_http_togglemaster_sync_fail("version check failed");
+    if (r->type == REDIS_REPLY_ERROR) {
+        ngx_http_togglemaster_sync_fail(r->str);
         return;
     }
 
@@ -1019,9 +1018,9 @@ ngx_http_togglemaster_sync_check(ngx_event_t *ev)
         return;
     }
 
-    if (redisAsyncCommand(s->cmd, ngx_http_togglemaster_sync_versioned, NULL,
-                          "GET tm:version")
-        != REDIS_OK)
+    if (ngx_http_togglemaster_redis_command(s->cmd,
+            ngx_http_togglemaster_sync_versioned, "GET tm:version")
+        != NGX_OK)
     {
         ngx_http_togglemaster_sync_fail("cannot send the version check");
         return;
@@ -1107,8 +1106,8 @@ ngx_http_togglemaster_sync_message(redisReply *payload)
 
 
 static void
-ngx_http_togglemaster_sync_subscribed(redisAsyncContext *ac, void *reply,
-    void *data)
+ngx_http_togglemaster_sync_subscribed(ngx_http_togglemaster_redis_t *ac,
+    redisReply *reply)
 {
     redisReply                    *r = reply;
     ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
@@ -1117,8 +1116,8 @@ ngx_http_togglemaster_sync_subscribed(redisAsyncContext *ac, void *reply,
         return;
     }
 
-    if (r == NULL) {
-        ngx_http_togglemaster_sync_fail("subscription lost");
+    if (r->type == REDIS_REPLY_ERROR) {
+        ngx_http_togglemaster_sync_fail(r->str);    /* NOAUTH, NOPERM... */
         return;
     }
 
@@ -1144,68 +1143,19 @@ ngx_http_togglemaster_sync_subscribed(redisAsyncContext *ac, void *reply,
 }
 
 
+/* A connection failed (connect, TLS, AUTH, SELECT, I/O): both go, and the
+ * reason goes to the log. */
 static void
-ngx_http_togglemaster_sync_connected(const redisAsyncContext *ac, int status)
+ngx_http_togglemaster_sync_lost(ngx_http_togglemaster_redis_t *rc,
+    const char *why)
 {
     ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
 
-    if (status == REDIS_OK) {
+    if (rc != s->cmd && rc != s->sub) {
         return;
     }
 
-    /* hiredis frees this context itself after we return */
-    if (ac == s->cmd) {
-        s->cmd = NULL;
-
-    } else if (ac == s->sub) {
-        s->sub = NULL;
-
-    } else {
-        return;
-    }
-
-    ngx_http_togglemaster_sync_fail(ac->errstr ? ac->errstr
-                                               : "connect failed");
-}
-
-
-static void
-ngx_http_togglemaster_sync_disconnected(const redisAsyncContext *ac,
-    int status)
-{
-    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
-
-    if (ac == s->cmd) {
-        s->cmd = NULL;
-
-    } else if (ac == s->sub) {
-        s->sub = NULL;
-
-    } else {
-        return;
-    }
-
-    ngx_http_togglemaster_sync_fail(ac->errstr && ac->err ? ac->errstr
-                                                          : "disconnected");
-}
-
-
-static redisAsyncContext *
-ngx_http_togglemaster_sync_connect(void)
-{
-    redisAsyncContext             *ac;
-    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
-
-    ac = ngx_http_togglemaster_redis_connect(s->conf, s->log);
-    if (ac == NULL) {
-        return NULL;
-    }
-
-    redisAsyncSetConnectCallback(ac, ngx_http_togglemaster_sync_connected);
-    redisAsyncSetDisconnectCallback(ac,
-                                    ngx_http_togglemaster_sync_disconnected);
-
-    return ac;
+    ngx_http_togglemaster_sync_fail(why);
 }
 
 
@@ -1216,21 +1166,24 @@ ngx_http_togglemaster_sync_start(void)
 
     ngx_http_togglemaster_sync_set_state(NGX_HTTP_TOGGLEMASTER_CONNECTING);
 
-    s->sub = ngx_http_togglemaster_sync_connect();
+    s->sub = ngx_http_togglemaster_redis_connect(s->conf, s->log,
+                 ngx_http_togglemaster_sync_lost);
     if (s->sub == NULL) {
         ngx_http_togglemaster_sync_fail("cannot connect");
         return;
     }
 
-    s->cmd = ngx_http_togglemaster_sync_connect();
+    s->cmd = ngx_http_togglemaster_redis_connect(s->conf, s->log,
+                 ngx_http_togglemaster_sync_lost);
     if (s->cmd == NULL) {
         ngx_http_togglemaster_sync_fail("cannot connect");
         return;
     }
 
-    if (redisAsyncCommand(s->sub, ngx_http_togglemaster_sync_subscribed, NULL,
-                          "SUBSCRIBE tm:changes")
-        != REDIS_OK)
+    if (ngx_http_togglemaster_redis_subscribe(s->sub,
+                                      ngx_http_togglemaster_sync_subscribed,
+                                      "tm:changes")
+        != NGX_OK)
     {
         ngx_http_togglemaster_sync_fail("cannot subscribe");
         return;
