@@ -837,12 +837,7 @@ static int apply(const json_t *doc)
         { "rule", targeting_base, "/rules", "flag_name", rule_cmp },
     };
     const char *members[] = { "segments", "flags", "rules" };
-    json_t *flags, *segs, *rules;
-    int rc = fetch_all(&flags, &segs, &rules);
-    if (rc != EXIT_OK) {
-        return rc;
-    }
-    /* Ctrl-C ends the import between two objects, with its summary; a
+    /* Ctrl-C ends the import between two requests, with its summary; a
      * second one ends it at once */
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -850,10 +845,14 @@ static int apply(const json_t *doc)
     sa.sa_flags = SA_RESETHAND;
     if (sigemptyset(&sa.sa_mask) != 0 || sigaction(SIGINT, &sa, NULL) != 0
         || sigaction(SIGTERM, &sa, NULL) != 0) {
-        json_decref(flags);
-        json_decref(segs);
-        json_decref(rules);
         return failf("cannot handle signals: %s", strerror(errno));
+    }
+    json_t *flags, *segs, *rules;
+    int rc = fetch_all(&flags, &segs, &rules);
+    if (rc != EXIT_OK) {
+        fprintf(stderr, "tmctl: import %s before any change\n",
+                tmctl_http_interrupted ? "interrupted" : "stopped");
+        return rc;
     }
     const json_t *have[] = { segs, flags, rules };
     const json_t *want[3];
