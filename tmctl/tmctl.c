@@ -1,8 +1,9 @@
 /* tmctl: ToggleMaster's command-line client. Talks to the admin daemons
  * (flags, targeting) and to the edge's OFREP endpoint, through the gateway
  * (TOGGLEMASTER_URL: the original ingress, which strips the /flags,
- * /targeting and /auth prefixes) or to each service directly. Exit status: 0 ok, 1 the server (or a file's content)
- * said no, 2 usage. tmctl --help lists the commands. */
+ * /targeting and /auth prefixes) or to each service directly. Exit status:
+ * 0 ok, 1 the server (or a file's content) said no, 2 usage. tmctl --help
+ * lists the commands. */
 #include "tm_names.h"
 #include "tm_rules.h"
 #include "tmctl_doc.h"
