@@ -118,6 +118,20 @@ for my $case (['a wrong key', { Authorization => 'Bearer tm_key_guess' }], ['no 
     $ok{ $h->req(GET => "$G/flags/flags/bulk-0001", \%K)->{status} }++ for 1 .. 100;
     is_deeply \%ok, { 200 => 100 }, "... while requests with a valid key from it are all served";
 }
+# a revoked key is a wrong key
+{
+    my $A = $s->url('AUTH');
+    my $k2 = $h->req(POST => "$A/admin/keys", { Authorization => 'Bearer imp-master' }, { name => 'revoked' })->{json};
+    my %K2 = (Authorization => "Bearer $k2->{key}");
+    ok $h->wait_until(10, sub { $h->req(GET => "$G/flags/flags/bulk-0001", \%K2)->{status} == 200 }), 'a second key works at the gateway';
+    is $h->req(DELETE => "$A/admin/keys/$k2->{id}", { Authorization => 'Bearer imp-master' })->{status}, 204, '... revoked';
+    ok $h->wait_until(10, sub { $h->req(GET => "$G/flags/flags/bulk-0001", \%K2)->{status} != 200 }), '... refused at the gateway';
+    sleep 3;
+    my %seen;
+    $seen{ $h->req(GET => "$G/flags/flags", \%K2)->{status} }++ for 1 .. 300;
+    ok(($seen{429} // 0) >= 100, '300 requests with the revoked key: rate limited (' . join(', ', map { "$_ x $seen{$_}" } sort keys %seen) . ')');
+}
+
 # the master key is checked by auth, not at the edge: /auth/admin/ counts
 # every request, a valid API key in place of the master key included
 my %seen;
