@@ -1,6 +1,7 @@
 /*
  * Access phase: the API-key check (togglemaster_api_key) and flag-gated
- * locations (togglemaster_require). Keys are compared by their SHA-256 hex
+ * locations (togglemaster_require); $togglemaster_bad_key_addr for
+ * limit_req. Keys are compared by their SHA-256 hex
  * against the snapshot's set; the plain key is never logged.
  */
 
@@ -94,32 +95,88 @@ ngx_http_togglemaster_deny(ngx_http_request_t *r, const char *msg)
 }
 
 
+/*
+ * NGX_OK when the request carries an API key the snapshot knows,
+ * NGX_DECLINED when it carries none, NGX_ABORT when it carries another.
+ */
+static ngx_int_t
+ngx_http_togglemaster_check_key(ngx_http_request_t *r)
+{
+    char        hex[TM_SHA256_HEX_LEN + 1];
+    u_char      bin[32];
+    ngx_str_t   key;
+    ngx_uint_t  i;
+
+    if (ngx_http_togglemaster_find_key(r, &key) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    tm_sha256_hex(key.data, key.len, hex);
+
+    for (i = 0; i < 32; i++) {
+        bin[i] = (u_char) ngx_hextoi((u_char *) &hex[2 * i], 2);
+    }
+
+    if (!ngx_http_togglemaster_key_known(ngx_http_togglemaster_current, bin)) {
+        return NGX_ABORT;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * $togglemaster_bad_key_addr: the client address as $binary_remote_addr
+ * gives it (data is that variable's index) when the request carries no
+ * API key the snapshot knows, and empty when it carries one. limit_req
+ * skips requests whose key is empty, so as a limit_req_zone key it limits
+ * guessing per address and never a client holding a valid key. It is read
+ * in the preaccess phase, whatever togglemaster_api_key says.
+ */
+ngx_int_t
+ngx_http_togglemaster_bad_key_addr_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_variable_value_t  *addr;
+
+    if (ngx_http_togglemaster_check_key(r) == NGX_OK) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "togglemaster: valid API key, not rate limited");
+        v->len = 0;
+        v->data = (u_char *) "";
+        v->valid = 1;
+        v->no_cacheable = 0;
+        v->not_found = 0;
+        return NGX_OK;
+    }
+
+    addr = ngx_http_get_indexed_variable(r, data);
+    if (addr == NULL) {
+        return NGX_ERROR;
+    }
+
+    *v = *addr;
+
+    return NGX_OK;
+}
+
+
 ngx_int_t
 ngx_http_togglemaster_access_handler(ngx_http_request_t *r)
 {
-    char                               hex[TM_SHA256_HEX_LEN + 1];
-    u_char                             bin[32];
     ngx_int_t                          rc;
-    ngx_uint_t                         i;
-    ngx_str_t                          key;
     ngx_http_togglemaster_loc_conf_t  *tmlcf;
 
     tmlcf = ngx_http_get_module_loc_conf(r, ngx_http_togglemaster_module);
 
     if (tmlcf->api_key == 1) {
-        if (ngx_http_togglemaster_find_key(r, &key) != NGX_OK) {
+        rc = ngx_http_togglemaster_check_key(r);
+
+        if (rc == NGX_DECLINED) {
             return ngx_http_togglemaster_deny(r, "missing API key");
         }
 
-        tm_sha256_hex(key.data, key.len, hex);
-
-        for (i = 0; i < 32; i++) {
-            bin[i] = (u_char) ngx_hextoi((u_char *) &hex[2 * i], 2);
-        }
-
-        if (!ngx_http_togglemaster_key_known(ngx_http_togglemaster_current,
-                                             bin))
-        {
+        if (rc != NGX_OK) {
             return ngx_http_togglemaster_deny(r, "invalid API key");
         }
     }

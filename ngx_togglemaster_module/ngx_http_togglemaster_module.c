@@ -648,7 +648,10 @@ ngx_http_togglemaster_version_variable(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_togglemaster_add_variables(ngx_conf_t *cf)
 {
+    ngx_int_t             index;
     ngx_str_t             name = ngx_string("togglemaster_version");
+    ngx_str_t             bad_key = ngx_string("togglemaster_bad_key_addr");
+    ngx_str_t             addr = ngx_string("binary_remote_addr");
     ngx_http_variable_t  *var;
 
     var = ngx_http_add_variable(cf, &ngx_http_togglemaster_flag_prefix,
@@ -665,6 +668,19 @@ ngx_http_togglemaster_add_variables(ngx_conf_t *cf)
     }
 
     var->get_handler = ngx_http_togglemaster_version_variable;
+
+    var = ngx_http_add_variable(cf, &bad_key, 0);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    index = ngx_http_get_variable_index(cf, &addr);
+    if (index == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_togglemaster_bad_key_addr_variable;
+    var->data = (uintptr_t) index;
 
     return NGX_OK;
 }

@@ -402,6 +402,9 @@ ngx_int_t ngx_http_togglemaster_ofrep_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_togglemaster_metrics_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_togglemaster_health_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_togglemaster_access_handler(ngx_http_request_t *r);
+/* $togglemaster_bad_key_addr; data: the index of $binary_remote_addr */
+ngx_int_t ngx_http_togglemaster_bad_key_addr_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 
 /* json.c: jansson allocations from the request pool while one is set */
 void ngx_http_togglemaster_json_init(void);
