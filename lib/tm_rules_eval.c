@@ -12,8 +12,9 @@
 
 /* Prices of the evaluation's own steps, in budget units (calibrated with
  * bench/worst_bench as the operators' are). */
+#define COST_FLAG 400           /* evaluating a flag, before its document */
 #define COST_LOOKUP 8           /* a context lookup, plus per attribute: */
-#define COST_ATTR 2
+#define COST_ATTR 3
 #define COST_REF 32             /* a segment or parent flag looked up by name, */
 #define COST_BYTE 1             /* plus per byte of the name; a hashed byte */
 
@@ -450,6 +451,9 @@ static void eval_flag(const ev *e, const tm_flag_view *f, tm_eval_result *out)
     if (!f->rule_present || !f->rule_enabled) {
         out->value = 1;
         out->reason = TM_REASON_STATIC;
+        return;
+    }
+    if (!tm_budget_take(e->b, COST_FLAG)) {
         return;
     }
     const tm_rule *r = f->rule;
