@@ -66,18 +66,25 @@ sub ofrep {
                    { context => { targetingKey => $user } });
 }
 
-# flag, identity, expected result, OFREP reason
+# What OFREP says: its reason, or its errorCode and errorDetails.
+sub outcome {
+    my ($j) = @_;
+    return $j->{errorCode} ? "$j->{errorCode}: " . ($j->{errorDetails} // '') : $j->{reason} // '';
+}
+
+# flag, identity, expected result, OFREP outcome
+my $OVER = 'GENERAL: over the evaluation budget';
 for my $c ([ 'needles', $id4k, 0, 'DEFAULT' ], [ 'needles', 'aaaaaaaaab7', 1, 'TARGETING_MATCH' ],
            [ 'segments', $id4k, 0, 'DEFAULT' ], [ 'segments', 'xaaaaaaaaab3', 1, 'TARGETING_MATCH' ],
-           [ 'distinct', $id4k, 0, 'ERROR' ], [ 'distinct', 'aaaaaaaaab0', 1, 'TARGETING_MATCH' ],
-           [ 'bombs', $id4k, 0, 'ERROR' ]) {
+           [ 'distinct', $id4k, 0, $OVER ], [ 'distinct', 'aaaaaaaaab0', 1, 'TARGETING_MATCH' ],
+           [ 'bombs', $id4k, 0, 'PARSE_ERROR: the flag\'s rule document is unusable' ]) {
     my ($f, $user, $want, $reason) = @$c;
     my $label = sprintf '%s, %d-byte identity', $f, length $user;
     my ($r, $t) = timed_eval($user, $f);
     is $r->{status}, 200, "$label: 200";
     is $r->{json}{result} ? 1 : 0, $want, "$label: " . ($want ? 'true' : 'false');
     cmp_ok $t, '<', $BOUND, sprintf('%s: answered in %.3f s', $label, $t);
-    is ofrep($f, $user)->{json}{reason} // '', $reason, "$label: OFREP reason $reason";
+    is outcome(ofrep($f, $user)->{json} // {}), $reason, "$label: OFREP $reason";
 }
 
 # --- the worker keeps serving others while the worst documents are asked ---
@@ -115,10 +122,11 @@ my $bulk = $h->req(POST => $ng->url('/ofrep/v1/evaluate/flags'), {}, { context =
 my $tb = time - $t0;
 is $bulk->{status}, 200, 'bulk OFREP with a 4 KiB identity: 200';
 my %by = map { $_->{key} => $_ } @{ $bulk->{json}{flags} // [] };
-is $by{distinct}{reason} // '', 'ERROR', '... distinct: ERROR (over the budget)';
+is outcome($by{distinct} // {}), $OVER, '... distinct: over the budget';
 ok exists $by{plain}, '... the others answered';
 cmp_ok $tb, '<', $BOUND * 2, sprintf('... in %.3f s', $tb);
 
+like $ng->error_log, qr/bombs.*could cost up to \d+ units/, 'the edge logged why "bombs" is unusable';
 unlike $ng->error_log, qr/\[(alert|emerg|crit)\]|exited on signal/, 'no alerts or crashes';
 
 # --- the targeting API refuses the document over the document bound ---
@@ -128,8 +136,11 @@ my $fl = $h->daemon('flags', AUTH_SERVICE_URL => $auth);
 my $tg = $h->daemon('targeting', AUTH_SERVICE_URL => $auth);
 my %K = (Authorization => 'Bearer ' . new_key($h, $auth, $M, 'rule-cost')->{key});
 is $h->req(POST => "$fl/flags", \%K, { name => 'cost-api', is_enabled => JSON::PP::true })->{status}, 201, 'flag';
-my $r = $h->req(POST => "$tg/rules", \%K, { flag_name => 'cost-api', rules => $RULES{bombs} });
-is $r->{status}, 400, '832 REGEX constraints: 400';
+# 80 bombs: over 64 evaluation budgets at worst (832 would not fit in a body)
+my $over = { strategies => [ @bomb_strategies[0 .. 1] ] };
+splice @{ $over->{strategies}[1]{constraints} }, 16;
+my $r = $h->req(POST => "$tg/rules", \%K, { flag_name => 'cost-api', rules => $over });
+is $r->{status}, 400, '80 REGEX constraints: 400';
 like $r->{json}{error} // '', qr/^rules: its constraints could cost up to \d+ units in one evaluation, over the limit/,
     '... saying why';
 is $h->req(GET => "$tg/rules/cost-api", \%K)->{status}, 404, '... nothing stored';
