@@ -384,7 +384,9 @@ def check_netpols(name, by_kind, workloads):
         ("__outside__", "auth", 8001, False), ("__outside__", "flags", 8002, False),
         ("__outside__", "targeting", 8003, False), ("__outside__", "analytics", 8005, False),
         ("auth", "flags", 8002, False), ("analytics", "auth", 8001, False),
-        ("flags", "targeting", 8003, False),
+        # promotion and environment deletion: flags calls targeting with the
+        # caller's key (docs/environments.md)
+        ("flags", "targeting", 8003, True), ("targeting", "flags", 8002, False),
     ]
     if "postgres" in pods:
         expect += [
@@ -797,7 +799,7 @@ def check_compose(root):
         return e if isinstance(e, dict) else dict(x.split("=", 1) for x in e)
 
     for n, keys in (("auth", ["DATABASE_URL", "REDIS_URL", "MASTER_KEY"]),
-                    ("flags", ["DATABASE_URL", "REDIS_URL", "AUTH_SERVICE_URL"]),
+                    ("flags", ["DATABASE_URL", "REDIS_URL", "AUTH_SERVICE_URL", "TARGETING_SERVICE_URL"]),
                     ("targeting", ["DATABASE_URL", "REDIS_URL", "AUTH_SERVICE_URL"]),
                     ("analytics", ["AWS_SQS_URL", "AWS_DYNAMODB_TABLE", "AWS_REGION", "AWS_ENDPOINT_URL"]),
                     ("gateway", ["AWS_SQS_URL", "AWS_REGION", "AWS_ENDPOINT_URL"])):
