@@ -143,7 +143,8 @@ export async function render(main, ctx) {
     }
   });
 
-  [search, stateSel, envSel].forEach((el) => el.addEventListener('input', draw));
+  search.addEventListener('input', draw);
+  [stateSel, envSel].forEach((el) => el.addEventListener('change', draw));
   main.append(
     h('h1', {}, 'Flags'),
     cForm,

@@ -75,7 +75,7 @@ export async function render(main, ctx) {
           ctx.guard(h('button', { type: 'button', class: 'small danger', 'data-test': `delete-segment-${s.name}`, onclick: async () => {
             if (!(await confirmDialog(`Delete segment ${s.name}?`, where.length ? `It is used by ${where.join(', ')}: the API will refuse.` : 'No rule uses it.', 'Delete segment'))) return;
             try { await api.deleteSegment(s.name); await draw(`Deleted ${s.name}.`); } catch (e) { status.append(notice('error', e.message)); }
-          } }, 'Delete', h('span', { class: 'sr-only' }, ` ${s.name}`))));
+          } }, 'Delete', h('span', { class: 'sr-only' }, ` ${s.name}`)))));
     });
     clear(body, status,
       h('div', { class: 'table-wrap' }, h('table', {},
