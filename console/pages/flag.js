@@ -115,7 +115,7 @@ function tryIt(ctx, name) {
         h('dt', {}, 'Value'), h('dd', { 'data-test': 'try-value' }, value),
         h('dt', {}, 'Variant'), h('dd', { 'data-test': 'try-variant' }, j.variant ?? '—'),
         h('dt', {}, 'Reason'), h('dd', { 'data-test': 'try-reason' }, j.reason ?? '—'),
-        h('dt', {}, 'Flag on'), h('dd', {}, String(j.metadata ? j.metadata.enabled : '—'))));
+        h('dt', {}, 'Enabled for this context'), h('dd', { 'data-test': 'try-enabled' }, String(j.metadata ? j.metadata.enabled : '—'))));
     } catch (e) { out.append(notice('error', e.message)); }
   });
   return form;
