@@ -55,7 +55,7 @@ function statesTable(ctx, name, states, redraw, status) {
       })))));
 }
 
-function ruleSection(ctx, name, state, extras, redraw) {
+function ruleSection(ctx, name, state, extras, redraw, pageStatus) {
   const editor = ruleEditor({ doc: state.rule ? state.rule.rules : null, segments: extras.segments,
                               flags: extras.flags.filter((f) => f !== name), guard: (el) => ctx.guard(el) });
   const active = ctx.guard(h('input', { type: 'checkbox', checked: !state.rule || state.rule.is_enabled !== false, 'data-test': 'rule-active' }));
@@ -71,6 +71,7 @@ function ruleSection(ctx, name, state, extras, redraw) {
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     status.replaceChildren();
+    pageStatus.replaceChildren();
     editor.clearErrors();
     if (!editor.jsonValid()) { status.append(notice('error', 'Not saved: the raw JSON is not valid.')); return; }
     const doc = editor.doc();
@@ -157,7 +158,7 @@ export async function render(main, ctx, name) {
     const state = states.find((s) => s.env === editEnv) || states[0];
     clear(body, status, definitionForm(ctx, states[0].flag, status), statesTable(ctx, name, states, redraw, status),
       ctx.envApi ? h('div', { class: 'card' }, field('Edit the rule of environment', envSel)) : null,
-      ruleSection(ctx, name, state, extras, redraw), tryIt(ctx, name), promoteForm(ctx, name, redraw, status),
+      ruleSection(ctx, name, state, extras, redraw, status), tryIt(ctx, name), promoteForm(ctx, name, redraw, status),
       h('section', { class: 'card' }, h('h2', {}, 'Delete'),
         ctx.guard(h('button', { type: 'button', class: 'danger', 'data-test': 'delete-flag', onclick: async () => {
           if (!(await confirmDialog(`Delete ${name}?`, `The flag and its rules go; evaluations of "${name}" answer false at once.`, 'Delete flag'))) return;

@@ -125,6 +125,13 @@ class Console:
         self.type(self.t("signin-key"), key)
         self.t("signin-key").submit()
 
+    def save_rule(self):
+        """Save, and wait for the page redrawn with the saved rule."""
+        old = self.d.find_element(By.CSS_SELECTOR, '[data-test="flag-status"]')
+        self.t("save-rule").click()
+        self.wait.until(EC.staleness_of(old))
+        self.wait.until(lambda _: "Rule saved" in self.t("flag-status").text)
+
     def sign_out(self):
         self.t("signout").click()
         self.heading("Sign in")
@@ -199,8 +206,7 @@ def flows(c, admin):
     raw = json.loads(c.t("rule-json").get_attribute("value"))
     want = {"strategies": [{"constraints": [{"contextName": "country", "operator": "IN", "values": ["BR", "PT"]}]}]}
     result(raw == want, "the raw JSON follows the form", raw)
-    c.t("save-rule").click()
-    c.wait.until(lambda _: "Rule saved" in c.t("flag-status").text)
+    c.save_rule()
     st, r, _ = http("GET", "/targeting/rules/" + FLAG, admin)
     result(st == 200 and r["rules"] == want and r["is_enabled"] is True, "the strategy with its constraint is saved", r)
 
@@ -235,8 +241,7 @@ def flows(c, admin):
     pct = c.t("rollout-percentage")
     result(pct.get_attribute("value") == "100" and c.t("variant-name").get_attribute("value") == "blue"
            and not c.all("field-error"), "the form follows the raw JSON (rollout, variant with payload)")
-    c.t("save-rule").click()
-    c.wait.until(lambda _: "Rule saved" in c.t("flag-status").text)
+    c.save_rule()
     st, r, _ = http("GET", "/targeting/rules/" + FLAG, admin)
     result(r["rules"] == doc, "rollout and a variant with a payload saved", r)
 
@@ -276,7 +281,7 @@ def flows(c, admin):
     http("PUT", "/targeting/rules/" + FLAG, admin, {"rules": {"strategies": [{"segments": ["beta-testers"]}]}})
     c.go("#/flags")
     c.go("#/segments")
-    result(until(lambda: c.t("used-beta-testers").text == FLAG), "the segment lists the flag that uses it",
+    result(until(lambda: c.t("used-beta-testers").text in (FLAG, FLAG + " (default)")), "the segment lists the flag that uses it",
            c.t("used-beta-testers").text)
 
     # --- keys: create (shown once), revoke, refused ---
@@ -292,9 +297,9 @@ def flows(c, admin):
     st, j, _ = http("GET", "/auth/validate", shown)
     result(st == 200, "the new key works")
     kid = until(lambda: [r.get_attribute("data-key-id") for r in d.find_elements(By.CSS_SELECTOR, "tr[data-key-id]")
-                         if "temporary" in r.text])
+                         if "temporary" in r.text and "active" in r.text])
     c.shot("keys")
-    c.t("revoke-%s" % kid[0]).click()
+    c.t("revoke-%s" % max(kid, key=int)).click()   # the newest
     c.confirm()
     refused = until(lambda: http("GET", "/flags/flags", shown)[0] == 401)
     result(refused, "a revoked key is refused by the gateway")
@@ -330,6 +335,48 @@ def readonly(c):
     c.sign_out()
 
 
+def environments(c, admin):
+    """Once the gateway answers GET /flags/environments (issue 12): an
+    environment made on its page gets a switch per flag, and turning a flag
+    off in production asks first, naming the effect."""
+    st, envs, _ = http("GET", "/flags/environments", admin)
+    if st != 200 or not isinstance(envs, list):
+        skip("environments: per-environment switches, production confirmation",
+             "the gateway has no environments API yet (issue 12): GET /flags/environments %s" % st)
+        return
+    d = c.d
+    c.sign_in(admin)
+    c.heading("Flags")
+    c.go("#/environments")
+    c.heading("Environments")
+    c.type(c.t("env-name"), "production")
+    c.t("env-name").submit()
+    c.wait.until(lambda d: d.find_elements(By.XPATH, "//tbody/tr/th[text()='production']"))
+    c.go("#/flags")
+    sw = c.t("switch-%s-production" % FLAG)
+    result(sw.get_attribute("aria-checked") == "false", "a new environment: the flag is off there")
+    sw.click()
+    until(lambda: c.t("switch-%s-production" % FLAG).get_attribute("aria-checked") == "true")
+    st, f, _ = http("GET", "/flags/flags/%s?environment=production" % FLAG, admin)
+    result(f and f["is_enabled"] is True, "switched on in production only", f)
+    c.t("switch-%s-production" % FLAG).click()
+    dlg = c.wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "dialog[open]"))
+    text = dlg.text
+    c.shot("production-confirm")
+    c.t("confirm-cancel").click()
+    st, f, _ = http("GET", "/flags/flags/%s?environment=production" % FLAG, admin)
+    result("production" in text and "false" in text and f["is_enabled"] is True,
+           "turning it off in production asks first, naming the effect; cancel changes nothing", text)
+    c.t("switch-%s-production" % FLAG).click()
+    c.confirm()
+    off = until(lambda: http("GET", "/flags/flags/%s?environment=production" % FLAG, admin)[1]["is_enabled"] is False)
+    result(off, "confirmed: off in production")
+    Select(c.t("env-filter")).select_by_value("production")
+    result(until(lambda: not c.all("switch-%s-default" % FLAG) and c.all("switch-%s-production" % FLAG)),
+           "the environment filter shows that environment's switches only")
+    c.sign_out()
+
+
 def csp_holds(c):
     """Markup injected into the page the way an HTML-building bug would:
     CSP keeps its inline script and handler from running."""
@@ -359,6 +406,7 @@ def main():
         c = Console(d)
         flows(c, j["key"])
         readonly(c)
+        environments(c, j["key"])
         d.set_window_size(375, 800)
         c.sign_in(j["key"])
         c.heading("Flags")
