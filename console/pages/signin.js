@@ -25,7 +25,16 @@ export function render(main, ctx) {
         return;
       }
       api.setKey(k);
-      await ctx.refreshEnvs();
+      try {
+        // auth may know a scoped key before the gateway does (a rolling
+        // upgrade): say so rather than fail on every page
+        await ctx.refreshEnvs();
+        await api.listFlags();
+      } catch (e) {
+        api.signOut();
+        status.append(notice('error', `Auth knows this ${v.scope} key, but the gateway refuses it on the admin API: ${e.message}`));
+        return;
+      }
       ctx.signedIn(v.scope);
     } catch (e) {
       status.append(notice('error', e.status === 401 ? 'This key is not valid (unknown or revoked).' : e.message));
