@@ -1,4 +1,5 @@
 #include "tm_apikey.h"
+#include "tm_audit.h"
 #include "tm_hash.h"
 #include "tm_log.h"
 #include "tm_publish.h"
@@ -148,12 +149,14 @@ int tm_apikey_check(const tm_req *req, tm_resp *resp)
     int known = tm_publish_key_lookup(hash, &scope, env, sizeof env);
     if (known == 1) {
         note_use(hash);
+        tm_audit_actor_key(hash);
         return scope_allows(req, resp, scope);
     }
     if (auth_url) {
         int v = ask_auth(key, len, &scope);
         if (v == 1) {
             note_use(hash);
+            tm_audit_actor_key(hash);
             return scope_allows(req, resp, scope);
         }
         known = v == 0 ? 0 : -1;

@@ -1,4 +1,5 @@
 #include "tm_daemon.h"
+#include "tm_audit.h"
 #include "tm_env.h"
 #include "tm_log.h"
 #include "tm_names.h"
@@ -30,9 +31,12 @@ static int migrate_with_retry(const tm_daemon *d, int seconds)
 {
     for (int i = 0; i < seconds * 2 && !stop_requested; i++) {
         char component[64];
+        char audit[64];
         snprintf(component, sizeof component, "%s-environments", d->name);
+        snprintf(audit, sizeof audit, "%s-audit", d->name);
         if (tm_db_migrate(d->name, d->migrations, d->nmigrations) == 0
-            && tm_db_migrate(component, d->env_migrations, d->nenv_migrations) == 0) {
+            && tm_db_migrate(component, d->env_migrations, d->nenv_migrations) == 0
+            && tm_db_migrate(audit, tm_audit_migrations, tm_audit_nmigrations) == 0) {
             return 0;
         }
         struct timespec ts = { 0, 500 * 1000 * 1000 };
@@ -76,6 +80,9 @@ int tm_daemon_main(const tm_daemon *d, int argc, char **argv)
         return 2;
     }
     tm_db_init(db);
+    if (tm_audit_init(d->name) != 0) {
+        return 2;
+    }
     if (!migrate_only && d->check_env && d->check_env() != 0) {
         return 2;
     }

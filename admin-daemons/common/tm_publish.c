@@ -490,6 +490,25 @@ int tm_publish_key_lookup(const char *key_hash, tm_scope *scope, char *env, size
     return found;
 }
 
+static const char key_record_lua[] =
+    "local v = redis.call('HGET', KEYS[1], ARGV[1]) "
+    "if v then return v end return redis.call('HGET', KEYS[2], ARGV[1])";
+
+char *tm_publish_key_record(const char *key_hash)
+{
+    const char *argv[] = { "EVAL", key_record_lua, "2", TM_REDIS_KEYS, TM_REDIS_KEYS_V2,
+                           key_hash };
+    size_t lens[6];
+    for (int i = 0; i < 6; i++) lens[i] = strlen(argv[i]);
+    redisReply *r = command(6, argv, lens);
+    if (r == NULL) {
+        return NULL;
+    }
+    char *out = r->type == REDIS_REPLY_STRING ? strndup(r->str, r->len) : NULL;
+    freeReplyObject(r);
+    return out;
+}
+
 void tm_publish_key_used(const char *key_hash, long long now)
 {
     char ts[24];
