@@ -192,4 +192,31 @@ is req(POST => "$flags/flags", { %A, 'X-Forwarded-For' => '203.0.113.7' }, { nam
 $rec = req(GET => "$flags/audit?name=spoof", \%A)->{json}{records}[0];
 is $rec->{client_address}, '127.0.0.1', 'forged X-Forwarded-For ignored: the peer';
 
+# --- tmctl audit and tmctl history (the merge of the two trails) ---
+my $TMCTL = ($ENV{TM_BUILD} || 'build') . '/tmctl/tmctl';
+local $ENV{TOGGLEMASTER_API_KEY} = $admin->{key};
+my @U = ('--flags-url', $flags, '--targeting-url', $tg, '--auth-url', $auth);
+is req(POST => "$flags/flags", \%A, { name => 'hist' })->{status}, 201, 'hist created';
+is req(POST => "$tg/rules", \%A, { flag_name => 'hist', rules => { type => 'PERCENTAGE', value => 10 } })->{status}, 201,
+    'hist rule created';
+is req(PUT => "$flags/flags/hist", \%A, { is_enabled => JSON::PP::true })->{status}, 200, 'hist enabled';
+my $out = `$TMCTL @U history hist --json`;
+is $?, 0, 'tmctl history --json exits 0';
+my $hist = eval { $J->decode($out) } || [];
+is_deeply [ map { "$_->{kind} $_->{action}" } @$hist ], [ 'flag update', 'rule create', 'flag create' ],
+    'history merges the flag and its rule, newest first';
+$out = `$TMCTL @U history hist`;
+like $out, qr/alice\s+update\s+flag\s+hist \[default\]\s+is_enabled: false -> true/, 'history readable: what changed';
+like $out, qr/rule\s+hist/, 'history readable: the rule';
+$out = `$TMCTL @U audit --service auth --kind key --limit 1`;
+like $out, qr/master key\s+revoke\s+key\s+reader/, 'tmctl audit --service auth';
+$out = `$TMCTL @U audit --name hist --json`;
+is scalar @{ (eval { $J->decode($out) }) || [] }, 2, 'tmctl audit --name filters (flags trail: 2 records)';
+$out = `$TMCTL @U audit --limit 3 --json`;
+is scalar @{ (eval { $J->decode($out) }) || [] }, 3, 'tmctl audit --limit';
+system("$TMCTL @U audit --since yesterday >/dev/null 2>&1");
+is $? >> 8, 1, 'a bad --since: the server refuses, exit 1';
+system("$TMCTL @U audit --service nope >/dev/null 2>&1");
+is $? >> 8, 2, 'unknown --service: usage, exit 2';
+
 done_testing;
