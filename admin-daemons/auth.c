@@ -3,6 +3,7 @@
  * (tm:keys) so the edge and the other daemons check keys locally. */
 #include "tm_apikey.h"
 #include "tm_audit.h"
+#include "tm_webhooks.h"
 #include "tm_daemon.h"
 #include "tm_hash.h"
 #include "tm_log.h"
@@ -250,14 +251,17 @@ static void validate(const tm_req *req, tm_resp *resp)
     PQclear(res);
 }
 
-/* The key changes' trail: the master key, or an admin or readonly key. */
+/* The key changes' trail and their webhooks: the master key, or an API
+ * key whose scope allows the method (admin; readonly: GET). */
 static void audit(const tm_req *req, tm_resp *resp)
 {
     size_t len;
     const char *k = tm_req_bearer(req, &len);
     if ((k && tm_consttime_eq(k, len, master_key, strlen(master_key)))
         || tm_apikey_check(req, resp)) {
-        tm_audit_get(req, resp);
+        if (!tm_webhooks_route(req, resp)) {
+            tm_audit_get(req, resp);
+        }
     }
 }
 
@@ -266,7 +270,7 @@ static void handle(void *ctx, const tm_req *req, tm_resp *resp)
     (void) ctx;
     const char *m = req->method, *path = req->path;
     tm_audit_request(req);
-    if (strcmp(path, "/audit") == 0) {
+    if (strcmp(path, "/audit") == 0 || strncmp(path, "/webhooks", 9) == 0) {
         return audit(req, resp);
     }
     if (strcmp(path, "/admin/keys") == 0) {

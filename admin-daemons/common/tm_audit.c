@@ -6,6 +6,7 @@
 #include "tm_publish.h"
 #include "tm_rules_int.h"   /* tm_parse_ip, tm_parse_cidr, tm_parse_date */
 #include "tm_sql.h"
+#include "tm_webhooks.h"
 
 #include <arpa/inet.h>
 #include <jansson.h>
@@ -36,6 +37,9 @@ const tm_migration tm_audit_migrations[] = {
     { 2, "CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log (at)" },
     { 3, "CREATE INDEX IF NOT EXISTS audit_log_service ON audit_log (service, id)" },
     { 4, "CREATE INDEX IF NOT EXISTS audit_log_object ON audit_log (service, kind, name, id)" },
+    { 5, TM_WEBHOOKS_SQL_ENDPOINTS },
+    { 6, TM_WEBHOOKS_SQL_OUTBOX },
+    { 7, TM_WEBHOOKS_SQL_OUTBOX_INDEX },
 };
 const int tm_audit_nmigrations = sizeof tm_audit_migrations / sizeof tm_audit_migrations[0];
 
@@ -176,6 +180,20 @@ void tm_audit_actor_master(void)
     ctx.master = 1;
 }
 
+#define RECORD_JSON "json_build_object('id', id::text, 'at', " TM_SQL_TS("at") "," \
+    " 'actor', json_build_object('id', actor_id, 'name', actor_name)," \
+    " 'action', action, 'kind', kind, 'name', name, 'environment', environment," \
+    " 'before', before, 'after', after, 'request_id', request_id," \
+    " 'client_address', client_address)::text"
+
+/* A record as a webhook's payload (p: the record's row as RECORD_JSON rec
+ * and its columns; w: the endpoint): the record, or for Slack one line. */
+#define PAYLOAD_SQL "CASE WHEN w.format = 'slack' THEN json_build_object('text'," \
+    " format('[%s] %s: %s %s \"%s\"%s', p.service, p.actor_name, p.action, p.kind, p.name," \
+    "        coalesce(' in ' || p.environment, '')))::text" \
+    " ELSE json_build_object('event', p.kind || '.' || p.action, 'service', p.service," \
+    "   'record', p.rec::json)::text END"
+
 /* The key's id and name as the auth daemon published them. */
 static void key_actor(char *id, size_t idsize, char *name, size_t namesize)
 {
@@ -207,10 +225,20 @@ tm_db_status tm_audit_record(const char *action, const char *kind, const char *n
                         ctx.request_id[0] ? ctx.request_id : "unknown",
                         ctx.client[0] ? ctx.client : NULL, service };
     PGresult *res;
-    tm_db_status s = tm_db_exec("INSERT INTO audit_log (actor_id, actor_name, action, kind, name,"
-                                " environment, before, after, request_id, client_address, service)"
-                                " VALUES ($1::integer, $2, $3, $4, $5, $6, $7::json, $8::json,"
-                                " $9, $10, $11)", 11, p, &res);
+    /* The record and, for each endpoint of this daemon whose filters take
+     * it, its outbox row: one statement, in the change's transaction. */
+    tm_db_status s = tm_db_exec("WITH a AS (INSERT INTO audit_log (actor_id, actor_name, action,"
+                                " kind, name, environment, before, after, request_id,"
+                                " client_address, service) VALUES ($1::integer, $2, $3, $4, $5,"
+                                " $6, $7::json, $8::json, $9, $10, $11) RETURNING *),"
+                                " p AS (SELECT " RECORD_JSON " AS rec, service, actor_name, action,"
+                                "   kind, name, environment FROM a)"
+                                " INSERT INTO webhook_outbox (webhook_id, service, delivery_id, body)"
+                                " SELECT w.id, w.service, gen_random_uuid()::text, " PAYLOAD_SQL
+                                " FROM p JOIN webhooks w ON w.service = p.service"
+                                " AND (w.kinds IS NULL OR p.kind = ANY (w.kinds))"
+                                " AND (w.environments IS NULL OR p.environment = ANY (w.environments))",
+                                11, p, &res);
     if (s == TM_DB_OK) {
         PQclear(res);
     }
@@ -287,12 +315,6 @@ tm_db_status tm_audit_apply(const tm_audit_change *c, PGresult **out)
     }
     return s;
 }
-
-#define RECORD_JSON "json_build_object('id', id::text, 'at', " TM_SQL_TS("at") "," \
-    " 'actor', json_build_object('id', actor_id, 'name', actor_name)," \
-    " 'action', action, 'kind', kind, 'name', name, 'environment', environment," \
-    " 'before', before, 'after', after, 'request_id', request_id," \
-    " 'client_address', client_address)::text"
 
 /* A time filter as milliseconds since the epoch (text), or an error. */
 static int time_param(const tm_req *req, const char *q, char *out, size_t size,

@@ -1,5 +1,6 @@
 #include "tm_daemon.h"
 #include "tm_audit.h"
+#include "tm_webhooks.h"
 #include "tm_env.h"
 #include "tm_log.h"
 #include "tm_names.h"
@@ -114,6 +115,10 @@ int tm_daemon_main(const tm_daemon *d, int argc, char **argv)
     if (srv == NULL) {
         return 1;
     }
+    if (tm_webhooks_start(d->name) != 0) {
+        tm_http_stop(srv);
+        return 1;
+    }
     long period = tm_env_long("TM_RECONCILE_SECONDS", 10, 1, 86400);
     time_t next = 0, probe = 0;
     while (!stop_requested) {
@@ -134,6 +139,7 @@ int tm_daemon_main(const tm_daemon *d, int argc, char **argv)
     }
     TM_INFO("stopping: finishing requests in flight");
     tm_http_stop(srv);
+    tm_webhooks_stop();
     tm_db_close();
     tm_publish_close();
     return 0;

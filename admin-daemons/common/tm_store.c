@@ -1,6 +1,7 @@
 #include "tm_store.h"
 #include "tm_apikey.h"
 #include "tm_audit.h"
+#include "tm_webhooks.h"
 #include "tm_daemon.h"
 #include "tm_log.h"
 #include "tm_names.h"
@@ -209,6 +210,9 @@ static void handle(void *ctx, const tm_req *req, tm_resp *resp)
     }
     if (strcmp(req->path, "/audit") == 0) {
         tm_audit_get(req, resp);
+        return;
+    }
+    if (tm_webhooks_route(req, resp)) {
         return;
     }
     const tm_store *top = ctx;
