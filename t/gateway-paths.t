@@ -167,6 +167,7 @@ for my $conf (sort keys %GW) {
     is(($r->{json}{records} || [])->[0]{name}, $name, "$conf: GET /flags/audit: the flags daemon's trail");
     $r = $h->req(GET => "$G/targeting/audit?limit=1", \%K);
     ok $r->{status} == 200 && ref $r->{json}{records} eq 'ARRAY', "$conf: GET /targeting/audit -> the targeting trail";
+    is ref $h->req(GET => "$G/flags/webhooks", \%K)->{json}, 'ARRAY', "$conf: GET /flags/webhooks -> the flags daemon's endpoints";
 
     # --- delete ---
     $r = $h->req(DELETE => "$G/flags/flags/$name", \%K);
