@@ -11,6 +11,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,7 @@ static const char *service = "";
 static long timeout_ms = 5000, connect_ms = 2000, backoff_ms = 1000, retry_seconds = 86400;
 static pthread_t thread;
 static int started;
-static volatile int stopping;
+static atomic_int stopping;
 
 #define WEBHOOK_JSON "json_build_object('id', id, 'url', url, 'kinds', kinds," \
     " 'environments', environments, 'format', format," \
@@ -371,14 +372,15 @@ static long next_delay_ms(long attempts)
 }
 
 /* Claims a due row (skipping rows another replica holds), tries it, and
- * records the outcome, in one transaction. 1 when a row was handled. */
+ * records the outcome, in one transaction. 1 when a row was handled, 0
+ * when none was due, -1 when the database could not be asked. */
 static int deliver_one(void)
 {
     char retry[24];
     snprintf(retry, sizeof retry, "%ld", retry_seconds);
     const char *p[] = { service, retry };
     if (tm_db_begin() != TM_DB_OK) {
-        return 0;
+        return -1;
     }
     PGresult *res;
     if (tm_db_exec("SELECT o.id, o.delivery_id, o.body, w.url, w.secret, o.attempts,"
@@ -388,7 +390,7 @@ static int deliver_one(void)
                    " ORDER BY o.next_at, o.id LIMIT 1 FOR UPDATE OF o SKIP LOCKED",
                    2, p, &res) != TM_DB_OK) {
         tm_db_rollback();
-        return 0;
+        return -1;
     }
     if (PQntuples(res) == 0) {
         PQclear(res);
@@ -430,7 +432,10 @@ static void *run(void *arg)
 {
     (void) arg;
     while (!stopping) {
-        if (!deliver_one()) {
+        int rc = deliver_one();
+        /* Idle: look again soon; the database away: not in a tight loop
+         * (each try logs), but still stopping promptly. */
+        for (int i = 0; rc <= 0 && i < (rc < 0 ? 10 : 1) && !stopping; i++) {
             struct timespec ts = { 0, 200 * 1000 * 1000 };
             nanosleep(&ts, NULL);
         }
