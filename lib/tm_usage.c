@@ -369,7 +369,7 @@ static json_t *group_update(const group *g, const char *table)
 {
     json_t *mins = json_array();
     for (int m = 0; mins && m < 60; m++) {
-        char s[4];
+        char s[12];
         snprintf(s, sizeof s, "%d", m);
         if ((g->mins >> m & 1) && json_array_append_new(mins, json_string(s)) != 0) {
             json_decref(mins);
