@@ -504,15 +504,16 @@ int tm_usage_parse_range(const char *from, const char *to, const char *granulari
     if (to && date_param("to", to, &t, err, errlen) != 0) {
         return -1;
     }
-    f = t - (r->step == 3600 ? 86400 : 30 * 86400);
     if (from && date_param("from", from, &f, err, errlen) != 0) {
         return -1;
     }
-    if (f >= t) {
+    if (from && f >= t) {
         return fail(err, errlen, "from must be before to");
     }
-    r->from = f - f % r->step;
     r->to = t % r->step ? t - t % r->step + r->step : t;
+    /* by default the last 24 hours or 30 days, the current one included */
+    f = from ? f : r->to - (r->step == 3600 ? 24 * 3600 : 30 * 86400);
+    r->from = f - f % r->step;
     long long buckets = ((long long) r->to - r->from) / r->step;
     if (r->step == 3600 && buckets > TM_USAGE_MAX_HOURS) {
         snprintf(err, errlen, "range too long: at most %d hours (31 days) with granularity=hour; "
