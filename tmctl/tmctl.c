@@ -8,6 +8,7 @@
 #include "tm_rules.h"
 #include "tmctl_doc.h"
 #include "tmctl_http.h"
+#include "tmctl_usage.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -55,6 +56,13 @@ static const char usage_text[] =
 "                                                   converted document and sends nothing\n"
 "  tmctl validate                                    checks the API key with the auth service\n"
 "\n"
+"Usage, from the analytics service (docs/usage.md):\n"
+"  tmctl usage FLAG [--from DATE] [--to DATE] [--granularity hour|day] [--environment ENV]\n"
+"                                                   evaluations per hour or day as a text chart;\n"
+"                                                   DATE: 2026-11-22 or 2026-11-22T10:00:00Z\n"
+"  tmctl stale [--days N] [--environment ENV]        flags not evaluated, or answering one value,\n"
+"                                                   in N days (default 30, at most 90)\n"
+"\n"
 "Options (anywhere on the line; --opt=value works too):\n"
 "  --url URL            the gateway, e.g. http://127.0.0.1:8080 (env TOGGLEMASTER_URL;\n"
 "                       default http://127.0.0.1:8080); services are under the original\n"
@@ -65,6 +73,8 @@ static const char usage_text[] =
 "                       (env TOGGLEMASTER_FLAGS_URL)\n"
 "  --targeting-url URL  the targeting service itself (env TOGGLEMASTER_TARGETING_URL)\n"
 "  --auth-url URL       the auth service itself (env TOGGLEMASTER_AUTH_URL)\n"
+"  --analytics-url URL  the analytics service itself, e.g. http://127.0.0.1:8005\n"
+"                       (env TOGGLEMASTER_ANALYTICS_URL; default: the gateway's /analytics)\n"
 "  --eval-url URL       the edge serving OFREP, e.g. http://127.0.0.1:8004\n"
 "                       (env TOGGLEMASTER_EVAL_URL)\n"
 "  --timeout SECONDS    per request (default 30)\n"
@@ -78,12 +88,14 @@ static const char usage_text[] =
 /* ---- options ---- */
 
 enum {
-    O_DESC = 1, O_ENABLE = 2, O_USER = 4, O_CONTEXT = 8, O_DRY = 16, O_SKIP = 32
+    O_DESC = 1, O_ENABLE = 2, O_USER = 4, O_CONTEXT = 8, O_DRY = 16, O_SKIP = 32,
+    O_WINDOW = 64, O_DAYS = 128, O_ENV = 256
 };
 
 typedef struct {
     const char *url, *key, *auth_url, *flags_url, *targeting_url, *eval_url, *timeout, *retries;
     const char *description, *user, *context;
+    tmctl_usage_opts usage;   /* tmctl usage / stale */
     int enabled;          /* -1 not given */
     int dry_run, skip_unknown, help;
     long timeout_s;       /* --timeout, checked */
@@ -139,6 +151,10 @@ static int parse_args(int argc, char **argv)
         { "context", &o.context, O_CONTEXT },
         { "enabled", NULL, O_ENABLE }, { "disabled", NULL, O_ENABLE },
         { "dry-run", NULL, O_DRY }, { "skip-unknown", NULL, O_SKIP }, { "help", NULL, 0 },
+        { "from", &o.usage.from, O_WINDOW }, { "to", &o.usage.to, O_WINDOW },
+        { "granularity", &o.usage.granularity, O_WINDOW }, { "days", &o.usage.days, O_DAYS },
+        { "environment", &o.usage.environment, O_ENV },
+        { "analytics-url", &o.usage.analytics, 0 },
     };
     int only_pos = 0;
     for (int i = 1; i < argc; i++) {
@@ -955,6 +971,9 @@ static const command commands[] = {
     { "import", "unleash", 1, O_DRY | O_SKIP, "FILE [--dry-run] [--skip-unknown]" },
     { "import", NULL, 1, O_DRY, "FILE [--dry-run]" },
     { "validate", NULL, 0, 0, "" },
+    { "usage", NULL, 1, O_WINDOW | O_ENV,
+      "FLAG [--from DATE] [--to DATE] [--granularity hour|day] [--environment ENV]" },
+    { "stale", NULL, 0, O_DAYS | O_ENV, "[--days N] [--environment ENV]" },
 };
 
 static int run(void)
@@ -997,7 +1016,9 @@ static int run(void)
     unsigned extra = o.given & ~c->allowed;
     if (extra) {
         static const char *const names[] = { "--description", "--enabled/--disabled", "--user",
-                                             "--context", "--dry-run", "--skip-unknown" };
+                                             "--context", "--dry-run", "--skip-unknown",
+                                             "--from/--to/--granularity", "--days",
+                                             "--environment" };
         int b = 0;
         while (!(extra & (1u << b))) b++;
         return usage("%s does not take %s; usage: tmctl %s %s", full, names[b], full, c->args);
@@ -1040,6 +1061,9 @@ static int run(void)
     if (strcmp(c->group, "segments") == 0) return cmd_segments(c->verb, a0, a1);
     if (strcmp(c->group, "eval") == 0) return cmd_eval(a0);
     if (strcmp(c->group, "export") == 0) return cmd_export();
+    o.usage.gateway = o.url;
+    if (strcmp(c->group, "usage") == 0) return tmctl_usage(&o.usage, a0);
+    if (strcmp(c->group, "stale") == 0) return tmctl_stale(&o.usage);
     return cmd_validate();
 }
 
