@@ -100,9 +100,8 @@ static int allowed(const tm_req *req, tm_resp *resp)
         tm_resp_error(resp, 405, "use GET");
         return 0;
     }
-    /* TODO(scoped keys): once keys carry a scope, allow admin and readonly
-     * keys only (docs/environments.md); tm_apikey_check accepts any active
-     * key today, which are all admin keys. */
+    /* The daemons' check: admin and readonly keys may GET, server and
+     * client keys get a 403 naming their scope (docs/environments.md). */
     return tm_apikey_check(req, resp);
 }
 

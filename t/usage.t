@@ -171,6 +171,15 @@ is usage('bad%20name')->{status}, 400, 'a name that cannot be a flag 400';
 is $h->req(GET => "$base/flags/checkout/usage")->{status}, 401, 'no key 401';
 is $h->req(GET => "$base/flags/checkout/usage", { Authorization => 'Bearer nope' })->{status}, 401, 'bad key 401';
 is $h->req(POST => "$base/usage/stale", \%K)->{status}, 405, 'POST 405';
+my $ro = $h->req(POST => "$auth/admin/keys", { Authorization => 'Bearer usage-master' },
+                 { name => 'ro', scope => 'readonly' })->{json}{key};
+is $h->req(GET => "$base/flags/checkout/usage", { Authorization => "Bearer $ro" })->{status}, 200,
+    'a readonly key reads usage';
+my $srv = $h->req(POST => "$auth/admin/keys", { Authorization => 'Bearer usage-master' },
+                  { name => 'srv', scope => 'server', environment => 'default' })->{json}{key};
+$r = $h->req(GET => "$base/usage/stale", { Authorization => "Bearer $srv" });
+is $r->{status}, 403, 'a server key does not';
+like $r->{json}{error}, qr/scope/, '... and is told about scopes';
 for my $d ('0', '91', 'abc', '-3', '1.5') {
     $r = $h->req(GET => "$base/usage/stale?days=$d", \%K);
     is $r->{status}, 400, "days=$d 400";
