@@ -385,7 +385,9 @@ def check_netpols(name, by_kind, workloads):
         ("__outside__", "targeting", 8003, False), ("__outside__", "analytics", 8005, False),
         # the usage API checks keys as the daemons do (docs/usage.md)
         ("auth", "flags", 8002, False), ("analytics", "auth", 8001, True),
-        ("flags", "targeting", 8003, False),
+        # promotion and environment deletion: flags calls targeting with the
+        # caller's key (docs/environments.md)
+        ("flags", "targeting", 8003, True), ("targeting", "flags", 8002, False),
     ]
     if "postgres" in pods:
         expect += [
