@@ -77,6 +77,8 @@ install: all
 	install -m 644 $(NGX_MODULE) $(DESTDIR)$(PREFIX)/lib/nginx/modules/
 	install -m 644 docs/redis-layout.md $(DESTDIR)$(PREFIX)/etc/togglemaster/
 	if ls nginx-conf/*.conf >/dev/null 2>&1; then install -m 644 nginx-conf/*.conf $(DESTDIR)$(PREFIX)/etc/togglemaster/; fi
+	# the admin console (/ui/): point @CONSOLE@ in the configs here
+	cd console && find . -type f -exec install -D -m 644 {} $(DESTDIR)$(PREFIX)/share/togglemaster/console/{} \;
 
 # The original acceptance run (p95 < 2 s, < 1 % errors) and a soak; both
 # start their own stack on free ports. LOAD_SECONDS, SOAK_SECONDS.

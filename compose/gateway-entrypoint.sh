@@ -6,8 +6,9 @@
 # hold @NAME@ placeholders, as nginx-conf/dev.conf does for `make run`; each
 # is replaced by the environment variable NAME. @MODULE@ and @RUN@ have
 # defaults: the module's path, and /tmp, a writable directory (as in
-# dev.conf, files go under @RUN@/nginx/), and @RESOLVER@ defaults to the
-# first nameserver of /etc/resolv.conf. A placeholder
+# dev.conf, files go under @RUN@/nginx/), @RESOLVER@ defaults to the
+# first nameserver of /etc/resolv.conf and @CONSOLE@ (the admin console's
+# files, served at /ui/) to where the image installs them. A placeholder
 # without a value stops the container with a message naming it.
 # Arguments are passed on to nginx (`-t` checks the rendered config).
 set -euo pipefail
@@ -16,6 +17,7 @@ template=${TM_NGINX_TEMPLATE:-/etc/togglemaster/ingress.conf}
 run=${TM_NGINX_DIR:-/tmp/nginx}
 export MODULE=${MODULE:-${TM_NGINX_MODULE:-/usr/lib/nginx/modules/ngx_http_togglemaster_module.so}}
 export RUN=${RUN:-/tmp}
+export CONSOLE=${CONSOLE:-/usr/share/togglemaster/console}
 # nginx's resolver, with which workers follow the AWS endpoints' DNS answers
 # (AWS rotates their addresses): the pod's or container's nameserver unless
 # RESOLVER names one

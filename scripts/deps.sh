@@ -19,6 +19,7 @@ DEB_PKGS=(
   postgresql redis-server
   nginx nginx-dev     # the nginx we load into, and its sources to build against
   python3 python3-venv python3-pip
+  chromium chromium-driver  # tests only: t/console.t drives the admin console in headless Chromium
 )
 
 missing=()
@@ -48,6 +49,13 @@ if ! "$PY" -c 'import moto.server, flask, flask_cors' >/dev/null 2>&1; then
   echo "deps: installing moto[server] from PyPI"
   "$PY" -m pip install --quiet 'moto[server]>=5' || \
     "$PY" -m pip install --quiet --break-system-packages 'moto[server]>=5'
+fi
+
+# t/console.t: Selenium drives Debian's chromium through chromium-driver (tests only).
+if ! "$PY" -c 'import selenium' >/dev/null 2>&1; then
+  echo "deps: installing selenium from PyPI"
+  "$PY" -m pip install --quiet selenium || \
+    "$PY" -m pip install --quiet --break-system-packages selenium
 fi
 
 # t/deploy.t: kubectl (it carries kustomize) and an offline validator of

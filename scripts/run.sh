@@ -64,13 +64,15 @@ start() {
         -e "s#@AUTH_PORT@#$AUTH_PORT#g" -e "s#@FLAGS_PORT@#$FLAGS_PORT#g" \
         -e "s#@TARGETING_PORT@#$TARGETING_PORT#g" -e "s#@ANALYTICS_PORT@#$ANALYTICS_PORT#g" \
         -e "s#@EVAL_PORT@#$EVAL_PORT#g" -e "s#@INGRESS_PORT@#$INGRESS_PORT#g" \
+        -e "s#@CONSOLE@#$root/console#g" \
         nginx-conf/dev.conf > "$run/nginx/nginx.conf"
     # As root, nginx workers run as nobody: they write the snapshot file here.
     [ "$(id -u)" -eq 0 ] && chown -R nobody "$run/nginx"
     "$svc" start nginx "$run"
     parts+="
   evaluation  http://127.0.0.1:$EVAL_PORT   (nginx module: /evaluate, /ofrep/v1)
-  ingress     http://127.0.0.1:$INGRESS_PORT   (/auth /flags /targeting /evaluate /analytics)"
+  ingress     http://127.0.0.1:$INGRESS_PORT   (/auth /flags /targeting /evaluate /analytics)
+  console     http://127.0.0.1:$INGRESS_PORT/ui/"
   fi
   cat <<MSG
 ToggleMaster is running:

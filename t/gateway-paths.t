@@ -147,6 +147,20 @@ for my $conf (sort keys %GW) {
     is $h->req(GET => "$G/flags/$name", \%K)->{json}{name}, $name, "$conf: GET /flags/<name> at the root";
     is $h->req(GET => "$G/health")->{status}, 200, "$conf: GET /health at the root";
 
+    # --- environments (the flags daemon's /environments) under /flags ---
+    my $env = "gw-env-$conf" =~ s/\.conf$//r;
+    $r = $h->req(POST => "$G/flags/environments", \%K, { name => $env });
+    is $r->{status}, 201, "$conf: POST /flags/environments -> 201";
+    ok((grep { $_->{name} eq 'default' } @{ $h->req(GET => "$G/flags/environments", \%K)->{json} || [] }),
+       "$conf: GET /flags/environments lists the default environment");
+    is $h->req(PUT => "$G/flags/flags/$name?environment=$env", \%K, { is_enabled => JSON::PP::true })->{status}, 200,
+        "$conf: PUT /flags/flags/<name>?environment= -> 200";
+    is $h->req(DELETE => "$G/flags/environments/$env", \%K)->{status}, 409,
+        "$conf: DELETE /flags/environments/<non-empty> -> 409";
+    is $h->req(DELETE => "$G/flags/environments/$env?confirm=$env", \%K)->{status}, 204,
+        "$conf: ... with ?confirm=<name> -> 204";
+    is $h->req(GET => "$G/flags/environments")->{status}, 401, "$conf: GET /flags/environments without a key -> 401";
+
     # --- delete ---
     $r = $h->req(DELETE => "$G/flags/flags/$name", \%K);
     is $r->{status}, 204, "$conf: DELETE /flags/flags/<name> -> 204";

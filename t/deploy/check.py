@@ -800,7 +800,7 @@ def check_compose(root):
         return e if isinstance(e, dict) else dict(x.split("=", 1) for x in e)
 
     for n, keys in (("auth", ["DATABASE_URL", "REDIS_URL", "MASTER_KEY"]),
-                    ("flags", ["DATABASE_URL", "REDIS_URL", "AUTH_SERVICE_URL"]),
+                    ("flags", ["DATABASE_URL", "REDIS_URL", "AUTH_SERVICE_URL", "TARGETING_SERVICE_URL"]),
                     ("targeting", ["DATABASE_URL", "REDIS_URL", "AUTH_SERVICE_URL"]),
                     ("analytics", ["AWS_SQS_URL", "AWS_DYNAMODB_TABLE", "AWS_REGION", "AWS_ENDPOINT_URL"]),
                     ("gateway", ["AWS_SQS_URL", "AWS_REGION", "AWS_ENDPOINT_URL"])):
@@ -825,8 +825,8 @@ def check_ingress_conf(root, rendered):
     probes, and proxies to hosts that are Service names."""
     conf = open(os.path.join(root, "nginx-conf", "ingress.conf")).read()
     code = re.sub(r"#.*", "", conf)
-    # MODULE, RUN and RESOLVER have defaults in the entry point
-    names = set(re.findall(r"@([A-Z][A-Z0-9_]*)@", code)) - {"MODULE", "RUN", "RESOLVER"}
+    # MODULE, RUN, RESOLVER and CONSOLE have defaults in the entry point
+    names = set(re.findall(r"@([A-Z][A-Z0-9_]*)@", code)) - {"MODULE", "RUN", "RESOLVER", "CONSOLE"}
     with open(os.path.join(root, "compose", "docker-compose.yml")) as f:
         services = yaml.safe_load(f)["services"]
     compose_env = set(services["gateway"].get("environment") or {})
