@@ -23,13 +23,24 @@ static json_t *object(const char *json, size_t len)
     return doc;
 }
 
-int tm_flag_record_enabled(const char *json, size_t len)
+int tm_flag_record_parse(const char *json, size_t len, int *client_visible)
 {
     json_t *doc = object(json, len);
     json_t *v = json_object_get(doc, "is_enabled");
+    json_t *cv = json_object_get(doc, "client_visible");
     int rc = json_is_boolean(v) ? json_is_true(v) : -1;
+    if (cv != NULL && !json_is_boolean(cv)) {
+        rc = -1;
+    }
+    *client_visible = rc >= 0 && json_is_true(cv);
     json_decref(doc);
     return rc;
+}
+
+int tm_flag_record_enabled(const char *json, size_t len)
+{
+    int cv;
+    return tm_flag_record_parse(json, len, &cv);
 }
 
 int tm_rule_record_parse(const char *json, size_t len, int *enabled,
@@ -80,6 +91,85 @@ tm_segment *tm_segment_record_compile(const char *json, size_t len,
     return seg;
 }
 
+int tm_env_record_parse(const char *field, size_t flen, const char *json,
+                        size_t len)
+{
+    if (!tm_flag_name_valid(field, flen)) {
+        return -1;
+    }
+    json_t *doc = object(json, len);
+    json_t *name = json_object_get(doc, "name");
+    json_t *def = json_object_get(doc, "is_default");
+    int rc = -1;
+    if (json_is_string(name) && json_is_boolean(def)
+        && json_string_length(name) == flen
+        && memcmp(json_string_value(name), field, flen) == 0) {
+        rc = json_is_true(def);
+    }
+    json_decref(doc);
+    return rc;
+}
+
+static const struct {
+    const char *name;
+    unsigned scope;
+} scopes[] = {
+    { "admin", TM_SCOPE_ADMIN },
+    { "readonly", TM_SCOPE_READONLY },
+    { "server", TM_SCOPE_SERVER },
+    { "client", TM_SCOPE_CLIENT },
+};
+
+unsigned tm_scope_from_name(const char *name, size_t len)
+{
+    for (size_t i = 0; i < sizeof scopes / sizeof scopes[0]; i++) {
+        if (strlen(scopes[i].name) == len && memcmp(scopes[i].name, name, len) == 0) {
+            return scopes[i].scope;
+        }
+    }
+    return 0;
+}
+
+const char *tm_scope_name(unsigned scope)
+{
+    for (size_t i = 0; i < sizeof scopes / sizeof scopes[0]; i++) {
+        if (scopes[i].scope == scope) {
+            return scopes[i].name;
+        }
+    }
+    return "none";
+}
+
+int tm_key_record_parse(const char *json, size_t len, tm_key_record *k)
+{
+    memset(k, 0, sizeof *k);
+    json_t *doc = object(json, len);
+    json_t *scope = json_object_get(doc, "scope");
+    json_t *env = json_object_get(doc, "environment");
+    int rc = -1;
+
+    if (json_is_string(scope)) {
+        k->scope = tm_scope_from_name(json_string_value(scope), json_string_length(scope));
+    }
+    if (k->scope & (TM_SCOPE_SERVER | TM_SCOPE_CLIENT)) {
+        /* an evaluation key belongs to exactly one environment */
+        if (json_is_string(env)
+            && tm_flag_name_valid(json_string_value(env), json_string_length(env))) {
+            k->env_len = json_string_length(env);
+            memcpy(k->env, json_string_value(env), k->env_len);
+            k->env[k->env_len] = '\0';
+            rc = 0;
+        }
+    } else if (k->scope && (env == NULL || json_is_null(env))) {
+        rc = 0;
+    }
+    json_decref(doc);
+    if (rc != 0) {
+        memset(k, 0, sizeof *k);
+    }
+    return rc;
+}
+
 void tm_change_parse(const char *json, size_t len, tm_change *c)
 {
     memset(c, 0, sizeof *c);
@@ -89,7 +179,15 @@ void tm_change_parse(const char *json, size_t len, tm_change *c)
     json_t *kind = json_object_get(c->doc, "kind");
     json_t *op = json_object_get(c->doc, "op");
     json_t *name = json_object_get(c->doc, "name");
+    json_t *env = json_object_get(c->doc, "environment");
 
+    if (env != NULL && !json_is_null(env) && !json_is_string(env)) {
+        return;     /* which environment is unknown: reload everything */
+    }
+    if (json_is_string(env)) {
+        c->env = json_string_value(env);
+        c->env_len = json_string_length(env);
+    }
     if (json_is_string(kind)) {
         c->kind = json_string_value(kind);
         c->kind_len = json_string_length(kind);
