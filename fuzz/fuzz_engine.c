@@ -122,7 +122,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     tm_rule *r = compile_checked(doc);
     if (r) {
-        tm_eval_env env = { &snap, seg_cb, flag_cb, random_cb, 0 };
+        tm_eval_env env = { &snap, seg_cb, flag_cb, random_cb };
         static const tm_attr attrs[] = {
             { "userId", 6, "alice", 5 },
             { "country", 7, "BR", 2 },

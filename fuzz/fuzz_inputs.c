@@ -8,8 +8,13 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    tm_flag_name_valid((const char *) data, size);
-    tm_text_valid((const char *) data, size);
+    int ascii = tm_flag_name_valid((const char *) data, size);
+    int text = tm_text_valid((const char *) data, size);
+    int unicode = tm_name_valid_unicode((const char *) data, size);
+    /* the Unicode rule extends the ASCII one, and its names are text */
+    if ((ascii && !unicode) || (unicode && !text)) {
+        __builtin_trap();
+    }
 
     char *s = malloc(size + 1);
     if (s == NULL) {

@@ -89,9 +89,9 @@ static int name_of(const json_t *obj, const char *key, const char *path_name,
     if (!json_is_string(j)) {
         return fail(w, 400, "\"%s\" is required and must be a string", key);
     }
-    if (!tm_flag_name_valid(json_string_value(j), json_string_length(j))) {
-        return fail(w, 400, "\"%s\" must be 1 to %d characters: " TM_NAME_CHARSET, key,
-                    TM_NAME_MAX);
+    if (!tm_name_valid(json_string_value(j), json_string_length(j))) {
+        return fail(w, 400, "\"%s\" must be 1 to %d bytes: %s", key, TM_NAME_MAX,
+                    tm_name_charset());
     }
     *out = json_string_value(j);
     return 0;

@@ -91,8 +91,6 @@ int tm_segment_match(const tm_segment *s, const tm_context *ctx);
 
 /* ---- Evaluation with a context ---- */
 
-#define TM_EVAL_MAX_DEPTH 8   /* dependency chain length; deeper is ERROR */
-
 /* One flag as the snapshot knows it. rule_present with rule == NULL means
  * the stored document did not compile: ERROR, value false (as tm_decide). */
 typedef struct {
@@ -111,12 +109,13 @@ typedef struct {
      * references an unknown segment does not match. */
     const tm_segment *(*segment)(void *ud, const char *name, size_t len);
     /* Fills *out for the flag called name (for dependencies); 0, or -1 if
-     * there is no such flag (the dependency is then unmet). */
+     * there is no such flag (the dependency is then unmet). Dependencies are
+     * one level deep, as Unleash's: a parent with dependencies of its own
+     * is never satisfied, so evaluation never recurses further. */
     int (*flag)(void *ud, const char *name, size_t len, tm_flag_view *out);
     /* Randomness for "random" stickiness (and a context without any
      * stickiness value); NULL: a per-thread xorshift. */
     uint32_t (*random)(void *ud);
-    int max_depth;        /* 0: TM_EVAL_MAX_DEPTH */
 } tm_eval_env;
 
 typedef enum {

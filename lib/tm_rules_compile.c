@@ -373,18 +373,37 @@ static int compile_operator(tm_cc *c, const json_t *con, tm_constraint *k)
     return 0;
 }
 
+/* A constraint marked "invalid" (what an import could not use, kept as it
+ * came): its other members are not read, and it never holds, inverted or
+ * not, as Unleash's clients treat a constraint they cannot evaluate. */
+static int compile_invalid(tm_cc *c, const json_t *con, tm_constraint *k)
+{
+    tm_str why;
+    if (get_text(c, con, "invalid", 1, TM_MAX_INVALID_LEN, &why) != 0) {
+        return -1;
+    }
+    static const tm_str none = { "", 0 };
+    field_of(&none, &k->field);
+    k->op = &tm_op_never;
+    return 0;
+}
+
 static int compile_constraint(tm_cc *c, const json_t *con, tm_constraint *k)
 {
     static const char *const keys[] = {
-        "contextName", "operator", "values", "value", "inverted", "caseInsensitive", NULL
+        "contextName", "operator", "values", "value", "inverted", "caseInsensitive",
+        "invalid", NULL
     };
     if (!json_is_object(con)) {
         return tm_cc_fail(c, "must be an object {\"contextName\", \"operator\", "
                           "\"values\"|\"value\"}");
     }
     if (only_keys(c, con, keys, "contextName, operator, values, value, inverted, "
-                  "caseInsensitive") != 0) {
+                  "caseInsensitive, invalid") != 0) {
         return -1;
+    }
+    if (json_object_get(con, "invalid")) {
+        return compile_invalid(c, con, k);
     }
     tm_str name;
     if (get_text(c, con, "contextName", 1, TM_MAX_FIELD_NAME, &name) != 0
@@ -748,9 +767,9 @@ static int compile_strategy(tm_cc *c, const json_t *o, tm_strategy *s, tm_progra
             return -1;
         }
         for (size_t i = 0; i < s->nsegments; i++) {
-            if (!tm_flag_name_valid(s->segments[i].s, s->segments[i].len)) {
+            if (!tm_name_valid_unicode(s->segments[i].s, s->segments[i].len)) {
                 tm_cc_push_index(c, i);
-                return tm_cc_fail(c, "segment names are 1..%d of " TM_NAME_CHARSET, TM_NAME_MAX);
+                return tm_cc_fail(c, "segment names are 1..%d bytes of " TM_NAME_CHARSET_UNICODE, TM_NAME_MAX);
             }
             if (add_segref(c, p, &s->segments[i]) != 0) {
                 return -1;
@@ -786,8 +805,8 @@ static int compile_dependency(tm_cc *c, const json_t *o, tm_dependency *d)
     }
     json_t *f = json_object_get(o, "feature");
     size_t mark = tm_cc_push_key(c, "feature");
-    if (!json_is_string(f) || !tm_flag_name_valid(json_string_value(f), json_string_length(f))) {
-        return tm_cc_fail(c, "required: a flag name, 1..%d of " TM_NAME_CHARSET, TM_NAME_MAX);
+    if (!json_is_string(f) || !tm_name_valid_unicode(json_string_value(f), json_string_length(f))) {
+        return tm_cc_fail(c, "required: a flag name, 1..%d bytes of " TM_NAME_CHARSET_UNICODE, TM_NAME_MAX);
     }
     tm_cc_pop(c, mark);
     if (tm_cc_copy_str(c, json_string_value(f), json_string_length(f), &d->feature) != 0
@@ -903,10 +922,10 @@ static int segment_compile_into(tm_cc *c, const json_t *doc, tm_segment *s)
         return -1;
     }
     json_t *name = json_object_get(doc, "name");
-    if (!json_is_string(name) || !tm_flag_name_valid(json_string_value(name),
+    if (!json_is_string(name) || !tm_name_valid_unicode(json_string_value(name),
                                                      json_string_length(name))) {
         tm_cc_push_key(c, "name");
-        return tm_cc_fail(c, "required: 1..%d of " TM_NAME_CHARSET, TM_NAME_MAX);
+        return tm_cc_fail(c, "required: 1..%d bytes of " TM_NAME_CHARSET_UNICODE, TM_NAME_MAX);
     }
     json_t *desc = json_object_get(doc, "description");
     if (desc && !json_is_string(desc)) {

@@ -11,7 +11,6 @@
 typedef struct {
     const tm_context *ctx;
     const tm_eval_env *env;
-    int depth;
 } ev;
 
 int64_t tm_eval_now_ms(const tm_context *ctx)
@@ -217,14 +216,15 @@ static int rollout_holds(const ev *e, const tm_strategy *s, const tm_str *group)
     if (!s->has_rollout) {
         return 1;
     }
-    if (s->percentage >= 100) {
-        return 1;
-    }
     if (!(s->percentage > 0)) {
         return 0;
     }
-    char rnd[RANDOM_TEXT];
     tm_str sv;
+    if (s->percentage >= 100) {
+        /* a stickiness field the context lacks says no, even at 100 % */
+        return s->sticky.kind != S_FIELD || field_value(e->ctx, &s->sticky.field, &sv) == 0;
+    }
+    char rnd[RANDOM_TEXT];
     if (sticky_value(e, &s->sticky, 0, rnd, &sv) != 0) {
         return 0;
     }
@@ -244,7 +244,17 @@ static void set_error(tm_eval_result *out, const char *why)
     out->payload_type = TM_PAYLOAD_NONE;
 }
 
-/* 1 if met, 0 if not, -1 on error (out set). */
+/* 1 if the flag's rule has dependencies of its own. */
+static int has_dependencies(const tm_flag_view *f)
+{
+    return f->state == TM_FLAG_ON && f->rule_present && f->rule_enabled && f->rule
+           && f->rule->type == TM_RULE_STRATEGIES && f->rule->program
+           && f->rule->program->ndeps > 0;
+}
+
+/* As Unleash: one level only, so a parent with dependencies of its own (a
+ * chain, or a cycle) is never satisfied; a parent on without a variant has
+ * Unleash's "disabled" variant. 1 if met, 0 if not, -1 on error (out set). */
 static int dependency_met(const ev *e, const tm_dependency *d, tm_eval_result *out)
 {
     tm_flag_view pv;
@@ -252,14 +262,11 @@ static int dependency_met(const ev *e, const tm_dependency *d, tm_eval_result *o
         || e->env->flag(e->env->ud, d->feature.s, d->feature.len, &pv) != 0) {
         return 0;                       /* an unknown parent is never on */
     }
-    int max = e->env->max_depth > 0 ? e->env->max_depth : TM_EVAL_MAX_DEPTH;
-    if (e->depth + 1 > max) {
-        set_error(out, "dependency chain too deep (a cycle?)");
-        return -1;
+    if (has_dependencies(&pv)) {
+        return 0;
     }
-    ev pe = { e->ctx, e->env, e->depth + 1 };
     tm_eval_result pr;
-    eval_flag(&pe, &pv, &pr);
+    eval_flag(e, &pv, &pr);
     if (pr.reason == TM_REASON_ERROR) {
         set_error(out, pr.error ? pr.error : "a dependency could not be evaluated");
         return -1;
@@ -270,9 +277,11 @@ static int dependency_met(const ev *e, const tm_dependency *d, tm_eval_result *o
     if (!pr.value) {
         return 0;
     }
-    return d->nvariants == 0
-           || (pr.variant && tm_str_sorted_has(d->variants, d->nvariants,
-                                            pr.variant, pr.variant_len));
+    if (d->nvariants == 0) {
+        return 1;
+    }
+    return pr.variant ? tm_str_sorted_has(d->variants, d->nvariants, pr.variant, pr.variant_len)
+           : tm_str_sorted_has(d->variants, d->nvariants, "disabled", 8);
 }
 
 static void eval_program(const ev *e, const tm_program *p, const tm_flag_view *f,
@@ -387,7 +396,7 @@ static void eval_flag(const ev *e, const tm_flag_view *f, tm_eval_result *out)
 int tm_evaluate(const tm_flag_view *flag, const tm_context *ctx,
                 const tm_eval_env *env, tm_eval_result *out)
 {
-    ev e = { ctx ? ctx : &empty_ctx, env, 0 };
+    ev e = { ctx ? ctx : &empty_ctx, env };
     eval_flag(&e, flag, out);
     return out->value;
 }

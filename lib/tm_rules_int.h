@@ -29,6 +29,7 @@
 #define TM_MAX_FIELD_NAME 100
 #define TM_MAX_PAYLOAD_LEN 65536
 #define TM_MAX_OPERAND_LEN 1024     /* a single operand: number, date, pattern */
+#define TM_MAX_INVALID_LEN 512      /* why a constraint is marked "invalid" */
 
 /* ---- Allocation: everything of one compiled document, freed at once ---- */
 
@@ -76,7 +77,7 @@ typedef struct {
 int tm_parse_number(const char *s, size_t len, double *out);
 /* RFC 3339 / ISO 8601 date or date-time, in milliseconds since the epoch. */
 int tm_parse_date(const char *s, size_t len, int64_t *ms);
-/* SemVer 2.0.0, a leading 'v' allowed; v->pre points into s. */
+/* SemVer 2.0.0 (no leading 'v', as Unleash); v->pre points into s. */
 int tm_parse_semver(const char *s, size_t len, tm_semver *v);
 int tm_semver_cmp(const tm_semver *a, const tm_semver *b);
 /* An IPv4 or IPv6 address; IPv4-mapped IPv6 becomes IPv4 (*v6 = 0). */
@@ -250,6 +251,9 @@ struct tm_op_def {
     /* What an absent context value gives; NULL: it does not hold. */
     int (*absent)(const tm_constraint *k, const tm_context *ctx);
 };
+
+/* What a constraint marked "invalid" compiles to: it never holds. */
+extern const tm_op_def tm_op_never;
 
 /* The operator called name, or NULL. */
 const tm_op_def *tm_op_find(const char *name, size_t len);

@@ -59,10 +59,13 @@ static int compile_date(tm_cc *c, tm_constraint *k, const tm_operand *one)
     return 0;
 }
 
+/* The operand may start with 'v' (rules written by hand did); a context
+ * value may not, as Unleash's clients read versions. */
 static int compile_semver(tm_cc *c, tm_constraint *k, const tm_operand *one)
 {
     tm_str copy;        /* the prerelease points into it */
-    if (tm_cc_copy_str(c, one->s, one->len, &copy) != 0) {
+    size_t v = one->len && (one->s[0] == 'v' || one->s[0] == 'V');
+    if (tm_cc_copy_str(c, one->s + v, one->len - v, &copy) != 0) {
         return -1;
     }
     if (tm_parse_semver(copy.s, copy.len, &k->semver) != 0) {
@@ -286,7 +289,18 @@ static const tm_op_def ops[] = {
     { "SEMVER_GTE", ONE, 0, 0, compile_semver, match_semver_gte, NULL },
     { "REGEX", ONE, 0, 1, compile_regex, match_regex, NULL },
     { "IP_IN_CIDR", LIST, 0, 0, compile_cidrs, match_cidr, NULL },
+    { "IN_CIDR", LIST, 0, 0, compile_cidrs, match_cidr, NULL },    /* Unleash's name */
 };
+
+static int match_never(const tm_constraint *k, const char *s, size_t len)
+{
+    (void) k;
+    (void) s;
+    (void) len;
+    return 0;
+}
+
+const tm_op_def tm_op_never = { "(invalid)", LIST, 0, 0, NULL, match_never, NULL };
 #define NOPS (sizeof ops / sizeof ops[0])
 
 const tm_op_def *tm_op_find(const char *name, size_t len)

@@ -234,14 +234,10 @@ static int idents_valid(const char *s, size_t len, int prerelease)
     return 0;
 }
 
-/* Semantic Versioning 2.0.0, MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD], an
- * optional leading 'v' allowed; v->pre points into s. */
+/* Semantic Versioning 2.0.0, MAJOR.MINOR.PATCH[-PRERELEASE][+BUILD] (a
+ * leading 'v' is not one); v->pre points into s. */
 int tm_parse_semver(const char *s, size_t len, tm_semver *v)
 {
-    if (len && (s[0] == 'v' || s[0] == 'V')) {
-        s++;
-        len--;
-    }
     const char *plus = memchr(s, '+', len);
     size_t end = plus ? (size_t) (plus - s) : len;
     const char *dash = memchr(s, '-', end);

@@ -100,7 +100,6 @@ ngx_http_togglemaster_evaluate(ngx_http_togglemaster_flag_t *f,
     env.segment = ngx_http_togglemaster_env_segment;
     env.flag = ngx_http_togglemaster_env_flag;
     env.random = NULL;
-    env.max_depth = 0;
 
     (void) tm_evaluate(&view, ctx, &env, res);
 

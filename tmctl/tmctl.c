@@ -247,12 +247,17 @@ static int resolve_urls(void)
 
 static char url_buf[4096];
 
-/* base + path [+ "/" + name]; names are checked, so they need no escaping. */
+/* base + path [+ "/" + name]; names are checked: only their non-ASCII
+ * (UTF-8) bytes need escaping. */
 static const char *mkurl(const char *base, const char *path, const char *name)
 {
-    int w = snprintf(url_buf, sizeof url_buf, "%s%s%s%s", base, path, name ? "/" : "",
-                     name ? name : "");
-    return w < 0 || (size_t) w >= sizeof url_buf ? NULL : url_buf;
+    int w = snprintf(url_buf, sizeof url_buf, "%s%s%s", base, path, name ? "/" : "");
+    size_t n = w < 0 ? sizeof url_buf : (size_t) w;
+    for (const unsigned char *p = (const unsigned char *) name; p && *p && n < sizeof url_buf; p++) {
+        w = snprintf(url_buf + n, sizeof url_buf - n, *p >= 0x80 ? "%%%02X" : "%c", *p);
+        n += w < 0 ? sizeof url_buf : (size_t) w;
+    }
+    return n >= sizeof url_buf ? NULL : url_buf;
 }
 
 static int print_json(const json_t *j)
@@ -266,8 +271,8 @@ static int print_json(const json_t *j)
 
 static int check_name(const char *name, const char *what)
 {
-    if (!tm_flag_name_valid(name, strlen(name))) {
-        return usage("%s \"%.100s\": names are 1 to %d characters: " TM_NAME_CHARSET,
+    if (!tm_name_valid_unicode(name, strlen(name))) {
+        return usage("%s \"%.100s\": names are 1 to %d characters: " TM_NAME_CHARSET_UNICODE,
                      what, name, TM_NAME_MAX);
     }
     return EXIT_OK;

@@ -81,13 +81,13 @@ static int only_keys(const json_t *obj, const char *const *allowed, const char *
     return 0;
 }
 
-/* A name member: valid per tm_flag_name_valid. */
+/* A name member: valid per tm_name_valid_unicode (the server may be stricter). */
 static const char *get_name(const json_t *obj, const char *key, const char *where,
                             char *err, size_t errlen)
 {
     json_t *j = json_object_get(obj, key);
-    if (!json_is_string(j) || !tm_flag_name_valid(json_string_value(j), json_string_length(j))) {
-        fail(err, errlen, "%s.%s: required: 1 to %d characters: " TM_NAME_CHARSET,
+    if (!json_is_string(j) || !tm_name_valid_unicode(json_string_value(j), json_string_length(j))) {
+        fail(err, errlen, "%s.%s: required: 1 to %d characters: " TM_NAME_CHARSET_UNICODE,
              where, key, TM_NAME_MAX);
         return NULL;
     }
@@ -465,6 +465,92 @@ static json_t *conv_constraints(const uctx *u, const json_t *arr, const char *wh
     return conv_array(u, arr, where, "constraints", conv_constraint);
 }
 
+/* 0 if the constraint c compiles; else -1 with why (relative to it). */
+static int constraint_check(const json_t *c, char *why, size_t len)
+{
+    static const char prefix[] = "strategies[0].constraints[0]";
+    char e[256];
+    json_t *doc = json_pack("{s:[{s:[O]}]}", "strategies", "constraints", c);
+    if (doc == NULL) {
+        snprintf(why, len, "out of memory");
+        return -1;
+    }
+    int rc = tm_rules_check(doc, e, sizeof e);
+    json_decref(doc);
+    if (rc != 0) {
+        const char *p = strncmp(e, prefix, sizeof prefix - 1) == 0 ? e + sizeof prefix - 1 : e;
+        snprintf(why, len, "%s", *p == '.' ? p + 1 : *p == ':' ? p + 2 : p);
+        /* it quotes the document, cut anywhere: keep it storable text */
+        if (!tm_text_valid(why, strlen(why))) {
+            for (char *q = why; *q; q++) {
+                if ((unsigned char) *q >= 0x80 || (unsigned char) *q < 0x20) {
+                    *q = '?';
+                }
+            }
+        }
+    }
+    return rc;
+}
+
+/* Unleash's clients skip the values of an IP list they cannot read: so do
+ * we, with a warning. 1 if some were dropped (and some remain). */
+static int drop_bad_addresses(const uctx *u, json_t *c, const char *where)
+{
+    const char *op = json_string_value(json_object_get(c, "operator"));
+    json_t *vals = json_object_get(c, "values");
+    if (op == NULL || (strcmp(op, "IN_CIDR") != 0 && strcmp(op, "IP_IN_CIDR") != 0)
+        || !json_is_array(vals)) {
+        return 0;
+    }
+    json_t *good = json_array();
+    size_t i, dropped = 0;
+    json_t *v;
+    json_array_foreach(vals, i, v) {
+        char why[256];
+        json_t *one = json_pack("{s:s, s:s, s:[O]}", "contextName", "x", "operator", op,
+                                "values", v);
+        if (one && constraint_check(one, why, sizeof why) != 0) {
+            warn(u, "%s: %s: \"%.64s\" is not an address or CIDR: ignored, as Unleash does",
+                 where, op, json_is_string(v) ? json_string_value(v) : "(not a string)");
+            dropped++;
+        } else if (good == NULL || one == NULL || json_array_append(good, v) != 0) {
+            json_decref(good);
+            good = NULL;
+        }
+        json_decref(one);
+    }
+    int rc = good && dropped && json_array_size(good)
+             && json_object_set(c, "values", good) == 0;
+    json_decref(good);
+    return rc;
+}
+
+/* Fail closed per constraint, as Unleash's clients do: a constraint that
+ * does not compile (unknown operator, bad pattern, version or address) is
+ * kept, marked "invalid" with the reason, and never matches; the flag stays.
+ * 0, or -1 when memory ran out. */
+static int fail_closed(const uctx *u, json_t *cons, const char *where)
+{
+    size_t i;
+    json_t *c;
+    json_array_foreach(cons, i, c) {
+        char why[256], cw[160];
+        snprintf(cw, sizeof cw, "%s.constraints[%zu]", where, i);
+        if (constraint_check(c, why, sizeof why) == 0) {
+            continue;
+        }
+        if (drop_bad_addresses(u, c, cw) && constraint_check(c, why, sizeof why) == 0) {
+            continue;
+        }
+        warn(u, "%s: %s: this constraint never matches (as in Unleash)", cw, why);
+        if (json_object_set_new(c, "invalid", json_string(why)) != 0) {
+            fail(u->err, u->errlen, "out of memory");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* The members of in named in keys, without an empty array member `empty`
  * (Unleash sends [] where ours would mean "none allowed"). */
 static json_t *conv_copy(const json_t *in, const char *const *keys, const char *empty)
@@ -565,6 +651,56 @@ static json_t *list_constraint(const char *ctx, const char *op, const char *list
     return c;
 }
 
+/* A strategy's segment ids -> our names, set on st. An id the document
+ * lacks sets *missing: Unleash's clients never match such a strategy.
+ * 0, or -1 with err. */
+static int conv_segment_ids(const uctx *u, const json_t *segs, const char *where, json_t *st,
+                            int *missing)
+{
+    if (segs == NULL || json_is_null(segs)) {
+        return 0;
+    }
+    if (!json_is_array(segs)) {
+        fail(u->err, u->errlen, "%s.segments: must be an array of segment ids", where);
+        return -1;
+    }
+    json_t *names = json_array();
+    size_t i;
+    json_t *id;
+    int oom = names == NULL;
+    json_array_foreach(segs, i, id) {
+        if (oom) {
+            break;
+        }
+        char key[32];
+        if (json_is_integer(id)) {
+            snprintf(key, sizeof key, "%lld", (long long) json_integer_value(id));
+        } else if (json_is_string(id) && json_string_length(id) < sizeof key) {
+            snprintf(key, sizeof key, "%s", json_string_value(id));
+        } else {
+            key[0] = '\0';
+        }
+        json_t *nm = json_object_get(u->segnames, key);
+        if (nm == NULL) {
+            warn(u, "%s.segments[%zu]: no segment with id %s in the document's"
+                 " \"segments\": this strategy never matches (disabled)", where, i,
+                 key[0] ? key : "(not a number)");
+            *missing = 1;
+        } else {
+            oom = json_array_append(names, nm) != 0;
+        }
+    }
+    if (!oom && json_array_size(names)) {
+        oom = json_object_set(st, "segments", names) != 0;
+    }
+    json_decref(names);
+    if (oom) {
+        fail(u->err, u->errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 /* One strategy; *out NULL (and 0 returned) when it is skipped. */
 static int conv_strategy(const uctx *u, const json_t *s, const char *where, json_t **out)
 {
@@ -593,7 +729,7 @@ static int conv_strategy(const uctx *u, const json_t *s, const char *where, json
     json_t *st = json_pack("{s:s}", "name", name), *extra = NULL, *roll = NULL;
     double pct;
     const char *group = params ? opt_str(params, "groupId") : NULL;
-    int rc = 0, oom = 0;
+    int rc = 0, oom = 0, missing = 0;
     if (st == NULL) {
         oom = 1;
     } else if (strcmp(name, "default") == 0) {
@@ -641,44 +777,14 @@ static int conv_strategy(const uctx *u, const json_t *s, const char *where, json
         oom = 1;
     }
     extra = NULL;
+    if (!rc && !oom && fail_closed(u, cons, where) != 0) {
+        rc = -1;
+    }
     if (!rc && !oom && json_array_size(cons) && json_object_set(st, "constraints", cons) != 0) {
         oom = 1;
     }
-    /* segments: Unleash ids -> our names */
-    json_t *segs = json_object_get(s, "segments");
-    if (!rc && !oom && segs && !json_is_null(segs)) {
-        if (!json_is_array(segs)) {
-            fail(u->err, u->errlen, "%s.segments: must be an array of segment ids", where);
-            rc = -1;
-        } else if (json_array_size(segs)) {
-            json_t *names = json_array();
-            size_t i;
-            json_t *id;
-            oom = names == NULL;
-            json_array_foreach(segs, i, id) {
-                if (rc || oom) break;
-                char key[32];
-                if (json_is_integer(id)) {
-                    snprintf(key, sizeof key, "%lld", (long long) json_integer_value(id));
-                } else if (json_is_string(id) && json_string_length(id) < sizeof key) {
-                    snprintf(key, sizeof key, "%s", json_string_value(id));
-                } else {
-                    key[0] = '\0';
-                }
-                json_t *nm = json_object_get(u->segnames, key);
-                if (nm == NULL) {
-                    fail(u->err, u->errlen, "%s.segments[%zu]: no segment with id %s in the"
-                         " document's \"segments\"", where, i, key[0] ? key : "(not a number)");
-                    rc = -1;
-                } else {
-                    oom = json_array_append(names, nm) != 0;
-                }
-            }
-            if (!rc && !oom) {
-                oom = json_object_set(st, "segments", names) != 0;
-            }
-            json_decref(names);
-        }
+    if (!rc && !oom) {
+        rc = conv_segment_ids(u, json_object_get(s, "segments"), where, st, &missing);
     }
     if (!rc && !oom && roll) {
         oom = json_object_set(st, "rollout", roll) != 0;
@@ -691,7 +797,7 @@ static int conv_strategy(const uctx *u, const json_t *s, const char *where, json
             oom = json_object_set(st, "variants", vars) != 0;
         }
     }
-    if (!rc && !oom && json_is_true(json_object_get(s, "disabled"))) {
+    if (!rc && !oom && (missing || json_is_true(json_object_get(s, "disabled")))) {
         oom = json_object_set_new(st, "disabled", json_true()) != 0;
     }
     json_decref(vars);
@@ -763,9 +869,9 @@ static int conv_segments(uctx *u, const json_t *arr, json_t *out)
             return -1;
         }
         const char *name = opt_str(s, "name");
-        if (name && !tm_flag_name_valid(name, strlen(name))) {
+        if (name && !tm_name_valid_unicode(name, strlen(name))) {
             warn(u, "%s: Unleash segment name \"%.100s\" is not a ToggleMaster name"
-                 " (" TM_NAME_CHARSET "): imported as \"%s\"", where, name, fallback);
+                 " (" TM_NAME_CHARSET_UNICODE "): imported as \"%s\"", where, name, fallback);
             name = NULL;
         } else if (name && has_name(out, "name", name)) {
             warn(u, "%s: segment name \"%s\" is used twice: this one is imported as \"%s\"",
@@ -780,6 +886,10 @@ static int conv_segments(uctx *u, const json_t *arr, json_t *out)
             return -1;
         }
         json_t *cons = conv_constraints(u, json_object_get(s, "constraints"), where);
+        if (cons && fail_closed(u, cons, where) != 0) {
+            json_decref(cons);
+            return -1;
+        }
         const char *d = opt_str(s, "description");
         char *desc = one_line(u, d ? d : "");
         json_t *seg = cons && desc ? json_pack("{s:s, s:s, s:o}", "name", name, "description",
@@ -818,9 +928,9 @@ static int conv_feature(uctx *u, const json_t *f, size_t i, json_t *flags, json_
         return -1;
     }
     const char *name = json_string_value(jn);
-    if (!tm_flag_name_valid(name, json_string_length(jn))) {
+    if (!tm_name_valid_unicode(name, json_string_length(jn))) {
         fail(u->err, u->errlen, "%s.name: \"%.100s\" is not a ToggleMaster flag name: 1 to %d"
-             " characters: " TM_NAME_CHARSET, where, name, TM_NAME_MAX);
+             " characters: " TM_NAME_CHARSET_UNICODE, where, name, TM_NAME_MAX);
         return -1;
     }
     if (has_name(flags, "name", name)) {
@@ -908,12 +1018,117 @@ done:
     return rc;
 }
 
+/* Index of the object in arr whose member key equals v (a string or an
+ * integer), or -1. */
+static long find_by(const json_t *arr, const char *key, const json_t *v)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(arr, i, o) {
+        json_t *w = json_object_get(o, key);
+        if (w && v && json_equal(w, (json_t *) v)) {
+            return (long) i;
+        }
+    }
+    return -1;
+}
+
+/* Replaces the element of arr with the same key as o, or appends o. */
+static int upsert(json_t *arr, const char *key, json_t *o)
+{
+    long at = find_by(arr, key, json_object_get(o, key));
+    return at >= 0 ? json_array_set(arr, (size_t) at, o) : json_array_append(arr, o);
+}
+
+/* One delta event applied to features/segments; 0, or -1 with err. */
+static int apply_event(const json_t *ev, size_t i, json_t *features, json_t *segments,
+                       char *err, size_t errlen)
+{
+    const char *type = json_string_value(json_object_get(ev, "type"));
+    json_t *x;
+    long at;
+    if (type == NULL) {
+        fail(err, errlen, "events[%zu].type: required", i);
+        return -1;
+    }
+    if (strcmp(type, "hydration") == 0) {
+        json_t *fs = json_object_get(ev, "features"), *ss = json_object_get(ev, "segments");
+        return json_array_clear(features) || json_array_clear(segments)
+               || (json_is_array(fs) && json_array_extend(features, fs))
+               || (json_is_array(ss) && json_array_extend(segments, ss)) ? -1 : 0;
+    }
+    if (strcmp(type, "feature-updated") == 0 && json_is_object(x = json_object_get(ev, "feature"))) {
+        return upsert(features, "name", x);
+    }
+    if (strcmp(type, "segment-updated") == 0 && json_is_object(x = json_object_get(ev, "segment"))) {
+        return upsert(segments, "id", x);
+    }
+    if (strcmp(type, "feature-removed") == 0) {
+        at = find_by(features, "name", json_object_get(ev, "featureName"));
+        return at >= 0 ? json_array_remove(features, (size_t) at) : 0;
+    }
+    if (strcmp(type, "segment-removed") == 0) {
+        at = find_by(segments, "id", json_object_get(ev, "segmentId"));
+        return at >= 0 ? json_array_remove(segments, (size_t) at) : 0;
+    }
+    fail(err, errlen, "events[%zu]: unknown or incomplete event \"%.40s\" (known: hydration,"
+         " feature-updated, feature-removed, segment-updated, segment-removed)", i, type);
+    return -1;
+}
+
+/* A delta API document ({"events":[...]}, Unleash's /api/client/delta) as
+ * the client-features document its events add up to; NULL with err. */
+static json_t *delta_to_features(const json_t *in, char *err, size_t errlen)
+{
+    json_t *events = json_object_get(in, "events");
+    json_t *features = json_array(), *segments = json_array(), *out = NULL;
+    size_t i;
+    json_t *ev;
+    if (features == NULL || segments == NULL) {
+        fail(err, errlen, "out of memory");
+        goto done;
+    }
+    json_array_foreach(events, i, ev) {
+        err[0] = '\0';
+        if (!json_is_object(ev) || apply_event(ev, i, features, segments, err, errlen) != 0) {
+            if (err[0] == '\0') {
+                fail(err, errlen, json_is_object(ev) ? "out of memory"
+                     : "events[%zu]: must be an object", i);
+            }
+            goto done;
+        }
+    }
+    out = json_pack("{s:O, s:O}", "features", features, "segments", segments);
+    if (out == NULL) {
+        fail(err, errlen, "out of memory");
+    }
+done:
+    json_decref(features);
+    json_decref(segments);
+    return out;
+}
+
+static json_t *convert_features(const json_t *in, int skip_unknown, char *err, size_t errlen);
+
 json_t *tmctl_unleash_convert(const json_t *in, int skip_unknown, char *err, size_t errlen)
+{
+    if (json_is_object(in) && json_is_array(json_object_get(in, "events"))
+        && json_object_get(in, "features") == NULL) {
+        json_t *doc = delta_to_features(in, err, errlen);
+        json_t *out = doc ? convert_features(doc, skip_unknown, err, errlen) : NULL;
+        json_decref(doc);
+        return out;
+    }
+    return convert_features(in, skip_unknown, err, errlen);
+}
+
+static json_t *convert_features(const json_t *in, int skip_unknown, char *err, size_t errlen)
 {
     json_t *features = json_object_get(in, "features");
     if (!json_is_object(in) || !json_is_array(features)) {
         fail(err, errlen, "not an Unleash client-features document: no \"features\" array"
-             " (export it from Unleash's /api/client/features)");
+             " (export it from Unleash's /api/client/features), nor a delta document"
+             " (\"events\", /api/client/delta)");
         return NULL;
     }
     uctx u = { err, errlen, skip_unknown, json_object(), NULL };

@@ -1,6 +1,7 @@
 #include "tm_daemon.h"
 #include "tm_env.h"
 #include "tm_log.h"
+#include "tm_names.h"
 #include "tm_publish.h"
 
 #include <signal.h>
@@ -53,6 +54,9 @@ int tm_daemon_main(const tm_daemon *d, int argc, char **argv)
         }
     }
     tm_log_init(d->name, tm_env("LOG_LEVEL", "info"));
+    /* Names as Unleash allows them (UTF-8) for new flags and segments; off
+     * by default, so the original ASCII names contract holds. */
+    tm_names_allow_unicode(tm_env_long("TM_UNICODE_NAMES", 0, 0, 1) == 1);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

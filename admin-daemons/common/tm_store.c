@@ -153,9 +153,9 @@ static void handle(void *ctx, const tm_req *req, tm_resp *resp)
         return;
     }
     const char *name = path + cl + 1;
-    if (!tm_flag_name_valid(name, strlen(name))) {
-        tm_resp_error(resp, 400, "the name in the path must be 1 to %d characters: "
-                      TM_NAME_CHARSET, TM_NAME_MAX);
+    if (!tm_name_valid(name, strlen(name))) {
+        tm_resp_error(resp, 400, "the name in the path must be 1 to %d bytes: %s",
+                      TM_NAME_MAX, tm_name_charset());
         return;
     }
     if (strcmp(m, "GET") == 0) return query(st, resp, st->sql_get, name);

@@ -93,7 +93,7 @@ static uint32_t random_cb(void *ud)
     return random_value;
 }
 
-static const tm_eval_env env = { NULL, seg_cb, flag_cb, random_cb, 0 };
+static const tm_eval_env env = { NULL, seg_cb, flag_cb, random_cb };
 
 static void add_flag(const char *name, tm_flag_state st, const char *doc)
 {
@@ -347,7 +347,7 @@ static void test_operators(void)
     ok(sorted, "SEMVER_LT orders the SemVer 2.0.0 precedence example (144 pairs)");
     const char *sv = "{\"contextName\":\"appVersion\",\"operator\":\"%s\",\"value\":\"2.3.4\"}";
     struct { const char *op; const char *v; int want; } svs[] = {
-        { "SEMVER_EQ", "2.3.4", 1 }, { "SEMVER_EQ", "v2.3.4", 1 }, { "SEMVER_EQ", "2.3.4+build.7", 1 },
+        { "SEMVER_EQ", "2.3.4", 1 }, { "SEMVER_EQ", "v2.3.4", 0 }, { "SEMVER_EQ", "2.3.4+build.7", 1 },
         { "SEMVER_EQ", "2.3.4-rc.1", 0 }, { "SEMVER_GT", "2.3.5", 1 }, { "SEMVER_GT", "2.3.4", 0 },
         { "SEMVER_GTE", "2.3.4", 1 }, { "SEMVER_LTE", "2.3.4", 1 }, { "SEMVER_LTE", "2.4.0", 0 },
         { "SEMVER_LT", "2.3", 0 }, { "SEMVER_LT", "01.0.0", 0 }, { "SEMVER_GT", "10.0.0", 1 },
@@ -357,6 +357,8 @@ static void test_operators(void)
         snprintf(c, sizeof c, sv, svs[i].op);
         is_int(con(c, "appVersion", svs[i].v), svs[i].want, "%s %s vs 2.3.4", svs[i].op, svs[i].v);
     }
+    is_int(con("{\"contextName\":\"v\",\"operator\":\"SEMVER_EQ\",\"value\":\"v2.3.4\"}",
+               "v", "2.3.4"), 1, "a leading v in the operand is read (not in the value, as Unleash)");
 
     /* regular expressions, compiled once */
     const char *re = "{\"contextName\":\"path\",\"operator\":\"REGEX\",\"value\":\"^/api/v[0-9]+/\"}";
@@ -629,18 +631,20 @@ static void test_segments_and_dependencies(void)
     }
     ok(agree && seen_a && seen_b, "dependency on parent variants (50 users, both variants seen)");
     tm_rule_free(r);
+    /* one level, as Unleash: a parent with dependencies never satisfies */
     r = compile("{\"dependencies\":[{\"feature\":\"cycle-a\"}]}");
     e = run(r, "child", "u", NULL);
-    ok(!e.value && e.reason == TM_REASON_ERROR && e.error, "dependency cycle: ERROR (%s)",
-       e.error ? e.error : "");
+    ok(!e.value && e.reason == TM_REASON_DEFAULT, "dependency on a cycle: unmet, DEFAULT");
     tm_rule_free(r);
     r = compile("{\"dependencies\":[{\"feature\":\"grandparent-chain\"}]}");
-    ok(run(r, "child", "u", NULL).value, "two-level chain");
-    tm_eval_env shallow = env;
-    shallow.max_depth = 1;
-    tm_flag_view cf = { "child", 5, TM_FLAG_ON, 1, 1, r };
-    tm_evaluate(&cf, NULL, &shallow, &e);
-    ok(e.reason == TM_REASON_ERROR, "max_depth 1 stops a two-level chain");
+    e = run(r, "child", "u", NULL);
+    ok(!e.value && e.reason == TM_REASON_DEFAULT, "two-level chain: unmet (transitive)");
+    tm_rule_free(r);
+    r = compile("{\"dependencies\":[{\"feature\":\"parent-on\",\"variants\":[\"disabled\"]}]}");
+    ok(run(r, "child", "u", NULL).value, "parent on without variants has the \"disabled\" variant");
+    tm_rule_free(r);
+    r = compile("{\"dependencies\":[{\"feature\":\"parent-off\",\"variants\":[\"disabled\"]}]}");
+    ok(!run(r, "child", "u", NULL).value, "... but a parent off never satisfies");
     tm_rule_free(r);
     r = compile("{\"dependencies\":[{\"feature\":\"parent-on\"}],"
                 "\"strategies\":[{\"constraints\":[{\"contextName\":\"x\",\"operator\":\"IN\",\"values\":[\"1\"]}]}]}");
@@ -683,7 +687,7 @@ static void test_validation(void)
         { "{\"strategies\":[{\"constraints\":[{\"contextName\":\"a\",\"operator\":\"IN\",\"values\":[],\"x\":1}]}]}",
           "strategies[0].constraints[0]: unknown field \"x\"; accepted: contextName, operator" },
         { "{\"strategies\":[{\"segments\":[\"a b\"]}]}",
-          "strategies[0].segments[0]: segment names are 1..100 of" },
+          "strategies[0].segments[0]: segment names are 1..100 bytes of" },
         { "{\"variants\":[{\"name\":\"a\",\"weight\":1},{\"name\":\"a\",\"weight\":1}]}",
           "variants[1].name: duplicate variant name \"a\"" },
         { "{\"variants\":[{\"name\":\"a\",\"weight\":-1}]}",
@@ -805,6 +809,50 @@ static void test_context(void)
     json_decref(j);
 }
 
+/* What Unleash's client specification asks of the engine. */
+static void test_unleash_semantics(void)
+{
+    /* a constraint marked "invalid" never holds: present, absent, inverted */
+    const char *bad = "{\"contextName\":\"x\",\"operator\":\"NOPE\",\"value\":\"1\","
+                      "\"invalid\":\"unknown operator\"}";
+    is_int(con(bad, "x", "1"), 0, "invalid constraint: value present -> no");
+    is_int(con(bad, NULL, NULL), 0, "invalid constraint: value absent -> no");
+    is_int(con("{\"contextName\":\"x\",\"operator\":\"NOT_IN\",\"values\":[\"a\"],\"inverted\":true,"
+               "\"invalid\":\"kept as it came\"}", "x", "b"), 0,
+           "invalid constraint: inverted -> still no");
+    is_int(con("{\"contextName\":\"x\",\"operator\":\"REGEX\",\"value\":\"(a\","
+               "\"invalid\":\"bad pattern\"}", "x", "a"), 0, "invalid regex kept, never holds");
+    char err[256];
+    json_t *doc = json_loads("{\"strategies\":[{\"constraints\":[{\"contextName\":\"x\","
+                             "\"operator\":\"IN\",\"values\":[\"a\"],\"invalid\":\"\"}]}]}", 0, NULL);
+    ok(doc && tm_rules_check(doc, err, sizeof err) != 0
+       && strstr(err, "constraints[0].invalid: must be a non-empty string"),
+       "\"invalid\" must say why (%s)", err);
+    json_decref(doc);
+    doc = json_loads("{\"strategies\":[{\"constraints\":[{\"contextName\":\"x\","
+                     "\"operator\":\"NOPE\",\"values\":[\"a\"]}]}]}", 0, NULL);
+    ok(doc && tm_rules_check(doc, err, sizeof err) != 0 && strstr(err, "unknown operator"),
+       "without \"invalid\" an unknown operator is still refused");
+    json_decref(doc);
+
+    /* IN_CIDR is IP_IN_CIDR */
+    const char *cidr = "{\"contextName\":\"remoteAddress\",\"operator\":\"IN_CIDR\","
+                       "\"values\":[\"10.0.0.0/8\",\"2001:db8::/32\"]}";
+    is_int(con(cidr, "remoteAddress", "10.1.2.3"), 1, "IN_CIDR v4");
+    is_int(con(cidr, "remoteAddress", "2001:db8::7"), 1, "IN_CIDR v6");
+    is_int(con(cidr, "remoteAddress", "11.0.0.1"), 0, "IN_CIDR outside");
+
+    /* a rollout whose stickiness field is absent is off, even at 100 % */
+    tm_rule *r = compile("{\"strategies\":[{\"rollout\":{\"percentage\":100,"
+                         "\"stickiness\":\"accountId\"}}]}");
+    ok(!run(r, "f", "u", NULL).value, "100 %%, stickiness field absent -> off");
+    ok(run(r, "f", "u", KV("accountId", "a1")).value, "100 %%, stickiness field given -> on");
+    tm_rule_free(r);
+    r = compile("{\"strategies\":[{\"rollout\":{\"percentage\":100,\"stickiness\":\"default\"}}]}");
+    ok(run(r, "f", NULL, NULL).value, "100 %%, default stickiness, no identity -> on");
+    tm_rule_free(r);
+}
+
 int main(void)
 {
     test_hash();
@@ -816,6 +864,7 @@ int main(void)
     test_segments_and_dependencies();
     test_validation();
     test_context();
+    test_unleash_semantics();
     for (size_t i = 0; i < nflags; i++) {
         tm_rule_free(flags[i].rule);
     }

@@ -47,6 +47,27 @@ int main(void)
     longname[101] = 0;
     ok(tm_flag_name_valid(longname, 100), "100 chars ok");
     ok(!tm_flag_name_valid(longname, 101), "101 chars rejected");
+    /* Unleash's names: UTF-8 letters, digits, symbols; no spaces or controls */
+    static const char hello[] = "Feature.UTF-8.Hell\xc3\xb8_W\xc3\xb8rld";
+    static const char emoji[] = "Feature.UTF-8.\xf0\x9f\x98\x8a_\xcf\x86riend_\xe4\xbd\xa0\xe5\xa5\xbd";
+    ok(tm_name_valid_unicode(hello, sizeof hello - 1), "unicode name: Hell\xc3\xb8_W\xc3\xb8rld");
+    ok(tm_name_valid_unicode(emoji, sizeof emoji - 1), "unicode name: emoji, Greek, CJK");
+    ok(!tm_flag_name_valid(hello, sizeof hello - 1), "... not an ASCII name");
+    ok(tm_name_valid_unicode("new-checkout_v2.beta:x", 22), "unicode rule keeps the ASCII names");
+    ok(!tm_name_valid_unicode("a b", 3), "unicode rule: space rejected");
+    ok(!tm_name_valid_unicode("a\xc2\xa0" "b", 4), "unicode rule: no-break space rejected");
+    ok(!tm_name_valid_unicode("a\xe2\x80\x8b" "b", 5), "unicode rule: zero-width space rejected");
+    ok(!tm_name_valid_unicode("a\xc2\x85" "b", 4), "unicode rule: C1 control rejected");
+    ok(!tm_name_valid_unicode("a\xef\xbb\xbf", 4), "unicode rule: BOM rejected");
+    ok(!tm_name_valid_unicode("a/b", 3) && !tm_name_valid_unicode("a%b", 3), "unicode rule: '/' '%%' rejected");
+    ok(!tm_name_valid_unicode("\xc3(", 2) && !tm_name_valid_unicode("\xc3", 1), "unicode rule: broken UTF-8");
+    ok(!tm_name_valid_unicode("\xed\xa0\x80", 3), "unicode rule: surrogate rejected");
+    ok(!tm_name_valid_unicode(longname, 101), "unicode rule: 101 bytes rejected");
+    ok(!tm_name_valid(hello, sizeof hello - 1), "new names: ASCII by default");
+    tm_names_allow_unicode(1);
+    ok(tm_name_valid(hello, sizeof hello - 1) && strstr(tm_name_charset(), "UTF-8"),
+       "new names: UTF-8 when allowed");
+    tm_names_allow_unicode(0);
     ok(tm_text_valid("caf\xc3\xa9 \xf0\x9f\x9a\x80", 10), "valid UTF-8");
     ok(!tm_text_valid("\xc3(", 2), "invalid UTF-8");
     ok(!tm_text_valid("\xed\xa0\x80", 3), "surrogate rejected");
