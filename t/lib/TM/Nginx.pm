@@ -41,7 +41,9 @@ sub san_env {
             UBSAN_OPTIONS => 'print_stacktrace=1:log_path=' . $h->dir . '/asan');
 }
 
-# Options: redis (default: the harness's Redis; 0 for none), workers (1),
+# Options: redis (default: the harness's Redis; 0 for none), module (the
+# .so to load, default the build's: an older release's for upgrade tests),
+# workers (1),
 # http (extra http-level lines), server (extra server-level lines),
 # check_interval, timeout, snapshot (1: use <rundir>/nginx/snapshot.json).
 sub new {
@@ -82,7 +84,7 @@ sub write_conf {
     my $snap = $self->{snapshot} ? "togglemaster_snapshot_file $self->{dir}/snapshot.json;\n" : '';
     open my $f, '>', "$self->{dir}/nginx.conf" or die "nginx.conf: $!";
     print $f <<"CONF";
-load_module $MODULE;
+load_module @{[ $self->{module} // $MODULE ]};
 ${user}worker_processes $self->{workers};
 pid $self->{dir}/nginx.pid;
 error_log $self->{dir}/error.log info;
