@@ -1632,6 +1632,48 @@ ngx_http_togglemaster_builder_part(ngx_http_togglemaster_builder_t *b,
 
 /* ---- the builder ---- */
 
+/* old's parts, referenced: what the next snapshot shares or starts from */
+static ngx_int_t
+ngx_http_togglemaster_builder_hold(ngx_http_togglemaster_builder_t *b,
+    ngx_http_togglemaster_snapshot_t *old)
+{
+    ngx_uint_t                      i;
+    ngx_http_togglemaster_bpart_t  *bp;
+
+    b->parts[0].ofp = old->fpart;
+    b->okp = old->kpart;
+    b->osp = old->spart;
+    b->oep = old->epart;
+    b->parts[0].ofp->refs++;
+    b->okp->refs++;
+
+    if (b->osp) {
+        b->osp->refs++;
+    }
+
+    if (b->oep) {
+        b->oep->refs++;
+    }
+
+    for (i = 1; b->oep && i < old->nenvs; i++) {
+        bp = &b->parts[b->nparts++];
+        bp->ofp = old->fparts[i];
+
+        if (bp->ofp) {
+            bp->ofp->refs++;
+        }
+
+        if (ngx_http_togglemaster_copy(b->pool, &bp->name, &b->oep->names[i])
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 ngx_http_togglemaster_builder_t *
 ngx_http_togglemaster_builder_start(ngx_http_togglemaster_snapshot_t *old,
     ngx_uint_t fresh, ngx_uint_t touched, ngx_uint_t *hint, ngx_log_t *log)
@@ -1654,35 +1696,8 @@ ngx_http_togglemaster_builder_start(ngx_http_togglemaster_snapshot_t *old,
     }
 
     if (old) {
-        b->parts[0].ofp = old->fpart;
-        b->okp = old->kpart;
-        b->osp = old->spart;
-        b->oep = old->epart;
-        b->parts[0].ofp->refs++;
-        b->okp->refs++;
-
-        if (b->osp) {
-            b->osp->refs++;
-        }
-
-        if (b->oep) {
-            b->oep->refs++;
-        }
-
-        for (i = 1; b->oep && i < old->nenvs; i++) {
-            bp = &b->parts[b->nparts++];
-            bp->ofp = old->fparts[i];
-
-            if (bp->ofp) {
-                bp->ofp->refs++;
-            }
-
-            if (ngx_http_togglemaster_copy(b->pool, &bp->name,
-                                           &b->oep->names[i])
-                != NGX_OK)
-            {
-                goto failed;
-            }
+        if (ngx_http_togglemaster_builder_hold(b, old) != NGX_OK) {
+            goto failed;
         }
 
     } else {
@@ -1763,6 +1778,7 @@ ngx_http_togglemaster_builder_start(ngx_http_togglemaster_snapshot_t *old,
     }
 
     if (touched & NGX_HTTP_TOGGLEMASTER_KEY_KINDS) {
+        /* the keys of the hash not loaded again are kept */
         keep = NGX_HTTP_TOGGLEMASTER_KEYS_ALL;
 
         if (fresh & ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_KEYS)) {
