@@ -2,6 +2,8 @@
 # Edge figures (not pass/fail): propagation of a change, full reload time and
 # worker RSS with 10,000 flags and 100,000 API keys loaded.
 #   perl -I t/lib bench/edge-sync.pl
+#   BENCH_REDIS_TLS=1 perl -I t/lib bench/edge-sync.pl   (the edge syncs over
+#   TLS with AUTH: a test CA and requirepass, as a managed Redis)
 use strict; use warnings;
 use Time::HiRes qw(time sleep);
 use Digest::SHA qw(sha256_hex);
@@ -9,8 +11,11 @@ use TM::Harness;
 use TM::Nginx;
 
 my ($FLAGS, $KEYS) = (10_000, 100_000);
-my $h = TM::Harness->new;
-my ($port) = $h->redis =~ /(\d+)$/;
+my $TLS = $ENV{BENCH_REDIS_TLS};
+my $h = TM::Harness->new($TLS ? (redis_tls => 1, redis_password => 'bench-pw') : ());
+print 'redis: ', $TLS ? 'TLS + AUTH' : 'plain', "\n";
+$h->redis;
+my $port = $h->port('redis');   # the plain loopback port, for loading
 
 sub pct { my ($p, @v) = @_; @v = sort { $a <=> $b } @v; $v[int($p * $#v + 0.5)] }
 sub propagation {
@@ -33,7 +38,7 @@ $ng->start;
 $h->wait_until(5, sub { $ng->evaluate('u', 'probe') });
 print "propagation, small snapshot: ", propagation($ng, 100), "\n";
 
-open my $p, '|-', "redis-cli -p $port --pipe >/dev/null" or die;
+open my $p, '|-', "redis-cli -p $port" . ($TLS ? ' -a bench-pw --no-auth-warning' : '') . " --pipe >/dev/null" or die;
 sub cmd { my $s = '*' . scalar(@_) . "\r\n"; $s .= '$' . length($_) . "\r\n$_\r\n" for @_; print $p $s }
 for my $i (1 .. $FLAGS) {
     cmd('HSET', 'tm:flags', "flag-$i", TM::Nginx::flag_json("flag-$i", 1));

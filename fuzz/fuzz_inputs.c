@@ -1,9 +1,9 @@
-/* Small parsers of outside text: names, UTF-8 text, redis:// URLs. */
+/* Small parsers of outside text: names, UTF-8 text, redis:// and rediss://
+ * URLs. */
 #include "tm_names.h"
 #include "tm_url.h"
 
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -16,18 +16,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         __builtin_trap();
     }
 
-    char *s = malloc(size + 1);
-    if (s == NULL) {
-        return 0;
-    }
-    memcpy(s, data, size);
-    s[size] = '\0';
     tm_redis_url u;
-    if (tm_redis_url_parse(s, &u) == 0) {
-        if (u.port <= 0 || u.port > 65535 || strlen(u.host) == 0) {
+    char err[160], d[700];
+    if (tm_redis_url_parse((const char *) data, size, &u, err, sizeof err) == 0) {
+        if (u.port <= 0 || u.port > 65535 || u.db < 0 || u.db > TM_REDIS_DB_MAX
+            || (strlen(u.host) == 0) == (strlen(u.unix_path) == 0)) {
             __builtin_trap();
         }
+        tm_redis_url_describe(&u, d, sizeof d);
+    } else if (strlen(err) == 0) {
+        __builtin_trap();   /* a refusal always says why */
     }
-    free(s);
     return 0;
 }

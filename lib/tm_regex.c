@@ -265,9 +265,7 @@ static int finish(tm_regex *r, char *err, size_t errlen)
              r->size, TM_REGEX_MAX_CODE);
         return -1;
     }
-    /* Each backreference step compares up to a subject's length. */
-    r->limit = info32(r->code, PCRE2_INFO_BACKREFMAX) > 0
-               ? TM_REGEX_MATCH_LIMIT / 4 : TM_REGEX_MATCH_LIMIT;
+    r->limit = TM_REGEX_MATCH_LIMIT;
     return 0;
 }
 
@@ -305,6 +303,13 @@ tm_regex *tm_regex_compile(const char *pat, size_t len, unsigned flags,
          & (PCRE2_NO_START_OPTIMIZE | PCRE2_NO_DOTSTAR_ANCHOR)) != 0) {
         pcre2_code_free(alone);     /* has_verb() refuses these already */
         fail(err, errlen, "start-of-pattern options are not supported");
+        goto failed;
+    }
+    /* Unleash's server refuses backreferences (its validator is RE2's), and
+     * they are the one construct whose steps cost a subject's length each. */
+    if (info32(alone, PCRE2_INFO_BACKREFMAX) > 0) {
+        pcre2_code_free(alone);
+        fail(err, errlen, "backreferences (\\1, \\k<name>) are not supported, as in Unleash");
         goto failed;
     }
     r->code = compile_search(r, alone, pat, len, opts, cc, err, errlen);

@@ -9,9 +9,8 @@
  *    most TM_REGEX_MAX_CODE bytes: compiling costs at most a few ms;
  *  - a subject longer than TM_REGEX_MAX_SUBJECT bytes is not matched;
  *  - one match takes at most TM_REGEX_MATCH_LIMIT backtracking steps in all
- *    (whatever the start positions, see tm_regex.c), a quarter of that when
- *    the pattern has backreferences (each of their steps compares up to a
- *    subject's length), a bounded JIT stack and interpreter heap.
+ *    (whatever the start positions, see tm_regex.c), a bounded JIT stack
+ *    and interpreter heap.
  * A subject over a bound gives "no match" with a status saying which, so the
  * caller can count it.
  *
@@ -19,7 +18,8 @@
  * gets: UTF-8 with Unicode case folding, \uHHHH and \u{H..} escapes, '$' only
  * at the very end, '.' not matching '\n'. Refused because they change the
  * search or are not bounded: backtracking verbs and start-of-pattern options
- * ("(*SKIP)", "(*NO_JIT)", ...) and \C.
+ * ("(*SKIP)", "(*NO_JIT)", ...), \C, and backreferences (as Unleash's
+ * server refuses them).
  *
  * A compiled tm_regex is immutable: any number of threads may match it at
  * once. Matching uses a per-thread scratch (JIT stack, match data) that the

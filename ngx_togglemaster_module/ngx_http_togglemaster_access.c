@@ -1,9 +1,9 @@
 /*
  * Access phase: the API-key check (togglemaster_api_key: a key known to
  * the snapshot, of a scope the location accepts), CORS for locations that
- * accept client keys, and flag-gated locations (togglemaster_require).
- * Keys are compared by their SHA-256 against the snapshot's set; the plain
- * key is never logged.
+ * accept client keys, flag-gated locations (togglemaster_require), and
+ * $togglemaster_bad_key_addr for limit_req. Keys are compared by their
+ * SHA-256 against the snapshot's set; the plain key is never logged.
  */
 
 #include "ngx_http_togglemaster_module.h"
@@ -162,6 +162,35 @@ ngx_http_togglemaster_add_header(ngx_http_request_t *r, const char *key,
 }
 
 
+/*
+ * The request's API key against the snapshot: NGX_OK when it is known
+ * (its SHA-256 into bin, its record into *m), NGX_DECLINED when the
+ * request carries none, NGX_ABORT when it carries another.
+ */
+static ngx_int_t
+ngx_http_togglemaster_key_lookup(ngx_http_request_t *r, u_char *bin,
+    ngx_http_togglemaster_key_meta_t **m)
+{
+    char        hex[TM_SHA256_HEX_LEN + 1];
+    ngx_str_t   key;
+    ngx_uint_t  i;
+
+    if (ngx_http_togglemaster_find_key(r, &key) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    tm_sha256_hex(key.data, key.len, hex);
+
+    for (i = 0; i < 32; i++) {
+        bin[i] = (u_char) ngx_hextoi((u_char *) &hex[2 * i], 2);
+    }
+
+    *m = ngx_http_togglemaster_key_find(ngx_http_togglemaster_current, bin);
+
+    return *m ? NGX_OK : NGX_ABORT;
+}
+
+
 /* Browsers call a location that accepts client keys from other origins:
  * every answer allows the configured origin (togglemaster_cors_origin,
  * "*" by default), and a preflight OPTIONS is answered here, before any
@@ -227,11 +256,8 @@ static ngx_int_t
 ngx_http_togglemaster_check_key(ngx_http_request_t *r,
     ngx_http_togglemaster_loc_conf_t *tmlcf)
 {
-    char                               hex[TM_SHA256_HEX_LEN + 1];
     u_char                             bin[32];
     ngx_int_t                          rc;
-    ngx_uint_t                         i;
-    ngx_str_t                          key;
     ngx_http_togglemaster_ctx_t       *ctx;
     ngx_http_togglemaster_key_meta_t  *m;
 
@@ -242,19 +268,13 @@ ngx_http_togglemaster_check_key(ngx_http_request_t *r,
         }
     }
 
-    if (ngx_http_togglemaster_find_key(r, &key) != NGX_OK) {
+    rc = ngx_http_togglemaster_key_lookup(r, bin, &m);
+
+    if (rc == NGX_DECLINED) {
         return ngx_http_togglemaster_deny(r, "missing API key");
     }
 
-    tm_sha256_hex(key.data, key.len, hex);
-
-    for (i = 0; i < 32; i++) {
-        bin[i] = (u_char) ngx_hextoi((u_char *) &hex[2 * i], 2);
-    }
-
-    m = ngx_http_togglemaster_key_find(ngx_http_togglemaster_current, bin);
-
-    if (m == NULL) {
+    if (rc != NGX_OK) {
         return ngx_http_togglemaster_deny(r, "invalid API key");
     }
 
@@ -277,6 +297,45 @@ ngx_http_togglemaster_check_key(ngx_http_request_t *r,
     ctx->keyed = 1;
 
     return NGX_DECLINED;
+}
+
+
+/*
+ * $togglemaster_bad_key_addr: the client address as $binary_remote_addr
+ * gives it (data is that variable's index) when the request carries no
+ * API key the snapshot knows, and empty when it carries one (of any scope,
+ * for any environment: a valid key is never the guessing this limits).
+ * limit_req skips requests whose key is empty, so as a limit_req_zone key
+ * it limits guessing per address and never a client holding a valid key.
+ * It is read in the preaccess phase, whatever togglemaster_api_key says.
+ */
+ngx_int_t
+ngx_http_togglemaster_bad_key_addr_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                             bin[32];
+    ngx_http_variable_value_t         *addr;
+    ngx_http_togglemaster_key_meta_t  *m;
+
+    if (ngx_http_togglemaster_key_lookup(r, bin, &m) == NGX_OK) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "togglemaster: valid API key, not rate limited");
+        v->len = 0;
+        v->data = (u_char *) "";
+        v->valid = 1;
+        v->no_cacheable = 0;
+        v->not_found = 0;
+        return NGX_OK;
+    }
+
+    addr = ngx_http_get_indexed_variable(r, data);
+    if (addr == NULL) {
+        return NGX_ERROR;
+    }
+
+    *v = *addr;
+
+    return NGX_OK;
 }
 
 

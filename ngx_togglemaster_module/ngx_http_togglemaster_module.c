@@ -24,8 +24,6 @@ static ngx_int_t ngx_http_togglemaster_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_togglemaster_init_process(ngx_cycle_t *cycle);
 static void ngx_http_togglemaster_exit_process(ngx_cycle_t *cycle);
 
-static char *ngx_http_togglemaster_redis(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 static char *ngx_http_togglemaster_handler_slot(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_togglemaster_require(ngx_conf_t *cf,
@@ -54,9 +52,23 @@ static ngx_command_t  ngx_http_togglemaster_commands[] = {
 
     { ngx_string("togglemaster_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_http_togglemaster_redis,
+      ngx_http_togglemaster_redis_url,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("togglemaster_redis_ssl_trusted_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_main_conf_t, redis_ssl_ca),
+      NULL },
+
+    { ngx_string("togglemaster_redis_ssl_server_name"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_main_conf_t, redis_ssl_name),
       NULL },
 
     { ngx_string("togglemaster_redis_timeout"),
@@ -348,6 +360,10 @@ ngx_http_togglemaster_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 #endif
 
+    if (ngx_http_togglemaster_redis_conf(cf, tmcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     tmcf->shm_zone = ngx_shared_memory_add(cf, &name,
                          2 * sizeof(ngx_http_togglemaster_shm_t) + 65536,
                          &ngx_http_togglemaster_module);
@@ -406,82 +422,6 @@ ngx_http_togglemaster_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_str_value(conf->require_flag, prev->require_flag, "");
     ngx_conf_merge_uint_value(conf->require_status, prev->require_status,
                               NGX_HTTP_NOT_FOUND);
-
-    return NGX_CONF_OK;
-}
-
-
-/* togglemaster_redis 127.0.0.1:6379 | redis://host[:port] | unix:/path */
-static char *
-ngx_http_togglemaster_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_togglemaster_main_conf_t *tmcf = conf;
-
-    u_char     *p;
-    ngx_str_t  *value, s;
-    ngx_url_t   u;
-
-    if (tmcf->redis.len) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-    tmcf->redis = value[1];
-    s = value[1];
-
-    if (s.len > 8 && ngx_strncmp(s.data, "redis://", 8) == 0) {
-        s.data += 8;
-        s.len -= 8;
-
-        /* a path ("/0") would name a database: only 0 is supported */
-        p = ngx_strlchr(s.data, s.data + s.len, '/');
-        if (p) {
-            s.len = p - s.data;
-        }
-    }
-
-    if (s.len > 5 && ngx_strncmp(s.data, "unix:", 5) == 0) {
-        tmcf->redis_unix.len = s.len - 5;
-        tmcf->redis_unix.data = ngx_pnalloc(cf->pool, s.len - 5 + 1);
-        if (tmcf->redis_unix.data == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_cpystrn(tmcf->redis_unix.data, s.data + 5, s.len - 5 + 1);
-        return NGX_CONF_OK;
-    }
-
-    /* resolved here, once: workers never call the resolver */
-    ngx_memzero(&u, sizeof(ngx_url_t));
-    u.url = s;
-    u.default_port = 6379;
-
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
-        if (u.err) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s in \"%V\"",
-                               u.err, &value[1]);
-        }
-
-        return NGX_CONF_ERROR;
-    }
-
-    if (u.naddrs == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "no address for redis \"%V\"", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    tmcf->redis_host.data = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
-    if (tmcf->redis_host.data == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    tmcf->redis_host.len = ngx_sock_ntop(u.addrs[0].sockaddr,
-                                         u.addrs[0].socklen,
-                                         tmcf->redis_host.data,
-                                         NGX_SOCKADDR_STRLEN, 0);
-    tmcf->redis_host.data[tmcf->redis_host.len] = '\0';
-    tmcf->redis_port = u.port ? u.port : 6379;
 
     return NGX_CONF_OK;
 }
@@ -815,7 +755,10 @@ ngx_http_togglemaster_version_variable(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_togglemaster_add_variables(ngx_conf_t *cf)
 {
+    ngx_int_t             index;
     ngx_str_t             name = ngx_string("togglemaster_version");
+    ngx_str_t             bad_key = ngx_string("togglemaster_bad_key_addr");
+    ngx_str_t             addr = ngx_string("binary_remote_addr");
     ngx_http_variable_t  *var;
 
     var = ngx_http_add_variable(cf, &ngx_http_togglemaster_flag_prefix,
@@ -832,6 +775,19 @@ ngx_http_togglemaster_add_variables(ngx_conf_t *cf)
     }
 
     var->get_handler = ngx_http_togglemaster_version_variable;
+
+    var = ngx_http_add_variable(cf, &bad_key, 0);
+    if (var == NULL) {
+        return NGX_ERROR;
+    }
+
+    index = ngx_http_get_variable_index(cf, &addr);
+    if (index == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    var->get_handler = ngx_http_togglemaster_bad_key_addr_variable;
+    var->data = (uintptr_t) index;
 
     return NGX_OK;
 }

@@ -183,10 +183,10 @@ enum {
 
 
 typedef struct {
-    ngx_str_t                    redis;       /* as written, for logs */
-    ngx_str_t                    redis_host;  /* numeric, NUL-terminated */
-    ngx_str_t                    redis_unix;  /* NUL-terminated */
-    ngx_int_t                    redis_port;
+    ngx_str_t                    redis;       /* URL without password, for logs */
+    void                        *redis_peer;  /* parsed, resolved, TLS (redis.c) */
+    ngx_str_t                    redis_ssl_ca;
+    ngx_str_t                    redis_ssl_name;
     ngx_msec_t                   timeout;
     ngx_msec_t                   check_interval;
     ngx_msec_t                   backoff_max;
@@ -414,6 +414,13 @@ ngx_int_t ngx_http_togglemaster_file_save(
 ngx_http_togglemaster_snapshot_t *ngx_http_togglemaster_file_load(
     ngx_str_t *path, ngx_log_t *log);
 
+/* redis.c: togglemaster_redis, and the checks and TLS context of
+ * togglemaster_redis_ssl_* once the http block is read */
+char *ngx_http_togglemaster_redis_url(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_togglemaster_redis_conf(ngx_conf_t *cf,
+    ngx_http_togglemaster_main_conf_t *tmcf);
+
 /* sync.c */
 ngx_int_t ngx_http_togglemaster_sync_init(ngx_cycle_t *cycle,
     ngx_http_togglemaster_main_conf_t *tmcf);
@@ -496,6 +503,9 @@ ngx_int_t ngx_http_togglemaster_ofrep_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_togglemaster_metrics_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_togglemaster_health_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_togglemaster_access_handler(ngx_http_request_t *r);
+/* $togglemaster_bad_key_addr; data: the index of $binary_remote_addr */
+ngx_int_t ngx_http_togglemaster_bad_key_addr_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 
 /* json.c: jansson allocations from the request pool while one is set */
 void ngx_http_togglemaster_json_init(void);

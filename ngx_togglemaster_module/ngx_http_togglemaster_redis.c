@@ -1,225 +1,961 @@
 /*
- * A hiredis async adapter on nginx's event loop: the hiredis socket gets an
- * ngx_connection_t, hiredis's add/del read/write hooks become level-triggered
- * nginx events (hiredis reads at most 16 KiB per call, so edge-triggered
- * events could strand buffered data). Timeouts live in the sync code, as
- * nginx timers: hiredis 0.14 has none.
+ * The module's Redis client (see the header): configuration (the URL read
+ * by lib/tm_url.c, as the daemons read it, resolved once in the master;
+ * the TLS context), then per connection a non-blocking connect, TLS with
+ * SNI and verification, AUTH and SELECT, and replies parsed by hiredis's
+ * reader and handed to callbacks in order. Timeouts are the sync code's
+ * nginx timers, which cover every step.
  */
 
 #include "ngx_http_togglemaster_module.h"
 #include "ngx_http_togglemaster_redis.h"
-
-#include <sys/ioctl.h>
-
-
-/* hiredis reads at most 16 KiB per call; a big HGETALL would take one
- * event-loop turn per 16 KiB. Drain up to this much per read event, which
- * still lets requests in between. */
-#define NGX_HTTP_TOGGLEMASTER_READ_BURST  64
+#include "tm_url.h"
 
 
+/* One read event reads at most this many 16 KiB chunks, then lets the
+ * requests waiting in this event-loop turn in (a full load arrives in
+ * HSCAN chunks anyway). */
+#define NGX_HTTP_TOGGLEMASTER_REDIS_BURST  64
+#define NGX_HTTP_TOGGLEMASTER_REDIS_CHUNK  16384
+
+
+/* togglemaster_redis, parsed and resolved */
 typedef struct {
-    redisAsyncContext  *ac;
-    ngx_connection_t   *c;
-    ngx_uint_t         *alive;     /* cleared when hiredis frees us */
-} ngx_http_togglemaster_redis_ev_t;
+    tm_redis_url                           url;
+    ngx_addr_t                             addr;
+    ngx_str_t                              server_name;  /* NUL-terminated */
+    ngx_uint_t                             server_ip;
+#if (NGX_SSL)
+    ngx_ssl_t                             *ssl;          /* rediss:// */
+#endif
+} ngx_http_togglemaster_redis_peer_t;
 
 
-static void
-ngx_http_togglemaster_redis_read(ngx_event_t *ev)
+struct ngx_http_togglemaster_redis_s {
+    ngx_http_togglemaster_redis_peer_t    *conf;
+    ngx_str_t                             *name;         /* for the log */
+    ngx_log_t                             *log;
+    ngx_peer_connection_t                  peer;
+    ngx_connection_t                      *c;
+    redisReader                           *reader;
+
+    /* queued command bytes, sent from out_sent on */
+    u_char                                *out;
+    size_t                                 out_len;
+    size_t                                 out_sent;
+    size_t                                 out_cap;
+
+    /* reply callbacks of the commands in flight: a ring */
+    ngx_http_togglemaster_redis_reply_pt  *pending;
+    ngx_uint_t                             head;
+    ngx_uint_t                             npending;
+    ngx_uint_t                             cap;
+
+    ngx_http_togglemaster_redis_reply_pt   message;      /* subscribed */
+    ngx_http_togglemaster_redis_error_pt   error;
+
+    ngx_uint_t                             running;      /* handlers */
+    u_char                                 why[256];
+
+    unsigned                               connected:1;
+    unsigned                               ready:1;      /* TLS done */
+    unsigned                               failed:1;
+    unsigned                               closed:1;
+};
+
+
+static void ngx_http_togglemaster_redis_send(
+    ngx_http_togglemaster_redis_t *rc);
+static void ngx_http_togglemaster_redis_write(ngx_event_t *wev);
+
+
+/* ---- configuration ------------------------------------------------------ */
+
+char *
+ngx_http_togglemaster_redis_url(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
 {
-    int                                n;
-    ngx_uint_t                         i, alive;
-    ngx_connection_t                  *c = ev->data;
-    ngx_http_togglemaster_redis_ev_t  *e = c->data;
+    ngx_http_togglemaster_main_conf_t *tmcf = conf;
 
-    for (i = 0; i < NGX_HTTP_TOGGLEMASTER_READ_BURST; i++) {
-        alive = 1;
-        e->alive = &alive;
+    char                                 err[160];
+    u_char                              *p, *addr;
+    size_t                               size;
+    ngx_str_t                           *value;
+    ngx_url_t                            u;
+    ngx_http_togglemaster_redis_peer_t  *rp;
 
-        /* may free the context and e */
-        redisAsyncHandleRead(e->ac);
-
-        if (!alive) {
-            return;
-        }
-
-        e->alive = NULL;
-
-        if (ioctl(c->fd, FIONREAD, &n) == -1 || n <= 0) {
-            return;
-        }
-    }
-}
-
-
-static void
-ngx_http_togglemaster_redis_write(ngx_event_t *ev)
-{
-    ngx_connection_t                  *c = ev->data;
-    ngx_http_togglemaster_redis_ev_t  *e = c->data;
-
-    redisAsyncHandleWrite(e->ac);
-}
-
-
-static void
-ngx_http_togglemaster_redis_add(ngx_event_t *ev, ngx_int_t event)
-{
-    if (!ev->active) {
-        if (ngx_add_event(ev, event, NGX_LEVEL_EVENT) != NGX_OK) {
-            ngx_log_error(NGX_LOG_ERR, ev->log, 0,
-                          "togglemaster: cannot watch the redis socket");
-        }
-    }
-}
-
-
-static void
-ngx_http_togglemaster_redis_del(ngx_event_t *ev, ngx_int_t event)
-{
-    if (ev->active) {
-        (void) ngx_del_event(ev, event, 0);
-    }
-
-    if (ev->posted) {
-        ngx_delete_posted_event(ev);
-    }
-}
-
-
-static void
-ngx_http_togglemaster_redis_add_read(void *data)
-{
-    ngx_http_togglemaster_redis_ev_t *e = data;
-
-    ngx_http_togglemaster_redis_add(e->c->read, NGX_READ_EVENT);
-}
-
-
-static void
-ngx_http_togglemaster_redis_del_read(void *data)
-{
-    ngx_http_togglemaster_redis_ev_t *e = data;
-
-    ngx_http_togglemaster_redis_del(e->c->read, NGX_READ_EVENT);
-}
-
-
-static void
-ngx_http_togglemaster_redis_add_write(void *data)
-{
-    ngx_http_togglemaster_redis_ev_t *e = data;
-
-    ngx_http_togglemaster_redis_add(e->c->write, NGX_WRITE_EVENT);
-}
-
-
-static void
-ngx_http_togglemaster_redis_del_write(void *data)
-{
-    ngx_http_togglemaster_redis_ev_t *e = data;
-
-    ngx_http_togglemaster_redis_del(e->c->write, NGX_WRITE_EVENT);
-}
-
-
-/* Called by hiredis before it closes the socket. */
-static void
-ngx_http_togglemaster_redis_cleanup(void *data)
-{
-    ngx_http_togglemaster_redis_ev_t *e = data;
-
-    ngx_connection_t  *c;
-
-    c = e->c;
-
-    if (e->alive) {
-        *e->alive = 0;
+    if (tmcf->redis_peer) {
+        return "is duplicate";
     }
 
-    ngx_http_togglemaster_redis_del(c->read, NGX_READ_EVENT);
-    ngx_http_togglemaster_redis_del(c->write, NGX_WRITE_EVENT);
+    value = cf->args->elts;
 
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;   /* hiredis owns and closes the fd */
+    rp = ngx_pcalloc(cf->pool, sizeof(ngx_http_togglemaster_redis_peer_t));
+    if (rp == NULL) {
+        return NGX_CONF_ERROR;
+    }
 
-    /* hiredis 0.14 may call the hooks again while it tears down */
-    e->ac->ev.data = NULL;
-    e->ac->ev.addRead = NULL;
-    e->ac->ev.delRead = NULL;
-    e->ac->ev.addWrite = NULL;
-    e->ac->ev.delWrite = NULL;
-    e->ac->ev.cleanup = NULL;
+    /* the URL may hold a password: the messages never repeat it */
+    if (tm_redis_url_parse((char *) value[1].data, value[1].len, &rp->url,
+                           err, sizeof(err))
+        != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid redis URL in \"togglemaster_redis\": %s",
+                           err);
+        return NGX_CONF_ERROR;
+    }
 
-    ngx_free(e);
-}
+    size = sizeof(rp->url.host) + sizeof(rp->url.user) + 64;
 
+    tmcf->redis.data = ngx_pnalloc(cf->pool, size);
+    addr = ngx_pnalloc(cf->pool, size);
+    if (tmcf->redis.data == NULL || addr == NULL) {
+        return NGX_CONF_ERROR;
+    }
 
-redisAsyncContext *
-ngx_http_togglemaster_redis_connect(ngx_http_togglemaster_main_conf_t *tmcf,
-    ngx_log_t *log)
-{
-    ngx_connection_t                  *c;
-    redisAsyncContext                 *ac;
-    ngx_http_togglemaster_redis_ev_t  *e;
+    tm_redis_url_describe(&rp->url, (char *) tmcf->redis.data, size);
+    tmcf->redis.len = ngx_strlen(tmcf->redis.data);
 
-    /* redis_host is numeric (resolved at configuration time), so hiredis's
-     * own getaddrinfo() only parses it and never does a lookup */
-    if (tmcf->redis_unix.len) {
-        ac = redisAsyncConnectUnix((char *) tmcf->redis_unix.data);
+    if (rp->url.unix_path[0]) {
+        p = ngx_snprintf(addr, size, "unix:%s", rp->url.unix_path);
+
+    } else if (ngx_strchr(rp->url.host, ':')) {
+        p = ngx_snprintf(addr, size, "[%s]:%d", rp->url.host, rp->url.port);
 
     } else {
-        ac = redisAsyncConnect((char *) tmcf->redis_host.data,
-                               (int) tmcf->redis_port);
+        p = ngx_snprintf(addr, size, "%s:%d", rp->url.host, rp->url.port);
     }
 
-    if (ac == NULL) {
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "togglemaster: out of memory connecting to redis");
-        return NULL;
+    /* resolved here, once: workers never call the resolver */
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url.data = addr;
+    u.url.len = p - addr;
+    u.default_port = 6379;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "no address for redis \"%V\": %s", &tmcf->redis,
+                           u.err ? u.err : "host not found");
+        return NGX_CONF_ERROR;
     }
 
-    if (ac->err) {
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "togglemaster: redis %V: %s", &tmcf->redis, ac->errstr);
-        redisAsyncFree(ac);
-        return NULL;
+    rp->addr = u.addrs[0];
+    tmcf->redis_peer = rp;
+
+    return NGX_CONF_OK;
+}
+
+
+#if (NGX_SSL)
+
+/* The TLS context: TLS 1.2+, the trusted certificates (else the system's
+ * CAs); the server name is checked per connection. */
+static char *
+ngx_http_togglemaster_redis_ssl_conf(ngx_conf_t *cf,
+    ngx_http_togglemaster_main_conf_t *tmcf,
+    ngx_http_togglemaster_redis_peer_t *rp)
+{
+    u_char              *p;
+    ngx_str_t            name;
+    ngx_pool_cleanup_t  *cln;
+#if (NGX_HAVE_INET6)
+    u_char               buf[16];
+#endif
+
+    if (tmcf->redis_ssl_name.len) {
+        name = tmcf->redis_ssl_name;
+
+    } else {
+        name.data = (u_char *) rp->url.host;
+        name.len = ngx_strlen(rp->url.host);
     }
 
-    e = ngx_calloc(sizeof(ngx_http_togglemaster_redis_ev_t), log);
-    if (e == NULL) {
-        redisAsyncFree(ac);
-        return NULL;
+    if (name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "togglemaster_redis: TLS needs a server name");
+        return NGX_CONF_ERROR;
     }
 
-    c = ngx_get_connection(ac->c.fd, log);
-    if (c == NULL) {
-        ngx_free(e);
-        redisAsyncFree(ac);
-        return NULL;
+    rp->server_name.data = ngx_pnalloc(cf->pool, name.len + 1);
+    if (rp->server_name.data == NULL) {
+        return NGX_CONF_ERROR;
     }
 
-    c->data = e;
-    c->log = log;
-    c->read->log = log;
-    c->write->log = log;
+    p = ngx_cpymem(rp->server_name.data, name.data, name.len);
+    *p = '\0';
+    rp->server_name.len = name.len;
+
+    rp->server_ip = ngx_inet_addr(name.data, name.len) != INADDR_NONE;
+#if (NGX_HAVE_INET6)
+    rp->server_ip |= ngx_inet6_addr(name.data, name.len, buf) == NGX_OK;
+#endif
+
+    rp->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (rp->ssl == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    rp->ssl->log = cf->log;
+
+    if (ngx_ssl_create(rp->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_ssl_cleanup_ctx(rp->ssl);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = rp->ssl;
+
+    if (tmcf->redis_ssl_ca.len == 0) {
+        if (SSL_CTX_set_default_verify_paths(rp->ssl->ctx) != 1) {
+            ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                          "SSL_CTX_set_default_verify_paths() failed");
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_ssl_trusted_certificate(cf, rp->ssl, &tmcf->redis_ssl_ca, 5)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+#endif
+
+
+char *
+ngx_http_togglemaster_redis_conf(ngx_conf_t *cf,
+    ngx_http_togglemaster_main_conf_t *tmcf)
+{
+    ngx_http_togglemaster_redis_peer_t  *rp = tmcf->redis_peer;
+
+    if (rp == NULL || !rp->url.tls) {
+        if (tmcf->redis_ssl_ca.len || tmcf->redis_ssl_name.len) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "togglemaster_redis_ssl_trusted_certificate "
+                               "and togglemaster_redis_ssl_server_name need "
+                               "a rediss:// togglemaster_redis");
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+#if (NGX_SSL)
+    return ngx_http_togglemaster_redis_ssl_conf(cf, tmcf, rp);
+#else
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "togglemaster_redis \"%V\" needs nginx built with SSL",
+                       &tmcf->redis);
+    return NGX_CONF_ERROR;
+#endif
+}
+
+
+/* ---- the connection's life ---------------------------------------------- */
+
+static void
+ngx_http_togglemaster_redis_free(ngx_http_togglemaster_redis_t *rc)
+{
+    ngx_pool_t        *pool;
+    ngx_connection_t  *c = rc->c;
+
+    if (c) {
+#if (NGX_SSL)
+        if (c->ssl) {
+            c->ssl->no_wait_shutdown = 1;
+            c->ssl->no_send_shutdown = 1;
+            (void) ngx_ssl_shutdown(c);
+        }
+#endif
+
+        pool = c->pool;
+        ngx_close_connection(c);
+
+        if (pool) {
+            ngx_destroy_pool(pool);
+        }
+    }
+
+    if (rc->reader) {
+        redisReaderFree(rc->reader);
+    }
+
+    if (rc->out) {
+        ngx_free(rc->out);
+    }
+
+    if (rc->pending) {
+        ngx_free(rc->pending);
+    }
+
+    ngx_free(rc);
+}
+
+
+void
+ngx_http_togglemaster_redis_close(ngx_http_togglemaster_redis_t *rc)
+{
+    if (rc->closed) {
+        return;
+    }
+
+    rc->closed = 1;
+
+    /* a handler of rc is on the stack: it frees rc as it returns */
+    if (rc->running == 0) {
+        ngx_http_togglemaster_redis_free(rc);
+    }
+}
+
+
+static void
+ngx_http_togglemaster_redis_leave(ngx_http_togglemaster_redis_t *rc)
+{
+    if (--rc->running == 0 && rc->closed) {
+        ngx_http_togglemaster_redis_free(rc);
+    }
+}
+
+
+/* Tells the user, once; the user closes rc. */
+static void
+ngx_http_togglemaster_redis_fail(ngx_http_togglemaster_redis_t *rc,
+    const char *fmt, ...)
+{
+    u_char   *p;
+    va_list   args;
+
+    if (rc->failed || rc->closed) {
+        return;
+    }
+
+    rc->failed = 1;
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(rc->why, rc->why + sizeof(rc->why) - 1, fmt, args);
+    va_end(args);
+    *p = '\0';
+
+    rc->error(rc, (const char *) rc->why);
+}
+
+
+/* ---- queueing commands -------------------------------------------------- */
+
+static ngx_int_t
+ngx_http_togglemaster_redis_append(ngx_http_togglemaster_redis_t *rc,
+    const char *cmd, size_t len)
+{
+    u_char  *out;
+    size_t   cap, left;
+
+    left = rc->out_len - rc->out_sent;
+
+    if (rc->out_len + len > rc->out_cap) {
+        cap = ngx_max(ngx_max(rc->out_cap * 2, 1024), left + len);
+
+        out = ngx_alloc(cap, rc->log);
+        if (out == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (left) {
+            ngx_memcpy(out, rc->out + rc->out_sent, left);
+        }
+
+        if (rc->out) {
+            ngx_free(rc->out);
+        }
+
+        rc->out = out;
+        rc->out_cap = cap;
+        rc->out_len = left;
+        rc->out_sent = 0;
+    }
+
+    ngx_memcpy(rc->out + rc->out_len, cmd, len);
+    rc->out_len += len;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_togglemaster_redis_expect(ngx_http_togglemaster_redis_t *rc,
+    ngx_http_togglemaster_redis_reply_pt handler)
+{
+    ngx_uint_t                             i, cap;
+    ngx_http_togglemaster_redis_reply_pt  *p;
+
+    if (rc->npending == rc->cap) {
+        cap = ngx_max(rc->cap * 2, 16);
+
+        p = ngx_alloc(cap * sizeof(ngx_http_togglemaster_redis_reply_pt),
+                      rc->log);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        for (i = 0; i < rc->npending; i++) {
+            p[i] = rc->pending[(rc->head + i) % rc->cap];
+        }
+
+        if (rc->pending) {
+            ngx_free(rc->pending);
+        }
+
+        rc->pending = p;
+        rc->cap = cap;
+        rc->head = 0;
+    }
+
+    rc->pending[(rc->head + rc->npending) % rc->cap] = handler;
+    rc->npending++;
+
+    return NGX_OK;
+}
+
+
+/* cmd goes out from the event loop, after the caller has returned */
+static ngx_int_t
+ngx_http_togglemaster_redis_queue(ngx_http_togglemaster_redis_t *rc,
+    ngx_uint_t expect, ngx_http_togglemaster_redis_reply_pt handler,
+    const char *cmd, int len)
+{
+    if (rc->closed || rc->failed || len < 0) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_togglemaster_redis_append(rc, cmd, (size_t) len) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (expect && ngx_http_togglemaster_redis_expect(rc, handler) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (rc->ready && !rc->c->write->posted) {
+        ngx_post_event(rc->c->write, &ngx_posted_events);
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_togglemaster_redis_command(ngx_http_togglemaster_redis_t *rc,
+    ngx_http_togglemaster_redis_reply_pt handler, const char *fmt, ...)
+{
+    int        len;
+    char      *cmd;
+    va_list    args;
+    ngx_int_t  rv;
+
+    va_start(args, fmt);
+    len = redisvFormatCommand(&cmd, fmt, args);
+    va_end(args);
+
+    if (len < 0) {
+        return NGX_ERROR;
+    }
+
+    rv = ngx_http_togglemaster_redis_queue(rc, 1, handler, cmd, len);
+    redisFreeCommand(cmd);
+
+    return rv;
+}
+
+
+ngx_int_t
+ngx_http_togglemaster_redis_subscribe(ngx_http_togglemaster_redis_t *rc,
+    ngx_http_togglemaster_redis_reply_pt handler, const char *channel)
+{
+    int        len;
+    char      *cmd;
+    ngx_int_t  rv;
+
+    len = redisFormatCommand(&cmd, "SUBSCRIBE %s", channel);
+    if (len < 0) {
+        return NGX_ERROR;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "togglemaster: redis %V: SUBSCRIBE %s", rc->name, channel);
+
+    /* no callback of its own: once the ones queued before it (AUTH,
+     * SELECT) have their replies, every reply is the subscription's */
+    rc->message = handler;
+
+    rv = ngx_http_togglemaster_redis_queue(rc, 0, NULL, cmd, len);
+    redisFreeCommand(cmd);
+
+    return rv;
+}
+
+
+/* ---- AUTH and SELECT ---------------------------------------------------- */
+
+static void
+ngx_http_togglemaster_redis_authed(ngx_http_togglemaster_redis_t *rc,
+    redisReply *r)
+{
+    tm_redis_url  *u = &rc->conf->url;
+
+    if (r->type == REDIS_REPLY_ERROR) {
+        ngx_http_togglemaster_redis_fail(rc, "AUTH%s%s failed: %s",
+                                         u->user[0] ? " as " : "", u->user,
+                                         r->str);
+        return;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "togglemaster: redis %V: authenticated", rc->name);
+}
+
+
+static void
+ngx_http_togglemaster_redis_selected(ngx_http_togglemaster_redis_t *rc,
+    redisReply *r)
+{
+    if (r->type == REDIS_REPLY_ERROR) {
+        ngx_http_togglemaster_redis_fail(rc, "SELECT %d failed: %s",
+                                         rc->conf->url.db, r->str);
+        return;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "togglemaster: redis %V: database %d selected",
+                   rc->name, rc->conf->url.db);
+}
+
+
+/* The first commands, before anything the user queues. */
+static ngx_int_t
+ngx_http_togglemaster_redis_hello(ngx_http_togglemaster_redis_t *rc)
+{
+    int            len;
+    char          *cmd;
+    ngx_int_t      rv;
+    tm_redis_url  *u = &rc->conf->url;
+
+    if (u->password[0]) {
+        if (u->user[0]) {
+            len = redisFormatCommand(&cmd, "AUTH %s %s", u->user,
+                                     u->password);
+        } else {
+            len = redisFormatCommand(&cmd, "AUTH %s", u->password);
+        }
+
+        if (len < 0) {
+            return NGX_ERROR;
+        }
+
+        rv = ngx_http_togglemaster_redis_queue(rc, 1,
+                 ngx_http_togglemaster_redis_authed, cmd, len);
+
+        /* the password does not linger in freed memory */
+        ngx_explicit_memzero(cmd, len);
+        redisFreeCommand(cmd);
+
+        if (rv != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (u->db) {
+        return ngx_http_togglemaster_redis_command(rc,
+                   ngx_http_togglemaster_redis_selected, "SELECT %d", u->db);
+    }
+
+    return NGX_OK;
+}
+
+
+/* ---- replies ------------------------------------------------------------ */
+
+/* Hands every complete reply to its callback; NGX_ERROR once rc failed or
+ * was closed. */
+static ngx_int_t
+ngx_http_togglemaster_redis_dispatch(ngx_http_togglemaster_redis_t *rc)
+{
+    void                                  *reply;
+    ngx_http_togglemaster_redis_reply_pt   handler;
+
+    for ( ;; ) {
+        reply = NULL;
+
+        if (redisReaderGetReply(rc->reader, &reply) != REDIS_OK) {
+            ngx_http_togglemaster_redis_fail(rc, "protocol error: %s",
+                                             rc->reader->errstr);
+            return NGX_ERROR;
+        }
+
+        if (reply == NULL) {
+            return NGX_OK;
+        }
+
+        if (rc->npending) {
+            handler = rc->pending[rc->head];
+            rc->head = (rc->head + 1) % rc->cap;
+            rc->npending--;
+
+        } else if (rc->message) {
+            handler = rc->message;
+
+        } else {
+            freeReplyObject(reply);
+            ngx_http_togglemaster_redis_fail(rc, "a reply nobody asked for");
+            return NGX_ERROR;
+        }
+
+        if (handler) {
+            handler(rc, reply);
+        }
+
+        freeReplyObject(reply);
+
+        if (rc->failed || rc->closed) {
+            return NGX_ERROR;
+        }
+    }
+}
+
+
+static void
+ngx_http_togglemaster_redis_read(ngx_event_t *rev)
+{
+    ssize_t                         n;
+    ngx_uint_t                      i;
+    ngx_connection_t               *c = rev->data;
+    ngx_http_togglemaster_redis_t  *rc = c->data;
+
+    static u_char  buf[NGX_HTTP_TOGGLEMASTER_REDIS_CHUNK];
+
+    rc->running++;
+
+    if (!rc->connected) {
+        /* a refused connect may be reported as readable */
+        ngx_http_togglemaster_redis_send(rc);
+        goto done;
+    }
+
+    for (i = 0; i < NGX_HTTP_TOGGLEMASTER_REDIS_BURST; i++) {
+        n = c->recv(c, buf, sizeof(buf));
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+                ngx_http_togglemaster_redis_fail(rc, "event error");
+            }
+
+            goto done;
+        }
+
+        if (n == 0) {
+            ngx_http_togglemaster_redis_fail(rc, "redis closed the "
+                                             "connection");
+            goto done;
+        }
+
+        if (n == NGX_ERROR) {
+            ngx_http_togglemaster_redis_fail(rc, "recv() failed");
+            goto done;
+        }
+
+        if (redisReaderFeed(rc->reader, (char *) buf, n) != REDIS_OK) {
+            ngx_http_togglemaster_redis_fail(rc, "out of memory");
+            goto done;
+        }
+
+        if (ngx_http_togglemaster_redis_dispatch(rc) != NGX_OK) {
+            goto done;
+        }
+    }
+
+    /* more may be waiting, in the socket or inside TLS where no event
+     * would announce it: after this turn's requests */
+    ngx_post_event(rev, &ngx_posted_events);
+
+done:
+
+    ngx_http_togglemaster_redis_leave(rc);
+}
+
+
+/* ---- connecting, TLS, sending ------------------------------------------- */
+
+#if (NGX_SSL)
+
+static void
+ngx_http_togglemaster_redis_handshaked(ngx_connection_t *c)
+{
+    long                            v;
+    X509                           *cert;
+    ngx_http_togglemaster_redis_t  *rc = c->data;
+
+    rc->running++;
+
+    if (!c->ssl->handshaked) {
+        ngx_http_togglemaster_redis_fail(rc, "TLS handshake failed");
+        goto done;
+    }
+
+    cert = SSL_get_peer_certificate(c->ssl->connection);
+    if (cert == NULL) {
+        ngx_http_togglemaster_redis_fail(rc, "TLS: no server certificate");
+        goto done;
+    }
+
+    X509_free(cert);
+
+    /* the chain and the name (set below) as OpenSSL verified them */
+    v = SSL_get_verify_result(c->ssl->connection);
+
+    if (v != X509_V_OK) {
+        ngx_http_togglemaster_redis_fail(rc, "TLS: certificate not trusted "
+                                         "for \"%V\": (%l: %s)",
+                                         &rc->conf->server_name, v,
+                                         X509_verify_cert_error_string(v));
+        goto done;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "togglemaster: redis %V: TLS with \"%V\" verified",
+                   rc->name, &rc->conf->server_name);
+
+    rc->ready = 1;
     c->read->handler = ngx_http_togglemaster_redis_read;
     c->write->handler = ngx_http_togglemaster_redis_write;
 
-    e->ac = ac;
-    e->c = c;
+    ngx_http_togglemaster_redis_send(rc);
 
-    ac->ev.data = e;
-    ac->ev.addRead = ngx_http_togglemaster_redis_add_read;
-    ac->ev.delRead = ngx_http_togglemaster_redis_del_read;
-    ac->ev.addWrite = ngx_http_togglemaster_redis_add_write;
-    ac->ev.delWrite = ngx_http_togglemaster_redis_del_write;
-    ac->ev.cleanup = ngx_http_togglemaster_redis_cleanup;
+done:
 
-    /* hiredis learns that the non-blocking connect finished from the first
-     * writable event */
-    ngx_http_togglemaster_redis_add_write(e);
+    ngx_http_togglemaster_redis_leave(rc);
+}
 
-    return ac;
+
+static void
+ngx_http_togglemaster_redis_ssl(ngx_http_togglemaster_redis_t *rc)
+{
+    int                                  ok;
+    ngx_int_t                            n;
+    ngx_connection_t                    *c = rc->c;
+    X509_VERIFY_PARAM                   *param;
+    ngx_http_togglemaster_redis_peer_t  *rp = rc->conf;
+
+    if (ngx_ssl_create_connection(rp->ssl, c, NGX_SSL_CLIENT) != NGX_OK) {
+        ngx_http_togglemaster_redis_fail(rc, "cannot start TLS");
+        return;
+    }
+
+    /* OpenSSL checks the name with the chain; the result is read once
+     * the handshake is done */
+    param = SSL_get0_param(c->ssl->connection);
+
+    if (rp->server_ip) {
+        ok = X509_VERIFY_PARAM_set1_ip_asc(param,
+                                           (char *) rp->server_name.data);
+
+    } else {
+        ok = SSL_set_tlsext_host_name(c->ssl->connection,
+                                      (char *) rp->server_name.data)
+             && X509_VERIFY_PARAM_set1_host(param,
+                                            (char *) rp->server_name.data,
+                                            rp->server_name.len);
+    }
+
+    if (!ok) {
+        ngx_http_togglemaster_redis_fail(rc, "TLS: cannot use the server "
+                                         "name \"%V\"", &rp->server_name);
+        return;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "togglemaster: redis %V: TLS handshake", rc->name);
+
+    n = ngx_ssl_handshake(c);
+
+    if (n == NGX_AGAIN) {
+        c->ssl->handler = ngx_http_togglemaster_redis_handshaked;
+        return;
+    }
+
+    ngx_http_togglemaster_redis_handshaked(c);
+}
+
+#endif
+
+
+/* The connect's outcome, then TLS, then whatever is queued. */
+static void
+ngx_http_togglemaster_redis_send(ngx_http_togglemaster_redis_t *rc)
+{
+    int                err;
+    ssize_t            n;
+    socklen_t          len;
+    ngx_connection_t  *c = rc->c;
+
+    if (!rc->connected) {
+        err = 0;
+        len = sizeof(int);
+
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len)
+            == -1)
+        {
+            err = ngx_socket_errno;
+        }
+
+        if (err) {
+            ngx_http_togglemaster_redis_fail(rc, "connect() to %V failed "
+                                             "(%d: %s)", rc->peer.name, err,
+                                             strerror(err));
+            return;
+        }
+
+        rc->connected = 1;
+
+        ngx_log_debug1(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                       "togglemaster: redis %V: connected", rc->name);
+
+        /* small pipelined commands go out at once, as hiredis had them */
+        if (c->type == SOCK_STREAM && rc->conf->addr.sockaddr->sa_family
+                                      != AF_UNIX
+            && ngx_tcp_nodelay(c) != NGX_OK)
+        {
+            ngx_http_togglemaster_redis_fail(rc, "setsockopt(TCP_NODELAY) "
+                                             "failed");
+            return;
+        }
+
+#if (NGX_SSL)
+        if (rc->conf->ssl) {
+            ngx_http_togglemaster_redis_ssl(rc);
+            return;
+        }
+#endif
+
+        rc->ready = 1;
+    }
+
+    if (!rc->ready) {
+        return;
+    }
+
+    while (rc->out_sent < rc->out_len) {
+        n = c->send(c, rc->out + rc->out_sent, rc->out_len - rc->out_sent);
+
+        if (n == NGX_ERROR) {
+            ngx_http_togglemaster_redis_fail(rc, "send() failed");
+            return;
+        }
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+                ngx_http_togglemaster_redis_fail(rc, "event error");
+            }
+
+            return;
+        }
+
+        rc->out_sent += n;
+    }
+
+    rc->out_sent = 0;
+    rc->out_len = 0;
+}
+
+
+static void
+ngx_http_togglemaster_redis_write(ngx_event_t *wev)
+{
+    ngx_connection_t               *c = wev->data;
+    ngx_http_togglemaster_redis_t  *rc = c->data;
+
+    rc->running++;
+    ngx_http_togglemaster_redis_send(rc);
+    ngx_http_togglemaster_redis_leave(rc);
+}
+
+
+ngx_http_togglemaster_redis_t *
+ngx_http_togglemaster_redis_connect(ngx_http_togglemaster_main_conf_t *tmcf,
+    ngx_log_t *log, ngx_http_togglemaster_redis_error_pt error)
+{
+    ngx_int_t                            n;
+    ngx_connection_t                    *c;
+    ngx_http_togglemaster_redis_t       *rc;
+    ngx_http_togglemaster_redis_peer_t  *rp = tmcf->redis_peer;
+
+    rc = ngx_calloc(sizeof(ngx_http_togglemaster_redis_t), log);
+    if (rc == NULL) {
+        return NULL;
+    }
+
+    rc->conf = rp;
+    rc->name = &tmcf->redis;
+    rc->log = log;
+    rc->error = error;
+
+    rc->reader = redisReaderCreate();
+    if (rc->reader == NULL) {
+        ngx_http_togglemaster_redis_free(rc);
+        return NULL;
+    }
+
+    rc->peer.sockaddr = rp->addr.sockaddr;
+    rc->peer.socklen = rp->addr.socklen;
+    rc->peer.name = &rp->addr.name;
+    rc->peer.get = ngx_event_get_peer;
+    rc->peer.log = log;
+    rc->peer.log_error = NGX_ERROR_ERR;
+    rc->peer.tries = 1;
+
+    /* a refused connect is logged here, with its reason */
+    n = ngx_event_connect_peer(&rc->peer);
+
+    if (n == NGX_ERROR || n == NGX_BUSY || n == NGX_DECLINED) {
+        if (rc->peer.connection) {
+            ngx_close_connection(rc->peer.connection);
+        }
+
+        ngx_http_togglemaster_redis_free(rc);
+        return NULL;
+    }
+
+    c = rc->peer.connection;
+    rc->c = c;
+
+    c->data = rc;
+    c->read->handler = ngx_http_togglemaster_redis_read;
+    c->write->handler = ngx_http_togglemaster_redis_write;
+
+    c->pool = ngx_create_pool(1024, log);
+    if (c->pool == NULL || ngx_http_togglemaster_redis_hello(rc) != NGX_OK) {
+        ngx_http_togglemaster_redis_free(rc);
+        return NULL;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, log, 0,
+                   "togglemaster: redis %V: connecting to %V", rc->name,
+                   rc->peer.name);
+
+    if (n == NGX_OK) {
+        /* connected at once (loopback): carry on from the event loop */
+        ngx_post_event(c->write, &ngx_posted_events);
+    }
+
+    return rc;
 }

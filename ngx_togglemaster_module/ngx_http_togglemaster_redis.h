@@ -1,14 +1,55 @@
+/*
+ * A Redis connection on nginx's event loop: nginx connects
+ * (ngx_event_connect_peer) and, for rediss://, does TLS (ngx_ssl, the
+ * certificate and server name checked); hiredis only formats commands and
+ * parses replies (its reader). AUTH and SELECT from the URL go first, so
+ * the user's commands run as the URL's user in the URL's database.
+ *
+ * Commands are queued and sent from a posted event, and every callback
+ * runs from an event handler, never from inside a call made by the user:
+ * a callback may close the connection (its own or another).
+ */
+
 #ifndef NGX_HTTP_TOGGLEMASTER_REDIS_H
 #define NGX_HTTP_TOGGLEMASTER_REDIS_H
 
 #include <hiredis/hiredis.h>
-#include <hiredis/async.h>
 
 #include "ngx_http_togglemaster_module.h"
 
 
-/* A connecting async context driven by nginx events; NULL on failure. */
-redisAsyncContext *ngx_http_togglemaster_redis_connect(
-    ngx_http_togglemaster_main_conf_t *tmcf, ngx_log_t *log);
+typedef struct ngx_http_togglemaster_redis_s  ngx_http_togglemaster_redis_t;
+
+/* One reply, in the order the commands were queued; it is freed after the
+ * callback returns. */
+typedef void (*ngx_http_togglemaster_redis_reply_pt)(
+    ngx_http_togglemaster_redis_t *rc, redisReply *r);
+
+/* The connection failed (connect, TLS, AUTH, SELECT, I/O, protocol): why,
+ * in words for the log. Called once; no reply callback follows. The user
+ * closes rc. */
+typedef void (*ngx_http_togglemaster_redis_error_pt)(
+    ngx_http_togglemaster_redis_t *rc, const char *why);
+
+
+/* A connection to togglemaster_redis; NULL (logged) if it cannot start. */
+ngx_http_togglemaster_redis_t *ngx_http_togglemaster_redis_connect(
+    ngx_http_togglemaster_main_conf_t *tmcf, ngx_log_t *log,
+    ngx_http_togglemaster_redis_error_pt error);
+
+/* Queues a command (hiredis's format: "HGET %s %b"); handler may be NULL
+ * to ignore the reply. NGX_OK or NGX_ERROR (out of memory, closed). */
+ngx_int_t ngx_http_togglemaster_redis_command(
+    ngx_http_togglemaster_redis_t *rc,
+    ngx_http_togglemaster_redis_reply_pt handler, const char *fmt, ...);
+
+/* SUBSCRIBE channel: its confirmation and every message that follows go to
+ * handler. */
+ngx_int_t ngx_http_togglemaster_redis_subscribe(
+    ngx_http_togglemaster_redis_t *rc,
+    ngx_http_togglemaster_redis_reply_pt handler, const char *channel);
+
+/* Closes and frees (later, if a callback of rc is running). */
+void ngx_http_togglemaster_redis_close(ngx_http_togglemaster_redis_t *rc);
 
 #endif /* NGX_HTTP_TOGGLEMASTER_REDIS_H */

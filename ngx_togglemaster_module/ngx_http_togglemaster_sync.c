@@ -16,8 +16,10 @@
  * so the periodic check would also catch up. A load is never restarted:
  * constant writes could starve it.
  *
- * Any error or timeout drops both connections and retries with exponential
- * backoff and jitter. Meanwhile the current snapshot keeps serving.
+ * Any error, timeout or failed connection (redis.c says why: connect, TLS,
+ * AUTH, SELECT, I/O) drops both connections, logs the reason and retries
+ * with exponential backoff and jitter. Meanwhile the current snapshot keeps
+ * serving.
  */
 
 #include "ngx_http_togglemaster_module.h"
@@ -86,8 +88,8 @@ typedef struct {
     ngx_http_togglemaster_main_conf_t  *conf;
     ngx_log_t                          *log;
 
-    redisAsyncContext                  *cmd;
-    redisAsyncContext                  *sub;
+    ngx_http_togglemaster_redis_t      *cmd;
+    ngx_http_togglemaster_redis_t      *sub;
 
     ngx_event_t                         op_timer;
     ngx_event_t                         retry_timer;
@@ -150,15 +152,15 @@ ngx_http_togglemaster_sync_set_state(ngx_uint_t state)
 
 
 static void
-ngx_http_togglemaster_sync_drop(redisAsyncContext **pac)
+ngx_http_togglemaster_sync_drop(ngx_http_togglemaster_redis_t **prc)
 {
-    redisAsyncContext  *ac;
+    ngx_http_togglemaster_redis_t  *rc;
 
-    ac = *pac;
-    *pac = NULL;    /* its late callbacks see a stranger and do nothing */
+    rc = *prc;
+    *prc = NULL;
 
-    if (ac) {
-        redisAsyncFree(ac);
+    if (rc) {
+        ngx_http_togglemaster_redis_close(rc);
     }
 }
 
@@ -256,6 +258,7 @@ ngx_http_togglemaster_sync_int(redisReply *r)
 
 
 static void ngx_http_togglemaster_sync_load(ngx_uint_t kinds);
+static ngx_int_t ngx_http_togglemaster_sync_multi(void);
 
 
 static void
@@ -555,8 +558,8 @@ ngx_http_togglemaster_sync_first(ngx_uint_t kinds)
 
 /* The first step of a load: version, ready kinds and sizes, together. */
 static void
-ngx_http_togglemaster_sync_began(redisAsyncContext *ac, void *reply,
-    void *data)
+ngx_http_togglemaster_sync_began(ngx_http_togglemaster_redis_t *ac,
+    redisReply *reply)
 {
     redisReply                    *r = reply;
     ngx_uint_t                     k, e, kinds, n, ready, skipped;
@@ -571,11 +574,6 @@ ngx_http_togglemaster_sync_began(redisAsyncContext *ac, void *reply,
 
     if (s->op_timer.timer_set) {
         ngx_del_timer(&s->op_timer);
-    }
-
-    if (r == NULL) {
-        ngx_http_togglemaster_sync_fail("connection lost during load");
-        return;
     }
 
     /* version, ready kinds, environments, then one HLEN per hash loaded */
@@ -733,8 +731,8 @@ ngx_http_togglemaster_sync_feed(ngx_uint_t kind, ngx_str_t *env,
 
 /* One chunk of the hash being scanned, into the builder. */
 static void
-ngx_http_togglemaster_sync_chunk(redisAsyncContext *ac, void *reply,
-    void *data)
+ngx_http_togglemaster_sync_chunk(ngx_http_togglemaster_redis_t *ac,
+    redisReply *reply)
 {
     redisReply                    *r = reply, *c, *a;
     ngx_msec_t                     t0, t;
@@ -747,11 +745,6 @@ ngx_http_togglemaster_sync_chunk(redisAsyncContext *ac, void *reply,
 
     if (s->op_timer.timer_set) {
         ngx_del_timer(&s->op_timer);
-    }
-
-    if (r == NULL) {
-        ngx_http_togglemaster_sync_fail("connection lost during load");
-        return;
     }
 
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2
@@ -808,8 +801,8 @@ ngx_http_togglemaster_sync_chunk(redisAsyncContext *ac, void *reply,
 
 /* The last step: the version again, then the new snapshot goes live. */
 static void
-ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
-    void *data)
+ngx_http_togglemaster_sync_loaded(ngx_http_togglemaster_redis_t *ac,
+    redisReply *reply)
 {
     redisReply                        *r = reply;
     int64_t                            v;
@@ -828,8 +821,8 @@ ngx_http_togglemaster_sync_loaded(redisAsyncContext *ac, void *reply,
         ngx_del_timer(&s->op_timer);
     }
 
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        ngx_http_togglemaster_sync_fail("connection lost during load");
+    if (r->type == REDIS_REPLY_ERROR) {
+        ngx_http_togglemaster_sync_fail(r->str);
         return;
     }
 
@@ -893,8 +886,8 @@ ngx_http_togglemaster_sync_scan(void)
     static ngx_str_t  empty = ngx_string("");
 
     if (s->scan == 0) {
-        rc = redisAsyncCommand(s->cmd, ngx_http_togglemaster_sync_loaded,
-                               NULL, "GET tm:version");
+        rc = ngx_http_togglemaster_redis_command(s->cmd,
+                 ngx_http_togglemaster_sync_loaded, "GET tm:version");
 
     } else {
         kind = ngx_http_togglemaster_sync_first(s->scan);
@@ -902,17 +895,38 @@ ngx_http_togglemaster_sync_scan(void)
         env = (NGX_HTTP_TOGGLEMASTER_EKINDS & ngx_http_togglemaster_bit(kind))
               ? &s->envs[s->scan_env] : &empty;
 
-        rc = redisAsyncCommand(s->cmd, ngx_http_togglemaster_sync_chunk, NULL,
-                               "HSCAN %s%b %s COUNT %u", kd->hash, env->data,
-                               env->len, s->cursor, (unsigned) kd->count);
+        rc = ngx_http_togglemaster_redis_command(s->cmd,
+                 ngx_http_togglemaster_sync_chunk, "HSCAN %s%b %s COUNT %u",
+                 kd->hash, env->data, env->len, s->cursor,
+                 (unsigned) kd->count);
     }
 
-    if (rc != REDIS_OK) {
+    if (rc != NGX_OK) {
         ngx_http_togglemaster_sync_fail("cannot send the load");
         return;
     }
 
     ngx_add_timer(&s->op_timer, s->conf->timeout);
+}
+
+
+/* How a load and a batch of changes begin: in one transaction with what
+ * they read, the version and the kinds reconciled (tm:ready). */
+static ngx_int_t
+ngx_http_togglemaster_sync_multi(void)
+{
+    ngx_http_togglemaster_redis_t  *rc = ngx_http_togglemaster_sync.cmd;
+
+    if (ngx_http_togglemaster_redis_command(rc, NULL, "MULTI") != NGX_OK
+        || ngx_http_togglemaster_redis_command(rc, NULL, "GET tm:version")
+           != NGX_OK
+        || ngx_http_togglemaster_redis_command(rc, NULL, "SMEMBERS tm:ready")
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -946,12 +960,9 @@ ngx_http_togglemaster_sync_load(ngx_uint_t kinds)
 
     s->ndeltas = n;
 
-    if (redisAsyncCommand(s->cmd, NULL, NULL, "MULTI") != REDIS_OK
-        || redisAsyncCommand(s->cmd, NULL, NULL, "GET tm:version") != REDIS_OK
-        || redisAsyncCommand(s->cmd, NULL, NULL, "SMEMBERS tm:ready")
-           != REDIS_OK
-        || redisAsyncCommand(s->cmd, NULL, NULL, "HGETALL tm:envs")
-           != REDIS_OK)
+    if (ngx_http_togglemaster_sync_multi() != NGX_OK
+        || ngx_http_togglemaster_redis_command(s->cmd, NULL, "HGETALL tm:envs")
+           != NGX_OK)
     {
         ngx_http_togglemaster_sync_fail("cannot send the load");
         return;
@@ -960,18 +971,18 @@ ngx_http_togglemaster_sync_load(ngx_uint_t kinds)
     for (k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
         if ((kinds & NGX_HTTP_TOGGLEMASTER_HLEN_KINDS
              & ngx_http_togglemaster_bit(k))
-            && redisAsyncCommand(s->cmd, NULL, NULL, "HLEN %s",
-                                 ngx_http_togglemaster_kinds[k].hash)
-               != REDIS_OK)
+            && ngx_http_togglemaster_redis_command(s->cmd, NULL, "HLEN %s",
+                   ngx_http_togglemaster_kinds[k].hash)
+               != NGX_OK)
         {
             ngx_http_togglemaster_sync_fail("cannot send the load");
             return;
         }
     }
 
-    if (redisAsyncCommand(s->cmd, ngx_http_togglemaster_sync_began, NULL,
-                          "EXEC")
-        != REDIS_OK)
+    if (ngx_http_togglemaster_redis_command(s->cmd,
+            ngx_http_togglemaster_sync_began, "EXEC")
+        != NGX_OK)
     {
         ngx_http_togglemaster_sync_fail("cannot send the load");
         return;
@@ -1002,8 +1013,8 @@ ngx_http_togglemaster_sync_delta_ready(ngx_http_togglemaster_delta_t *d,
  * tm:ready, one HGET each, EXEC. The next snapshot copies the current one's
  * touched part (10,000 flags: a few ms, no parsing) and changes them. */
 static void
-ngx_http_togglemaster_sync_applied(redisAsyncContext *ac, void *reply,
-    void *data)
+ngx_http_togglemaster_sync_applied(ngx_http_togglemaster_redis_t *ac,
+    redisReply *reply)
 {
     redisReply                        *r = reply, *e;
     ngx_str_t                          name, value, *env;
@@ -1022,11 +1033,6 @@ ngx_http_togglemaster_sync_applied(redisAsyncContext *ac, void *reply,
 
     if (s->op_timer.timer_set) {
         ngx_del_timer(&s->op_timer);
-    }
-
-    if (r == NULL) {
-        ngx_http_togglemaster_sync_fail("connection lost during load");
-        return;
     }
 
     n = s->applying;
@@ -1165,11 +1171,7 @@ ngx_http_togglemaster_sync_apply(void)
     s->loading = kinds;
     s->applying = s->ndeltas;
 
-    if (redisAsyncCommand(s->cmd, NULL, NULL, "MULTI") != REDIS_OK
-        || redisAsyncCommand(s->cmd, NULL, NULL, "GET tm:version") != REDIS_OK
-        || redisAsyncCommand(s->cmd, NULL, NULL, "SMEMBERS tm:ready")
-           != REDIS_OK)
-    {
+    if (ngx_http_togglemaster_sync_multi() != NGX_OK) {
         ngx_http_togglemaster_sync_fail("cannot send the changes");
         return;
     }
@@ -1177,19 +1179,19 @@ ngx_http_togglemaster_sync_apply(void)
     for (i = 0; i < s->applying; i++) {
         d = &s->deltas[i];
 
-        if (redisAsyncCommand(s->cmd, NULL, NULL, "HGET %s%b %b",
-                              ngx_http_togglemaster_kinds[d->kind].hash,
-                              d->env.data, d->env.len, d->name, d->len)
-            != REDIS_OK)
+        if (ngx_http_togglemaster_redis_command(s->cmd, NULL, "HGET %s%b %b",
+                ngx_http_togglemaster_kinds[d->kind].hash,
+                d->env.data, d->env.len, d->name, d->len)
+            != NGX_OK)
         {
             ngx_http_togglemaster_sync_fail("cannot send the changes");
             return;
         }
     }
 
-    if (redisAsyncCommand(s->cmd, ngx_http_togglemaster_sync_applied, NULL,
-                          "EXEC")
-        != REDIS_OK)
+    if (ngx_http_togglemaster_redis_command(s->cmd,
+            ngx_http_togglemaster_sync_applied, "EXEC")
+        != NGX_OK)
     {
         ngx_http_togglemaster_sync_fail("cannot send the changes");
         return;
@@ -1200,8 +1202,8 @@ ngx_http_togglemaster_sync_apply(void)
 
 
 static void
-ngx_http_togglemaster_sync_versioned(redisAsyncContext *ac, void *reply,
-    void *data)
+ngx_http_togglemaster_sync_versioned(ngx_http_togglemaster_redis_t *ac,
+    redisReply *reply)
 {
     redisReply                    *r = reply;
     ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
@@ -1216,8 +1218,8 @@ ngx_http_togglemaster_sync_versioned(redisAsyncContext *ac, void *reply,
         ngx_del_timer(&s->op_timer);
     }
 
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        ngx_http_togglemaster_sync_fail("version check failed");
+    if (r->type == REDIS_REPLY_ERROR) {
+        ngx_http_togglemaster_sync_fail(r->str);
         return;
     }
 
@@ -1252,9 +1254,9 @@ ngx_http_togglemaster_sync_check(ngx_event_t *ev)
         return;
     }
 
-    if (redisAsyncCommand(s->cmd, ngx_http_togglemaster_sync_versioned, NULL,
-                          "GET tm:version")
-        != REDIS_OK)
+    if (ngx_http_togglemaster_redis_command(s->cmd,
+            ngx_http_togglemaster_sync_versioned, "GET tm:version")
+        != NGX_OK)
     {
         ngx_http_togglemaster_sync_fail("cannot send the version check");
         return;
@@ -1294,7 +1296,10 @@ ngx_http_togglemaster_sync_delta(ngx_uint_t kind, const char *name,
     ngx_memcpy(d->name, name, len);
     d->env.data = d->env_data;
     d->env.len = ekind ? c->env_len : 0;
-    ngx_memcpy(d->env_data, c->env, d->env.len);
+
+    if (d->env.len) {                   /* c->env is NULL without one */
+        ngx_memcpy(d->env_data, c->env, d->env.len);
+    }
 
     if (!s->loading && !s->checking && s->cmd) {
         ngx_http_togglemaster_sync_apply();
@@ -1385,8 +1390,8 @@ ngx_http_togglemaster_sync_message(redisReply *payload)
 
 
 static void
-ngx_http_togglemaster_sync_subscribed(redisAsyncContext *ac, void *reply,
-    void *data)
+ngx_http_togglemaster_sync_subscribed(ngx_http_togglemaster_redis_t *ac,
+    redisReply *reply)
 {
     redisReply                    *r = reply;
     ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
@@ -1395,8 +1400,8 @@ ngx_http_togglemaster_sync_subscribed(redisAsyncContext *ac, void *reply,
         return;
     }
 
-    if (r == NULL) {
-        ngx_http_togglemaster_sync_fail("subscription lost");
+    if (r->type == REDIS_REPLY_ERROR) {
+        ngx_http_togglemaster_sync_fail(r->str);    /* NOAUTH, NOPERM... */
         return;
     }
 
@@ -1422,68 +1427,19 @@ ngx_http_togglemaster_sync_subscribed(redisAsyncContext *ac, void *reply,
 }
 
 
+/* A connection failed (connect, TLS, AUTH, SELECT, I/O): both go, and the
+ * reason goes to the log. */
 static void
-ngx_http_togglemaster_sync_connected(const redisAsyncContext *ac, int status)
+ngx_http_togglemaster_sync_lost(ngx_http_togglemaster_redis_t *rc,
+    const char *why)
 {
     ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
 
-    if (status == REDIS_OK) {
+    if (rc != s->cmd && rc != s->sub) {
         return;
     }
 
-    /* hiredis frees this context itself after we return */
-    if (ac == s->cmd) {
-        s->cmd = NULL;
-
-    } else if (ac == s->sub) {
-        s->sub = NULL;
-
-    } else {
-        return;
-    }
-
-    ngx_http_togglemaster_sync_fail(ac->errstr ? ac->errstr
-                                               : "connect failed");
-}
-
-
-static void
-ngx_http_togglemaster_sync_disconnected(const redisAsyncContext *ac,
-    int status)
-{
-    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
-
-    if (ac == s->cmd) {
-        s->cmd = NULL;
-
-    } else if (ac == s->sub) {
-        s->sub = NULL;
-
-    } else {
-        return;
-    }
-
-    ngx_http_togglemaster_sync_fail(ac->errstr && ac->err ? ac->errstr
-                                                          : "disconnected");
-}
-
-
-static redisAsyncContext *
-ngx_http_togglemaster_sync_connect(void)
-{
-    redisAsyncContext             *ac;
-    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
-
-    ac = ngx_http_togglemaster_redis_connect(s->conf, s->log);
-    if (ac == NULL) {
-        return NULL;
-    }
-
-    redisAsyncSetConnectCallback(ac, ngx_http_togglemaster_sync_connected);
-    redisAsyncSetDisconnectCallback(ac,
-                                    ngx_http_togglemaster_sync_disconnected);
-
-    return ac;
+    ngx_http_togglemaster_sync_fail(why);
 }
 
 
@@ -1494,21 +1450,24 @@ ngx_http_togglemaster_sync_start(void)
 
     ngx_http_togglemaster_sync_set_state(NGX_HTTP_TOGGLEMASTER_CONNECTING);
 
-    s->sub = ngx_http_togglemaster_sync_connect();
+    s->sub = ngx_http_togglemaster_redis_connect(s->conf, s->log,
+                 ngx_http_togglemaster_sync_lost);
     if (s->sub == NULL) {
         ngx_http_togglemaster_sync_fail("cannot connect");
         return;
     }
 
-    s->cmd = ngx_http_togglemaster_sync_connect();
+    s->cmd = ngx_http_togglemaster_redis_connect(s->conf, s->log,
+                 ngx_http_togglemaster_sync_lost);
     if (s->cmd == NULL) {
         ngx_http_togglemaster_sync_fail("cannot connect");
         return;
     }
 
-    if (redisAsyncCommand(s->sub, ngx_http_togglemaster_sync_subscribed, NULL,
-                          "SUBSCRIBE tm:changes")
-        != REDIS_OK)
+    if (ngx_http_togglemaster_redis_subscribe(s->sub,
+                                      ngx_http_togglemaster_sync_subscribed,
+                                      "tm:changes")
+        != NGX_OK)
     {
         ngx_http_togglemaster_sync_fail("cannot subscribe");
         return;

@@ -9,8 +9,9 @@ DEB_PKGS=(
   libmicrohttpd-dev   # HTTP server of the admin daemons and the worker
   libpq-dev           # PostgreSQL client (admin daemons)
   libjansson-dev      # JSON everywhere
-  libssl-dev          # SHA-1/SHA-256, HMAC, CSPRNG
-  libhiredis-dev      # Redis client (daemons: sync, nginx module: async)
+  libssl-dev          # SHA-1/SHA-256, HMAC, CSPRNG; TLS to Redis (rediss://)
+  libhiredis-dev      # Redis protocol: command formatting, reply parsing
+  openssl             # CLI: the tests make their own CA and certificates
   libcurl4-openssl-dev # outbound HTTP (worker, auth fallback)
   libpcre2-dev        # REGEX constraints: bounded matching with PCRE2 + JIT (lib/tm_regex)
   valgrind            # memcheck over the unit tests

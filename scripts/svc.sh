@@ -61,9 +61,22 @@ start() {
         "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres togglemaster
       ;;
     redis)
+      # Optional, for tests of production-like Redis: TM_REDIS_PASSWORD
+      # (requirepass), TM_REDIS_TLS_PORT + TM_REDIS_TLS_DIR (redis.pem,
+      # redis.key, ca.pem) to also listen with TLS; the plain port stays, on
+      # loopback, for local tools.
+      local extra=()
+      if [ -n "${TM_REDIS_TLS_PORT:-}" ]; then
+        extra+=(--tls-port "$TM_REDIS_TLS_PORT" --tls-auth-clients no
+                --tls-cert-file "$TM_REDIS_TLS_DIR/redis.pem"
+                --tls-key-file "$TM_REDIS_TLS_DIR/redis.key"
+                --tls-ca-cert-file "$TM_REDIS_TLS_DIR/ca.pem")
+      fi
+      [ -n "${TM_REDIS_PASSWORD:-}" ] && extra+=(--requirepass "$TM_REDIS_PASSWORD")
       spawn redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
-        --dir "$rundir" --daemonize no
-      wait_tcp "$port" 10 ;;
+        --dir "$rundir" --daemonize no "${extra[@]}"
+      wait_tcp "$port" 10
+      [ -z "${TM_REDIS_TLS_PORT:-}" ] || wait_tcp "$TM_REDIS_TLS_PORT" 10 ;;
     moto)
       spawn python3 -m moto.server -H 127.0.0.1 -p "$port"
       wait_tcp "$port" 30 ;;

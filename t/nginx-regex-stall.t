@@ -29,7 +29,9 @@ sub regex_rule {
 }
 my %BOMB = (
     'rx-nested'  => '((a{1,50}){1,50}){1,20}b',   # the issue's
-    'rx-backref' => '(a*)*\1b',                   # exponential with backtracking
+    # exponential with backtracking; the API refuses backreferences now, so
+    # this is a rule stored by an older release: it never compiles, never matches
+    'rx-backref' => '(a*)*\1b',
 );
 TM::Nginx::set_flag($h, 'plain', 1, quiet => 1);
 TM::Nginx::set_flag($h, 'rx-user', 1, quiet => 1);
@@ -67,8 +69,7 @@ my %sent = (limit => 0, too_long => 0);
 # flag, identity, expected result, the bound it hits (if any)
 for my $c ([ 'rx-nested', 'short', 0 ], [ 'rx-nested', 'full', 0, 'limit' ],
            [ 'rx-nested', 'long', 0, 'too_long' ], [ 'rx-backref', 'short', 0 ],
-           [ 'rx-backref', 'full', 1 ],     # empty groups, then the 'b' up front
-           [ 'rx-backref', 'long', 0, 'too_long' ]) {
+           [ 'rx-backref', 'full', 0 ], [ 'rx-backref', 'long', 0 ]) {
     my ($f, $k, $want, $bound) = @$c;
     my ($r, $t) = timed_eval($ID{$k}, $f);
     is $r->{status}, 200, "$f, $k identity: 200";
@@ -132,6 +133,7 @@ for my $case (
     [ 'a(*SKIP)b', qr/not supported/ ],
     [ 'x' x 1025, qr/at most 1024 bytes/ ],
     [ '(a', qr/missing closing parenthesis/ ],
+    [ '(a*)*\1b', qr/backreferences .* not supported/ ],
 ) {
     my ($pat, $why) = @$case;
     my $t0 = time;

@@ -162,7 +162,7 @@ for my $case (
     [ '{"flag_name":"' . ('a' x 101) . qq(",$P}), 'flag_name over 100 chars' ],
     [ qq({"flag_name":"a b",$P}), 'space in flag_name' ],
     [ qq({"flag_name":"x'; DROP TABLE targeting_rules;--",$P}), 'SQL metacharacters in flag_name' ],
-    [ qq({"flag_name":"caf\xc3\xa9",$P}), 'non-ASCII flag_name' ],
+    [ qq({"flag_name":"caf\xe2\x80\x8b",$P}), 'invisible character (U+200B) in flag_name' ],
     [ '{"flag_name":"r1","rules":"PERCENTAGE"}', 'rules a string' ],
     [ '{"flag_name":"r1","rules":[{"type":"PERCENTAGE","value":1}]}', 'rules an array' ],
     [ '{"flag_name":"r1","rules":null}', 'rules null' ],

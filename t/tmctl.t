@@ -80,6 +80,8 @@ for my $case (
     [ ['flags', 'update', 'x'], 'update with nothing to change', qr/nothing to update/ ],
     [ ['flags', 'list', '--url'], 'option without its value', qr/--url needs a value/ ],
     [ ['flags', 'list', '--timeout', 'soon'], 'bad timeout', qr/--timeout/ ],
+    [ ['flags', 'list', '--retries', 'many'], 'bad retries', qr/--retries must be a number from 0 to 20/ ],
+    [ ['flags', 'list', '--retries', '21'], 'too many retries', qr/--retries must be a number from 0 to 20/ ],
     [ ['flags', 'list', '--flags-url', 'ftp://x'], 'URL not http', qr/http:\/\// ],
     [ ['rules', 'set', 'f', "$dir/missing.json"], 'missing file', qr/cannot read .*missing\.json/ ],
     [ ['eval', 'f', '--context', '[1]'], '--context not an object', qr/--context must be a JSON object/ ],
@@ -222,7 +224,7 @@ SKIP: {
     skip 'nginx module not built', 16 unless -f $TM::Nginx::MODULE && `sh -c 'command -v nginx'`;
     my ($fp, $tp, $ap) = map { m/:(\d+)$/ && $1 } $fl, $tg, $auth;
     my $ng = TM::Nginx->new($h, server => <<"CONF");
-        location /flags { proxy_pass http://127.0.0.1:$fp; }
+        location /flags/ { proxy_pass http://127.0.0.1:$fp/; }
         location /targeting/ { proxy_pass http://127.0.0.1:$tp/; }
         location /auth/ { proxy_pass http://127.0.0.1:$ap/; }
 CONF

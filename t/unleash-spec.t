@@ -54,16 +54,6 @@ my %EXCEPTION;
     $EXCEPTION{"$1\t$2"} = 1 while ($table // '') =~ /^\| `([^`]+)` \| (.+?) \| .+ \|$/mg;
 }
 
-# Regular expressions follow JavaScript's in Unleash; ours are POSIX
-# extended until the bounded PCRE2 matcher (branch "regex") lands: these
-# cases depend on the matcher alone, so they are TODO here, not exceptions.
-my %PENDING_REGEX = map { ("21-regex-constraint-operators.json\t$_" => 1) }
-    'R02 matches user + 3 digits',                                           # \d
-    'R09 (?i) matches different case',                                       # inline flags
-    "R10 (?m) matches line 'foo' inside multiline string",
-    'R11 (?s) dot matches newline',
-    'R91 backreference should be rejected upstream; if it leaks through, it must not enable';
-
 # tmctl import unleash FILE against the daemons; {rc, out, err}.
 sub import_state {
     my $file = shift;
@@ -140,7 +130,7 @@ sub check_case {
     return (same_payload($want->{payload}, $j->{value}), 'payload ' . $J->encode($j->{value}));
 }
 
-my ($total, $pass, $excepted, $pending) = (0, 0, 0, 0);
+my ($total, $pass, $excepted) = (0, 0, 0);
 our $TODO;
 my @files = @{ $J->decode(slurp("$SPEC/specifications/index.json")) };
 is scalar @files, 22, 'the specification has 22 files';
@@ -162,11 +152,6 @@ for my $file (@files) {
         if ($EXCEPTION{"$file\t$case->{description}"}) {
             $excepted++;
             ok !$ok, "$name (documented exception: still fails)";
-        } elsif ($PENDING_REGEX{"$file\t$case->{description}"}) {
-            $pending++;
-            $pass++ if $ok;
-            local $TODO = 'pending the regex branch (JavaScript regular expressions)';
-            ok $ok, $name;
         } else {
             $pass++ if $ok;
             ok $ok, $name or diag "$why; context " . $J->encode($case->{context});
@@ -220,6 +205,6 @@ is $total, 279, 'the specification has 279 cases';
     ok((grep { $_->{key} eq $name && $_->{value} } @{ $r->{json}{flags} || [] }), 'OFREP bulk carries it');
     is $h->req(DELETE => "$fl/flags/" . path_name($name), \%AUTH)->{status}, 204, 'DELETE by it';
 }
-diag "unleash spec: $pass/$total cases pass, $excepted documented exceptions, $pending pending the regex matcher";
+diag "unleash spec: $pass/$total cases pass, $excepted documented exceptions";
 
 done_testing;

@@ -1,14 +1,16 @@
 /* tmctl: ToggleMaster's command-line client. Talks to the admin daemons
  * (flags, targeting) and to the edge's OFREP endpoint, through the gateway
- * (TOGGLEMASTER_URL, with its /flags and /targeting prefixes) or to each
- * service directly. Exit status: 0 ok, 1 the server (or a file's content)
- * said no, 2 usage. tmctl --help lists the commands. */
+ * (TOGGLEMASTER_URL: the original ingress, which strips the /flags,
+ * /targeting and /auth prefixes) or to each service directly. Exit status:
+ * 0 ok, 1 the server (or a file's content) said no, 2 usage. tmctl --help
+ * lists the commands. */
 #include "tm_names.h"
 #include "tm_rules.h"
 #include "tmctl_doc.h"
 #include "tmctl_http.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,8 +57,9 @@ static const char usage_text[] =
 "\n"
 "Options (anywhere on the line; --opt=value works too):\n"
 "  --url URL            the gateway, e.g. http://127.0.0.1:8080 (env TOGGLEMASTER_URL;\n"
-"                       default http://127.0.0.1:8080); services are under /flags,\n"
-"                       /targeting, /auth, and OFREP under /ofrep/v1\n"
+"                       default http://127.0.0.1:8080); services are under the original\n"
+"                       ingress's prefixes (/flags/flags, /targeting/rules, /auth/validate)\n"
+"                       and OFREP under /ofrep/v1\n"
 "  --key KEY            API key (env TOGGLEMASTER_API_KEY, which keeps it out of `ps`)\n"
 "  --flags-url URL      the flags service itself, e.g. http://127.0.0.1:8002\n"
 "                       (env TOGGLEMASTER_FLAGS_URL)\n"
@@ -65,6 +68,8 @@ static const char usage_text[] =
 "  --eval-url URL       the edge serving OFREP, e.g. http://127.0.0.1:8004\n"
 "                       (env TOGGLEMASTER_EVAL_URL)\n"
 "  --timeout SECONDS    per request (default 30)\n"
+"  --retries N          times a request answered 429 or 503 is sent again, after\n"
+"                       the server's Retry-After or a backoff with jitter (default 6)\n"
 "  -h, --help           this text\n"
 "\n"
 "Output is JSON on stdout. Exit status: 0 done, 1 the server refused (its message\n"
@@ -77,10 +82,12 @@ enum {
 };
 
 typedef struct {
-    const char *url, *key, *auth_url, *flags_url, *targeting_url, *eval_url, *timeout;
+    const char *url, *key, *auth_url, *flags_url, *targeting_url, *eval_url, *timeout, *retries;
     const char *description, *user, *context;
     int enabled;          /* -1 not given */
     int dry_run, skip_unknown, help;
+    long timeout_s;       /* --timeout, checked */
+    int retries_n;        /* --retries, checked */
     unsigned given;       /* O_* seen */
     const char *pos[8];
     int npos;
@@ -127,6 +134,7 @@ static int parse_args(int argc, char **argv)
         { "url", &o.url, 0 }, { "key", &o.key, 0 }, { "auth-url", &o.auth_url, 0 },
         { "flags-url", &o.flags_url, 0 }, { "targeting-url", &o.targeting_url, 0 },
         { "eval-url", &o.eval_url, 0 }, { "timeout", &o.timeout, 0 },
+        { "retries", &o.retries, 0 },
         { "description", &o.description, O_DESC }, { "user", &o.user, O_USER },
         { "context", &o.context, O_CONTEXT },
         { "enabled", NULL, O_ENABLE }, { "disabled", NULL, O_ENABLE },
@@ -232,7 +240,8 @@ static int resolve_urls(void)
     const char *a = env_or(o.auth_url, "TOGGLEMASTER_AUTH_URL");
     const char *e = env_or(o.eval_url, "TOGGLEMASTER_EVAL_URL");
     int rc;
-    if ((rc = set_base(flags_base, sizeof flags_base, f ? f : url, "", f ? "the flags URL" : "the URL"))
+    if ((rc = set_base(flags_base, sizeof flags_base, f ? f : url, f ? "" : "/flags",
+                       f ? "the flags URL" : "the URL"))
         || (rc = set_base(targeting_base, sizeof targeting_base, t ? t : url, t ? "" : "/targeting",
                           t ? "the targeting URL" : "the URL"))
         || (rc = set_base(auth_base, sizeof auth_base, a ? a : url, a ? "" : "/auth",
@@ -340,16 +349,20 @@ static int delete_one(const char *url, const char *what, const char *done)
 }
 
 /* PUT name (update); on 404 POST the collection (create); a 409 there means
- * it was created meanwhile: PUT again. *created says which happened. */
+ * it was created meanwhile: PUT again. *created says which happened: 1
+ * created, 0 updated; on failure 0 when the server refused (nothing
+ * changed), -1 when a write got no answer (it may have been applied). */
 static int upsert(const char *base, const char *coll, const char *name, const json_t *put_body,
                   const json_t *post_body, const char *what, tmctl_resp *r, int *created)
 {
+    *created = 0;
     for (int attempt = 0; attempt < 2; attempt++) {
         const char *u = mkurl(base, coll, name);
         if (u == NULL) {
             return usage("URL too long");
         }
         if (tmctl_http("PUT", u, put_body, r) != 0) {
+            *created = -1;
             return EXIT_API;
         }
         if (r->status == 200) {
@@ -366,6 +379,7 @@ static int upsert(const char *base, const char *coll, const char *name, const js
             return usage("URL too long");
         }
         if (tmctl_http("POST", u, post_body, r) != 0) {
+            *created = -1;
             return EXIT_API;
         }
         if (r->status == 201) {
@@ -725,11 +739,28 @@ typedef struct {
     const char *const *compared;   /* members that must be the same */
 } kind_t;
 
+/* What an import did, for its summary, and where it stopped if it did. */
+typedef struct {
+    int counts[3][3];        /* per kind: created, updated, unchanged */
+    int kind;                /* the kind it stopped in, -1: it did not stop */
+    size_t at;               /* the entry it stopped at */
+    const char *name;
+    int no_answer;           /* that entry's write got no answer */
+} import_run;
+
+static void on_interrupt(int sig)
+{
+    (void) sig;
+    tmctl_http_interrupted = 1;
+}
+
 /* Creates or updates every entry of want that differs from the server. */
-static int apply_kind(const kind_t *k, const json_t *want, const json_t *have, int counts[3])
+static int apply_kind(const kind_t *k, int kind, const json_t *want, const json_t *have,
+                      import_run *run)
 {
     size_t i;
     json_t *w;
+    int *counts = run->counts[kind];
     json_array_foreach(want, i, w) {
         const char *name = json_string_value(json_object_get(w, k->key));
         const json_t *h = find_row(have, k->key, name);
@@ -741,6 +772,12 @@ static int apply_kind(const kind_t *k, const json_t *want, const json_t *have, i
         if (same) {
             counts[2]++;
             continue;
+        }
+        run->kind = kind;
+        run->at = i;
+        run->name = name;
+        if (tmctl_http_interrupted) {
+            return EXIT_API;
         }
         char what[160];
         snprintf(what, sizeof what, "%s \"%s\"", k->kind, name);
@@ -754,13 +791,45 @@ static int apply_kind(const kind_t *k, const json_t *want, const json_t *have, i
         int rc = upsert(k->base, k->coll, name, put, w, what, &r, &created);
         json_decref(put);
         if (rc != EXIT_OK) {
+            run->no_answer = created < 0;
             return rc;
         }
         tmctl_resp_free(&r);
         counts[created ? 0 : 1]++;
-        printf("%s %s \"%s\"\n", created ? "created" : "updated", k->kind, name);
+        /* flushed line by line, so that what is printed is what was done
+         * even if tmctl is killed */
+        if (printf("%s %s \"%s\"\n", created ? "created" : "updated", k->kind, name) < 0
+            || fflush(stdout) != 0) {
+            run->kind = -1;   /* it was changed: no summary could be exact */
+            return failf("cannot write the output");
+        }
     }
+    run->kind = -1;
     return EXIT_OK;
+}
+
+/* On stderr: where an import stopped, what it changed before, what it did
+ * not reach. */
+static void import_stopped(const import_run *run, const json_t *const want[3])
+{
+    static const char *const kinds[] = { "segment", "flag", "rule" };
+    static const char *const plural[] = { "segments", "flags", "rules" };
+    const char *how = run->no_answer ? "got no answer for"
+                      : tmctl_http_interrupted ? "interrupted at" : "stopped at";
+    fprintf(stderr, "tmctl: import %s %s \"%s\": %s\n", how, kinds[run->kind], run->name,
+            run->no_answer ? "it may or may not have been changed" : "it is unchanged");
+    fprintf(stderr, "tmctl: changed before that (each printed above):");
+    for (int i = 0; i < 3; i++) {
+        fprintf(stderr, "%s %s %d created, %d updated", i ? ";" : "", plural[i],
+                run->counts[i][0], run->counts[i][1]);
+    }
+    fprintf(stderr, "\ntmctl: not reached:");
+    for (int i = run->kind; i < 3; i++) {
+        size_t left = json_array_size(want[i]) - (i == run->kind ? run->at + 1 : 0);
+        fprintf(stderr, "%s %zu %s", i == run->kind ? "" : ",", left, plural[i]);
+    }
+    fprintf(stderr, " after it; the same import again applies what is left (what is equal"
+            " already is not written again)\n");
 }
 
 static int apply(const json_t *doc)
@@ -774,30 +843,45 @@ static int apply(const json_t *doc)
         { "rule", targeting_base, "/rules", "flag_name", rule_cmp },
     };
     const char *members[] = { "segments", "flags", "rules" };
+    /* Ctrl-C ends the import between two requests, with its summary; a
+     * second one ends it at once */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_interrupt;
+    sa.sa_flags = SA_RESETHAND;
+    if (sigemptyset(&sa.sa_mask) != 0 || sigaction(SIGINT, &sa, NULL) != 0
+        || sigaction(SIGTERM, &sa, NULL) != 0) {
+        return failf("cannot handle signals: %s", strerror(errno));
+    }
     json_t *flags, *segs, *rules;
     int rc = fetch_all(&flags, &segs, &rules);
     if (rc != EXIT_OK) {
+        fprintf(stderr, "tmctl: import %s before any change\n",
+                tmctl_http_interrupted ? "interrupted" : "stopped");
         return rc;
     }
     const json_t *have[] = { segs, flags, rules };
-    int counts[3][3] = { { 0 } };
+    const json_t *want[3];
+    import_run run = { .kind = -1 };
     for (int i = 0; i < 3 && rc == EXIT_OK; i++) {
-        rc = apply_kind(&kinds[i], json_object_get(doc, members[i]), have[i], counts[i]);
+        want[i] = json_object_get(doc, members[i]);
+        rc = apply_kind(&kinds[i], i, want[i], have[i], &run);
     }
     json_decref(flags);
     json_decref(segs);
     json_decref(rules);
-    int changes = 0;
-    for (int i = 0; i < 3; i++) {
-        changes += counts[i][0] + counts[i][1];
-    }
     if (rc != EXIT_OK) {
-        fprintf(stderr, "tmctl: import stopped; %d change(s) were made before the error\n", changes);
+        if (run.kind >= 0) {
+            for (int i = run.kind + 1; i < 3; i++) {
+                want[i] = json_object_get(doc, members[i]);
+            }
+            import_stopped(&run, want);
+        }
         return rc;
     }
     for (int i = 0; i < 3; i++) {
-        printf("%s: %d created, %d updated, %d unchanged\n", members[i], counts[i][0],
-               counts[i][1], counts[i][2]);
+        printf("%s: %d created, %d updated, %d unchanged\n", members[i], run.counts[i][0],
+               run.counts[i][1], run.counts[i][2]);
     }
     return EXIT_OK;
 }
@@ -821,8 +905,7 @@ static int cmd_import(int unleash, const char *file)
     } else {
         rc = need_key();
         if (rc == EXIT_OK) {
-            rc = tmctl_http_init(o.key, strtol(o.timeout ? o.timeout : "30", NULL, 10)) == 0
-                 ? apply(doc) : EXIT_API;
+            rc = tmctl_http_init(o.key, o.timeout_s, o.retries_n) == 0 ? apply(doc) : EXIT_API;
         }
     }
     json_decref(doc);
@@ -924,10 +1007,15 @@ static int run(void)
         return usage("the API key holds white space or a line break");
     }
     char *end = NULL;
-    long timeout = o.timeout ? strtol(o.timeout, &end, 10) : 30;
-    if (o.timeout && (*end != '\0' || timeout < 1 || timeout > 3600)) {
+    o.timeout_s = o.timeout ? strtol(o.timeout, &end, 10) : 30;
+    if (o.timeout && (*end != '\0' || o.timeout_s < 1 || o.timeout_s > 3600)) {
         return usage("--timeout must be a number of seconds from 1 to 3600");
     }
+    long retries = o.retries ? strtol(o.retries, &end, 10) : 6;
+    if (o.retries && (end == o.retries || *end != '\0' || retries < 0 || retries > 20)) {
+        return usage("--retries must be a number from 0 to 20");
+    }
+    o.retries_n = (int) retries;
     int rc = resolve_urls();
     if (rc != EXIT_OK) {
         return rc;
@@ -944,7 +1032,7 @@ static int run(void)
     if (strcmp(c->group, "eval") != 0 && (rc = need_key()) != EXIT_OK) {
         return rc;
     }
-    if (tmctl_http_init(o.key, timeout) != 0) {
+    if (tmctl_http_init(o.key, o.timeout_s, o.retries_n) != 0) {
         return EXIT_API;
     }
     if (strcmp(c->group, "flags") == 0) return cmd_flags(c->verb, a0);

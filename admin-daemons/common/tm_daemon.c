@@ -54,9 +54,10 @@ int tm_daemon_main(const tm_daemon *d, int argc, char **argv)
         }
     }
     tm_log_init(d->name, tm_env("LOG_LEVEL", "info"));
-    /* Names as Unleash allows them (UTF-8) for new flags and segments; off
-     * by default, so the original ASCII names contract holds. */
-    tm_names_allow_unicode(tm_env_long("TM_UNICODE_NAMES", 0, 0, 1) == 1);
+    /* Names as Unleash allows them (UTF-8) for new flags and segments, so
+     * an Unleash import keeps its names; TM_UNICODE_NAMES=0 restricts new
+     * names to ASCII (the original contract sets no charset). */
+    tm_names_allow_unicode(tm_env_long("TM_UNICODE_NAMES", 1, 0, 1) == 1);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -1,24 +1,24 @@
 #include "tm_publish.h"
+#include "tm_env.h"
 #include "tm_log.h"
-#include "tm_url.h"
+#include "tm_redis.h"
 
-#include <hiredis/hiredis.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-static tm_redis_url cfg;
+static tm_redis_config cfg;
 static int enabled;
-/* One connection per thread: hiredis contexts are not thread-safe. */
-static _Thread_local redisContext *rc;
+/* One connection per thread: a connection is one conversation. */
+static _Thread_local tm_redis *rc;
 static _Thread_local time_t rc_retry_after;
 /* Closes a thread's connection when the thread exits. */
 static pthread_key_t rc_key;
 
 static void free_at_thread_exit(void *c)
 {
-    redisFree(c);
+    tm_redis_free(c);
 }
 
 /* Atomic write + version bump + notification (docs/redis-layout.md). */
@@ -50,13 +50,19 @@ int tm_publish_init(const char *redis_url)
         TM_WARN("REDIS_URL not set: changes will not reach the edge");
         return 0;
     }
+    char err[300];
+    /* rediss:// only: the CA bundle (default: the system's) and the name
+     * the certificate must carry (default: the URL's host) */
+    if (tm_redis_config_init(&cfg, redis_url, tm_env("REDIS_CA_FILE", NULL),
+                             tm_env("REDIS_TLS_SERVER_NAME", NULL), err, sizeof err) != 0) {
+        TM_ERROR("%s", err);
+        return -1;
+    }
     if (pthread_key_create(&rc_key, free_at_thread_exit) != 0) {
+        tm_redis_config_free(&cfg);
         return -1;
     }
-    if (tm_redis_url_parse(redis_url, &cfg) != 0) {
-        TM_ERROR("REDIS_URL is not a redis://host[:port][/db] URL");
-        return -1;
-    }
+    TM_INFO("redis: %s%s", cfg.where, cfg.tls ? " (TLS)" : "");
     enabled = 1;
     return 0;
 }
@@ -73,7 +79,7 @@ const char *tm_publish_hash(const char *kind)
 static void drop(void)
 {
     if (rc) {
-        redisFree(rc);
+        tm_redis_free(rc);
         rc = NULL;
         pthread_setspecific(rc_key, NULL);
     }
@@ -82,14 +88,18 @@ static void drop(void)
 void tm_publish_close(void)
 {
     drop();
+    if (enabled) {
+        tm_redis_config_free(&cfg);
+        enabled = 0;
+    }
 }
 
-static redisContext *get(void)
+static tm_redis *get(void)
 {
     if (!enabled) {
         return NULL;
     }
-    if (rc && rc->err == 0) {
+    if (rc && tm_redis_errstr(rc)[0] == '\0') {
         return rc;
     }
     drop();
@@ -99,53 +109,29 @@ static redisContext *get(void)
     if (now < rc_retry_after) {
         return NULL;
     }
-    struct timeval tv = { 0, 300 * 1000 };
-    rc = redisConnectWithTimeout(cfg.host, cfg.port, tv);
-    if (rc == NULL || rc->err) {
-        TM_WARN("redis: cannot connect to %s:%d: %s", cfg.host, cfg.port,
-                rc ? rc->errstr : "out of memory");
-        drop();
+    char err[300];
+    rc = tm_redis_connect(&cfg, err, sizeof err);
+    if (rc == NULL) {
+        /* the edge keeps its snapshot, the daemons PostgreSQL; this line
+         * says what to fix (address, password, certificate) */
+        TM_WARN("redis %s: %s", cfg.where, err);
         rc_retry_after = now + 1;
         return NULL;
     }
     pthread_setspecific(rc_key, rc);
-    struct timeval cmd_tv = { 1, 0 };
-    redisSetTimeout(rc, cmd_tv);
-    redisReply *r = NULL;
-    if (cfg.password[0]) {
-        r = redisCommand(rc, "AUTH %s", cfg.password);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            TM_ERROR("redis: AUTH failed");
-            goto fail;
-        }
-        freeReplyObject(r);
-    }
-    if (cfg.db) {
-        r = redisCommand(rc, "SELECT %d", cfg.db);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            TM_ERROR("redis: SELECT %d failed", cfg.db);
-            goto fail;
-        }
-        freeReplyObject(r);
-    }
     return rc;
-fail:
-    if (r) freeReplyObject(r);
-    drop();
-    rc_retry_after = now + 1;
-    return NULL;
 }
 
 /* Runs a command; on a transport error drops the connection. */
 static redisReply *command(int argc, const char **argv, const size_t *lens)
 {
-    redisContext *c = get();
+    tm_redis *c = get();
     if (c == NULL) {
         return NULL;
     }
-    redisReply *r = redisCommandArgv(c, argc, argv, lens);
+    redisReply *r = tm_redis_command(c, argc, argv, lens);
     if (r == NULL) {
-        TM_WARN("redis: %s", c->errstr[0] ? c->errstr : "no reply");
+        TM_WARN("redis %s: %s", cfg.where, tm_redis_errstr(c));
         drop();
         rc_retry_after = time(NULL) + 1;
         return NULL;
@@ -225,14 +211,14 @@ static const char cas_lua[] =
     "else redis.call('HDEL', KEYS[1], ARGV[1]) end "
     "return 1";
 
-static int append_cas(redisContext *c, const char *hash, const char *field,
+static int append_cas(tm_redis *c, const char *hash, const char *field,
                       const char *seen, const char *want)
 {
     const char *argv[] = { "EVAL", cas_lua, "1", hash, field, seen ? "1" : "0",
                            seen ? seen : "", want ? "1" : "0", want ? want : "" };
     size_t lens[9];
     for (int i = 0; i < 9; i++) lens[i] = strlen(argv[i]);
-    return redisAppendCommandArgv(c, 9, argv, lens) == REDIS_OK ? 0 : -1;
+    return tm_redis_append(c, 9, argv, lens);
 }
 
 int tm_publish_reconcile(const char *kind, tm_pub_loader load,
@@ -257,7 +243,7 @@ int tm_publish_reconcile(const char *kind, tm_pub_loader load,
     }
     qsort(want, n, sizeof *want, item_cmp);
 
-    redisContext *c = get();
+    tm_redis *c = get();
     int queued = 0, changed = 0, failed = c == NULL;
     /* Fields in Redis that the database lacks, or holds differently. */
     for (size_t i = 0; i + 1 < all->elements && !failed; i += 2) {
@@ -283,12 +269,12 @@ int tm_publish_reconcile(const char *kind, tm_pub_loader load,
     }
     /* Pipelined: one round trip for all the fixes. */
     for (int i = 0; i < queued && !failed; i++) {
-        void *r = NULL;
-        if (redisGetReply(c, &r) != REDIS_OK || r == NULL) {
+        redisReply *rr;
+        if (tm_redis_reply(c, &rr) != 0) {
+            TM_WARN("redis %s: %s", cfg.where, tm_redis_errstr(c));
             failed = 1;
             break;
         }
-        redisReply *rr = r;
         if (rr->type == REDIS_REPLY_INTEGER && rr->integer == 1) {
             changed++;
         }

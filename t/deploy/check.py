@@ -241,6 +241,8 @@ def check_k8s(name, rendered, secrets_path):
             for ef in c.get("envFrom", []):
                 if "configMapRef" in ef:
                     env.update(configmaps.get(ef["configMapRef"]["name"], {}).get("data", {}))
+                if "secretRef" in ef:   # e.g. REDIS_URL, which may carry a password
+                    env.update(secrets.get(ef["secretRef"]["name"], {}).get("stringData", {}))
             for e in c.get("env", []):
                 if "value" in e:
                     env[e["name"]] = e["value"]
@@ -830,9 +832,17 @@ def check_ingress_conf(root, rendered):
     for o in docs:
         if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("gateway-config"):
             k8s_env |= set(o.get("data", {}))
+    # and the Secrets the gateway reads (REDIS_URL: redis-secret), as templated
+    secrets = {o["metadata"]["name"]: o for o in load_docs(os.path.join(root, "k8s", "base", "secrets.example.yaml"))}
+    for o in docs:
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == "gateway":
+            for c in o["spec"]["template"]["spec"]["containers"]:
+                for ef in c.get("envFrom", []):
+                    if "secretRef" in ef:
+                        k8s_env |= set(secrets.get(ef["secretRef"]["name"], {}).get("stringData", {}))
     result(names <= compose_env, "ingress.conf placeholders (%s) are set by compose" % " ".join(sorted(names)),
            "missing: " + " ".join(sorted(names - compose_env)))
-    result(names <= k8s_env, "ingress.conf placeholders (%s) are set by gateway-config" % " ".join(sorted(names)),
+    result(names <= k8s_env, "ingress.conf placeholders (%s) are set by gateway-config or its Secrets" % " ".join(sorted(names)),
            "missing: " + " ".join(sorted(names - k8s_env)))
     listens = {int(m) for m in re.findall(r"^\s*listen\s+(?:[\w.\[\]:]*:)?(\d+)", code, re.M)}
     result({8004, 8080} <= listens, "ingress.conf listens on 8004 and 8080", " ".join(map(str, sorted(listens))))

@@ -27,6 +27,7 @@ sub replica {
     my ($h, $name, %env) = @_;
     my $h2 = TM::Harness->new;
     $h2->{ports}{$_} = $h->port($_) for qw(postgres redis);
+    $h2->{$_} = $h->{$_} for qw(redis_url redis_password redis_tls redis_tls_port redis_ca);
     return ($h2, $h2->daemon($name, %env));
 }
 

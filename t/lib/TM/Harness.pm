@@ -9,6 +9,13 @@ package TM::Harness;
 #   my $auth = $h->daemon('auth', MASTER_KEY => 'm');   # base URL
 #   my $r = $h->req(POST => "$auth/admin/keys", {Authorization => 'Bearer m'}, {name => 'x'});
 #   $r->{status}, $r->{json}, $r->{content}, $r->{headers}
+#
+# Redis like a managed one: TM::Harness->new(redis_password => 'pw') starts
+# it with requirepass; redis_tls => 1 also makes a test CA and a certificate
+# for localhost/127.0.0.1 (openssl CLI, in the test's dir) and has Redis
+# listen with TLS: redis() is then the rediss:// URL, redis_ca() the CA file
+# the daemons (REDIS_CA_FILE) and nginx trust. redis_cmd() keeps using the
+# plain loopback port, authenticated.
 use strict;
 use warnings;
 use Cwd qw(abs_path);
@@ -99,8 +106,52 @@ sub postgres {
 
 sub redis {
     my $self = shift;
-    my $p = $self->{ports}{redis} // $self->start('redis');
-    return "redis://127.0.0.1:$p";
+    $self->start_redis unless $self->{ports}{redis};
+    # a harness given another's port (TM::Admin::replica) shares its Redis
+    return $self->{redis_url} // "redis://127.0.0.1:$self->{ports}{redis}";
+}
+
+sub start_redis {
+    my $self = shift;
+    my %env;
+    my $pw = $self->{redis_password};
+    if ($self->{redis_tls}) {
+        $self->{redis_ca} = $self->tls_files . '/ca.pem';
+        $self->{redis_tls_port} = free_port();
+        %env = (TM_REDIS_TLS_PORT => $self->{redis_tls_port}, TM_REDIS_TLS_DIR => "$self->{dir}/tls");
+    }
+    $env{TM_REDIS_PASSWORD} = $pw if defined $pw;
+    my $p = $self->start('redis', undef, %env);
+    my $auth = defined $pw ? ":$pw\@" : '';
+    $self->{redis_url} = $self->{redis_tls} ? "rediss://${auth}127.0.0.1:$self->{redis_tls_port}"
+                                            : "redis://${auth}127.0.0.1:$p";
+}
+
+sub redis_tls_port { $_[0]{redis_tls_port} }
+
+# The test CA (undef without redis_tls).
+sub redis_ca { $_[0]{redis_ca} }
+
+# <dir>/tls: ca.pem (the test CA), redis.pem/redis.key (localhost and
+# 127.0.0.1, signed by it) and other-ca.pem (a CA that signed nothing here).
+sub tls_files {
+    my $self = shift;
+    my $d = "$self->{dir}/tls";
+    return $d if -s "$d/redis.pem";
+    mkdir $d;
+    my $key = '-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes';
+    open my $ext, '>', "$d/ext.cnf" or die "ext.cnf: $!";
+    print $ext "subjectAltName=DNS:localhost,IP:127.0.0.1\n";
+    close $ext;
+    for my $cmd ("openssl req -x509 $key -days 2 -subj /CN=tm-test-ca -keyout $d/ca.key -out $d/ca.pem",
+                 "openssl req -x509 $key -days 2 -subj /CN=tm-other-ca -keyout $d/other-ca.key -out $d/other-ca.pem",
+                 "openssl req $key -subj /CN=localhost -keyout $d/redis.key -out $d/redis.csr",
+                 "openssl x509 -req -in $d/redis.csr -CA $d/ca.pem -CAkey $d/ca.key -CAcreateserial "
+                 . "-days 2 -extfile $d/ext.cnf -out $d/redis.pem") {
+        system("$cmd >/dev/null 2>&1") == 0 or die "tls_files: $cmd failed";
+    }
+    chmod 0644, "$d/redis.key";
+    return $d;
 }
 
 sub moto {
@@ -115,6 +166,7 @@ sub daemon {
     my ($self, $name, %env) = @_;
     $env{DATABASE_URL} //= $self->postgres;
     $env{REDIS_URL} //= $self->redis;
+    $env{REDIS_CA_FILE} //= $self->redis_ca if $self->redis_ca && $env{REDIS_URL} =~ /^rediss:/;
     $env{BIND_ADDR} //= '127.0.0.1';
     $env{TM_RECONCILE_SECONDS} //= 1;
     # A test stack is a development stack: short master keys are allowed.
@@ -136,11 +188,23 @@ sub psql {
 # One Redis command over RESP; returns a scalar, an array ref or undef.
 sub redis_cmd {
     my ($self, @args) = @_;
+    return $self->redis_cmd_in(0, @args);
+}
+
+# The same in database $db.
+sub redis_cmd_in {
+    my ($self, $db, @args) = @_;
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{ports}{redis}, Timeout => 5)
         or die "redis connect: $!";
-    my $req = '*' . scalar(@args) . "\r\n";
-    $req .= '$' . length($_) . "\r\n$_\r\n" for @args;
-    print $s $req;
+    my @pre;
+    push @pre, ['AUTH', $self->{redis_password}] if defined $self->{redis_password};
+    push @pre, ['SELECT', $db] if $db;
+    for my $cmd (@pre, \@args) {
+        my $req = '*' . scalar(@$cmd) . "\r\n";
+        $req .= '$' . length($_) . "\r\n$_\r\n" for @$cmd;
+        print $s $req;
+    }
+    _resp($s) for @pre;
     my $r = _resp($s);
     close $s;
     return $r;

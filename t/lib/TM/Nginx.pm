@@ -41,9 +41,10 @@ sub san_env {
             UBSAN_OPTIONS => 'print_stacktrace=1:log_path=' . $h->dir . '/asan');
 }
 
-# Options: redis (default: the harness's Redis; 0 for none), module (the
-# .so to load, default the build's: an older release's for upgrade tests),
-# workers (1),
+# Options: redis (default: the harness's Redis; 0 for none), redis_url (a
+# URL instead of the harness's), redis_ca (trusted CA file for rediss://;
+# default the harness's test CA), redis_ssl_name, module (the .so to load,
+# default the build's: an older release's for upgrade tests), workers (1),
 # http (extra http-level lines), server (extra server-level lines),
 # check_interval, timeout, snapshot (1: use <rundir>/nginx/snapshot.json).
 sub new {
@@ -61,12 +62,11 @@ sub dir  { $_[0]{dir} }
 sub url  { my ($self, $path) = @_; "http://127.0.0.1:$self->{port}" . ($path // '') }
 sub snapshot_file { "$_[0]{dir}/snapshot.json" }
 
+# togglemaster_redis's URL: the redis_url option, else the harness's.
 sub redis_addr {
     my $self = shift;
     return undef if defined $self->{redis} && !$self->{redis};
-    my $url = $self->{h}->redis;
-    $url =~ s{^redis://}{};
-    return $url;
+    return $self->{redis_url} // $self->{h}->redis;
 }
 
 sub write_conf {
@@ -75,8 +75,12 @@ sub write_conf {
     my $user = $> == 0 ? "user root root;\n" : '';
     my $http = $self->{http} // '';
     my $server = $self->{server} // '';
+    # with TLS, the harness's test CA unless redis_ca says otherwise ('' none)
+    my $ca = $self->{redis_ca} // ($redis && $redis =~ /^rediss:/ ? $self->{h}->redis_ca : undef);
     my $redis_lines = defined $redis
-        ? "togglemaster_redis $redis;\n"
+        ? "togglemaster_redis \"$redis\";\n"
+          . ($ca ? "togglemaster_redis_ssl_trusted_certificate $ca;\n" : '')
+          . ($self->{redis_ssl_name} ? "togglemaster_redis_ssl_server_name $self->{redis_ssl_name};\n" : '')
           . 'togglemaster_check_interval ' . ($self->{check_interval} // '1s') . ";\n"
           . 'togglemaster_redis_timeout ' . ($self->{timeout} // '500ms') . ";\n"
           . "togglemaster_backoff_max 1s;\n"
