@@ -556,13 +556,84 @@ ngx_http_togglemaster_sync_first(ngx_uint_t kinds)
 }
 
 
+/*
+ * The kinds of a load to skip: a hash whose kind the daemons have not
+ * reconciled into this Redis yet (tm:ready) may be partial (a restarted
+ * Redis refills as writes and reconciliations arrive), so we keep serving
+ * our copy of that kind. Needs s->envs of this load (the environments'
+ * hashes are ready when every environment's is).
+ */
+static ngx_uint_t
+ngx_http_togglemaster_sync_skipped(ngx_uint_t kinds, redisReply *members)
+{
+    ngx_uint_t                     k, ready, skipped;
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    ready = ngx_http_togglemaster_sync_ready_all(members);
+    skipped = 0;
+
+    for (k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
+        if ((kinds & ~ready & ngx_http_togglemaster_bit(k))
+            && ngx_http_togglemaster_sync_holds(k))
+        {
+            skipped |= ngx_http_togglemaster_bit(k);
+        }
+    }
+
+    if (skipped) {
+        ngx_log_error(NGX_LOG_WARN, s->log, 0,
+                      "togglemaster: redis %V not reconciled yet for%s%s%s"
+                      "%s%s%s; keeping those parts of snapshot version %L",
+                      &s->conf->redis, (skipped & 1) ? " flags" : "",
+                      (skipped & 2) ? " rules" : "", (skipped & 4) ? " keys" : "",
+                      (skipped & 0x10) ? " environments" : "",
+                      (skipped & 0x20) ? " scoped keys" : "",
+                      (skipped & 0xc0) ? " environments' flags" : "",
+                      ngx_http_togglemaster_current->version);
+        s->need_all = 1;
+    }
+
+    return skipped;
+}
+
+
+/* The HLEN replies of a load's first step (from element 3 of r) as the
+ * builder's size hints; NGX_ERROR once the sync has failed. */
+static ngx_int_t
+ngx_http_togglemaster_sync_hints(ngx_uint_t kinds, redisReply *r,
+    ngx_uint_t *hint)
+{
+    ngx_uint_t  e, k;
+
+    for (e = 3, k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
+        hint[k] = 0;
+
+        if (kinds & NGX_HTTP_TOGGLEMASTER_HLEN_KINDS
+            & ngx_http_togglemaster_bit(k))
+        {
+            if (r->element[e]->type == REDIS_REPLY_ERROR) {
+                ngx_http_togglemaster_sync_fail("a tm: key has the wrong "
+                                                "type");
+                return NGX_ERROR;
+            }
+
+            hint[k] = (ngx_uint_t) ngx_max(ngx_http_togglemaster_sync_int(
+                                               r->element[e]), 0);
+            e++;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 /* The first step of a load: version, ready kinds and sizes, together. */
 static void
 ngx_http_togglemaster_sync_began(ngx_http_togglemaster_redis_t *ac,
     redisReply *reply)
 {
     redisReply                    *r = reply;
-    ngx_uint_t                     k, e, kinds, n, ready, skipped;
+    ngx_uint_t                     k, kinds, n, skipped;
     ngx_uint_t                     hint[NGX_HTTP_TOGGLEMASTER_NKINDS];
     ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
 
@@ -610,50 +681,11 @@ ngx_http_togglemaster_sync_began(ngx_http_togglemaster_redis_t *ac,
         return;
     }
 
-    /* A hash whose kind the daemons have not reconciled into this Redis
-     * yet (tm:ready) may be partial: a restarted Redis refills as writes
-     * and reconciliations arrive. Keep serving our copy of that kind. */
     ngx_http_togglemaster_sync_envs(r->element[2]);
-    ready = ngx_http_togglemaster_sync_ready_all(r->element[1]);
-    skipped = 0;
+    skipped = ngx_http_togglemaster_sync_skipped(kinds, r->element[1]);
 
-    for (k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
-        if ((kinds & ~ready & ngx_http_togglemaster_bit(k))
-            && ngx_http_togglemaster_sync_holds(k))
-        {
-            skipped |= ngx_http_togglemaster_bit(k);
-        }
-    }
-
-    if (skipped) {
-        ngx_log_error(NGX_LOG_WARN, s->log, 0,
-                      "togglemaster: redis %V not reconciled yet for%s%s%s"
-                      "%s%s%s; keeping those parts of snapshot version %L",
-                      &s->conf->redis, (skipped & 1) ? " flags" : "",
-                      (skipped & 2) ? " rules" : "", (skipped & 4) ? " keys" : "",
-                      (skipped & 0x10) ? " environments" : "",
-                      (skipped & 0x20) ? " scoped keys" : "",
-                      (skipped & 0xc0) ? " environments' flags" : "",
-                      ngx_http_togglemaster_current->version);
-        s->need_all = 1;
-    }
-
-    for (e = 3, k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
-        hint[k] = 0;
-
-        if (kinds & NGX_HTTP_TOGGLEMASTER_HLEN_KINDS
-            & ngx_http_togglemaster_bit(k))
-        {
-            if (r->element[e]->type == REDIS_REPLY_ERROR) {
-                ngx_http_togglemaster_sync_fail("a tm: key has the wrong "
-                                                "type");
-                return;
-            }
-
-            hint[k] = (ngx_uint_t) ngx_max(ngx_http_togglemaster_sync_int(
-                                               r->element[e]), 0);
-            e++;
-        }
+    if (ngx_http_togglemaster_sync_hints(kinds, r, hint) != NGX_OK) {
+        return;
     }
 
     s->version = ngx_http_togglemaster_sync_int(r->element[0]);
@@ -1009,6 +1041,92 @@ ngx_http_togglemaster_sync_delta_ready(ngx_http_togglemaster_delta_t *d,
 }
 
 
+/* One queued change into b: the object is deleted, then set again if
+ * Redis still has it (e: its HGET reply). */
+static ngx_int_t
+ngx_http_togglemaster_sync_put(ngx_http_togglemaster_builder_t *b,
+    ngx_http_togglemaster_delta_t *d, redisReply *e)
+{
+    ngx_str_t  name, value, *env;
+
+    name.data = d->name;
+    name.len = d->len;
+    env = d->env.len ? &d->env : NULL;
+
+    if (ngx_http_togglemaster_builder_del_env(b, d->kind, env, &name)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (e->type != REDIS_REPLY_STRING) {
+        return NGX_OK;      /* gone: deleted */
+    }
+
+    value.data = (u_char *) e->str;
+    value.len = e->len;
+
+    return ngx_http_togglemaster_builder_set_env(b, d->kind, env, &name,
+                                                 &value);
+}
+
+
+/* The first n queued changes over cur (r: the EXEC reply, whose version
+ * is not nil): the new snapshot, or NULL once the sync has failed. A
+ * change of a kind not reconciled yet is left out and asks for a full
+ * load (see the full load's skipped kinds). */
+static ngx_http_togglemaster_snapshot_t *
+ngx_http_togglemaster_sync_patch(ngx_http_togglemaster_snapshot_t *cur,
+    redisReply *r, ngx_uint_t n)
+{
+    ngx_uint_t                         i, kinds, ready;
+    ngx_http_togglemaster_sync_t      *s = &ngx_http_togglemaster_sync;
+    ngx_http_togglemaster_builder_t   *b;
+    ngx_http_togglemaster_snapshot_t  *snap;
+
+    ready = ngx_http_togglemaster_sync_ready(r->element[1]);
+    kinds = 0;
+
+    for (i = 0; i < n; i++) {
+        if (ngx_http_togglemaster_sync_delta_ready(&s->deltas[i],
+                                                   r->element[1], ready))
+        {
+            kinds |= ngx_http_togglemaster_bit(s->deltas[i].kind);
+
+        } else {
+            s->need_all = 1;
+        }
+    }
+
+    b = ngx_http_togglemaster_builder_start(cur, 0, kinds, NULL, s->log);
+    if (b == NULL) {
+        ngx_http_togglemaster_sync_fail("out of memory");
+        return NULL;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (ngx_http_togglemaster_sync_delta_ready(&s->deltas[i],
+                                                   r->element[1], ready)
+            && ngx_http_togglemaster_sync_put(b, &s->deltas[i],
+                                              r->element[2 + i])
+               != NGX_OK)
+        {
+            ngx_http_togglemaster_builder_abort(b);
+            ngx_http_togglemaster_sync_fail("out of memory");
+            return NULL;
+        }
+    }
+
+    snap = ngx_http_togglemaster_builder_finish(b,
+               ngx_http_togglemaster_sync_int(r->element[0]));
+    if (snap == NULL) {
+        ngx_http_togglemaster_sync_fail("snapshot build failed");
+    }
+
+    return snap;
+}
+
+
 /* The queued single changes, all at once: MULTI, GET tm:version, SMEMBERS
  * tm:ready, one HGET each, EXEC. The next snapshot copies the current one's
  * touched part (10,000 flags: a few ms, no parsing) and changes them. */
@@ -1016,20 +1134,15 @@ static void
 ngx_http_togglemaster_sync_applied(ngx_http_togglemaster_redis_t *ac,
     redisReply *reply)
 {
-    redisReply                        *r = reply, *e;
-    ngx_str_t                          name, value, *env;
+    redisReply                        *r = reply;
     ngx_msec_t                         t0;
-    ngx_uint_t                         i, n, kinds, ready;
-    ngx_http_togglemaster_delta_t     *d;
+    ngx_uint_t                         n;
     ngx_http_togglemaster_sync_t      *s = &ngx_http_togglemaster_sync;
-    ngx_http_togglemaster_builder_t   *b;
     ngx_http_togglemaster_snapshot_t  *snap, *cur;
 
     if (ac != s->cmd) {
         return;
     }
-
-    b = NULL;
 
     if (s->op_timer.timer_set) {
         ngx_del_timer(&s->op_timer);
@@ -1044,7 +1157,6 @@ ngx_http_togglemaster_sync_applied(ngx_http_togglemaster_redis_t *ac,
     }
 
     cur = ngx_http_togglemaster_current;
-    ready = ngx_http_togglemaster_sync_ready(r->element[1]);
 
     ngx_time_update();
     t0 = ngx_current_msec;
@@ -1055,65 +1167,8 @@ ngx_http_togglemaster_sync_applied(ngx_http_togglemaster_redis_t *ac,
         snap = NULL;
 
     } else {
-        kinds = 0;
-
-        /* a kind not reconciled yet keeps our copy (see the full load) */
-        for (i = 0; i < n; i++) {
-            if (ngx_http_togglemaster_sync_delta_ready(&s->deltas[i],
-                                                       r->element[1], ready))
-            {
-                kinds |= ngx_http_togglemaster_bit(s->deltas[i].kind);
-
-            } else {
-                s->need_all = 1;
-            }
-        }
-
-        b = ngx_http_togglemaster_builder_start(cur, 0, kinds, NULL, s->log);
-        if (b == NULL) {
-            ngx_http_togglemaster_sync_fail("out of memory");
-            return;
-        }
-
-        for (i = 0; i < n; i++) {
-            d = &s->deltas[i];
-            e = r->element[2 + i];
-
-            if (!ngx_http_togglemaster_sync_delta_ready(d, r->element[1],
-                                                        ready))
-            {
-                continue;
-            }
-
-            name.data = d->name;
-            name.len = d->len;
-            env = d->env.len ? &d->env : NULL;
-
-            if (ngx_http_togglemaster_builder_del_env(b, d->kind, env, &name)
-                != NGX_OK)
-            {
-                goto failed;
-            }
-
-            if (e->type != REDIS_REPLY_STRING) {
-                continue;   /* gone: deleted */
-            }
-
-            value.data = (u_char *) e->str;
-            value.len = e->len;
-
-            if (ngx_http_togglemaster_builder_set_env(b, d->kind, env, &name,
-                                                      &value)
-                != NGX_OK)
-            {
-                goto failed;
-            }
-        }
-
-        snap = ngx_http_togglemaster_builder_finish(b,
-                   ngx_http_togglemaster_sync_int(r->element[0]));
+        snap = ngx_http_togglemaster_sync_patch(cur, r, n);
         if (snap == NULL) {
-            ngx_http_togglemaster_sync_fail("snapshot build failed");
             return;
         }
     }
@@ -1144,12 +1199,6 @@ ngx_http_togglemaster_sync_applied(ngx_http_togglemaster_redis_t *ac,
     }
 
     (void) ngx_http_togglemaster_sync_next();
-    return;
-
-failed:
-
-    ngx_http_togglemaster_builder_abort(b);
-    ngx_http_togglemaster_sync_fail("out of memory");
 }
 
 
