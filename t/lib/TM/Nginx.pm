@@ -238,6 +238,29 @@ sub rule_json {
                            created_at => '2026-11-22T10:00:00Z', updated_at => '2026-11-22T10:00:00Z' });
 }
 
+# Environments and scoped keys as the daemons write them
+# (docs/environments.md): env_json('staging', 2) for tm:envs (is_default
+# when the name is "default"), key2_json('server', 'staging') for
+# tm:keys:v2, env_flag_json('banner', 1, 1) for tm:flags@<env> (the last
+# argument: client_visible).
+sub env_json {
+    my ($name, $id) = @_;
+    return $JSON->encode({ id => $id // 1, name => $name,
+                           is_default => $name eq 'default' ? JSON::PP::true : JSON::PP::false });
+}
+
+sub key2_json {
+    my ($scope, $env, $id) = @_;
+    return $JSON->encode({ id => $id // 9, name => "k-$scope", scope => $scope, environment => $env });
+}
+
+sub env_flag_json {
+    my ($name, $enabled, $client_visible) = @_;
+    return $JSON->encode({ id => 1, name => $name, description => '',
+                           is_enabled => $enabled ? JSON::PP::true : JSON::PP::false,
+                           client_visible => $client_visible ? JSON::PP::true : JSON::PP::false });
+}
+
 sub set_flag {
     my ($h, $name, $enabled, %o) = @_;
     $h->redis_cmd('HSET', 'tm:flags', $name, flag_json($name, $enabled));
