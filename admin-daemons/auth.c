@@ -5,6 +5,7 @@
 #include "tm_hash.h"
 #include "tm_log.h"
 #include "tm_names.h"
+#include "tm_scope.h"
 #include "tm_publish.h"
 #include "tm_sql.h"
 #include "tm_store.h"
@@ -24,10 +25,27 @@ static const tm_migration migrations[] = {
          " created_at TIMESTAMPTZ DEFAULT NOW())" },
 };
 
-/* What the edge needs to know about a key (never the key or its hash). */
+/* Scoped keys (docs/environments.md); existing keys are admin keys. */
+static const tm_migration env_migrations[] = {
+    { 1, "ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS scope VARCHAR(16) NOT NULL DEFAULT 'admin'"
+         " CHECK (scope IN ('admin', 'readonly', 'server', 'client'))" },
+    { 2, "ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS environment VARCHAR(100)" },
+    { 3, "ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS last_used_at TIMESTAMPTZ" },
+};
+
+/* What the edge needs to know about a key (never the key or its hash):
+ * admin keys in tm:keys as before, the others in tm:keys:v2 with their
+ * scope, so an edge of the previous release refuses them. */
 #define KEY_PUB_JSON "json_build_object('id', id, 'name', name)::text"
-#define KEY_ROW_JSON "json_build_object('id', id, 'name', name, 'is_active', is_active," \
-                     " 'created_at', " TM_SQL_TS("created_at") ")"
+#define KEY2_PUB_JSON "json_build_object('id', id, 'name', name, 'scope', scope," \
+                      " 'environment', environment)::text"
+#define KEY_PUB_EITHER "CASE WHEN scope = 'admin' THEN " KEY_PUB_JSON " ELSE " KEY2_PUB_JSON " END"
+/* A listed key. Members at their default are left out (admin scope, no
+ * environment, never used), so an original key lists as it always did. */
+#define KEY_ROW_JSON "json_strip_nulls(json_build_object('id', id, 'name', name," \
+    " 'is_active', coalesce(is_active, FALSE), 'created_at', " TM_SQL_TS("created_at") "," \
+    " 'scope', CASE WHEN scope <> 'admin' THEN scope END, 'environment', environment," \
+    " 'last_used_at', " TM_SQL_TS("last_used_at") "))"
 
 /* The master key mints API keys, so a short or published one is refused,
  * except on a stack that says it is for development (make run, the tests). */
@@ -88,6 +106,17 @@ static void create_key(const tm_req *req, tm_resp *resp)
         return;
     }
     const char *name = b.name;
+    int known = b.environment ? tm_publish_env_known(b.environment) : 1;
+    if (known != 1) {
+        if (known == 0) {
+            tm_resp_error(resp, 404, "no environment \"%s\"", b.environment);
+        } else {
+            tm_resp_error(resp, 503, "cannot check environment \"%s\" right now: try again"
+                          " shortly", b.environment);
+        }
+        json_decref(body);
+        return;
+    }
 
     unsigned char raw[32];
     char key[7 + 64 + 1], hash[TM_SHA256_HEX_LEN + 1];
@@ -100,22 +129,25 @@ static void create_key(const tm_req *req, tm_resp *resp)
     tm_hex(raw, sizeof raw, key + 7);
     tm_sha256_hex(key, strlen(key), hash);
 
-    const char *p[] = { name, hash };
+    const char *p[] = { name, hash, tm_scope_name(b.scope), b.environment };
     PGresult *res;
-    tm_db_status s = tm_db_exec("INSERT INTO api_keys (name, key_hash) VALUES ($1, $2)"
-                                " RETURNING id, " KEY_PUB_JSON, 2, p, &res);
+    tm_db_status s = tm_db_exec("INSERT INTO api_keys (name, key_hash, scope, environment)"
+                                " VALUES ($1, $2, $3, $4) RETURNING id, " KEY_PUB_EITHER,
+                                4, p, &res);
     if (s != TM_DB_OK) {
         json_decref(body);
         tm_store_db_error(resp, s);
         return;
     }
     long id = strtol(PQgetvalue(res, 0, 0), NULL, 10);
-    tm_publish("key", hash, PQgetvalue(res, 0, 1));
+    tm_publish(b.scope == TM_SCOPE_ADMIN ? "key" : "key2", hash, PQgetvalue(res, 0, 1));
     PQclear(res);
-    TM_INFO("api key %ld created", id);
-    tm_resp_json(resp, 201, json_pack("{s:I,s:s,s:s,s:s}", "id", (json_int_t) id,
+    TM_INFO("api key %ld created (%s)", id, tm_scope_name(b.scope));
+    tm_resp_json(resp, 201, json_pack("{s:I,s:s,s:s,s:s,s:s,s:s?}", "id", (json_int_t) id,
                                       "name", name, "key", key,
-                                      "message", "Store this key now: it is shown only once."));
+                                      "message", "Store this key now: it is shown only once.",
+                                      "scope", tm_scope_name(b.scope),
+                                      "environment", b.environment));
     memset(key, 0, sizeof key);
     json_decref(body);
 }
@@ -150,7 +182,7 @@ static void revoke_key(const tm_req *req, tm_resp *resp, const char *idstr)
     const char *p[] = { idstr };
     PGresult *res;
     tm_db_status s = tm_db_exec("UPDATE api_keys SET is_active = FALSE WHERE id = $1"
-                                " RETURNING key_hash", 1, p, &res);
+                                " RETURNING key_hash, scope", 1, p, &res);
     if (s != TM_DB_OK) {
         tm_store_db_error(resp, s);
         return;
@@ -160,7 +192,8 @@ static void revoke_key(const tm_req *req, tm_resp *resp, const char *idstr)
         tm_resp_error(resp, 404, "no API key with id %ld", id);
         return;
     }
-    tm_publish("key", PQgetvalue(res, 0, 0), NULL);
+    tm_publish(strcmp(PQgetvalue(res, 0, 1), "admin") == 0 ? "key" : "key2",
+               PQgetvalue(res, 0, 0), NULL);
     PQclear(res);
     TM_INFO("api key %ld revoked", id);
     tm_resp_empty(resp, 204);
@@ -178,19 +211,23 @@ static void validate(const tm_req *req, tm_resp *resp)
     tm_sha256_hex(k, len, hash);
     const char *p[] = { hash };
     PGresult *res;
-    tm_db_status s = tm_db_exec("SELECT 1 FROM api_keys WHERE key_hash = $1 AND is_active",
+    /* The scope too: the other daemons ask here when Redis does not know
+     * the key, and enforce it. */
+    tm_db_status s = tm_db_exec("SELECT json_build_object('message', 'valid key', 'scope', scope,"
+                                " 'environment', environment)::text"
+                                " FROM api_keys WHERE key_hash = $1 AND is_active",
                                 1, p, &res);
     if (s != TM_DB_OK) {
         tm_store_db_error(resp, s);
         return;
     }
-    int found = PQntuples(res) == 1;
-    PQclear(res);
-    if (!found) {
+    if (PQntuples(res) != 1) {
+        PQclear(res);
         tm_resp_error(resp, 401, "invalid or revoked API key");
         return;
     }
-    tm_resp_raw(resp, 200, "{\"message\":\"valid key\"}");
+    tm_resp_raw(resp, 200, PQgetvalue(res, 0, 0));
+    PQclear(res);
 }
 
 static void handle(void *ctx, const tm_req *req, tm_resp *resp)
@@ -219,13 +256,42 @@ static void handle(void *ctx, const tm_req *req, tm_resp *resp)
 /* Reconciliation: the active key hashes in PostgreSQL are the truth. */
 static int load_keys(tm_pub_item **items, size_t *n, void **owner)
 {
-    return tm_store_load("SELECT key_hash, " KEY_PUB_JSON " FROM api_keys WHERE is_active",
-                         items, n, owner);
+    return tm_store_load("SELECT key_hash, " KEY_PUB_JSON " FROM api_keys"
+                         " WHERE is_active AND scope = 'admin'", items, n, owner);
+}
+
+static int load_keys2(tm_pub_item **items, size_t *n, void **owner)
+{
+    return tm_store_load("SELECT key_hash, " KEY2_PUB_JSON " FROM api_keys"
+                         " WHERE is_active AND scope <> 'admin'", items, n, owner);
+}
+
+/* A use the other daemons noted in Redis (at most once a minute per key
+ * and process) becomes last_used_at; never moves it back. */
+static int apply_use(const char *key_hash, const char *unix_time)
+{
+    char *end;
+    long long t = strtoll(unix_time, &end, 10);
+    if (*unix_time == '\0' || *end || t <= 0 || strlen(key_hash) != TM_SHA256_HEX_LEN) {
+        return 0;   /* junk: dropped */
+    }
+    const char *p[] = { key_hash, unix_time };
+    PGresult *res;
+    if (tm_db_exec("UPDATE api_keys SET last_used_at = to_timestamp($2::bigint)"
+                   " WHERE key_hash = $1 AND (last_used_at IS NULL"
+                   " OR last_used_at < to_timestamp($2::bigint))", 2, p, &res) != TM_DB_OK) {
+        return -1;
+    }
+    PQclear(res);
+    return 0;
 }
 
 static void reconcile(void)
 {
+    tm_publish_reconcile_begin();
     tm_publish_reconcile("key", load_keys, tm_store_free_result);
+    tm_publish_reconcile("key2", load_keys2, tm_store_free_result);
+    tm_publish_take_uses(apply_use);
 }
 
 int main(int argc, char **argv)
@@ -235,6 +301,8 @@ int main(int argc, char **argv)
         .default_port = 8001,
         .migrations = migrations,
         .nmigrations = sizeof migrations / sizeof migrations[0],
+        .env_migrations = env_migrations,
+        .nenv_migrations = sizeof env_migrations / sizeof env_migrations[0],
         .handler = handle,
         .reconcile = reconcile,
         .check_env = check_env,

@@ -4,6 +4,8 @@
  * tm_segment_check), stored as JSONB and published to Redis (tm:rules,
  * tm:segments) for the edge. Every route but /health* needs an API key. */
 #include "tm_buf.h"
+#include "tm_log.h"
+#include "tm_names.h"
 #include "tm_rules.h"
 #include "tm_sql.h"
 #include "tm_store.h"
@@ -29,6 +31,17 @@ static const tm_migration migrations[] = {
          " updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW())" },
 };
 
+/* The environments feature (docs/environments.md). */
+static const tm_migration env_migrations[] = {
+    /* Environments (docs/environments.md): a rule per flag and environment;
+     * existing rows are the default environment's. */
+    { 1, "ALTER TABLE targeting_rules ADD COLUMN IF NOT EXISTS"
+         " environment VARCHAR(100) NOT NULL DEFAULT 'default'" },
+    { 2, "ALTER TABLE targeting_rules DROP CONSTRAINT IF EXISTS targeting_rules_flag_name_key" },
+    { 3, "CREATE UNIQUE INDEX IF NOT EXISTS targeting_rules_flag_env"
+         " ON targeting_rules (flag_name, environment)" },
+};
+
 /* A rule as responses, Redis and reconciliation see it (one expression). */
 #define RULE_JSON "json_build_object('id', id, 'flag_name', flag_name," \
     " 'is_enabled', coalesce(is_enabled, TRUE), 'rules', rules," \
@@ -39,11 +52,12 @@ static const tm_migration migrations[] = {
     " 'description', description, 'constraints', constraints," \
     " 'created_at', " TM_SQL_TS("created_at") ", 'updated_at', " TM_SQL_TS("updated_at") ")::text"
 
-static void create(const tm_body *b, tm_resp *resp);
-static void update(const tm_body *b, tm_resp *resp);
-static void segment_create(const tm_body *b, tm_resp *resp);
-static void segment_update(const tm_body *b, tm_resp *resp);
+static void create(const tm_body *b, const char *env, tm_resp *resp);
+static void update(const tm_body *b, const char *env, tm_resp *resp);
+static void segment_create(const tm_body *b, const char *env, tm_resp *resp);
+static void segment_update(const tm_body *b, const char *env, tm_resp *resp);
 static int segment_before_delete(tm_resp *resp, const char *name);
+static int purge_environment(const tm_req *req, tm_resp *resp);
 
 static const tm_store segments = {
     .collection = "/segments",
@@ -64,16 +78,28 @@ static const tm_store store = {
     .default_port = 8003,
     .migrations = migrations,
     .nmigrations = sizeof migrations / sizeof migrations[0],
+    .env_migrations = env_migrations,
+    .nenv_migrations = sizeof env_migrations / sizeof env_migrations[0],
     .collection = "/rules",
     .kind = "rule",
     .what = "targeting rule for flag",
-    .sql_list = "SELECT " TM_SQL_JSON_ARRAY(RULE_JSON, "flag_name") " FROM targeting_rules",
-    .sql_get = "SELECT " RULE_JSON " FROM targeting_rules WHERE flag_name = $1",
-    .sql_delete = "DELETE FROM targeting_rules WHERE flag_name = $1 RETURNING id",
-    .sql_load = "SELECT flag_name, " RULE_JSON " FROM targeting_rules",
+    .per_env = 1,
+    .sql_list = "SELECT " TM_SQL_JSON_ARRAY(RULE_JSON, "flag_name") " FROM targeting_rules"
+                " WHERE environment = $1",
+    .sql_get = "SELECT " RULE_JSON " FROM targeting_rules WHERE flag_name = $1"
+               " AND environment = $2",
+    .sql_delete = "DELETE FROM targeting_rules WHERE flag_name = $1 AND environment = $2"
+                  " RETURNING id",
+    .sql_load = "SELECT flag_name, " RULE_JSON " FROM targeting_rules"
+                " WHERE environment = '" TM_ENV_DEFAULT "'",
+    .sql_load_env = "SELECT flag_name, " RULE_JSON " FROM targeting_rules WHERE environment = $1",
+    /* The flags daemon owns the environments; it publishes them in tm:envs. */
+    .env_exists = tm_publish_env_known,
+    .env_names = tm_publish_env_names,
     .body = TM_BODY_RULE,
     .create = create,
     .update = update,
+    .special = purge_environment,
     .next = &segments,
 };
 
@@ -81,46 +107,85 @@ static const tm_store store = {
  * constraints document as compact JSON, already checked against the rule
  * language lib/ evaluates. */
 
-static void create(const tm_body *b, tm_resp *resp)
+static void create(const tm_body *b, const char *env, tm_resp *resp)
 {
-    const char *p[] = { b->name, b->doc, b->enabled ? "true" : "false" };
+    const char *p[] = { b->name, b->doc, b->enabled ? "true" : "false", env };
     tm_store_write(&store, resp, 1,
-                   "INSERT INTO targeting_rules (flag_name, rules, is_enabled)"
-                   " VALUES ($1, $2::jsonb, $3) ON CONFLICT DO NOTHING"
-                   " RETURNING " RULE_JSON, 3, p, b->name);
+                   "INSERT INTO targeting_rules (flag_name, rules, is_enabled, environment)"
+                   " VALUES ($1, $2::jsonb, $3, $4) ON CONFLICT DO NOTHING"
+                   " RETURNING " RULE_JSON, 4, p, b->name, env);
 }
 
 /* Absent members stay as they are (NULL: coalesce keeps the column). */
-static void update(const tm_body *b, tm_resp *resp)
+static void update(const tm_body *b, const char *env, tm_resp *resp)
 {
     const char *p[] = { b->name, b->doc,
-                        b->has_enabled ? (b->enabled ? "true" : "false") : NULL };
+                        b->has_enabled ? (b->enabled ? "true" : "false") : NULL, env };
     tm_store_write(&store, resp, 0,
                    "UPDATE targeting_rules SET rules = coalesce($2::jsonb, rules),"
                    " is_enabled = coalesce($3::boolean, is_enabled),"
                    " updated_at = clock_timestamp()"
-                   " WHERE flag_name = $1 RETURNING " RULE_JSON, 3, p, b->name);
+                   " WHERE flag_name = $1 AND environment = $4 RETURNING " RULE_JSON,
+                   4, p, b->name, env);
+}
+
+/* DELETE /rules?environment=E&confirm=E: every rule of E goes, with its
+ * hash (the flags daemon calls it when E is deleted). Not for the default
+ * environment; E need not exist any more, so a retry after a partial
+ * failure succeeds. */
+static int purge_environment(const tm_req *req, tm_resp *resp)
+{
+    const char *env = tm_req_query(req, "environment");
+    if (strcmp(req->path, "/rules") != 0 || strcmp(req->method, "DELETE") != 0 || env == NULL) {
+        return 0;
+    }
+    const char *confirm = tm_req_query(req, "confirm");
+    if (!tm_env_name_valid(env, strlen(env)) || strcmp(env, TM_ENV_DEFAULT) == 0) {
+        tm_resp_error(resp, 400, "environment must name an environment other than the default");
+        return 1;
+    }
+    if (confirm == NULL || strcmp(confirm, env) != 0) {
+        tm_resp_error(resp, 409, "deleting every rule of environment \"%s\" needs ?confirm=%s",
+                      env, env);
+        return 1;
+    }
+    const char *p[] = { env };
+    PGresult *res;
+    tm_db_status s = tm_db_exec("DELETE FROM targeting_rules WHERE environment = $1", 1, p, &res);
+    if (s != TM_DB_OK) {
+        tm_store_db_error(resp, s);
+        return 1;
+    }
+    const char *n = PQcmdTuples(res);
+    tm_resp_json(resp, 200, json_pack("{s:s,s:I}", "environment", env, "deleted",
+                                      (json_int_t) strtoll(n, NULL, 10)));
+    PQclear(res);
+    tm_publish_drop_env(store.kind, env);
+    TM_INFO("rules of environment %s deleted", env);
+    return 1;
 }
 
 /* ---- segments ---- */
 
-static void segment_create(const tm_body *b, tm_resp *resp)
+static void segment_create(const tm_body *b, const char *env, tm_resp *resp)
 {
+    (void) env;   /* segments are shared by every environment */
     const char *p[] = { b->name, b->description ? b->description : "", b->doc };
     tm_store_write(&segments, resp, 1,
                    "INSERT INTO segments (name, description, constraints)"
                    " VALUES ($1, $2, $3::jsonb) ON CONFLICT DO NOTHING"
-                   " RETURNING " SEGMENT_JSON, 3, p, b->name);
+                   " RETURNING " SEGMENT_JSON, 3, p, b->name, NULL);
 }
 
-static void segment_update(const tm_body *b, tm_resp *resp)
+static void segment_update(const tm_body *b, const char *env, tm_resp *resp)
 {
+    (void) env;
     const char *p[] = { b->name, b->description, b->doc };
     tm_store_write(&segments, resp, 0,
                    "UPDATE segments SET description = coalesce($2, description),"
                    " constraints = coalesce($3::jsonb, constraints),"
                    " updated_at = clock_timestamp()"
-                   " WHERE name = $1 RETURNING " SEGMENT_JSON, 3, p, b->name);
+                   " WHERE name = $1 RETURNING " SEGMENT_JSON, 3, p, b->name, NULL);
 }
 
 /* 1 if the stored rule document text refers to segment name, 0 if not or

@@ -44,17 +44,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         __builtin_trap();
     }
 
-    tm_key_record k;
-    if (tm_key_record_parse(json, size, &k) == 0) {
-        int eval = (k.scope & (TM_SCOPE_SERVER | TM_SCOPE_CLIENT)) != 0;
-        if (tm_scope_from_name(tm_scope_name(k.scope), strlen(tm_scope_name(k.scope)))
-                != k.scope
-            || (eval && !tm_flag_name_valid(k.env, k.env_len))
-            || (!eval && k.env_len != 0) || strlen(k.env) != k.env_len) {
+    tm_scope sc, back;
+    char kenv[TM_NAME_MAX + 1];
+    if (tm_key_record_parse(json, size, &sc, kenv, sizeof kenv) == 0) {
+        int eval = tm_scope_has_environment(sc);
+        if (sc == TM_SCOPE_ADMIN
+            || tm_scope_parse(tm_scope_name(sc), strlen(tm_scope_name(sc)), &back) != 0
+            || back != sc
+            || (eval && !tm_env_name_valid(kenv, strlen(kenv)))
+            || (!eval && kenv[0] != '\0')) {
             __builtin_trap();
         }
-    } else if (k.scope != 0 || k.env_len != 0) {
-        __builtin_trap();
     }
 
     tm_change c;

@@ -8,9 +8,12 @@
 #include <string.h>
 
 /* The members each kind may hold and the one that names it. */
-static const char *const flag_fields[] = { "name", "description", "is_enabled", NULL };
+static const char *const flag_fields[] = { "name", "description", "is_enabled", "client_visible",
+                                           NULL };
 static const char *const rule_fields[] = { "flag_name", "rules", "is_enabled", NULL };
 static const char *const segment_fields[] = { "name", "description", "constraints", NULL };
+static const char *const env_fields[] = { "name", NULL };
+static const char *const promote_fields[] = { "from", "to", NULL };
 
 typedef struct {
     int *status;
@@ -142,11 +145,13 @@ static int flag_body(const json_t *obj, const char *path_name, tm_body *b, why *
     int has_desc;
     if (only(obj, flag_fields, w) != 0 || name_of(obj, "name", path_name, &b->name, w) != 0
         || (has_desc = opt_text(obj, "description", "\"description\"", &b->description, w)) < 0
-        || (b->has_enabled = opt_bool(obj, "is_enabled", &b->enabled, w)) < 0) {
+        || (b->has_enabled = opt_bool(obj, "is_enabled", &b->enabled, w)) < 0
+        || (b->has_visible = opt_bool(obj, "client_visible", &b->visible, w)) < 0) {
         return -1;
     }
-    if (path_name && !has_desc && !b->has_enabled) {
-        return fail(w, 400, "nothing to update: send \"description\" and/or \"is_enabled\"");
+    if (path_name && !has_desc && !b->has_enabled && !b->has_visible) {
+        return fail(w, 400, "nothing to update: send \"description\", \"is_enabled\""
+                    " and/or \"client_visible\"");
     }
     return 0;
 }
@@ -217,6 +222,44 @@ static int segment_body(const json_t *obj, const char *path_name, tm_body *b, wh
     return cons ? dump(cons, &b->doc, w) : 0;
 }
 
+/* An environment name member: required, a valid environment name. */
+static int env_member(const json_t *obj, const char *key, const char **out, why *w)
+{
+    json_t *j = json_object_get(obj, key);
+    if (!json_is_string(j)) {
+        return fail(w, 400, "\"%s\" is required and must be an environment name", key);
+    }
+    if (!tm_env_name_valid(json_string_value(j), json_string_length(j))) {
+        return fail(w, 400, "\"%s\" must be 1 to %d characters: " TM_NAME_CHARSET
+                    ", and not \"" TM_ENV_ALL "\"", key, TM_NAME_MAX);
+    }
+    *out = json_string_value(j);
+    return 0;
+}
+
+/* scope and environment of a key: server and client keys belong to exactly
+ * one environment, admin and readonly keys to none. */
+static int key_scope(const json_t *obj, tm_body *b, why *w)
+{
+    json_t *s = json_object_get(obj, "scope"), *e = json_object_get(obj, "environment");
+    b->scope = TM_SCOPE_ADMIN;
+    if (s && (!json_is_string(s)
+              || tm_scope_parse(json_string_value(s), json_string_length(s), &b->scope) != 0)) {
+        return fail(w, 400, "\"scope\" must be \"admin\", \"readonly\", \"server\" or \"client\"");
+    }
+    if (!tm_scope_has_environment(b->scope)) {
+        if (e && !json_is_null(e)) {
+            return fail(w, 400, "a %s key has no \"environment\": it acts on every environment",
+                        tm_scope_name(b->scope));
+        }
+        return 0;
+    }
+    if (e == NULL || json_is_null(e)) {
+        return fail(w, 400, "a %s key needs an \"environment\"", tm_scope_name(b->scope));
+    }
+    return env_member(obj, "environment", &b->environment, w);
+}
+
 /* API key names are labels for people: printable UTF-8, not flag names. */
 static int key_body(const json_t *obj, tm_body *b, why *w)
 {
@@ -229,6 +272,23 @@ static int key_body(const json_t *obj, tm_body *b, why *w)
         return fail(w, 400, "\"name\" must be 1 to 100 bytes of printable UTF-8");
     }
     b->name = json_string_value(j);
+    return key_scope(obj, b, w);
+}
+
+static int env_body(const json_t *obj, tm_body *b, why *w)
+{
+    return only(obj, env_fields, w) != 0 ? -1 : env_member(obj, "name", &b->name, w);
+}
+
+static int promote_body(const json_t *obj, tm_body *b, why *w)
+{
+    if (only(obj, promote_fields, w) != 0 || env_member(obj, "from", &b->from, w) != 0
+        || env_member(obj, "to", &b->to, w) != 0) {
+        return -1;
+    }
+    if (strcmp(b->from, b->to) == 0) {
+        return fail(w, 400, "\"from\" and \"to\" name the same environment");
+    }
     return 0;
 }
 
@@ -254,6 +314,12 @@ int tm_body_check(tm_body_kind kind, const json_t *obj, const char *path_name,
         break;
     case TM_BODY_KEY:
         rc = key_body(obj, out, &w);
+        break;
+    case TM_BODY_ENV:
+        rc = env_body(obj, out, &w);
+        break;
+    case TM_BODY_PROMOTE:
+        rc = promote_body(obj, out, &w);
         break;
     default:
         rc = fail(&w, 500, "unknown body kind");

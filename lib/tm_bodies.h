@@ -5,14 +5,20 @@
  * Messages are the 400s the daemons answer with. */
 #ifndef TM_BODIES_H
 #define TM_BODIES_H
+#include "tm_scope.h"
+
 #include <jansson.h>
 #include <stddef.h>
 
 typedef enum {
-    TM_BODY_FLAG,       /* {name, description?, is_enabled?}            /flags */
+    TM_BODY_FLAG,       /* {name, description?, is_enabled?, client_visible?} /flags */
     TM_BODY_RULE,       /* {flag_name, rules, is_enabled?}              /rules */
     TM_BODY_SEGMENT,    /* {name, constraints, description?}            /segments */
-    TM_BODY_KEY         /* {name}: printable UTF-8, not a flag name     /admin/keys */
+    TM_BODY_KEY,        /* {name, scope?, environment?}: name printable UTF-8,
+                         * not a flag name; environment exactly for the
+                         * server and client scopes                     /admin/keys */
+    TM_BODY_ENV,        /* {name}: an environment name                  /environments */
+    TM_BODY_PROMOTE     /* {from, to}: two different environment names /flags/{name}/promote */
 } tm_body_kind;
 
 /* A checked body. Strings point into the JSON object it came from; doc
@@ -23,6 +29,11 @@ typedef struct {
     int has_enabled;
     int enabled;             /* when absent: false for flags, true for rules */
     char *doc;               /* rules / constraints, NULL when absent */
+    int has_visible;         /* flags: client_visible given */
+    int visible;             /* when absent: false */
+    tm_scope scope;          /* keys: TM_SCOPE_ADMIN when absent */
+    const char *environment; /* keys: set exactly for server and client */
+    const char *from, *to;   /* promotion */
 } tm_body;
 
 /* The raw bytes of a request body as a JSON object (duplicate members and

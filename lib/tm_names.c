@@ -1,5 +1,7 @@
 #include "tm_names.h"
 
+#include <string.h>
+
 int tm_flag_name_valid(const char *name, size_t len)
 {
     if (len == 0 || len > TM_NAME_MAX) {
@@ -14,6 +16,12 @@ int tm_flag_name_valid(const char *name, size_t len)
         }
     }
     return 1;
+}
+
+int tm_env_name_valid(const char *name, size_t len)
+{
+    return tm_flag_name_valid(name, len)
+           && !(len == sizeof TM_ENV_ALL - 1 && memcmp(name, TM_ENV_ALL, len) == 0);
 }
 
 /* One UTF-8 sequence at p (before end): its code point and length, or 0. */

@@ -11,6 +11,13 @@
 /* 1 if name is 1..100 bytes of [A-Za-z0-9_.:-], else 0. */
 int tm_flag_name_valid(const char *name, size_t len);
 
+/* Environments are named like flags; "all" is reserved (it asks for every
+ * environment at once, docs/environments.md) and '@' never appears, so
+ * tm:flags@<env> is unambiguous. */
+#define TM_ENV_DEFAULT "default"
+#define TM_ENV_ALL "all"
+int tm_env_name_valid(const char *name, size_t len);
+
 /* 1 if name is 1..100 bytes of [A-Za-z0-9_.:-] or non-ASCII characters
  * (valid UTF-8) other than spaces, controls and invisible format characters
  * (U+0080..U+00A0, U+00AD, U+2000..U+206F, U+3000, U+FEFF, U+FFF0..U+FFFF):

@@ -94,7 +94,7 @@ tm_segment *tm_segment_record_compile(const char *json, size_t len,
 int tm_env_record_parse(const char *field, size_t flen, const char *json,
                         size_t len)
 {
-    if (!tm_flag_name_valid(field, flen)) {
+    if (!tm_env_name_valid(field, flen)) {
         return -1;
     }
     json_t *doc = object(json, len);
@@ -107,66 +107,6 @@ int tm_env_record_parse(const char *field, size_t flen, const char *json,
         rc = json_is_true(def);
     }
     json_decref(doc);
-    return rc;
-}
-
-static const struct {
-    const char *name;
-    unsigned scope;
-} scopes[] = {
-    { "admin", TM_SCOPE_ADMIN },
-    { "readonly", TM_SCOPE_READONLY },
-    { "server", TM_SCOPE_SERVER },
-    { "client", TM_SCOPE_CLIENT },
-};
-
-unsigned tm_scope_from_name(const char *name, size_t len)
-{
-    for (size_t i = 0; i < sizeof scopes / sizeof scopes[0]; i++) {
-        if (strlen(scopes[i].name) == len && memcmp(scopes[i].name, name, len) == 0) {
-            return scopes[i].scope;
-        }
-    }
-    return 0;
-}
-
-const char *tm_scope_name(unsigned scope)
-{
-    for (size_t i = 0; i < sizeof scopes / sizeof scopes[0]; i++) {
-        if (scopes[i].scope == scope) {
-            return scopes[i].name;
-        }
-    }
-    return "none";
-}
-
-int tm_key_record_parse(const char *json, size_t len, tm_key_record *k)
-{
-    memset(k, 0, sizeof *k);
-    json_t *doc = object(json, len);
-    json_t *scope = json_object_get(doc, "scope");
-    json_t *env = json_object_get(doc, "environment");
-    int rc = -1;
-
-    if (json_is_string(scope)) {
-        k->scope = tm_scope_from_name(json_string_value(scope), json_string_length(scope));
-    }
-    if (k->scope & (TM_SCOPE_SERVER | TM_SCOPE_CLIENT)) {
-        /* an evaluation key belongs to exactly one environment */
-        if (json_is_string(env)
-            && tm_flag_name_valid(json_string_value(env), json_string_length(env))) {
-            k->env_len = json_string_length(env);
-            memcpy(k->env, json_string_value(env), k->env_len);
-            k->env[k->env_len] = '\0';
-            rc = 0;
-        }
-    } else if (k->scope && (env == NULL || json_is_null(env))) {
-        rc = 0;
-    }
-    json_decref(doc);
-    if (rc != 0) {
-        memset(k, 0, sizeof *k);
-    }
     return rc;
 }
 

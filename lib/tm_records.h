@@ -5,6 +5,7 @@
  *   tm:segments  field -> {"name":..,"description":..,"constraints":[..], ...}
  *   tm:envs      field -> {"id":..,"name":<field>,"is_default":bool}
  *   tm:keys:v2   field -> {"id":..,"name":..,"scope":..,"environment":..}
+ *                (tm_scope.h)
  *   tm:changes   message {"version":v,"kind":..,"op":..,"name":..,
  *                         "environment":..}
  * Every object must be a JSON object without duplicate members; anything
@@ -13,6 +14,7 @@
 #define TM_RECORDS_H
 #include "tm_rules.h"
 #include "tm_names.h"
+#include "tm_scope.h"
 
 #include <jansson.h>
 #include <stddef.h>
@@ -42,27 +44,8 @@ tm_segment *tm_segment_record_compile(const char *json, size_t len,
 int tm_env_record_parse(const char *field, size_t flen, const char *json,
                         size_t len);
 
-/* Key scopes, as bits so that a location can accept a set of them. */
-#define TM_SCOPE_ADMIN    0x01
-#define TM_SCOPE_READONLY 0x02
-#define TM_SCOPE_SERVER   0x04
-#define TM_SCOPE_CLIENT   0x08
-
-/* The scope called name (len bytes), or 0 if there is none. */
-unsigned tm_scope_from_name(const char *name, size_t len);
-/* "admin", "readonly", "server", "client", or "none". */
-const char *tm_scope_name(unsigned scope);
-
-typedef struct {
-    unsigned scope;                     /* one TM_SCOPE_ bit */
-    char env[TM_NAME_MAX + 1];          /* "" for admin and readonly */
-    size_t env_len;
-} tm_key_record;
-
-/* A tm:keys:v2 value: 0 with k set, or -1 if malformed. "scope" must name
- * a scope; server and client keys need a valid "environment" name, admin
- * and readonly keys must have none (absent or null). */
-int tm_key_record_parse(const char *json, size_t len, tm_key_record *k);
+/* tm:keys:v2 values are read by tm_key_record_parse() (tm_scope.h), shared
+ * with the daemons' key checks. */
 
 /* A tm:changes message. An upsert or a delete of a named object may be
  * applied as a delta; anything else reloads the kind's hash (or every hash

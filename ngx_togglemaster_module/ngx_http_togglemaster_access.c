@@ -97,14 +97,15 @@ ngx_http_togglemaster_deny(ngx_http_request_t *r, const char *msg)
 }
 
 
-/* 403: the key is known, but of a scope the location does not accept.
+/* 403: the key is known, but of a scope the location does not accept
+ * (accepted: SCOPE() bits).
  * "this route needs the server or client scope; the key has readonly" */
 static ngx_int_t
 ngx_http_togglemaster_forbid(ngx_http_request_t *r, ngx_uint_t accepted,
-    ngx_uint_t scope)
+    tm_scope scope)
 {
     u_char      *msg, *p;
-    ngx_uint_t   bit, n, left;
+    ngx_uint_t   s, n, left;
 
     if (ngx_http_togglemaster_shm) {
         (void) ngx_atomic_fetch_add(&ngx_http_togglemaster_shm->key_denied, 1);
@@ -115,24 +116,24 @@ ngx_http_togglemaster_forbid(ngx_http_request_t *r, ngx_uint_t accepted,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = ngx_cpymem(msg, "this route needs the ", sizeof("this route needs the ") - 1);
+    p = ngx_cpymem(msg, "this route needs the ",
+                   sizeof("this route needs the ") - 1);
 
-    for (left = accepted, n = 0, bit = 1; left; bit <<= 1) {
-        if (!(left & bit)) {
+    for (left = accepted, n = 0, s = 0; left; s++) {
+        if (!(left & NGX_HTTP_TOGGLEMASTER_SCOPE(s))) {
             continue;
         }
 
-        left &= ~bit;
+        left &= ~NGX_HTTP_TOGGLEMASTER_SCOPE(s);
 
         if (n++) {
             p = left ? ngx_cpymem(p, ", ", 2) : ngx_cpymem(p, " or ", 4);
         }
 
-        p = ngx_sprintf(p, "%s", tm_scope_name((unsigned) bit));
+        p = ngx_sprintf(p, "%s", tm_scope_name((tm_scope) s));
     }
 
-    *ngx_sprintf(p, " scope; the key has %s", tm_scope_name((unsigned) scope))
-        = '\0';
+    *ngx_sprintf(p, " scope; the key has %s", tm_scope_name(scope)) = '\0';
 
     ngx_http_finalize_request(r,
         ngx_http_togglemaster_send_error(r, NGX_HTTP_FORBIDDEN,
@@ -261,7 +262,7 @@ ngx_http_togglemaster_check_key(ngx_http_request_t *r,
     ngx_http_togglemaster_ctx_t       *ctx;
     ngx_http_togglemaster_key_meta_t  *m;
 
-    if (tmlcf->api_key & TM_SCOPE_CLIENT) {
+    if (tmlcf->api_key & NGX_HTTP_TOGGLEMASTER_SCOPE(TM_SCOPE_CLIENT)) {
         rc = ngx_http_togglemaster_cors(r, tmlcf);
         if (rc != NGX_DECLINED) {
             return rc;
@@ -278,8 +279,9 @@ ngx_http_togglemaster_check_key(ngx_http_request_t *r,
         return ngx_http_togglemaster_deny(r, "invalid API key");
     }
 
-    if (!(m->scope & tmlcf->api_key)) {
-        return ngx_http_togglemaster_forbid(r, tmlcf->api_key, m->scope);
+    if (!(NGX_HTTP_TOGGLEMASTER_SCOPE(m->scope) & tmlcf->api_key)) {
+        return ngx_http_togglemaster_forbid(r, tmlcf->api_key,
+                                            (tm_scope) m->scope);
     }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_togglemaster_module);

@@ -244,9 +244,9 @@ ngx_http_togglemaster_request_env(ngx_http_request_t *r, ngx_uint_t use_key,
             return NGX_DECLINED;
         }
 
-        e->scope = m->scope;
+        e->scope = NGX_HTTP_TOGGLEMASTER_SCOPE(m->scope);
 
-        if (m->scope & (TM_SCOPE_SERVER|TM_SCOPE_CLIENT)) {
+        if (tm_scope_has_environment(m->scope)) {
             /* the key's environment, resolved when the snapshot was built */
             if (m->env == NGX_HTTP_TOGGLEMASTER_ENV_NONE
                 && m->name == NGX_HTTP_TOGGLEMASTER_ENV_NONE)

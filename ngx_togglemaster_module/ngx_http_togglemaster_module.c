@@ -498,7 +498,8 @@ ngx_http_togglemaster_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_togglemaster_loc_conf_t *tmlcf = conf;
 
     ngx_str_t   *value;
-    ngx_uint_t   i, scope, scopes;
+    tm_scope     scope;
+    ngx_uint_t   i, scopes;
 
     if (tmlcf->api_key != NGX_CONF_UNSET_UINT) {
         return "is duplicate";
@@ -507,7 +508,8 @@ ngx_http_togglemaster_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     value = cf->args->elts;
 
     if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "on") == 0) {
-        tmlcf->api_key = TM_SCOPE_ADMIN|TM_SCOPE_SERVER;
+        tmlcf->api_key = NGX_HTTP_TOGGLEMASTER_SCOPE(TM_SCOPE_ADMIN)
+                         | NGX_HTTP_TOGGLEMASTER_SCOPE(TM_SCOPE_SERVER);
         return NGX_CONF_OK;
     }
 
@@ -519,9 +521,10 @@ ngx_http_togglemaster_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     scopes = 0;
 
     for (i = 1; i < cf->args->nelts; i++) {
-        scope = tm_scope_from_name((const char *) value[i].data,
-                                   value[i].len);
-        if (scope == 0) {
+        if (tm_scope_parse((const char *) value[i].data, value[i].len,
+                           &scope)
+            != 0)
+        {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid value \"%V\": use on, off, or "
                                "scopes among admin, readonly, server and "
@@ -529,7 +532,7 @@ ngx_http_togglemaster_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             return NGX_CONF_ERROR;
         }
 
-        scopes |= scope;
+        scopes |= NGX_HTTP_TOGGLEMASTER_SCOPE(scope);
     }
 
     tmlcf->api_key = scopes;
@@ -554,11 +557,11 @@ ngx_http_togglemaster_environment(ngx_conf_t *cf, ngx_command_t *cmd,
 
     value = cf->args->elts;
 
-    if (!tm_flag_name_valid((char *) value[1].data, value[1].len)) {
+    if (!tm_env_name_valid((char *) value[1].data, value[1].len)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid environment name \"%V\": use %s, at "
-                           "most %d bytes", &value[1], TM_NAME_CHARSET,
-                           TM_NAME_MAX);
+                           "most %d bytes, not \"" TM_ENV_ALL "\"",
+                           &value[1], TM_NAME_CHARSET, TM_NAME_MAX);
         return NGX_CONF_ERROR;
     }
 

@@ -93,13 +93,16 @@ typedef struct {
 #define NGX_HTTP_TOGGLEMASTER_ENV_NONE      0xffff
 #define NGX_HTTP_TOGGLEMASTER_KEY_NAMES     256   /* environment names keys use */
 
+/* A tm_scope (tm_scope.h) as a bit, so that a location accepts a set. */
+#define NGX_HTTP_TOGGLEMASTER_SCOPE(s)      ((ngx_uint_t) 1 << (s))
+
 
 /* What the edge knows of a key: its scope, where it came from, and the
  * environment it evaluates in, resolved to an index when the snapshot is
  * built (NGX_HTTP_TOGGLEMASTER_ENV_NONE: readonly, or an environment that
  * does not exist). */
 typedef struct {
-    uint8_t                      scope;       /* one TM_SCOPE_ bit */
+    uint8_t                      scope;       /* a tm_scope */
     uint8_t                      v2;          /* from tm:keys:v2 */
     uint16_t                     name;        /* into names, or ENV_NONE */
     uint16_t                     env;
@@ -226,7 +229,7 @@ typedef struct {
 typedef struct {
     ngx_http_complex_value_t    *identity;
     ngx_array_t                 *context;     /* of attr_conf_t, or NULL */
-    ngx_uint_t                   api_key;     /* TM_SCOPE_ bits; 0: off */
+    ngx_uint_t                   api_key;     /* SCOPE() bits; 0: off */
     ngx_str_t                    environment; /* "": the default */
     ngx_str_t                    cors_origin; /* "": "*" */
     /* the environment's index among the names of generation env_gen: a
@@ -249,7 +252,8 @@ typedef struct {
 } ngx_http_togglemaster_ctx_t;
 
 
-/* The environment a request evaluates in, and its key's scope (0: none). */
+/* The environment a request evaluates in, and its key's scope as a
+ * SCOPE() bit (0: no key). */
 typedef struct {
     ngx_uint_t                   index;
     ngx_str_t                    name;        /* "" for the default */

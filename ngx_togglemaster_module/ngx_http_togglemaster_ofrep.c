@@ -106,7 +106,7 @@ ngx_http_togglemaster_ofrep_eval(ngx_http_togglemaster_ofrep_item_t *it,
          * else (a dependency chain too deep) is general. A client key
          * never sees a rule, not even quoted in a compiler's message. */
         it->code = f->rule ? "GENERAL" : "PARSE_ERROR";
-        it->details = (it->res.error && e->scope != TM_SCOPE_CLIENT)
+        it->details = (it->res.error && e->scope != NGX_HTTP_TOGGLEMASTER_SCOPE(TM_SCOPE_CLIENT))
                       ? it->res.error : "the flag could not be evaluated";
     }
 }
@@ -320,7 +320,7 @@ ngx_http_togglemaster_ofrep_visible(ngx_http_togglemaster_flag_t *f,
     ngx_http_togglemaster_env_ref_t *e)
 {
     return f && f->flag != TM_FLAG_MISSING
-           && (e->scope != TM_SCOPE_CLIENT || f->client_visible);
+           && (e->scope != NGX_HTTP_TOGGLEMASTER_SCOPE(TM_SCOPE_CLIENT) || f->client_visible);
 }
 
 

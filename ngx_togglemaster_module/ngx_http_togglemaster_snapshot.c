@@ -1287,18 +1287,24 @@ ngx_http_togglemaster_key_v2(ngx_http_togglemaster_builder_t *b,
     ngx_str_t *name, ngx_str_t *val, u_char *bin,
     ngx_http_togglemaster_key_meta_t *meta)
 {
-    ngx_int_t       o;
-    ngx_str_t      *env;
-    tm_key_record   rec;
+    char        renv[TM_NAME_MAX + 1];
+    size_t      len;
+    tm_scope    scope;
+    ngx_int_t   o;
+    ngx_str_t  *env;
 
     meta->v2 = 1;
     meta->env = NGX_HTTP_TOGGLEMASTER_ENV_NONE;
 
-    if (tm_key_record_parse((const char *) val->data, val->len, &rec) == 0) {
-        meta->scope = (uint8_t) rec.scope;
-        meta->name = rec.env_len
+    if (tm_key_record_parse((const char *) val->data, val->len, &scope, renv,
+                            sizeof(renv))
+        == 0)
+    {
+        len = ngx_strlen(renv);
+        meta->scope = (uint8_t) scope;
+        meta->name = len
                      ? (uint16_t) ngx_http_togglemaster_keys_name(b->kp,
-                                      (u_char *) rec.env, rec.env_len)
+                                      (u_char *) renv, len)
                      : NGX_HTTP_TOGGLEMASTER_ENV_NONE;
         return NGX_OK;
     }

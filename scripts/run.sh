@@ -23,6 +23,8 @@ export TOGGLEMASTER_ENV=${TOGGLEMASTER_ENV:-development}
 export DATABASE_URL=${DATABASE_URL:-postgresql://postgres@127.0.0.1:$PG_PORT/togglemaster}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}
 export AUTH_SERVICE_URL=${AUTH_SERVICE_URL:-http://127.0.0.1:$AUTH_PORT}
+# flags copies and deletes rules through targeting (promotion, environments).
+export TARGETING_SERVICE_URL=${TARGETING_SERVICE_URL:-http://127.0.0.1:$TARGETING_PORT}
 export BIND_ADDR=${BIND_ADDR:-127.0.0.1}
 export AWS_REGION=${AWS_REGION:-us-east-1}
 export AWS_ENDPOINT_URL=${AWS_ENDPOINT_URL:-http://127.0.0.1:$AWS_PORT}

@@ -200,7 +200,8 @@ ok $h->wait_until(5, sub { ev('/qa/evaluate', undef, 'checkout')->{status} == 40
 is ev('/k/evaluate', $qa, 'checkout')->{status}, 404, "... and for its key";
 
 # --- configuration ------------------------------------------------------------------
-for my $bad ('togglemaster_api_key sometimes;', 'togglemaster_api_key on server;', 'togglemaster_environment "bad name";') {
+for my $bad ('togglemaster_api_key sometimes;', 'togglemaster_api_key on server;', 'togglemaster_environment "bad name";',
+             'togglemaster_environment all;', 'togglemaster_api_key admin nobody;') {
     my $n2 = TM::Nginx->new($h, redis => 0, server => "location /x { $bad }");
     my $out = `@{[TM::Nginx::shell_env($h)]} nginx -t -p $n2->{dir} -c $n2->{dir}/nginx.conf 2>&1`;
     like $out, qr/\[emerg\].*(invalid value|invalid environment name)/, "refused at parse time: $bad";

@@ -55,7 +55,18 @@ static const char usage_text[] =
 "                                                   converted document and sends nothing\n"
 "  tmctl validate                                    checks the API key with the auth service\n"
 "\n"
+"Environments and keys (docs/environments.md):\n"
+"  tmctl env list | create NAME\n"
+"  tmctl env delete NAME [--confirm]                a non-empty environment needs --confirm\n"
+"  tmctl promote FLAG --from ENV --to ENV           copies the flag's state and rule\n"
+"  tmctl keys list                                   (these need the master key)\n"
+"  tmctl keys create NAME [--scope admin|readonly|server|client] [--environment ENV]\n"
+"  tmctl keys revoke ID\n"
+"\n"
 "Options (anywhere on the line; --opt=value works too):\n"
+"  --environment ENV    flags, rules, export and import act on ENV (env\n"
+"                       TOGGLEMASTER_ENVIRONMENT; default: the default environment)\n"
+"  --master-key KEY     for tmctl keys (env TOGGLEMASTER_MASTER_KEY)\n"
 "  --url URL            the gateway, e.g. http://127.0.0.1:8080 (env TOGGLEMASTER_URL;\n"
 "                       default http://127.0.0.1:8080); services are under the original\n"
 "                       ingress's prefixes (/flags/flags, /targeting/rules, /auth/validate)\n"
@@ -78,14 +89,16 @@ static const char usage_text[] =
 /* ---- options ---- */
 
 enum {
-    O_DESC = 1, O_ENABLE = 2, O_USER = 4, O_CONTEXT = 8, O_DRY = 16, O_SKIP = 32
+    O_DESC = 1, O_ENABLE = 2, O_USER = 4, O_CONTEXT = 8, O_DRY = 16, O_SKIP = 32,
+    O_FROMTO = 64, O_SCOPE = 128, O_CONFIRM = 256
 };
 
 typedef struct {
     const char *url, *key, *auth_url, *flags_url, *targeting_url, *eval_url, *timeout, *retries;
     const char *description, *user, *context;
+    const char *environment, *from, *to, *scope, *master_key;
     int enabled;          /* -1 not given */
-    int dry_run, skip_unknown, help;
+    int dry_run, skip_unknown, help, confirm;
     long timeout_s;       /* --timeout, checked */
     int retries_n;        /* --retries, checked */
     unsigned given;       /* O_* seen */
@@ -139,6 +152,9 @@ static int parse_args(int argc, char **argv)
         { "context", &o.context, O_CONTEXT },
         { "enabled", NULL, O_ENABLE }, { "disabled", NULL, O_ENABLE },
         { "dry-run", NULL, O_DRY }, { "skip-unknown", NULL, O_SKIP }, { "help", NULL, 0 },
+        { "environment", &o.environment, 0 }, { "from", &o.from, O_FROMTO },
+        { "to", &o.to, O_FROMTO }, { "scope", &o.scope, O_SCOPE },
+        { "master-key", &o.master_key, 0 }, { "confirm", NULL, O_CONFIRM },
     };
     int only_pos = 0;
     for (int i = 1; i < argc; i++) {
@@ -187,6 +203,8 @@ static int parse_args(int argc, char **argv)
                 o.dry_run = 1;
             } else if (strcmp(table[k].name, "skip-unknown") == 0) {
                 o.skip_unknown = 1;
+            } else if (strcmp(table[k].name, "confirm") == 0) {
+                o.confirm = 1;
             } else {
                 o.help = 1;
             }
@@ -264,6 +282,12 @@ static const char *mkurl(const char *base, const char *path, const char *name)
     size_t n = w < 0 ? sizeof url_buf : (size_t) w;
     for (const unsigned char *p = (const unsigned char *) name; p && *p && n < sizeof url_buf; p++) {
         w = snprintf(url_buf + n, sizeof url_buf - n, *p >= 0x80 ? "%%%02X" : "%c", *p);
+        n += w < 0 ? sizeof url_buf : (size_t) w;
+    }
+    /* Flags and rules live in an environment (docs/environments.md). */
+    if (o.environment && (strcmp(path, "/flags") == 0 || strcmp(path, "/rules") == 0)
+        && n < sizeof url_buf) {
+        w = snprintf(url_buf + n, sizeof url_buf - n, "?environment=%s", o.environment);
         n += w < 0 ? sizeof url_buf : (size_t) w;
     }
     return n >= sizeof url_buf ? NULL : url_buf;
@@ -955,7 +979,120 @@ static const command commands[] = {
     { "import", "unleash", 1, O_DRY | O_SKIP, "FILE [--dry-run] [--skip-unknown]" },
     { "import", NULL, 1, O_DRY, "FILE [--dry-run]" },
     { "validate", NULL, 0, 0, "" },
+    { "env", "list", 0, 0, "" },
+    { "env", "create", 1, 0, "NAME" },
+    { "env", "delete", 1, O_CONFIRM, "NAME [--confirm]" },
+    { "promote", NULL, 1, O_FROMTO, "FLAG --from ENV --to ENV" },
+    { "keys", "list", 0, 0, "" },
+    { "keys", "create", 1, O_SCOPE, "NAME [--scope admin|readonly|server|client] [--environment ENV]" },
+    { "keys", "revoke", 1, 0, "ID" },
 };
+
+/* ---- environments, promotion, keys (docs/environments.md) ---- */
+
+static int print_answer(const char *method, const char *url, const json_t *body, long want,
+                        const char *what)
+{
+    tmctl_resp r;
+    int rc = call(method, url, body, want, what, &r);
+    if (rc == EXIT_OK) {
+        rc = r.json ? print_json(r.json) : failf("%s: the answer is not JSON", what);
+        tmctl_resp_free(&r);
+    }
+    return rc;
+}
+
+static int cmd_env(const char *verb, const char *name)
+{
+    char what[160];
+    snprintf(what, sizeof what, "environment \"%s\"", name ? name : "");
+    if (strcmp(verb, "list") == 0) {
+        return show(mkurl(flags_base, "/environments", NULL), "environments list");
+    }
+    if (strcmp(verb, "create") == 0) {
+        json_t *body = json_pack("{s:s}", "name", name);
+        int rc = body ? print_answer("POST", mkurl(flags_base, "/environments", NULL), body, 201,
+                                     what) : failf("out of memory");
+        json_decref(body);
+        return rc;
+    }
+    /* delete: a non-empty environment goes only with --confirm */
+    char path[256], done[160];
+    snprintf(path, sizeof path, "/environments/%s%s%s", name, o.confirm ? "?confirm=" : "",
+             o.confirm ? name : "");
+    snprintf(done, sizeof done, "deleted environment \"%s\"", name);
+    return delete_one(mkurl(flags_base, path, NULL), what, done);
+}
+
+static int cmd_promote(const char *flag)
+{
+    if (o.from == NULL || o.to == NULL) {
+        return usage("usage: tmctl promote FLAG --from ENV --to ENV");
+    }
+    if (!tm_env_name_valid(o.from, strlen(o.from)) || !tm_env_name_valid(o.to, strlen(o.to))) {
+        return usage("--from and --to must be environment names: 1 to %d characters: "
+                     TM_NAME_CHARSET, TM_NAME_MAX);
+    }
+    char path[256], what[160];
+    snprintf(path, sizeof path, "/flags/%s/promote", flag);
+    snprintf(what, sizeof what, "promote \"%s\" from %s to %s", flag, o.from, o.to);
+    json_t *body = json_pack("{s:s,s:s}", "from", o.from, "to", o.to);
+    int rc = body ? print_answer("POST", mkurl(flags_base, path, NULL), body, 200, what)
+                  : failf("out of memory");
+    json_decref(body);
+    return rc;
+}
+
+/* keys go through the auth service with the master key. */
+static int cmd_keys(const char *verb, const char *arg)
+{
+    if (strcmp(verb, "list") == 0) {
+        return show(mkurl(auth_base, "/admin/keys", NULL), "keys list");
+    }
+    if (strcmp(verb, "revoke") == 0) {
+        char done[160];
+        snprintf(done, sizeof done, "revoked key %s", arg);
+        return delete_one(mkurl(auth_base, "/admin/keys", arg), "revoke", done);
+    }
+    json_t *body = json_pack("{s:s}", "name", arg);
+    if (body == NULL || (o.scope && json_object_set_new(body, "scope", json_string(o.scope)) != 0)
+        || (o.environment
+            && json_object_set_new(body, "environment", json_string(o.environment)) != 0)) {
+        json_decref(body);
+        return failf("out of memory");
+    }
+    int rc = print_answer("POST", mkurl(auth_base, "/admin/keys", NULL), body, 201, "create key");
+    json_decref(body);
+    return rc;
+}
+
+static int run_environments(const command *c, const char *a0)
+{
+    int rc;
+    const char *key = o.key;
+    if (strcmp(c->group, "keys") == 0) {
+        key = env_or(o.master_key, "TOGGLEMASTER_MASTER_KEY");
+        if (key == NULL) {
+            return usage("keys need the master key: set TOGGLEMASTER_MASTER_KEY or pass --master-key");
+        }
+        if (strcmp(c->verb, "revoke") == 0 && strspn(a0, "0123456789") != strlen(a0)) {
+            return usage("key ids are numbers (tmctl keys list shows them)");
+        }
+    } else if ((rc = need_key()) != EXIT_OK) {
+        return rc;
+    } else if (c->nargs && strcmp(c->group, "env") == 0 && !tm_env_name_valid(a0, strlen(a0))) {
+        return usage("environment \"%.100s\": names are 1 to %d characters: " TM_NAME_CHARSET
+                     ", not \"" TM_ENV_ALL "\"", a0, TM_NAME_MAX);
+    } else if (strcmp(c->group, "promote") == 0 && (rc = check_name(a0, "flag")) != EXIT_OK) {
+        return rc;
+    }
+    if (tmctl_http_init(key, o.timeout_s, o.retries_n) != 0) {
+        return EXIT_API;
+    }
+    if (strcmp(c->group, "env") == 0) return cmd_env(c->verb, a0);
+    if (strcmp(c->group, "promote") == 0) return cmd_promote(a0);
+    return cmd_keys(c->verb, a0);
+}
 
 static int run(void)
 {
@@ -997,7 +1134,8 @@ static int run(void)
     unsigned extra = o.given & ~c->allowed;
     if (extra) {
         static const char *const names[] = { "--description", "--enabled/--disabled", "--user",
-                                             "--context", "--dry-run", "--skip-unknown" };
+                                             "--context", "--dry-run", "--skip-unknown",
+                                             "--from/--to", "--scope", "--confirm" };
         int b = 0;
         while (!(extra & (1u << b))) b++;
         return usage("%s does not take %s; usage: tmctl %s %s", full, names[b], full, c->args);
@@ -1019,6 +1157,15 @@ static int run(void)
     int rc = resolve_urls();
     if (rc != EXIT_OK) {
         return rc;
+    }
+    o.environment = env_or(o.environment, "TOGGLEMASTER_ENVIRONMENT");
+    if (o.environment && !tm_env_name_valid(o.environment, strlen(o.environment))) {
+        return usage("--environment \"%.100s\": environment names are 1 to %d characters: "
+                     TM_NAME_CHARSET, o.environment, TM_NAME_MAX);
+    }
+    if (strcmp(c->group, "env") == 0 || strcmp(c->group, "promote") == 0
+        || strcmp(c->group, "keys") == 0) {
+        return run_environments(c, a0);
     }
     /* names on the command line (files are read later) */
     const char *named = (strcmp(c->group, "import") && strcmp(c->group, "export")

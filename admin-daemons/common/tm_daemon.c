@@ -29,7 +29,10 @@ static int ready(void *ctx)
 static int migrate_with_retry(const tm_daemon *d, int seconds)
 {
     for (int i = 0; i < seconds * 2 && !stop_requested; i++) {
-        if (tm_db_migrate(d->name, d->migrations, d->nmigrations) == 0) {
+        char component[64];
+        snprintf(component, sizeof component, "%s-environments", d->name);
+        if (tm_db_migrate(d->name, d->migrations, d->nmigrations) == 0
+            && tm_db_migrate(component, d->env_migrations, d->nenv_migrations) == 0) {
             return 0;
         }
         struct timespec ts = { 0, 500 * 1000 * 1000 };

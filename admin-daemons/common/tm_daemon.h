@@ -11,6 +11,11 @@ typedef struct {
     unsigned default_port;
     const tm_migration *migrations;
     int nmigrations;
+    /* The environments feature's migrations, recorded under the component
+     * "<name>-environments": the original component's list of versions
+     * stays as the original contract's tests know it. May be empty. */
+    const tm_migration *env_migrations;
+    int nenv_migrations;
     tm_handler handler;
     void *ctx;
     /* Called at start and every TM_RECONCILE_SECONDS; may be NULL. */

@@ -1,9 +1,11 @@
 #include "tm_publish.h"
 #include "tm_env.h"
 #include "tm_log.h"
+#include "tm_names.h"
 #include "tm_redis.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -26,8 +28,9 @@ static const char publish_lua[] =
     "if ARGV[2] == 'upsert' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])"
     " else redis.call('HDEL', KEYS[1], ARGV[1]) end "
     "local v = redis.call('INCR', KEYS[2]) "
-    "redis.call('PUBLISH', ARGV[5], cjson.encode({version = v, kind = ARGV[4],"
-    " op = ARGV[2], name = ARGV[1]})) "
+    "local m = {version = v, kind = ARGV[4], op = ARGV[2], name = ARGV[1]} "
+    "if ARGV[6] ~= '' then m.environment = ARGV[6] end "
+    "redis.call('PUBLISH', ARGV[5], cjson.encode(m)) "
     "return v";
 
 /* After a reconciliation: list the kind as ready; if anything changed, or
@@ -36,13 +39,29 @@ static const char resync_lua[] =
     "local added = redis.call('SADD', KEYS[2], ARGV[1]) "
     "if ARGV[3] == '0' and added == 0 then return 0 end "
     "local v = redis.call('INCR', KEYS[1]) "
-    "redis.call('PUBLISH', ARGV[2], cjson.encode({version = v, kind = ARGV[1],"
-    " op = 'resync'})) "
+    "local m = {version = v, kind = ARGV[4], op = 'resync'} "
+    "if ARGV[5] ~= '' then m.environment = ARGV[5] end "
+    "redis.call('PUBLISH', ARGV[2], cjson.encode(m)) "
     "return v";
 
-/* Kinds this process reconciles, to notice quickly when Redis loses them. */
-static const char *reconciled_kinds[8];
+/* Kinds this process reconciles (e.g. "flag", "flag@staging"), to notice
+ * quickly when Redis loses them. Past the table's size a kind is still
+ * reconciled every period, just not watched each second. */
+enum { WATCHED_MAX = 128, WATCHED_LEN = TM_NAME_MAX + 16 };
+static char reconciled_kinds[WATCHED_MAX][WATCHED_LEN];
 static int nreconciled;
+
+/* The hash of kind in env (NULL or the default: the kind's own hash) into
+ * buf; NULL for an unknown kind. */
+static const char *hash_for(const char *kind, const char *env, char *buf, size_t size)
+{
+    const char *base = tm_publish_hash(kind);
+    if (base == NULL || env == NULL || strcmp(env, TM_ENV_DEFAULT) == 0) {
+        return base;
+    }
+    int w = snprintf(buf, size, "%s@%s", base, env);
+    return w > 0 && (size_t) w < size ? buf : NULL;
+}
 
 int tm_publish_init(const char *redis_url)
 {
@@ -73,6 +92,8 @@ const char *tm_publish_hash(const char *kind)
     if (strcmp(kind, "rule") == 0) return TM_REDIS_RULES;
     if (strcmp(kind, "key") == 0) return TM_REDIS_KEYS;
     if (strcmp(kind, "segment") == 0) return TM_REDIS_SEGMENTS;
+    if (strcmp(kind, "env") == 0) return TM_REDIS_ENVS;
+    if (strcmp(kind, "key2") == 0) return TM_REDIS_KEYS_V2;
     return NULL;
 }
 
@@ -144,6 +165,11 @@ static redisReply *command(int argc, const char **argv, const size_t *lens)
     return r;
 }
 
+void tm_publish_reconcile_begin(void)
+{
+    nreconciled = 0;
+}
+
 int tm_publish_all_ready(void)
 {
     for (int i = 0; i < nreconciled; i++) {
@@ -164,37 +190,31 @@ int tm_publish_all_ready(void)
 
 long long tm_publish(const char *kind, const char *field, const char *json)
 {
-    const char *hash = tm_publish_hash(kind);
+    return tm_publish_env(kind, NULL, field, json);
+}
+
+long long tm_publish_env(const char *kind, const char *env, const char *field,
+                         const char *json)
+{
+    char buf[WATCHED_LEN + 16];
+    const char *hash = hash_for(kind, env, buf, sizeof buf);
     if (hash == NULL || !enabled) {
         return -1;
     }
     const char *argv[] = { "EVAL", publish_lua, "2", hash, TM_REDIS_VERSION, field,
                            json ? "upsert" : "delete", json ? json : "", kind,
-                           TM_REDIS_CHANNEL };
-    size_t lens[10];
-    for (int i = 0; i < 10; i++) lens[i] = strlen(argv[i]);
-    redisReply *r = command(10, argv, lens);
+                           TM_REDIS_CHANNEL, hash == buf ? env : "" };
+    size_t lens[11];
+    for (int i = 0; i < 11; i++) lens[i] = strlen(argv[i]);
+    redisReply *r = command(11, argv, lens);
     if (r == NULL) {
         TM_WARN("redis: %s %s not published; reconciliation will repair it", kind,
-                strcmp(kind, "key") == 0 ? "(key hash)" : field);
+                strncmp(kind, "key", 3) == 0 ? "(key hash)" : field);
         return -1;
     }
     long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
     freeReplyObject(r);
     return v;
-}
-
-int tm_publish_key_known(const char *key_hash)
-{
-    const char *argv[] = { "HEXISTS", TM_REDIS_KEYS, key_hash };
-    size_t lens[] = { 7, strlen(TM_REDIS_KEYS), strlen(key_hash) };
-    redisReply *r = command(3, argv, lens);
-    if (r == NULL) {
-        return -1;
-    }
-    int known = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-    freeReplyObject(r);
-    return known;
 }
 
 static int item_cmp(const void *a, const void *b)
@@ -221,10 +241,12 @@ static int append_cas(tm_redis *c, const char *hash, const char *field,
     return tm_redis_append(c, 9, argv, lens);
 }
 
-int tm_publish_reconcile(const char *kind, tm_pub_loader load,
-                         void (*free_owner)(void *owner))
+/* Reconciles hash; ready is its tm:ready member, kind and env (NULL or
+ * "") what the resync message says. */
+static int reconcile_hash(const char *hash, const char *ready, const char *kind,
+                          const char *env, int watch, tm_pub_loader load,
+                          void (*free_owner)(void *owner))
 {
-    const char *hash = tm_publish_hash(kind);
     if (hash == NULL || !enabled) {
         return -1;
     }
@@ -287,25 +309,228 @@ int tm_publish_reconcile(const char *kind, tm_pub_loader load,
         drop();
         return -1;
     }
-    const char *argv[] = { "EVAL", resync_lua, "2", TM_REDIS_VERSION, TM_REDIS_READY, kind,
-                           TM_REDIS_CHANNEL, changed ? "1" : "0" };
-    size_t lens[8];
-    for (int i = 0; i < 8; i++) lens[i] = strlen(argv[i]);
-    redisReply *r = command(8, argv, lens);
+    const char *argv[] = { "EVAL", resync_lua, "2", TM_REDIS_VERSION, TM_REDIS_READY, ready,
+                           TM_REDIS_CHANNEL, changed ? "1" : "0", kind, env ? env : "" };
+    size_t lens[10];
+    for (int i = 0; i < 10; i++) lens[i] = strlen(argv[i]);
+    redisReply *r = command(10, argv, lens);
     if (r == NULL) {
         return -1;
     }
     if (changed || (r->type == REDIS_REPLY_INTEGER && r->integer > 0)) {
         TM_INFO("reconcile: %d %s field(s) repaired in Redis; %s marked ready",
-                changed, kind, kind);
+                changed, ready, ready);
     }
     freeReplyObject(r);
-    int known = 0;
-    for (int i = 0; i < nreconciled; i++) {
-        known |= strcmp(reconciled_kinds[i], kind) == 0;
+    int known = !watch;
+    for (int i = 0; i < nreconciled && !known; i++) {
+        known |= strcmp(reconciled_kinds[i], ready) == 0;
     }
-    if (!known && nreconciled < (int) (sizeof reconciled_kinds / sizeof reconciled_kinds[0])) {
-        reconciled_kinds[nreconciled++] = kind;
+    if (!known && nreconciled < WATCHED_MAX && strlen(ready) < WATCHED_LEN) {
+        strcpy(reconciled_kinds[nreconciled++], ready);
     }
     return changed;
+}
+
+int tm_publish_reconcile(const char *kind, tm_pub_loader load,
+                         void (*free_owner)(void *owner))
+{
+    return reconcile_hash(tm_publish_hash(kind), kind, kind, NULL, 1, load, free_owner);
+}
+
+static int reconcile_in_env(const char *kind, const char *env, int watch, tm_pub_loader load,
+                            void (*free_owner)(void *owner))
+{
+    char buf[WATCHED_LEN + 16], ready[WATCHED_LEN];
+    int w = snprintf(ready, sizeof ready, "%s@%s", kind, env);
+    if (w < 0 || (size_t) w >= sizeof ready) {
+        return -1;
+    }
+    return reconcile_hash(hash_for(kind, env, buf, sizeof buf), ready, kind, env, watch, load,
+                          free_owner);
+}
+
+int tm_publish_reconcile_env(const char *kind, const char *env, tm_pub_loader load,
+                             void (*free_owner)(void *owner))
+{
+    return reconcile_in_env(kind, env, 1, load, free_owner);
+}
+
+int tm_publish_fill_env(const char *kind, const char *env, tm_pub_loader load,
+                        void (*free_owner)(void *owner))
+{
+    return reconcile_in_env(kind, env, 0, load, free_owner);
+}
+
+/* Drop <hash>@<env> and its readiness; tell the edge. */
+static const char drop_lua[] =
+    "redis.call('DEL', KEYS[1]) redis.call('SREM', KEYS[2], ARGV[1]) "
+    "local v = redis.call('INCR', KEYS[3]) "
+    "redis.call('PUBLISH', ARGV[2], cjson.encode({version = v, kind = ARGV[3],"
+    " environment = ARGV[4], op = 'resync'})) "
+    "return v";
+
+long long tm_publish_drop_env(const char *kind, const char *env)
+{
+    char buf[WATCHED_LEN + 16], ready[WATCHED_LEN];
+    const char *hash = hash_for(kind, env, buf, sizeof buf);
+    int w = snprintf(ready, sizeof ready, "%s@%s", kind, env);
+    if (hash != buf || !enabled || w < 0 || (size_t) w >= sizeof ready) {
+        return -1;
+    }
+    const char *argv[] = { "EVAL", drop_lua, "3", hash, TM_REDIS_READY, TM_REDIS_VERSION,
+                           ready, TM_REDIS_CHANNEL, kind, env };
+    size_t lens[10];
+    for (int i = 0; i < 10; i++) lens[i] = strlen(argv[i]);
+    redisReply *r = command(10, argv, lens);
+    if (r == NULL) {
+        return -1;
+    }
+    long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    freeReplyObject(r);
+    return v;
+}
+
+/* -2: tm:envs not reconciled (cannot tell); else HEXISTS. */
+static const char env_known_lua[] =
+    "if redis.call('SISMEMBER', KEYS[2], 'env') == 0 then return -2 end "
+    "return redis.call('HEXISTS', KEYS[1], ARGV[1])";
+
+int tm_publish_env_known(const char *env)
+{
+    if (strcmp(env, TM_ENV_DEFAULT) == 0) {
+        return 1;
+    }
+    const char *argv[] = { "EVAL", env_known_lua, "2", TM_REDIS_ENVS, TM_REDIS_READY, env };
+    size_t lens[6];
+    for (int i = 0; i < 6; i++) lens[i] = strlen(argv[i]);
+    redisReply *r = command(6, argv, lens);
+    if (r == NULL) {
+        return -1;
+    }
+    int known = r->type == REDIS_REPLY_INTEGER ? (int) r->integer : -2;
+    freeReplyObject(r);
+    return known < 0 ? -1 : known;
+}
+
+static const char env_names_lua[] =
+    "if redis.call('SISMEMBER', KEYS[2], 'env') == 0 then return false end "
+    "return redis.call('HKEYS', KEYS[1])";
+
+void tm_publish_free_names(char **names, size_t n)
+{
+    for (size_t i = 0; names && i < n; i++) {
+        free(names[i]);
+    }
+    free(names);
+}
+
+int tm_publish_env_names(char ***names, size_t *n)
+{
+    const char *argv[] = { "EVAL", env_names_lua, "2", TM_REDIS_ENVS, TM_REDIS_READY };
+    size_t lens[5];
+    for (int i = 0; i < 5; i++) lens[i] = strlen(argv[i]);
+    *names = NULL;
+    *n = 0;
+    redisReply *r = command(5, argv, lens);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        if (r) freeReplyObject(r);
+        return -1;
+    }
+    *names = calloc(r->elements ? r->elements : 1, sizeof **names);
+    int rc = *names ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < r->elements; i++) {
+        redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_STRING || strcmp(e->str, TM_ENV_DEFAULT) == 0
+            || !tm_env_name_valid(e->str, e->len)) {
+            continue;   /* the default has the plain hashes; junk is skipped */
+        }
+        if (((*names)[*n] = strdup(e->str)) == NULL) {
+            rc = -1;
+        } else {
+            (*n)++;
+        }
+    }
+    freeReplyObject(r);
+    if (rc != 0) {
+        tm_publish_free_names(*names, *n);
+        *names = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+/* An admin key (tm:keys) answers 'admin'; a scoped one its v2 record. */
+static const char key_lookup_lua[] =
+    "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 'admin' end "
+    "return redis.call('HGET', KEYS[2], ARGV[1])";
+
+int tm_publish_key_lookup(const char *key_hash, tm_scope *scope, char *env, size_t envsize)
+{
+    const char *argv[] = { "EVAL", key_lookup_lua, "2", TM_REDIS_KEYS, TM_REDIS_KEYS_V2,
+                           key_hash };
+    size_t lens[6];
+    for (int i = 0; i < 6; i++) lens[i] = strlen(argv[i]);
+    redisReply *r = command(6, argv, lens);
+    if (r == NULL) {
+        return -1;
+    }
+    int found = 0;
+    if (r->type == REDIS_REPLY_STRING && strcmp(r->str, "admin") == 0) {
+        *scope = TM_SCOPE_ADMIN;
+        if (envsize) env[0] = '\0';
+        found = 1;
+    } else if (r->type == REDIS_REPLY_STRING) {
+        found = tm_key_record_parse(r->str, r->len, scope, env, envsize) == 0;
+        if (!found) {
+            TM_WARN("redis: malformed %s record: the key is refused", TM_REDIS_KEYS_V2);
+        }
+    }
+    freeReplyObject(r);
+    return found;
+}
+
+void tm_publish_key_used(const char *key_hash, long long now)
+{
+    char ts[24];
+    snprintf(ts, sizeof ts, "%lld", now);
+    const char *argv[] = { "HSET", TM_REDIS_KEYS_USED, key_hash, ts };
+    size_t lens[4];
+    for (int i = 0; i < 4; i++) lens[i] = strlen(argv[i]);
+    redisReply *r = command(4, argv, lens);
+    if (r) {
+        freeReplyObject(r);
+    }
+}
+
+/* Remove a use only if it is still the one applied. */
+static const char use_done_lua[] =
+    "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then"
+    " return redis.call('HDEL', KEYS[1], ARGV[1]) end return 0";
+
+int tm_publish_take_uses(int (*apply)(const char *key_hash, const char *unix_time))
+{
+    const char *hargv[] = { "HGETALL", TM_REDIS_KEYS_USED };
+    size_t hlens[] = { 7, strlen(TM_REDIS_KEYS_USED) };
+    redisReply *all = command(2, hargv, hlens);
+    if (all == NULL || all->type != REDIS_REPLY_ARRAY) {
+        if (all) freeReplyObject(all);
+        return -1;
+    }
+    int applied = 0;
+    for (size_t i = 0; i + 1 < all->elements; i += 2) {
+        redisReply *f = all->element[i], *v = all->element[i + 1];
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING
+            || apply(f->str, v->str) != 0) {
+            continue;
+        }
+        applied++;
+        const char *argv[] = { "EVAL", use_done_lua, "1", TM_REDIS_KEYS_USED, f->str, v->str };
+        size_t lens[6];
+        for (int k = 0; k < 6; k++) lens[k] = strlen(argv[k]);
+        redisReply *r = command(6, argv, lens);
+        if (r) freeReplyObject(r);
+    }
+    freeReplyObject(all);
+    return applied;
 }

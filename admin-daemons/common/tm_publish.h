@@ -3,12 +3,20 @@
  * repairs it later, so every call here is best effort and never blocks long. */
 #ifndef TM_PUBLISH_H
 #define TM_PUBLISH_H
+#include "tm_scope.h"
+
 #include <stddef.h>
 
 #define TM_REDIS_FLAGS "tm:flags"
 #define TM_REDIS_RULES "tm:rules"
 #define TM_REDIS_KEYS "tm:keys"
 #define TM_REDIS_SEGMENTS "tm:segments"
+/* docs/environments.md: every environment; non-admin keys; and when each
+ * key was last used, as the daemons' key checks saw it (auth folds it into
+ * api_keys.last_used_at). */
+#define TM_REDIS_ENVS "tm:envs"
+#define TM_REDIS_KEYS_V2 "tm:keys:v2"
+#define TM_REDIS_KEYS_USED "tm:keys:used"
 #define TM_REDIS_VERSION "tm:version"
 #define TM_REDIS_CHANNEL "tm:changes"
 /* Set of kinds reconciled into this Redis since it started (or was flushed):
@@ -24,6 +32,28 @@ int tm_publish_init(const char *redis_url);
  * or -1 if Redis could not be reached (logged). kind: "flag", "rule", "key",
  * "segment". */
 long long tm_publish(const char *kind, const char *field, const char *json);
+
+/* The same in one environment: env NULL or TM_ENV_DEFAULT is tm_publish();
+ * otherwise the hash is <hash>@<env> (kinds "flag" and "rule") and the
+ * message carries "environment":env. */
+long long tm_publish_env(const char *kind, const char *env, const char *field,
+                         const char *json);
+
+/* An environment was deleted: drops <hash>@<env> and its tm:ready entry,
+ * bumps the version and publishes a resync of kind in env. -1 if Redis
+ * could not be reached (reconciliation does not recreate it: the
+ * environment is gone). */
+long long tm_publish_drop_env(const char *kind, const char *env);
+
+/* Whether environment env exists, as tm:envs says: 1 yes (always for the
+ * default), 0 no, -1 cannot tell (Redis unreachable, or tm:envs not
+ * reconciled yet: the flags daemon owns it). */
+int tm_publish_env_known(const char *env);
+
+/* The non-default environments tm:envs lists: 0 with a malloc'd array of
+ * malloc'd names (tm_publish_free_names); -1 when it cannot tell (as above). */
+int tm_publish_env_names(char ***names, size_t *n);
+void tm_publish_free_names(char **names, size_t n);
 
 /* One row of the source of truth, for reconciliation. */
 typedef struct {
@@ -43,8 +73,34 @@ typedef int (*tm_pub_loader)(tm_pub_item **items, size_t *n, void **owner);
 int tm_publish_reconcile(const char *kind, tm_pub_loader load,
                          void (*free_owner)(void *owner));
 
-/* HEXISTS tm:keys <hash>: 1 present, 0 absent, -1 Redis unreachable. */
-int tm_publish_key_known(const char *key_hash);
+/* The key whose hash is key_hash: 1 found with *scope (admin in tm:keys, or
+ * a tm:keys:v2 record, env filled for server and client keys), 0 unknown or
+ * a malformed record, -1 Redis unreachable. One round trip. */
+int tm_publish_key_lookup(const char *key_hash, tm_scope *scope, char *env, size_t envsize);
+
+/* Notes that the key was used now (HSET tm:keys:used <hash> <unix time>);
+ * callers rate-limit it. Best effort. */
+void tm_publish_key_used(const char *key_hash, long long now);
+
+/* Folds tm:keys:used into the database: apply(hash, unix_time) for each
+ * field; a field applied (apply returned 0) is removed unless a newer use
+ * replaced it meanwhile. Returns how many were applied, or -1. */
+int tm_publish_take_uses(int (*apply)(const char *key_hash, const char *unix_time));
+
+/* Same as tm_publish_reconcile in one environment (env not the default):
+ * the hash <hash>@<env>, the tm:ready kind "<kind>@<env>". */
+int tm_publish_reconcile_env(const char *kind, const char *env, tm_pub_loader load,
+                             void (*free_owner)(void *owner));
+
+/* The same for a new environment, from a request's thread: the kind is
+ * marked ready but not watched (the next round watches it). */
+int tm_publish_fill_env(const char *kind, const char *env, tm_pub_loader load,
+                        void (*free_owner)(void *owner));
+
+/* Starts a reconciliation round: the kinds watched by tm_publish_all_ready()
+ * become those reconciled from now on (an environment deleted since the
+ * last round is no longer watched). */
+void tm_publish_reconcile_begin(void);
 
 /* 1 when every kind this process reconciles is listed in tm:ready (or Redis
  * is unreachable: nothing to do now); 0 when Redis lost one (restart, flush)

@@ -20,12 +20,59 @@ void tm_store_db_error(tm_resp *resp, tm_db_status s)
     }
 }
 
-/* GET on the collection (name NULL) or on one row. */
-static void query(const tm_store *st, tm_resp *resp, const char *sql, const char *name)
+static void publish(const tm_store *st, const char *name, const char *env, const char *json)
 {
-    const char *p[] = { name };
+    if (st->publish) {
+        st->publish(name, env, json);
+    } else {
+        tm_publish_env(st->kind, st->per_env ? env : NULL, name, json);
+    }
+}
+
+int tm_store_request_env(const tm_store *st, const tm_req *req, tm_resp *resp,
+                         int allow_all, const char **env)
+{
+    const char *v = tm_req_query(req, "environment");
+    if (v == NULL) {
+        v = tm_req_header(req, "X-TM-Environment");
+    }
+    *env = TM_ENV_DEFAULT;
+    if (v == NULL) {
+        return 0;
+    }
+    if (allow_all && strcmp(v, TM_ENV_ALL) == 0) {
+        *env = v;
+        return 0;
+    }
+    if (!tm_env_name_valid(v, strlen(v))) {
+        tm_resp_error(resp, 400, "environment must be 1 to %d characters: " TM_NAME_CHARSET
+                      " (\"" TM_ENV_ALL "\" only where every environment is asked for)",
+                      TM_NAME_MAX);
+        return -1;
+    }
+    int known = strcmp(v, TM_ENV_DEFAULT) == 0 ? 1 : st->env_exists ? st->env_exists(v) : 0;
+    if (known == 0) {
+        tm_resp_error(resp, 404, "no environment \"%s\"", v);
+        return -1;
+    }
+    if (known < 0) {
+        tm_resp_error(resp, 503, "cannot check environment \"%s\" right now: try again shortly", v);
+        return -1;
+    }
+    *env = v;
+    return 0;
+}
+
+/* GET on the collection (name NULL) or on one row. */
+static void query(const tm_store *st, tm_resp *resp, const char *sql, const char *name,
+                  const char *env)
+{
+    const char *p[2];
+    int n = 0;
+    if (name) p[n++] = name;
+    if (st->per_env) p[n++] = env;
     PGresult *res;
-    tm_db_status s = tm_db_exec(sql, name ? 1 : 0, name ? p : NULL, &res);
+    tm_db_status s = tm_db_exec(sql, n, n ? p : NULL, &res);
     if (s != TM_DB_OK) {
         tm_store_db_error(resp, s);
         return;
@@ -38,14 +85,14 @@ static void query(const tm_store *st, tm_resp *resp, const char *sql, const char
     PQclear(res);
 }
 
-static void del(const tm_store *st, tm_resp *resp, const char *name)
+static void del(const tm_store *st, tm_resp *resp, const char *name, const char *env)
 {
     if (st->before_delete && st->before_delete(resp, name) != 0) {
         return;
     }
-    const char *p[] = { name };
+    const char *p[] = { name, env };
     PGresult *res;
-    tm_db_status s = tm_db_exec(st->sql_delete, 1, p, &res);
+    tm_db_status s = tm_db_exec(st->sql_delete, st->per_env ? 2 : 1, p, &res);
     if (s != TM_DB_OK) {
         tm_store_db_error(resp, s);
         return;
@@ -56,13 +103,14 @@ static void del(const tm_store *st, tm_resp *resp, const char *name)
         tm_resp_error(resp, 404, "no %s \"%s\"", st->what, name);
         return;
     }
-    tm_publish(st->kind, name, NULL);
+    publish(st, name, env, NULL);
     TM_INFO("%s %s deleted", st->what, name);
     tm_resp_empty(resp, 204);
 }
 
 void tm_store_write(const tm_store *st, tm_resp *resp, int create, const char *sql,
-                    int nparams, const char *const *params, const char *name)
+                    int nparams, const char *const *params, const char *name,
+                    const char *env)
 {
     PGresult *res;
     tm_db_status s = tm_db_exec(sql, nparams, params, &res);
@@ -85,7 +133,7 @@ void tm_store_write(const tm_store *st, tm_resp *resp, int create, const char *s
         return;
     }
     const char *json = PQgetvalue(res, 0, 0);
-    tm_publish(st->kind, name, json);
+    publish(st, name, env, json);
     TM_INFO("%s %s %s", st->what, name, create ? "created" : "updated");
     tm_resp_raw(resp, create ? 201 : 200, json);
     PQclear(res);
@@ -94,7 +142,7 @@ void tm_store_write(const tm_store *st, tm_resp *resp, int create, const char *s
 /* POST (path_name NULL) or PUT: the body checked in lib/tm_bodies.c, then
  * the daemon's write. */
 static void with_body(const tm_store *st, const tm_req *req, tm_resp *resp,
-                      const char *path_name)
+                      const char *path_name, const char *env)
 {
     char err[512];
     int status;
@@ -106,9 +154,9 @@ static void with_body(const tm_store *st, const tm_req *req, tm_resp *resp,
     if (tm_body_check(st->body, obj, path_name, &b, &status, err, sizeof err) != 0) {
         tm_resp_error(resp, status, "%s", err);
     } else if (path_name == NULL) {
-        st->create(&b, resp);
+        st->create(&b, env, resp);
     } else {
-        st->update(&b, resp);
+        st->update(&b, env, resp);
     }
     tm_body_free(&b);
     json_decref(obj);
@@ -139,16 +187,24 @@ static void handle(void *ctx, const tm_req *req, tm_resp *resp)
     if (!tm_apikey_check(req, resp)) {
         return;
     }
+    const tm_store *top = ctx;
+    if (top->special && top->special(req, resp)) {
+        return;
+    }
     const char *m = req->method, *path = req->path;
     const tm_store *st = route(ctx, path);
     if (st == NULL) {
         tm_resp_error(resp, 404, "no route for %s %.200s", m, path);
         return;
     }
+    const char *env = TM_ENV_DEFAULT;
+    if (st->per_env && tm_store_request_env(st, req, resp, 0, &env) != 0) {
+        return;
+    }
     size_t cl = strlen(st->collection);
     if (path[cl] == '\0') {
-        if (strcmp(m, "POST") == 0) return with_body(st, req, resp, NULL);
-        if (strcmp(m, "GET") == 0) return query(st, resp, st->sql_list, NULL);
+        if (strcmp(m, "POST") == 0) return with_body(st, req, resp, NULL, env);
+        if (strcmp(m, "GET") == 0) return query(st, resp, st->sql_list, NULL, env);
         not_allowed(resp, m, st->collection, "GET, POST");
         return;
     }
@@ -158,16 +214,22 @@ static void handle(void *ctx, const tm_req *req, tm_resp *resp)
                       TM_NAME_MAX, tm_name_charset());
         return;
     }
-    if (strcmp(m, "GET") == 0) return query(st, resp, st->sql_get, name);
-    if (strcmp(m, "PUT") == 0) return with_body(st, req, resp, name);
-    if (strcmp(m, "DELETE") == 0) return del(st, resp, name);
+    if (strcmp(m, "GET") == 0) return query(st, resp, st->sql_get, name, env);
+    if (strcmp(m, "PUT") == 0) return with_body(st, req, resp, name, env);
+    if (strcmp(m, "DELETE") == 0) return del(st, resp, name, env);
     not_allowed(resp, m, "this resource", "GET, PUT, DELETE");
 }
 
 int tm_store_load(const char *sql, tm_pub_item **items, size_t *n, void **owner)
 {
+    return tm_store_load_params(sql, 0, NULL, items, n, owner);
+}
+
+int tm_store_load_params(const char *sql, int nparams, const char *const *params,
+                         tm_pub_item **items, size_t *n, void **owner)
+{
     PGresult *res;
-    if (tm_db_exec(sql, 0, NULL, &res) != TM_DB_OK) {
+    if (tm_db_exec(sql, nparams, params, &res) != TM_DB_OK) {
         return -1;
     }
     size_t rows = (size_t) PQntuples(res);
@@ -194,16 +256,46 @@ void tm_store_free_result(void *owner)
  * reconciliation callbacks run on the main thread only). */
 static const tm_store *served;
 static const tm_store *loading;
+static const char *loading_env;
 
 static int load(tm_pub_item **items, size_t *n, void **owner)
 {
     return tm_store_load(loading->sql_load, items, n, owner);
 }
 
+static int load_env(tm_pub_item **items, size_t *n, void **owner)
+{
+    const char *p[] = { loading_env };
+    return tm_store_load_params(loading->sql_load_env, 1, p, items, n, owner);
+}
+
+/* Each environment's hash of a per-environment store. */
+static void reconcile_envs(const tm_store *st)
+{
+    char **names;
+    size_t n;
+    if (st->env_names(&names, &n) != 0) {
+        return;   /* cannot tell which now: the next round will */
+    }
+    for (size_t i = 0; i < n; i++) {
+        loading_env = names[i];
+        tm_publish_reconcile_env(st->kind, names[i], load_env, tm_store_free_result);
+    }
+    loading_env = NULL;
+    tm_publish_free_names(names, n);
+}
+
 static void reconcile(void)
 {
+    tm_publish_reconcile_begin();
+    if (served->reconcile_extra) {
+        served->reconcile_extra();
+    }
     for (loading = served; loading; loading = loading->next) {
         tm_publish_reconcile(loading->kind, load, tm_store_free_result);
+        if (loading->per_env && loading->env_names) {
+            reconcile_envs(loading);
+        }
     }
 }
 
@@ -221,6 +313,8 @@ int tm_store_main(const tm_store *st, int argc, char **argv)
         .default_port = st->default_port,
         .migrations = st->migrations,
         .nmigrations = st->nmigrations,
+        .env_migrations = st->env_migrations,
+        .nenv_migrations = st->nenv_migrations,
         .handler = handle,
         .ctx = (void *) st,
         .reconcile = reconcile,

@@ -54,7 +54,11 @@ int main(void)
     is_str(err, "\"is_enabled\" must be true or false", "... why");
     is_int(check(TM_BODY_FLAG, "{\"description\":\"\\u0007\"}", "f"), -1, "a control character in description");
     is_int(check(TM_BODY_FLAG, "{\"name\":\"f\"}", "f"), -1, "update with nothing to update");
-    is_str(err, "nothing to update: send \"description\" and/or \"is_enabled\"", "... why");
+    is_str(err, "nothing to update: send \"description\", \"is_enabled\" and/or \"client_visible\"",
+           "... why");
+    is_int(check(TM_BODY_FLAG, "{\"client_visible\":true}", "f"), 0, "client_visible alone updates");
+    ok(b.has_visible && b.visible, "... set");
+    is_int(check(TM_BODY_FLAG, "{\"client_visible\":1}", "f"), -1, "client_visible not a boolean");
     is_int(check(TM_BODY_FLAG, "{\"name\":\"g\",\"is_enabled\":false}", "f"), -1, "rename refused");
     is_str(err, "\"name\" cannot be changed: create a new one and delete this one", "... why");
     is_int(check(TM_BODY_FLAG, "{\"name\":\"f\",\"is_enabled\":false}", "f"), 0, "update repeating the name");
@@ -85,5 +89,46 @@ int main(void)
     is_int(check(TM_BODY_KEY, "{\"name\":\"ci pipeline \xc3\xa9\"}", NULL), 0, "key name: printable UTF-8");
     is_int(check(TM_BODY_KEY, "{\"name\":\"\"}", NULL), -1, "empty key name refused");
     is_str(err, "\"name\" must be 1 to 100 bytes of printable UTF-8", "... why");
+    /* scoped keys, environments, promotion (docs/environments.md) */
+    is_int(check(TM_BODY_KEY, "{\"name\":\"k\"}", NULL), 0, "key without scope");
+    is_int(b.scope, TM_SCOPE_ADMIN, "... is an admin key");
+    is_int(check(TM_BODY_KEY, "{\"name\":\"k\",\"scope\":\"readonly\"}", NULL), 0, "readonly key");
+    is_int(b.scope, TM_SCOPE_READONLY, "... scope");
+    is_int(check(TM_BODY_KEY, "{\"name\":\"k\",\"scope\":\"client\",\"environment\":\"prod\"}", NULL),
+           0, "client key with an environment");
+    is_int(b.scope, TM_SCOPE_CLIENT, "... scope");
+    is_int(check(TM_BODY_KEY, "{\"name\":\"k\",\"scope\":\"server\"}", NULL), -1, "server key needs an environment");
+    is_str(err, "a server key needs an \"environment\"", "... why");
+    is_int(check(TM_BODY_KEY, "{\"name\":\"k\",\"scope\":\"readonly\",\"environment\":\"p\"}", NULL), -1,
+           "readonly key with an environment");
+    is_int(check(TM_BODY_KEY, "{\"name\":\"k\",\"scope\":\"Admin\"}", NULL), -1, "scopes are exact");
+    is_int(check(TM_BODY_KEY, "{\"name\":\"k\",\"scope\":\"server\",\"environment\":\"all\"}", NULL), -1,
+           "environment all refused");
+    is_int(check(TM_BODY_ENV, "{\"name\":\"staging\"}", NULL), 0, "environment");
+    is_str(b.name, "staging", "... name");
+    is_int(check(TM_BODY_ENV, "{\"name\":\"all\"}", NULL), -1, "environment all refused");
+    is_int(check(TM_BODY_ENV, "{\"name\":\"a@b\"}", NULL), -1, "'@' refused");
+    is_int(check(TM_BODY_ENV, "{\"name\":\"s\",\"x\":1}", NULL), -1, "unknown member refused");
+    is_int(check(TM_BODY_PROMOTE, "{\"from\":\"a\",\"to\":\"b\"}", NULL), 0, "promotion");
+    is_int(check(TM_BODY_PROMOTE, "{\"from\":\"a\",\"to\":\"a\"}", NULL), -1, "to itself refused");
+    is_int(check(TM_BODY_PROMOTE, "{\"from\":\"a\"}", NULL), -1, "no to refused");
+
+    tm_scope sc;
+    char env[16];
+    const char *rec = "{\"id\":1,\"name\":\"k\",\"scope\":\"server\",\"environment\":\"prod\"}";
+    is_int(tm_key_record_parse(rec, strlen(rec), &sc, env, sizeof env), 0, "tm:keys:v2 record");
+    ok(sc == TM_SCOPE_SERVER && strcmp(env, "prod") == 0, "... scope and environment");
+    rec = "{\"id\":1,\"scope\":\"readonly\",\"environment\":null}";
+    is_int(tm_key_record_parse(rec, strlen(rec), &sc, env, sizeof env), 0, "readonly record");
+    ok(sc == TM_SCOPE_READONLY && env[0] == '\0', "... no environment");
+    const char *bad[] = { "{\"scope\":\"admin\"}", "{\"scope\":\"server\"}", "{\"scope\":\"client\",\"environment\":\"a b\"}",
+                          "{\"scope\":\"readonly\",\"environment\":\"p\"}", "[]", "{\"scope\":\"x\"}",
+                          "{\"scope\":\"server\",\"environment\":\"waytoolongforthebuffer\"}",
+                          "{\"scope\":\"server\",\"scope\":\"server\",\"environment\":\"p\"}" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        is_int(tm_key_record_parse(bad[i], strlen(bad[i]), &sc, env, sizeof env), -1,
+               "malformed record refused: %s", bad[i]);
+    }
+
     return tap_done();
 }
