@@ -384,7 +384,9 @@ def check_netpols(name, by_kind, workloads):
         ("__outside__", "auth", 8001, False), ("__outside__", "flags", 8002, False),
         ("__outside__", "targeting", 8003, False), ("__outside__", "analytics", 8005, False),
         ("auth", "flags", 8002, False), ("analytics", "auth", 8001, False),
-        ("flags", "targeting", 8003, False),
+        # promotion and environment deletion: flags calls targeting
+        # (TARGETING_SERVICE_URL, docs/environments.md); the reverse stays shut
+        ("flags", "targeting", 8003, True), ("targeting", "flags", 8002, False),
     ]
     if "postgres" in pods:
         expect += [
