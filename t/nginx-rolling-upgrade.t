@@ -2,8 +2,9 @@
 # Rolling upgrade, daemons first (docs/environments.md, docs/redis-layout.md):
 # an edge of the previous release (its module built from this repository's
 # history at 25fe147, scripts/build-old-edge.sh) reading a Redis that the new
-# daemons write (tm:envs, tm:flags@<env>, tm:rules@<env>, tm:keys:v2, change
-# messages with "environment" and the new kinds) keeps answering the default
+# daemons write (the real daemons, driven through their API: tm:envs,
+# tm:flags@<env>, tm:rules@<env>, tm:keys:v2, change messages with
+# "environment" and the new kinds) keeps answering the default
 # environment right, and refuses scoped keys instead of granting them admin
 # rights. Then the new edge, on the same Redis, answers every environment.
 use strict; use warnings;
@@ -13,6 +14,7 @@ use JSON::PP;
 use lib 't/lib';
 use TM::Harness;
 use TM::Nginx;
+use TM::Admin qw(new_key);
 
 my $OLD_REV = '25fe147';
 plan skip_all => 'not a git checkout with the previous release'
@@ -25,27 +27,34 @@ ok -f $old, "the previous release's module built ($OLD_REV)" or BAIL_OUT('no old
 
 my $h = TM::Harness->new;
 $h->redis;
-my $J = JSON::PP->new->canonical;
-sub flag_json { my ($n, $on) = @_; $J->encode({ id => 1, name => $n, description => '', client_visible => JSON::PP::false,
-                                               is_enabled => $on ? JSON::PP::true : JSON::PP::false }) }
-sub rule_json { my ($n, $pct) = @_; $J->encode({ id => 1, flag_name => $n, is_enabled => JSON::PP::true,
-                                                rules => { type => 'PERCENTAGE', value => $pct } }) }
-sub publish { my %m = @_; my $v = $h->redis_cmd('INCR', 'tm:version'); $h->redis_cmd('PUBLISH', 'tm:changes', $J->encode({ version => $v + 0, %m })) }
-
-# what the new daemons write
-my $ADMIN = 'tm_key_admin' . ('a' x 40);
-my $SERVER = 'tm_key_server' . ('s' x 40);
-$h->redis_cmd('HSET', 'tm:keys', sha256_hex($ADMIN), '{"id":1,"name":"admin"}');
-$h->redis_cmd('HSET', 'tm:keys:v2', sha256_hex($SERVER), '{"id":2,"name":"s","scope":"server","environment":"staging"}');
-$h->redis_cmd('HSET', 'tm:envs', 'default', '{"id":1,"name":"default","is_default":true}');
-$h->redis_cmd('HSET', 'tm:envs', 'staging', '{"id":2,"name":"staging","is_default":false}');
-$h->redis_cmd('HSET', 'tm:flags', 'checkout', flag_json('checkout', 1));
-$h->redis_cmd('HSET', 'tm:rules', 'checkout', rule_json('checkout', 100));
-$h->redis_cmd('HSET', 'tm:flags@staging', 'checkout', flag_json('checkout', 0));
-$h->redis_cmd('HSET', 'tm:rules@staging', 'checkout', rule_json('checkout', 0));
-$h->redis_cmd('HSET', 'tm:flags@staging', 'staging-only', flag_json('staging-only', 1));
-$h->redis_cmd('SADD', 'tm:ready', qw(flag rule key segment env key2 flag@staging rule@staging));
-$h->redis_cmd('SET', 'tm:version', 5);
+# the new daemons, writing Redis as they do (tm:envs, tm:flags@<env>,
+# tm:rules@<env>, tm:keys:v2, messages with "environment")
+my $M = 'master-upgrade-key';
+my $auth = $h->daemon('auth', MASTER_KEY => $M);
+my $tg = $h->daemon('targeting', AUTH_SERVICE_URL => $auth);
+my $flags = $h->daemon('flags', AUTH_SERVICE_URL => $auth, TARGETING_SERVICE_URL => $tg);
+my $T = JSON::PP::true;
+my $ADMIN = new_key($h, $auth, $M, 'upgrade-admin')->{key};
+my %A = (Authorization => "Bearer $ADMIN");
+sub api {   # an admin call that must succeed
+    my ($method, $url, $body, $want) = @_;
+    my $r = $h->req($method => $url, \%A, $body);
+    is $r->{status}, $want // 200, "$method $url" or diag $r->{content};
+    return $r->{json};
+}
+sub rule { my $pct = shift; { type => 'PERCENTAGE', value => $pct } }
+api(POST => "$flags/environments", { name => 'staging' }, 201);
+# checkout: on at 100 % in the default environment, off at 0 % in staging
+api(POST => "$flags/flags", { name => 'checkout', is_enabled => $T }, 201);
+api(POST => "$tg/rules", { flag_name => 'checkout', rules => rule(100) }, 201);
+api(POST => "$tg/rules?environment=staging", { flag_name => 'checkout', rules => rule(0) }, 201);
+api(POST => "$flags/flags?environment=staging", { name => 'staging-only', is_enabled => $T }, 201);
+my $SERVER = $h->req(POST => "$auth/admin/keys", { Authorization => "Bearer $M" },
+                     { name => 's', scope => 'server', environment => 'staging' })->{json}{key};
+ok $SERVER, 'a server key for staging';
+ok $h->redis_cmd('HEXISTS', 'tm:flags@staging', 'staging-only') && $h->redis_cmd('HEXISTS', 'tm:keys:v2', sha256_hex($SERVER)),
+    'the daemons wrote the new layout';
+ok !$h->redis_cmd('HEXISTS', 'tm:keys', sha256_hex($SERVER)), '... the scoped key in tm:keys:v2 only';
 
 my $conf = <<'CONF';
         location = /k/evaluate { togglemaster_api_key on; togglemaster_evaluate; }
@@ -63,24 +72,21 @@ is ev('staging-only'), 0, "old edge: a staging-only flag is unknown in the defau
 is ev('checkout', $ADMIN), 1, 'old edge: admin key (tm:keys) accepted';
 is ev('checkout', $SERVER), 'status 401', 'old edge: a scoped key (tm:keys:v2) is refused, never admin';
 
-# a staging change, as the new daemons announce it: the old edge re-reads the
-# default's (unchanged) value
-$h->redis_cmd('HSET', 'tm:flags@staging', 'checkout', flag_json('checkout', 1));
-publish(kind => 'flag', environment => 'staging', op => 'upsert', name => 'checkout');
-$h->redis_cmd('HSET', 'tm:rules@staging', 'checkout', rule_json('checkout', 100));
-publish(kind => 'rule', environment => 'staging', op => 'upsert', name => 'checkout');
+# staging changes through the daemons (messages with "environment"): the old
+# edge re-reads the default's (unchanged) value
+api(PUT => "$flags/flags/checkout?environment=staging", { is_enabled => $T });
+api(PUT => "$tg/rules/checkout?environment=staging", { rules => rule(100) });
 # a default change after them: proves the messages were read in order
-$h->redis_cmd('HSET', 'tm:rules', 'checkout', rule_json('checkout', 0));
-publish(kind => 'rule', op => 'upsert', name => 'checkout');
+api(PUT => "$tg/rules/checkout", { rules => rule(0) });
 ok $h->wait_until(5, sub { ev('checkout') eq '0' }), 'old edge follows a default change after staging ones';
 my $wrong = 0;
 for (1 .. 20) { $wrong++ if ev('checkout') ne '0' }
 is $wrong, 0, '... and answers the default, never staging (20 requests)';
-# kinds it does not know make it reload: still right
-publish(kind => 'env', op => 'upsert', name => 'qa');
-publish(kind => 'key2', op => 'upsert', name => sha256_hex($SERVER));
-$h->redis_cmd('HSET', 'tm:rules', 'checkout', rule_json('checkout', 100));
-publish(kind => 'rule', op => 'upsert', name => 'checkout');
+# kinds it does not know (env, key2) make it reload: still right
+api(POST => "$flags/environments", { name => 'qa' }, 201);
+ok $h->req(POST => "$auth/admin/keys", { Authorization => "Bearer $M" },
+           { name => 'q', scope => 'server', environment => 'qa' })->{status} == 201, 'a qa key';
+api(PUT => "$tg/rules/checkout", { rules => rule(100) });
 ok $h->wait_until(5, sub { ev('checkout') eq '1' }), 'old edge after env/key2 messages: still right';
 is ev('checkout', $SERVER), 'status 401', '... scoped key still refused';
 unlike $ng->error_log, qr/\[(alert|emerg|crit)\]/, 'old edge: no alerts';
