@@ -16,9 +16,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <time.h>
 
 #define DOC_MAX (64 * 1024)     /* TM_HTTP_MAX_BODY of the daemons */
+#define TM_MAX_NAME 100         /* a context name */
 
 typedef struct {
     char *s;
@@ -138,15 +140,15 @@ static double cpu_s(void)
 
 static volatile int sink;
 
-/* CPU seconds of one evaluation, over as many as fit in secs (at least 2). */
+/* CPU seconds of one evaluation, over as many as fit in secs (at least 2);
+ * *last: the last one's result. */
 static double measure(const tm_flag_view *f, const tm_context *ctx,
-                      const tm_eval_env *env, double secs)
+                      const tm_eval_env *env, double secs, tm_eval_result *last)
 {
-    tm_eval_result r;
     long n = 0;
     double t0 = cpu_s(), t;
     do {
-        sink += tm_evaluate(f, ctx, env, &r);
+        sink += tm_evaluate(f, ctx, env, last);
         n++;
         t = cpu_s() - t0;
     } while (t < secs || n < 2);
@@ -155,12 +157,14 @@ static double measure(const tm_flag_view *f, const tm_context *ctx,
 
 static double base_s;
 
-static void report(const char *name, const char *what, double s)
+static void report(const char *name, const char *what, double s, const tm_eval_result *r)
 {
     if (base_s == 0) {
         base_s = s;
     }
-    printf("%-22s %12.1f us/eval %11.0fx trivial  %s\n", name, s * 1e6, s / base_s, what);
+    printf("%-20s %10.1f us %8.0fx %8lu units %5.2f ns/unit %-15s %s\n", name, s * 1e6,
+           s / base_s, r->cost, r->cost ? s * 1e9 / (double) r->cost : 0,
+           tm_reason_name(r->reason), what);
     fflush(stdout);
 }
 
@@ -176,17 +180,248 @@ static char *repeat(size_t n, char c, const char *tail)
     return s;
 }
 
-static void eval_case(const char *name, const char *what, buf *doc, const char *value,
-                      const tm_eval_env *env, double secs)
+static void eval_ctx(const char *name, const char *what, buf *doc, const tm_context *ctx,
+                     const tm_eval_env *env, double secs)
 {
     tm_rule *r = rule(doc);
     tm_flag_view f = { "bench", 5, TM_FLAG_ON, 1, 1, r };
+    tm_eval_result res;
+    double t = measure(&f, ctx, env, secs, &res);
+    report(name, what, t, &res);
+    tm_rule_free(r);
+    doc->len = 0;
+}
+
+static void eval_case(const char *name, const char *what, buf *doc, const char *value,
+                      const tm_eval_env *env, double secs)
+{
     tm_attr a = { "v", 1, value, strlen(value) };
     tm_context ctx;
     tm_context_init(&ctx, "u", 1, &a, 1);
-    report(name, what, measure(&f, &ctx, env, secs));
+    eval_ctx(name, what, doc, &ctx, env, secs);
+}
+
+static void one_constraint(buf *d, const char *op, const char *operand)
+{
+    put(d, "{\"strategies\":[{\"constraints\":[{\"contextName\":\"v\",\"operator\":\"%s\",%s}]}]}",
+        op, operand);
+}
+
+static const char *bomb = "(?:a|b)*?a*+c|!!";
+
+/* Each operator at its worst, one constraint. */
+static void operators(buf *d, double secs, const char *v4k, const char *v1k)
+{
+    char what[160];
+    one_constraint(d, "IN", "\"values\":[\"x\"]");
+    eval_case("trivial", "IN [\"x\"], 1-byte value (the baseline)", d, "u", NULL, secs);
+
+    size_t n = list_doc(d, "IN", "aaaaaaaaaaaaaa", 1);
+    snprintf(what, sizeof what, "%zu values, caseInsensitive, 15-byte value sharing their prefix", n);
+    eval_case("IN", what, d, "AAAAAAAAAAAAAAA", NULL, secs);
+    n = list_doc(d, "STR_STARTS_WITH", "aaaaaaaaab", 1);
+    snprintf(what, sizeof what, "%zu prefixes of 11 bytes, caseInsensitive, 4096-byte value", n);
+    eval_case("STR_STARTS_WITH", what, d, v4k, NULL, secs);
+    n = list_doc(d, "STR_ENDS_WITH", "baaaaaaaaa", 1);
+    snprintf(what, sizeof what, "%zu suffixes of 11 bytes, caseInsensitive, 4096-byte value", n);
+    eval_case("STR_ENDS_WITH", what, d, v4k, NULL, secs);
+    n = list_doc(d, "STR_CONTAINS", "aaaaaaaaab", 0);
+    snprintf(what, sizeof what, "%zu needles \"aaaaaaaaab<digit>\", 4096-byte value of 'a'", n);
+    eval_case("STR_CONTAINS", what, d, v4k, NULL, secs);
+    list_doc(d, "STR_CONTAINS", "aaaaaaaaab", 1);
+    eval_case("STR_CONTAINS icase", "the same, caseInsensitive", d, v4k, NULL, secs);
+    n = list_doc(d, "IP_IN_CIDR", "10.1.2.0/2", 0);
+    snprintf(what, sizeof what, "%zu CIDRs, an address outside them all", n);
+    eval_case("IP_IN_CIDR", what, d, "192.168.1.1", NULL, secs);
+
+    char *digits = repeat(TM_CONTEXT_MAX_VALUE_LEN, '1', "");
+    one_constraint(d, "NUM_LT", "\"value\":5");
+    eval_case("NUM_LT", "one operand, a 4096-digit value", d, digits, NULL, secs);
+    one_constraint(d, "SEMVER_GT", "\"value\":\"1.2.3\"");
+    eval_case("SEMVER_GT", "one operand, a 4096-digit value", d, digits, NULL, secs);
+    one_constraint(d, "DATE_AFTER", "\"value\":\"2024-01-01\"");
+    eval_case("DATE_AFTER", "one operand, a 4096-digit value", d, digits, NULL, secs);
+    free(digits);
+
+    char operand[64];
+    snprintf(operand, sizeof operand, "\"value\":\"%s\"", bomb);
+    one_constraint(d, "REGEX", operand);
+    snprintf(what, sizeof what, "%s over a 1024-byte value (match limit)", bomb);
+    eval_case("REGEX", what, d, v1k, NULL, secs);
+    one_constraint(d, "REGEX", operand);
+    eval_case("REGEX too long", "the same over a 4096-byte value (not matched)", d, v4k, NULL, secs);
+}
+
+/* Inverted constraints (each holds, so the next one runs), 64 per strategy
+ * with a rollout of 0 (so the next strategy runs), as many as fit in a
+ * 64 KiB document or as asked. */
+static size_t inverted_doc(buf *d, const char *one, size_t max)
+{
+    size_t total = 0;
+    put(d, "{\"strategies\":[");
+    for (int s = 0; d->len + strlen(one) * 2 + 64 < DOC_MAX && s < 256 && total < max; s++) {
+        put(d, "%s{\"constraints\":", s ? "," : "");
+        total += constraints(d, one, max - total < 64 ? max - total : 64, DOC_MAX - d->len - 64);
+        put(d, ",\"rollout\":{\"percentage\":0}}");
+    }
+    put(d, "]}");
+    return total;
+}
+
+static void refused(const char *name, buf *d)
+{
+    char err[256];
+    json_t *j = parse(d);
+    tm_rule *r = tm_rule_compile(j, err, sizeof err);
+    json_decref(j);
+    printf("%-20s %10s %9s %14s %13s %-15s %s\n", name, "-", "-", "-", "-",
+           r ? "ACCEPTED" : "refused", r ? "(should be refused)" : err);
     tm_rule_free(r);
-    doc->len = 0;
+    d->len = 0;
+}
+
+/* Many constraints in one document. */
+static void documents(buf *d, double secs, const char *v4k, const char *v1k)
+{
+    char one[200], what[160];
+    snprintf(one, sizeof one, "{\"contextName\":\"v\",\"operator\":\"REGEX\",\"value\":\"%s\","
+             "\"inverted\":true}", bomb);
+    size_t n = inverted_doc(d, one, SIZE_MAX);
+    snprintf(what, sizeof what, "%zu inverted REGEX bombs in one 64 KiB document", n);
+    refused("REGEX x document", d);
+    n = inverted_doc(d, one, 64);
+    snprintf(what, sizeof what, "%zu inverted REGEX bombs (the document bound), 1024-byte value", n);
+    eval_case("REGEX x 64", what, d, v1k, NULL, secs);
+
+    n = inverted_doc(d, "{\"contextName\":\"v\",\"operator\":\"STR_CONTAINS\",\"values\":[\"b\"],"
+                     "\"inverted\":true}", SIZE_MAX);
+    snprintf(what, sizeof what, "%zu inverted STR_CONTAINS [\"b\"], 4096-byte value", n);
+    eval_case("constraints x strat", what, d, v4k, NULL, secs);
+
+    /* lookups: 256 attributes whose names differ from the field's last byte */
+    static char names[TM_CONTEXT_MAX_ATTRS][TM_MAX_NAME + 1];
+    static tm_attr attrs[TM_CONTEXT_MAX_ATTRS];
+    for (size_t i = 0; i < TM_CONTEXT_MAX_ATTRS; i++) {
+        memset(names[i], 'n', TM_MAX_NAME);
+        names[i][TM_MAX_NAME - 1] = (char) ('A' + i % 26);
+        attrs[i] = (tm_attr) { names[i], TM_MAX_NAME, "x", 1 };
+    }
+    char field[TM_MAX_NAME + 1];
+    memset(field, 'n', TM_MAX_NAME);
+    field[TM_MAX_NAME] = '\0';
+    snprintf(one, sizeof one, "{\"contextName\":\"%s\",\"operator\":\"NOT_IN\",\"values\":[\"x\"]}",
+             field);
+    n = inverted_doc(d, one, SIZE_MAX);
+    tm_context ctx;
+    tm_context_init(&ctx, "u", 1, attrs, TM_CONTEXT_MAX_ATTRS);
+    snprintf(what, sizeof what, "%zu NOT_IN on an absent 100-byte name, 256 attributes", n);
+    eval_ctx("context lookups", what, d, &ctx, NULL, secs);
+}
+
+/* A segment (or a parent flag's document): STR_CONTAINS with as many
+ * needles as fit in 64 KiB, none found in the value. */
+static json_t *heavy_constraints(void)
+{
+    buf b = { 0 };
+    list_doc(&b, "STR_CONTAINS", "aaaaaaaaab", 0);
+    json_t *j = parse(&b);
+    free(b.s);
+    json_t *cs = json_object_get(json_array_get(json_object_get(j, "strategies"), 0),
+                                 "constraints");
+    json_incref(cs);
+    json_decref(j);
+    return cs;
+}
+
+static void segments(buf *d, double secs, const char *v4k, env_data *ed, const tm_eval_env *env)
+{
+    char what[160];
+    put(d, "{\"strategies\":[");
+    for (int s = 0; s < 256; s++) {
+        put(d, "%s{\"segments\":[", s ? "," : "");
+        for (int k = 0; k < 32; k++) {
+            put(d, "%s\"h\"", k ? "," : "");
+        }
+        put(d, "]}");
+    }
+    put(d, "]}");
+    eval_case("segment refs", "256 strategies x 32 refs to one STR_CONTAINS segment (4669 "
+              "needles): decided once", d, v4k, env, secs);
+
+    put(d, "{\"strategies\":[");
+    size_t n = 0;
+    for (int s = 0; s < 256 && d->len + 300 < DOC_MAX; s++) {
+        put(d, "%s{\"segments\":[", s ? "," : "");
+        for (int k = 0; k < 32; k++, n++) {
+            put(d, "%s\"%zx\"", k ? "," : "", n);
+        }
+        put(d, "]}");
+    }
+    put(d, "]}");
+    (void) ed;
+    snprintf(what, sizeof what, "%zu distinct segments, each STR_CONTAINS (4669 needles)", n);
+    eval_case("distinct segments", what, d, v4k, env, secs);
+}
+
+/* 16 dependencies on 16 parents, each parent a heavy document. */
+static void dependencies(buf *d, double secs, const char *v4k, env_data *ed,
+                         const tm_eval_env *env, json_t *heavy)
+{
+    static char names[16][8];
+    tm_rule *parents[16];
+    char err[256];
+    json_t *doc = json_pack("{s:[{s:O}]}", "strategies", "constraints", heavy);
+    for (int i = 0; i < 16; i++) {
+        snprintf(names[i], sizeof names[i], "p%d", i);
+        parents[i] = doc ? tm_rule_compile(doc, err, sizeof err) : NULL;
+        if (parents[i] == NULL) {
+            fprintf(stderr, "worst_bench: parent: %s\n", err);
+            exit(1);
+        }
+        ed->flags[i] = (tm_flag_view) { names[i], strlen(names[i]), TM_FLAG_ON, 1, 1, parents[i] };
+    }
+    json_decref(doc);
+    ed->nflags = 16;
+    put(d, "{\"dependencies\":[");
+    for (int i = 0; i < 16; i++) {
+        put(d, "%s{\"feature\":\"p%d\",\"enabled\":false}", i ? "," : "", i);
+    }
+    put(d, "]}");
+    eval_case("dependencies", "16 parents, each a STR_CONTAINS document of 4669 needles "
+              "(one level deep, as Unleash)", d, v4k, env, secs);
+    for (int i = 0; i < 16; i++) {
+        tm_rule_free(parents[i]);
+    }
+    ed->nflags = 0;
+}
+
+/* Bulk OFREP evaluates every flag: nflags worst documents in one request. */
+static void bulk(buf *d, double secs, const char *v4k, size_t nflags)
+{
+    inverted_doc(d, "{\"contextName\":\"v\",\"operator\":\"STR_CONTAINS\",\"values\":[\"b\"],"
+                 "\"inverted\":true}", SIZE_MAX);
+    tm_rule *r = rule(d);
+    d->len = 0;
+    tm_flag_view f = { "bench", 5, TM_FLAG_ON, 1, 1, r };
+    tm_attr a = { "v", 1, v4k, strlen(v4k) };
+    tm_context ctx;
+    tm_context_init(&ctx, "u", 1, &a, 1);
+    tm_eval_result res;
+    long n = 0;
+    double t0 = cpu_s(), t;
+    do {
+        for (size_t i = 0; i < nflags; i++) {
+            sink += tm_evaluate(&f, &ctx, NULL, &res);
+        }
+        n++;
+        t = cpu_s() - t0;
+    } while (t < secs || n < 2);
+    char what[160];
+    snprintf(what, sizeof what, "one bulk OFREP request over %zu flags of the "
+             "\"constraints x strat\" document (per request)", nflags);
+    res.cost *= nflags;
+    report("bulk OFREP", what, t / (double) n, &res);
+    tm_rule_free(r);
 }
 
 int main(int argc, char **argv)
@@ -197,119 +432,31 @@ int main(int argc, char **argv)
         return 2;
     }
     buf d = { 0 };
-    char what[160];
     char *v4k = repeat(TM_CONTEXT_MAX_VALUE_LEN, 'a', "");
     char *v1k = repeat(TM_REGEX_MAX_SUBJECT, 'a', "!");
+    printf("%-20s %13s %9s %14s %13s %-15s %s\n", "case", "CPU/eval", "ratio", "budget",
+           "price", "reason", "what");
+    operators(&d, secs, v4k, v1k);
+    documents(&d, secs, v4k, v1k);
 
-    put(&d, "{\"strategies\":[{\"constraints\":[{\"contextName\":\"v\",\"operator\":\"IN\",\"values\":[\"x\"]}]}]}");
-    eval_case("trivial", "IN [\"x\"], 1-byte value (the baseline)", &d, "u", NULL, secs);
-
-    size_t n = list_doc(&d, "IN", "aaaaaaaaaaaaaa", 1);
-    snprintf(what, sizeof what, "%zu values, caseInsensitive, 15-byte value sharing their prefix", n);
-    eval_case("IN", what, &d, "AAAAAAAAAAAAAAA", NULL, secs);
-
-    n = list_doc(&d, "STR_STARTS_WITH", "aaaaaaaaab", 1);
-    snprintf(what, sizeof what, "%zu prefixes of 11 bytes, caseInsensitive, 4096-byte value", n);
-    eval_case("STR_STARTS_WITH", what, &d, v4k, NULL, secs);
-
-    n = list_doc(&d, "STR_CONTAINS", "aaaaaaaaab", 0);
-    snprintf(what, sizeof what, "%zu needles \"aaaaaaaaab<digit>\", 4096-byte value of 'a'", n);
-    eval_case("STR_CONTAINS", what, &d, v4k, NULL, secs);
-
-    n = list_doc(&d, "STR_CONTAINS", "aaaaaaaaab", 1);
-    snprintf(what, sizeof what, "the same, caseInsensitive");
-    eval_case("STR_CONTAINS icase", what, &d, v4k, NULL, secs);
-
-    n = list_doc(&d, "IP_IN_CIDR", "10.1.2.0/2", 0);
-    snprintf(what, sizeof what, "%zu CIDRs, an address outside them all", n);
-    eval_case("IP_IN_CIDR", what, &d, "192.168.1.1", NULL, secs);
-
-    char *digits = repeat(TM_CONTEXT_MAX_VALUE_LEN, '1', "");
-    put(&d, "{\"strategies\":[{\"constraints\":[{\"contextName\":\"v\",\"operator\":\"NUM_LT\",\"value\":5}]}]}");
-    eval_case("NUM_LT", "one operand, a 4096-digit value", &d, digits, NULL, secs);
-    put(&d, "{\"strategies\":[{\"constraints\":[{\"contextName\":\"v\",\"operator\":\"SEMVER_GT\",\"value\":\"1.2.3\"}]}]}");
-    eval_case("SEMVER_GT", "one operand, a 4096-digit value", &d, digits, NULL, secs);
-    put(&d, "{\"strategies\":[{\"constraints\":[{\"contextName\":\"v\",\"operator\":\"DATE_AFTER\",\"value\":\"2024-01-01\"}]}]}");
-    eval_case("DATE_AFTER", "one operand, a 4096-digit value", &d, digits, NULL, secs);
-
-    const char *bomb = "(?:a|b)*?a*+c|!!";
-    put(&d, "{\"strategies\":[{\"constraints\":[{\"contextName\":\"v\",\"operator\":\"REGEX\",\"value\":\"%s\"}]}]}", bomb);
-    snprintf(what, sizeof what, "%s over a 1024-byte value (match limit)", bomb);
-    eval_case("REGEX", what, &d, v1k, NULL, secs);
-    put(&d, "{\"strategies\":[{\"constraints\":[{\"contextName\":\"v\",\"operator\":\"REGEX\",\"value\":\"%s\"}]}]}", bomb);
-    eval_case("REGEX too long", "the same over a 4096-byte value (not matched)", &d, v4k, NULL, secs);
-
-    /* many bounded REGEX in one document: inverted, so each holds and the
-     * next one runs; 64 per strategy, as many strategies as fit */
-    char one[160];
-    snprintf(one, sizeof one, "{\"contextName\":\"v\",\"operator\":\"REGEX\",\"value\":\"%s\",\"inverted\":true}", bomb);
-    put(&d, "{\"strategies\":[");
-    size_t total = 0;
-    for (int s = 0; d.len + strlen(one) * 2 + 64 < DOC_MAX && s < 256; s++) {
-        put(&d, "%s{\"constraints\":", s ? "," : "");
-        total += constraints(&d, one, 64, DOC_MAX - d.len - 64);
-        put(&d, ",\"rollout\":{\"percentage\":0}}");
-    }
-    put(&d, "]}");
-    snprintf(what, sizeof what, "%zu inverted bombs in one 64 KiB document", total);
-    eval_case("REGEX x document", what, &d, v1k, NULL, secs);
-
-    /* segments: the same heavy segment referenced by every strategy */
-    buf sd = { 0 };
-    n = list_doc(&sd, "STR_CONTAINS", "aaaaaaaaab", 0);
     char err[256];
-    json_t *sj = parse(&sd);
-    json_t *cs = json_object_get(json_array_get(json_object_get(sj, "strategies"), 0), "constraints");
-    json_t *seg_doc = json_pack("{s:s, s:O}", "name", "heavy", "constraints", cs);
-    tm_segment *seg = tm_segment_compile(seg_doc, err, sizeof err);
+    json_t *heavy = heavy_constraints();
+    json_t *seg_doc = json_pack("{s:s, s:O}", "name", "heavy", "constraints", heavy);
+    tm_segment *seg = seg_doc ? tm_segment_compile(seg_doc, err, sizeof err) : NULL;
     json_decref(seg_doc);
-    json_decref(sj);
     if (seg == NULL) {
         fprintf(stderr, "worst_bench: segment: %s\n", err);
         return 1;
     }
     env_data ed = { .seg = seg };
     tm_eval_env env = { .ud = &ed, .segment = env_segment, .flag = env_flag };
-    put(&d, "{\"strategies\":[");
-    for (int s = 0; s < 16; s++) {
-        put(&d, "%s{\"segments\":[\"heavy\"]}", s ? "," : "");
-    }
-    put(&d, "]}");
-    snprintf(what, sizeof what, "16 strategies x 1 ref to a STR_CONTAINS segment (%zu needles); "
-             "the API allows 256 x 32", n);
-    eval_case("segment refs", what, &d, v4k, &env, secs);
+    segments(&d, secs, v4k, &ed, &env);
+    dependencies(&d, secs, v4k, &ed, &env, heavy);
+    bulk(&d, secs, v4k, 100);
 
-    /* dependencies: a chain of 8 flags, each listing its parent 16 times */
-    static char names[8][8];
-    tm_rule *chain[8];
-    for (int i = 7; i >= 0; i--) {
-        snprintf(names[i], sizeof names[i], "d%d", i);
-        d.len = 0;
-        if (i == 7) {
-            put(&d, "{}");
-        } else {
-            put(&d, "{\"dependencies\":[");
-            for (int k = 0; k < 16; k++) {
-                put(&d, "%s{\"feature\":\"d%d\",\"enabled\":true}", k ? "," : "", i + 1);
-            }
-            put(&d, "]}");
-        }
-        chain[i] = rule(&d);
-        ed.flags[i] = (tm_flag_view) { names[i], strlen(names[i]), TM_FLAG_ON, 1, 1, chain[i] };
-    }
-    ed.nflags = 8;
-    d.len = 0;
-    put(&d, "{\"dependencies\":[{\"feature\":\"d1\"}]}");
-    eval_case("dependency chain", "depth 7, 16 dependencies per flag (16^6 parent "
-              "evaluations unless memoized)", &d, "u", &env, secs);
-    for (int i = 0; i < 8; i++) {
-        tm_rule_free(chain[i]);
-    }
-
+    json_decref(heavy);
     tm_segment_free(seg);
-    free(sd.s);
     free(d.s);
-    free(digits);
     free(v1k);
     free(v4k);
     return 0;

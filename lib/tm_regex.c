@@ -337,7 +337,7 @@ void tm_regex_free(tm_regex *re)
 
 static atomic_ulong stat_too_long, stat_limit, stat_bad_subject;
 
-static tm_regex_status counted(tm_regex_status st)
+tm_regex_status tm_regex_count(tm_regex_status st)
 {
     atomic_ulong *c = st == TM_REGEX_TOO_LONG ? &stat_too_long
                       : st == TM_REGEX_LIMIT ? &stat_limit
@@ -355,7 +355,7 @@ void tm_regex_stats_get(tm_regex_stats *out)
     out->bad_subject = atomic_load_explicit(&stat_bad_subject, memory_order_relaxed);
 }
 
-static tm_regex_status search(const tm_regex *re, const char *s, size_t len)
+static tm_regex_status search(const tm_regex *re, const char *s, size_t len, uint32_t limit)
 {
     if (len > TM_REGEX_MAX_SUBJECT) {
         return TM_REGEX_TOO_LONG;
@@ -367,7 +367,9 @@ static tm_regex_status search(const tm_regex *re, const char *s, size_t len)
     if (s == NULL) {
         s = "";
     }
-    uint32_t limit = re->limit;
+    if (limit == 0 || limit > re->limit) {
+        limit = re->limit;
+    }
     if (re->startline) {
         /* one start per line (ANYCRLF: "\r\n" counted twice is only safer) */
         uint32_t lines = 1;
@@ -399,7 +401,13 @@ static tm_regex_status search(const tm_regex *re, const char *s, size_t len)
 
 tm_regex_status tm_regex_match(const tm_regex *re, const char *s, size_t len)
 {
-    return counted(search(re, s, len));
+    return tm_regex_count(search(re, s, len, re->limit));
+}
+
+tm_regex_status tm_regex_match_limit(const tm_regex *re, const char *s, size_t len,
+                                     unsigned limit)
+{
+    return search(re, s, len, limit);
 }
 
 size_t tm_regex_size(const tm_regex *re)

@@ -63,6 +63,15 @@ void tm_regex_free(tm_regex *re);
  * TM_REGEX_MATCH means a match; every other status is "no match". */
 tm_regex_status tm_regex_match(const tm_regex *re, const char *s, size_t len);
 
+/* As tm_regex_match with at most limit steps (capped at the pattern's own
+ * TM_REGEX_MATCH_LIMIT), and not counted in tm_regex_stats: for a caller
+ * that spends a budget of its own, tries a small limit first and counts
+ * the final status with tm_regex_count(). */
+tm_regex_status tm_regex_match_limit(const tm_regex *re, const char *s, size_t len,
+                                     unsigned limit);
+/* Counts st in tm_regex_stats as tm_regex_match does; returns st. */
+tm_regex_status tm_regex_count(tm_regex_status st);
+
 /* Bytes the compiled pattern holds (bytecode + JIT code), for budgets. */
 size_t tm_regex_size(const tm_regex *re);
 

@@ -137,14 +137,27 @@ typedef struct {
     size_t payload_len;
     int strategy;               /* index of the matching strategy, else -1 */
     const char *error;          /* reason ERROR: why, a static string */
+    unsigned long cost;         /* units of the evaluation budget it used */
 } tm_eval_result;
+
+/* What one evaluation may cost, in units (about 1 ms of CPU at worst,
+ * docs/rules.md "Worst cases"): every part of the document and of its
+ * segments and parents that it reads is paid for before it runs. An
+ * evaluation that would exceed it stops there: false, reason ERROR, error
+ * "over the evaluation budget". */
+#define TM_EVAL_BUDGET 1000000u
+
+/* Evaluations of this process stopped by the budget since it started
+ * (every thread; a relaxed atomic counter), for /metrics. */
+unsigned long tm_rules_over_budget(void);
 
 /* Evaluates flag for ctx (ctx may be NULL: no identity, no attributes).
  *  1. flag missing -> false, UNKNOWN; off -> false, DISABLED;
  *  2. no rule or rule off -> true, STATIC; rule unusable -> false, ERROR;
  *  3. PERCENTAGE / USER_LIST -> as tm_decide with ctx's identity;
  *  4. strategies documents: dependencies, then the first matching strategy,
- *     then variants; see docs/rules.md for values and reasons.
+ *     then variants; see docs/rules.md for values and reasons;
+ *  5. over TM_EVAL_BUDGET -> false, ERROR.
  * Never allocates; returns out->value. */
 int tm_evaluate(const tm_flag_view *flag, const tm_context *ctx,
                 const tm_eval_env *env, tm_eval_result *out);

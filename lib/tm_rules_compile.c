@@ -451,6 +451,7 @@ static int compile_constraints(tm_cc *c, const json_t *obj, tm_constraints *cs)
         if (compile_constraint(c, con, &cs->c[i]) != 0) {
             return -1;
         }
+        c->worst += tm_constraint_worst(&cs->c[i]);
         tm_cc_pop(c, m2);
     }
     tm_cc_pop(c, m1);
@@ -719,10 +720,12 @@ static int compile_rollout(tm_cc *c, const json_t *r, tm_strategy *s)
            || get_text(c, r, "groupId", 0, TM_MAX_FIELD_NAME, &s->group) != 0 ? -1 : 0;
 }
 
-static int add_segref(tm_cc *c, tm_program *p, const tm_str *name)
+/* Adds name to the program's distinct segment names; *idx: its index. */
+static int add_segref(tm_cc *c, tm_program *p, const tm_str *name, uint16_t *idx)
 {
     for (size_t i = 0; i < p->nsegrefs; i++) {
         if (tm_str_cmp(&p->segrefs[i], name) == 0) {
+            *idx = (uint16_t) i;
             return 0;
         }
     }
@@ -737,6 +740,7 @@ static int add_segref(tm_cc *c, tm_program *p, const tm_str *name)
         }
         p->segrefs = n;
     }
+    *idx = (uint16_t) p->nsegrefs;   /* < TM_MAX_STRATEGIES * TM_MAX_SEGMENT_REFS */
     p->segrefs[p->nsegrefs++] = *name;
     return 0;
 }
@@ -766,12 +770,16 @@ static int compile_strategy(tm_cc *c, const json_t *o, tm_strategy *s, tm_progra
         if (string_list(c, segs, 0, &s->segments, &s->nsegments) != 0) {
             return -1;
         }
+        s->segidx = tm_arena_alloc(c->a, (s->nsegments ? s->nsegments : 1) * sizeof *s->segidx);
+        if (s->segidx == NULL) {
+            return tm_cc_oom(c);
+        }
         for (size_t i = 0; i < s->nsegments; i++) {
             if (!tm_name_valid_unicode(s->segments[i].s, s->segments[i].len)) {
                 tm_cc_push_index(c, i);
                 return tm_cc_fail(c, "segment names are 1..%d bytes of " TM_NAME_CHARSET_UNICODE, TM_NAME_MAX);
             }
-            if (add_segref(c, p, &s->segments[i]) != 0) {
+            if (add_segref(c, p, &s->segments[i], &s->segidx[i]) != 0) {
                 return -1;
             }
         }
@@ -885,6 +893,21 @@ static int compile_program(tm_cc *c, const json_t *doc, tm_program *p)
     return 0;
 }
 
+/* A document whose constraints, at their worst, add up to more than
+ * TM_DOC_COST_MAX is refused: most contexts reaching its later parts would
+ * exhaust the evaluation budget. */
+static int within_bound(tm_cc *c)
+{
+    if (c->worst <= TM_DOC_COST_MAX) {
+        return 0;
+    }
+    return tm_cc_fail(c, "its constraints could cost up to %llu units in one evaluation, "
+                      "over the limit of %llu (%llu evaluation budgets of %u units): use "
+                      "fewer REGEX constraints, or fewer values",
+                      (unsigned long long) c->worst, (unsigned long long) TM_DOC_COST_MAX,
+                      (unsigned long long) (TM_DOC_COST_MAX / TM_EVAL_BUDGET), TM_EVAL_BUDGET);
+}
+
 tm_program *tm_program_compile(const json_t *doc, char *err, size_t errlen)
 {
     tm_arena a = { NULL, NULL };
@@ -893,8 +916,8 @@ tm_program *tm_program_compile(const json_t *doc, char *err, size_t errlen)
         tm_rules_fail(err, errlen, "out of memory");
         return NULL;
     }
-    tm_cc c = { &a, err, errlen, "rules", "", 0 };
-    if (compile_program(&c, doc, p) != 0) {
+    tm_cc c = { &a, err, errlen, "rules", "", 0, 0 };
+    if (compile_program(&c, doc, p) != 0 || within_bound(&c) != 0) {
         tm_arena_free(&a);
         return NULL;
     }
@@ -948,8 +971,8 @@ tm_segment *tm_segment_compile(const json_t *doc, char *err, size_t errlen)
         tm_rules_fail(err, errlen, "out of memory");
         return NULL;
     }
-    tm_cc c = { &a, err, errlen, "segment", "", 0 };
-    if (segment_compile_into(&c, doc, s) != 0) {
+    tm_cc c = { &a, err, errlen, "segment", "", 0, 0 };
+    if (segment_compile_into(&c, doc, s) != 0 || within_bound(&c) != 0) {
         tm_arena_free(&a);
         return NULL;
     }

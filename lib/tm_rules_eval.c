@@ -1,17 +1,54 @@
 /* Evaluation of compiled rules: no allocation, no I/O, so that it can run
- * on nginx's request path. Operators' match functions are in
- * tm_rules_ops.c. */
+ * on nginx's request path, and a budget (tm_rules_int.h) so that it ends
+ * soon whatever the document and the context. Operators' match functions
+ * and what they cost are in tm_rules_ops.c. */
 #include "tm_rules_int.h"
 #include "tm_hash.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
+/* Prices of the evaluation's own steps, in budget units (calibrated with
+ * bench/worst_bench as the operators' are). */
+#define COST_FLAG 400           /* evaluating a flag, before its document */
+#define COST_LOOKUP 8           /* a context lookup, plus per attribute: */
+#define COST_ATTR 3
+#define COST_REF 32             /* a segment or parent flag looked up by name, */
+#define COST_BYTE 1             /* plus per byte of the name; a hashed byte */
+
+/* Segments already decided in this evaluation of a program, by their index
+ * in its segrefs: each is evaluated once however often it is referenced. */
+#define MEMO_BYTES ((TM_MAX_STRATEGIES * TM_MAX_SEGMENT_REFS + 7) / 8)
+
+typedef struct {
+    unsigned char known[MEMO_BYTES];
+    unsigned char holds[MEMO_BYTES];
+} seg_memo;
+
 typedef struct {
     const tm_context *ctx;
     const tm_eval_env *env;
+    tm_budget *b;
 } ev;
+
+static atomic_ulong stat_over_budget;
+
+int tm_budget_take(tm_budget *b, uint64_t n)
+{
+    if (b->over || n > TM_EVAL_BUDGET - b->used) {
+        b->over = 1;
+        return 0;
+    }
+    b->used += n;
+    return 1;
+}
+
+unsigned long tm_rules_over_budget(void)
+{
+    return atomic_load_explicit(&stat_over_budget, memory_order_relaxed);
+}
 
 int64_t tm_eval_now_ms(const tm_context *ctx)
 {
@@ -61,34 +98,51 @@ static int field_value(const tm_context *ctx, const tm_field *f, tm_str *out)
     return -1;
 }
 
+/* A context lookup, paid first: 0 and out set if present, -1 if absent or
+ * over budget (then b->over). */
+static int lookup(const ev *e, const tm_field *f, tm_str *out)
+{
+    if (!tm_budget_take(e->b, COST_LOOKUP + (uint64_t) e->ctx->nattrs * COST_ATTR)) {
+        return -1;
+    }
+    return field_value(e->ctx, f, out);
+}
+
 /* Unleash's rules: an absent (or empty) field satisfies only NOT_IN, and
  * DATE_ operators on currentTime use the clock (the operators' absent
- * hooks); then "inverted" negates the outcome. */
-static int constraint_holds(const tm_constraint *k, const tm_context *ctx)
+ * hooks); then "inverted" negates the outcome. Over budget: 0, inverted or
+ * not (the evaluation's answer is then ERROR anyway). */
+static int constraint_holds(const ev *e, const tm_constraint *k)
 {
     tm_str v;
     int r;
-    if (field_value(ctx, &k->field, &v) == 0) {
-        r = k->op->match(k, v.s, v.len);
+    if (lookup(e, &k->field, &v) == 0) {
+        if (!tm_budget_take(e->b, k->op->cost ? k->op->cost(k, v.len) : 0)) {
+            return 0;
+        }
+        r = k->op->match(k, v.s, v.len, e->b);
     } else {
-        r = k->op->absent ? k->op->absent(k, ctx) : 0;
+        r = k->op->absent ? k->op->absent(k, e->ctx) : 0;
     }
-    return r ^ k->inverted;
+    return e->b->over ? 0 : r ^ k->inverted;
 }
 
-static int constraints_hold(const tm_constraints *cs, const tm_context *ctx)
+static int constraints_hold(const ev *e, const tm_constraints *cs)
 {
     for (size_t i = 0; i < cs->n; i++) {
-        if (!constraint_holds(&cs->c[i], ctx)) {
+        if (!constraint_holds(e, &cs->c[i])) {
             return 0;
         }
     }
     return 1;
 }
 
+/* Alone, a segment gets a budget of its own: over it, it does not hold. */
 int tm_segment_match(const tm_segment *s, const tm_context *ctx)
 {
-    return constraints_hold(&s->cs, ctx ? ctx : &empty_ctx);
+    tm_budget b = { 0, 0 };
+    ev e = { ctx ? ctx : &empty_ctx, NULL, &b };
+    return constraints_hold(&e, &s->cs) && !b.over;
 }
 
 static uint32_t next_random(const tm_eval_env *env)
@@ -121,14 +175,13 @@ static int sticky_value(const ev *e, const tm_sticky *st, int variants,
     static const tm_field remote = { { "remoteAddress", 13 }, F_ATTR };
     switch (st->kind) {
     case S_DEFAULT:
-        if (field_value(e->ctx, &user_id, out) == 0
-            || field_value(e->ctx, &session_id, out) == 0
-            || (variants && field_value(e->ctx, &remote, out) == 0)) {
+        if (lookup(e, &user_id, out) == 0 || lookup(e, &session_id, out) == 0
+            || (variants && lookup(e, &remote, out) == 0)) {
             return 0;
         }
         break;
     case S_FIELD:
-        if (field_value(e->ctx, &st->field, out) == 0) {
+        if (lookup(e, &st->field, out) == 0) {
             return 0;
         }
         if (!variants) {
@@ -144,11 +197,18 @@ static int sticky_value(const ev *e, const tm_sticky *st, int variants,
     return 0;
 }
 
-static int override_matches(const tm_override *o, const tm_context *ctx)
+static int override_matches(const ev *e, const tm_override *o)
 {
     tm_str v;
-    return field_value(ctx, &o->field, &v) == 0
+    return lookup(e, &o->field, &v) == 0
+           && tm_budget_take(e->b, (uint64_t) (v.len + COST_LOOKUP) * 16)
            && tm_str_sorted_has(o->values, o->nvalues, v.s, v.len);
+}
+
+/* Hashing a stickiness value with its group (rollouts, variants). */
+static int pay_hash(const ev *e, const tm_str *sv, const tm_str *group)
+{
+    return tm_budget_take(e->b, (uint64_t) (sv->len + group->len) * COST_BYTE);
 }
 
 /* Picks a variant: an override first, then by weight on
@@ -161,7 +221,7 @@ static int pick_variant(const ev *e, const tm_variants *vs, const tm_str *group,
     if (vs->has_overrides) {
         for (size_t i = 0; i < vs->n; i++) {
             for (size_t j = 0; j < vs->v[i].noverrides; j++) {
-                if (override_matches(&vs->v[i].overrides[j], e->ctx)) {
+                if (override_matches(e, &vs->v[i].overrides[j])) {
                     *out = &vs->v[i];
                     return 1;
                 }
@@ -174,6 +234,9 @@ static int pick_variant(const ev *e, const tm_variants *vs, const tm_str *group,
     char rnd[RANDOM_TEXT];
     tm_str sv;
     sticky_value(e, &vs->sticky, 1, rnd, &sv);
+    if (!pay_hash(e, &sv, group)) {
+        return 0;
+    }
     uint32_t target = tm_unleash_normalized(sv.s, sv.len, group->s, group->len,
                                             vs->total, TM_UNLEASH_VARIANT_SEED);
     uint32_t acc = 0;
@@ -199,12 +262,32 @@ static void set_variant(tm_eval_result *out, const tm_variant *v)
     out->payload_len = v->payload.len;
 }
 
-static int segments_hold(const ev *e, const tm_strategy *s)
+static int segment_holds(const ev *e, const tm_strategy *s, size_t i)
+{
+    const tm_str *name = &s->segments[i];
+    if (!tm_budget_take(e->b, COST_REF + name->len * COST_BYTE)) {
+        return 0;
+    }
+    const tm_segment *seg = e->env && e->env->segment
+        ? e->env->segment(e->env->ud, name->s, name->len) : NULL;
+    return seg != NULL && constraints_hold(e, &seg->cs);
+}
+
+static int segments_hold(const ev *e, const tm_strategy *s, seg_memo *m)
 {
     for (size_t i = 0; i < s->nsegments; i++) {
-        const tm_segment *seg = e->env && e->env->segment
-            ? e->env->segment(e->env->ud, s->segments[i].s, s->segments[i].len) : NULL;
-        if (seg == NULL || !constraints_hold(&seg->cs, e->ctx)) {
+        size_t at = s->segidx[i] / 8;
+        unsigned char bit = (unsigned char) (1u << (s->segidx[i] % 8));
+        if (!(m->known[at] & bit)) {
+            if (segment_holds(e, s, i)) {
+                m->holds[at] |= bit;
+            }
+            if (e->b->over) {
+                return 0;       /* not known: it was not decided */
+            }
+            m->known[at] |= bit;
+        }
+        if (!(m->holds[at] & bit)) {
             return 0;
         }
     }
@@ -222,10 +305,10 @@ static int rollout_holds(const ev *e, const tm_strategy *s, const tm_str *group)
     tm_str sv;
     if (s->percentage >= 100) {
         /* a stickiness field the context lacks says no, even at 100 % */
-        return s->sticky.kind != S_FIELD || field_value(e->ctx, &s->sticky.field, &sv) == 0;
+        return s->sticky.kind != S_FIELD || lookup(e, &s->sticky.field, &sv) == 0;
     }
     char rnd[RANDOM_TEXT];
-    if (sticky_value(e, &s->sticky, 0, rnd, &sv) != 0) {
+    if (sticky_value(e, &s->sticky, 0, rnd, &sv) != 0 || !pay_hash(e, &sv, group)) {
         return 0;
     }
     return tm_unleash_normalized(sv.s, sv.len, group->s, group->len, 100,
@@ -258,6 +341,9 @@ static int has_dependencies(const tm_flag_view *f)
 static int dependency_met(const ev *e, const tm_dependency *d, tm_eval_result *out)
 {
     tm_flag_view pv;
+    if (!tm_budget_take(e->b, COST_REF + d->feature.len * COST_BYTE)) {
+        return 0;
+    }
     if (e->env == NULL || e->env->flag == NULL
         || e->env->flag(e->env->ud, d->feature.s, d->feature.len, &pv) != 0) {
         return 0;                       /* an unknown parent is never on */
@@ -284,6 +370,24 @@ static int dependency_met(const ev *e, const tm_dependency *d, tm_eval_result *o
            : tm_str_sorted_has(d->variants, d->nvariants, "disabled", 8);
 }
 
+/* The first strategy that holds, or p->ns. */
+static size_t first_strategy(const ev *e, const tm_program *p, const tm_str *flag_group)
+{
+    seg_memo memo;
+    size_t nbytes = (p->nsegrefs + 7) / 8;
+    memset(memo.known, 0, nbytes);
+    memset(memo.holds, 0, nbytes);
+    for (size_t i = 0; i < p->ns; i++) {
+        const tm_strategy *s = &p->s[i];
+        const tm_str *g = s->group.s ? &s->group : flag_group;
+        if (!s->disabled && constraints_hold(e, &s->cs)
+            && segments_hold(e, s, &memo) && rollout_holds(e, s, g)) {
+            return i;
+        }
+    }
+    return p->ns;
+}
+
 static void eval_program(const ev *e, const tm_program *p, const tm_flag_view *f,
                          tm_eval_result *out)
 {
@@ -304,15 +408,7 @@ static void eval_program(const ev *e, const tm_program *p, const tm_flag_view *f
         out->value = 1;
         out->reason = TM_REASON_STATIC;
     } else {
-        size_t i;
-        for (i = 0; i < p->ns; i++) {
-            const tm_strategy *s = &p->s[i];
-            const tm_str *g = s->group.s ? &s->group : &flag_group;
-            if (!s->disabled && constraints_hold(&s->cs, e->ctx)
-                && segments_hold(e, s) && rollout_holds(e, s, g)) {
-                break;
-            }
-        }
+        size_t i = first_strategy(e, p, &flag_group);
         if (i == p->ns) {
             out->reason = TM_REASON_DEFAULT;
             return;
@@ -357,6 +453,9 @@ static void eval_flag(const ev *e, const tm_flag_view *f, tm_eval_result *out)
         out->reason = TM_REASON_STATIC;
         return;
     }
+    if (!tm_budget_take(e->b, COST_FLAG)) {
+        return;
+    }
     const tm_rule *r = f->rule;
     if (r == NULL) {
         set_error(out, "the flag's rule document is unusable");
@@ -396,8 +495,14 @@ static void eval_flag(const ev *e, const tm_flag_view *f, tm_eval_result *out)
 int tm_evaluate(const tm_flag_view *flag, const tm_context *ctx,
                 const tm_eval_env *env, tm_eval_result *out)
 {
-    ev e = { ctx ? ctx : &empty_ctx, env };
+    tm_budget b = { 0, 0 };
+    ev e = { ctx ? ctx : &empty_ctx, env, &b };
     eval_flag(&e, flag, out);
+    if (b.over) {
+        set_error(out, "over the evaluation budget");
+        atomic_fetch_add_explicit(&stat_over_budget, 1, memory_order_relaxed);
+    }
+    out->cost = b.used;
     return out->value;
 }
 

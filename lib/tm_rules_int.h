@@ -5,10 +5,12 @@
  *   tm_rules.c         rule documents: check, compile, free, refs
  *   tm_rules_legacy.c  the original {"type":"PERCENTAGE"|"USER_LIST"} ones
  *   tm_rules_values.c  value parsing: numbers, dates, versions, addresses
- *   tm_rules_ops.c     the operator table: one entry per operator
+ *   tm_rules_ops.c     the operator table: one entry per operator, with
+ *                      what each costs (the evaluation budget)
+ *   tm_rules_trie.c    the STR_ operators' matcher: a trie, Aho-Corasick
  *   tm_rules_compile.c the arena; strategies documents and segments
  *                      -> the compiled form
- *   tm_rules_eval.c    evaluation: no allocation, no I/O
+ *   tm_rules_eval.c    evaluation: no allocation, no I/O, a budget
  *
  * Compilation does all the parsing, so that evaluation only compares. */
 #ifndef TM_RULES_INT_H
@@ -159,6 +161,7 @@ typedef struct {
 typedef struct {
     tm_constraints cs;
     tm_str *segments;
+    uint16_t *segidx;   /* segments[i] is the program's segrefs[segidx[i]] */
     size_t nsegments;
     int disabled;
     int has_rollout;
@@ -183,7 +186,7 @@ struct tm_program {
     tm_dependency *deps;
     size_t ndeps;
     tm_str *segrefs;    /* distinct segment names, for tm_rule_segment_ref */
-    size_t nsegrefs;
+    size_t nsegrefs;    /* at most TM_MAX_STRATEGIES * TM_MAX_SEGMENT_REFS */
 };
 
 /* ---- Compilation state: the arena and the path to the part at hand ---- */
@@ -195,6 +198,7 @@ typedef struct {
     const char *root;   /* what the path is relative to: "rules", "segment" */
     char path[256];
     size_t plen;
+    uint64_t worst;     /* sum of tm_constraint_worst of what is compiled */
 } tm_cc;
 
 /* Writes "<path>: <message>" to err; returns -1. */
@@ -230,6 +234,38 @@ typedef enum {
 } tm_operand_kind;
 
 /* A single operand as the document gives it. */
+/* ---- The evaluation budget (tm_rules_eval.c) ----
+ * Every part of an evaluation that reads the context or the document takes
+ * units from one budget before it runs (its upper bound, tm_op_def.cost),
+ * so that no document and no context can make one evaluation cost more
+ * than TM_EVAL_BUDGET units (tm_rules.h). A unit is about 1 ns of CPU at
+ * worst: bench/worst_bench prints ns per unit for every worst case, and
+ * the prices (COST_*) are set so that none is above 1. */
+
+typedef struct {
+    uint64_t used;
+    int over;           /* a take failed: the evaluation is over budget */
+} tm_budget;
+
+/* Takes n units; 1 if they were left, else 0 and b->over is set. */
+int tm_budget_take(tm_budget *b, uint64_t n);
+
+/* ---- Tries (tm_rules_trie.c): the needles of a STR_ constraint ---- */
+
+typedef struct tm_trie tm_trie;
+
+/* Builds k->compiled from k's non-empty values (already lowercased when
+ * icase): read backwards if reverse (ENDS_WITH), with failure links if
+ * links (CONTAINS). 0, or -1 via tm_cc_oom. */
+int tm_trie_compile(tm_cc *c, tm_constraint *k, int reverse, int links);
+/* 1 if a needle is a prefix of s (a suffix, for a reversed trie); at most
+ * min(len, longest needle) steps. icase folds s's ASCII letters. */
+int tm_trie_prefix(const tm_trie *t, const char *s, size_t len, int icase);
+/* 1 if a needle occurs in s (a trie with links); at most 2 * len steps. */
+int tm_trie_inside(const tm_trie *t, const char *s, size_t len, int icase);
+/* The longest needle's length. */
+size_t tm_trie_depth(const tm_trie *t);
+
 typedef struct {
     const char *s;      /* the string, or NULL when a JSON number */
     size_t len;
@@ -246,14 +282,28 @@ struct tm_op_def {
      * NULL for "values". ONE: one is the operand. NULL: nothing to prepare.
      * 0, or -1 via tm_cc_fail. */
     int (*compile)(tm_cc *c, tm_constraint *k, const tm_operand *one);
-    /* 1 if the context value s holds; never allocates. */
-    int (*match)(const tm_constraint *k, const char *s, size_t len);
+    /* 1 if the context value s holds; never allocates. The budget has
+     * already paid cost(k, len); a match whose cost is only known while it
+     * runs (REGEX) takes more from b, and answers 0 when b runs out. */
+    int (*match)(const tm_constraint *k, const char *s, size_t len, tm_budget *b);
     /* What an absent context value gives; NULL: it does not hold. */
     int (*absent)(const tm_constraint *k, const tm_context *ctx);
+    /* Units that bound match's work on a len-byte value; NULL: none. */
+    uint64_t (*cost)(const tm_constraint *k, size_t len);
 };
 
 /* What a constraint marked "invalid" compiles to: it never holds. */
 extern const tm_op_def tm_op_never;
+
+/* What evaluating k can cost at most, whatever the context (values of
+ * TM_CONTEXT_MAX_VALUE_LEN bytes, REGEX at its match limit): for the
+ * document bound, TM_DOC_COST_MAX. */
+uint64_t tm_constraint_worst(const tm_constraint *k);
+
+/* A document (with its own constraints only: segments and dependencies are
+ * separate documents) whose worst case is over this is refused: it could
+ * only answer ERROR for any context reaching its later parts. */
+#define TM_DOC_COST_MAX (64ull * TM_EVAL_BUDGET)
 
 /* The operator called name, or NULL. */
 const tm_op_def *tm_op_find(const char *name, size_t len);

@@ -92,13 +92,15 @@ static int in_list(const tm_constraint *k, const char *s, size_t len)
     return tm_str_sorted_has(k->values, k->nvalues, buf, len);
 }
 
-static int match_in(const tm_constraint *k, const char *s, size_t len)
+static int match_in(const tm_constraint *k, const char *s, size_t len, tm_budget *b)
 {
+    (void) b;
     return in_list(k, s, len);
 }
 
-static int match_not_in(const tm_constraint *k, const char *s, size_t len)
+static int match_not_in(const tm_constraint *k, const char *s, size_t len, tm_budget *b)
 {
+    (void) b;
     return !in_list(k, s, len);
 }
 
@@ -110,69 +112,51 @@ static int absent_holds(const tm_constraint *k, const tm_context *ctx)
     return 1;
 }
 
-static int has_prefix(const char *s, size_t len, const tm_str *p, int icase)
+/* STR_ operators: the needles in a trie (tm_rules_trie.c), so that one
+ * match reads the value once, whatever the number of needles. */
+
+static int compile_prefix(tm_cc *c, tm_constraint *k, const tm_operand *one)
 {
-    if (p->len > len) {
-        return 0;
-    }
-    if (!icase) {
-        return memcmp(s, p->s, p->len) == 0;
-    }
-    for (size_t i = 0; i < p->len; i++) {
-        if (tm_ascii_lower((unsigned char) s[i]) != (unsigned char) p->s[i]) {
-            return 0;
-        }
-    }
-    return 1;
+    (void) one;
+    return tm_trie_compile(c, k, 0, 0);
 }
 
-static int has_suffix(const char *s, size_t len, const tm_str *p, int icase)
+static int compile_suffix(tm_cc *c, tm_constraint *k, const tm_operand *one)
 {
-    return p->len <= len && has_prefix(s + len - p->len, p->len, p, icase);
+    (void) one;
+    return tm_trie_compile(c, k, 1, 0);
 }
 
-static int has_inside(const char *s, size_t len, const tm_str *p, int icase)
+static int compile_inside(tm_cc *c, tm_constraint *k, const tm_operand *one)
 {
-    for (size_t i = 0; i + p->len <= len; i++) {
-        if (has_prefix(s + i, len - i, p, icase)) {
-            return 1;
-        }
-    }
-    return 0;
+    (void) one;
+    return tm_trie_compile(c, k, 0, 1);
 }
 
-/* 1 if test holds for any value; empty values are no pattern, as Unleash. */
-static int any_value(const tm_constraint *k, const char *s, size_t len,
-                     int (*test)(const char *, size_t, const tm_str *, int))
+static int match_starts_with(const tm_constraint *k, const char *s, size_t len, tm_budget *b)
 {
-    for (size_t i = 0; i < k->nvalues; i++) {
-        if (k->values[i].len && test(s, len, &k->values[i], k->icase)) {
-            return 1;
-        }
-    }
-    return 0;
+    (void) b;
+    return tm_trie_prefix(k->compiled, s, len, k->icase);
 }
 
-static int match_starts_with(const tm_constraint *k, const char *s, size_t len)
+static int match_ends_with(const tm_constraint *k, const char *s, size_t len, tm_budget *b)
 {
-    return any_value(k, s, len, has_prefix);
+    (void) b;
+    return tm_trie_prefix(k->compiled, s, len, k->icase);
 }
 
-static int match_ends_with(const tm_constraint *k, const char *s, size_t len)
+static int match_contains(const tm_constraint *k, const char *s, size_t len, tm_budget *b)
 {
-    return any_value(k, s, len, has_suffix);
-}
-
-static int match_contains(const tm_constraint *k, const char *s, size_t len)
-{
-    return any_value(k, s, len, has_inside);
+    (void) b;
+    return tm_trie_inside(k->compiled, s, len, k->icase);
 }
 
 /* ---- Numbers, dates, versions: a value that does not parse never holds ---- */
 
 #define NUM_MATCH(fn, op) \
-    static int fn(const tm_constraint *k, const char *s, size_t len) \
+    static int fn(const tm_constraint *k, const char *s, size_t len, tm_budget *b) \
     { \
+        (void) b; \
         double d; \
         return tm_parse_number(s, len, &d) == 0 && d op k->num; \
     }
@@ -182,14 +166,16 @@ NUM_MATCH(match_num_lte, <=)
 NUM_MATCH(match_num_gt, >)
 NUM_MATCH(match_num_gte, >=)
 
-static int match_date_before(const tm_constraint *k, const char *s, size_t len)
+static int match_date_before(const tm_constraint *k, const char *s, size_t len, tm_budget *b)
 {
+    (void) b;
     int64_t ms;
     return tm_parse_date(s, len, &ms) == 0 && ms < k->ms;
 }
 
-static int match_date_after(const tm_constraint *k, const char *s, size_t len)
+static int match_date_after(const tm_constraint *k, const char *s, size_t len, tm_budget *b)
 {
+    (void) b;
     int64_t ms;
     return tm_parse_date(s, len, &ms) == 0 && ms > k->ms;
 }
@@ -206,8 +192,9 @@ static int absent_date_after(const tm_constraint *k, const tm_context *ctx)
 }
 
 #define SEMVER_MATCH(fn, op) \
-    static int fn(const tm_constraint *k, const char *s, size_t len) \
+    static int fn(const tm_constraint *k, const char *s, size_t len, tm_budget *b) \
     { \
+        (void) b; \
         tm_semver v; \
         return tm_parse_semver(s, len, &v) == 0 && tm_semver_cmp(&v, &k->semver) op 0; \
     }
@@ -217,8 +204,9 @@ SEMVER_MATCH(match_semver_lte, <=)
 SEMVER_MATCH(match_semver_gt, >)
 SEMVER_MATCH(match_semver_gte, >=)
 
-static int match_cidr(const tm_constraint *k, const char *s, size_t len)
+static int match_cidr(const tm_constraint *k, const char *s, size_t len, tm_budget *b)
 {
+    (void) b;
     unsigned char addr[16];
     int v6;
     if (tm_parse_ip(s, len, addr, &v6) != 0) {
@@ -233,6 +221,23 @@ static int match_cidr(const tm_constraint *k, const char *s, size_t len)
 }
 
 /* ---- Regular expressions: bounded PCRE2 (lib/tm_regex.h), compiled once ---- */
+
+/* A step of PCRE2's match limit at its most expensive (JIT), in units. */
+#define COST_REGEX_STEP 150
+
+/* The first limit of a search over len bytes: the (?s:.*?) wrapper of
+ * tm_regex takes a step per start position, and ordinary patterns take
+ * about one more per byte at most ([A-Z]+[0-9]{2,} needs 1187 on 1024
+ * bytes): they get a second try. One search at the pattern's whole limit
+ * still fits in the budget after the first try, whatever len. */
+static unsigned regex_first_steps(size_t len)
+{
+    size_t n = 64 + len;
+    return n < TM_REGEX_MATCH_LIMIT ? (unsigned) n : TM_REGEX_MATCH_LIMIT;
+}
+
+_Static_assert((64ull + TM_REGEX_MAX_SUBJECT + TM_REGEX_MATCH_LIMIT) * COST_REGEX_STEP
+               < TM_EVAL_BUDGET * 95ull / 100, "one whole REGEX search fits in a budget");
 
 static void regex_release(void *re)
 {
@@ -255,11 +260,81 @@ static int compile_regex(tm_cc *c, tm_constraint *k, const tm_operand *one)
     return 0;
 }
 
-/* Anything but a match (a bound hit included, which tm_regex counts for
- * /metrics) is "does not hold". */
-static int match_regex(const tm_constraint *k, const char *s, size_t len)
+/* A REGEX search first gets a small step limit, paid up front (cost_regex):
+ * enough for an ordinary pattern, which scans a value in about one step
+ * per byte. Only when that runs out does it get the pattern's whole limit,
+ * paid from the budget first; if the budget cannot pay, the evaluation is
+ * over budget. Anything but a match (a bound hit included, which tm_regex
+ * counts for /metrics) is "does not hold". */
+static int match_regex(const tm_constraint *k, const char *s, size_t len, tm_budget *b)
 {
-    return tm_regex_match(k->compiled, s, len) == TM_REGEX_MATCH;
+    unsigned first = regex_first_steps(len);
+    tm_regex_status st = tm_regex_match_limit(k->compiled, s, len, first);
+    if (st == TM_REGEX_LIMIT && first < TM_REGEX_MATCH_LIMIT) {
+        if (!tm_budget_take(b, (uint64_t) TM_REGEX_MATCH_LIMIT * COST_REGEX_STEP)) {
+            return 0;
+        }
+        st = tm_regex_match_limit(k->compiled, s, len, TM_REGEX_MATCH_LIMIT);
+    }
+    return tm_regex_count(st) == TM_REGEX_MATCH;
+}
+
+/* ---- Costs: upper bounds of a match, in budget units (tm_rules_int.h) ----
+ * The unit prices are calibrated with bench/worst_bench: each is the worst
+ * measured cost of one step, in ns, rounded up. */
+
+#define COST_LIST_BYTE 1        /* a byte of a bsearch comparison or lowering */
+#define COST_LIST_PROBE 8       /* one bsearch probe */
+#define COST_TRIE_STEP 3        /* one trie step (a binary search on edges) */
+#define COST_PARSE_BYTE 2       /* a byte of a number, date, version, address */
+#define COST_CIDR 4             /* one CIDR compared */
+
+static unsigned log2_ceil(size_t n)
+{
+    unsigned l = 1;
+    while (n > 1) {
+        n >>= 1;
+        l++;
+    }
+    return l;
+}
+
+static uint64_t cost_list(const tm_constraint *k, size_t len)
+{
+    return (uint64_t) log2_ceil(k->nvalues) * (COST_LIST_PROBE + len * COST_LIST_BYTE)
+           + (k->icase ? len * COST_LIST_BYTE : 0);
+}
+
+static uint64_t cost_prefix(const tm_constraint *k, size_t len)
+{
+    size_t depth = tm_trie_depth(k->compiled);
+    return (uint64_t) (len < depth ? len : depth) * COST_TRIE_STEP;
+}
+
+static uint64_t cost_inside(const tm_constraint *k, size_t len)
+{
+    (void) k;
+    return (uint64_t) len * 2 * COST_TRIE_STEP;
+}
+
+static uint64_t cost_parse(const tm_constraint *k, size_t len)
+{
+    (void) k;
+    return (uint64_t) len * COST_PARSE_BYTE;
+}
+
+static uint64_t cost_cidr(const tm_constraint *k, size_t len)
+{
+    return (uint64_t) len * COST_PARSE_BYTE + (uint64_t) k->ncidrs * COST_CIDR;
+}
+
+static uint64_t cost_regex(const tm_constraint *k, size_t len)
+{
+    (void) k;
+    if (len > TM_REGEX_MAX_SUBJECT) {
+        return 1;       /* refused before any step */
+    }
+    return (uint64_t) regex_first_steps(len) * COST_REGEX_STEP;
 }
 
 /* ---- The table ---- */
@@ -268,39 +343,50 @@ static int match_regex(const tm_constraint *k, const char *s, size_t len)
 #define ONE TM_OPERAND_ONE
 
 /* name, operand, JSON numbers accepted, caseInsensitive applies,
- * compile, match, absent */
+ * compile, match, absent, cost */
 static const tm_op_def ops[] = {
-    { "IN", LIST, 0, 1, compile_sorted, match_in, NULL },
-    { "NOT_IN", LIST, 0, 1, compile_sorted, match_not_in, absent_holds },
-    { "STR_STARTS_WITH", LIST, 0, 1, NULL, match_starts_with, NULL },
-    { "STR_ENDS_WITH", LIST, 0, 1, NULL, match_ends_with, NULL },
-    { "STR_CONTAINS", LIST, 0, 1, NULL, match_contains, NULL },
-    { "NUM_EQ", ONE, 1, 0, compile_number, match_num_eq, NULL },
-    { "NUM_LT", ONE, 1, 0, compile_number, match_num_lt, NULL },
-    { "NUM_LTE", ONE, 1, 0, compile_number, match_num_lte, NULL },
-    { "NUM_GT", ONE, 1, 0, compile_number, match_num_gt, NULL },
-    { "NUM_GTE", ONE, 1, 0, compile_number, match_num_gte, NULL },
-    { "DATE_BEFORE", ONE, 0, 0, compile_date, match_date_before, absent_date_before },
-    { "DATE_AFTER", ONE, 0, 0, compile_date, match_date_after, absent_date_after },
-    { "SEMVER_EQ", ONE, 0, 0, compile_semver, match_semver_eq, NULL },
-    { "SEMVER_LT", ONE, 0, 0, compile_semver, match_semver_lt, NULL },
-    { "SEMVER_LTE", ONE, 0, 0, compile_semver, match_semver_lte, NULL },
-    { "SEMVER_GT", ONE, 0, 0, compile_semver, match_semver_gt, NULL },
-    { "SEMVER_GTE", ONE, 0, 0, compile_semver, match_semver_gte, NULL },
-    { "REGEX", ONE, 0, 1, compile_regex, match_regex, NULL },
-    { "IP_IN_CIDR", LIST, 0, 0, compile_cidrs, match_cidr, NULL },
-    { "IN_CIDR", LIST, 0, 0, compile_cidrs, match_cidr, NULL },    /* Unleash's name */
+    { "IN", LIST, 0, 1, compile_sorted, match_in, NULL, cost_list },
+    { "NOT_IN", LIST, 0, 1, compile_sorted, match_not_in, absent_holds, cost_list },
+    { "STR_STARTS_WITH", LIST, 0, 1, compile_prefix, match_starts_with, NULL, cost_prefix },
+    { "STR_ENDS_WITH", LIST, 0, 1, compile_suffix, match_ends_with, NULL, cost_prefix },
+    { "STR_CONTAINS", LIST, 0, 1, compile_inside, match_contains, NULL, cost_inside },
+    { "NUM_EQ", ONE, 1, 0, compile_number, match_num_eq, NULL, cost_parse },
+    { "NUM_LT", ONE, 1, 0, compile_number, match_num_lt, NULL, cost_parse },
+    { "NUM_LTE", ONE, 1, 0, compile_number, match_num_lte, NULL, cost_parse },
+    { "NUM_GT", ONE, 1, 0, compile_number, match_num_gt, NULL, cost_parse },
+    { "NUM_GTE", ONE, 1, 0, compile_number, match_num_gte, NULL, cost_parse },
+    { "DATE_BEFORE", ONE, 0, 0, compile_date, match_date_before, absent_date_before, cost_parse },
+    { "DATE_AFTER", ONE, 0, 0, compile_date, match_date_after, absent_date_after, cost_parse },
+    { "SEMVER_EQ", ONE, 0, 0, compile_semver, match_semver_eq, NULL, cost_parse },
+    { "SEMVER_LT", ONE, 0, 0, compile_semver, match_semver_lt, NULL, cost_parse },
+    { "SEMVER_LTE", ONE, 0, 0, compile_semver, match_semver_lte, NULL, cost_parse },
+    { "SEMVER_GT", ONE, 0, 0, compile_semver, match_semver_gt, NULL, cost_parse },
+    { "SEMVER_GTE", ONE, 0, 0, compile_semver, match_semver_gte, NULL, cost_parse },
+    { "REGEX", ONE, 0, 1, compile_regex, match_regex, NULL, cost_regex },
+    { "IP_IN_CIDR", LIST, 0, 0, compile_cidrs, match_cidr, NULL, cost_cidr },
+    { "IN_CIDR", LIST, 0, 0, compile_cidrs, match_cidr, NULL, cost_cidr },    /* Unleash's name */
 };
 
-static int match_never(const tm_constraint *k, const char *s, size_t len)
+uint64_t tm_constraint_worst(const tm_constraint *k)
 {
+    uint64_t c = k->op->cost ? k->op->cost(k, TM_CONTEXT_MAX_VALUE_LEN) : 0;
+    if (k->op->match == match_regex) {
+        c = (uint64_t) (regex_first_steps(TM_REGEX_MAX_SUBJECT) + TM_REGEX_MATCH_LIMIT)
+            * COST_REGEX_STEP;
+    }
+    return c;
+}
+
+static int match_never(const tm_constraint *k, const char *s, size_t len, tm_budget *b)
+{
+    (void) b;
     (void) k;
     (void) s;
     (void) len;
     return 0;
 }
 
-const tm_op_def tm_op_never = { "(invalid)", LIST, 0, 0, NULL, match_never, NULL };
+const tm_op_def tm_op_never = { "(invalid)", LIST, 0, 0, NULL, match_never, NULL, NULL };
 #define NOPS (sizeof ops / sizeof ops[0])
 
 const tm_op_def *tm_op_find(const char *name, size_t len)

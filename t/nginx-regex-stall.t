@@ -145,7 +145,10 @@ for my $case (
 }
 my $r = $h->req(POST => "$tg/rules", \%K, { flag_name => 'rx-api', rules => regex_rule($BOMB{'rx-nested'}) });
 is $r->{status}, 201, "the issue's runtime bomb compiles (its matches are bounded)";
-ok $h->wait_until(10, sub { my ($x) = timed_eval($ID{full}, 'rx-api'); $x->{status} == 200 }),
+# without its rule the flag answers true for everyone: 'zzz' turns false
+# once the rule has reached the edge
+ok $h->wait_until(10, sub { my ($x) = timed_eval('zzz', 'rx-api');
+                            $x->{status} == 200 && $x->{json} && !$x->{json}{result} }),
     'the edge has it';
 my ($r3, $t3) = timed_eval($ID{full}, 'rx-api');
 ok $r3->{status} == 200 && !$r3->{json}{result} && $t3 < $BOUND, sprintf('... and answers in %.3f s', $t3);

@@ -7,6 +7,7 @@
 #include "tm_hash.h"
 #include "tm_rules.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 
 static json_t *J(const char *s)
@@ -58,7 +59,7 @@ typedef struct {
 
 static test_flag flags[8];
 static size_t nflags;
-static tm_segment *segments[4];
+static tm_segment *segments[8];
 static size_t nsegments;
 static uint32_t random_value;
 
@@ -853,6 +854,194 @@ static void test_unleash_semantics(void)
     tm_rule_free(r);
 }
 
+/* ---- STR_ tries against a naive search, and the evaluation budget ---- */
+
+static int naive(const char *op, const char **needles, size_t n, const char *v, int icase)
+{
+    size_t vl = strlen(v);
+    for (size_t i = 0; i < n; i++) {
+        size_t nl = strlen(needles[i]);
+        for (size_t at = 0; nl && at + nl <= vl; at++) {
+            if ((strcmp(op, "STR_STARTS_WITH") == 0 && at > 0)
+                || (strcmp(op, "STR_ENDS_WITH") == 0 && at + nl != vl)) {
+                continue;
+            }
+            size_t j = 0;
+            while (j < nl && (icase ? tolower((unsigned char) v[at + j])
+                                      == tolower((unsigned char) needles[i][j])
+                                    : v[at + j] == needles[i][j])) {
+                j++;
+            }
+            if (j == nl) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+static void random_text(char *buf, size_t len, const char *alphabet)
+{
+    for (size_t i = 0; i < len; i++) {
+        buf[i] = alphabet[(size_t) rand() % strlen(alphabet)];
+    }
+    buf[len] = '\0';
+}
+
+static void test_tries(void)
+{
+    static const char *const ops[] = { "STR_STARTS_WITH", "STR_ENDS_WITH", "STR_CONTAINS" };
+    int wrong = 0, cases = 0;
+    srand(11);
+    for (int round = 0; round < 300; round++) {
+        char needles[6][8], value[40], doc[512];
+        const char *np[6];
+        size_t n = 1 + (size_t) rand() % 6, off;
+        int icase = rand() % 2;
+        const char *op = ops[round % 3];
+        off = (size_t) snprintf(doc, sizeof doc, "{\"strategies\":[{\"constraints\":[{"
+                                "\"contextName\":\"v\",\"operator\":\"%s\",\"caseInsensitive\":%s,"
+                                "\"values\":[", op, icase ? "true" : "false");
+        for (size_t i = 0; i < n; i++) {
+            random_text(needles[i], (size_t) rand() % 5, "abA");
+            np[i] = needles[i];
+            off += (size_t) snprintf(doc + off, sizeof doc - off, "%s\"%s\"", i ? "," : "",
+                                     needles[i]);
+        }
+        snprintf(doc + off, sizeof doc - off, "]}]}]}");
+        tm_rule *r = compile(doc);
+        for (int k = 0; r && k < 8; k++, cases++) {
+            random_text(value, 1 + (size_t) rand() % 30, "abaBa");
+            int got = run(r, "f", "u", KV("v", value)).value;
+            if (got != naive(op, np, n, value, icase)) {
+                printf("# %s: %s on \"%s\" gave %d\n", op, doc, value, got);
+                wrong++;
+            }
+        }
+        tm_rule_free(r);
+    }
+    ok(wrong == 0 && cases == 2400, "STR_ tries agree with a naive search (%d cases)", cases);
+    is_int(con("{\"contextName\":\"v\",\"operator\":\"STR_CONTAINS\",\"values\":"
+               "[\"he\",\"she\",\"his\",\"hers\"]}", "v", "ushers"), 1, "Aho-Corasick: ushers");
+    is_int(con("{\"contextName\":\"v\",\"operator\":\"STR_CONTAINS\",\"values\":"
+               "[\"abcd\",\"bce\"]}", "v", "abcbcd"), 0, "Aho-Corasick: no false positive");
+    is_int(con("{\"contextName\":\"v\",\"operator\":\"STR_CONTAINS\",\"values\":"
+               "[\"abcd\",\"bcx\",\"cz\"]}", "v", "abcz"), 1, "Aho-Corasick: through two links");
+}
+
+/* A document of n copies of one constraint (64 per strategy, rollout 0 so
+ * that every strategy runs). */
+static tm_rule *copies(const char *one, size_t n, char *why, size_t whylen)
+{
+    size_t cap = n * (strlen(one) + 64) + 64, off = 0;
+    char *doc = malloc(cap);
+    if (doc == NULL) {
+        return NULL;
+    }
+    off += (size_t) snprintf(doc, cap, "{\"strategies\":[");
+    for (size_t i = 0; i < n; i++) {
+        off += (size_t) snprintf(doc + off, cap - off, "%s%s",
+                                 i % 64 ? "," : i ? "]},{\"rollout\":{\"percentage\":0},"
+                                 "\"constraints\":[" : "{\"rollout\":{\"percentage\":0},"
+                                 "\"constraints\":[", one);
+    }
+    snprintf(doc + off, cap - off, "]}]}");
+    json_t *j = J(doc);
+    tm_rule *r = tm_rule_compile(j, why, whylen);
+    json_decref(j);
+    free(doc);
+    return r;
+}
+
+static void test_budget(void)
+{
+    char *v4k = malloc(TM_CONTEXT_MAX_VALUE_LEN + 1), *v1k = malloc(1025), why[512];
+    if (v4k == NULL || v1k == NULL) {
+        ok(0, "out of memory");
+        free(v4k);
+        free(v1k);
+        return;
+    }
+    memset(v4k, 'a', TM_CONTEXT_MAX_VALUE_LEN);
+    v4k[TM_CONTEXT_MAX_VALUE_LEN] = '\0';
+    memcpy(v1k, v4k, 1023);
+    strcpy(v1k + 1023, "!");
+
+    /* many cheap constraints over a long value: stopped, ERROR, counted */
+    tm_rule *r = copies("{\"contextName\":\"v\",\"operator\":\"STR_CONTAINS\",\"values\":[\"b\"],"
+                        "\"inverted\":true}", 800, why, sizeof why);
+    unsigned long before = tm_rules_over_budget();
+    tm_eval_result res = run(r, "f", "u", KV("v", v4k));
+    ok(!res.value && res.reason == TM_REASON_ERROR && res.error
+       && strcmp(res.error, "over the evaluation budget") == 0,
+       "800 STR_CONTAINS over 4 KiB: ERROR, over the evaluation budget");
+    ok(res.cost <= TM_EVAL_BUDGET && res.cost > TM_EVAL_BUDGET / 2, "it used the budget, no more "
+       "(%lu units)", res.cost);
+    is_int((int) (tm_rules_over_budget() - before), 1, "counted once");
+    res = run(r, "f", "u", KV("v", "short"));
+    ok(res.reason == TM_REASON_DEFAULT, "the same document on a short value: DEFAULT");
+    tm_rule_free(r);
+
+    /* REGEX: one search at its whole limit fits, a second one does not */
+    char bomb[160];
+    snprintf(bomb, sizeof bomb, "{\"contextName\":\"v\",\"operator\":\"REGEX\",\"value\":"
+             "\"(?:a|b)*?a*+c|!!\",\"inverted\":true}");
+    r = copies(bomb, 1, why, sizeof why);
+    res = run(r, "f", "u", KV("v", v1k));
+    ok(res.reason == TM_REASON_DEFAULT, "one REGEX bomb: its limit, no match (inverted: "
+       "holds), rollout 0: DEFAULT");
+    tm_rule_free(r);
+    r = copies(bomb, 64, why, sizeof why);
+    ok(r != NULL, "64 REGEX constraints: within the document bound");
+    res = run(r, "f", "u", KV("v", v1k));
+    ok(res.reason == TM_REASON_ERROR && res.cost <= TM_EVAL_BUDGET, "64 REGEX bombs: ERROR "
+       "within the budget (%lu units)", res.cost);
+    res = run(r, "f", "u", KV("v", "xyz"));
+    ok(res.reason == TM_REASON_DEFAULT, "64 REGEX on a short value: evaluated in full");
+    tm_rule_free(r);
+    r = copies(bomb, 800, why, sizeof why);
+    ok(r == NULL && strstr(why, "could cost up to") && strstr(why, "evaluation budgets"),
+       "800 REGEX constraints: refused (%s)", why);
+    tm_rule_free(r);
+    free(v1k);
+    free(v4k);
+}
+
+/* A segment referenced 256 x 32 times is decided once per evaluation. */
+static void test_segment_memo(void)
+{
+    char *doc = malloc(64 * 1024), *v4k = malloc(TM_CONTEXT_MAX_VALUE_LEN + 1);
+    if (doc == NULL || v4k == NULL) {
+        ok(0, "out of memory");
+        free(doc);
+        free(v4k);
+        return;
+    }
+    size_t off = (size_t) snprintf(doc, 64 * 1024, "{\"strategies\":[");
+    for (int s = 0; s < 256; s++) {
+        off += (size_t) snprintf(doc + off, 64 * 1024 - off, "%s{\"segments\":[", s ? "," : "");
+        for (int k = 0; k < 32; k++) {
+            off += (size_t) snprintf(doc + off, 64 * 1024 - off, "%s\"m\"", k ? "," : "");
+        }
+        off += (size_t) snprintf(doc + off, 64 * 1024 - off, "]}");
+    }
+    snprintf(doc + off, 64 * 1024 - off, "]}");
+    add_segment("{\"name\":\"m\",\"constraints\":[{\"contextName\":\"v\","
+                "\"operator\":\"STR_CONTAINS\",\"values\":[\"b\",\"ab\",\"aab\"]}]}");
+    memset(v4k, 'a', TM_CONTEXT_MAX_VALUE_LEN);
+    v4k[TM_CONTEXT_MAX_VALUE_LEN] = '\0';
+    tm_rule *r = compile(doc);
+    tm_eval_result res = run(r, "f", "u", KV("v", v4k));
+    ok(res.reason == TM_REASON_DEFAULT && res.cost < 100000,
+       "8192 references to one segment: decided once (%lu units)", res.cost);
+    v4k[100] = 'b';
+    res = run(r, "f", "u", KV("v", v4k));
+    ok(res.value && res.strategy == 0, "and it holds when it holds");
+    tm_rule_free(r);
+    free(v4k);
+    free(doc);
+}
+
 int main(void)
 {
     test_hash();
@@ -865,6 +1054,9 @@ int main(void)
     test_validation();
     test_context();
     test_unleash_semantics();
+    test_tries();
+    test_budget();
+    test_segment_memo();
     for (size_t i = 0; i < nflags; i++) {
         tm_rule_free(flags[i].rule);
     }
