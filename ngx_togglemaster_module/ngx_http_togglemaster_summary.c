@@ -11,8 +11,11 @@
  * flag and no buffer; SQS and DynamoDB see one entry per flag per flush,
  * whatever the request rate.
  *
- * Bounded: at most NGX_HTTP_TOGGLEMASTER_SUMMARY_FLAGS distinct flags per
- * flush (more are dropped and counted), and the summary messages go
+ * Counters are kept per environment and flag; a message holds a summary
+ * per environment (docs/events.md: "environment" absent for the default).
+ *
+ * Bounded: at most NGX_HTTP_TOGGLEMASTER_SUMMARY_FLAGS distinct
+ * environment-flag pairs per flush (more are dropped and counted), and the summary messages go
  * through the events buffer's byte budget like any message. In the events
  * counters (produced, sent, dropped) a summary counts one event per flag it
  * holds.
@@ -37,9 +40,11 @@ typedef struct {
 
 
 typedef struct {
-    u_char                      *name;     /* NULL: a free slot */
-    size_t                       len;
+    u_char                      *name;     /* env then flag; NULL: free */
+    size_t                       elen;     /* the environment's length */
+    size_t                       len;      /* the flag's length */
     ngx_uint_t                   hash;
+    ngx_uint_t                   done;     /* written by this flush */
     uint64_t                     n;
     uint64_t                     t;
     uint64_t                     f;
@@ -127,15 +132,43 @@ ngx_http_togglemaster_summary_grow(ngx_log_t *log)
 }
 
 
-/* The entry of flag, created when new; NULL when the table is full or
- * memory is short. */
+static ngx_uint_t
+ngx_http_togglemaster_summary_hash(ngx_str_t *env, u_char *flag, size_t flen)
+{
+    size_t      i;
+    ngx_uint_t  hash;
+
+    hash = ngx_hash_key(env->data, env->len);
+    hash = ngx_hash(hash, '/');
+
+    for (i = 0; i < flen; i++) {
+        hash = ngx_hash(hash, flag[i]);
+    }
+
+    return hash;
+}
+
+
+static ngx_uint_t
+ngx_http_togglemaster_summary_is(ngx_http_togglemaster_sum_t *e,
+    ngx_uint_t hash, ngx_str_t *env, u_char *flag, size_t flen)
+{
+    return e->hash == hash && e->elen == env->len && e->len == flen
+           && ngx_memcmp(e->name, env->data, env->len) == 0
+           && ngx_memcmp(e->name + env->len, flag, flen) == 0;
+}
+
+
+/* The entry of flag in env, created when new; NULL when the table is full
+ * or memory is short. */
 static ngx_http_togglemaster_sum_t *
-ngx_http_togglemaster_summary_entry(u_char *flag, size_t flen, ngx_log_t *log)
+ngx_http_togglemaster_summary_entry(ngx_str_t *env, u_char *flag, size_t flen,
+    ngx_log_t *log)
 {
     ngx_uint_t                    hash, j, mask;
     ngx_http_togglemaster_sum_t  *e;
 
-    hash = ngx_hash_key(flag, flen);
+    hash = ngx_http_togglemaster_summary_hash(env, flag, flen);
 
     if (ngx_http_togglemaster_sums.cap) {
         mask = ngx_http_togglemaster_sums.cap - 1;
@@ -145,9 +178,7 @@ ngx_http_togglemaster_summary_entry(u_char *flag, size_t flen, ngx_log_t *log)
         {
             e = &ngx_http_togglemaster_sums.slot[j];
 
-            if (e->hash == hash && e->len == flen
-                && ngx_memcmp(e->name, flag, flen) == 0)
-            {
+            if (ngx_http_togglemaster_summary_is(e, hash, env, flag, flen)) {
                 return e;
             }
         }
@@ -176,12 +207,13 @@ ngx_http_togglemaster_summary_entry(u_char *flag, size_t flen, ngx_log_t *log)
 
     e = &ngx_http_togglemaster_sums.slot[j];
 
-    e->name = ngx_alloc(flen, log);
+    e->name = ngx_alloc(env->len + flen, log);
     if (e->name == NULL) {
         return NULL;
     }
 
-    ngx_memcpy(e->name, flag, flen);
+    ngx_memcpy(ngx_cpymem(e->name, env->data, env->len), flag, flen);
+    e->elen = env->len;
     e->len = flen;
     e->hash = hash;
     ngx_http_togglemaster_sums.used++;
@@ -223,17 +255,22 @@ ngx_http_togglemaster_summary_variant(ngx_http_togglemaster_sum_t *e,
 
 void
 ngx_http_togglemaster_summary_count(u_char *flag, size_t flen,
-    tm_decision *d, const char *variant, ngx_log_t *log)
+    tm_decision *d, const char *variant, ngx_str_t *env, ngx_log_t *log)
 {
+    ngx_str_t                     none = ngx_null_string;
     ngx_http_togglemaster_sum_t  *e;
 
-    if (flen == 0 || flen > TM_NAME_MAX) {
+    if (env == NULL) {
+        env = &none;
+    }
+
+    if (flen == 0 || flen > TM_NAME_MAX || env->len > TM_NAME_MAX) {
         ngx_http_togglemaster_events_lost(NGX_HTTP_TOGGLEMASTER_DROP_INVALID,
                                           1);
         return;
     }
 
-    e = ngx_http_togglemaster_summary_entry(flag, flen, log);
+    e = ngx_http_togglemaster_summary_entry(env, flag, flen, log);
     if (e == NULL) {
         ngx_http_togglemaster_events_lost(
             NGX_HTTP_TOGGLEMASTER_DROP_BUFFER_FULL, 1);
@@ -268,18 +305,29 @@ ngx_http_togglemaster_summary_due(void)
 }
 
 
-/* Opens a summary message: envelope, summary id and time. */
+/* Opens one environment's summary (e's): id, time, environment. */
 static u_char *
-ngx_http_togglemaster_summary_open(u_char *p)
+ngx_http_togglemaster_summary_open(u_char *p, ngx_http_togglemaster_sum_t *e)
 {
-    p = ngx_cpymem(p, "{\"v\":2,\"events\":[],\"summaries\":[{\"summary_id\":\"",
-                   sizeof("{\"v\":2,\"events\":[],\"summaries\":["
-                          "{\"summary_id\":\"") - 1);
+    p = ngx_cpymem(p, "{\"summary_id\":\"", sizeof("{\"summary_id\":\"") - 1);
     p = ngx_http_togglemaster_events_uuid(p);
     p = ngx_cpymem(p, "\",\"timestamp\":\"", sizeof("\",\"timestamp\":\"") - 1);
     p = ngx_http_togglemaster_events_timestamp(p);
-    return ngx_cpymem(p, "\",\"flags\":{", sizeof("\",\"flags\":{") - 1);
+    *p++ = '"';
+
+    if (e->elen) {
+        p = ngx_cpymem(p, ",\"environment\":", sizeof(",\"environment\":") - 1);
+        p = ngx_http_togglemaster_json_str(p, e->name, e->elen);
+    }
+
+    return ngx_cpymem(p, ",\"flags\":{", sizeof(",\"flags\":{") - 1);
 }
+
+
+#define NGX_HTTP_TOGGLEMASTER_SUMMARY_HEAD                                    \
+    "{\"v\":2,\"events\":[],\"summaries\":["
+/* a summary's own bytes besides its flags: id, time, environment */
+#define NGX_HTTP_TOGGLEMASTER_SUMMARY_OPEN_MAX  (160 + 6 * TM_NAME_MAX)
 
 
 static u_char *
@@ -287,7 +335,7 @@ ngx_http_togglemaster_summary_flag(u_char *p, ngx_http_togglemaster_sum_t *e)
 {
     ngx_uint_t  k;
 
-    p = ngx_http_togglemaster_json_str(p, e->name, e->len);
+    p = ngx_http_togglemaster_json_str(p, e->name + e->elen, e->len);
     p = ngx_sprintf(p, ":{\"n\":%uL,\"t\":%uL,\"f\":%uL", e->n, e->t, e->f);
 
     for (k = 0; k < NGX_HTTP_TOGGLEMASTER_SUMMARY_VARIANTS && e->v[k].name; k++)
@@ -304,6 +352,61 @@ ngx_http_togglemaster_summary_flag(u_char *p, ngx_http_togglemaster_sum_t *e)
 
     *p++ = '}';
     return p;
+}
+
+
+/* Writes, from slot i on, every flag of slot i's environment not written
+ * yet into summaries of that environment, starting messages as they fill;
+ * returns where the message being written continues. */
+static u_char *
+ngx_http_togglemaster_summary_env(u_char *raw, u_char *p, ngx_uint_t i,
+    ngx_uint_t *nflags)
+{
+    ngx_uint_t                    j, first;
+    ngx_http_togglemaster_sum_t  *e, *x;
+
+    e = &ngx_http_togglemaster_sums.slot[i];
+
+    if (*nflags) {
+        *p++ = ',';
+    }
+
+    p = ngx_http_togglemaster_summary_open(p, e);
+    first = 1;
+
+    for (j = i; j < ngx_http_togglemaster_sums.cap; j++) {
+        x = &ngx_http_togglemaster_sums.slot[j];
+
+        if (x->name == NULL || x->done || x->elen != e->elen
+            || ngx_memcmp(x->name, e->name, e->elen) != 0)
+        {
+            continue;
+        }
+
+        if ((size_t) (p - raw) + NGX_HTTP_TOGGLEMASTER_SUMMARY_FLAG_MAX
+            + NGX_HTTP_TOGGLEMASTER_SUMMARY_OPEN_MAX
+            > NGX_HTTP_TOGGLEMASTER_SUMMARY_MSG_MAX)
+        {
+            p = ngx_cpymem(p, "}}]}", 4);
+            ngx_http_togglemaster_events_queue_raw(raw, p - raw, *nflags);
+            p = ngx_cpymem(raw, NGX_HTTP_TOGGLEMASTER_SUMMARY_HEAD,
+                           sizeof(NGX_HTTP_TOGGLEMASTER_SUMMARY_HEAD) - 1);
+            p = ngx_http_togglemaster_summary_open(p, e);
+            *nflags = 0;
+            first = 1;
+        }
+
+        if (!first) {
+            *p++ = ',';
+        }
+
+        p = ngx_http_togglemaster_summary_flag(p, x);
+        x->done = 1;
+        first = 0;
+        (*nflags)++;
+    }
+
+    return ngx_cpymem(p, "}}", 2);
 }
 
 
@@ -333,34 +436,33 @@ ngx_http_togglemaster_summary_flush(ngx_msec_t every, ngx_uint_t force,
         return;
     }
 
-    p = ngx_http_togglemaster_summary_open(raw);
+    p = ngx_cpymem(raw, NGX_HTTP_TOGGLEMASTER_SUMMARY_HEAD,
+                   sizeof(NGX_HTTP_TOGGLEMASTER_SUMMARY_HEAD) - 1);
     nflags = 0;
 
+    /* a pass per environment with counts (a few; at most 64) */
     for (i = 0; i < ngx_http_togglemaster_sums.cap; i++) {
         e = &ngx_http_togglemaster_sums.slot[i];
 
-        if (e->name == NULL) {
+        if (e->name == NULL || e->done) {
             continue;
         }
 
         if ((size_t) (p - raw) + NGX_HTTP_TOGGLEMASTER_SUMMARY_FLAG_MAX
+            + NGX_HTTP_TOGGLEMASTER_SUMMARY_OPEN_MAX
             > NGX_HTTP_TOGGLEMASTER_SUMMARY_MSG_MAX)
         {
-            p = ngx_cpymem(p, "}}]}", 4);
+            p = ngx_cpymem(p, "]}", 2);
             ngx_http_togglemaster_events_queue_raw(raw, p - raw, nflags);
-            p = ngx_http_togglemaster_summary_open(raw);
+            p = ngx_cpymem(raw, NGX_HTTP_TOGGLEMASTER_SUMMARY_HEAD,
+                           sizeof(NGX_HTTP_TOGGLEMASTER_SUMMARY_HEAD) - 1);
             nflags = 0;
         }
 
-        if (nflags) {
-            *p++ = ',';
-        }
-
-        p = ngx_http_togglemaster_summary_flag(p, e);
-        nflags++;
+        p = ngx_http_togglemaster_summary_env(raw, p, i, &nflags);
     }
 
-    p = ngx_cpymem(p, "}}]}", 4);
+    p = ngx_cpymem(p, "]}", 2);
     ngx_http_togglemaster_events_queue_raw(raw, p - raw, nflags);
 
     ngx_free(raw);
