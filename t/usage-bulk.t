@@ -88,6 +88,34 @@ my $raw = run_mode('raw');
 is $raw->{items}, 20 * 300 + 300, 'raw: one item per flag per bulk call (as before)';
 is usage_of('bulk-002')->{totals}{evaluations}, 42, 'raw: the raw events count in the aggregates instead (21 more)';
 
+# --- bulk calls in another environment count there, not in the default ---
+$h->redis_cmd('HSET', 'tm:envs', 'default', TM::Nginx::env_json('default', 1));
+$h->redis_cmd('HSET', 'tm:envs', 'staging', TM::Nginx::env_json('staging', 2));
+$h->redis_cmd('HSET', 'tm:flags@staging', $_, TM::Nginx::env_flag_json($_, 1)) for qw(bulk-001 bulk-002);
+$h->redis_cmd('SADD', 'tm:ready', 'env', 'flag@staging', 'rule@staging');
+{
+    my $ng = TM::Nginx->new($h, http => <<"CONF");
+    togglemaster_events on;
+    togglemaster_sqs_queue_url $q;
+    togglemaster_aws_endpoint $moto;
+    togglemaster_aws_region us-east-1;
+    togglemaster_events_batch 1000 1s;
+    togglemaster_environment staging;
+CONF
+    $ng->start;
+    my $bulk = sub { $h->req(POST => $ng->url('/ofrep/v1/evaluate/flags'), {}, { context => { targetingKey => "s-$_[0]" } }) };
+    ok $h->wait_until(10, sub { scalar @{ ($bulk->(0)->{json} // {})->{flags} // [] } == 2 }),
+        'staging: the bulk answer holds its two flags';
+    my $d0 = usage_of('bulk-001')->{totals}{evaluations};
+    $bulk->($_) for 1 .. 5;
+    ok $h->wait_until(30, sub { (eval { $h->req(GET => "$wbase/flags/bulk-002/usage?environment=staging",
+        { Authorization => "Bearer $key" })->{json}{totals}{evaluations} } // 0) == 6 }),
+        'staging: 5 bulk calls (+1 warm-up) counted in staging';
+    sleep 2;   # a summary wrongly keyed to the default would have landed by now
+    is usage_of('bulk-001')->{totals}{evaluations}, $d0, '... and none in the default environment';
+    $ng->stop;
+}
+
 diag sprintf "one bulk call over 300 flags: raw %.0f DynamoDB items + %.0f worker DynamoDB requests; "
     . "summary %d items, %.1f worker DynamoDB requests per call (%d SQS messages for 20 calls)",
     $raw->{items} / 21, $raw->{ddb} / 21, 0, $sum->{ddb} / 21, $sum->{messages};
