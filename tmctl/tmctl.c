@@ -9,6 +9,7 @@
 #include "tmctl_audit.h"
 #include "tmctl_doc.h"
 #include "tmctl_http.h"
+#include "tmctl_usage.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -64,6 +65,12 @@ static const char usage_text[] =
 "  tmctl keys create NAME [--scope admin|readonly|server|client] [--environment ENV]\n"
 "  tmctl keys revoke ID\n"
 "\n"
+"Usage, from the analytics service (docs/usage.md):\n"
+"  tmctl usage FLAG [--from DATE] [--to DATE] [--granularity hour|day] [--environment ENV]\n"
+"                                                   evaluations per hour or day as a text chart;\n"
+"                                                   DATE: 2026-11-22 or 2026-11-22T10:00:00Z\n"
+"  tmctl stale [--days N] [--environment ENV]        flags not evaluated, or answering one value,\n"
+"                                                   in N days (default 30, at most 90)\n"
 "Who changed what (docs/audit.md; an admin or readonly key):\n"
 "  tmctl audit [--service flags|targeting|auth] [--kind KIND] [--name NAME] [--actor KEY]\n"
 "              [--since TIME] [--until TIME] [--limit N] [--json]\n"
@@ -86,6 +93,8 @@ static const char usage_text[] =
 "                       (env TOGGLEMASTER_FLAGS_URL)\n"
 "  --targeting-url URL  the targeting service itself (env TOGGLEMASTER_TARGETING_URL)\n"
 "  --auth-url URL       the auth service itself (env TOGGLEMASTER_AUTH_URL)\n"
+"  --analytics-url URL  the analytics service itself, e.g. http://127.0.0.1:8005\n"
+"                       (env TOGGLEMASTER_ANALYTICS_URL; default: the gateway's /analytics)\n"
 "  --eval-url URL       the edge serving OFREP, e.g. http://127.0.0.1:8004\n"
 "                       (env TOGGLEMASTER_EVAL_URL)\n"
 "  --timeout SECONDS    per request (default 30)\n"
@@ -100,13 +109,15 @@ static const char usage_text[] =
 
 enum {
     O_DESC = 1, O_ENABLE = 2, O_USER = 4, O_CONTEXT = 8, O_DRY = 16, O_SKIP = 32,
-    O_FROMTO = 64, O_SCOPE = 128, O_CONFIRM = 256, O_AUDIT = 512, O_AUDITQ = 1024
+    O_FROMTO = 64, O_SCOPE = 128, O_CONFIRM = 256,
+    O_GRAN = 512, O_DAYS = 1024, O_AUDIT = 2048, O_AUDITQ = 4096
 };
 
 typedef struct {
     const char *url, *key, *auth_url, *flags_url, *targeting_url, *eval_url, *timeout, *retries;
     const char *description, *user, *context;
     const char *environment, *from, *to, *scope, *master_key;
+    const char *granularity, *days, *analytics_url;   /* tmctl usage / stale */
     const char *service, *kind, *name, *actor, *since, *until, *limit;
     int enabled;          /* -1 not given */
     int dry_run, skip_unknown, help, confirm, json;
@@ -166,6 +177,8 @@ static int parse_args(int argc, char **argv)
         { "environment", &o.environment, 0 }, { "from", &o.from, O_FROMTO },
         { "to", &o.to, O_FROMTO }, { "scope", &o.scope, O_SCOPE },
         { "master-key", &o.master_key, 0 }, { "confirm", NULL, O_CONFIRM },
+        { "granularity", &o.granularity, O_GRAN }, { "days", &o.days, O_DAYS },
+        { "analytics-url", &o.analytics_url, 0 },
         { "service", &o.service, O_AUDIT }, { "kind", &o.kind, O_AUDIT },
         { "name", &o.name, O_AUDIT }, { "actor", &o.actor, O_AUDIT },
         { "since", &o.since, O_AUDITQ }, { "until", &o.until, O_AUDITQ },
@@ -1003,6 +1016,9 @@ static const command commands[] = {
     { "keys", "list", 0, 0, "" },
     { "keys", "create", 1, O_SCOPE, "NAME [--scope admin|readonly|server|client] [--environment ENV]" },
     { "keys", "revoke", 1, 0, "ID" },
+    { "usage", NULL, 1, O_FROMTO | O_GRAN,
+      "FLAG [--from DATE] [--to DATE] [--granularity hour|day] [--environment ENV]" },
+    { "stale", NULL, 0, O_DAYS, "[--days N] [--environment ENV]" },
     { "audit", NULL, 0, O_AUDIT | O_AUDITQ, "[--service flags|targeting|auth] [--kind KIND]"
       " [--name NAME] [--actor KEY] [--since TIME] [--until TIME] [--limit N] [--json]" },
     { "history", NULL, 1, O_AUDITQ, "FLAG [--since TIME] [--until TIME] [--limit N] [--json]" },
@@ -1193,6 +1209,7 @@ static int run(void)
         static const char *const names[] = { "--description", "--enabled/--disabled", "--user",
                                              "--context", "--dry-run", "--skip-unknown",
                                              "--from/--to", "--scope", "--confirm",
+                                             "--granularity", "--days",
                                              "--service/--kind/--name/--actor",
                                              "--since/--until/--limit/--json" };
         int b = 0;
@@ -1249,6 +1266,12 @@ static int run(void)
     if (strcmp(c->group, "segments") == 0) return cmd_segments(c->verb, a0, a1);
     if (strcmp(c->group, "eval") == 0) return cmd_eval(a0);
     if (strcmp(c->group, "export") == 0) return cmd_export();
+    tmctl_usage_opts u = { .gateway = o.url, .analytics = o.analytics_url,
+                           .environment = o.environment,
+                           .from = o.from, .to = o.to, .granularity = o.granularity,
+                           .days = o.days };
+    if (strcmp(c->group, "usage") == 0) return tmctl_usage(&u, a0);
+    if (strcmp(c->group, "stale") == 0) return tmctl_stale(&u);
     return cmd_validate();
 }
 

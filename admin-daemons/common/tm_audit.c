@@ -1,4 +1,5 @@
 #include "tm_audit.h"
+#include "tm_apikey.h"
 #include "tm_buf.h"
 #include "tm_env.h"
 #include "tm_events.h"
@@ -55,7 +56,6 @@ static const char *service = "";
 static _Thread_local struct {
     char request_id[REQUEST_ID_MAX + 1];
     char client[ADDR_MAX];
-    char key_hash[65];
     int master;
 } ctx;
 
@@ -161,6 +161,7 @@ void tm_audit_request(const tm_req *req)
     } else if (tm_uuid_v4(ctx.request_id) != 0) {
         snprintf(ctx.request_id, sizeof ctx.request_id, "unknown");
     }
+    tm_apikey_forget();
     peer_address(req, ctx.client, sizeof ctx.client);
     const char *xff = tm_req_header(req, "X-Forwarded-For");
     if (xff && ctx.client[0] && trusted(ctx.client, strlen(ctx.client))) {
@@ -168,15 +169,8 @@ void tm_audit_request(const tm_req *req)
     }
 }
 
-void tm_audit_actor_key(const char *key_hash)
-{
-    snprintf(ctx.key_hash, sizeof ctx.key_hash, "%s", key_hash);
-    ctx.master = 0;
-}
-
 void tm_audit_actor_master(void)
 {
-    ctx.key_hash[0] = '\0';
     ctx.master = 1;
 }
 
@@ -195,11 +189,11 @@ void tm_audit_actor_master(void)
     "   'record', p.rec::json)::text END"
 
 /* The key's id and name as the auth daemon published them. */
-static void key_actor(char *id, size_t idsize, char *name, size_t namesize)
+static void key_actor(const char *hash, char *id, size_t idsize, char *name, size_t namesize)
 {
     snprintf(name, namesize, "%s", UNKNOWN_ACTOR);
     id[0] = '\0';
-    char *rec = tm_publish_key_record(ctx.key_hash);
+    char *rec = tm_publish_key_record(hash);
     json_t *j = rec ? json_loads(rec, 0, NULL) : NULL;
     free(rec);
     json_t *jid = json_object_get(j, "id"), *jname = json_object_get(j, "name");
@@ -216,8 +210,8 @@ tm_db_status tm_audit_record(const char *action, const char *kind, const char *n
     char id[24] = "", actor[256];
     if (ctx.master) {
         snprintf(actor, sizeof actor, "%s", MASTER_ACTOR);
-    } else if (ctx.key_hash[0]) {
-        key_actor(id, sizeof id, actor, sizeof actor);
+    } else if (tm_apikey_checked_hash()) {
+        key_actor(tm_apikey_checked_hash(), id, sizeof id, actor, sizeof actor);
     } else {
         snprintf(actor, sizeof actor, "%s", UNKNOWN_ACTOR);
     }

@@ -29,9 +29,9 @@ int tm_audit_init(const char *daemon_name);
  * socket peer, or the nearest address in X-Forwarded-For that is not a
  * trusted proxy when the peer is one), no actor yet. */
 void tm_audit_request(const tm_req *req);
-/* The actor: the key with this hash (its id and name are looked up from
- * the auth daemon's publication when a record is written), or the master key. */
-void tm_audit_actor_key(const char *key_hash);
+/* The actor is the key tm_apikey_check() accepted for this request (its
+ * id and name are looked up from the auth daemon's publication when a
+ * record is written), or the master key once this is called. */
 void tm_audit_actor_master(void);
 
 /* Inserts the record inside the caller's open transaction. before and
