@@ -147,6 +147,9 @@ is req(DELETE => "$auth/admin/keys/$ro->{id}", \%MH)->{status}, 204, 'reader rev
 $rec = req(GET => "$auth/audit?limit=1", \%MH)->{json}{records}[0];
 is_deeply [ @$rec{qw(action kind name)} ], [ 'revoke', 'key', 'reader' ], 'revocation recorded';
 ok $rec->{before}{is_active} && !$rec->{after}{is_active}, 'revocation: active -> inactive';
+my $nk = count('auth');
+is req(DELETE => "$auth/admin/keys/$ro->{id}", \%MH)->{status}, 204, 'reader revoked again: 204 as before';
+is count('auth'), $nk, 'changed nothing: no second record';
 
 # --- filters, pagination, bad input ---
 $r = req(GET => "$flags/audit?actor=alice", \%A);

@@ -57,6 +57,8 @@ static _Thread_local struct {
     char request_id[REQUEST_ID_MAX + 1];
     char client[ADDR_MAX];
     int master;
+    int resolved;          /* actor_id and actor_name are set */
+    char actor_id[24], actor_name[256];
 } ctx;
 
 int tm_audit_init(const char *daemon_name)
@@ -172,6 +174,7 @@ void tm_audit_request(const tm_req *req)
 void tm_audit_actor_master(void)
 {
     ctx.master = 1;
+    ctx.resolved = 0;
 }
 
 #define RECORD_JSON "json_build_object('id', id::text, 'at', " TM_SQL_TS("at") "," \
@@ -204,18 +207,30 @@ static void key_actor(const char *hash, char *id, size_t idsize, char *name, siz
     json_decref(j);
 }
 
+/* The actor, once per request: tm_audit_apply() asks before its
+ * transaction begins, so no Redis round trip happens while it holds locks. */
+static void resolve_actor(void)
+{
+    if (ctx.resolved) {
+        return;
+    }
+    ctx.actor_id[0] = '\0';
+    if (ctx.master) {
+        snprintf(ctx.actor_name, sizeof ctx.actor_name, "%s", MASTER_ACTOR);
+    } else if (tm_apikey_checked_hash()) {
+        key_actor(tm_apikey_checked_hash(), ctx.actor_id, sizeof ctx.actor_id,
+                  ctx.actor_name, sizeof ctx.actor_name);
+    } else {
+        snprintf(ctx.actor_name, sizeof ctx.actor_name, "%s", UNKNOWN_ACTOR);
+    }
+    ctx.resolved = 1;
+}
+
 tm_db_status tm_audit_record(const char *action, const char *kind, const char *name,
                              const char *env, const char *before, const char *after)
 {
-    char id[24] = "", actor[256];
-    if (ctx.master) {
-        snprintf(actor, sizeof actor, "%s", MASTER_ACTOR);
-    } else if (tm_apikey_checked_hash()) {
-        key_actor(tm_apikey_checked_hash(), id, sizeof id, actor, sizeof actor);
-    } else {
-        snprintf(actor, sizeof actor, "%s", UNKNOWN_ACTOR);
-    }
-    const char *p[] = { id[0] ? id : NULL, actor, action, kind, name, env, before, after,
+    resolve_actor();
+    const char *p[] = { ctx.actor_id[0] ? ctx.actor_id : NULL, ctx.actor_name, action, kind, name, env, before, after,
                         ctx.request_id[0] ? ctx.request_id : "unknown",
                         ctx.client[0] ? ctx.client : NULL, service };
     PGresult *res;
@@ -278,6 +293,10 @@ static tm_db_status apply_in_tx(const tm_audit_change *c, PGresult **before, PGr
     const char *b = *before && PQntuples(*before) ? PQgetvalue(*before, 0, 0) : NULL;
     const char *a = after ? (PQntuples(after) ? PQgetvalue(after, 0, 0) : NULL)
                   : c->after_col >= 0 ? PQgetvalue(*out, 0, c->after_col) : NULL;
+    if (b && a && strcmp(b, a) == 0) {
+        PQclear(after);
+        return TM_DB_OK;   /* changed nothing (a key revoked again): no record */
+    }
     char name[512];
     if (c->name) {
         snprintf(name, sizeof name, "%s", c->name);
@@ -292,6 +311,7 @@ static tm_db_status apply_in_tx(const tm_audit_change *c, PGresult **before, PGr
 tm_db_status tm_audit_apply(const tm_audit_change *c, PGresult **out)
 {
     *out = NULL;
+    resolve_actor();
     tm_db_status s = tm_db_begin();
     if (s != TM_DB_OK) {
         return s;

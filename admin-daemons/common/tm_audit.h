@@ -69,7 +69,8 @@ typedef struct {
 
 /* Runs c->before_sql, c->sql and the record in one transaction: both
  * commit or neither. No row from c->sql: nothing changed, nothing is
- * recorded, the transaction rolled back. On TM_DB_OK *out holds c->sql's
+ * recorded, the transaction rolled back. A before and after that are the
+ * same text: committed, not recorded. On TM_DB_OK *out holds c->sql's
  * result (PQclear it); otherwise NULL. */
 tm_db_status tm_audit_apply(const tm_audit_change *c, PGresult **out);
 
