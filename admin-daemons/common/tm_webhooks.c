@@ -1,8 +1,8 @@
 #include "tm_webhooks.h"
+#include "tm_bodies.h"
 #include "tm_env.h"
 #include "tm_hash.h"
 #include "tm_log.h"
-#include "tm_names.h"
 #include "tm_sql.h"
 #include "tm_store.h"
 
@@ -33,134 +33,6 @@ static atomic_int stopping;
 
 /* ---- the API ---- */
 
-static const char *const known_kinds[] = { "flag", "rule", "segment", "environment", "key" };
-
-/* NULL (all) or an array of 1 to 16 strings each accepted by ok: its JSON
- * text in *out (malloc'd) or NULL. 0, or -1 with resp filled. */
-static int check_list(const json_t *v, const char *what, int (*ok)(const char *), char **out,
-                      tm_resp *resp)
-{
-    size_t i;
-    json_t *e;
-    *out = NULL;
-    if (json_is_null(v)) {
-        return 0;
-    }
-    if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > 16) {
-        tm_resp_error(resp, 400, "%s must be null (all) or an array of 1 to 16 names", what);
-        return -1;
-    }
-    json_array_foreach(v, i, e) {
-        if (!json_is_string(e) || !ok(json_string_value(e))) {
-            tm_resp_error(resp, 400, "%s: element %zu is not a valid name", what, i);
-            return -1;
-        }
-    }
-    *out = json_dumps(v, JSON_COMPACT);
-    if (*out == NULL) {
-        tm_resp_error(resp, 500, "out of memory");
-        return -1;
-    }
-    return 0;
-}
-
-static int kind_ok(const char *k)
-{
-    for (size_t i = 0; i < sizeof known_kinds / sizeof known_kinds[0]; i++) {
-        if (strcmp(k, known_kinds[i]) == 0) return 1;
-    }
-    return 0;
-}
-
-static int env_ok(const char *e)
-{
-    return tm_env_name_valid(e, strlen(e));
-}
-
-static int url_ok(const char *u)
-{
-    size_t n = strlen(u);
-    if (n > 2048 || (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0)
-        || n <= (u[4] == 's' ? 8u : 7u)) {
-        return 0;
-    }
-    for (; *u; u++) {
-        if ((unsigned char) *u <= 0x20 || (unsigned char) *u >= 0x7f) return 0;
-    }
-    return 1;
-}
-
-static int secret_ok(const char *s)
-{
-    size_t n = strlen(s);
-    for (const char *p = s; *p; p++) {
-        if ((unsigned char) *p < 0x20 || (unsigned char) *p >= 0x7f) return 0;
-    }
-    return n >= 16 && n <= 256;
-}
-
-typedef struct {
-    const char *url, *secret, *format;   /* NULL: absent */
-    int has_kinds, has_envs;
-    char *kinds, *envs;                  /* JSON arrays, NULL: all */
-} endpoint_body;
-
-/* A POST (create: url and secret required) or PUT body. */
-static int check_endpoint(const json_t *obj, int create, endpoint_body *b, tm_resp *resp)
-{
-    const char *key;
-    json_t *v;
-    memset(b, 0, sizeof *b);
-    json_object_foreach((json_t *) obj, key, v) {
-        if (strcmp(key, "url") == 0) {
-            b->url = json_string_value(v);
-            if (b->url == NULL || !url_ok(b->url)) {
-                tm_resp_error(resp, 400, "url must be an http:// or https:// URL of at most 2048"
-                              " printable ASCII bytes");
-                return -1;
-            }
-        } else if (strcmp(key, "secret") == 0) {
-            b->secret = json_string_value(v);
-            if (b->secret == NULL || !secret_ok(b->secret)) {
-                tm_resp_error(resp, 400, "secret must be 16 to 256 printable ASCII bytes");
-                return -1;
-            }
-        } else if (strcmp(key, "format") == 0) {
-            b->format = json_string_value(v);
-            if (b->format == NULL || (strcmp(b->format, "json") && strcmp(b->format, "slack"))) {
-                tm_resp_error(resp, 400, "format must be \"json\" or \"slack\"");
-                return -1;
-            }
-        } else if (strcmp(key, "kinds") == 0) {
-            b->has_kinds = 1;
-            if (check_list(v, "kinds (flag, rule, segment, environment, key)", kind_ok,
-                           &b->kinds, resp) != 0) {
-                return -1;
-            }
-        } else if (strcmp(key, "environments") == 0) {
-            b->has_envs = 1;
-            if (check_list(v, "environments", env_ok, &b->envs, resp) != 0) {
-                return -1;
-            }
-        } else {
-            tm_resp_error(resp, 400, "unknown member \"%.64s\" (url, secret, kinds,"
-                          " environments, format)", key);
-            return -1;
-        }
-    }
-    if (create && (b->url == NULL || b->secret == NULL)) {
-        tm_resp_error(resp, 400, "url and secret are required");
-        return -1;
-    }
-    return 0;
-}
-
-static void endpoint_body_free(endpoint_body *b)
-{
-    free(b->kinds);
-    free(b->envs);
-}
-
 /* One statement's single JSON cell as the answer; no row: 404. */
 static void answer(tm_resp *resp, int status, const char *sql, int n, const char *const *p)
 {
@@ -178,38 +50,44 @@ static void answer(tm_resp *resp, int status, const char *sql, int n, const char
     PQclear(res);
 }
 
+/* POST (id NULL) or PUT of an endpoint; the body checked in lib/tm_bodies.c. */
 static void write_endpoint(const tm_req *req, tm_resp *resp, const char *id)
 {
+    char err[512];
+    int status;
+    tm_body b;
     json_t *obj = tm_req_json_object(req, resp);
-    endpoint_body b;
     if (obj == NULL) {
         return;
     }
-    if (check_endpoint(obj, id == NULL, &b, resp) == 0) {
-        const char *p[] = { id ? id : service, b.url, b.secret, b.format,
-                            b.has_kinds ? "t" : "f", b.kinds, b.has_envs ? "t" : "f", b.envs };
-        if (id == NULL) {
-            answer(resp, 201, "INSERT INTO webhooks (service, url, secret, format, kinds,"
-                   " environments) VALUES ($1, $2, $3, coalesce($4, 'json'),"
-                   " CASE WHEN $6::json IS NULL THEN NULL"
-                   "   ELSE ARRAY(SELECT json_array_elements_text($6::json)) END,"
-                   " CASE WHEN $8::json IS NULL THEN NULL"
-                   "   ELSE ARRAY(SELECT json_array_elements_text($8::json)) END)"
-                   " RETURNING " WEBHOOK_JSON "::text, $5::text, $7::text", 8, p);
-        } else {
-            const char *q[] = { p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], service };
-            answer(resp, 200, "UPDATE webhooks SET url = coalesce($2, url),"
-                   " secret = coalesce($3, secret), format = coalesce($4, format),"
-                   " kinds = CASE WHEN NOT $5::boolean THEN kinds WHEN $6::json IS NULL THEN NULL"
-                   "   ELSE ARRAY(SELECT json_array_elements_text($6::json)) END,"
-                   " environments = CASE WHEN NOT $7::boolean THEN environments"
-                   "   WHEN $8::json IS NULL THEN NULL"
-                   "   ELSE ARRAY(SELECT json_array_elements_text($8::json)) END"
-                   " WHERE id = $1::integer AND service = $9 RETURNING " WEBHOOK_JSON "::text",
-                   9, q);
-        }
+    if (tm_body_check(TM_BODY_WEBHOOK, obj, id, &b, &status, err, sizeof err) != 0) {
+        tm_resp_error(resp, status, "%s", err);
+        json_decref(obj);
+        return;
     }
-    endpoint_body_free(&b);
+    const char *p[] = { id ? id : service, b.url, b.secret, b.format,
+                        b.has_kinds ? "t" : "f", b.kinds, b.has_envs ? "t" : "f", b.envs };
+    if (id == NULL) {
+        answer(resp, 201, "INSERT INTO webhooks (service, url, secret, format, kinds,"
+               " environments) VALUES ($1, $2, $3, coalesce($4, 'json'),"
+               " CASE WHEN $6::json IS NULL THEN NULL"
+               "   ELSE ARRAY(SELECT json_array_elements_text($6::json)) END,"
+               " CASE WHEN $8::json IS NULL THEN NULL"
+               "   ELSE ARRAY(SELECT json_array_elements_text($8::json)) END)"
+               " RETURNING " WEBHOOK_JSON "::text, $5::text, $7::text", 8, p);
+    } else {
+        const char *q[] = { p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], service };
+        answer(resp, 200, "UPDATE webhooks SET url = coalesce($2, url),"
+               " secret = coalesce($3, secret), format = coalesce($4, format),"
+               " kinds = CASE WHEN NOT $5::boolean THEN kinds WHEN $6::json IS NULL THEN NULL"
+               "   ELSE ARRAY(SELECT json_array_elements_text($6::json)) END,"
+               " environments = CASE WHEN NOT $7::boolean THEN environments"
+               "   WHEN $8::json IS NULL THEN NULL"
+               "   ELSE ARRAY(SELECT json_array_elements_text($8::json)) END"
+               " WHERE id = $1::integer AND service = $9 RETURNING " WEBHOOK_JSON "::text",
+               9, q);
+    }
+    tm_body_free(&b);
     json_decref(obj);
 }
 
