@@ -186,10 +186,16 @@ $h->psql("INSERT INTO audit_log (service, at, actor_name, action, kind, name, re
          . " FROM generate_series(1, 2500) g");
 $h->psql("INSERT INTO audit_log (service, at, actor_name, action, kind, name, request_id)"
          . " VALUES ('flags', now() - interval '20 days', 'old', 'update', 'flag', 'recent', 'r')");
+$h->psql("INSERT INTO webhooks (id, service, url, secret) VALUES (900, 'flags', 'http://127.0.0.1:9/', 'x')");
+$h->psql("INSERT INTO webhook_outbox (webhook_id, service, delivery_id, body, status, created_at, next_at)"
+         . " SELECT 900, 'flags', 'old-' || g, '{}', CASE WHEN g = 1 THEN 'pending' ELSE 'delivered' END,"
+         . " now() - interval '40 days', now() + interval '1 day' FROM generate_series(1, 1500) g");
 $h->{env}{flags}{TM_TRUSTED_PROXIES} = '10.0.0.0/8, 192.168.0.1';
 $h->restart('flags');
 ok $h->wait_until(20, sub { $h->psql("SELECT count(*) FROM audit_log WHERE actor_name = 'old'") eq '1' }),
     'records past the retention pruned (in batches), younger kept';
+ok $h->wait_until(10, sub { $h->psql("SELECT count(*) FROM webhook_outbox WHERE webhook_id = 900") eq '1' }),
+    'old deliveries done with pruned too, the pending one kept';
 is req(POST => "$flags/flags", { %A, 'X-Forwarded-For' => '203.0.113.7' }, { name => 'spoof' })->{status}, 201,
     'created through a daemon that trusts no local proxy';
 $rec = req(GET => "$flags/audit?name=spoof", \%A)->{json}{records}[0];

@@ -431,6 +431,27 @@ void tm_audit_get(const tm_req *req, tm_resp *resp)
     PQclear(res);
 }
 
+/* Runs sql ($1 = retention days, $2 = service; deletes at most 1000 rows)
+ * until it deletes fewer, at most 100 times, so a large backlog cannot
+ * hold the main thread. The rows deleted, or -1. */
+static long prune_batches(const char *sql, const char *const *p)
+{
+    long total = 0;
+    for (int round = 0; round < 100; round++) {
+        PGresult *res;
+        if (tm_db_exec(sql, 2, p, &res) != TM_DB_OK) {
+            return -1;
+        }
+        long n = strtol(PQcmdTuples(res), NULL, 10);
+        PQclear(res);
+        total += n;
+        if (n < 1000) {
+            break;
+        }
+    }
+    return total;
+}
+
 void tm_audit_prune(void)
 {
     static time_t next;
@@ -442,23 +463,19 @@ void tm_audit_prune(void)
     char days[24];
     snprintf(days, sizeof days, "%ld", retention_days);
     const char *p[] = { days, service };
-    long total = 0;
-    /* Bounded per round, so a large backlog cannot hold the main thread. */
-    for (int round = 0; round < 100; round++) {
-        PGresult *res;
-        if (tm_db_exec("DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log"
-                       " WHERE service = $2 AND at < now() - make_interval(days => $1::integer)"
-                       " LIMIT 1000)", 2, p, &res) != TM_DB_OK) {
-            return;
-        }
-        long n = strtol(PQcmdTuples(res), NULL, 10);
-        PQclear(res);
-        total += n;
-        if (n < 1000) {
-            break;
-        }
-    }
-    if (total) {
-        TM_INFO("audit: %ld records older than %ld days pruned", total, retention_days);
+    long records = prune_batches("DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log"
+                                 " WHERE service = $2"
+                                 " AND at < now() - make_interval(days => $1::integer)"
+                                 " LIMIT 1000)", p);
+    /* Deliveries done with (delivered or failed) go after the same time;
+     * pending ones stay whatever their age. */
+    long deliveries = prune_batches("DELETE FROM webhook_outbox WHERE id IN (SELECT id"
+                                    " FROM webhook_outbox WHERE service = $2"
+                                    " AND status <> 'pending'"
+                                    " AND created_at < now() - make_interval(days => $1::integer)"
+                                    " LIMIT 1000)", p);
+    if (records > 0 || deliveries > 0) {
+        TM_INFO("audit: %ld records and %ld webhook deliveries older than %ld days pruned",
+                records > 0 ? records : 0, deliveries > 0 ? deliveries : 0, retention_days);
     }
 }

@@ -80,7 +80,8 @@ tm_db_status tm_audit_apply(const tm_audit_change *c, PGresult **out);
  * {"records": [...], "next_cursor": "<id>" or null}. */
 void tm_audit_get(const tm_req *req, tm_resp *resp);
 
-/* Deletes records older than the retention, 1000 rows per statement so no
- * lock is held long; does the work at most once a minute (call it often). */
+/* Deletes records, and webhook deliveries no longer pending, older than
+ * the retention, 1000 rows per statement so no lock is held long; does the
+ * work at most once a minute (call it often). */
 void tm_audit_prune(void);
 #endif
