@@ -17,6 +17,14 @@ DEB_PKGS=(
   postgresql redis-server
   nginx nginx-dev     # the nginx we load into, and its sources to build against
   python3 python3-venv python3-pip
+  # t/compose.t: the images built and compose/docker-compose.yml run for real,
+  # with a container engine from Debian: podman (4.3) on runc (crun fails on
+  # this machine's hybrid cgroups), netavark + aardvark-dns (the compose
+  # network and its DNS: services find each other by name), iptables
+  # (netavark's NAT and published ports), podman-compose (1.0.3, runs the
+  # compose file), debootstrap (the base image from Debian's mirror: no image
+  # registry is reachable)
+  podman runc netavark aardvark-dns iptables podman-compose debootstrap
 )
 
 missing=()
