@@ -195,6 +195,10 @@ is($r->{status}, 201, 'create a key through the gateway (/auth, MASTER_KEY from 
 need($r->{json} && $r->{json}{key}, 'no API key');
 my %K = (Authorization => "Bearer $r->{json}{key}");
 my $flag = 'new-checkout';
+# the gateway checks keys against its snapshot, which learns of a new key
+# through Redis pub/sub
+my $known = $h->wait_until(20, sub { $h->req(GET => "$G/flags", \%K)->{status} == 200 });
+ok($known, 'the new key reaches the gateway') or diag(logs($ctr{gateway}));
 $r = $h->req(POST => "$G/flags", \%K, { name => $flag, is_enabled => JSON::PP::true });
 is($r->{status}, 201, 'create a flag through the gateway (/flags)') or diag($r->{content});
 $r = $h->req(POST => "$G/targeting/rules", \%K, { flag_name => $flag, rules => { type => 'PERCENTAGE', value => 30 } });
