@@ -87,7 +87,7 @@ sub cleanup {
         my (undef, $names) = podman($kind, 'ls', '-q', '--filter', "label=$label");
         podman($kind, 'rm', '-f', split ' ', $names) if $names =~ /\S/;
     }
-    podman('untag', $_) for @extra_tags;
+    podman('untag', $_, $_) for @extra_tags;   # that name only (alone: every name)
 }
 END { my $rc = $?; cleanup(); $? = $rc }
 $SIG{INT} = $SIG{TERM} = sub { cleanup(); exit 1 };
@@ -373,5 +373,7 @@ for my $tag (@extra_tags) {
     my ($rc2) = podman('image', 'exists', $tag);
     isnt($rc2, 0, "temporary tag $tag removed");
 }
+($rc) = podman('image', 'exists', 'togglemaster/gateway:dev');
+is($rc, 0, 'togglemaster/gateway:dev kept');
 diag(sprintf 'compose.t: %s', join ', ', map { sprintf '%s %.0f s', $_, $t{$_} } sort keys %t);
 done_testing;
