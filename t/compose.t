@@ -147,6 +147,10 @@ is(scalar(() = $out =~ /cached/g), 4, 'a second run finds all four cached (debia
 ($rc, $out) = podman('run', '--rm', '--label', $label, 'docker.io/library/debian:bookworm', 'true');
 need(is($rc, 0, 'podman runs a container from the debootstrap image') || diag($out), 'podman cannot run containers here');
 
+# the compose file requires MASTER_KEY (no known default): every command
+# interpolates it, build included
+my $master = 'compose-test-master';
+$ENV{MASTER_KEY} = $master;
 ($rc, $out) = timed(build => sub { run(@compose, 'build') });
 my @codes = $out =~ /^exit code: (\d+)$/mg;
 ok($rc == 0 && @codes == 5 && !grep({ $_ != 0 } @codes),
@@ -169,8 +173,6 @@ ok($rc == 0, 'untagged images of earlier builds removed') or diag($out);
 # ---- compose up ------------------------------------------------------------
 my %port = map { $_ => TM::Harness::free_port() } qw(AUTH FLAGS TARGETING EVAL ANALYTICS INGRESS AWS);
 $ENV{"TM_${_}_PORT"} = $port{$_} for keys %port;
-my $master = 'compose-test-master';
-$ENV{MASTER_KEY} = $master;
 
 my $spec = $JSON->decode(scalar `python3 t/deploy/spec.py compose compose/docker-compose.yml`);
 my %svc = %{ $spec->{services} };
