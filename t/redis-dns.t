@@ -6,13 +6,15 @@
 # exists, and otherwise answers 127.0.0.1 (where the harness's Redis is).
 # While the name does not resolve, every request answers at once (publication
 # waits); once it resolves, the daemon publishes; when DNS fails later, the
-# last good address stays in use.
+# last good address stays in use. The analytics worker (its usage API reads
+# Redis through the same code) likewise.
 use strict; use warnings;
 use Test::More;
 use Time::HiRes qw(time sleep);
 use lib 't/lib';
 use TM::Harness;
 use TM::Admin qw(new_key);
+use TM::AWS;
 
 my $h = TM::Harness->new;
 my $M = 'master-dns-key';
@@ -114,4 +116,36 @@ unlink $fail or die "unlink: $!";
 my $t0 = time;
 $h->stop('flags');
 ok time - $t0 < 4, 'the daemon stops promptly (resolver thread joined)';
+
+# The analytics worker's usage API reads flags and keys through the same
+# code: it too answers at once while the name does not resolve.
+my $moto = $h->moto;
+my $p = TM::AWS->new($moto)->create_pipeline(queue => 'dns-q', table => 'ToggleMasterAnalytics');
+touch($gate);
+$n = ncalls();
+my $aport = $h->start('analytics', undef, AWS_ENDPOINT_URL => $moto, AWS_SQS_URL => $p->{queue_url},
+                      AWS_REGION => 'us-east-1', AWS_ACCESS_KEY_ID => 'test', AWS_SECRET_ACCESS_KEY => 'test',
+                      BIND_ADDR => '127.0.0.1', TM_SQS_WAIT_SECONDS => 1, AUTH_SERVICE_URL => $auth,
+                      REDIS_URL => "redis://$NAME:$port", TM_REDIS_RESOLVE_SECONDS => 1,
+                      LD_PRELOAD => $so, ASAN_OPTIONS => $asan);
+my $usage = "http://127.0.0.1:$aport/flags/dns-1/usage";
+ok $h->wait_until(5, sub { ncalls() > $n }), 'the worker looks the name up';
+($slow, $worst) = (0, 0);
+my %st;
+for (1 .. 10) {
+    my $t1 = time;
+    my $r = $h->req(GET => $usage, \%K);
+    my $dt = time - $t1;
+    $worst = $dt if $dt > $worst;
+    $slow++ if $dt > 1;
+    $st{ $r->{status} }++;
+}
+is $slow, 0, sprintf('10 usage reads while DNS stalls: none slower than 1 s (worst %.0f ms)', $worst * 1000);
+is_deeply \%st, { 503 => 10 }, '... each a 503 (Redis not reachable yet)';
+unlink $gate or die "unlink: $!";
+ok $h->wait_until(10, sub { $h->req(GET => $usage, \%K)->{status} == 200 }), 'once resolved, usage reads answer 200';
+$t0 = time;
+$h->stop('analytics');
+ok time - $t0 < 4, 'the worker stops promptly (resolver thread joined)';
+like $h->log('analytics'), qr/\bstopped\b/, '... on SIGTERM, cleanly (the resolver thread takes no signal)';
 done_testing;
