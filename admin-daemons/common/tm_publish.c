@@ -137,7 +137,8 @@ static void resolver_stop(void)
     resolver.stop = 1;
     pthread_cond_broadcast(&resolver.wake);
     pthread_mutex_unlock(&resolver.lock);
-    /* a lookup in progress ends within the resolver's own timeouts */
+    /* a lookup in progress ends within the system resolver's own timeouts
+     * (resolv.conf), then the loop sees stop */
     pthread_join(resolver.thread, NULL);
     pthread_cond_destroy(&resolver.wake);
     resolver.running = 0;
