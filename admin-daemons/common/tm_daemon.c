@@ -94,10 +94,12 @@ int tm_daemon_main(const tm_daemon *d, int argc, char **argv)
     if (migrate_only || !getenv("TM_SKIP_MIGRATE")) {
         if (migrate_with_retry(d, migrate_only ? 60 : 30) != 0) {
             TM_ERROR("schema migration failed; is DATABASE_URL reachable?");
+            tm_publish_close();
             return 1;
         }
         if (migrate_only) {
             TM_INFO("migrations applied");
+            tm_publish_close();
             return 0;
         }
     }
