@@ -240,7 +240,7 @@ my $G = "http://127.0.0.1:$port{INGRESS}";
 my $E = "http://127.0.0.1:$port{EVAL}";
 my $r = proxied([@ctr{qw(gateway auth)}], POST => "$G/auth/admin/keys", { Authorization => "Bearer $master" }, { name => 'compose-test' });
 is($r->{status}, 201, 'create a key through the gateway (/auth, MASTER_KEY from the environment)')
-    or diag($r->{content}, logs($ctr{gateway}), logs($ctr{auth}));
+    or do { diag("status $r->{status}: " . ($r->{content} // '')); diag(logs($ctr{gateway}), logs($ctr{auth})) };
 need($r->{json} && $r->{json}{key}, 'no API key');
 my %K = (Authorization => "Bearer $r->{json}{key}");
 my $flag = 'new-checkout';
@@ -337,6 +337,10 @@ SKIP: {
 sub k8s_gateway {
     my ($overlay, $pod) = @_;
     my $image = $pod->{image};
+    # secrets.example.yaml's REDIS_URL is ElastiCache's form (rediss://, a
+    # password: CHANGE_ME); the base's in-cluster Redis, here compose's, has
+    # neither, as that file says
+    $pod->{env}{REDIS_URL} = 'redis://redis:6379' if exists $pod->{env}{REDIS_URL};
     if ($image ne 'togglemaster/gateway:dev') {   # the overlay's registry name, for this run
         ($rc, $out) = podman('tag', 'togglemaster/gateway:dev', $image);
         push @extra_tags, $image if $rc == 0;
