@@ -31,8 +31,13 @@ export function barChart(points) {
     return svg('rect', { x: (i * bw + 1).toFixed(1), y: H - hgt, width: Math.max(bw - 2, 1).toFixed(1), height: hgt, class: 'bar' },
       svg('title', {}, `${String(p.start).slice(0, 10)}: ${p.evaluations || 0} evaluations (true ${p.true || 0}, false ${p.false || 0})`));
   });
-  return svg('svg', { viewBox: `0 0 ${W} ${H}`, class: 'chart', role: 'img', 'aria-label': 'Evaluations per day', 'data-test': 'usage-chart' },
-    svg('line', { x1: 0, y1: H - 0.5, x2: W, y2: H - 0.5, class: 'axis' }), ...bars);
+  const day = (p) => (p ? String(p.start).slice(0, 10) : '');
+  return svg('svg', { viewBox: `0 0 ${W} ${H + 16}`, class: 'chart', role: 'img', 'data-test': 'usage-chart',
+                      'aria-label': `Evaluations per day, ${day(points[0])} to ${day(points[points.length - 1])}, at most ${max} a day` },
+    svg('line', { x1: 0, y1: H - 0.5, x2: W, y2: H - 0.5, class: 'axis' }), ...bars,
+    svg('text', { x: 0, y: H + 13, class: 'label' }, day(points[0])),
+    svg('text', { x: W, y: H + 13, 'text-anchor': 'end', class: 'label' }, day(points[points.length - 1])),
+    svg('text', { x: 2, y: 11, class: 'label' }, `max ${max}`));
 }
 
 // The flag page's usage card: the last 30 days by day in one environment.

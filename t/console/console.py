@@ -4,12 +4,16 @@ Selenium from PyPI), against a real stack's gateway. t/console.t starts the
 stack and runs this; each check is printed as one JSON line
 {"ok": bool, "name": ..., "diag": ...} (or {"skip": why, "name": ...}).
 
-  console.py GATEWAY_URL MASTER_KEY SCREENSHOT_DIR
+  console.py GATEWAY_URL MASTER_KEY SCREENSHOT_DIR [ANALYTICS_PID]
+
+With ANALYTICS_PID the analytics worker is stopped (SIGTERM) near the end, to
+see the usage views say the service is away.
 
 Waits are explicit (WebDriverWait on a condition), never sleeps."""
 import json
 import os
 import re
+import signal
 import sys
 import urllib.error
 import urllib.request
@@ -22,6 +26,7 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 BASE, MASTER, SHOTS = sys.argv[1].rstrip("/"), sys.argv[2], sys.argv[3]
+ANALYTICS_PID = int(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4] else None
 UI = BASE + "/ui/"
 WAIT = 15
 FLAG = "checkout-v2"
@@ -491,6 +496,21 @@ def usage(c, admin):
     shown = until(lambda: c.all("stale-table") or c.d.find_elements(By.CSS_SELECTOR, '[data-test="stale-result"] .notice'))
     result(shown, "the stale flags page renders its list or its reason",
            c.t("stale-result").text if shown else "nothing")
+    if ANALYTICS_PID is None:
+        skip("usage: the analytics service away is said plainly", "no analytics worker pid given")
+    else:
+        os.kill(ANALYTICS_PID, signal.SIGTERM)
+        gone = until(lambda: http("GET", q, admin)[0] in (502, 503, 504), timeout=20)
+        c.go("#/flags/" + FLAG)
+        c.heading(FLAG)
+        said = until(lambda: "analytics service is not answering" in c.t("usage-result").text)
+        c.go("#/usage")
+        c.heading("Stale flags")
+        said_stale = until(lambda: "analytics service is not answering" in c.t("stale-result").text)
+        result(gone and said and said_stale,
+               "the analytics worker stopped: the flag page and the stale page say the service is not answering",
+               "%s / %s" % (http("GET", q, admin)[0], c.t("stale-result").text))
+        c.shot("usage-away")
     c.sign_out()
 
 
