@@ -18,7 +18,9 @@ function svg(tag, attrs, ...children) {
 // DynamoDB is): say so plainly rather than show an empty chart.
 export function usageError(e) {
   if (e.status === 502 || e.status === 503 || e.status === 504 || e.status === 0) {
-    return notice('error', `Usage cannot be shown now: the analytics service is not answering (${e.status ? `HTTP ${e.status}` : 'no answer'}: ${e.message}). Evaluations go on; try again later.`);
+    const why = e.status ? `HTTP ${e.status}` : 'no answer';
+    const detail = e.message === why ? why : `${why}: ${e.message}`;
+    return notice('error', `Usage cannot be shown now: the analytics service is not answering (${detail}). Evaluations go on; try again later.`);
   }
   return notice('error', `Usage cannot be shown: ${e.message}`);
 }
