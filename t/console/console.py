@@ -485,6 +485,7 @@ def usage(c, admin):
         total = c.t("usage-totals").text
         result(bars and tall and total.startswith("%d evaluations" % counted["totals"]["evaluations"]),
                "usage: the evaluations counted show as a bar chart with the totals", "%s; %d bars, tall %s" % (total, len(bars), tall))
+        c.d.execute_script("arguments[0].scrollIntoView()", c.t("flag-usage"))
         c.shot("usage")
     elif st in (502, 503, 504):
         shown = until(lambda: "analytics service is not answering" in out.text)
