@@ -7,7 +7,7 @@
 # a strategy with a constraint, an invalid regex refused next to its field
 # with nothing saved, "try it" against /evaluate, segments, a key created
 # and revoked, read-only keys, the audit log and a flag's history with
-# before/after, usage and stale flags (and their message once the analytics
+# before/after and its filters, usage and stale flags (and their message once the analytics
 # worker is stopped), no console errors, the CSP holding.
 # TM_CONSOLE_SHOTS=dir keeps the screenshots there (docs/console/ holds some).
 use strict; use warnings;

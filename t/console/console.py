@@ -421,6 +421,24 @@ def audit(c, admin):
     ats = [r[4] for r in recs]
     result(ats == sorted(ats, reverse=True), "newest first", ats)
     c.shot("audit")
+    # the other filters reach the daemons: an environment, an actor
+    if c.all("audit-env"):
+        Select(c.t("audit-env")).select_by_value("production")
+        c.t("audit-form").submit()
+        envs = until(lambda: (lambda e: e if e and "" not in e else None)(d.execute_script(
+            "return [...document.querySelectorAll('[data-test=audit-record]')].map((r) => r.textContent.includes(' in production ') ? 'production' : '')")))
+        st, api_recs, _ = http("GET", "/flags/audit?kind=flag&name=%s&environment=production" % FLAG, admin)
+        result(envs and len(envs) == len((api_recs or {}).get("records", [])),
+               "filter by environment: only the production records (%d)" % len(envs or []), envs)
+        Select(c.t("audit-env")).select_by_value("")
+    c.type(c.t("audit-actor-filter"), "nobody-such")
+    c.t("audit-form").submit()
+    empty = until(lambda: not c.all("audit-record") and "No change matches" in c.t("audit-results").text)
+    result(empty, "filter by an actor who changed nothing: none, said so")
+    c.type(c.t("audit-actor-filter"), "console-admin")
+    c.t("audit-form").submit()
+    result(until(lambda: c.all("audit-record") and all(r[3] == "console-admin" for r in records(c))),
+           "filter by actor: that key's changes")
 
     # the flag page: its flag and rule changes merged
     c.go("#/flags/" + FLAG)
