@@ -573,6 +573,11 @@ def main():
         wide = d.execute_script("return document.documentElement.scrollWidth")
         result(wide <= 375, "usable at 375 px: no page-wide horizontal scroll", wide)
         c.shot("mobile")
+        c.go("#/audit")
+        c.heading("Audit log")
+        until(lambda: c.all("audit-record"))
+        wide = d.execute_script("return document.documentElement.scrollWidth")
+        result(wide <= 375, "the audit log at 375 px: no page-wide horizontal scroll", wide)
         csp_holds(c)
     finally:
         d.quit()
