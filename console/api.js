@@ -104,3 +104,20 @@ export const revokeKey = (master, id) => call('DELETE', `/auth/admin/keys/${enc(
 // OFREP single-flag evaluation at the gateway: the answer nginx gives.
 export const evaluate = (name, context) =>
   call('POST', `/ofrep/v1/evaluate/flags/${enc(name)}`, { context }, { accept: [200, 400, 404] });
+
+// Audit trails (docs/audit.md): each daemon keeps its own, so the console
+// reads the flags and targeting trails and merges them (pages/audit.js).
+// query: {kind, name, actor, environment, since, until, limit, cursor};
+// empty members are left out. Answer: {records, next_cursor}.
+function query(q) {
+  const parts = Object.entries(q || {}).filter(([, v]) => v !== undefined && v !== null && v !== '')
+    .map(([k, v]) => `${enc(k)}=${enc(v)}`);
+  return parts.length ? `?${parts.join('&')}` : '';
+}
+export const audit = (service, q) => call('GET', `/${service}/audit${query(q)}`);
+
+// Usage (README "Usage"): the analytics service behind /analytics/. A 502 or
+// 503 (the service or DynamoDB away) comes back as an ApiError the pages
+// explain.
+export const flagUsage = (name, q) => call('GET', `/analytics/flags/${enc(name)}/usage${query(q)}`);
+export const staleFlags = (q) => call('GET', `/analytics/usage/stale${query(q)}`);

@@ -9,6 +9,8 @@ import * as flag from './pages/flag.js';
 import * as segments from './pages/segments.js';
 import * as keys from './pages/keys.js';
 import * as environments from './pages/environments.js';
+import * as audit from './pages/audit.js';
+import * as usage from './pages/usage.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
@@ -54,6 +56,8 @@ const PAGES = [
   ['#/segments', 'Segments'],
   ['#/environments', 'Environments'],
   ['#/keys', 'API keys'],
+  ['#/audit', 'Audit log'],
+  ['#/usage', 'Stale flags'],
 ];
 
 function renderChrome() {
@@ -94,7 +98,7 @@ async function route() {
   if (!ok && parts[0] !== 'signin') { location.hash = '#/signin'; return; }
   renderChrome();
   clear(main);
-  const pages = { signin, flags, segments, keys, environments };
+  const pages = { signin, flags, segments, keys, environments, audit, usage };
   let page = pages[parts[0]];
   let arg;
   if (parts[0] === 'flags' && parts.length > 1 && parts[1] !== '') {

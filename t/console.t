@@ -6,7 +6,9 @@
 # and prints one JSON line per check: sign in, create a flag, switch it on,
 # a strategy with a constraint, an invalid regex refused next to its field
 # with nothing saved, "try it" against /evaluate, segments, a key created
-# and revoked, read-only keys, no console errors, the CSP holding.
+# and revoked, read-only keys, the audit log and a flag's history with
+# before/after and its filters, usage and stale flags (and their message once the analytics
+# worker is stopped), no console errors, the CSP holding.
 # TM_CONSOLE_SHOTS=dir keeps the screenshots there (docs/console/ holds some).
 use strict; use warnings;
 use Test::More;
@@ -28,7 +30,10 @@ ok $s->started, 'run.sh start' or diag $s->output;
 
 my $shots = $ENV{TM_CONSOLE_SHOTS} || tempdir('tm-console-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 my $t0 = time;
-open my $py, '-|', 'python3', "$TM::Harness::ROOT/t/console/console.py", $s->url('INGRESS'), $s->master_key, $shots
+# the analytics worker's pid: console.py stops it to see the usage views say
+# that the service is away
+open my $py, '-|', 'python3', "$TM::Harness::ROOT/t/console/console.py", $s->url('INGRESS'), $s->master_key, $shots,
+    $s->pid('analytics') // ''
     or die "console.py: $!";
 my ($checks, $lines) = (0, '');
 while (my $line = <$py>) {

@@ -1,10 +1,13 @@
 // One flag: its description, its state and rule per environment, the rule
-// editor (rules.js), "try it" through OFREP at the gateway, promotion
-// between environments and deletion.
+// editor (rules.js), "try it" through OFREP at the gateway, usage
+// (usage-view.js), its change history (audit-view.js), promotion between
+// environments and deletion.
 import * as api from '../api.js';
 import { h, clear, field, notice, confirmDialog } from '../dom.js';
 import { ruleEditor } from '../rules.js';
 import { toggle } from './flags.js';
+import { historySection } from '../audit-view.js';
+import { usageSection } from '../usage-view.js';
 
 function describe(rule) {
   if (!rule) return 'no rule: on for everyone when on';
@@ -158,7 +161,8 @@ export async function render(main, ctx, name) {
     const state = states.find((s) => s.env === editEnv) || states[0];
     clear(body, status, definitionForm(ctx, states[0].flag, status), statesTable(ctx, name, states, redraw, status),
       ctx.envApi ? h('div', { class: 'card' }, field('Edit the rule of environment', envSel)) : null,
-      ruleSection(ctx, name, state, extras, redraw, status), tryIt(ctx, name), promoteForm(ctx, name, redraw, status),
+      ruleSection(ctx, name, state, extras, redraw, status), tryIt(ctx, name), usageSection(ctx, name),
+      await historySection(name), promoteForm(ctx, name, redraw, status),
       h('section', { class: 'card' }, h('h2', {}, 'Delete'),
         ctx.guard(h('button', { type: 'button', class: 'danger', 'data-test': 'delete-flag', onclick: async () => {
           if (!(await confirmDialog(`Delete ${name}?`, `The flag and its rules go; evaluations of "${name}" answer false at once.`, 'Delete flag'))) return;

@@ -4,12 +4,16 @@ Selenium from PyPI), against a real stack's gateway. t/console.t starts the
 stack and runs this; each check is printed as one JSON line
 {"ok": bool, "name": ..., "diag": ...} (or {"skip": why, "name": ...}).
 
-  console.py GATEWAY_URL MASTER_KEY SCREENSHOT_DIR
+  console.py GATEWAY_URL MASTER_KEY SCREENSHOT_DIR [ANALYTICS_PID]
+
+With ANALYTICS_PID the analytics worker is stopped (SIGTERM) near the end, to
+see the usage views say the service is away.
 
 Waits are explicit (WebDriverWait on a condition), never sleeps."""
 import json
 import os
 import re
+import signal
 import sys
 import urllib.error
 import urllib.request
@@ -22,6 +26,7 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 BASE, MASTER, SHOTS = sys.argv[1].rstrip("/"), sys.argv[2], sys.argv[3]
+ANALYTICS_PID = int(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4] else None
 UI = BASE + "/ui/"
 WAIT = 15
 FLAG = "checkout-v2"
@@ -385,13 +390,158 @@ def environments(c, admin):
     c.sign_out()
 
 
+def records(c):
+    """The audit records shown: (kind, name, action, actor, at) each."""
+    return [(r.get_attribute("data-kind"), r.get_attribute("data-name"), r.get_attribute("data-action"),
+             c.t("audit-actor", r).text, r.find_element(By.TAG_NAME, "time").get_attribute("datetime"))
+            for r in c.all("audit-record")]
+
+
+def audit(c, admin):
+    """The audit log (issue 16): the changes made above through the console,
+    with actor and before/after; the flag's merged history; load more."""
+    d = c.d
+    c.sign_in(admin)
+    c.heading("Flags")
+    c.go("#/audit")
+    c.heading("Audit log")
+    Select(c.t("audit-kind")).select_by_value("flag")
+    c.type(c.t("audit-name"), FLAG)
+    c.t("audit-form").submit()
+    until(lambda: any(r[2] == "create" for r in records(c)))
+    recs = records(c)
+    created = [r for r in recs if r[2] == "create"]
+    result(created and created[0][3] == "console-admin" and all(r[0] == "flag" and r[1] == FLAG for r in recs),
+           "audit log, kind=flag name=%s: its creation, by the console's key" % FLAG, recs)
+    # the switch turned it on: an update whose diff shows is_enabled false -> true
+    switched = d.execute_script("""
+        return [...document.querySelectorAll('[data-test=audit-record][data-action=update] tr[data-member=is_enabled]')]
+          .map((tr) => [tr.querySelector('[data-test=diff-before]').textContent, tr.querySelector('[data-test=diff-after]').textContent]);""")
+    result(["false", "true"] in switched, "the switch shows with before false and after true", switched)
+    ats = [r[4] for r in recs]
+    result(ats == sorted(ats, reverse=True), "newest first", ats)
+    c.shot("audit")
+    # the other filters reach the daemons: an environment, an actor
+    if c.all("audit-env"):
+        Select(c.t("audit-env")).select_by_value("production")
+        c.t("audit-form").submit()
+        envs = until(lambda: (lambda e: e if e and "" not in e else None)(d.execute_script(
+            "return [...document.querySelectorAll('[data-test=audit-record]')].map((r) => r.textContent.includes(' in production ') ? 'production' : '')")))
+        st, api_recs, _ = http("GET", "/flags/audit?kind=flag&name=%s&environment=production" % FLAG, admin)
+        result(envs and len(envs) == len((api_recs or {}).get("records", [])),
+               "filter by environment: only the production records (%d)" % len(envs or []), envs)
+        Select(c.t("audit-env")).select_by_value("")
+    c.type(c.t("audit-actor-filter"), "nobody-such")
+    c.t("audit-form").submit()
+    empty = until(lambda: not c.all("audit-record") and "No change matches" in c.t("audit-results").text)
+    result(empty, "filter by an actor who changed nothing: none, said so")
+    c.type(c.t("audit-actor-filter"), "console-admin")
+    c.t("audit-form").submit()
+    result(until(lambda: c.all("audit-record") and all(r[3] == "console-admin" for r in records(c))),
+           "filter by actor: that key's changes")
+
+    # the flag page: its flag and rule changes merged
+    c.go("#/flags/" + FLAG)
+    c.heading(FLAG)
+    c.t("show-history").click()
+    until(lambda: {r[0] for r in records(c)} >= {"flag", "rule"})
+    recs = records(c)
+    ats = [r[4] for r in recs]
+    st1, fl, _ = http("GET", "/flags/audit?kind=flag&name=" + FLAG, admin)
+    st2, ru, _ = http("GET", "/targeting/audit?kind=rule&name=" + FLAG, admin)
+    want = sorted([r["at"] for r in (fl or {}).get("records", []) + (ru or {}).get("records", [])], reverse=True)
+    result({r[0] for r in recs} == {"flag", "rule"} and all(r[1] == FLAG for r in recs) and ats == want,
+           "the flag's history: its flag and rule records merged newest first, as the daemons have them",
+           "%s vs %s" % (recs, want))
+    rule_diff = d.execute_script("""
+        const tr = document.querySelector('[data-test=flag-history] [data-kind=rule][data-action=create] tr[data-member=rules]');
+        return tr && [tr.querySelector('[data-test=diff-before]').textContent, tr.querySelector('[data-test=diff-after]').textContent];""")
+    result(rule_diff and rule_diff[0] == "—" and "country" in rule_diff[1],
+           "the rule's creation: no before, the rule after", rule_diff)
+    c.shot("history")
+
+    # load more: 60 creations through the API, read back page by page
+    names = ["bulk-%02d" % i for i in range(60)]
+    for n in names:
+        http("POST", "/flags/flags", admin, {"name": n})
+    c.go("#/audit")
+    c.heading("Audit log")
+    until(lambda: c.all("audit-record"))
+    first = len(c.all("audit-record"))
+    clicks = 0
+    while c.all("audit-more") and c.all("audit-more")[0].is_displayed() and clicks < 10:
+        n = len(c.all("audit-record"))
+        c.t("audit-more").click()
+        clicks += 1
+        until(lambda: len(c.all("audit-record")) > n or not c.t("audit-more", d).is_displayed())
+    recs = records(c)
+    bulk = sorted(r[1] for r in recs if r[1].startswith("bulk-") and r[2] == "create")
+    ats = [r[4] for r in recs]
+    result(first <= 50 and clicks >= 1 and bulk == names and ats == sorted(ats, reverse=True)
+           and len(recs) == len(set((r[1], r[2], r[4]) for r in recs)),
+           "load more: every creation once, newest first (%d shown first, %d clicks, %d in all)" % (first, clicks, len(recs)))
+    for n in names:
+        http("DELETE", "/flags/flags/" + n, admin)
+
+
+def usage(c, admin):
+    """Usage: the flag's chart once evaluations have been counted (when the
+    stack runs the analytics worker with moto), else the page says why; the
+    stale list page renders."""
+    for user in ("u1", "u2", "u3", "u4"):
+        http("GET", "/evaluate?user_id=%s&flag_name=%s&country=BR" % (user, FLAG), admin)
+    q = "/analytics/flags/%s/usage?granularity=day" % FLAG
+    counted = until(lambda: (lambda s, j, h: j if s == 200 and (j.get("totals") or {}).get("evaluations", 0) >= 4 else None)(*http("GET", q, admin)), timeout=40)
+    st, j, _ = http("GET", q, admin)
+    c.go("#/flags/" + FLAG)
+    c.heading(FLAG)
+    out = c.t("usage-result")
+    if counted:
+        until(lambda: c.all("usage-totals"))
+        bars = d_bars = c.d.find_elements(By.CSS_SELECTOR, '[data-test="usage-chart"] rect.bar')
+        tall = [b.get_attribute("height") for b in d_bars if float(b.get_attribute("height") or 0) > 0]
+        total = c.t("usage-totals").text
+        result(bars and tall and total.startswith("%d evaluations" % counted["totals"]["evaluations"]),
+               "usage: the evaluations counted show as a bar chart with the totals", "%s; %d bars, tall %s" % (total, len(bars), tall))
+        c.d.execute_script("arguments[0].scrollIntoView()", c.t("flag-usage"))
+        c.shot("usage")
+    elif st in (502, 503, 504):
+        shown = until(lambda: "analytics service is not answering" in out.text)
+        result(shown, "usage: the analytics service away (HTTP %s) is said plainly" % st, out.text)
+    else:
+        skip("usage: a bar chart after evaluations", "the stack counted no usage (GET %s: %s %s)" % (q, st, j))
+    c.go("#/usage")
+    c.heading("Stale flags")
+    shown = until(lambda: c.all("stale-table") or c.d.find_elements(By.CSS_SELECTOR, '[data-test="stale-result"] .notice'))
+    result(shown, "the stale flags page renders its list or its reason",
+           c.t("stale-result").text if shown else "nothing")
+    if ANALYTICS_PID is None:
+        skip("usage: the analytics service away is said plainly", "no analytics worker pid given")
+    else:
+        os.kill(ANALYTICS_PID, signal.SIGTERM)
+        gone = until(lambda: http("GET", q, admin)[0] in (502, 503, 504), timeout=20)
+        c.go("#/flags/" + FLAG)
+        c.heading(FLAG)
+        said = until(lambda: "analytics service is not answering" in c.t("usage-result").text)
+        c.go("#/usage")
+        c.heading("Stale flags")
+        said_stale = until(lambda: "analytics service is not answering" in c.t("stale-result").text)
+        result(gone and said and said_stale,
+               "the analytics worker stopped: the flag page and the stale page say the service is not answering",
+               "%s / %s" % (http("GET", q, admin)[0], c.t("stale-result").text))
+        c.shot("usage-away")
+    c.sign_out()
+
+
 def csp_holds(c):
     """Markup injected into the page the way an HTML-building bug would:
     CSP keeps its inline script and handler from running."""
     c.take_log()
     before = [e for e in c.log if e["level"] == "SEVERE"
-              and not (e.get("source") == "network" and re.search(r"status of 4\d\d", e["message"]))]
-    result(not before, "no console errors (network 4xx answers the console expects aside)",
+              and not (e.get("source") == "network" and re.search(r"status of 4\d\d", e["message"]))
+              and not (e.get("source") == "network" and "/analytics/" in e["message"]
+                       and re.search(r"status of 50[234]", e["message"]))]
+    result(not before, "no console errors (network 4xx answers the console expects, and the analytics service away, aside)",
            "\n".join(e["message"] for e in before))
     d = c.d
     d.execute_script("""
@@ -415,12 +565,19 @@ def main():
         flows(c, j["key"])
         readonly(c)
         environments(c, j["key"])
+        audit(c, j["key"])
+        usage(c, j["key"])
         d.set_window_size(375, 800)
         c.sign_in(j["key"])
         c.heading("Flags")
         wide = d.execute_script("return document.documentElement.scrollWidth")
         result(wide <= 375, "usable at 375 px: no page-wide horizontal scroll", wide)
         c.shot("mobile")
+        c.go("#/audit")
+        c.heading("Audit log")
+        until(lambda: c.all("audit-record"))
+        wide = d.execute_script("return document.documentElement.scrollWidth")
+        result(wide <= 375, "the audit log at 375 px: no page-wide horizontal scroll", wide)
         csp_holds(c)
     finally:
         d.quit()
