@@ -20,6 +20,9 @@
  * AUTH, SELECT, I/O) drops both connections, logs the reason and retries
  * with exponential backoff and jitter. Meanwhile the current snapshot keeps
  * serving.
+ *
+ * The command connection also carries the edge's reports of keys' last use
+ * (HSET tm:keys:used, replies ignored): see sync_key_used at the end.
  */
 
 #include "ngx_http_togglemaster_module.h"
