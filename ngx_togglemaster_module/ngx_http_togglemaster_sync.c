@@ -1665,7 +1665,9 @@ ngx_http_togglemaster_sync_key_used(u_char *bin, ngx_log_t *log)
                                             hex, (long long) now)
         != NGX_OK)
     {
-        /* the connection is failing: its error handler says why */
+        /* as for the version check: a command half queued (out of memory)
+         * would desynchronise the replies, so start again */
+        ngx_http_togglemaster_sync_fail("cannot send a key's use");
         return;
     }
 
