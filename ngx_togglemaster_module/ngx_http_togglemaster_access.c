@@ -298,6 +298,8 @@ ngx_http_togglemaster_check_key(ngx_http_request_t *r,
     ngx_memcpy(ctx->bin, bin, 32);
     ctx->keyed = 1;
 
+    ngx_http_togglemaster_sync_key_used(bin, r->connection->log);
+
     return NGX_DECLINED;
 }
 

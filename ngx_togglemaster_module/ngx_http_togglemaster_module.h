@@ -430,6 +430,9 @@ char *ngx_http_togglemaster_redis_conf(ngx_conf_t *cf,
 ngx_int_t ngx_http_togglemaster_sync_init(ngx_cycle_t *cycle,
     ngx_http_togglemaster_main_conf_t *tmcf);
 void ngx_http_togglemaster_sync_exit(ngx_cycle_t *cycle);
+/* A request's key (its SHA-256) was accepted: HSET tm:keys:used, at most
+ * once a minute per key in this worker, never while Redis is down. */
+void ngx_http_togglemaster_sync_key_used(u_char *bin, ngx_log_t *log);
 
 /* eval.c */
 ngx_int_t ngx_http_togglemaster_evaluate(ngx_http_togglemaster_flag_t *f,

@@ -20,10 +20,14 @@
  * AUTH, SELECT, I/O) drops both connections, logs the reason and retries
  * with exponential backoff and jitter. Meanwhile the current snapshot keeps
  * serving.
+ *
+ * The command connection also carries the edge's reports of keys' last use
+ * (HSET tm:keys:used, replies ignored): see sync_key_used at the end.
  */
 
 #include "ngx_http_togglemaster_module.h"
 #include "ngx_http_togglemaster_redis.h"
+#include "tm_hash.h"
 #include "tm_records.h"
 
 
@@ -40,6 +44,14 @@
 #define NGX_HTTP_TOGGLEMASTER_CURSOR_LEN  24    /* an unsigned 64-bit */
 #define NGX_HTTP_TOGGLEMASTER_DELTAS      64    /* pending single changes */
 #define NGX_HTTP_TOGGLEMASTER_DELTA_NAME  128   /* flag names, key hashes */
+
+/* Keys' last use (tm:keys:used): a key is reported at most once a minute
+ * by each worker, remembered in a fixed table of SETS x WAYS entries (a
+ * set chosen by the key's hash), so the bookkeeping never grows. */
+#define NGX_HTTP_TOGGLEMASTER_KEYS_USED   "tm:keys:used"
+#define NGX_HTTP_TOGGLEMASTER_USE_PERIOD  60    /* seconds */
+#define NGX_HTTP_TOGGLEMASTER_USE_SETS    256
+#define NGX_HTTP_TOGGLEMASTER_USE_WAYS    4
 
 
 /* What a kind is called (tm:ready, messages), its hash, and how many fields
@@ -135,6 +147,16 @@ typedef struct {
 
 
 static ngx_http_togglemaster_sync_t  ngx_http_togglemaster_sync;
+
+
+typedef struct {
+    u_char                              bin[32];    /* the key's SHA-256 */
+    time_t                              sent;       /* 0: free */
+} ngx_http_togglemaster_use_t;
+
+static ngx_http_togglemaster_use_t
+    ngx_http_togglemaster_uses[NGX_HTTP_TOGGLEMASTER_USE_SETS]
+                              [NGX_HTTP_TOGGLEMASTER_USE_WAYS];
 
 
 static void ngx_http_togglemaster_sync_start(void);
@@ -1583,6 +1605,79 @@ ngx_http_togglemaster_sync_init(ngx_cycle_t *cycle,
     ngx_add_timer(&s->check_timer, tmcf->check_interval);
 
     return NGX_OK;
+}
+
+
+/*
+ * The edge's half of keys' last use: the daemons record theirs, and auth
+ * folds tm:keys:used into api_keys.last_used_at. Fire-and-forget on the
+ * command connection (the reply is ignored); nothing is remembered while
+ * Redis is down, so the first request once it is back reports the key.
+ * When the key's set is full of keys reported this minute, the use is not
+ * reported now but by a later request: a busy set never exceeds the rate.
+ */
+void
+ngx_http_togglemaster_sync_key_used(u_char *bin, ngx_log_t *log)
+{
+    char                            hex[TM_SHA256_HEX_LEN + 1];
+    time_t                          now;
+    ngx_uint_t                      i;
+    ngx_http_togglemaster_use_t    *set, *slot;
+    ngx_http_togglemaster_sync_t   *s = &ngx_http_togglemaster_sync;
+
+    if (s->state != NGX_HTTP_TOGGLEMASTER_SYNCED || s->cmd == NULL) {
+        return;
+    }
+
+    now = ngx_time();
+
+    /* a SHA-256 is uniform: its first byte picks the set */
+    set = ngx_http_togglemaster_uses[bin[0] % NGX_HTTP_TOGGLEMASTER_USE_SETS];
+    slot = NULL;
+
+    for (i = 0; i < NGX_HTTP_TOGGLEMASTER_USE_WAYS; i++) {
+        if (set[i].sent && ngx_memcmp(set[i].bin, bin, 32) == 0) {
+            if (now - set[i].sent < NGX_HTTP_TOGGLEMASTER_USE_PERIOD) {
+                return;
+            }
+
+            slot = &set[i];
+            break;
+        }
+
+        if (slot == NULL
+            && now - set[i].sent >= NGX_HTTP_TOGGLEMASTER_USE_PERIOD)
+        {
+            slot = &set[i];     /* free, or reported long enough ago */
+        }
+    }
+
+    if (slot == NULL) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, log, 0,
+                       "togglemaster: key use not reported: table busy");
+        return;
+    }
+
+    tm_hex(bin, 32, hex);
+
+    if (ngx_http_togglemaster_redis_command(s->cmd, NULL, "HSET %s %s %lld",
+                                            NGX_HTTP_TOGGLEMASTER_KEYS_USED,
+                                            hex, (long long) now)
+        != NGX_OK)
+    {
+        /* as for the version check: a command half queued (out of memory)
+         * would desynchronise the replies, so start again */
+        ngx_http_togglemaster_sync_fail("cannot send a key's use");
+        return;
+    }
+
+    ngx_memcpy(slot->bin, bin, 32);
+    slot->sent = now;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "togglemaster: HSET " NGX_HTTP_TOGGLEMASTER_KEYS_USED
+                   " %s %T",
+                   hex, now);
 }
 
 

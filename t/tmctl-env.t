@@ -5,6 +5,7 @@
 # and change nothing.
 use strict; use warnings;
 use Test::More;
+use JSON::PP ();
 use POSIX ();
 use lib 't/lib';
 use TM::Harness;
@@ -103,6 +104,41 @@ is $h->req(GET => "$tg/rules/checkout?environment=qa", \%K)->{json}{rules}{value
 ok !$h->req(GET => "$fl/flags/checkout", \%K)->{json}{is_enabled}, 'default untouched by the import';
 $r = ok_run(tm('import', "$dir/staging.json", '--environment', 'qa'), 're-import');
 like $r->{out}, qr/flags: 0 created, 0 updated, 1 unchanged/, 're-import changes nothing';
+
+# --- client_visible in export / import ---
+my ($T, $F) = (JSON::PP::true, JSON::PP::false);
+sub visible { $h->req(GET => "$fl/flags/checkout", \%K)->{json}{client_visible} ? 1 : 0 }
+ok exists $dflt->{flags}[0]{client_visible} && !$dflt->{flags}[0]{client_visible},
+   'export writes client_visible even while false';
+is $h->req(PUT => "$fl/flags/checkout", \%K, { client_visible => $T })->{status}, 200, 'made client_visible';
+$r = ok_run(tm(qw(export --environment staging)), 'export after client_visible');
+ok $r->{json}{flags}[0]{client_visible}, 'client_visible true exported';
+my $vis = $r->{json};
+is $h->req(PUT => "$fl/flags/checkout", \%K, { client_visible => $F })->{status}, 200, 'hidden again';
+spew("$dir/vis.json", $J->encode($vis));
+$r = ok_run(tm('import', "$dir/vis.json", '--environment', 'staging'), 'import client_visible');
+like $r->{out}, qr/flags: 0 created, 1 updated/, 'only client_visible differed: updated';
+is visible(), 1, 'import made the flag client_visible';
+$r = ok_run(tm('import', "$dir/vis.json", '--environment', 'staging'), 're-import client_visible');
+like $r->{out}, qr/flags: 0 created, 0 updated, 1 unchanged/, 're-import with client_visible changes nothing';
+my $old = $J->decode($J->encode($vis));
+delete $_->{client_visible} for @{ $old->{flags} };
+spew("$dir/old.json", $J->encode($old));
+$r = ok_run(tm('import', "$dir/old.json", '--environment', 'staging'), 'a file without client_visible imports');
+like $r->{out}, qr/flags: 0 created, 0 updated, 1 unchanged/, 'a file without client_visible: unchanged';
+is visible(), 1, 'a file without client_visible leaves it as it was';
+$vis->{flags}[0]{client_visible} = 'yes';
+spew("$dir/bad.json", $J->encode($vis));
+$r = tm('import', "$dir/bad.json", '--environment', 'staging');
+isnt $r->{rc}, 0, 'client_visible not a boolean: refused';
+like $r->{err}, qr/client_visible: must be true or false.*nothing was changed/, 'says why';
+$vis->{flags}[0]{client_visible} = $F;
+spew("$dir/hide.json", $J->encode($vis));
+$r = ok_run(tm('import', "$dir/hide.json", '--environment', 'staging'), 'import client_visible false');
+like $r->{out}, qr/flags: 0 created, 1 updated/, 'false differs: updated';
+is visible(), 0, 'import hid the flag';
+$r = ok_run(tm('import', "$dir/hide.json", '--environment', 'staging'), 're-import false');
+like $r->{out}, qr/flags: 0 created, 0 updated, 1 unchanged/, 'false against a server that omits it: unchanged';
 
 # --- env delete ---
 $r = tm(qw(env delete qa));

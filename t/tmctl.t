@@ -262,7 +262,7 @@ is_deeply [ sort keys %$ex ], [qw(flags format rules segments version)], 'export
 is_deeply [ map { $_->{name} } @{ $ex->{flags} } ], [qw(new-checkout search)], 'exported flags';
 is_deeply [ map { $_->{name} } @{ $ex->{segments} } ], [qw(brazil corp)], 'exported segments';
 is_deeply $ex->{rules}, [ { flag_name => 'new-checkout', is_enabled => $T, rules => $DOC } ], 'exported rules';
-is_deeply [ sort keys %{ $ex->{flags}[0] } ], [qw(description is_enabled name)], 'no ids or timestamps';
+is_deeply [ sort keys %{ $ex->{flags}[0] } ], [qw(client_visible description is_enabled name)], 'no ids or timestamps; client_visible always written';
 spew("$dir/export.json", $export);
 
 # a second database (and Redis db 1) with its own flags and targeting daemons

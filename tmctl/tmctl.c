@@ -820,8 +820,11 @@ static int apply_kind(const kind_t *k, int kind, const json_t *want, const json_
         const json_t *h = find_row(have, k->key, name);
         int same = h != NULL;
         for (const char *const *m = k->compared; same && *m; m++) {
-            json_t *hv = json_object_get(h, *m);
-            same = hv && tmctl_same(json_object_get(w, *m), hv);
+            json_t *wv = json_object_get(w, *m), *hv = json_object_get(h, *m);
+            /* a member the file leaves out (client_visible in a file older
+             * than it) is not changed; the server leaves out a false
+             * client_visible */
+            same = wv == NULL || (hv ? tmctl_same(wv, hv) : json_is_false(wv));
         }
         if (same) {
             counts[2]++;
@@ -889,7 +892,8 @@ static void import_stopped(const import_run *run, const json_t *const want[3])
 static int apply(const json_t *doc)
 {
     static const char *const seg_cmp[] = { "description", "constraints", NULL };
-    static const char *const flag_cmp[] = { "description", "is_enabled", NULL };
+    static const char *const flag_cmp[] = { "description", "is_enabled", "client_visible",
+                                             NULL };
     static const char *const rule_cmp[] = { "is_enabled", "rules", NULL };
     const kind_t kinds[] = {
         { "segment", targeting_base, "/segments", "name", seg_cmp },

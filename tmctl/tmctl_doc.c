@@ -151,23 +151,38 @@ static int has_name(const json_t *arr, const char *key, const char *name)
     return 0;
 }
 
-static json_t *norm_flag(const json_t *f, const char *where, char *err, size_t errlen)
+/* client_visible: the server lists it only when true, so an export (check
+ * 0) always writes it; a file written before it existed has none, and its
+ * import leaves the flag's visibility as the server has it. */
+static json_t *norm_flag(const json_t *f, int check, const char *where, char *err, size_t errlen)
 {
-    static const char *const keys[] = { "name", "description", "is_enabled",
+    static const char *const keys[] = { "name", "description", "is_enabled", "client_visible",
                                         "id", "created_at", "updated_at", NULL };
     if (!json_is_object(f)) {
-        fail(err, errlen, "%s: must be an object {\"name\",\"description\",\"is_enabled\"}", where);
+        fail(err, errlen, "%s: must be an object {\"name\",\"description\",\"is_enabled\","
+             "\"client_visible\"?}", where);
         return NULL;
     }
     const char *name, *desc;
-    int enabled;
+    int enabled, visible;
     if (only_keys(f, keys, where, err, errlen) != 0
         || (name = get_name(f, "name", where, err, errlen)) == NULL
         || (desc = get_description(f, where, err, errlen)) == NULL
-        || get_bool(f, "is_enabled", 0, where, &enabled, err, errlen) != 0) {
+        || get_bool(f, "is_enabled", 0, where, &enabled, err, errlen) != 0
+        || get_bool(f, "client_visible", -1, where, &visible, err, errlen) != 0) {
         return NULL;
     }
-    return json_pack("{s:s, s:s, s:b}", "name", name, "description", desc, "is_enabled", enabled);
+    json_t *out = json_pack("{s:s, s:s, s:b}", "name", name, "description", desc,
+                            "is_enabled", enabled);
+    if (out != NULL && (visible >= 0 || !check)
+        && json_object_set_new(out, "client_visible", json_boolean(visible > 0)) != 0) {
+        json_decref(out);
+        out = NULL;
+    }
+    if (out == NULL) {
+        fail(err, errlen, "out of memory");
+    }
+    return out;
 }
 
 static json_t *norm_segment(const json_t *s, int check, const char *where, char *err, size_t errlen)
@@ -235,12 +250,6 @@ static json_t *norm_rule(const json_t *r, int check, const char *where, char *er
 
 typedef json_t *(*norm_fn)(const json_t *, int, const char *, char *, size_t);
 
-static json_t *norm_flag_any(const json_t *f, int check, const char *where, char *err, size_t errlen)
-{
-    (void) check;
-    return norm_flag(f, where, err, errlen);
-}
-
 /* Normalises every element of in[key] into a new array; names unique. */
 static json_t *norm_list(const json_t *in, const char *key, const char *name_key,
                          norm_fn fn, int check, char *err, size_t errlen)
@@ -306,7 +315,7 @@ static json_t *normalize(const json_t *in, int check, char *err, size_t errlen)
         fail(err, errlen, "version: this tmctl reads version %d", TMCTL_VERSION);
         return NULL;
     }
-    json_t *flags = norm_list(in, "flags", "name", norm_flag_any, check, err, errlen);
+    json_t *flags = norm_list(in, "flags", "name", norm_flag, check, err, errlen);
     json_t *segs = flags ? norm_list(in, "segments", "name", norm_segment, check, err, errlen) : NULL;
     json_t *rules = segs ? norm_list(in, "rules", "flag_name", norm_rule, check, err, errlen) : NULL;
     if (rules == NULL) {
