@@ -15,7 +15,15 @@ static int fail(char *err, size_t errlen, const char *msg)
 }
 
 static const char *const string_fields[] = { "event_id", "user_id", "flag_name", "timestamp",
-                                             "variant", "reason", NULL };
+                                             "variant", "reason", "environment", NULL };
+
+/* Members an event may lack: absent means "none" (variant, reason) or the
+ * default environment (environment, which older edges never send). */
+static int optional_field(const char *f)
+{
+    return strcmp(f, "variant") == 0 || strcmp(f, "reason") == 0
+           || strcmp(f, "environment") == 0;
+}
 
 static int str_ok(const json_t *v, int required)
 {
@@ -39,8 +47,7 @@ int tm_event_check(const json_t *ev, int need_id, char *err, size_t errlen)
         return fail(err, errlen, "event is not a JSON object");
     }
     for (const char *const *f = string_fields; *f; f++) {
-        int required = strcmp(*f, "variant") != 0 && strcmp(*f, "reason") != 0
-                       && (need_id || strcmp(*f, "event_id") != 0);
+        int required = !optional_field(*f) && (need_id || strcmp(*f, "event_id") != 0);
         json_t *v = json_object_get(ev, *f);
         if (strcmp(*f, "event_id") == 0 && json_is_string(v)) {
             required = 1; /* optional, but never empty */

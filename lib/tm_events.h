@@ -12,7 +12,8 @@
 #define TM_UUID_LEN 36
 
 /* Checks one event: user_id, flag_name, timestamp non-empty strings, result
- * a boolean, variant/reason absent, null or strings, event_id (required when
+ * a boolean, variant/reason/environment absent, null or strings (no
+ * environment: the default one), event_id (required when
  * need_id) a non-empty string. Other fields are ignored. 0 or -1 with err. */
 int tm_event_check(const json_t *ev, int need_id, char *err, size_t errlen);
 
@@ -31,7 +32,7 @@ void tm_event_id_derive(const char *message_id, size_t index, char out[TM_UUID_L
 int tm_uuid_v4(char out[TM_UUID_LEN + 1]);
 
 /* Event <-> DynamoDB item: event_id, user_id, flag_name, timestamp as S,
- * result as BOOL, variant and reason as S when present. NULL if the input is
+ * result as BOOL, variant, reason and environment as S when present. NULL if the input is
  * not a valid event / item. */
 json_t *tm_event_to_item(const json_t *ev);
 json_t *tm_event_from_item(const json_t *item);

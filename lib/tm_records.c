@@ -23,13 +23,24 @@ static json_t *object(const char *json, size_t len)
     return doc;
 }
 
-int tm_flag_record_enabled(const char *json, size_t len)
+int tm_flag_record_parse(const char *json, size_t len, int *client_visible)
 {
     json_t *doc = object(json, len);
     json_t *v = json_object_get(doc, "is_enabled");
+    json_t *cv = json_object_get(doc, "client_visible");
     int rc = json_is_boolean(v) ? json_is_true(v) : -1;
+    if (cv != NULL && !json_is_boolean(cv)) {
+        rc = -1;
+    }
+    *client_visible = rc >= 0 && json_is_true(cv);
     json_decref(doc);
     return rc;
+}
+
+int tm_flag_record_enabled(const char *json, size_t len)
+{
+    int cv;
+    return tm_flag_record_parse(json, len, &cv);
 }
 
 int tm_rule_record_parse(const char *json, size_t len, int *enabled,
@@ -80,6 +91,25 @@ tm_segment *tm_segment_record_compile(const char *json, size_t len,
     return seg;
 }
 
+int tm_env_record_parse(const char *field, size_t flen, const char *json,
+                        size_t len)
+{
+    if (!tm_env_name_valid(field, flen)) {
+        return -1;
+    }
+    json_t *doc = object(json, len);
+    json_t *name = json_object_get(doc, "name");
+    json_t *def = json_object_get(doc, "is_default");
+    int rc = -1;
+    if (json_is_string(name) && json_is_boolean(def)
+        && json_string_length(name) == flen
+        && memcmp(json_string_value(name), field, flen) == 0) {
+        rc = json_is_true(def);
+    }
+    json_decref(doc);
+    return rc;
+}
+
 void tm_change_parse(const char *json, size_t len, tm_change *c)
 {
     memset(c, 0, sizeof *c);
@@ -89,7 +119,15 @@ void tm_change_parse(const char *json, size_t len, tm_change *c)
     json_t *kind = json_object_get(c->doc, "kind");
     json_t *op = json_object_get(c->doc, "op");
     json_t *name = json_object_get(c->doc, "name");
+    json_t *env = json_object_get(c->doc, "environment");
 
+    if (env != NULL && !json_is_null(env) && !json_is_string(env)) {
+        return;     /* which environment is unknown: reload everything */
+    }
+    if (json_is_string(env)) {
+        c->env = json_string_value(env);
+        c->env_len = json_string_length(env);
+    }
     if (json_is_string(kind)) {
         c->kind = json_string_value(kind);
         c->kind_len = json_string_length(kind);

@@ -10,12 +10,21 @@
 #include "tm_query.h"
 
 
+/* What an evaluation looks segments and parent flags up in: the current
+ * snapshot, and the environment being evaluated. */
+typedef struct {
+    ngx_http_togglemaster_snapshot_t  *snap;
+    ngx_uint_t                         env;
+} ngx_http_togglemaster_eval_ud_t;
+
+
 static const tm_segment *
 ngx_http_togglemaster_env_segment(void *ud, const char *name, size_t len)
 {
+    ngx_http_togglemaster_eval_ud_t  *eu = ud;
     ngx_http_togglemaster_segment_t  *s;
 
-    s = ngx_http_togglemaster_segment_lookup(ud, (u_char *) name, len);
+    s = ngx_http_togglemaster_segment_lookup(eu->snap, (u_char *) name, len);
 
     return s ? s->seg : NULL;
 }
@@ -38,9 +47,12 @@ static int
 ngx_http_togglemaster_env_flag(void *ud, const char *name, size_t len,
     tm_flag_view *out)
 {
-    ngx_http_togglemaster_flag_t  *f;
+    ngx_http_togglemaster_eval_ud_t  *eu = ud;
+    ngx_http_togglemaster_flag_t     *f;
 
-    f = ngx_http_togglemaster_flag_lookup(ud, (u_char *) name, len);
+    /* a parent flag is the same environment's */
+    f = ngx_http_togglemaster_env_flag_lookup(eu->snap, eu->env,
+                                              (u_char *) name, len);
     if (f == NULL || f->flag == TM_FLAG_MISSING) {
         return -1;
     }
@@ -52,17 +64,19 @@ ngx_http_togglemaster_env_flag(void *ud, const char *name, size_t len,
 
 
 /*
- * Evaluates f (NULL: unknown) for ctx in the current snapshot and counts
- * it. ctx->now_ms defaults to nginx's cached time, so DATE_ constraints on
- * currentTime cost no clock call. Returns res->value.
+ * Evaluates f (NULL: unknown), a flag of environment envi, for ctx in the
+ * current snapshot and counts it. ctx->now_ms defaults to nginx's cached
+ * time, so DATE_ constraints on currentTime cost no clock call. Returns
+ * res->value.
  */
 ngx_int_t
 ngx_http_togglemaster_evaluate(ngx_http_togglemaster_flag_t *f,
-    tm_context *ctx, tm_eval_result *res)
+    ngx_uint_t envi, tm_context *ctx, tm_eval_result *res)
 {
-    ngx_time_t    *tp;
-    tm_flag_view   view;
-    tm_eval_env    env;
+    ngx_time_t                       *tp;
+    tm_flag_view                      view;
+    tm_eval_env                       env;
+    ngx_http_togglemaster_eval_ud_t   eu;
 
     if (f == NULL || f->flag == TM_FLAG_MISSING) {
         ngx_memzero(res, sizeof(tm_eval_result));
@@ -79,7 +93,10 @@ ngx_http_togglemaster_evaluate(ngx_http_togglemaster_flag_t *f,
 
     ngx_http_togglemaster_view(f, &view);
 
-    env.ud = ngx_http_togglemaster_current;
+    eu.snap = ngx_http_togglemaster_current;
+    eu.env = envi;
+
+    env.ud = &eu;
     env.segment = ngx_http_togglemaster_env_segment;
     env.flag = ngx_http_togglemaster_env_flag;
     env.random = NULL;
@@ -180,25 +197,130 @@ ngx_http_togglemaster_identity(ngx_http_request_t *r, ngx_str_t *id)
 }
 
 
+static ngx_int_t
+ngx_http_togglemaster_env_missing(ngx_http_request_t *r,
+    ngx_http_togglemaster_env_ref_t *e, ngx_str_t *name, const char *what)
+{
+    u_char  *msg;
+
+    e->status = NGX_HTTP_NOT_FOUND;
+    e->error = "the environment does not exist";
+
+    msg = ngx_pnalloc(r->pool, 64 + name->len);
+    if (msg) {
+        /* names are [A-Za-z0-9_.:-]: nothing to escape */
+        *ngx_sprintf(msg, "%s \"%V\" does not exist", what, name) = '\0';
+        e->error = (const char *) msg;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+ngx_int_t
+ngx_http_togglemaster_request_env(ngx_http_request_t *r, ngx_uint_t use_key,
+    ngx_http_togglemaster_env_ref_t *e)
+{
+    ngx_uint_t                         i;
+    ngx_http_togglemaster_ctx_t       *ctx;
+    ngx_http_togglemaster_snapshot_t  *snap;
+    ngx_http_togglemaster_key_meta_t  *m;
+    ngx_http_togglemaster_loc_conf_t  *tmlcf;
+
+    ngx_memzero(e, sizeof(ngx_http_togglemaster_env_ref_t));
+    ngx_str_set(&e->name, "");
+
+    snap = ngx_http_togglemaster_current;
+    tmlcf = ngx_http_get_module_loc_conf(r, ngx_http_togglemaster_module);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_togglemaster_module);
+
+    if (use_key && ctx && ctx->keyed) {
+        m = ngx_http_togglemaster_key_find(snap, ctx->bin);
+
+        if (m == NULL) {
+            /* revoked while the request body was read */
+            e->status = NGX_HTTP_UNAUTHORIZED;
+            e->error = "invalid API key";
+            return NGX_DECLINED;
+        }
+
+        e->scope = NGX_HTTP_TOGGLEMASTER_SCOPE(m->scope);
+
+        if (tm_scope_has_environment(m->scope)) {
+            /* the key's environment, resolved when the snapshot was built */
+            if (m->env == NGX_HTTP_TOGGLEMASTER_ENV_NONE
+                && m->name == NGX_HTTP_TOGGLEMASTER_ENV_NONE)
+            {
+                e->status = NGX_HTTP_NOT_FOUND;
+                e->error = "the key's environment does not exist";
+                return NGX_DECLINED;
+            }
+
+            if (m->env == NGX_HTTP_TOGGLEMASTER_ENV_NONE) {
+                return ngx_http_togglemaster_env_missing(r, e,
+                           &snap->kpart->names[m->name],
+                           "the key's environment");
+            }
+
+            e->index = m->env;
+            e->name = m->env ? snap->epart->names[m->env] : e->name;
+            return NGX_OK;
+        }
+    }
+
+    if (tmlcf->environment.len == 0 || snap == NULL) {
+        return NGX_OK;
+    }
+
+    if (tmlcf->env_gen != snap->epart->generation) {
+        tmlcf->env_index = ngx_http_togglemaster_env_index(snap,
+                               tmlcf->environment.data,
+                               tmlcf->environment.len);
+        tmlcf->env_gen = snap->epart->generation;
+    }
+
+    i = tmlcf->env_index;
+
+    if (i == NGX_HTTP_TOGGLEMASTER_ENV_NONE) {
+        return ngx_http_togglemaster_env_missing(r, e, &tmlcf->environment,
+                                                 "environment");
+    }
+
+    e->index = i;
+    e->name = i ? snap->epart->names[i] : e->name;
+
+    return NGX_OK;
+}
+
+
 /* 1 if the flag is on for this request (its identity and the location's
- * togglemaster_context attributes), 0 if not, NGX_ERROR. */
+ * togglemaster_context attributes, in the location's environment), 0 if
+ * not, NGX_ERROR. In an environment that does not exist every flag is
+ * off. */
 ngx_int_t
 ngx_http_togglemaster_flag_on(ngx_http_request_t *r, u_char *name, size_t len)
 {
-    ngx_int_t                      rc;
-    ngx_str_t                      id;
-    tm_context                     ctx;
-    tm_decision                    d;
-    tm_eval_result                 res;
-    ngx_http_togglemaster_flag_t  *f;
+    ngx_int_t                         rc;
+    ngx_str_t                         id;
+    tm_context                        ctx;
+    tm_decision                       d;
+    tm_eval_result                    res;
+    ngx_http_togglemaster_flag_t     *f;
+    ngx_http_togglemaster_env_ref_t   e;
 
     rc = ngx_http_togglemaster_identity(r, &id);
     if (rc == NGX_ERROR) {
         return NGX_ERROR;
     }
 
-    f = ngx_http_togglemaster_flag_lookup(ngx_http_togglemaster_current,
-                                          name, len);
+    if (ngx_http_togglemaster_request_env(r, 0, &e) != NGX_OK) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "togglemaster: %s: flag off", e.error);
+        return 0;
+    }
+
+    f = ngx_http_togglemaster_env_flag_lookup(ngx_http_togglemaster_current,
+                                              e.index, name, len);
 
     if (rc == NGX_DECLINED && f && f->rule_present && f->rule_enabled) {
         /* identity too long to target: false, and its event is counted
@@ -206,7 +328,7 @@ ngx_http_togglemaster_flag_on(ngx_http_request_t *r, u_char *name, size_t len)
         d.value = 0;
         d.reason = TM_REASON_DEFAULT;
         ngx_http_togglemaster_event(NULL, NGX_HTTP_TOGGLEMASTER_IDENTITY_MAX
-                                          + 1, name, len, &d, NULL);
+                                          + 1, name, len, &d, NULL, &e.name);
         return 0;
     }
 
@@ -217,13 +339,14 @@ ngx_http_togglemaster_flag_on(ngx_http_request_t *r, u_char *name, size_t len)
         return NGX_ERROR;
     }
 
-    (void) ngx_http_togglemaster_evaluate(f, &ctx, &res);
+    (void) ngx_http_togglemaster_evaluate(f, e.index, &ctx, &res);
 
     d.value = res.value;
     d.reason = res.reason;
 
     ngx_http_togglemaster_event(id.data, id.len, f ? f->name.data : name,
-                                f ? f->name.len : len, &d, res.variant);
+                                f ? f->name.len : len, &d, res.variant,
+                                &e.name);
 
     return res.value ? 1 : 0;
 }
@@ -318,6 +441,8 @@ ngx_http_togglemaster_evaluate_handler(ngx_http_request_t *r)
     tm_decision                    d;
     tm_eval_result                 res;
     ngx_http_togglemaster_flag_t  *f;
+    ngx_http_togglemaster_env_ref_t
+                                   e;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return ngx_http_togglemaster_send_error(r, NGX_HTTP_NOT_ALLOWED,
@@ -358,16 +483,21 @@ ngx_http_togglemaster_evaluate_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    f = ngx_http_togglemaster_flag_lookup(ngx_http_togglemaster_current,
-                                          flag.data, flag.len);
+    /* the key's environment, else the location's */
+    if (ngx_http_togglemaster_request_env(r, 1, &e) != NGX_OK) {
+        return ngx_http_togglemaster_send_error(r, e.status, e.error);
+    }
 
-    (void) ngx_http_togglemaster_evaluate(f, &ctx, &res);
+    f = ngx_http_togglemaster_env_flag_lookup(ngx_http_togglemaster_current,
+                                              e.index, flag.data, flag.len);
+
+    (void) ngx_http_togglemaster_evaluate(f, e.index, &ctx, &res);
 
     d.value = res.value;
     d.reason = res.reason;
 
     ngx_http_togglemaster_event(user.data, user.len, flag.data, flag.len, &d,
-                                res.variant);
+                                res.variant, &e.name);
 
     len = sizeof("{\"flag_name\":,\"user_id\":,\"result\":false}") - 1
           + ngx_http_togglemaster_json_str_len(flag.data, flag.len)

@@ -33,7 +33,9 @@
 #define NGX_HTTP_TOGGLEMASTER_BACKOFF_BASE   200
 
 /* one event, raw: fixed parts + two escaped strings of at most 1024 bytes */
-#define NGX_HTTP_TOGGLEMASTER_EVENT_MAX      (512 + 2 * 6 * TM_EVENT_FIELD_MAX)
+/* user and flag at their longest, escaped; variant and environment names */
+#define NGX_HTTP_TOGGLEMASTER_EVENT_MAX                                      \
+    (512 + 2 * 6 * TM_EVENT_FIELD_MAX + 2 * 6 * TM_NAME_MAX)
 
 #define NGX_HTTP_TOGGLEMASTER_PREFIX         "{\\\"v\\\":1,\\\"events\\\":["
 #define NGX_HTTP_TOGGLEMASTER_PREFIX_RAW     (sizeof("{\"v\":1,\"events\":[") - 1)
@@ -384,7 +386,7 @@ ngx_http_togglemaster_events_text(u_char *s, size_t len)
  */
 void
 ngx_http_togglemaster_event(u_char *user, size_t ulen, u_char *flag,
-    size_t flen, tm_decision *d, const char *variant)
+    size_t flen, tm_decision *d, const char *variant, ngx_str_t *env)
 {
     u_char                          *p;
     size_t                           raw, esc;
@@ -444,6 +446,13 @@ ngx_http_togglemaster_event(u_char *user, size_t ulen, u_char *flag,
         p = ngx_cpymem(p, ",\"variant\":", sizeof(",\"variant\":") - 1);
         p = ngx_http_togglemaster_json_str(p, (u_char *) variant,
                                            ngx_strlen(variant));
+    }
+
+    /* absent: the default environment (docs/events.md); a name is at
+     * most TM_NAME_MAX bytes of [A-Za-z0-9_.:-] */
+    if (env && env->len && env->len <= TM_NAME_MAX) {
+        p = ngx_cpymem(p, ",\"environment\":", sizeof(",\"environment\":") - 1);
+        p = ngx_http_togglemaster_json_str(p, env->data, env->len);
     }
 
     p = ngx_sprintf(p, ",\"reason\":\"%s\"}", tm_reason_name(d->reason));

@@ -7,6 +7,11 @@
  *
  *   {"version":N,"flags":{name:"<json>"},"rules":{...},"segments":{...},
  *    "keys":{...}}
+ *
+ * It holds the default environment and the admin keys (tm:keys), as a
+ * Redis of the previous release would: the other environments and the
+ * scoped keys come from Redis only, so until Redis answers a scoped key
+ * is refused (401) and other environments are unknown (404).
  *    ,"crc32":"xxxxxxxx"}
  *
  * The last member is the CRC-32 of every byte before it: a truncated or
@@ -230,7 +235,7 @@ static void
 ngx_http_togglemaster_file_dump(ngx_http_togglemaster_file_job_t *job)
 {
     u_char                           num[NGX_INT64_LEN + 16], hex[72];
-    ngx_uint_t                       i;
+    ngx_uint_t                       i, n;
     ngx_http_togglemaster_keys_t    *kp;
     ngx_http_togglemaster_writer_t  *w;
     ngx_http_togglemaster_snapshot_t
@@ -293,10 +298,17 @@ ngx_http_togglemaster_file_dump(ngx_http_togglemaster_file_job_t *job)
 
     ngx_http_togglemaster_put(w, (u_char *) "},\"keys\":{", 10);
 
-    /* the module needs only the key hashes; their JSON is not kept */
+    /* the module needs only the admin keys' hashes; their JSON is not kept.
+     * Scoped keys stay out: read back as "keys" they would become admin
+     * keys (the file holds the default environment only, as an edge of
+     * the previous release read it; docs/environments.md). */
     kp = snap->kpart;
-    for (i = 0; i < kp->nkeys; i++) {
-        hex[0] = i ? ',' : ' ';
+    for (i = 0, n = 0; i < kp->nkeys; i++) {
+        if (kp->meta[i].v2) {
+            continue;
+        }
+
+        hex[0] = n++ ? ',' : ' ';
         hex[1] = '"';
         ngx_hex_dump(hex + 2, kp->keys + 32 * i, 32);
         ngx_memcpy(hex + 66, "\":\"{}\"", 6);
@@ -630,7 +642,7 @@ ngx_http_togglemaster_file_kv(json_t *doc, ngx_pool_t *pool,
         return "has no version";
     }
 
-    for (k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
+    for (k = 0; k < NGX_HTTP_TOGGLEMASTER_FILE_KINDS; k++) {
         h = json_object_get(doc, ngx_http_togglemaster_kinds[k]);
 
         if (h == NULL && k == NGX_HTTP_TOGGLEMASTER_SEGMENTS) {
@@ -703,6 +715,7 @@ ngx_http_togglemaster_file_load(ngx_str_t *path, ngx_log_t *log)
     }
 
     snap = NULL;
+    ngx_memzero(kv, sizeof(kv));    /* kinds the file lacks: not present */
     pool = ngx_create_pool(4096, log);
     if (pool == NULL) {
         goto done;

@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "tm_events.h"
+#include "tm_records.h"
 
 
 static void *ngx_http_togglemaster_create_main_conf(ngx_conf_t *cf);
@@ -30,6 +31,10 @@ static char *ngx_http_togglemaster_require(ngx_conf_t *cf,
 static char *ngx_http_togglemaster_context(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_togglemaster_events_batch(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_togglemaster_api_key(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_togglemaster_environment(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 
 
@@ -200,10 +205,24 @@ static ngx_command_t  ngx_http_togglemaster_commands[] = {
       NULL },
 
     { ngx_string("togglemaster_api_key"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
-      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_togglemaster_api_key,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_togglemaster_loc_conf_t, api_key),
+      0,
+      NULL },
+
+    { ngx_string("togglemaster_environment"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_togglemaster_environment,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("togglemaster_cors_origin"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_loc_conf_t, cors_origin),
       NULL },
 
     { ngx_string("togglemaster_require"),
@@ -372,11 +391,14 @@ ngx_http_togglemaster_create_loc_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     conf->require_flag = { 0, NULL };
+     *     conf->environment = { 0, NULL };
+     *     conf->cors_origin = { 0, NULL };
+     *     conf->env_gen = 0;
      */
 
     conf->identity = NGX_CONF_UNSET_PTR;
     conf->context = NGX_CONF_UNSET_PTR;
-    conf->api_key = NGX_CONF_UNSET;
+    conf->api_key = NGX_CONF_UNSET_UINT;
     conf->require_status = NGX_CONF_UNSET_UINT;
 
     return conf;
@@ -393,7 +415,10 @@ ngx_http_togglemaster_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_ptr_value(conf->identity, prev->identity, NULL);
     /* as proxy_set_header: a level with its own list replaces the outer */
     ngx_conf_merge_ptr_value(conf->context, prev->context, NULL);
-    ngx_conf_merge_value(conf->api_key, prev->api_key, 0);
+    ngx_conf_merge_uint_value(conf->api_key, prev->api_key, 0);
+    ngx_conf_merge_str_value(conf->environment, prev->environment, "");
+    ngx_conf_merge_str_value(conf->cors_origin, prev->cors_origin, "");
+    conf->env_index = NGX_HTTP_TOGGLEMASTER_ENV_NONE;
     ngx_conf_merge_str_value(conf->require_flag, prev->require_flag, "");
     ngx_conf_merge_uint_value(conf->require_status, prev->require_status,
                               NGX_HTTP_NOT_FOUND);
@@ -456,6 +481,91 @@ ngx_http_togglemaster_events_batch(ngx_conf_t *cf, ngx_command_t *cmd,
             return NGX_CONF_ERROR;
         }
     }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * togglemaster_api_key on | off | SCOPE...: the scopes of the keys the
+ * location accepts. "on" keeps its original meaning for evaluation
+ * locations: the keys that could evaluate before scopes existed (admin)
+ * and the server keys made for it; client keys only where listed.
+ */
+static char *
+ngx_http_togglemaster_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_togglemaster_loc_conf_t *tmlcf = conf;
+
+    ngx_str_t   *value;
+    tm_scope     scope;
+    ngx_uint_t   i, scopes;
+
+    if (tmlcf->api_key != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "on") == 0) {
+        tmlcf->api_key = NGX_HTTP_TOGGLEMASTER_SCOPE(TM_SCOPE_ADMIN)
+                         | NGX_HTTP_TOGGLEMASTER_SCOPE(TM_SCOPE_SERVER);
+        return NGX_CONF_OK;
+    }
+
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
+        tmlcf->api_key = 0;
+        return NGX_CONF_OK;
+    }
+
+    scopes = 0;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        if (tm_scope_parse((const char *) value[i].data, value[i].len,
+                           &scope)
+            != 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid value \"%V\": use on, off, or "
+                               "scopes among admin, readonly, server and "
+                               "client", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        scopes |= NGX_HTTP_TOGGLEMASTER_SCOPE(scope);
+    }
+
+    tmlcf->api_key = scopes;
+
+    return NGX_CONF_OK;
+}
+
+
+/* togglemaster_environment <name>: checked against the names the daemons
+ * accept; whether it exists is known only at run time (404 then). */
+static char *
+ngx_http_togglemaster_environment(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_togglemaster_loc_conf_t *tmlcf = conf;
+
+    ngx_str_t  *value;
+
+    if (tmlcf->environment.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (!tm_env_name_valid((char *) value[1].data, value[1].len)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid environment name \"%V\": use %s, at "
+                           "most %d bytes, not \"" TM_ENV_ALL "\"",
+                           &value[1], TM_NAME_CHARSET, TM_NAME_MAX);
+        return NGX_CONF_ERROR;
+    }
+
+    tmlcf->environment = value[1];
 
     return NGX_CONF_OK;
 }

@@ -15,6 +15,7 @@
 #include "tm_rules.h"
 #include "tm_names.h"
 #include "tm_log.h"
+#include "tm_records.h"
 
 /* Room for text from Redis or a peer once escaped for the error log
  * (tm_log_escape: at most 4 bytes per byte, cut beyond). */
@@ -43,6 +44,7 @@ typedef struct {
     tm_flag_state                flag;
     unsigned                     rule_present:1;
     unsigned                     rule_enabled:1;
+    unsigned                     client_visible:1;
     tm_rule                     *rule;        /* NULL: absent or unusable */
     ngx_http_togglemaster_rule_ref_t
                                 *rule_ref;    /* owns rule */
@@ -85,31 +87,75 @@ typedef struct {
 } ngx_http_togglemaster_segments_t;
 
 
-/* API-key hashes: 32 binary bytes each (the key's JSON is not needed). */
+/* Environments (tm:envs) and key scopes: docs/environments.md. Index 0 is
+ * the default environment (tm:flags, tm:rules); at most this many in all. */
+#define NGX_HTTP_TOGGLEMASTER_MAX_ENVS      64
+#define NGX_HTTP_TOGGLEMASTER_ENV_NONE      0xffff
+#define NGX_HTTP_TOGGLEMASTER_KEY_NAMES     256   /* environment names keys use */
+
+/* A tm_scope (tm_scope.h) as a bit, so that a location accepts a set. */
+#define NGX_HTTP_TOGGLEMASTER_SCOPE(s)      ((ngx_uint_t) 1 << (s))
+
+
+/* What the edge knows of a key: its scope, where it came from, and the
+ * environment it evaluates in, resolved to an index when the snapshot is
+ * built (NGX_HTTP_TOGGLEMASTER_ENV_NONE: readonly, or an environment that
+ * does not exist). */
+typedef struct {
+    uint8_t                      scope;       /* a tm_scope */
+    uint8_t                      v2;          /* from tm:keys:v2 */
+    uint16_t                     name;        /* into names, or ENV_NONE */
+    uint16_t                     env;
+} ngx_http_togglemaster_key_meta_t;
+
+
+/* API-key hashes: 32 binary bytes each, and their meta; of the key's JSON
+ * only a scoped key's scope and environment are kept. */
 typedef struct {
     ngx_pool_t                  *pool;
     ngx_uint_t                   refs;
     u_char                      *keys;        /* nkeys * 32 bytes */
+    ngx_http_togglemaster_key_meta_t
+                                *meta;        /* nkeys */
     ngx_uint_t                   nkeys;
+    ngx_uint_t                   nv2;         /* of which scoped */
     uint32_t                    *slots;
     ngx_uint_t                   mask;
+    ngx_str_t                    names[NGX_HTTP_TOGGLEMASTER_KEY_NAMES];
+    ngx_uint_t                   nnames;
 } ngx_http_togglemaster_keys_t;
+
+
+/* The environments' names, in index order (0: the default); shared by
+ * snapshots until tm:envs changes. */
+typedef struct {
+    ngx_pool_t                  *pool;
+    ngx_uint_t                   refs;
+    ngx_uint_t                   generation;  /* new one, new number */
+    ngx_str_t                    names[NGX_HTTP_TOGGLEMASTER_MAX_ENVS];
+    uint32_t                     hashes[NGX_HTTP_TOGGLEMASTER_MAX_ENVS];
+    ngx_uint_t                   n;
+} ngx_http_togglemaster_envs_t;
 
 
 typedef struct {
     int64_t                      version;
     ngx_msec_t                   built;       /* ngx_current_msec */
 
-    ngx_http_togglemaster_flags_t *fpart;
+    ngx_http_togglemaster_flags_t *fpart;     /* == fparts[0] */
     ngx_http_togglemaster_keys_t  *kpart;
     ngx_http_togglemaster_segments_t
                                 *spart;
+    ngx_http_togglemaster_envs_t  *epart;
+    /* one flags part per environment, as epart orders them; NULL: empty */
+    ngx_http_togglemaster_flags_t *fparts[NGX_HTTP_TOGGLEMASTER_MAX_ENVS];
 
     /* copies of the parts' fields, for readers */
     ngx_http_togglemaster_flag_t *flags;
     ngx_uint_t                   nflags;
     ngx_uint_t                   nkeys;
     ngx_uint_t                   nsegments;
+    ngx_uint_t                   nenvs;
 } ngx_http_togglemaster_snapshot_t;
 
 
@@ -121,13 +167,22 @@ typedef struct {
     ngx_uint_t                   present;     /* 0: keep the old contents */
 } ngx_http_togglemaster_kv_t;
 
+/* The kinds of objects, each from its Redis hash. EFLAGS and ERULES are
+ * the non-default environments' tm:flags@<env> and tm:rules@<env>, one
+ * hash per environment. The snapshot file holds the first FILE_KINDS. */
 enum {
     NGX_HTTP_TOGGLEMASTER_FLAGS = 0,
     NGX_HTTP_TOGGLEMASTER_RULES,
     NGX_HTTP_TOGGLEMASTER_KEYS,
     NGX_HTTP_TOGGLEMASTER_SEGMENTS,
+    NGX_HTTP_TOGGLEMASTER_ENVS,
+    NGX_HTTP_TOGGLEMASTER_KEYS2,
+    NGX_HTTP_TOGGLEMASTER_EFLAGS,
+    NGX_HTTP_TOGGLEMASTER_ERULES,
     NGX_HTTP_TOGGLEMASTER_NKINDS
 };
+
+#define NGX_HTTP_TOGGLEMASTER_FILE_KINDS  4
 
 
 typedef struct {
@@ -174,10 +229,38 @@ typedef struct {
 typedef struct {
     ngx_http_complex_value_t    *identity;
     ngx_array_t                 *context;     /* of attr_conf_t, or NULL */
-    ngx_flag_t                   api_key;
+    ngx_uint_t                   api_key;     /* SCOPE() bits; 0: off */
+    ngx_str_t                    environment; /* "": the default */
+    ngx_str_t                    cors_origin; /* "": "*" */
+    /* the environment's index among the names of generation env_gen: a
+     * per-worker cache, so that a request pays no name lookup */
+    ngx_uint_t                   env_gen;
+    ngx_uint_t                   env_index;
     ngx_str_t                    require_flag;
     ngx_uint_t                   require_status;
 } ngx_http_togglemaster_loc_conf_t;
+
+
+/* The request's state between phases. The key is kept by its hash and
+ * looked up again in the content phase: the snapshot may change while an
+ * OFREP body is read. */
+typedef struct {
+    u_char                       bin[32];
+    unsigned                     keyed:1;
+    unsigned                     bulk:1;      /* OFREP */
+    ngx_str_t                    key;         /* OFREP single: flag key */
+} ngx_http_togglemaster_ctx_t;
+
+
+/* The environment a request evaluates in, and its key's scope as a
+ * SCOPE() bit (0: no key). */
+typedef struct {
+    ngx_uint_t                   index;
+    ngx_str_t                    name;        /* "" for the default */
+    ngx_uint_t                   scope;
+    ngx_uint_t                   status;      /* when not NGX_OK */
+    const char                  *error;
+} ngx_http_togglemaster_env_ref_t;
 
 
 /* Shared-memory metrics: one worker slot per process, counters per flag. */
@@ -277,6 +360,13 @@ ngx_int_t ngx_http_togglemaster_builder_set(
     ngx_str_t *value);
 ngx_int_t ngx_http_togglemaster_builder_del(
     ngx_http_togglemaster_builder_t *b, ngx_uint_t kind, ngx_str_t *field);
+/* The same for EFLAGS and ERULES objects of environment env. */
+ngx_int_t ngx_http_togglemaster_builder_set_env(
+    ngx_http_togglemaster_builder_t *b, ngx_uint_t kind, ngx_str_t *env,
+    ngx_str_t *field, ngx_str_t *value);
+ngx_int_t ngx_http_togglemaster_builder_del_env(
+    ngx_http_togglemaster_builder_t *b, ngx_uint_t kind, ngx_str_t *env,
+    ngx_str_t *field);
 ngx_http_togglemaster_snapshot_t *ngx_http_togglemaster_builder_finish(
     ngx_http_togglemaster_builder_t *b, int64_t version);
 void ngx_http_togglemaster_builder_abort(ngx_http_togglemaster_builder_t *b);
@@ -292,9 +382,18 @@ void ngx_http_togglemaster_snapshot_free(
     ngx_http_togglemaster_snapshot_t *snap);
 void ngx_http_togglemaster_snapshot_swap(
     ngx_http_togglemaster_snapshot_t *snap);
+/* A flag of the default environment, or NULL. */
 ngx_http_togglemaster_flag_t *ngx_http_togglemaster_flag_lookup(
     ngx_http_togglemaster_snapshot_t *snap, u_char *name, size_t len);
-ngx_int_t ngx_http_togglemaster_key_known(
+/* A flag of environment env (an index below snap->nenvs), or NULL. */
+ngx_http_togglemaster_flag_t *ngx_http_togglemaster_env_flag_lookup(
+    ngx_http_togglemaster_snapshot_t *snap, ngx_uint_t env, u_char *name,
+    size_t len);
+/* The index of the environment called name, or ENV_NONE. */
+ngx_uint_t ngx_http_togglemaster_env_index(
+    ngx_http_togglemaster_snapshot_t *snap, u_char *name, size_t len);
+/* The key whose SHA-256 is bin, or NULL. */
+ngx_http_togglemaster_key_meta_t *ngx_http_togglemaster_key_find(
     ngx_http_togglemaster_snapshot_t *snap, u_char *bin);
 ngx_http_togglemaster_segment_t *ngx_http_togglemaster_segment_lookup(
     ngx_http_togglemaster_snapshot_t *snap, u_char *name, size_t len);
@@ -333,7 +432,12 @@ void ngx_http_togglemaster_sync_exit(ngx_cycle_t *cycle);
 
 /* eval.c */
 ngx_int_t ngx_http_togglemaster_evaluate(ngx_http_togglemaster_flag_t *f,
-    tm_context *ctx, tm_eval_result *res);
+    ngx_uint_t env, tm_context *ctx, tm_eval_result *res);
+/* The request's environment: its key's (use_key, for server and client
+ * keys) or the location's togglemaster_environment. NGX_OK, or NGX_DECLINED
+ * with e->status and e->error (an environment that does not exist). */
+ngx_int_t ngx_http_togglemaster_request_env(ngx_http_request_t *r,
+    ngx_uint_t use_key, ngx_http_togglemaster_env_ref_t *e);
 ngx_int_t ngx_http_togglemaster_context_conf(ngx_http_request_t *r,
     tm_context *ctx, tm_attr *given, ngx_uint_t ngiven);
 ngx_int_t ngx_http_togglemaster_identity(ngx_http_request_t *r,
@@ -380,8 +484,9 @@ char *ngx_http_togglemaster_events_conf(ngx_conf_t *cf,
 ngx_int_t ngx_http_togglemaster_events_init(ngx_cycle_t *cycle,
     ngx_http_togglemaster_main_conf_t *tmcf);
 void ngx_http_togglemaster_events_exit(ngx_cycle_t *cycle);
+/* env: the environment's name, NULL or "" for the default */
 void ngx_http_togglemaster_event(u_char *user, size_t ulen, u_char *flag,
-    size_t flen, tm_decision *d, const char *variant);
+    size_t flen, tm_decision *d, const char *variant, ngx_str_t *env);
 void ngx_http_togglemaster_events_wake(void);
 void ngx_http_togglemaster_events_done(ngx_http_togglemaster_msg_t **msgs,
     ngx_uint_t n, ngx_int_t rc);

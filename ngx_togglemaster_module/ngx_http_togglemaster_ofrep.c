@@ -16,12 +16,6 @@
 #define NGX_HTTP_TOGGLEMASTER_OFREP_BODY_MAX  65536
 
 
-typedef struct {
-    ngx_str_t    key;          /* flag key, single evaluation */
-    ngx_uint_t   bulk;
-} ngx_http_togglemaster_ofrep_ctx_t;
-
-
 static ngx_int_t
 ngx_http_togglemaster_ofrep_error(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *key, const char *code, const char *details)
@@ -71,10 +65,12 @@ typedef struct {
     "this flag targets users: context.targetingKey is required"
 
 
-/* Evaluates f for ctx into it (with its event), or says why not. */
+/* Evaluates f for ctx in environment e into it (with its event), or says
+ * why not. */
 static void
 ngx_http_togglemaster_ofrep_eval(ngx_http_togglemaster_ofrep_item_t *it,
-    ngx_http_togglemaster_flag_t *f, tm_context *ctx)
+    ngx_http_togglemaster_flag_t *f, tm_context *ctx,
+    ngx_http_togglemaster_env_ref_t *e)
 {
     tm_decision   d;
     const char   *variant;
@@ -93,7 +89,7 @@ ngx_http_togglemaster_ofrep_eval(ngx_http_togglemaster_ofrep_item_t *it,
         return;
     }
 
-    (void) ngx_http_togglemaster_evaluate(f, ctx, &it->res);
+    (void) ngx_http_togglemaster_evaluate(f, e->index, ctx, &it->res);
 
     d.value = it->res.value;
     d.reason = it->res.reason;
@@ -102,14 +98,16 @@ ngx_http_togglemaster_ofrep_eval(ngx_http_togglemaster_ofrep_item_t *it,
                               : (it->res.value ? "on" : "off");
 
     ngx_http_togglemaster_event((u_char *) ctx->key, ctx->key_len,
-                                f->name.data, f->name.len, &d, variant);
+                                f->name.data, f->name.len, &d, variant,
+                                &e->name);
 
     if (it->res.reason == TM_REASON_ERROR) {
         /* a stored rule that does not compile cannot be parsed; anything
-         * else (a dependency chain too deep) is general */
+         * else (a dependency chain too deep) is general. A client key
+         * never sees a rule, not even quoted in a compiler's message. */
         it->code = f->rule ? "GENERAL" : "PARSE_ERROR";
-        it->details = it->res.error ? it->res.error
-                                    : "the flag could not be evaluated";
+        it->details = (it->res.error && e->scope != NGX_HTTP_TOGGLEMASTER_SCOPE(TM_SCOPE_CLIENT))
+                      ? it->res.error : "the flag could not be evaluated";
     }
 }
 
@@ -314,6 +312,18 @@ ngx_http_togglemaster_ofrep_context(ngx_http_request_t *r, ngx_str_t *key,
 }
 
 
+/* 1 if f is a flag the request may see: any for a server or admin key,
+ * only those marked client_visible for a client key (a hidden flag reads
+ * as missing: its existence does not leak) */
+static ngx_uint_t
+ngx_http_togglemaster_ofrep_visible(ngx_http_togglemaster_flag_t *f,
+    ngx_http_togglemaster_env_ref_t *e)
+{
+    return f && f->flag != TM_FLAG_MISSING
+           && (e->scope != NGX_HTTP_TOGGLEMASTER_SCOPE(TM_SCOPE_CLIENT) || f->client_visible);
+}
+
+
 static ngx_int_t
 ngx_http_togglemaster_ofrep_single(ngx_http_request_t *r, ngx_str_t *key)
 {
@@ -322,28 +332,34 @@ ngx_http_togglemaster_ofrep_single(ngx_http_request_t *r, ngx_str_t *key)
     tm_context                           ctx;
     tm_decision                          d;
     ngx_http_togglemaster_flag_t        *f;
+    ngx_http_togglemaster_env_ref_t      e;
     ngx_http_togglemaster_ofrep_item_t   it;
 
     if (ngx_http_togglemaster_ofrep_context(r, key, &ctx, &rc) != NGX_OK) {
         return rc;
     }
 
-    f = ngx_http_togglemaster_flag_lookup(ngx_http_togglemaster_current,
-                                          key->data, key->len);
+    if (ngx_http_togglemaster_request_env(r, 1, &e) != NGX_OK) {
+        return ngx_http_togglemaster_ofrep_error(r, e.status, key, "GENERAL",
+                                                 e.error);
+    }
 
-    if (f == NULL || f->flag == TM_FLAG_MISSING) {
+    f = ngx_http_togglemaster_env_flag_lookup(ngx_http_togglemaster_current,
+                                              e.index, key->data, key->len);
+
+    if (!ngx_http_togglemaster_ofrep_visible(f, &e)) {
         ngx_http_togglemaster_count(NGX_HTTP_TOGGLEMASTER_SLOT_UNKNOWN, 0);
 
         d.value = 0;
         d.reason = TM_REASON_UNKNOWN;
         ngx_http_togglemaster_event((u_char *) ctx.key, ctx.key_len,
-                                    key->data, key->len, &d, NULL);
+                                    key->data, key->len, &d, NULL, &e.name);
 
         return ngx_http_togglemaster_ofrep_error(r, NGX_HTTP_NOT_FOUND, key,
                    "FLAG_NOT_FOUND", "flag not found");
     }
 
-    ngx_http_togglemaster_ofrep_eval(&it, f, &ctx);
+    ngx_http_togglemaster_ofrep_eval(&it, f, &ctx, &e);
 
     if (it.code) {
         return ngx_http_togglemaster_ofrep_error(r, NGX_HTTP_BAD_REQUEST, key,
@@ -372,33 +388,41 @@ ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
     ngx_md5_t                            md5;
     tm_context                           ctx;
     ngx_table_elt_t                     *h;
-    ngx_http_togglemaster_snapshot_t    *snap;
+    ngx_http_togglemaster_flags_t       *fp;
+    ngx_http_togglemaster_env_ref_t      e;
     ngx_http_togglemaster_ofrep_item_t  *items;
 
     if (ngx_http_togglemaster_ofrep_context(r, NULL, &ctx, &rc) != NGX_OK) {
         return rc;
     }
 
-    snap = ngx_http_togglemaster_current;
+    if (ngx_http_togglemaster_request_env(r, 1, &e) != NGX_OK) {
+        return ngx_http_togglemaster_ofrep_error(r, e.status, NULL, "GENERAL",
+                                                 e.error);
+    }
+
+    /* the environment's flags: an index into the snapshot, O(1) */
+    fp = ngx_http_togglemaster_current
+         ? ngx_http_togglemaster_current->fparts[e.index] : NULL;
 
     items = NULL;
     n = 0;
     len = sizeof("{\"flags\":[]}") - 1;
 
-    if (snap && snap->nflags) {
-        items = ngx_palloc(r->pool, snap->nflags
+    if (fp && fp->nflags) {
+        items = ngx_palloc(r->pool, fp->nflags
                                * sizeof(ngx_http_togglemaster_ofrep_item_t));
         if (items == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
     }
 
-    for (i = 0; snap && i < snap->nflags; i++) {
-        if (snap->flags[i].flag == TM_FLAG_MISSING) {
+    for (i = 0; fp && i < fp->nflags; i++) {
+        if (!ngx_http_togglemaster_ofrep_visible(&fp->flags[i], &e)) {
             continue;
         }
 
-        ngx_http_togglemaster_ofrep_eval(&items[n], &snap->flags[i], &ctx);
+        ngx_http_togglemaster_ofrep_eval(&items[n], &fp->flags[i], &ctx, &e);
         len += ngx_http_togglemaster_ofrep_item_len(&items[n]) + 1;
         n++;
     }
@@ -467,7 +491,7 @@ ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
 static void
 ngx_http_togglemaster_ofrep_body(ngx_http_request_t *r)
 {
-    ngx_http_togglemaster_ofrep_ctx_t  *ctx;
+    ngx_http_togglemaster_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_togglemaster_module);
 
@@ -484,7 +508,7 @@ ngx_http_togglemaster_ofrep_handler(ngx_http_request_t *r)
     u_char                             *p, *last;
     ngx_int_t                           rc;
     ngx_str_t                           tail;
-    ngx_http_togglemaster_ofrep_ctx_t  *ctx;
+    ngx_http_togglemaster_ctx_t        *ctx;
 
     static ngx_str_t  path = ngx_string("/ofrep/v1/evaluate/flags");
 
@@ -500,9 +524,14 @@ ngx_http_togglemaster_ofrep_handler(ngx_http_request_t *r)
     tail.data = p + path.len;
     tail.len = last - tail.data;
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_togglemaster_ofrep_ctx_t));
+    /* the access phase may have made it (the request's key) */
+    ctx = ngx_http_get_module_ctx(r, ngx_http_togglemaster_module);
+
     if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_togglemaster_ctx_t));
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
 
     if (tail.len == 0 || (tail.len == 1 && tail.data[0] == '/')) {

@@ -1,16 +1,21 @@
 /*
- * The snapshot: an immutable, per-worker copy of flags, rules and API-key
- * hashes with O(1) lookups. Built off the request path (sync callbacks or
- * worker start). It has two parts, each refcounted and shared between
- * snapshots: flags+rules, segments, and keys. A load that touches only
- * one kind shares the other parts with the previous snapshot, so a flag
- * change does not copy 100,000 keys.
+ * The snapshot: an immutable, per-worker copy of every environment's flags
+ * and rules, segments and API keys with O(1) lookups. Built off the request
+ * path (sync callbacks or worker start). Its parts are each refcounted and
+ * shared between snapshots: one flags+rules part per environment (index 0
+ * the default, tm:flags/tm:rules; the others tm:flags@<env>/tm:rules@<env>),
+ * the environments' names, segments, and keys. A load that touches only one
+ * kind shares the other parts with the previous snapshot, so a flag change
+ * in staging does not copy production's flags nor 100,000 keys. A key
+ * carries its environment's index, resolved whenever the keys or the
+ * environments change, so a request picks its environment in O(1).
  *
  * A builder makes the next snapshot incrementally: the sync code feeds it
  * one chunk of a Redis hash per event-loop turn (HSCAN), so no step costs
  * more than a few milliseconds, and finishes it once every chunk is in.
  * Strings live in the part's pool (an arena: no allocation per object);
- * keys are 32 binary bytes in one array, their JSON is never parsed. A flag
+ * keys are 32 binary bytes in one array (admin keys' JSON is never parsed;
+ * of a scoped key's, its scope and environment are kept). A flag
  * or rule whose JSON is the same bytes as in the previous snapshot is not
  * parsed again: its state, and its compiled rule (refcounted), are reused.
  */
@@ -28,22 +33,49 @@
     (ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_FLAGS)                 \
      | ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_RULES))
 #define NGX_HTTP_TOGGLEMASTER_KEY_KINDS                                      \
-    ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_KEYS)
+    (ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_KEYS)                  \
+     | ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_KEYS2))
+#define NGX_HTTP_TOGGLEMASTER_ENV_KINDS                                      \
+    ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_ENVS)
+#define NGX_HTTP_TOGGLEMASTER_EFLAG_KINDS                                    \
+    (ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_EFLAGS)                \
+     | ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_ERULES))
+#define NGX_HTTP_TOGGLEMASTER_ALL_KINDS                                      \
+    (ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_NKINDS) - 1)
+
+/* where a key came from: keys_alloc() keeps those not loaded again */
+#define NGX_HTTP_TOGGLEMASTER_KEYS_ADMIN  1     /* tm:keys */
+#define NGX_HTTP_TOGGLEMASTER_KEYS_V2     2     /* tm:keys:v2 */
+#define NGX_HTTP_TOGGLEMASTER_KEYS_ALL    3
 #define NGX_HTTP_TOGGLEMASTER_SEGMENT_KINDS                                  \
     ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_SEGMENTS)
 
 
+/* One environment's flags part under construction. */
+typedef struct {
+    ngx_str_t                       name;     /* "" for the default */
+    ngx_http_togglemaster_flags_t  *ofp;      /* old part, referenced */
+    ngx_http_togglemaster_flags_t  *fp;       /* NULL: ofp is shared */
+    ngx_uint_t                      fcap;     /* flags allocated */
+} ngx_http_togglemaster_bpart_t;
+
+
 struct ngx_http_togglemaster_builder_s {
     ngx_log_t                      *log;
-    ngx_http_togglemaster_flags_t  *ofp;      /* old parts, referenced */
+    ngx_pool_t                     *pool;     /* environment names */
+    /* parts[0]: the default environment; the others as objects come */
+    ngx_http_togglemaster_bpart_t   parts[NGX_HTTP_TOGGLEMASTER_MAX_ENVS];
+    ngx_uint_t                      nparts;
+    ngx_uint_t                      etouched; /* the others are rebuilt */
+    ngx_uint_t                      efresh;   /* FLAG_KINDS they reload */
+    ngx_http_togglemaster_envs_t   *oep;      /* old parts, referenced */
+    ngx_http_togglemaster_envs_t   *ep;       /* NULL: oep is shared */
     ngx_http_togglemaster_keys_t   *okp;
-    ngx_http_togglemaster_flags_t  *fp;       /* NULL: ofp is shared */
     ngx_http_togglemaster_keys_t   *kp;       /* NULL: okp is shared */
     ngx_http_togglemaster_segments_t  *osp;
     ngx_pool_t                     *spool;    /* segments: few, compiled */
     ngx_array_t                    *sfields;  /* at finish, as a whole */
     ngx_array_t                    *svalues;
-    ngx_uint_t                      fcap;     /* flags allocated */
     ngx_uint_t                      kcap;     /* keys allocated */
     ngx_uint_t                      reused;
     ngx_uint_t                      compiled;
@@ -155,6 +187,7 @@ ngx_http_togglemaster_keys_cleanup(void *data)
     ngx_http_togglemaster_keys_t *kp = data;
 
     ngx_free(kp->keys);
+    ngx_free(kp->meta);
     ngx_free(kp->slots);
 }
 
@@ -221,11 +254,17 @@ ngx_http_togglemaster_key_index(ngx_http_togglemaster_keys_t *kp, u_char *bin)
 
 /* The objects' JSON is read by lib/tm_records.c (fuzzed there). */
 
-/* 0 off, 1 on, -1 malformed */
+/* 0 off, 1 on, -1 malformed; *cv: visible to client keys */
 static ngx_int_t
-ngx_http_togglemaster_parse_flag(ngx_str_t *json)
+ngx_http_togglemaster_parse_flag(ngx_str_t *json, ngx_uint_t *cv)
 {
-    return tm_flag_record_enabled((const char *) json->data, json->len);
+    int        visible;
+    ngx_int_t  rc;
+
+    rc = tm_flag_record_parse((const char *) json->data, json->len, &visible);
+    *cv = visible ? 1 : 0;
+
+    return rc;
 }
 
 
@@ -325,7 +364,7 @@ ngx_http_togglemaster_unhex(u_char *bin, ngx_str_t *s)
 
 static ngx_http_togglemaster_flags_t *
 ngx_http_togglemaster_flags_alloc(ngx_http_togglemaster_builder_t *b,
-    ngx_uint_t cap)
+    ngx_http_togglemaster_bpart_t *bp, ngx_uint_t cap)
 {
     ngx_uint_t                      size;
     ngx_pool_t                     *pool;
@@ -361,7 +400,7 @@ ngx_http_togglemaster_flags_alloc(ngx_http_togglemaster_builder_t *b,
     }
 
     fp->mask = size - 1;
-    b->fcap = cap;
+    bp->fcap = cap;
 
     return fp;
 }
@@ -400,14 +439,14 @@ ngx_http_togglemaster_flags_rehash(ngx_http_togglemaster_flags_t *fp,
 /* The entry called name in the part being built; created if asked. */
 static ngx_http_togglemaster_flag_t *
 ngx_http_togglemaster_flags_get(ngx_http_togglemaster_builder_t *b,
-    ngx_str_t *name, ngx_uint_t create)
+    ngx_http_togglemaster_bpart_t *bp, ngx_str_t *name, ngx_uint_t create)
 {
     uint32_t                        h;
     ngx_uint_t                      i;
     ngx_http_togglemaster_flag_t   *f, *flags;
     ngx_http_togglemaster_flags_t  *fp;
 
-    fp = b->fp;
+    fp = bp->fp;
     h = ngx_murmur_hash2(name->data, name->len);
 
     f = ngx_http_togglemaster_part_lookup(fp, name->data, name->len, h);
@@ -415,8 +454,8 @@ ngx_http_togglemaster_flags_get(ngx_http_togglemaster_builder_t *b,
         return f;
     }
 
-    if (fp->nflags == b->fcap) {
-        flags = ngx_alloc(2 * b->fcap * sizeof(ngx_http_togglemaster_flag_t),
+    if (fp->nflags == bp->fcap) {
+        flags = ngx_alloc(2 * bp->fcap * sizeof(ngx_http_togglemaster_flag_t),
                           b->log);
         if (flags == NULL) {
             return NULL;
@@ -426,7 +465,7 @@ ngx_http_togglemaster_flags_get(ngx_http_togglemaster_builder_t *b,
                    fp->nflags * sizeof(ngx_http_togglemaster_flag_t));
         ngx_free(fp->flags);
         fp->flags = flags;
-        b->fcap *= 2;
+        bp->fcap *= 2;
     }
 
     if ((fp->nflags + 1) * 2 > fp->mask + 1
@@ -495,13 +534,13 @@ ngx_http_togglemaster_rule_share(ngx_pool_t *pool,
 /* The kinds of old's flags part that a load does not fetch again. */
 static ngx_int_t
 ngx_http_togglemaster_flags_seed(ngx_http_togglemaster_builder_t *b,
-    ngx_uint_t kinds)
+    ngx_http_togglemaster_bpart_t *bp, ngx_uint_t kinds)
 {
     ngx_uint_t                     i, flag, rule;
     ngx_http_togglemaster_flag_t  *f, *of;
 
-    for (i = 0; b->ofp && i < b->ofp->nflags; i++) {
-        of = &b->ofp->flags[i];
+    for (i = 0; bp->ofp && i < bp->ofp->nflags; i++) {
+        of = &bp->ofp->flags[i];
 
         flag = (kinds & ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_FLAGS))
                && of->flag != TM_FLAG_MISSING;
@@ -512,15 +551,16 @@ ngx_http_togglemaster_flags_seed(ngx_http_togglemaster_builder_t *b,
             continue;
         }
 
-        f = ngx_http_togglemaster_flags_get(b, &of->name, 1);
+        f = ngx_http_togglemaster_flags_get(b, bp, &of->name, 1);
         if (f == NULL) {
             return NGX_ERROR;
         }
 
         if (flag) {
             f->flag = of->flag;
+            f->client_visible = of->client_visible;
 
-            if (ngx_http_togglemaster_copy(b->fp->pool, &f->flag_json,
+            if (ngx_http_togglemaster_copy(bp->fp->pool, &f->flag_json,
                                            &of->flag_json)
                 != NGX_OK)
             {
@@ -529,7 +569,7 @@ ngx_http_togglemaster_flags_seed(ngx_http_togglemaster_builder_t *b,
         }
 
         if (rule
-            && ngx_http_togglemaster_rule_share(b->fp->pool, f, of) != NGX_OK)
+            && ngx_http_togglemaster_rule_share(bp->fp->pool, f, of) != NGX_OK)
         {
             return NGX_ERROR;
         }
@@ -541,9 +581,10 @@ ngx_http_togglemaster_flags_seed(ngx_http_togglemaster_builder_t *b,
 
 static ngx_int_t
 ngx_http_togglemaster_flag_set(ngx_http_togglemaster_builder_t *b,
-    ngx_str_t *name, ngx_str_t *val)
+    ngx_http_togglemaster_bpart_t *bp, ngx_str_t *name, ngx_str_t *val)
 {
     ngx_int_t                      st;
+    ngx_uint_t                     cv;
     ngx_http_togglemaster_flag_t  *f, *of;
 
     if (!tm_name_valid_unicode((char *) name->data, name->len)) {
@@ -551,17 +592,18 @@ ngx_http_togglemaster_flag_set(ngx_http_togglemaster_builder_t *b,
         return NGX_OK;
     }
 
-    of = ngx_http_togglemaster_part_lookup(b->ofp, name->data, name->len,
+    of = ngx_http_togglemaster_part_lookup(bp->ofp, name->data, name->len,
                                         ngx_murmur_hash2(name->data, name->len));
 
     if (of && of->flag != TM_FLAG_MISSING
         && ngx_http_togglemaster_str_eq(&of->flag_json, val))
     {
         st = (of->flag == TM_FLAG_ON);
+        cv = of->client_visible;
         b->reused++;
 
     } else {
-        st = ngx_http_togglemaster_parse_flag(val);
+        st = ngx_http_togglemaster_parse_flag(val, &cv);
         b->compiled++;
 
         if (st == -1) {
@@ -572,24 +614,26 @@ ngx_http_togglemaster_flag_set(ngx_http_togglemaster_builder_t *b,
             }
 
             st = (of->flag == TM_FLAG_ON);
+            cv = of->client_visible;
             val = &of->flag_json;
         }
     }
 
-    f = ngx_http_togglemaster_flags_get(b, name, 1);
+    f = ngx_http_togglemaster_flags_get(b, bp, name, 1);
     if (f == NULL) {
         return NGX_ERROR;
     }
 
     f->flag = st ? TM_FLAG_ON : TM_FLAG_OFF;
+    f->client_visible = cv;
 
-    return ngx_http_togglemaster_copy(b->fp->pool, &f->flag_json, val);
+    return ngx_http_togglemaster_copy(bp->fp->pool, &f->flag_json, val);
 }
 
 
 static ngx_int_t
 ngx_http_togglemaster_rule_set(ngx_http_togglemaster_builder_t *b,
-    ngx_str_t *name, ngx_str_t *val)
+    ngx_http_togglemaster_bpart_t *bp, ngx_str_t *name, ngx_str_t *val)
 {
     ngx_http_togglemaster_flag_t      *f, *of;
     ngx_http_togglemaster_rule_ref_t  *ref;
@@ -599,21 +643,21 @@ ngx_http_togglemaster_rule_set(ngx_http_togglemaster_builder_t *b,
         return NGX_OK;
     }
 
-    f = ngx_http_togglemaster_flags_get(b, name, 1);
+    f = ngx_http_togglemaster_flags_get(b, bp, name, 1);
     if (f == NULL) {
         return NGX_ERROR;
     }
 
     ngx_http_togglemaster_rule_clear(f);
 
-    of = ngx_http_togglemaster_part_lookup(b->ofp, name->data, name->len,
+    of = ngx_http_togglemaster_part_lookup(bp->ofp, name->data, name->len,
                                            f->hash);
 
     if (of && of->rule_json.len
         && ngx_http_togglemaster_str_eq(&of->rule_json, val))
     {
         b->reused++;
-        return ngx_http_togglemaster_rule_share(b->fp->pool, f, of);
+        return ngx_http_togglemaster_rule_share(bp->fp->pool, f, of);
     }
 
     b->compiled++;
@@ -623,7 +667,7 @@ ngx_http_togglemaster_rule_set(ngx_http_togglemaster_builder_t *b,
                                         of && of->rule_json.len);
 
         if (of && of->rule_json.len) {
-            return ngx_http_togglemaster_rule_share(b->fp->pool, f, of);
+            return ngx_http_togglemaster_rule_share(bp->fp->pool, f, of);
         }
 
         /* no good version ever seen: fail closed, not open */
@@ -646,19 +690,20 @@ ngx_http_togglemaster_rule_set(ngx_http_togglemaster_builder_t *b,
         f->rule_ref = ref;
     }
 
-    return ngx_http_togglemaster_copy(b->fp->pool, &f->rule_json, val);
+    return ngx_http_togglemaster_copy(bp->fp->pool, &f->rule_json, val);
 }
 
 
 /* Sorted by name, without entries left with neither flag nor rule. */
 static void
-ngx_http_togglemaster_flags_done(ngx_http_togglemaster_builder_t *b)
+ngx_http_togglemaster_flags_done(ngx_http_togglemaster_builder_t *b,
+    ngx_http_togglemaster_bpart_t *bp)
 {
     ngx_uint_t                      i, j, n;
     ngx_http_togglemaster_flag_t   *f, *of;
     ngx_http_togglemaster_flags_t  *fp;
 
-    fp = b->fp;
+    fp = bp->fp;
 
     for (i = 0, n = 0; i < fp->nflags; i++) {
         f = &fp->flags[i];
@@ -693,7 +738,7 @@ ngx_http_togglemaster_flags_done(ngx_http_togglemaster_builder_t *b)
 
         fp->slots[j] = (uint32_t) (i + 1);
 
-        of = ngx_http_togglemaster_part_lookup(b->ofp, f->name.data,
+        of = ngx_http_togglemaster_part_lookup(bp->ofp, f->name.data,
                                                f->name.len, f->hash);
         f->counter = of ? of->counter
                         : ngx_http_togglemaster_counter_slot(f->name.data,
@@ -737,9 +782,59 @@ ngx_http_togglemaster_keys_rehash(ngx_http_togglemaster_keys_t *kp,
 }
 
 
+/* seed's keys of the sources in keep (KEYS_ADMIN: tm:keys, KEYS_V2:
+ * tm:keys:v2), with the environment names they use */
+static ngx_int_t
+ngx_http_togglemaster_keys_copy(ngx_http_togglemaster_keys_t *kp,
+    ngx_http_togglemaster_keys_t *seed, ngx_uint_t keep, ngx_log_t *log)
+{
+    ngx_uint_t                         i, src;
+    ngx_http_togglemaster_key_meta_t  *m;
+
+    for (i = 0; i < seed->nnames; i++) {
+        if (ngx_http_togglemaster_copy(kp->pool, &kp->names[i],
+                                       &seed->names[i])
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    kp->nnames = seed->nnames;
+
+    if (keep == NGX_HTTP_TOGGLEMASTER_KEYS_ALL) {
+        ngx_memcpy(kp->keys, seed->keys,
+                   seed->nkeys * NGX_HTTP_TOGGLEMASTER_KEY_LEN);
+        ngx_memcpy(kp->meta, seed->meta,
+                   seed->nkeys * sizeof(ngx_http_togglemaster_key_meta_t));
+        kp->nkeys = seed->nkeys;
+        kp->nv2 = seed->nv2;
+        return NGX_OK;
+    }
+
+    for (i = 0; i < seed->nkeys; i++) {
+        m = &seed->meta[i];
+        src = m->v2 ? NGX_HTTP_TOGGLEMASTER_KEYS_V2
+                    : NGX_HTTP_TOGGLEMASTER_KEYS_ADMIN;
+
+        if (!(keep & src)) {
+            continue;
+        }
+
+        ngx_memcpy(kp->keys + NGX_HTTP_TOGGLEMASTER_KEY_LEN * kp->nkeys,
+                   seed->keys + NGX_HTTP_TOGGLEMASTER_KEY_LEN * i,
+                   NGX_HTTP_TOGGLEMASTER_KEY_LEN);
+        kp->meta[kp->nkeys++] = *m;
+        kp->nv2 += m->v2;
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_http_togglemaster_keys_t *
 ngx_http_togglemaster_keys_alloc(ngx_http_togglemaster_builder_t *b,
-    ngx_uint_t cap, ngx_http_togglemaster_keys_t *seed)
+    ngx_uint_t cap, ngx_http_togglemaster_keys_t *seed, ngx_uint_t keep)
 {
     ngx_pool_t                    *pool;
     ngx_pool_cleanup_t            *cln;
@@ -770,7 +865,9 @@ ngx_http_togglemaster_keys_alloc(ngx_http_togglemaster_builder_t *b,
     }
 
     kp->keys = ngx_alloc(cap * NGX_HTTP_TOGGLEMASTER_KEY_LEN, b->log);
-    if (kp->keys == NULL) {
+    kp->meta = ngx_alloc(cap * sizeof(ngx_http_togglemaster_key_meta_t),
+                         b->log);
+    if (kp->keys == NULL || kp->meta == NULL) {
         ngx_destroy_pool(pool);
         return NULL;
     }
@@ -778,12 +875,17 @@ ngx_http_togglemaster_keys_alloc(ngx_http_togglemaster_builder_t *b,
     b->kcap = cap;
 
     if (seed) {
-        ngx_memcpy(kp->keys, seed->keys,
-                   seed->nkeys * NGX_HTTP_TOGGLEMASTER_KEY_LEN);
-        kp->nkeys = seed->nkeys;
+        if (ngx_http_togglemaster_keys_copy(kp, seed, keep, b->log)
+            != NGX_OK)
+        {
+            ngx_destroy_pool(pool);
+            return NULL;
+        }
 
         /* a change to a big table: a copy, not 100,000 inserts */
-        if (ngx_http_togglemaster_table_size(cap) <= seed->mask + 1) {
+        if (keep == NGX_HTTP_TOGGLEMASTER_KEYS_ALL
+            && ngx_http_togglemaster_table_size(cap) <= seed->mask + 1)
+        {
             kp->slots = ngx_alloc((seed->mask + 1) * sizeof(uint32_t),
                                   b->log);
             if (kp->slots == NULL) {
@@ -813,24 +915,34 @@ ngx_http_togglemaster_keys_alloc(ngx_http_togglemaster_builder_t *b,
 
 
 static ngx_int_t
-ngx_http_togglemaster_keys_add(ngx_http_togglemaster_builder_t *b, u_char *bin)
+ngx_http_togglemaster_keys_add(ngx_http_togglemaster_builder_t *b, u_char *bin,
+    ngx_http_togglemaster_key_meta_t *meta)
 {
-    u_char                        *keys;
-    uint32_t                       h;
-    ngx_uint_t                     j;
-    ngx_http_togglemaster_keys_t  *kp;
+    u_char                            *keys;
+    uint32_t                           h;
+    ngx_uint_t                         j;
+    ngx_http_togglemaster_keys_t      *kp;
+    ngx_http_togglemaster_key_meta_t  *metas;
 
     kp = b->kp;
 
     if (kp->nkeys == b->kcap) {
         keys = ngx_alloc(2 * b->kcap * NGX_HTTP_TOGGLEMASTER_KEY_LEN, b->log);
-        if (keys == NULL) {
+        metas = ngx_alloc(2 * b->kcap
+                          * sizeof(ngx_http_togglemaster_key_meta_t), b->log);
+        if (keys == NULL || metas == NULL) {
+            ngx_free(keys);
+            ngx_free(metas);
             return NGX_ERROR;
         }
 
         ngx_memcpy(keys, kp->keys, kp->nkeys * NGX_HTTP_TOGGLEMASTER_KEY_LEN);
+        ngx_memcpy(metas, kp->meta,
+                   kp->nkeys * sizeof(ngx_http_togglemaster_key_meta_t));
         ngx_free(kp->keys);
+        ngx_free(kp->meta);
         kp->keys = keys;
+        kp->meta = metas;
         b->kcap *= 2;
     }
 
@@ -843,6 +955,8 @@ ngx_http_togglemaster_keys_add(ngx_http_togglemaster_builder_t *b, u_char *bin)
 
     ngx_memcpy(kp->keys + NGX_HTTP_TOGGLEMASTER_KEY_LEN * kp->nkeys, bin,
                NGX_HTTP_TOGGLEMASTER_KEY_LEN);
+    kp->meta[kp->nkeys] = *meta;
+    kp->nv2 += meta->v2;
 
     ngx_memcpy(&h, bin, sizeof(uint32_t));
     for (j = h & kp->mask; kp->slots[j]; j = (j + 1) & kp->mask) {
@@ -852,6 +966,76 @@ ngx_http_togglemaster_keys_add(ngx_http_togglemaster_builder_t *b, u_char *bin)
     kp->slots[j] = (uint32_t) ++kp->nkeys;
 
     return NGX_OK;
+}
+
+
+/* The id of an environment name in kp (added if new), or ENV_NONE when
+ * the table is full: such a key has no environment and evaluates
+ * nowhere. */
+static ngx_uint_t
+ngx_http_togglemaster_keys_name(ngx_http_togglemaster_keys_t *kp,
+    u_char *name, size_t len)
+{
+    ngx_str_t   s;
+    ngx_uint_t  i;
+
+    for (i = 0; i < kp->nnames; i++) {
+        if (kp->names[i].len == len
+            && ngx_memcmp(kp->names[i].data, name, len) == 0)
+        {
+            return i;
+        }
+    }
+
+    if (kp->nnames == NGX_HTTP_TOGGLEMASTER_KEY_NAMES) {
+        return NGX_HTTP_TOGGLEMASTER_ENV_NONE;
+    }
+
+    s.data = name;
+    s.len = len;
+
+    if (ngx_http_togglemaster_copy(kp->pool, &kp->names[kp->nnames], &s)
+        != NGX_OK)
+    {
+        return NGX_HTTP_TOGGLEMASTER_ENV_NONE;
+    }
+
+    return kp->nnames++;
+}
+
+
+/* Each key's environment index in the snapshot's environments ep: admin
+ * keys the default's (a location may pick another), readonly keys none. */
+static void
+ngx_http_togglemaster_keys_resolve(ngx_http_togglemaster_keys_t *kp,
+    ngx_http_togglemaster_envs_t *ep)
+{
+    uint16_t                           map[NGX_HTTP_TOGGLEMASTER_KEY_NAMES];
+    ngx_uint_t                         i, j;
+    ngx_http_togglemaster_key_meta_t  *m;
+
+    for (i = 0; i < kp->nnames; i++) {
+        map[i] = NGX_HTTP_TOGGLEMASTER_ENV_NONE;
+
+        for (j = 0; ep && j < ep->n; j++) {
+            if (ngx_http_togglemaster_str_eq(&ep->names[j], &kp->names[i])) {
+                map[i] = (uint16_t) j;
+                break;
+            }
+        }
+    }
+
+    for (i = 0; i < kp->nkeys; i++) {
+        m = &kp->meta[i];
+
+        if (!m->v2) {
+            m->env = 0;
+
+        } else {
+            m->env = (m->name == NGX_HTTP_TOGGLEMASTER_ENV_NONE)
+                     ? NGX_HTTP_TOGGLEMASTER_ENV_NONE : map[m->name];
+        }
+    }
 }
 
 
@@ -1065,12 +1249,14 @@ ngx_http_togglemaster_keys_remove(ngx_http_togglemaster_keys_t *kp,
 
     i = ngx_http_togglemaster_key_slot(kp, k);
     last = kp->nkeys - 1;
+    kp->nv2 -= kp->meta[k].v2;
 
     if (k != last) {
         kp->slots[ngx_http_togglemaster_key_slot(kp, last)] = (uint32_t) (k + 1);
         ngx_memcpy(kp->keys + NGX_HTTP_TOGGLEMASTER_KEY_LEN * k,
                    kp->keys + NGX_HTTP_TOGGLEMASTER_KEY_LEN * last,
                    NGX_HTTP_TOGGLEMASTER_KEY_LEN);
+        kp->meta[k] = kp->meta[last];
     }
 
     kp->nkeys--;
@@ -1094,24 +1280,87 @@ ngx_http_togglemaster_keys_remove(ngx_http_togglemaster_keys_t *kp,
 }
 
 
+/* A tm:keys:v2 value into meta; a malformed one keeps the key's last good
+ * version if there is one (NGX_DECLINED: skip the key). */
+static ngx_int_t
+ngx_http_togglemaster_key_v2(ngx_http_togglemaster_builder_t *b,
+    ngx_str_t *name, ngx_str_t *val, u_char *bin,
+    ngx_http_togglemaster_key_meta_t *meta)
+{
+    char        renv[TM_NAME_MAX + 1];
+    size_t      len;
+    tm_scope    scope;
+    ngx_int_t   o;
+    ngx_str_t  *env;
+
+    meta->v2 = 1;
+    meta->env = NGX_HTTP_TOGGLEMASTER_ENV_NONE;
+
+    if (tm_key_record_parse((const char *) val->data, val->len, &scope, renv,
+                            sizeof(renv))
+        == 0)
+    {
+        len = ngx_strlen(renv);
+        meta->scope = (uint8_t) scope;
+        meta->name = len
+                     ? (uint16_t) ngx_http_togglemaster_keys_name(b->kp,
+                                      (u_char *) renv, len)
+                     : NGX_HTTP_TOGGLEMASTER_ENV_NONE;
+        return NGX_OK;
+    }
+
+    o = ngx_http_togglemaster_key_index(b->okp, bin);
+    if (o >= 0 && !b->okp->meta[o].v2) {
+        o = -1;
+    }
+
+    ngx_http_togglemaster_malformed(b->log, "scoped key", name, o >= 0);
+
+    if (o < 0) {
+        return NGX_DECLINED;
+    }
+
+    *meta = b->okp->meta[o];
+
+    if (meta->name != NGX_HTTP_TOGGLEMASTER_ENV_NONE) {
+        env = &b->okp->names[meta->name];
+        meta->name = (uint16_t) ngx_http_togglemaster_keys_name(b->kp,
+                                    env->data, env->len);
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_togglemaster_key_set(ngx_http_togglemaster_builder_t *b,
-    ngx_str_t *name, ngx_str_t *val)
+    ngx_str_t *name, ngx_str_t *val, ngx_uint_t v2)
 {
-    u_char     bin[NGX_HTTP_TOGGLEMASTER_KEY_LEN];
-    ngx_int_t  o;
+    u_char                            bin[NGX_HTTP_TOGGLEMASTER_KEY_LEN];
+    ngx_int_t                         o;
+    ngx_http_togglemaster_key_meta_t  meta;
 
     if (ngx_http_togglemaster_unhex(bin, name) != NGX_OK) {
         ngx_http_togglemaster_malformed(b->log, "key hash", name, 0);
         return NGX_OK;
     }
 
+    /* HSCAN may return a field twice; a hash in both tm:keys and
+     * tm:keys:v2 keeps the first seen */
     if (ngx_http_togglemaster_key_index(b->kp, bin) >= 0) {
-        return NGX_OK;      /* HSCAN may return a field twice */
+        return NGX_OK;
     }
 
-    /* Only the field matters at the edge: the value is not parsed, but
-     * what cannot even be an object is malformed. */
+    if (v2) {
+        if (ngx_http_togglemaster_key_v2(b, name, val, bin, &meta) != NGX_OK) {
+            return NGX_OK;
+        }
+
+        return ngx_http_togglemaster_keys_add(b, bin, &meta);
+    }
+
+    /* Only the field matters for an admin key: the value is not parsed,
+     * but what cannot even be an object is malformed. */
     if (val->len < 2 || val->data[0] != '{' || val->data[val->len - 1] != '}')
     {
         o = ngx_http_togglemaster_key_index(b->okp, bin);
@@ -1122,13 +1371,19 @@ ngx_http_togglemaster_key_set(ngx_http_togglemaster_builder_t *b,
         }
     }
 
-    return ngx_http_togglemaster_keys_add(b, bin);
+    meta.scope = TM_SCOPE_ADMIN;
+    meta.v2 = 0;
+    meta.name = NGX_HTTP_TOGGLEMASTER_ENV_NONE;
+    meta.env = 0;
+
+    return ngx_http_togglemaster_keys_add(b, bin, &meta);
 }
 
 
+/* A deletion from one hash removes only a key that came from it. */
 static ngx_int_t
 ngx_http_togglemaster_key_del(ngx_http_togglemaster_builder_t *b,
-    ngx_str_t *name)
+    ngx_str_t *name, ngx_uint_t v2)
 {
     u_char     bin[NGX_HTTP_TOGGLEMASTER_KEY_LEN];
     ngx_int_t  k;
@@ -1139,7 +1394,7 @@ ngx_http_togglemaster_key_del(ngx_http_togglemaster_builder_t *b,
 
     k = ngx_http_togglemaster_key_index(b->kp, bin);
 
-    if (k >= 0) {
+    if (k >= 0 && b->kp->meta[k].v2 == v2) {
         ngx_http_togglemaster_keys_remove(b->kp, (ngx_uint_t) k);
     }
 
@@ -1192,13 +1447,245 @@ ngx_http_togglemaster_segment_del(ngx_http_togglemaster_builder_t *b,
 }
 
 
+/* ---- environments ---- */
+
+static void
+ngx_http_togglemaster_envs_unref(ngx_http_togglemaster_envs_t *ep)
+{
+    if (ep && --ep->refs == 0) {
+        ngx_destroy_pool(ep->pool);
+    }
+}
+
+
+/* The environments: the default (called "default" until tm:envs names
+ * it), then seed's others if given. */
+static ngx_http_togglemaster_envs_t *
+ngx_http_togglemaster_envs_alloc(ngx_http_togglemaster_builder_t *b,
+    ngx_http_togglemaster_envs_t *seed)
+{
+    ngx_uint_t                     i;
+    ngx_pool_t                    *pool;
+    ngx_http_togglemaster_envs_t  *ep;
+
+    static ngx_uint_t  generation;
+
+    pool = ngx_create_pool(1024, b->log);
+    if (pool == NULL) {
+        return NULL;
+    }
+
+    ep = ngx_pcalloc(pool, sizeof(ngx_http_togglemaster_envs_t));
+    if (ep == NULL) {
+        ngx_destroy_pool(pool);
+        return NULL;
+    }
+
+    ep->pool = pool;
+    ep->refs = 1;
+    ep->generation = ++generation;
+    ngx_str_set(&ep->names[0], "default");
+    ep->hashes[0] = ngx_murmur_hash2(ep->names[0].data, ep->names[0].len);
+    ep->n = 1;
+
+    for (i = 0; seed && i < seed->n; i++) {
+        if (ngx_http_togglemaster_copy(pool, &ep->names[i], &seed->names[i])
+            != NGX_OK)
+        {
+            ngx_destroy_pool(pool);
+            return NULL;
+        }
+
+        ep->hashes[i] = seed->hashes[i];
+        ep->n = seed->n;
+    }
+
+    return ep;
+}
+
+
+static ngx_int_t
+ngx_http_togglemaster_env_set(ngx_http_togglemaster_builder_t *b,
+    ngx_str_t *name, ngx_str_t *val)
+{
+    int                            rc;
+    ngx_uint_t                     i;
+    ngx_http_togglemaster_envs_t  *ep;
+
+    ep = b->ep;
+    rc = tm_env_record_parse((const char *) name->data, name->len,
+                             (const char *) val->data, val->len);
+
+    if (rc < 0) {
+        ngx_http_togglemaster_malformed(b->log, "environment", name, 0);
+        return NGX_OK;
+    }
+
+    if (rc == 0) {
+        for (i = 1; i < ep->n; i++) {
+            if (ngx_http_togglemaster_str_eq(&ep->names[i], name)) {
+                return NGX_OK;      /* HSCAN may return a field twice */
+            }
+        }
+
+        if (ep->n == NGX_HTTP_TOGGLEMASTER_MAX_ENVS) {
+            ngx_http_togglemaster_malformed(b->log,
+                "environment (too many environments)", name, 0);
+            return NGX_OK;
+        }
+
+        i = ep->n++;
+
+    } else {
+        i = 0;
+    }
+
+    ep->hashes[i] = ngx_murmur_hash2(name->data, name->len);
+
+    return ngx_http_togglemaster_copy(ep->pool, &ep->names[i], name);
+}
+
+
+/* The part under construction for non-default environment env: NGX_OK
+ * with *bpp set, NGX_DECLINED when there is no room, or NGX_ERROR. */
+static ngx_int_t
+ngx_http_togglemaster_bpart(ngx_http_togglemaster_builder_t *b,
+    ngx_str_t *env, ngx_uint_t create, ngx_http_togglemaster_bpart_t **bpp)
+{
+    ngx_uint_t                      i;
+    ngx_http_togglemaster_bpart_t  *bp;
+
+    for (i = 1; i < b->nparts; i++) {
+        if (ngx_http_togglemaster_str_eq(&b->parts[i].name, env)) {
+            *bpp = &b->parts[i];
+            return NGX_OK;
+        }
+    }
+
+    if (!create || b->nparts == NGX_HTTP_TOGGLEMASTER_MAX_ENVS) {
+        return NGX_DECLINED;
+    }
+
+    bp = &b->parts[b->nparts];
+
+    if (ngx_http_togglemaster_copy(b->pool, &bp->name, env) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    b->nparts++;
+    *bpp = bp;
+
+    return NGX_OK;
+}
+
+
+/* bp's part is rebuilt: a copy of its old part's kinds not fetched again */
+static ngx_int_t
+ngx_http_togglemaster_bpart_touch(ngx_http_togglemaster_builder_t *b,
+    ngx_http_togglemaster_bpart_t *bp)
+{
+    if (bp->fp) {
+        return NGX_OK;
+    }
+
+    bp->fp = ngx_http_togglemaster_flags_alloc(b, bp,
+                                             bp->ofp ? bp->ofp->nflags : 0);
+    if (bp->fp == NULL) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_togglemaster_flags_seed(b, bp,
+                                     NGX_HTTP_TOGGLEMASTER_FLAG_KINDS
+                                     & ~b->efresh);
+}
+
+
+/* The part an object of this kind goes to (NULL: not being built). */
+static ngx_int_t
+ngx_http_togglemaster_builder_part(ngx_http_togglemaster_builder_t *b,
+    ngx_uint_t kind, ngx_str_t *env, ngx_uint_t create,
+    ngx_http_togglemaster_bpart_t **bpp)
+{
+    ngx_int_t  rc;
+
+    *bpp = NULL;
+
+    if (kind == NGX_HTTP_TOGGLEMASTER_FLAGS
+        || kind == NGX_HTTP_TOGGLEMASTER_RULES)
+    {
+        *bpp = b->parts[0].fp ? &b->parts[0] : NULL;
+        return NGX_OK;
+    }
+
+    if (!b->etouched || env == NULL) {
+        return NGX_OK;
+    }
+
+    rc = ngx_http_togglemaster_bpart(b, env, create, bpp);
+
+    if (rc == NGX_DECLINED) {
+        *bpp = NULL;
+        return NGX_OK;
+    }
+
+    if (rc != NGX_OK || ngx_http_togglemaster_bpart_touch(b, *bpp) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 /* ---- the builder ---- */
+
+/* old's parts, referenced: what the next snapshot shares or starts from */
+static ngx_int_t
+ngx_http_togglemaster_builder_hold(ngx_http_togglemaster_builder_t *b,
+    ngx_http_togglemaster_snapshot_t *old)
+{
+    ngx_uint_t                      i;
+    ngx_http_togglemaster_bpart_t  *bp;
+
+    b->parts[0].ofp = old->fpart;
+    b->okp = old->kpart;
+    b->osp = old->spart;
+    b->oep = old->epart;
+    b->parts[0].ofp->refs++;
+    b->okp->refs++;
+
+    if (b->osp) {
+        b->osp->refs++;
+    }
+
+    if (b->oep) {
+        b->oep->refs++;
+    }
+
+    for (i = 1; b->oep && i < old->nenvs; i++) {
+        bp = &b->parts[b->nparts++];
+        bp->ofp = old->fparts[i];
+
+        if (bp->ofp) {
+            bp->ofp->refs++;
+        }
+
+        if (ngx_http_togglemaster_copy(b->pool, &bp->name, &b->oep->names[i])
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
 
 ngx_http_togglemaster_builder_t *
 ngx_http_togglemaster_builder_start(ngx_http_togglemaster_snapshot_t *old,
     ngx_uint_t fresh, ngx_uint_t touched, ngx_uint_t *hint, ngx_log_t *log)
 {
-    ngx_uint_t                        cap, i;
+    ngx_uint_t                        cap, i, keep;
+    ngx_http_togglemaster_bpart_t    *bp;
     ngx_http_togglemaster_builder_t  *b;
 
     b = ngx_calloc(sizeof(ngx_http_togglemaster_builder_t), log);
@@ -1207,22 +1694,26 @@ ngx_http_togglemaster_builder_start(ngx_http_togglemaster_snapshot_t *old,
     }
 
     b->log = log;
+    b->nparts = 1;
+
+    b->pool = ngx_create_pool(4096, log);
+    if (b->pool == NULL) {
+        goto failed;
+    }
 
     if (old) {
-        b->ofp = old->fpart;
-        b->okp = old->kpart;
-        b->osp = old->spart;
-        b->ofp->refs++;
-        b->okp->refs++;
-
-        if (b->osp) {
-            b->osp->refs++;
+        if (ngx_http_togglemaster_builder_hold(b, old) != NGX_OK) {
+            goto failed;
         }
 
     } else {
-        touched = NGX_HTTP_TOGGLEMASTER_FLAG_KINDS
-                  | NGX_HTTP_TOGGLEMASTER_KEY_KINDS
-                  | NGX_HTTP_TOGGLEMASTER_SEGMENT_KINDS;
+        touched = NGX_HTTP_TOGGLEMASTER_ALL_KINDS;
+    }
+
+    /* keys hold their environment's index: resolved again when the
+     * environments change */
+    if (touched & NGX_HTTP_TOGGLEMASTER_ENV_KINDS) {
+        touched |= NGX_HTTP_TOGGLEMASTER_KEY_KINDS;
     }
 
     if (touched & NGX_HTTP_TOGGLEMASTER_SEGMENT_KINDS) {
@@ -1251,21 +1742,30 @@ ngx_http_togglemaster_builder_start(ngx_http_togglemaster_snapshot_t *old,
 
     fresh &= touched;
 
+    if (touched & NGX_HTTP_TOGGLEMASTER_ENV_KINDS) {
+        b->ep = ngx_http_togglemaster_envs_alloc(b,
+                    (fresh & NGX_HTTP_TOGGLEMASTER_ENV_KINDS) ? NULL : b->oep);
+        if (b->ep == NULL) {
+            goto failed;
+        }
+    }
+
     if (touched & NGX_HTTP_TOGGLEMASTER_FLAG_KINDS) {
+        bp = &b->parts[0];
         cap = hint ? hint[NGX_HTTP_TOGGLEMASTER_FLAGS]
                      + hint[NGX_HTTP_TOGGLEMASTER_RULES]
                    : 0;
 
         if ((fresh & NGX_HTTP_TOGGLEMASTER_FLAG_KINDS)
-            != NGX_HTTP_TOGGLEMASTER_FLAG_KINDS && b->ofp)
+            != NGX_HTTP_TOGGLEMASTER_FLAG_KINDS && bp->ofp)
         {
-            cap += b->ofp->nflags;
+            cap += bp->ofp->nflags;
         }
 
-        b->fp = ngx_http_togglemaster_flags_alloc(b, cap);
+        bp->fp = ngx_http_togglemaster_flags_alloc(b, bp, cap);
 
-        if (b->fp == NULL
-            || ngx_http_togglemaster_flags_seed(b,
+        if (bp->fp == NULL
+            || ngx_http_togglemaster_flags_seed(b, bp,
                    NGX_HTTP_TOGGLEMASTER_FLAG_KINDS & ~fresh)
                != NGX_OK)
         {
@@ -1273,10 +1773,32 @@ ngx_http_togglemaster_builder_start(ngx_http_togglemaster_snapshot_t *old,
         }
     }
 
+    if (touched & NGX_HTTP_TOGGLEMASTER_EFLAG_KINDS) {
+        /* the other environments' parts are built as their objects come */
+        b->etouched = 1;
+        b->efresh =
+            ((fresh & ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_EFLAGS))
+             ? ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_FLAGS) : 0)
+            | ((fresh & ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_ERULES))
+               ? ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_RULES) : 0);
+    }
+
     if (touched & NGX_HTTP_TOGGLEMASTER_KEY_KINDS) {
+        /* the keys of the hash not loaded again are kept */
+        keep = NGX_HTTP_TOGGLEMASTER_KEYS_ALL;
+
+        if (fresh & ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_KEYS)) {
+            keep &= ~NGX_HTTP_TOGGLEMASTER_KEYS_ADMIN;
+        }
+
+        if (fresh & ngx_http_togglemaster_kind(NGX_HTTP_TOGGLEMASTER_KEYS2)) {
+            keep &= ~NGX_HTTP_TOGGLEMASTER_KEYS_V2;
+        }
+
         b->kp = ngx_http_togglemaster_keys_alloc(b,
-                    hint ? hint[NGX_HTTP_TOGGLEMASTER_KEYS] : 0,
-                    (fresh & NGX_HTTP_TOGGLEMASTER_KEY_KINDS) ? NULL : b->okp);
+                    hint ? hint[NGX_HTTP_TOGGLEMASTER_KEYS]
+                           + hint[NGX_HTTP_TOGGLEMASTER_KEYS2] : 0,
+                    keep ? b->okp : NULL, keep);
         if (b->kp == NULL) {
             goto failed;
         }
@@ -1297,23 +1819,50 @@ ngx_int_t
 ngx_http_togglemaster_builder_set(ngx_http_togglemaster_builder_t *b,
     ngx_uint_t kind, ngx_str_t *field, ngx_str_t *value)
 {
+    return ngx_http_togglemaster_builder_set_env(b, kind, NULL, field, value);
+}
+
+
+ngx_int_t
+ngx_http_togglemaster_builder_set_env(ngx_http_togglemaster_builder_t *b,
+    ngx_uint_t kind, ngx_str_t *env, ngx_str_t *field, ngx_str_t *value)
+{
+    ngx_http_togglemaster_bpart_t  *bp;
+
     switch (kind) {
 
     case NGX_HTTP_TOGGLEMASTER_FLAGS:
-        return b->fp ? ngx_http_togglemaster_flag_set(b, field, value)
-                     : NGX_OK;
-
     case NGX_HTTP_TOGGLEMASTER_RULES:
-        return b->fp ? ngx_http_togglemaster_rule_set(b, field, value)
-                     : NGX_OK;
+    case NGX_HTTP_TOGGLEMASTER_EFLAGS:
+    case NGX_HTTP_TOGGLEMASTER_ERULES:
+        if (ngx_http_togglemaster_builder_part(b, kind, env, 1, &bp)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (bp == NULL) {
+            return NGX_OK;
+        }
+
+        return (kind == NGX_HTTP_TOGGLEMASTER_FLAGS
+                || kind == NGX_HTTP_TOGGLEMASTER_EFLAGS)
+               ? ngx_http_togglemaster_flag_set(b, bp, field, value)
+               : ngx_http_togglemaster_rule_set(b, bp, field, value);
 
     case NGX_HTTP_TOGGLEMASTER_KEYS:
-        return b->kp ? ngx_http_togglemaster_key_set(b, field, value)
+    case NGX_HTTP_TOGGLEMASTER_KEYS2:
+        return b->kp ? ngx_http_togglemaster_key_set(b, field, value,
+                                         kind == NGX_HTTP_TOGGLEMASTER_KEYS2)
                      : NGX_OK;
 
     case NGX_HTTP_TOGGLEMASTER_SEGMENTS:
         return b->spool ? ngx_http_togglemaster_segment_add(b, field, value)
                         : NGX_OK;
+
+    case NGX_HTTP_TOGGLEMASTER_ENVS:
+        return b->ep ? ngx_http_togglemaster_env_set(b, field, value)
+                     : NGX_OK;
     }
 
     return NGX_OK;
@@ -1324,30 +1873,53 @@ ngx_int_t
 ngx_http_togglemaster_builder_del(ngx_http_togglemaster_builder_t *b,
     ngx_uint_t kind, ngx_str_t *field)
 {
-    ngx_http_togglemaster_flag_t  *f;
+    return ngx_http_togglemaster_builder_del_env(b, kind, NULL, field);
+}
+
+
+ngx_int_t
+ngx_http_togglemaster_builder_del_env(ngx_http_togglemaster_builder_t *b,
+    ngx_uint_t kind, ngx_str_t *env, ngx_str_t *field)
+{
+    ngx_http_togglemaster_flag_t   *f;
+    ngx_http_togglemaster_bpart_t  *bp;
 
     switch (kind) {
 
     case NGX_HTTP_TOGGLEMASTER_FLAGS:
     case NGX_HTTP_TOGGLEMASTER_RULES:
-        f = b->fp ? ngx_http_togglemaster_flags_get(b, field, 0) : NULL;
+    case NGX_HTTP_TOGGLEMASTER_EFLAGS:
+    case NGX_HTTP_TOGGLEMASTER_ERULES:
+        if (ngx_http_togglemaster_builder_part(b, kind, env, 0, &bp)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        f = bp ? ngx_http_togglemaster_flags_get(b, bp, field, 0) : NULL;
 
         if (f == NULL) {
             return NGX_OK;
         }
 
-        if (kind == NGX_HTTP_TOGGLEMASTER_RULES) {
+        if (kind == NGX_HTTP_TOGGLEMASTER_RULES
+            || kind == NGX_HTTP_TOGGLEMASTER_ERULES)
+        {
             ngx_http_togglemaster_rule_clear(f);
 
         } else {
             f->flag = TM_FLAG_MISSING;
+            f->client_visible = 0;
             ngx_str_null(&f->flag_json);
         }
 
         return NGX_OK;
 
     case NGX_HTTP_TOGGLEMASTER_KEYS:
-        return b->kp ? ngx_http_togglemaster_key_del(b, field) : NGX_OK;
+    case NGX_HTTP_TOGGLEMASTER_KEYS2:
+        return b->kp ? ngx_http_togglemaster_key_del(b, field,
+                                         kind == NGX_HTTP_TOGGLEMASTER_KEYS2)
+                     : NGX_OK;
 
     case NGX_HTTP_TOGGLEMASTER_SEGMENTS:
         if (b->spool) {
@@ -1355,6 +1927,58 @@ ngx_http_togglemaster_builder_del(ngx_http_togglemaster_builder_t *b,
         }
 
         return NGX_OK;
+    }
+
+    /* environments are reloaded whole, never changed one by one */
+    return NGX_OK;
+}
+
+
+/* Each environment's flags part: the one built, else the old one shared,
+ * else (a fresh load that found no object for it) an empty one. */
+static ngx_int_t
+ngx_http_togglemaster_builder_fparts(ngx_http_togglemaster_builder_t *b,
+    ngx_http_togglemaster_snapshot_t *snap)
+{
+    ngx_uint_t                      i;
+    ngx_http_togglemaster_bpart_t  *bp;
+
+    bp = &b->parts[0];
+
+    if (bp->fp) {
+        ngx_http_togglemaster_flags_done(b, bp);
+        snap->fpart = bp->fp;
+        bp->fp = NULL;
+
+    } else {
+        snap->fpart = bp->ofp;
+        snap->fpart->refs++;
+    }
+
+    snap->fparts[0] = snap->fpart;
+
+    for (i = 1; i < snap->nenvs; i++) {
+        if (ngx_http_togglemaster_bpart(b, &snap->epart->names[i], 0, &bp)
+            != NGX_OK)
+        {
+            continue;       /* never loaded: empty */
+        }
+
+        if (bp->fp == NULL && b->etouched && b->efresh
+            && ngx_http_togglemaster_bpart_touch(b, bp) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (bp->fp) {
+            ngx_http_togglemaster_flags_done(b, bp);
+            snap->fparts[i] = bp->fp;
+            bp->fp = NULL;
+
+        } else if (bp->ofp) {
+            snap->fparts[i] = bp->ofp;
+            bp->ofp->refs++;
+        }
     }
 
     return NGX_OK;
@@ -1381,17 +2005,27 @@ ngx_http_togglemaster_builder_finish(ngx_http_togglemaster_builder_t *b,
     snap->version = version;
     snap->built = ngx_current_msec;
 
-    if (b->fp) {
-        ngx_http_togglemaster_flags_done(b);
-        snap->fpart = b->fp;
-        b->fp = NULL;
+    if (b->ep) {
+        snap->epart = b->ep;
+        b->ep = NULL;
 
     } else {
-        snap->fpart = b->ofp;
-        snap->fpart->refs++;
+        snap->epart = b->oep;
+        snap->epart->refs++;
+    }
+
+    snap->nenvs = snap->epart->n;
+
+    if (ngx_http_togglemaster_builder_fparts(b, snap) != NGX_OK) {
+        ngx_http_togglemaster_builder_abort(b);
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "togglemaster: out of memory building a snapshot");
+        ngx_http_togglemaster_snapshot_free(snap);
+        return NULL;
     }
 
     if (b->kp) {
+        ngx_http_togglemaster_keys_resolve(b->kp, snap->epart);
         snap->kpart = b->kp;
         b->kp = NULL;
 
@@ -1441,18 +2075,29 @@ ngx_http_togglemaster_builder_finish(ngx_http_togglemaster_builder_t *b,
 void
 ngx_http_togglemaster_builder_abort(ngx_http_togglemaster_builder_t *b)
 {
+    ngx_uint_t  i;
+
     if (b == NULL) {
         return;
     }
 
-    ngx_http_togglemaster_flags_unref(b->fp);
+    for (i = 0; i < b->nparts; i++) {
+        ngx_http_togglemaster_flags_unref(b->parts[i].fp);
+        ngx_http_togglemaster_flags_unref(b->parts[i].ofp);
+    }
+
     ngx_http_togglemaster_keys_unref(b->kp);
-    ngx_http_togglemaster_flags_unref(b->ofp);
     ngx_http_togglemaster_keys_unref(b->okp);
     ngx_http_togglemaster_segments_unref(b->osp);
+    ngx_http_togglemaster_envs_unref(b->ep);
+    ngx_http_togglemaster_envs_unref(b->oep);
 
     if (b->spool) {
         ngx_destroy_pool(b->spool);
+    }
+
+    if (b->pool) {
+        ngx_destroy_pool(b->pool);
     }
 
     ngx_free(b);
@@ -1515,6 +2160,7 @@ ngx_http_togglemaster_snapshot_build(int64_t version,
 ngx_http_togglemaster_snapshot_t *
 ngx_http_togglemaster_snapshot_hold(ngx_http_togglemaster_snapshot_t *snap)
 {
+    ngx_uint_t                         i;
     ngx_http_togglemaster_snapshot_t  *copy;
 
     copy = ngx_alloc(sizeof(ngx_http_togglemaster_snapshot_t),
@@ -1525,8 +2171,10 @@ ngx_http_togglemaster_snapshot_hold(ngx_http_togglemaster_snapshot_t *snap)
 
     *copy = *snap;
 
-    if (copy->fpart) {
-        copy->fpart->refs++;
+    for (i = 0; i < copy->nenvs; i++) {
+        if (copy->fparts[i]) {
+            copy->fparts[i]->refs++;
+        }
     }
 
     if (copy->kpart) {
@@ -1537,6 +2185,10 @@ ngx_http_togglemaster_snapshot_hold(ngx_http_togglemaster_snapshot_t *snap)
         copy->spart->refs++;
     }
 
+    if (copy->epart) {
+        copy->epart->refs++;
+    }
+
     return copy;
 }
 
@@ -1544,12 +2196,24 @@ ngx_http_togglemaster_snapshot_hold(ngx_http_togglemaster_snapshot_t *snap)
 void
 ngx_http_togglemaster_snapshot_free(ngx_http_togglemaster_snapshot_t *snap)
 {
-    if (snap) {
-        ngx_http_togglemaster_flags_unref(snap->fpart);
-        ngx_http_togglemaster_keys_unref(snap->kpart);
-        ngx_http_togglemaster_segments_unref(snap->spart);
-        ngx_free(snap);
+    ngx_uint_t  i;
+
+    if (snap == NULL) {
+        return;
     }
+
+    /* fparts[0] is fpart; a snapshot freed half built may have only
+     * fpart */
+    ngx_http_togglemaster_flags_unref(snap->fpart);
+
+    for (i = 1; i < snap->nenvs; i++) {
+        ngx_http_togglemaster_flags_unref(snap->fparts[i]);
+    }
+
+    ngx_http_togglemaster_keys_unref(snap->kpart);
+    ngx_http_togglemaster_segments_unref(snap->spart);
+    ngx_http_togglemaster_envs_unref(snap->epart);
+    ngx_free(snap);
 }
 
 
@@ -1582,13 +2246,57 @@ ngx_http_togglemaster_flag_lookup(ngx_http_togglemaster_snapshot_t *snap,
 }
 
 
-ngx_int_t
-ngx_http_togglemaster_key_known(ngx_http_togglemaster_snapshot_t *snap,
-    u_char *bin)
+ngx_http_togglemaster_flag_t *
+ngx_http_togglemaster_env_flag_lookup(ngx_http_togglemaster_snapshot_t *snap,
+    ngx_uint_t env, u_char *name, size_t len)
 {
-    if (snap == NULL) {
-        return 0;
+    if (snap == NULL || env >= snap->nenvs) {
+        return NULL;
     }
 
-    return ngx_http_togglemaster_key_index(snap->kpart, bin) >= 0;
+    return ngx_http_togglemaster_part_lookup(snap->fparts[env], name, len,
+                                             ngx_murmur_hash2(name, len));
+}
+
+
+ngx_uint_t
+ngx_http_togglemaster_env_index(ngx_http_togglemaster_snapshot_t *snap,
+    u_char *name, size_t len)
+{
+    uint32_t                       h;
+    ngx_uint_t                     i;
+    ngx_http_togglemaster_envs_t  *ep;
+
+    if (snap == NULL || snap->epart == NULL) {
+        return NGX_HTTP_TOGGLEMASTER_ENV_NONE;
+    }
+
+    ep = snap->epart;
+    h = ngx_murmur_hash2(name, len);
+
+    for (i = 0; i < ep->n; i++) {
+        if (ep->hashes[i] == h && ep->names[i].len == len
+            && ngx_memcmp(ep->names[i].data, name, len) == 0)
+        {
+            return i;
+        }
+    }
+
+    return NGX_HTTP_TOGGLEMASTER_ENV_NONE;
+}
+
+
+ngx_http_togglemaster_key_meta_t *
+ngx_http_togglemaster_key_find(ngx_http_togglemaster_snapshot_t *snap,
+    u_char *bin)
+{
+    ngx_int_t  k;
+
+    if (snap == NULL) {
+        return NULL;
+    }
+
+    k = ngx_http_togglemaster_key_index(snap->kpart, bin);
+
+    return k >= 0 ? &snap->kpart->meta[k] : NULL;
 }

@@ -56,7 +56,22 @@ static ngx_http_togglemaster_kind_t  ngx_http_togglemaster_kinds[] = {
     { ngx_string("rule"), "tm:rules", 250 },      /* RULES */
     { ngx_string("key"), "tm:keys", 1000 },       /* KEYS */
     { ngx_string("segment"), "tm:segments", 250 }, /* SEGMENTS */
+    { ngx_string("env"), "tm:envs", 0 },          /* ENVS: HGETALL, few */
+    { ngx_string("key2"), "tm:keys:v2", 1000 },   /* KEYS2 */
+    /* one hash per non-default environment: tm:flags@<env>; in tm:ready
+     * as flag@<env>, in messages as "flag" with "environment" */
+    { ngx_null_string, "tm:flags@", 500 },        /* EFLAGS */
+    { ngx_null_string, "tm:rules@", 250 },        /* ERULES */
 };
+
+#define ngx_http_togglemaster_bit(k)  ((ngx_uint_t) 1 << (k))
+#define NGX_HTTP_TOGGLEMASTER_EKINDS                                         \
+    (ngx_http_togglemaster_bit(NGX_HTTP_TOGGLEMASTER_EFLAGS)                 \
+     | ngx_http_togglemaster_bit(NGX_HTTP_TOGGLEMASTER_ERULES))
+/* kinds whose hash is sized by an HLEN at the start of a load */
+#define NGX_HTTP_TOGGLEMASTER_HLEN_KINDS                                     \
+    (NGX_HTTP_TOGGLEMASTER_ALL & ~NGX_HTTP_TOGGLEMASTER_EKINDS              \
+     & ~ngx_http_togglemaster_bit(NGX_HTTP_TOGGLEMASTER_ENVS))
 
 
 /* One object changed ({"op":"upsert|delete","kind","name"}): one HGET. */
@@ -64,6 +79,8 @@ typedef struct {
     ngx_uint_t                          kind;
     size_t                              len;
     u_char                              name[NGX_HTTP_TOGGLEMASTER_DELTA_NAME];
+    ngx_str_t                           env;     /* EFLAGS, ERULES */
+    u_char                              env_data[TM_NAME_MAX];
 } ngx_http_togglemaster_delta_t;
 
 
@@ -96,6 +113,14 @@ typedef struct {
     ngx_uint_t                          chunks;
     u_char                              cursor[NGX_HTTP_TOGGLEMASTER_CURSOR_LEN];
 
+    /* the non-default environments tm:envs named when the load began:
+     * their tm:flags@ and tm:rules@ hashes are scanned in turn */
+    ngx_str_t                           envs[NGX_HTTP_TOGGLEMASTER_MAX_ENVS];
+    u_char                              env_data[NGX_HTTP_TOGGLEMASTER_MAX_ENVS]
+                                                [TM_NAME_MAX];
+    ngx_uint_t                          nenvs;
+    ngx_uint_t                          scan_env;
+
     /* single changes: the first `applying` are in flight, the rest queued */
     ngx_http_togglemaster_delta_t       deltas[NGX_HTTP_TOGGLEMASTER_DELTAS];
     ngx_uint_t                          ndeltas;
@@ -114,6 +139,8 @@ static ngx_http_togglemaster_sync_t  ngx_http_togglemaster_sync;
 
 static void ngx_http_togglemaster_sync_start(void);
 static void ngx_http_togglemaster_sync_fail(const char *why);
+static ngx_int_t ngx_http_togglemaster_sync_feed(ngx_uint_t kind,
+    ngx_str_t *env, redisReply *a);
 
 
 static void
@@ -298,7 +325,8 @@ ngx_http_togglemaster_sync_kind(const char *name, size_t len)
     for (k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
         kd = &ngx_http_togglemaster_kinds[k];
 
-        if (kd->name.len == len && ngx_strncmp(kd->name.data, name, len) == 0)
+        if (kd->name.len && kd->name.len == len
+            && ngx_strncmp(kd->name.data, name, len) == 0)
         {
             return (ngx_int_t) k;
         }
@@ -338,6 +366,124 @@ ngx_http_togglemaster_sync_ready(redisReply *r)
     }
 
     return mask;
+}
+
+
+/* 1 if tm:ready lists <prefix><env> ("flag@staging"). */
+static ngx_uint_t
+ngx_http_togglemaster_sync_ready_env(redisReply *r, const char *prefix,
+    ngx_str_t *env)
+{
+    size_t       i, plen;
+    redisReply  *m;
+
+    plen = ngx_strlen(prefix);
+
+    for (i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        m = r->element[i];
+
+        if (m->type == REDIS_REPLY_STRING && m->len == plen + env->len
+            && ngx_strncmp(m->str, prefix, plen) == 0
+            && ngx_strncmp(m->str + plen, env->data, env->len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* The kinds reconciled into this Redis: the listed ones, and the
+ * environments' flags and rules once every environment's are. */
+static ngx_uint_t
+ngx_http_togglemaster_sync_ready_all(redisReply *r)
+{
+    ngx_uint_t                     i, ready, eflags, erules;
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    ready = ngx_http_togglemaster_sync_ready(r) & ~NGX_HTTP_TOGGLEMASTER_EKINDS;
+    eflags = 1;
+    erules = 1;
+
+    for (i = 0; i < s->nenvs; i++) {
+        eflags &= ngx_http_togglemaster_sync_ready_env(r, "flag@", &s->envs[i]);
+        erules &= ngx_http_togglemaster_sync_ready_env(r, "rule@", &s->envs[i]);
+    }
+
+    if (eflags) {
+        ready |= ngx_http_togglemaster_bit(NGX_HTTP_TOGGLEMASTER_EFLAGS);
+    }
+
+    if (erules) {
+        ready |= ngx_http_togglemaster_bit(NGX_HTTP_TOGGLEMASTER_ERULES);
+    }
+
+    return ready;
+}
+
+
+/* HGETALL tm:envs: the non-default environments into s->envs. */
+static void
+ngx_http_togglemaster_sync_envs(redisReply *r)
+{
+    int                            def;
+    size_t                         i;
+    redisReply                    *f, *v;
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    s->nenvs = 0;
+    s->scan_env = 0;
+
+    for (i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+        f = r->element[i];
+        v = r->element[i + 1];
+
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING
+            || s->nenvs == NGX_HTTP_TOGGLEMASTER_MAX_ENVS - 1)
+        {
+            continue;
+        }
+
+        /* malformed ones are logged when the builder meets them */
+        def = tm_env_record_parse(f->str, f->len, v->str, v->len);
+        if (def != 0) {
+            continue;
+        }
+
+        ngx_memcpy(s->env_data[s->nenvs], f->str, f->len);
+        s->envs[s->nenvs].data = s->env_data[s->nenvs];
+        s->envs[s->nenvs].len = f->len;
+        s->nenvs++;
+    }
+}
+
+
+/* 1 if the current snapshot has something of this kind to keep while
+ * Redis lacks it: the original kinds as before; an environment or a
+ * scoped key for the new ones (an edge upgraded before the daemons, whose
+ * Redis never has them, must not reload everything on every change). */
+static ngx_uint_t
+ngx_http_togglemaster_sync_holds(ngx_uint_t k)
+{
+    ngx_http_togglemaster_snapshot_t  *cur = ngx_http_togglemaster_current;
+
+    if (cur == NULL) {
+        return 0;
+    }
+
+    switch (k) {
+
+    case NGX_HTTP_TOGGLEMASTER_ENVS:
+    case NGX_HTTP_TOGGLEMASTER_EFLAGS:
+    case NGX_HTTP_TOGGLEMASTER_ERULES:
+        return cur->nenvs > 1;
+
+    case NGX_HTTP_TOGGLEMASTER_KEYS2:
+        return cur->kpart->nv2 > 0;
+    }
+
+    return cur->nflags || cur->nkeys;
 }
 
 
@@ -410,13 +556,84 @@ ngx_http_togglemaster_sync_first(ngx_uint_t kinds)
 }
 
 
+/*
+ * The kinds of a load to skip: a hash whose kind the daemons have not
+ * reconciled into this Redis yet (tm:ready) may be partial (a restarted
+ * Redis refills as writes and reconciliations arrive), so we keep serving
+ * our copy of that kind. Needs s->envs of this load (the environments'
+ * hashes are ready when every environment's is).
+ */
+static ngx_uint_t
+ngx_http_togglemaster_sync_skipped(ngx_uint_t kinds, redisReply *members)
+{
+    ngx_uint_t                     k, ready, skipped;
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    ready = ngx_http_togglemaster_sync_ready_all(members);
+    skipped = 0;
+
+    for (k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
+        if ((kinds & ~ready & ngx_http_togglemaster_bit(k))
+            && ngx_http_togglemaster_sync_holds(k))
+        {
+            skipped |= ngx_http_togglemaster_bit(k);
+        }
+    }
+
+    if (skipped) {
+        ngx_log_error(NGX_LOG_WARN, s->log, 0,
+                      "togglemaster: redis %V not reconciled yet for%s%s%s"
+                      "%s%s%s; keeping those parts of snapshot version %L",
+                      &s->conf->redis, (skipped & 1) ? " flags" : "",
+                      (skipped & 2) ? " rules" : "", (skipped & 4) ? " keys" : "",
+                      (skipped & 0x10) ? " environments" : "",
+                      (skipped & 0x20) ? " scoped keys" : "",
+                      (skipped & 0xc0) ? " environments' flags" : "",
+                      ngx_http_togglemaster_current->version);
+        s->need_all = 1;
+    }
+
+    return skipped;
+}
+
+
+/* The HLEN replies of a load's first step (from element 3 of r) as the
+ * builder's size hints; NGX_ERROR once the sync has failed. */
+static ngx_int_t
+ngx_http_togglemaster_sync_hints(ngx_uint_t kinds, redisReply *r,
+    ngx_uint_t *hint)
+{
+    ngx_uint_t  e, k;
+
+    for (e = 3, k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
+        hint[k] = 0;
+
+        if (kinds & NGX_HTTP_TOGGLEMASTER_HLEN_KINDS
+            & ngx_http_togglemaster_bit(k))
+        {
+            if (r->element[e]->type == REDIS_REPLY_ERROR) {
+                ngx_http_togglemaster_sync_fail("a tm: key has the wrong "
+                                                "type");
+                return NGX_ERROR;
+            }
+
+            hint[k] = (ngx_uint_t) ngx_max(ngx_http_togglemaster_sync_int(
+                                               r->element[e]), 0);
+            e++;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 /* The first step of a load: version, ready kinds and sizes, together. */
 static void
 ngx_http_togglemaster_sync_began(ngx_http_togglemaster_redis_t *ac,
     redisReply *reply)
 {
     redisReply                    *r = reply;
-    ngx_uint_t                     k, e, kinds, n, ready, skipped;
+    ngx_uint_t                     k, kinds, n, skipped;
     ngx_uint_t                     hint[NGX_HTTP_TOGGLEMASTER_NKINDS];
     ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
 
@@ -430,12 +647,14 @@ ngx_http_togglemaster_sync_began(ngx_http_togglemaster_redis_t *ac,
         ngx_del_timer(&s->op_timer);
     }
 
-    /* version, ready kinds, then one HLEN per hash loaded */
-    for (n = 2, k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
-        n += (kinds >> k) & 1;
+    /* version, ready kinds, environments, then one HLEN per hash loaded */
+    for (n = 3, k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
+        n += ((kinds & NGX_HTTP_TOGGLEMASTER_HLEN_KINDS) >> k) & 1;
     }
 
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != n) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != n
+        || r->element[2]->type == REDIS_REPLY_ERROR)
+    {
         ngx_http_togglemaster_sync_fail(r->type == REDIS_REPLY_ERROR
                                         ? r->str : "unexpected load reply");
         return;
@@ -462,43 +681,11 @@ ngx_http_togglemaster_sync_began(ngx_http_togglemaster_redis_t *ac,
         return;
     }
 
-    /* A hash whose kind the daemons have not reconciled into this Redis
-     * yet (tm:ready) may be partial: a restarted Redis refills as writes
-     * and reconciliations arrive. Keep serving our copy of that kind. */
-    ready = ngx_http_togglemaster_sync_ready(r->element[1]);
-    skipped = 0;
+    ngx_http_togglemaster_sync_envs(r->element[2]);
+    skipped = ngx_http_togglemaster_sync_skipped(kinds, r->element[1]);
 
-    if (ngx_http_togglemaster_current
-        && (ngx_http_togglemaster_current->nflags
-            || ngx_http_togglemaster_current->nkeys))
-    {
-        skipped = kinds & ~ready;
-    }
-
-    if (skipped) {
-        ngx_log_error(NGX_LOG_WARN, s->log, 0,
-                      "togglemaster: redis %V not reconciled yet for%s%s%s; "
-                      "keeping those parts of snapshot version %L",
-                      &s->conf->redis, (skipped & 1) ? " flags" : "",
-                      (skipped & 2) ? " rules" : "", (skipped & 4) ? " keys" : "",
-                      ngx_http_togglemaster_current->version);
-        s->need_all = 1;
-    }
-
-    for (e = 2, k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
-        hint[k] = 0;
-
-        if (kinds & ((ngx_uint_t) 1 << k)) {
-            if (r->element[e]->type == REDIS_REPLY_ERROR) {
-                ngx_http_togglemaster_sync_fail("a tm: key has the wrong "
-                                                "type");
-                return;
-            }
-
-            hint[k] = (ngx_uint_t) ngx_max(ngx_http_togglemaster_sync_int(
-                                               r->element[e]), 0);
-            e++;
-        }
+    if (ngx_http_togglemaster_sync_hints(kinds, r, hint) != NGX_OK) {
+        return;
     }
 
     s->version = ngx_http_togglemaster_sync_int(r->element[0]);
@@ -519,7 +706,58 @@ ngx_http_togglemaster_sync_began(ngx_http_togglemaster_redis_t *ac,
         return;
     }
 
+    /* the environments came whole with the first step */
+    if (s->scan & ngx_http_togglemaster_bit(NGX_HTTP_TOGGLEMASTER_ENVS)) {
+        if (ngx_http_togglemaster_sync_feed(NGX_HTTP_TOGGLEMASTER_ENVS, NULL,
+                                            r->element[2])
+            != NGX_OK)
+        {
+            return;
+        }
+
+        s->scan &= ~ngx_http_togglemaster_bit(NGX_HTTP_TOGGLEMASTER_ENVS);
+    }
+
+    if (s->nenvs == 0) {
+        s->scan &= ~NGX_HTTP_TOGGLEMASTER_EKINDS;
+    }
+
     ngx_http_togglemaster_sync_scan();
+}
+
+
+/* Field/value pairs of kind (of environment env) into the builder;
+ * NGX_ERROR once the sync has failed. */
+static ngx_int_t
+ngx_http_togglemaster_sync_feed(ngx_uint_t kind, ngx_str_t *env,
+    redisReply *a)
+{
+    size_t                         i;
+    ngx_str_t                      field, value;
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    for (i = 0; a->type == REDIS_REPLY_ARRAY && i + 1 < a->elements; i += 2) {
+        if (a->element[i]->type != REDIS_REPLY_STRING
+            || a->element[i + 1]->type != REDIS_REPLY_STRING)
+        {
+            continue;
+        }
+
+        field.data = (u_char *) a->element[i]->str;
+        field.len = a->element[i]->len;
+        value.data = (u_char *) a->element[i + 1]->str;
+        value.len = a->element[i + 1]->len;
+
+        if (ngx_http_togglemaster_builder_set_env(s->builder, kind, env,
+                                                  &field, &value)
+            != NGX_OK)
+        {
+            ngx_http_togglemaster_sync_fail("out of memory");
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
 }
 
 
@@ -529,8 +767,6 @@ ngx_http_togglemaster_sync_chunk(ngx_http_togglemaster_redis_t *ac,
     redisReply *reply)
 {
     redisReply                    *r = reply, *c, *a;
-    size_t                         i;
-    ngx_str_t                      field, value;
     ngx_msec_t                     t0, t;
     ngx_uint_t                     kind;
     ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
@@ -562,30 +798,28 @@ ngx_http_togglemaster_sync_chunk(ngx_http_togglemaster_redis_t *ac,
     c = r->element[0];
     a = r->element[1];
 
-    for (i = 0; i + 1 < a->elements; i += 2) {
-        if (a->element[i]->type != REDIS_REPLY_STRING
-            || a->element[i + 1]->type != REDIS_REPLY_STRING)
-        {
-            continue;
-        }
-
-        field.data = (u_char *) a->element[i]->str;
-        field.len = a->element[i]->len;
-        value.data = (u_char *) a->element[i + 1]->str;
-        value.len = a->element[i + 1]->len;
-
-        if (ngx_http_togglemaster_builder_set(s->builder, kind, &field, &value)
-            != NGX_OK)
-        {
-            ngx_http_togglemaster_sync_fail("out of memory");
-            return;
-        }
+    if (ngx_http_togglemaster_sync_feed(kind,
+            (NGX_HTTP_TOGGLEMASTER_EKINDS & ngx_http_togglemaster_bit(kind))
+            ? &s->envs[s->scan_env] : NULL, a)
+        != NGX_OK)
+    {
+        return;
     }
 
     ngx_cpystrn(s->cursor, (u_char *) c->str, c->len + 1);
 
     if (c->len == 1 && c->str[0] == '0') {
-        s->scan &= ~((ngx_uint_t) 1 << kind);     /* this hash is done */
+        /* this hash is done; an environment's kind goes on with the next
+         * environment's hash */
+        if ((NGX_HTTP_TOGGLEMASTER_EKINDS & ngx_http_togglemaster_bit(kind))
+            && ++s->scan_env < s->nenvs)
+        {
+            /* void */
+
+        } else {
+            s->scan &= ~ngx_http_togglemaster_bit(kind);
+            s->scan_env = 0;
+        }
     }
 
     ngx_time_update();
@@ -676,9 +910,12 @@ static void
 ngx_http_togglemaster_sync_scan(void)
 {
     int                            rc;
+    ngx_str_t                     *env;
     ngx_uint_t                     kind;
     ngx_http_togglemaster_kind_t  *kd;
     ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    static ngx_str_t  empty = ngx_string("");
 
     if (s->scan == 0) {
         rc = ngx_http_togglemaster_redis_command(s->cmd,
@@ -687,10 +924,13 @@ ngx_http_togglemaster_sync_scan(void)
     } else {
         kind = ngx_http_togglemaster_sync_first(s->scan);
         kd = &ngx_http_togglemaster_kinds[kind];
+        env = (NGX_HTTP_TOGGLEMASTER_EKINDS & ngx_http_togglemaster_bit(kind))
+              ? &s->envs[s->scan_env] : &empty;
 
         rc = ngx_http_togglemaster_redis_command(s->cmd,
-                 ngx_http_togglemaster_sync_chunk, "HSCAN %s %s COUNT %u",
-                 kd->hash, s->cursor, (unsigned) kd->count);
+                 ngx_http_togglemaster_sync_chunk, "HSCAN %s%b %s COUNT %u",
+                 kd->hash, env->data, env->len, s->cursor,
+                 (unsigned) kd->count);
     }
 
     if (rc != NGX_OK) {
@@ -752,13 +992,17 @@ ngx_http_togglemaster_sync_load(ngx_uint_t kinds)
 
     s->ndeltas = n;
 
-    if (ngx_http_togglemaster_sync_multi() != NGX_OK) {
+    if (ngx_http_togglemaster_sync_multi() != NGX_OK
+        || ngx_http_togglemaster_redis_command(s->cmd, NULL, "HGETALL tm:envs")
+           != NGX_OK)
+    {
         ngx_http_togglemaster_sync_fail("cannot send the load");
         return;
     }
 
     for (k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
-        if ((kinds & ((ngx_uint_t) 1 << k))
+        if ((kinds & NGX_HTTP_TOGGLEMASTER_HLEN_KINDS
+             & ngx_http_togglemaster_bit(k))
             && ngx_http_togglemaster_redis_command(s->cmd, NULL, "HLEN %s",
                    ngx_http_togglemaster_kinds[k].hash)
                != NGX_OK)
@@ -780,6 +1024,109 @@ ngx_http_togglemaster_sync_load(ngx_uint_t kinds)
 }
 
 
+/* 1 if the delta's hash is reconciled (tm:ready, or its kind@env). */
+static ngx_uint_t
+ngx_http_togglemaster_sync_delta_ready(ngx_http_togglemaster_delta_t *d,
+    redisReply *members, ngx_uint_t ready)
+{
+    if (d->kind == NGX_HTTP_TOGGLEMASTER_EFLAGS) {
+        return ngx_http_togglemaster_sync_ready_env(members, "flag@", &d->env);
+    }
+
+    if (d->kind == NGX_HTTP_TOGGLEMASTER_ERULES) {
+        return ngx_http_togglemaster_sync_ready_env(members, "rule@", &d->env);
+    }
+
+    return (ready & ngx_http_togglemaster_bit(d->kind)) != 0;
+}
+
+
+/* One queued change into b: the object is deleted, then set again if
+ * Redis still has it (e: its HGET reply). */
+static ngx_int_t
+ngx_http_togglemaster_sync_put(ngx_http_togglemaster_builder_t *b,
+    ngx_http_togglemaster_delta_t *d, redisReply *e)
+{
+    ngx_str_t  name, value, *env;
+
+    name.data = d->name;
+    name.len = d->len;
+    env = d->env.len ? &d->env : NULL;
+
+    if (ngx_http_togglemaster_builder_del_env(b, d->kind, env, &name)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (e->type != REDIS_REPLY_STRING) {
+        return NGX_OK;      /* gone: deleted */
+    }
+
+    value.data = (u_char *) e->str;
+    value.len = e->len;
+
+    return ngx_http_togglemaster_builder_set_env(b, d->kind, env, &name,
+                                                 &value);
+}
+
+
+/* The first n queued changes over cur (r: the EXEC reply, whose version
+ * is not nil): the new snapshot, or NULL once the sync has failed. A
+ * change of a kind not reconciled yet is left out and asks for a full
+ * load (see the full load's skipped kinds). */
+static ngx_http_togglemaster_snapshot_t *
+ngx_http_togglemaster_sync_patch(ngx_http_togglemaster_snapshot_t *cur,
+    redisReply *r, ngx_uint_t n)
+{
+    ngx_uint_t                         i, kinds, ready;
+    ngx_http_togglemaster_sync_t      *s = &ngx_http_togglemaster_sync;
+    ngx_http_togglemaster_builder_t   *b;
+    ngx_http_togglemaster_snapshot_t  *snap;
+
+    ready = ngx_http_togglemaster_sync_ready(r->element[1]);
+    kinds = 0;
+
+    for (i = 0; i < n; i++) {
+        if (ngx_http_togglemaster_sync_delta_ready(&s->deltas[i],
+                                                   r->element[1], ready))
+        {
+            kinds |= ngx_http_togglemaster_bit(s->deltas[i].kind);
+
+        } else {
+            s->need_all = 1;
+        }
+    }
+
+    b = ngx_http_togglemaster_builder_start(cur, 0, kinds, NULL, s->log);
+    if (b == NULL) {
+        ngx_http_togglemaster_sync_fail("out of memory");
+        return NULL;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (ngx_http_togglemaster_sync_delta_ready(&s->deltas[i],
+                                                   r->element[1], ready)
+            && ngx_http_togglemaster_sync_put(b, &s->deltas[i],
+                                              r->element[2 + i])
+               != NGX_OK)
+        {
+            ngx_http_togglemaster_builder_abort(b);
+            ngx_http_togglemaster_sync_fail("out of memory");
+            return NULL;
+        }
+    }
+
+    snap = ngx_http_togglemaster_builder_finish(b,
+               ngx_http_togglemaster_sync_int(r->element[0]));
+    if (snap == NULL) {
+        ngx_http_togglemaster_sync_fail("snapshot build failed");
+    }
+
+    return snap;
+}
+
+
 /* The queued single changes, all at once: MULTI, GET tm:version, SMEMBERS
  * tm:ready, one HGET each, EXEC. The next snapshot copies the current one's
  * touched part (10,000 flags: a few ms, no parsing) and changes them. */
@@ -787,20 +1134,15 @@ static void
 ngx_http_togglemaster_sync_applied(ngx_http_togglemaster_redis_t *ac,
     redisReply *reply)
 {
-    redisReply                        *r = reply, *e;
-    ngx_str_t                          name, value;
+    redisReply                        *r = reply;
     ngx_msec_t                         t0;
-    ngx_uint_t                         i, n, kinds, ready;
-    ngx_http_togglemaster_delta_t     *d;
+    ngx_uint_t                         n;
     ngx_http_togglemaster_sync_t      *s = &ngx_http_togglemaster_sync;
-    ngx_http_togglemaster_builder_t   *b;
     ngx_http_togglemaster_snapshot_t  *snap, *cur;
 
     if (ac != s->cmd) {
         return;
     }
-
-    b = NULL;
 
     if (s->op_timer.timer_set) {
         ngx_del_timer(&s->op_timer);
@@ -815,7 +1157,6 @@ ngx_http_togglemaster_sync_applied(ngx_http_togglemaster_redis_t *ac,
     }
 
     cur = ngx_http_togglemaster_current;
-    ready = ngx_http_togglemaster_sync_ready(r->element[1]);
 
     ngx_time_update();
     t0 = ngx_current_msec;
@@ -826,59 +1167,8 @@ ngx_http_togglemaster_sync_applied(ngx_http_togglemaster_redis_t *ac,
         snap = NULL;
 
     } else {
-        kinds = 0;
-
-        for (i = 0; i < n; i++) {
-            kinds |= (ngx_uint_t) 1 << s->deltas[i].kind;
-        }
-
-        /* a kind not reconciled yet keeps our copy (see the full load) */
-        if (kinds & ~ready) {
-            s->need_all = 1;
-        }
-
-        b = ngx_http_togglemaster_builder_start(cur, 0, kinds & ready, NULL,
-                                                s->log);
-        if (b == NULL) {
-            ngx_http_togglemaster_sync_fail("out of memory");
-            return;
-        }
-
-        for (i = 0; i < n; i++) {
-            d = &s->deltas[i];
-            e = r->element[2 + i];
-
-            if (!(ready & ((ngx_uint_t) 1 << d->kind))) {
-                continue;
-            }
-
-            name.data = d->name;
-            name.len = d->len;
-
-            if (ngx_http_togglemaster_builder_del(b, d->kind, &name)
-                != NGX_OK)
-            {
-                goto failed;
-            }
-
-            if (e->type != REDIS_REPLY_STRING) {
-                continue;   /* gone: deleted */
-            }
-
-            value.data = (u_char *) e->str;
-            value.len = e->len;
-
-            if (ngx_http_togglemaster_builder_set(b, d->kind, &name, &value)
-                != NGX_OK)
-            {
-                goto failed;
-            }
-        }
-
-        snap = ngx_http_togglemaster_builder_finish(b,
-                   ngx_http_togglemaster_sync_int(r->element[0]));
+        snap = ngx_http_togglemaster_sync_patch(cur, r, n);
         if (snap == NULL) {
-            ngx_http_togglemaster_sync_fail("snapshot build failed");
             return;
         }
     }
@@ -909,12 +1199,6 @@ ngx_http_togglemaster_sync_applied(ngx_http_togglemaster_redis_t *ac,
     }
 
     (void) ngx_http_togglemaster_sync_next();
-    return;
-
-failed:
-
-    ngx_http_togglemaster_builder_abort(b);
-    ngx_http_togglemaster_sync_fail("out of memory");
 }
 
 
@@ -944,8 +1228,9 @@ ngx_http_togglemaster_sync_apply(void)
     for (i = 0; i < s->applying; i++) {
         d = &s->deltas[i];
 
-        if (ngx_http_togglemaster_redis_command(s->cmd, NULL, "HGET %s %b",
-                ngx_http_togglemaster_kinds[d->kind].hash, d->name, d->len)
+        if (ngx_http_togglemaster_redis_command(s->cmd, NULL, "HGET %s%b %b",
+                ngx_http_togglemaster_kinds[d->kind].hash,
+                d->env.data, d->env.len, d->name, d->len)
             != NGX_OK)
         {
             ngx_http_togglemaster_sync_fail("cannot send the changes");
@@ -1034,13 +1319,19 @@ ngx_http_togglemaster_sync_check(ngx_event_t *ev)
 /* Queues one changed object; 0 if it must be a reload of its hash. */
 static ngx_uint_t
 ngx_http_togglemaster_sync_delta(ngx_uint_t kind, const char *name,
-    size_t len)
+    size_t len, tm_change *c)
 {
+    ngx_uint_t                      ekind;
     ngx_http_togglemaster_delta_t  *d;
     ngx_http_togglemaster_sync_t   *s = &ngx_http_togglemaster_sync;
 
+    ekind = (NGX_HTTP_TOGGLEMASTER_EKINDS & ngx_http_togglemaster_bit(kind))
+            != 0;
+
     if (ngx_http_togglemaster_current == NULL || s->need_all
         || kind == NGX_HTTP_TOGGLEMASTER_SEGMENTS    /* few: reloaded */
+        || kind == NGX_HTTP_TOGGLEMASTER_ENVS
+        || (ekind && (c->env_len == 0 || c->env_len > TM_NAME_MAX))
         || len == 0 || len > NGX_HTTP_TOGGLEMASTER_DELTA_NAME
         || s->ndeltas == NGX_HTTP_TOGGLEMASTER_DELTAS
         || (s->reload & ((ngx_uint_t) 1 << kind)))
@@ -1052,6 +1343,12 @@ ngx_http_togglemaster_sync_delta(ngx_uint_t kind, const char *name,
     d->kind = kind;
     d->len = len;
     ngx_memcpy(d->name, name, len);
+    d->env.data = d->env_data;
+    d->env.len = ekind ? c->env_len : 0;
+
+    if (d->env.len) {                   /* c->env is NULL without one */
+        ngx_memcpy(d->env_data, c->env, d->env.len);
+    }
 
     if (!s->loading && !s->checking && s->cmd) {
         ngx_http_togglemaster_sync_apply();
@@ -1061,9 +1358,38 @@ ngx_http_togglemaster_sync_delta(ngx_uint_t kind, const char *name,
 }
 
 
-/* {"version":v,"kind":"flag|rule|key","op":...,"name":...}: an upsert or a
- * delete is applied as a delta (one HGET), anything else reloads the hash
- * it names. No echo suppression by version: a load of one hash may
+/* A flag or rule change with "environment" other than the default is of
+ * that environment's hash (EFLAGS, ERULES). */
+static ngx_int_t
+ngx_http_togglemaster_sync_env_kind(ngx_int_t k, tm_change *c)
+{
+    ngx_str_t                         *def;
+    ngx_http_togglemaster_snapshot_t  *cur = ngx_http_togglemaster_current;
+
+    if (c->env == NULL
+        || (k != NGX_HTTP_TOGGLEMASTER_FLAGS
+            && k != NGX_HTTP_TOGGLEMASTER_RULES))
+    {
+        return k;
+    }
+
+    def = (cur && cur->epart) ? &cur->epart->names[0] : NULL;
+
+    if (def && def->len == c->env_len
+        && ngx_strncmp(def->data, c->env, c->env_len) == 0)
+    {
+        return k;
+    }
+
+    return k == NGX_HTTP_TOGGLEMASTER_FLAGS ? NGX_HTTP_TOGGLEMASTER_EFLAGS
+                                            : NGX_HTTP_TOGGLEMASTER_ERULES;
+}
+
+
+/* {"version":v,"kind":"flag|rule|key|key2|env","op":...,"name":...,
+ * "environment":...}: an upsert or a delete is applied as a delta (one
+ * HGET), anything else reloads the hash it names (an environment's kind:
+ * every environment's hash). No echo suppression by version: a load of one hash may
  * already carry the version of a change to another hash whose message is
  * still on its way. */
 static void
@@ -1080,13 +1406,20 @@ ngx_http_togglemaster_sync_message(redisReply *payload)
         tm_change_parse(payload->str, payload->len, &c);
 
         k = c.kind ? ngx_http_togglemaster_sync_kind(c.kind, c.kind_len) : -1;
+        k = ngx_http_togglemaster_sync_env_kind(k, &c);
 
         if (k >= 0) {
-            kinds = (ngx_uint_t) 1 << k;
+            kinds = ngx_http_togglemaster_bit(k);
+
+            /* a new or deleted environment: its hashes, and the keys'
+             * environment indexes (snapshot.c), come with it */
+            if (k == NGX_HTTP_TOGGLEMASTER_ENVS) {
+                kinds |= NGX_HTTP_TOGGLEMASTER_EKINDS;
+            }
 
             if (c.op != TM_CHANGE_RELOAD
                 && ngx_http_togglemaster_sync_delta((ngx_uint_t) k, c.name,
-                                                    c.name_len))
+                                                    c.name_len, &c))
             {
                 kinds = 0;
             }

@@ -64,7 +64,7 @@ is $h->req(GET => "$base/nope")->{status}, 404, 'unknown path 404';
 my @single_ids = map { $aws->send($q, single("user$_", $_ % 2)) } 1 .. 5;
 my @envs;
 for my $e (1 .. 3) {
-    push @envs, envelope(map { event(uuid(), "env$e-$_", $_ == 1 ? (variant => 'on', reason => 'SPLIT') : ()) } 1 .. 10);
+    push @envs, envelope(map { event(uuid(), "env$e-$_", $_ == 1 ? (variant => 'on', reason => 'SPLIT', environment => 'staging') : ()) } 1 .. 10);
 }
 my $dup = uuid();
 push @envs, envelope(event($dup, 'dup-a'), event($dup, 'dup-a'), event(uuid(), 'dup-b', variant => undef));
@@ -83,6 +83,8 @@ like $s1->{timestamp}, qr/^2026-11-22T10:00:0\dZ$/, 'timestamp kept';
 my $e1 = $by_user{'env1-1'};
 is $e1->{variant}, 'on', 'variant stored';
 is $e1->{reason}, 'SPLIT', 'reason stored';
+is $e1->{environment}, 'staging', 'environment stored';
+ok !exists $by_user{'env1-2'}{environment}, 'no environment when absent (the default one)';
 is $e1->{timestamp}, '2026-11-22T11:00:00.250Z', 'fractional timestamp kept';
 ok !exists $by_user{'env1-2'}{variant}, 'no variant when absent';
 ok !exists $by_user{'dup-b'}{variant}, 'no variant when null';

@@ -459,7 +459,8 @@ static void test_events(void)
     const char *env = "{\"v\":1,\"events\":["
         "{\"event_id\":\"0c6d5f3e-1111-4aaa-8bbb-000000000001\",\"user_id\":\"u1\",\"flag_name\":\"f\","
         "\"result\":false,\"timestamp\":\"2026-11-22T10:00:00Z\",\"variant\":\"off\",\"reason\":\"SPLIT\",\"extra\":1},"
-        "{\"user_id\":\"u2\",\"flag_name\":\"g\",\"result\":true,\"timestamp\":\"2026-11-22T10:00:01Z\",\"variant\":null}]}";
+        "{\"user_id\":\"u2\",\"flag_name\":\"g\",\"result\":true,\"timestamp\":\"2026-11-22T10:00:01Z\",\"variant\":null,"
+        "\"environment\":\"staging\"}]}";
     ev = tm_events_from_message(env, strlen(env), "msg-3", err, sizeof err);
     ok(ev && json_array_size(ev) == 2, "envelope accepted %s", ev ? "" : err);
     ok(json_eq(json_array_get(ev, 0), "{\"event_id\":\"0c6d5f3e-1111-4aaa-8bbb-000000000001\",\"user_id\":\"u1\","
@@ -472,8 +473,12 @@ static void test_events(void)
     ok(item && json_eq(json_object_get(item, "variant"), "{\"S\":\"off\"}")
        && json_eq(json_object_get(item, "reason"), "{\"S\":\"SPLIT\"}"), "variant and reason stored");
     json_decref(item);
+    item = tm_event_to_item(json_array_get(ev, 0));
+    ok(item && !json_object_get(item, "environment"), "no environment: none stored (the default)");
+    json_decref(item);
     item = tm_event_to_item(json_array_get(ev, 1));
     ok(item && !json_object_get(item, "variant"), "null variant not stored");
+    ok(item && json_eq(json_object_get(item, "environment"), "{\"S\":\"staging\"}"), "environment stored");
     json_decref(item);
     char *e2 = tm_events_envelope(ev);
     json_t *again = e2 ? tm_events_from_message(e2, strlen(e2), "other", err, sizeof err) : NULL;

@@ -213,6 +213,26 @@ static void records(void)
     tm_change_parse(S("garbage"), &ch);
     ok(ch.op == TM_CHANGE_RELOAD && ch.kind == NULL, "garbage: reload everything");
     tm_change_done(&ch);
+    tm_change_parse(S("{\"version\":4,\"kind\":\"flag\",\"environment\":\"qa\","
+                      "\"op\":\"upsert\",\"name\":\"f1\"}"), &ch);
+    ok(ch.op == TM_CHANGE_UPSERT && ch.env_len == 2 && memcmp(ch.env, "qa", 2) == 0,
+       "a change of environment qa");
+    tm_change_done(&ch);
+    tm_change_parse(S("{\"kind\":\"flag\",\"environment\":7,\"op\":\"upsert\",\"name\":\"f\"}"), &ch);
+    ok(ch.op == TM_CHANGE_RELOAD && ch.kind == NULL, "an environment not a string: reload everything");
+    tm_change_done(&ch);
+
+    /* tm:envs: the field is the name; "all" is reserved (tm_env_name_valid) */
+    is_int(tm_env_record_parse("default", 7, S("{\"id\":1,\"name\":\"default\",\"is_default\":true}")),
+           1, "the default environment's record");
+    is_int(tm_env_record_parse("qa", 2, S("{\"id\":2,\"name\":\"qa\",\"is_default\":false}")),
+           0, "another environment's record");
+    is_int(tm_env_record_parse("qa", 2, S("{\"id\":2,\"name\":\"qb\",\"is_default\":false}")),
+           -1, "a name other than the field: malformed");
+    is_int(tm_env_record_parse("all", 3, S("{\"id\":2,\"name\":\"all\",\"is_default\":false}")),
+           -1, "\"all\" is never an environment");
+    is_int(tm_env_record_parse("qa", 2, S("{\"name\":\"qa\",\"is_default\":0}")),
+           -1, "is_default not a boolean: malformed");
 #undef S
 }
 

@@ -43,7 +43,8 @@ sub san_env {
 
 # Options: redis (default: the harness's Redis; 0 for none), redis_url (a
 # URL instead of the harness's), redis_ca (trusted CA file for rediss://;
-# default the harness's test CA), redis_ssl_name, workers (1),
+# default the harness's test CA), redis_ssl_name, module (the .so to load,
+# default the build's: an older release's for upgrade tests), workers (1),
 # http (extra http-level lines), server (extra server-level lines),
 # check_interval, timeout, snapshot (1: use <rundir>/nginx/snapshot.json).
 sub new {
@@ -87,7 +88,7 @@ sub write_conf {
     my $snap = $self->{snapshot} ? "togglemaster_snapshot_file $self->{dir}/snapshot.json;\n" : '';
     open my $f, '>', "$self->{dir}/nginx.conf" or die "nginx.conf: $!";
     print $f <<"CONF";
-load_module $MODULE;
+load_module @{[ $self->{module} // $MODULE ]};
 ${user}worker_processes $self->{workers};
 pid $self->{dir}/nginx.pid;
 error_log $self->{dir}/error.log info;
@@ -235,6 +236,29 @@ sub rule_json {
     return $JSON->encode({ id => 1, flag_name => $name, rules => $rules,
                            is_enabled => ($enabled // 1) ? JSON::PP::true : JSON::PP::false,
                            created_at => '2026-11-22T10:00:00Z', updated_at => '2026-11-22T10:00:00Z' });
+}
+
+# Environments and scoped keys as the daemons write them
+# (docs/environments.md): env_json('staging', 2) for tm:envs (is_default
+# when the name is "default"), key2_json('server', 'staging') for
+# tm:keys:v2, env_flag_json('banner', 1, 1) for tm:flags@<env> (the last
+# argument: client_visible).
+sub env_json {
+    my ($name, $id) = @_;
+    return $JSON->encode({ id => $id // 1, name => $name,
+                           is_default => $name eq 'default' ? JSON::PP::true : JSON::PP::false });
+}
+
+sub key2_json {
+    my ($scope, $env, $id) = @_;
+    return $JSON->encode({ id => $id // 9, name => "k-$scope", scope => $scope, environment => $env });
+}
+
+sub env_flag_json {
+    my ($name, $enabled, $client_visible) = @_;
+    return $JSON->encode({ id => 1, name => $name, description => '',
+                           is_enabled => $enabled ? JSON::PP::true : JSON::PP::false,
+                           client_visible => $client_visible ? JSON::PP::true : JSON::PP::false });
 }
 
 sub set_flag {
