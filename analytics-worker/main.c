@@ -3,9 +3,12 @@
 #include "aws_client.h"
 #include "metrics.h"
 #include "poller.h"
+#include "tm_apikey.h"
+#include "tm_publish.h"
 #include "tm_env.h"
 #include "tm_http.h"
 #include "tm_log.h"
+#include "usage_api.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
@@ -37,6 +40,9 @@ static int ready(void *ctx)
 static void handle(void *ctx, const tm_req *req, tm_resp *resp)
 {
     (void) ctx;
+    if (tmw_usage_route(&cfg, req, resp)) {
+        return;
+    }
     if (strcmp(req->path, "/metrics") == 0) {
         if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
             tm_resp_error(resp, 405, "use GET");
@@ -51,7 +57,7 @@ static void handle(void *ctx, const tm_req *req, tm_resp *resp)
         return;
     }
     tm_resp_error(resp, 404, "not found; this service answers /health, /health/live, "
-                  "/health/ready and /metrics");
+                  "/health/ready, /metrics, /flags/<name>/usage and /usage/stale");
 }
 
 /* Without AWS_SQS_URL the queue is found by name (GetQueueUrl), retrying
@@ -106,6 +112,20 @@ int main(int argc, char **argv)
     const char *queue_url = tm_env("AWS_SQS_URL", NULL);
     const char *queue_name = tm_env("TM_SQS_QUEUE_NAME", "togglemaster-events");
     snprintf(cfg.table, sizeof cfg.table, "%s", tm_env("AWS_DYNAMODB_TABLE", "ToggleMasterAnalytics"));
+    if (tm_env_long("TM_USAGE_AGGREGATES", 1, 0, 1)) {
+        snprintf(cfg.usage_table, sizeof cfg.usage_table, "%s",
+                 tm_env("AWS_DYNAMODB_USAGE_TABLE", "ToggleMasterUsage"));
+    }
+    /* The usage API knows flags, environments and keys from Redis (and keys
+     * from the auth service when Redis does not know them), as the flags
+     * daemon does. */
+    const char *redis_url = tm_env("REDIS_URL", NULL);
+    if (!redis_url) {
+        TM_WARN("REDIS_URL not set: the usage API answers 503 (it reads flags and keys from Redis)");
+    } else if (tm_publish_init(redis_url) != 0) {
+        return 1;
+    }
+    tm_apikey_init(tm_env("AUTH_SERVICE_URL", NULL));
     if (queue_url && strlen(queue_url) >= sizeof cfg.queue_url) {
         TM_ERROR("AWS_SQS_URL is too long");
         return 1;
@@ -180,9 +200,10 @@ int main(int argc, char **argv)
         curl_global_cleanup();
         return 1;
     }
-    TM_INFO("listening on %s:%ld; table %s; SQS %s; DynamoDB %s; region %s; %d pollers, wait %ds",
-            hc.bind_addr, port, cfg.table, cfg.sqs.url, cfg.ddb.url, region, npollers,
-            cfg.wait_seconds);
+    TM_INFO("listening on %s:%ld; table %s; usage table %s; SQS %s; DynamoDB %s; region %s; "
+            "%d pollers, wait %ds", hc.bind_addr, port, cfg.table,
+            cfg.usage_table[0] ? cfg.usage_table : "(aggregates off)", cfg.sqs.url, cfg.ddb.url,
+            region, npollers, cfg.wait_seconds);
 
     pthread_t threads[MAX_POLLERS];
     tmw_poller_arg args[MAX_POLLERS];

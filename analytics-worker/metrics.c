@@ -47,6 +47,20 @@ char *tmw_metrics_render(void)
     counter(&b, "dynamodb_errors_total", "Failed DynamoDB calls.", atomic_load(&tmw_m.dynamodb_errors));
     counter(&b, "dynamodb_throttled_total", "DynamoDB calls refused for throughput.",
             atomic_load(&tmw_m.dynamodb_throttled));
+    counter(&b, "usage_transactions_total", "Aggregate transactions (TransactWriteItems) applied.",
+            atomic_load(&tmw_m.usage_txns));
+    counter(&b, "usage_transactions_repeated_total",
+            "Aggregate transactions refused by their marker: the message was counted before.",
+            atomic_load(&tmw_m.usage_txns_repeated));
+    counter(&b, "usage_transactions_failed_total",
+            "Aggregate transactions not applied for now; their messages stay on the queue.",
+            atomic_load(&tmw_m.usage_txns_failed));
+    counter(&b, "usage_summaries_total", "Bulk-evaluation summaries received.",
+            atomic_load(&tmw_m.usage_summaries));
+    counter(&b, "usage_events_skipped_total",
+            "Events stored raw but not counted in aggregates (flag or environment not a valid name, bad timestamp).",
+            atomic_load(&tmw_m.usage_skipped));
+    counter(&b, "usage_reads_total", "Usage API requests answered.", atomic_load(&tmw_m.usage_reads));
     gauge(&b, "oldest_message_age_seconds", "Age of the oldest message in the latest receive.",
           (double) atomic_load(&tmw_m.oldest_age_ms) / 1000.0);
     gauge(&b, "sqs_up", "1 when the last SQS call answered.", atomic_load(&tmw_m.sqs_ok));

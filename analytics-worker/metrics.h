@@ -21,6 +21,12 @@ typedef struct {
     atomic_ullong sqs_errors;
     atomic_ullong dynamodb_errors;
     atomic_ullong dynamodb_throttled;
+    atomic_ullong usage_txns;         /* aggregate transactions applied */
+    atomic_ullong usage_txns_repeated; /* cancelled by their marker: applied before */
+    atomic_ullong usage_txns_failed;  /* not applied for now; their messages stay queued */
+    atomic_ullong usage_summaries;    /* bulk-evaluation summaries received */
+    atomic_ullong usage_skipped;      /* events not countable (bad name or timestamp) */
+    atomic_ullong usage_reads;        /* usage API requests answered */
     atomic_llong oldest_age_ms;       /* age of the oldest message in the latest receive */
     atomic_int sqs_ok;                /* last SQS call answered */
     atomic_int dynamodb_ok;           /* last DynamoDB write went through */

@@ -4,6 +4,7 @@
 #include "tm_events.h"
 #include "tm_hash.h"
 #include "tm_log.h"
+#include "tm_usage.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,12 +34,15 @@ static void uitems_free(uitem *items, size_t n)
     free(items);
 }
 
-/* One received message and the events it needs stored before deletion. */
+/* One received message and what it needs done before deletion: its events
+ * stored, and its aggregates applied. */
 typedef struct {
     tm_sqs_message *m;
     int poison;
     size_t *deps;           /* indices into the uitem array */
     size_t ndeps;
+    tm_usage_batch *usage;  /* its aggregates; NULL when they are off */
+    int counted;            /* every aggregate transaction applied (now or before) */
 } mstate;
 
 typedef struct {
@@ -137,9 +141,13 @@ static int dynamodb_gate(poller *p, int *attempt)
     if (atomic_compare_exchange_strong(&cfg->probing, &expected, 1)) {
         tm_aws_error e;
         int ok = tmw_aws_call(&p->http, &cfg->ddb, "DescribeTable", tm_ddb_table_body(cfg->table),
-                              30, 0, &e) == 0;
+                              30, 0, &e) == 0
+                 && (!cfg->usage_table[0]
+                     || tmw_aws_call(&p->http, &cfg->ddb, "DescribeTable",
+                                     tm_ddb_table_body(cfg->usage_table), 30, 0, &e) == 0);
         if (ok) {
-            TM_INFO("DynamoDB table %s answers again; resuming", cfg->table);
+            TM_INFO("DynamoDB tables %s%s%s answer again; resuming", cfg->table,
+                    cfg->usage_table[0] ? " and " : "", cfg->usage_table);
             atomic_store(&tmw_m.dynamodb_ok, 1);
             *attempt = 0;
         } else {
@@ -196,6 +204,39 @@ static void handle_poison(poller *p, mstate *ms, const char *why)
     }
 }
 
+/* Counts a message's events and summaries into its aggregates batch. 0, or
+ * -1 on out of memory. */
+static int count_usage(poller *p, mstate *ms, const json_t *events, const json_t *summaries)
+{
+    if (!p->cfg->usage_table[0]) {
+        return 0;
+    }
+    if (!(ms->usage = tm_usage_batch_new())) {
+        return -1;
+    }
+    size_t j;
+    json_t *x;
+    json_array_foreach(events, j, x) {
+        int r = tm_usage_add_event(ms->usage, x);
+        if (r < 0) {
+            return -1;
+        }
+        TMW_INC(usage_skipped, r);
+    }
+    TMW_INC(usage_summaries, json_array_size(summaries));
+    json_array_foreach(summaries, j, x) {
+        int r = tm_usage_add_summary(ms->usage, x);
+        if (r < 0) {
+            return -1;
+        }
+        if (r > 0) {
+            TM_WARN("poller %d: message %s: a summary without a countable flag", p->id,
+                    ms->m->message_id);
+        }
+    }
+    return 0;
+}
+
 /* Parses every message into distinct items. 0, or -1 on out of memory. */
 static int collect(poller *p, mstate *ms, size_t nm, uitem **items_out, size_t *nitems)
 {
@@ -205,8 +246,9 @@ static int collect(poller *p, mstate *ms, size_t nm, uitem **items_out, size_t *
     int rc = index ? 0 : -1;
     for (size_t i = 0; i < nm && rc == 0; i++) {
         char err[300];
-        json_t *events = tm_events_from_message(ms[i].m->body, ms[i].m->body_len,
-                                                ms[i].m->message_id, err, sizeof err);
+        json_t *summaries;
+        json_t *events = tm_events_parse_message(ms[i].m->body, ms[i].m->body_len,
+                                                 ms[i].m->message_id, &summaries, err, sizeof err);
         if (!events) {
             ms[i].poison = 1;
             handle_poison(p, &ms[i], err);
@@ -214,10 +256,11 @@ static int collect(poller *p, mstate *ms, size_t nm, uitem **items_out, size_t *
         }
         size_t ne = json_array_size(events);
         TMW_INC(events_received, ne);
-        ms[i].deps = malloc(ne * sizeof *ms[i].deps);
-        if (!ms[i].deps) {
+        ms[i].deps = malloc((ne ? ne : 1) * sizeof *ms[i].deps);
+        if (!ms[i].deps || count_usage(p, &ms[i], events, summaries) != 0) {
             rc = -1;
         }
+        json_decref(summaries);
         size_t j;
         json_t *ev;
         json_array_foreach(events, j, ev) {
@@ -363,6 +406,103 @@ static void store(poller *p, uitem *items, size_t n)
     free(pending);
 }
 
+static int all_stored(const mstate *ms, const uitem *items)
+{
+    int all = !ms->poison && ms->deps != NULL;
+    for (size_t j = 0; all && j < ms->ndeps; j++) {
+        all = items[ms->deps[j]].stored;
+    }
+    return all;
+}
+
+/* Outcome of one aggregate transaction: 0 applied (now, or before: its
+ * marker exists), 1 worth retrying, -1 not (the message stays queued). */
+static int txn_outcome(poller *p, int rc, const tm_aws_error *e)
+{
+    char code[64];
+    if (rc == 0) {
+        TMW_INC(usage_txns, 1);
+        return 0;
+    }
+    TMW_INC(dynamodb_errors, 1);
+    if (strcmp(e->code, "TransactionCanceledException") == 0
+        && tm_ddb_cancel_reason(p->http.body, p->http.body_len, 0, code, sizeof code) == 0) {
+        if (strcmp(code, "ConditionalCheckFailed") == 0) {
+            TMW_INC(usage_txns_repeated, 1);
+            return 0;
+        }
+        /* the marker was fine: another action failed (TransactionConflict,
+         * ThrottlingError...) or a reason we retry the same way */
+        for (size_t i = 1; tm_ddb_cancel_reason(p->http.body, p->http.body_len, i, code,
+                                                 sizeof code) == 0; i++) {
+            if (strcmp(code, "None") != 0 && strcmp(code, "TransactionConflict") != 0
+                && strcmp(code, "ThrottlingError") != 0
+                && strcmp(code, "ProvisionedThroughputExceeded") != 0) {
+                TM_WARN("poller %d: aggregate transaction refused: %s", p->id, code);
+                return -1;
+            }
+        }
+        return 1;
+    }
+    if (e->throttling) {
+        TMW_INC(dynamodb_throttled, 1);
+    }
+    log_error(p, "TransactWriteItems", e);
+    if (strcmp(e->code, "TransactionInProgressException") == 0 || e->retryable) {
+        return 1;
+    }
+    atomic_store(&tmw_m.dynamodb_ok, 0);   /* table missing, access denied: probe it */
+    return -1;
+}
+
+/* Applies the aggregates of one message, transaction by transaction, with
+ * retries. 0 when all are applied. */
+static int apply_usage(poller *p, tm_usage_batch *b)
+{
+    tmw_config *cfg = p->cfg;
+    size_t n = tm_usage_txns(b);
+    for (size_t i = 0; i < n; i++) {
+        int attempt = 0, r = 1;
+        while (r == 1) {
+            char *body = tm_usage_txn_body(b, cfg->usage_table, i);
+            if (!body) {
+                TM_ERROR("poller %d: out of memory building an aggregate transaction", p->id);
+                return -1;
+            }
+            tm_aws_error e;
+            r = txn_outcome(p, tmw_aws_call(&p->http, &cfg->ddb, "TransactWriteItems", body, 30,
+                                            0, &e), &e);
+            if (r == 1 && (++attempt >= cfg->write_attempts || atomic_load(&cfg->stop))) {
+                r = -1;
+            }
+            if (r == 1) {
+                tmw_sleep_ms(cfg, backoff_ms(p, attempt));
+            }
+        }
+        if (r != 0) {
+            TMW_INC(usage_txns_failed, n - i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Aggregates of the messages whose events are stored (the others come back
+ * whole; their transactions would only be refused by the markers then). */
+static void count_stored(poller *p, mstate *ms, size_t nm, const uitem *items)
+{
+    for (size_t i = 0; i < nm; i++) {
+        if (!ms[i].usage) {
+            ms[i].counted = 1;
+        } else if (all_stored(&ms[i], items) && apply_usage(p, ms[i].usage) == 0) {
+            ms[i].counted = 1;
+        } else if (all_stored(&ms[i], items)) {
+            TM_WARN("poller %d: message %s: aggregates not applied; it stays on the queue",
+                    p->id, ms[i].m->message_id);
+        }
+    }
+}
+
 static void delete_stored(poller *p, mstate *ms, size_t nm, uitem *items)
 {
     tmw_config *cfg = p->cfg;
@@ -370,14 +510,7 @@ static void delete_stored(poller *p, mstate *ms, size_t nm, uitem *items)
     char ids[TM_SQS_MAX_BATCH][24];
     size_t ne = 0;
     for (size_t i = 0; i < nm; i++) {
-        if (ms[i].poison) {
-            continue;
-        }
-        int all = ms[i].deps != NULL;
-        for (size_t j = 0; all && j < ms[i].ndeps; j++) {
-            all = items[ms[i].deps[j]].stored;
-        }
-        if (all && ne < TM_SQS_MAX_BATCH) {
+        if (all_stored(&ms[i], items) && ms[i].counted && ne < TM_SQS_MAX_BATCH) {
             snprintf(ids[ne], sizeof ids[ne], "m%zu", i);
             e[ne].id = ids[ne];
             e[ne].value = ms[i].m->receipt_handle;
@@ -467,11 +600,13 @@ static int poll_once(poller *p)
         if (nitems > 0) {
             store(p, items, nitems);
         }
+        count_stored(p, ms, nm, items);
         delete_stored(p, ms, nm, items);
     }
     uitems_free(items, nitems);
     for (size_t i = 0; i < nm; i++) {
         free(ms[i].deps);
+        tm_usage_batch_free(ms[i].usage);
     }
     free(ms);
     tm_sqs_messages_free(msgs, nm);

@@ -9,6 +9,7 @@
 typedef struct {
     char queue_url[1024];
     char table[256];
+    char usage_table[256];   /* aggregates; "" when TM_USAGE_AGGREGATES=0 */
     tm_aws_endpoint sqs;
     tm_aws_endpoint ddb;
     int wait_seconds;        /* ReceiveMessage WaitTimeSeconds, 0..20 */

@@ -1053,3 +1053,61 @@ json_t *tm_ddb_parse_unprocessed(const char *body, size_t len, const char *table
     json_decref(j);
     return out;
 }
+
+char *tm_ddb_query_body(const char *table, const char *pk_name, const char *pk,
+                        const char *sk_name, const char *sk_from, const char *sk_to,
+                        int forward, int limit, const json_t *start)
+{
+    if (!table || !*table || !pk_name || !pk || !sk_name || !sk_from || !sk_to || limit < 0
+        || (start && !json_is_object(start))) {
+        return NULL;
+    }
+    json_t *q = json_pack("{s:s, s:s, s:{s:s, s:s}, s:{s:{s:s}, s:{s:s}, s:{s:s}}, s:b}",
+                          "TableName", table,
+                          "KeyConditionExpression", "#p = :p AND #s BETWEEN :a AND :b",
+                          "ExpressionAttributeNames", "#p", pk_name, "#s", sk_name,
+                          "ExpressionAttributeValues", ":p", "S", pk, ":a", "S", sk_from,
+                          ":b", "S", sk_to,
+                          "ScanIndexForward", forward);
+    if (q && limit > 0 && json_object_set_new(q, "Limit", json_integer(limit)) != 0) {
+        json_decref(q);
+        return NULL;
+    }
+    if (q && start && json_object_set(q, "ExclusiveStartKey", (json_t *) start) != 0) {
+        json_decref(q);
+        return NULL;
+    }
+    return q ? dump(q) : NULL;
+}
+
+json_t *tm_ddb_parse_query(const char *body, size_t len, json_t **last_key)
+{
+    *last_key = NULL;
+    json_t *j = json_loadb(body ? body : "", len, 0, NULL);
+    json_t *items = json_object_get(j, "Items");
+    if (!json_is_array(items)) {
+        json_decref(j);
+        return NULL;
+    }
+    json_incref(items);
+    json_t *lk = json_object_get(j, "LastEvaluatedKey");
+    if (json_is_object(lk) && json_object_size(lk) > 0) {
+        *last_key = json_incref(lk);
+    }
+    json_decref(j);
+    return items;
+}
+
+int tm_ddb_cancel_reason(const char *body, size_t len, size_t i, char *code, size_t codelen)
+{
+    json_t *j = json_loadb(body ? body : "", len, 0, NULL);
+    json_t *r = json_array_get(json_object_get(j, "CancellationReasons"), i);
+    const char *c = json_string_value(json_object_get(r, "Code"));
+    int rc = -1;
+    if (c && codelen > 0) {
+        snprintf(code, codelen, "%s", c);
+        rc = 0;
+    }
+    json_decref(j);
+    return rc;
+}

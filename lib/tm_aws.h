@@ -224,4 +224,21 @@ char *tm_ddb_table_body(const char *table);
 /* The items of `table` that a BatchWriteItem reply left unprocessed: a new
  * array (empty when all were written), or NULL if body is not such a reply. */
 json_t *tm_ddb_parse_unprocessed(const char *body, size_t len, const char *table);
+/* Query on a table whose keys are a string partition key and a string sort
+ * key: "<pk_name> = pk AND <sk_name> BETWEEN sk_from AND sk_to" (both bounds
+ * inclusive). forward: ScanIndexForward; limit 0: none; start: the previous
+ * reply's LastEvaluatedKey (or NULL). Names go through
+ * ExpressionAttributeNames, so reserved words are fine. NULL on bad
+ * arguments or OOM. */
+char *tm_ddb_query_body(const char *table, const char *pk_name, const char *pk,
+                        const char *sk_name, const char *sk_from, const char *sk_to,
+                        int forward, int limit, const json_t *start);
+/* A Query reply: its "Items" (a new reference) and, when there are more
+ * pages, *last_key set to a new reference to "LastEvaluatedKey" (else NULL).
+ * NULL when body is not a Query reply. */
+json_t *tm_ddb_parse_query(const char *body, size_t len, json_t **last_key);
+/* The "Code" of CancellationReasons[i] of a TransactionCanceledException
+ * reply into code ("None" for an action that did not fail). 0, or -1 when
+ * the body holds no such reason. */
+int tm_ddb_cancel_reason(const char *body, size_t len, size_t i, char *code, size_t codelen);
 #endif

@@ -1,4 +1,5 @@
 #include "tm_events.h"
+#include "tm_usage.h"
 #include "tm_hash.h"
 
 #include <openssl/sha.h>
@@ -140,9 +141,83 @@ static json_t *normalise(const json_t *ev, const char *message_id, size_t index)
     return o;
 }
 
-json_t *tm_events_from_message(const char *body, size_t len, const char *message_id,
-                               char *err, size_t errlen)
+/* The summaries of a version 2 envelope: an array of 0..
+ * TM_EVENTS_MAX_SUMMARIES valid summaries (a new reference), or NULL with err. */
+static json_t *summaries_of(const json_t *env, char *err, size_t errlen)
 {
+    json_t *list = json_object_get(env, "summaries");
+    if (!list || json_is_null(list)) {
+        return json_array();
+    }
+    if (!json_is_array(list) || json_array_size(list) > TM_EVENTS_MAX_SUMMARIES) {
+        char msg[120];
+        snprintf(msg, sizeof msg, "envelope \"summaries\" must be an array of 0..%d summaries",
+                 TM_EVENTS_MAX_SUMMARIES);
+        fail(err, errlen, msg);
+        return NULL;
+    }
+    size_t i;
+    json_t *s;
+    json_array_foreach(list, i, s) {
+        char e[200], msg[300];
+        if (tm_usage_summary_check(s, e, sizeof e) != 0) {
+            snprintf(msg, sizeof msg, "summary %zu: %s", i, e);
+            fail(err, errlen, msg);
+            return NULL;
+        }
+    }
+    return json_incref(list);
+}
+
+/* The raw event list of a message (a new reference), with *summaries set
+ * for an envelope of version 2. NULL with err. */
+static json_t *event_list(json_t *j, json_t **summaries, char *err, size_t errlen)
+{
+    char msg[300];
+    if (json_is_object(j) && json_object_get(j, "events")) {
+        json_t *v = json_object_get(j, "v");
+        json_int_t ver = json_is_integer(v) ? json_integer_value(v) : 0;
+        if (ver != TM_EVENTS_VERSION && (ver != TM_EVENTS_VERSION_SUMMARIES || !summaries)) {
+            fail(err, errlen, summaries ? "envelope \"v\" must be 1 or 2"
+                                        : "envelope \"v\" must be 1");
+            return NULL;
+        }
+        json_t *list = json_object_get(j, "events");
+        size_t min = 1;
+        if (ver == TM_EVENTS_VERSION_SUMMARIES) {
+            if (!(*summaries = summaries_of(j, err, errlen))) {
+                return NULL;
+            }
+            min = json_array_size(*summaries) ? 0 : 1;
+        }
+        if (!json_is_array(list) || json_array_size(list) < min
+            || json_array_size(list) > TM_EVENTS_MAX_PER_MESSAGE) {
+            snprintf(msg, sizeof msg, "envelope \"events\" must be an array of %zu..%d events",
+                     min, TM_EVENTS_MAX_PER_MESSAGE);
+            fail(err, errlen, msg);
+            return NULL;
+        }
+        return json_incref(list);
+    }
+    if (json_is_object(j)) {
+        json_t *list = json_array();
+        if (!list || json_array_append(list, j) != 0) {
+            json_decref(list);
+            fail(err, errlen, "out of memory");
+            return NULL;
+        }
+        return list;
+    }
+    fail(err, errlen, "message is neither an event nor an envelope");
+    return NULL;
+}
+
+json_t *tm_events_parse_message(const char *body, size_t len, const char *message_id,
+                                json_t **summaries, char *err, size_t errlen)
+{
+    if (summaries) {
+        *summaries = NULL;
+    }
     json_error_t je;
     json_t *j = json_loadb(body ? body : "", len, 0, &je);
     char msg[300];
@@ -151,44 +226,19 @@ json_t *tm_events_from_message(const char *body, size_t len, const char *message
         fail(err, errlen, msg);
         return NULL;
     }
-    json_t *list;
-    if (json_is_object(j) && json_object_get(j, "events")) {
-        json_t *v = json_object_get(j, "v");
-        if (!json_is_integer(v) || json_integer_value(v) != TM_EVENTS_VERSION) {
-            json_decref(j);
-            fail(err, errlen, "envelope \"v\" must be 1");
-            return NULL;
-        }
-        list = json_object_get(j, "events");
-        if (!json_is_array(list) || json_array_size(list) == 0
-            || json_array_size(list) > TM_EVENTS_MAX_PER_MESSAGE) {
-            json_decref(j);
-            snprintf(msg, sizeof msg, "envelope \"events\" must be an array of 1..%d events",
-                     TM_EVENTS_MAX_PER_MESSAGE);
-            fail(err, errlen, msg);
-            return NULL;
-        }
-        json_incref(list);
-    } else if (json_is_object(j)) {
-        list = json_array();
-        if (!list || json_array_append(list, j) != 0) {
-            json_decref(list);
-            json_decref(j);
-            fail(err, errlen, "out of memory");
-            return NULL;
-        }
-    } else {
-        json_decref(j);
-        fail(err, errlen, "message is neither an event nor an envelope");
-        return NULL;
-    }
+    json_t *list = event_list(j, summaries, err, errlen);
     json_decref(j);
-
-    json_t *out = json_array();
+    json_t *out = list ? json_array() : NULL;
+    if (list && !out) {
+        fail(err, errlen, "out of memory");
+    }
     size_t i;
     json_t *ev;
     json_array_foreach(list, i, ev) {
         char e[200];
+        if (!out) {
+            break;
+        }
         if (tm_event_check(ev, 0, e, sizeof e) != 0) {
             snprintf(msg, sizeof msg, "event %zu: %s", i, e);
             fail(err, errlen, msg);
@@ -196,7 +246,7 @@ json_t *tm_events_from_message(const char *body, size_t len, const char *message
             out = NULL;
             break;
         }
-        json_t *n = out ? normalise(ev, message_id, i) : NULL;
+        json_t *n = normalise(ev, message_id, i);
         if (!n || json_array_append_new(out, n) != 0) {
             fail(err, errlen, "out of memory");
             json_decref(out);
@@ -205,7 +255,21 @@ json_t *tm_events_from_message(const char *body, size_t len, const char *message
         }
     }
     json_decref(list);
+    if (!out && summaries) {
+        json_decref(*summaries);
+        *summaries = NULL;
+    } else if (out && summaries && !*summaries && !(*summaries = json_array())) {
+        fail(err, errlen, "out of memory");
+        json_decref(out);
+        out = NULL;
+    }
     return out;
+}
+
+json_t *tm_events_from_message(const char *body, size_t len, const char *message_id,
+                               char *err, size_t errlen)
+{
+    return tm_events_parse_message(body, len, message_id, NULL, err, errlen);
 }
 
 json_t *tm_event_to_item(const json_t *ev)

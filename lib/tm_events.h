@@ -7,6 +7,9 @@
 #include <stddef.h>
 
 #define TM_EVENTS_VERSION 1
+/* The envelope that may carry bulk-evaluation summaries (docs/events.md). */
+#define TM_EVENTS_VERSION_SUMMARIES 2
+#define TM_EVENTS_MAX_SUMMARIES 10
 #define TM_EVENTS_MAX_PER_MESSAGE 1000
 #define TM_EVENT_FIELD_MAX 1024   /* bytes, any string field */
 #define TM_UUID_LEN 36
@@ -25,6 +28,14 @@ int tm_event_check(const json_t *ev, int need_id, char *err, size_t errlen);
  * NULL with err when the message cannot be used (poison). */
 json_t *tm_events_from_message(const char *body, size_t len, const char *message_id,
                                char *err, size_t errlen);
+
+/* The same, also reading the envelope of version 2:
+ * {"v":2,"events":[0..1000 events],"summaries":[0..10 summaries]} (at least
+ * one event or summary; a summary as lib/tm_usage.h checks it). *summaries
+ * gets a new array (empty for other messages). Events are returned as
+ * above. NULL with err (and *summaries NULL) when the message is poison. */
+json_t *tm_events_parse_message(const char *body, size_t len, const char *message_id,
+                                json_t **summaries, char *err, size_t errlen);
 
 /* Deterministic name-based UUID (version 5 layout) of message_id and index. */
 void tm_event_id_derive(const char *message_id, size_t index, char out[TM_UUID_LEN + 1]);

@@ -217,6 +217,13 @@ ngx_http_togglemaster_uuid(ngx_http_togglemaster_events_t *s, u_char *p)
 }
 
 
+u_char *
+ngx_http_togglemaster_events_uuid(u_char *p)
+{
+    return ngx_http_togglemaster_uuid(&ngx_http_togglemaster_ev, p);
+}
+
+
 /* RFC 3339, UTC, milliseconds: 2026-11-22T10:00:00.123Z */
 static u_char *
 ngx_http_togglemaster_timestamp(ngx_http_togglemaster_events_t *s, u_char *p)
@@ -237,6 +244,13 @@ ngx_http_togglemaster_timestamp(ngx_http_togglemaster_events_t *s, u_char *p)
     p = ngx_cpymem(p, s->ts, sizeof(s->ts) - 1);
 
     return ngx_sprintf(p, ".%03MZ", (ngx_msec_t) tp->msec);
+}
+
+
+u_char *
+ngx_http_togglemaster_events_timestamp(u_char *p)
+{
+    return ngx_http_togglemaster_timestamp(&ngx_http_togglemaster_ev, p);
 }
 
 
@@ -522,6 +536,84 @@ ngx_http_togglemaster_event(u_char *user, size_t ulen, u_char *flag,
 }
 
 
+void
+ngx_http_togglemaster_event_bulk(u_char *user, size_t ulen, u_char *flag,
+    size_t flen, tm_decision *d, const char *variant, ngx_str_t *env)
+{
+    ngx_http_togglemaster_events_t  *s = &ngx_http_togglemaster_ev;
+
+    if (!s->on) {
+        return;
+    }
+
+    if (s->conf->events_bulk & NGX_HTTP_TOGGLEMASTER_BULK_RAW) {
+        ngx_http_togglemaster_event(user, ulen, flag, flen, d, variant, env);
+    }
+
+    if (s->conf->events_bulk & NGX_HTTP_TOGGLEMASTER_BULK_SUMMARY) {
+        ngx_http_togglemaster_summary_count(flag, flen, d, variant, env,
+                                            s->log);
+    }
+}
+
+
+void
+ngx_http_togglemaster_events_lost(ngx_uint_t reason, ngx_uint_t n)
+{
+    ngx_http_togglemaster_events_stat(produced, n);
+    ngx_http_togglemaster_events_drop(reason, n);
+}
+
+
+/* Queues a whole message (summary.c's), raw JSON, standing for n events:
+ * escaped into a message of its own, within the byte budget. */
+void
+ngx_http_togglemaster_events_queue_raw(u_char *raw, size_t len, ngx_uint_t n)
+{
+    size_t                           esc;
+    ngx_http_togglemaster_msg_t     *m;
+    ngx_http_togglemaster_events_t  *s = &ngx_http_togglemaster_ev;
+
+    esc = len + ngx_escape_json(NULL, raw, len);
+
+    if (s->bytes + esc > s->conf->events_buffer_size) {
+        ngx_http_togglemaster_events_lost(
+            NGX_HTTP_TOGGLEMASTER_DROP_BUFFER_BYTES, n);
+        return;
+    }
+
+    m = ngx_calloc(sizeof(ngx_http_togglemaster_msg_t), s->log);
+    if (m == NULL) {
+        ngx_http_togglemaster_events_lost(NGX_HTTP_TOGGLEMASTER_DROP_NO_MEMORY,
+                                          n);
+        return;
+    }
+
+    m->data = ngx_alloc(esc, s->log);
+    if (m->data == NULL) {
+        ngx_free(m);
+        ngx_http_togglemaster_events_lost(NGX_HTTP_TOGGLEMASTER_DROP_NO_MEMORY,
+                                          n);
+        return;
+    }
+
+    m->len = (u_char *) ngx_escape_json(m->data, raw, len) - m->data;
+    m->cap = esc;
+    m->raw = len;
+    m->nevents = n;
+    m->first = ngx_current_msec;
+
+    s->bytes += esc;
+    s->buffered += n;
+    ngx_http_togglemaster_events_stat(produced, n);
+    ngx_http_togglemaster_events_gauge();
+
+    *s->ready_tail = m;
+    s->ready_tail = &m->next;
+    ngx_http_togglemaster_events_post(s);
+}
+
+
 /* ---- sending ----------------------------------------------------------- */
 
 static void
@@ -562,7 +654,9 @@ ngx_http_togglemaster_events_arm(ngx_http_togglemaster_events_t *s)
 {
     ngx_msec_t  now, at, delay;
 
-    if (s->buffered == 0 && s->nflight == 0) {
+    if (s->buffered == 0 && s->nflight == 0
+        && ngx_http_togglemaster_summary_due() == 0)
+    {
         if (s->timer.timer_set) {
             ngx_del_timer(&s->timer);
         }
@@ -577,6 +671,12 @@ ngx_http_togglemaster_events_arm(ngx_http_togglemaster_events_t *s)
 
     if (s->cur) {
         at = s->cur->first + s->conf->events_flush;
+        at = (ngx_msec_int_t) (at - now) > 0 ? at - now : 1;
+        delay = ngx_min(delay, at);
+    }
+
+    if (ngx_http_togglemaster_summary_due()) {
+        at = ngx_http_togglemaster_summary_due() + s->conf->events_flush;
         at = (ngx_msec_int_t) (at - now) > 0 ? at - now : 1;
         delay = ngx_min(delay, at);
     }
@@ -624,6 +724,9 @@ ngx_http_togglemaster_events_flush(void)
         ngx_http_togglemaster_events_arm(s);
         return;
     }
+
+    ngx_http_togglemaster_summary_flush(s->conf->events_flush, s->exiting,
+                                        s->log);
 
     if (s->cur
         && (s->exiting || s->cur->nevents >= s->conf->events_batch
@@ -803,6 +906,7 @@ ngx_http_togglemaster_events_conf(ngx_conf_t *cf,
     ngx_conf_init_size_value(tmcf->events_buffer_size, 32 * 1024 * 1024);
     ngx_conf_init_uint_value(tmcf->events_batch, 1000);
     ngx_conf_init_msec_value(tmcf->events_flush, 1000);
+    ngx_conf_init_uint_value(tmcf->events_bulk, NGX_HTTP_TOGGLEMASTER_BULK_SUMMARY);
     ngx_conf_init_msec_value(tmcf->events_timeout, 5000);
     ngx_conf_init_uint_value(tmcf->events_attempts, 8);
     ngx_conf_init_msec_value(tmcf->events_backoff_max, 10000);
@@ -884,6 +988,8 @@ ngx_http_togglemaster_events_exit(ngx_cycle_t *cycle)
      * wait; a graceful one got its flush) */
     ngx_http_togglemaster_sqs_close();
     ngx_http_togglemaster_creds_exit();
+
+    ngx_http_togglemaster_summary_exit();
 
     n = s->buffered;
     ngx_http_togglemaster_events_drop_all(s,

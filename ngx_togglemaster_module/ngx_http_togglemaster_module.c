@@ -67,6 +67,15 @@ static ngx_conf_num_bounds_t  ngx_http_togglemaster_sse_max_bounds = {
 
 /* at least two messages of SQS's largest size (256 KB each): the one being
  * filled as it doubles, and one in flight */
+/* togglemaster_events_bulk: what an OFREP bulk evaluation leaves */
+static ngx_conf_enum_t  ngx_http_togglemaster_events_bulk_modes[] = {
+    { ngx_string("summary"), NGX_HTTP_TOGGLEMASTER_BULK_SUMMARY },
+    /* not both: the worker counts raw events in the aggregates too */
+    { ngx_string("raw"), NGX_HTTP_TOGGLEMASTER_BULK_RAW },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_conf_post_t  ngx_http_togglemaster_events_buffer_size_post = {
     ngx_http_togglemaster_events_buffer_size_check
 };
@@ -171,6 +180,13 @@ static ngx_command_t  ngx_http_togglemaster_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
+
+    { ngx_string("togglemaster_events_bulk"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_main_conf_t, events_bulk),
+      &ngx_http_togglemaster_events_bulk_modes },
 
     { ngx_string("togglemaster_events_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -391,6 +407,7 @@ ngx_http_togglemaster_create_main_conf(ngx_conf_t *cf)
     tmcf->events_buffer_size = NGX_CONF_UNSET_SIZE;
     tmcf->events_batch = NGX_CONF_UNSET_UINT;
     tmcf->events_flush = NGX_CONF_UNSET_MSEC;
+    tmcf->events_bulk = NGX_CONF_UNSET_UINT;
     tmcf->events_timeout = NGX_CONF_UNSET_MSEC;
     tmcf->events_attempts = NGX_CONF_UNSET_UINT;
     tmcf->events_backoff_max = NGX_CONF_UNSET_MSEC;

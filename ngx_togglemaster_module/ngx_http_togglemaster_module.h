@@ -207,6 +207,7 @@ typedef struct {
     ngx_uint_t                   events_buffer;
     size_t                       events_buffer_size;   /* bytes */
     ngx_uint_t                   events_batch;
+    ngx_uint_t                   events_bulk;  /* NGX_HTTP_TOGGLEMASTER_BULK_* */
     ngx_msec_t                   events_flush;
     ngx_msec_t                   events_timeout;
     ngx_uint_t                   events_attempts;
@@ -504,6 +505,27 @@ void ngx_http_togglemaster_events_exit(ngx_cycle_t *cycle);
 void ngx_http_togglemaster_event(u_char *user, size_t ulen, u_char *flag,
     size_t flen, tm_decision *d, const char *variant, ngx_str_t *env);
 void ngx_http_togglemaster_events_wake(void);
+/* an OFREP bulk evaluation: a summary count or a raw event, as
+ * togglemaster_events_bulk says */
+void ngx_http_togglemaster_event_bulk(u_char *user, size_t ulen, u_char *flag,
+    size_t flen, tm_decision *d, const char *variant, ngx_str_t *env);
+/* for summary.c: ids, times, drops and whole messages of the events buffer */
+u_char *ngx_http_togglemaster_events_uuid(u_char *p);
+u_char *ngx_http_togglemaster_events_timestamp(u_char *p);
+void ngx_http_togglemaster_events_lost(ngx_uint_t reason, ngx_uint_t n);
+void ngx_http_togglemaster_events_queue_raw(u_char *raw, size_t len,
+    ngx_uint_t n);
+
+#define NGX_HTTP_TOGGLEMASTER_BULK_SUMMARY  1
+#define NGX_HTTP_TOGGLEMASTER_BULK_RAW      2
+
+void ngx_http_togglemaster_summary_count(u_char *flag, size_t flen,
+    tm_decision *d, const char *variant, ngx_str_t *env, ngx_log_t *log);
+/* when the oldest count came (0: none held) */
+ngx_msec_t ngx_http_togglemaster_summary_due(void);
+void ngx_http_togglemaster_summary_flush(ngx_msec_t every, ngx_uint_t force,
+    ngx_log_t *log);
+void ngx_http_togglemaster_summary_exit(void);
 void ngx_http_togglemaster_events_done(ngx_http_togglemaster_msg_t **msgs,
     ngx_uint_t n, ngx_int_t rc);
 

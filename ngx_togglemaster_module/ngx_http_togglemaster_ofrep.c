@@ -70,7 +70,7 @@ typedef struct {
 static void
 ngx_http_togglemaster_ofrep_eval(ngx_http_togglemaster_ofrep_item_t *it,
     ngx_http_togglemaster_flag_t *f, tm_context *ctx,
-    ngx_http_togglemaster_env_ref_t *e)
+    ngx_http_togglemaster_env_ref_t *e, ngx_uint_t bulk)
 {
     tm_decision   d;
     const char   *variant;
@@ -97,9 +97,16 @@ ngx_http_togglemaster_ofrep_eval(ngx_http_togglemaster_ofrep_item_t *it,
     variant = it->res.variant ? it->res.variant
                               : (it->res.value ? "on" : "off");
 
-    ngx_http_togglemaster_event((u_char *) ctx->key, ctx->key_len,
-                                f->name.data, f->name.len, &d, variant,
-                                &e->name);
+    if (bulk) {
+        ngx_http_togglemaster_event_bulk((u_char *) ctx->key, ctx->key_len,
+                                         f->name.data, f->name.len, &d,
+                                         variant, &e->name);
+
+    } else {
+        ngx_http_togglemaster_event((u_char *) ctx->key, ctx->key_len,
+                                    f->name.data, f->name.len, &d, variant,
+                                    &e->name);
+    }
 
     if (it->res.reason == TM_REASON_ERROR) {
         /* a stored rule that does not compile cannot be parsed; anything
@@ -359,7 +366,7 @@ ngx_http_togglemaster_ofrep_single(ngx_http_request_t *r, ngx_str_t *key)
                    "FLAG_NOT_FOUND", "flag not found");
     }
 
-    ngx_http_togglemaster_ofrep_eval(&it, f, &ctx, &e);
+    ngx_http_togglemaster_ofrep_eval(&it, f, &ctx, &e, 0);
 
     if (it.code) {
         return ngx_http_togglemaster_ofrep_error(r, NGX_HTTP_BAD_REQUEST, key,
@@ -433,7 +440,8 @@ ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
             continue;
         }
 
-        ngx_http_togglemaster_ofrep_eval(&items[n], &fp->flags[i], &ctx, &e);
+        ngx_http_togglemaster_ofrep_eval(&items[n], &fp->flags[i], &ctx, &e,
+                                         1);
         len += ngx_http_togglemaster_ofrep_item_len(&items[n]) + 1;
         n++;
     }

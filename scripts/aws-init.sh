@@ -13,6 +13,8 @@
 #   TM_DLQ_MAX_RECEIVE   receives before a message moves to the DLQ (5)
 #   TM_SQS_VISIBILITY_TIMEOUT  the queue's visibility timeout in seconds (30)
 #   AWS_DYNAMODB_TABLE   table name (ToggleMasterAnalytics), partition key event_id (S)
+#   AWS_DYNAMODB_USAGE_TABLE  usage aggregates (ToggleMasterUsage), keys pk (S) + sk (S),
+#                        TTL on expires (docs/usage.md)
 #   AWS_REGION           region (us-east-1); AWS_ACCESS_KEY_ID picks the emulator's account
 # Prints the queue URL, the DLQ URL and the table name. Not for real AWS:
 # there, create these with your infrastructure tooling (see docs/events.md).
@@ -30,8 +32,9 @@ dlq=${TM_SQS_DLQ_NAME:-$queue-dlq}
 max_receive=${TM_DLQ_MAX_RECEIVE:-5}
 visibility=${TM_SQS_VISIBILITY_TIMEOUT:-30}
 table=${AWS_DYNAMODB_TABLE:-ToggleMasterAnalytics}
+usage_table=${AWS_DYNAMODB_USAGE_TABLE:-ToggleMasterUsage}
 
-for v in "$queue" "$dlq" "$table"; do
+for v in "$queue" "$dlq" "$table" "$usage_table"; do
   [[ $v =~ ^[A-Za-z0-9_.-]{1,80}$ ]] || { echo "aws-init: bad name \"$v\"" >&2; exit 2; }
 done
 [[ $max_receive =~ ^[0-9]+$ && $visibility =~ ^[0-9]+$ ]] || { echo "aws-init: bad number" >&2; exit 2; }
@@ -85,8 +88,16 @@ call dynamodb DynamoDB_20120810.CreateTable "{\"TableName\":\"$table\",
   \"AttributeDefinitions\":[{\"AttributeName\":\"event_id\",\"AttributeType\":\"S\"}],
   \"KeySchema\":[{\"AttributeName\":\"event_id\",\"KeyType\":\"HASH\"}],
   \"BillingMode\":\"PAY_PER_REQUEST\"}" >/dev/null
+call dynamodb DynamoDB_20120810.CreateTable "{\"TableName\":\"$usage_table\",
+  \"AttributeDefinitions\":[{\"AttributeName\":\"pk\",\"AttributeType\":\"S\"},{\"AttributeName\":\"sk\",\"AttributeType\":\"S\"}],
+  \"KeySchema\":[{\"AttributeName\":\"pk\",\"KeyType\":\"HASH\"},{\"AttributeName\":\"sk\",\"KeyType\":\"RANGE\"}],
+  \"BillingMode\":\"PAY_PER_REQUEST\"}" >/dev/null
 ok_errors=""
+# markers and old aggregates expire (TTL); emulators may not delete them
+call dynamodb DynamoDB_20120810.UpdateTimeToLive "{\"TableName\":\"$usage_table\",
+  \"TimeToLiveSpecification\":{\"Enabled\":true,\"AttributeName\":\"expires\"}}" >/dev/null 2>&1 || true
 
 echo "queue      $queue_url"
 echo "dlq        $dlq_url (after $max_receive receives)"
 echo "table      $table"
+echo "usage      $usage_table"

@@ -39,7 +39,7 @@ if (!$poster) {
     open my $f, '>', $h->dir . '/mid-flight.status' or _exit(1); print $f $r->{status}; close $f;
     _exit(0);   # not exit: the harness's END would stop the services
 }
-my $waiting = "SELECT pid FROM pg_stat_activity WHERE application_name = 'togglemaster' AND query LIKE 'INSERT INTO flags%'";
+my $waiting = "SELECT pid FROM pg_stat_activity WHERE application_name = 'togglemaster' AND query LIKE '%INSERT INTO flags (%'";
 ok $h->wait_until(3, sub { $h->psql($waiting) =~ /^\d+$/ }), 'the INSERT is out, waiting on the lock';
 my $pid = $h->psql($waiting);
 $h->psql("SELECT pg_terminate_backend($pid)");

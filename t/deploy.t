@@ -123,7 +123,12 @@ run_check('secret templates', 'secrets', "$root/k8s/base/secrets.example.yaml");
     my $read = sub { local (@ARGV, $/) = ($_[0]); my $j = eval { decode_json(<>) }; $j };
     my %want = (
         'analytics-worker-policy.json' => [qw(sqs:ReceiveMessage sqs:DeleteMessage sqs:GetQueueAttributes
-                                              sqs:ChangeMessageVisibility dynamodb:BatchWriteItem)],
+                                              sqs:ChangeMessageVisibility dynamodb:BatchWriteItem
+                                              dynamodb:DescribeTable),
+                                           # the usage table (docs/usage.md)
+                                           map { "usage:$_" } qw(dynamodb:PutItem dynamodb:UpdateItem
+                                              dynamodb:ConditionCheckItem dynamodb:Query
+                                              dynamodb:DescribeTable)],
         'gateway-policy.json' => [qw(sqs:SendMessage sqs:GetQueueAttributes)],
     );
     for my $file (sort keys %want) {
@@ -137,11 +142,14 @@ run_check('secret templates', 'secrets', "$root/k8s/base/secrets.example.yaml");
             for my $a (@a) {
                 my $res = $a =~ /^sqs:/ ? qr{^arn:aws:sqs:[a-z0-9-]+:\d{12}:togglemaster-events$}
                                         : qr{^arn:aws:dynamodb:[a-z0-9-]+:\d{12}:table/ToggleMasterAnalytics$};
-                $actions{$a} = 1 if $st->{Effect} eq 'Allow' && @r == grep { $_ =~ $res } @r;
+                my $usage = qr{^arn:aws:dynamodb:[a-z0-9-]+:\d{12}:table/ToggleMasterUsage$};
+                next unless $st->{Effect} eq 'Allow';
+                $actions{$a} = 1 if @r == grep { $_ =~ $res } @r;
+                $actions{"usage:$a"} = 1 if $a =~ /^dynamodb:/ && @r == grep { $_ =~ $usage } @r;
             }
         }
         is_deeply([sort keys %actions], [sort @{ $want{$file} }],
-                  "iam/$file allows exactly @{ $want{$file} } on the queue / table");
+                  "iam/$file allows exactly @{ $want{$file} } on the queue / tables");
         is_deeply(\@wide, [], "iam/$file has no wildcards");
     }
     # Trust: the role's own service account through the cluster's OIDC

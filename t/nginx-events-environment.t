@@ -46,6 +46,7 @@ my $ng = TM::Nginx->new($h, workers => 2, http => <<"CONF", server => <<'CONF');
     togglemaster_aws_endpoint $moto;
     togglemaster_aws_region us-east-1;
     togglemaster_events_batch 100 200ms;
+    togglemaster_events_bulk raw;        # one event per flag: this test follows each
 CONF
         togglemaster_identity $arg_user;
         location = /k/evaluate { togglemaster_api_key on; togglemaster_evaluate; }

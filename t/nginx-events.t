@@ -44,6 +44,9 @@ my $events_conf = <<"CONF";
     togglemaster_events_timeout 400ms;
     togglemaster_events_attempts 100;
     togglemaster_events_backoff_max 500ms;
+    # one raw event per flag of a bulk call, as this test checks them
+    # (the default is a summary: t/usage-bulk.t)
+    togglemaster_events_bulk raw;
 CONF
 my $server_conf = <<'CONF';
         togglemaster_identity $arg_user;

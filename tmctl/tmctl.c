@@ -8,6 +8,7 @@
 #include "tm_rules.h"
 #include "tmctl_doc.h"
 #include "tmctl_http.h"
+#include "tmctl_usage.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -63,6 +64,13 @@ static const char usage_text[] =
 "  tmctl keys create NAME [--scope admin|readonly|server|client] [--environment ENV]\n"
 "  tmctl keys revoke ID\n"
 "\n"
+"Usage, from the analytics service (docs/usage.md):\n"
+"  tmctl usage FLAG [--from DATE] [--to DATE] [--granularity hour|day] [--environment ENV]\n"
+"                                                   evaluations per hour or day as a text chart;\n"
+"                                                   DATE: 2026-11-22 or 2026-11-22T10:00:00Z\n"
+"  tmctl stale [--days N] [--environment ENV]        flags not evaluated, or answering one value,\n"
+"                                                   in N days (default 30, at most 90)\n"
+"\n"
 "Options (anywhere on the line; --opt=value works too):\n"
 "  --environment ENV    flags, rules, export and import act on ENV (env\n"
 "                       TOGGLEMASTER_ENVIRONMENT; default: the default environment)\n"
@@ -76,6 +84,8 @@ static const char usage_text[] =
 "                       (env TOGGLEMASTER_FLAGS_URL)\n"
 "  --targeting-url URL  the targeting service itself (env TOGGLEMASTER_TARGETING_URL)\n"
 "  --auth-url URL       the auth service itself (env TOGGLEMASTER_AUTH_URL)\n"
+"  --analytics-url URL  the analytics service itself, e.g. http://127.0.0.1:8005\n"
+"                       (env TOGGLEMASTER_ANALYTICS_URL; default: the gateway's /analytics)\n"
 "  --eval-url URL       the edge serving OFREP, e.g. http://127.0.0.1:8004\n"
 "                       (env TOGGLEMASTER_EVAL_URL)\n"
 "  --timeout SECONDS    per request (default 30)\n"
@@ -90,13 +100,15 @@ static const char usage_text[] =
 
 enum {
     O_DESC = 1, O_ENABLE = 2, O_USER = 4, O_CONTEXT = 8, O_DRY = 16, O_SKIP = 32,
-    O_FROMTO = 64, O_SCOPE = 128, O_CONFIRM = 256
+    O_FROMTO = 64, O_SCOPE = 128, O_CONFIRM = 256,
+    O_GRAN = 512, O_DAYS = 1024
 };
 
 typedef struct {
     const char *url, *key, *auth_url, *flags_url, *targeting_url, *eval_url, *timeout, *retries;
     const char *description, *user, *context;
     const char *environment, *from, *to, *scope, *master_key;
+    const char *granularity, *days, *analytics_url;   /* tmctl usage / stale */
     int enabled;          /* -1 not given */
     int dry_run, skip_unknown, help, confirm;
     long timeout_s;       /* --timeout, checked */
@@ -155,6 +167,8 @@ static int parse_args(int argc, char **argv)
         { "environment", &o.environment, 0 }, { "from", &o.from, O_FROMTO },
         { "to", &o.to, O_FROMTO }, { "scope", &o.scope, O_SCOPE },
         { "master-key", &o.master_key, 0 }, { "confirm", NULL, O_CONFIRM },
+        { "granularity", &o.granularity, O_GRAN }, { "days", &o.days, O_DAYS },
+        { "analytics-url", &o.analytics_url, 0 },
     };
     int only_pos = 0;
     for (int i = 1; i < argc; i++) {
@@ -986,6 +1000,9 @@ static const command commands[] = {
     { "keys", "list", 0, 0, "" },
     { "keys", "create", 1, O_SCOPE, "NAME [--scope admin|readonly|server|client] [--environment ENV]" },
     { "keys", "revoke", 1, 0, "ID" },
+    { "usage", NULL, 1, O_FROMTO | O_GRAN,
+      "FLAG [--from DATE] [--to DATE] [--granularity hour|day] [--environment ENV]" },
+    { "stale", NULL, 0, O_DAYS, "[--days N] [--environment ENV]" },
 };
 
 /* ---- environments, promotion, keys (docs/environments.md) ---- */
@@ -1135,7 +1152,8 @@ static int run(void)
     if (extra) {
         static const char *const names[] = { "--description", "--enabled/--disabled", "--user",
                                              "--context", "--dry-run", "--skip-unknown",
-                                             "--from/--to", "--scope", "--confirm" };
+                                             "--from/--to", "--scope", "--confirm",
+                                             "--granularity", "--days" };
         int b = 0;
         while (!(extra & (1u << b))) b++;
         return usage("%s does not take %s; usage: tmctl %s %s", full, names[b], full, c->args);
@@ -1187,6 +1205,12 @@ static int run(void)
     if (strcmp(c->group, "segments") == 0) return cmd_segments(c->verb, a0, a1);
     if (strcmp(c->group, "eval") == 0) return cmd_eval(a0);
     if (strcmp(c->group, "export") == 0) return cmd_export();
+    tmctl_usage_opts u = { .gateway = o.url, .analytics = o.analytics_url,
+                           .environment = o.environment,
+                           .from = o.from, .to = o.to, .granularity = o.granularity,
+                           .days = o.days };
+    if (strcmp(c->group, "usage") == 0) return tmctl_usage(&u, a0);
+    if (strcmp(c->group, "stale") == 0) return tmctl_stale(&u);
     return cmd_validate();
 }
 

@@ -217,6 +217,59 @@ long long tm_publish_env(const char *kind, const char *env, const char *field,
     return v;
 }
 
+int tm_publish_hexists(const char *hash, const char *field)
+{
+    const char *argv[] = { "HEXISTS", hash, field };
+    size_t lens[] = { 7, strlen(hash), strlen(field) };
+    redisReply *r = command(3, argv, lens);
+    if (r == NULL) {
+        return -1;
+    }
+    int known = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+    return known;
+}
+
+static int field_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+int tm_publish_hkeys(const char *hash, char ***fields, size_t *n)
+{
+    *fields = NULL;
+    *n = 0;
+    const char *argv[] = { "HKEYS", hash };
+    size_t lens[] = { 5, strlen(hash) };
+    redisReply *r = command(2, argv, lens);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        if (r) {
+            freeReplyObject(r);
+        }
+        return -1;
+    }
+    char **out = calloc(r->elements ? r->elements : 1, sizeof *out);
+    size_t k = 0;
+    for (size_t i = 0; out && i < r->elements; i++) {
+        redisReply *e = r->element[i];
+        if (e->type == REDIS_REPLY_STRING && !(out[k++] = strndup(e->str, e->len))) {
+            while (k > 0) {
+                free(out[--k]);
+            }
+            free(out);
+            out = NULL;
+        }
+    }
+    freeReplyObject(r);
+    if (!out) {
+        return -1;
+    }
+    qsort(out, k, sizeof *out, field_cmp);
+    *fields = out;
+    *n = k;
+    return 0;
+}
+
 static int item_cmp(const void *a, const void *b)
 {
     return strcmp(((const tm_pub_item *) a)->field, ((const tm_pub_item *) b)->field);

@@ -102,6 +102,14 @@ int tm_publish_fill_env(const char *kind, const char *env, tm_pub_loader load,
  * last round is no longer watched). */
 void tm_publish_reconcile_begin(void);
 
+/* HEXISTS hash field: 1 present, 0 absent, -1 Redis unreachable. */
+int tm_publish_hexists(const char *hash, const char *field);
+
+/* The fields of hash (HKEYS), sorted bytewise: *fields is a malloc'd array
+ * of malloc'd strings (free each, then the array). 0, or -1 when Redis is
+ * unreachable or on OOM. */
+int tm_publish_hkeys(const char *hash, char ***fields, size_t *n);
+
 /* 1 when every kind this process reconciles is listed in tm:ready (or Redis
  * is unreachable: nothing to do now); 0 when Redis lost one (restart, flush)
  * and a reconciliation should run at once. */

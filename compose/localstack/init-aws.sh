@@ -15,6 +15,7 @@ region=${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}}
 queue=${TM_QUEUE_NAME:-togglemaster-events}
 dlq=${TM_DLQ_NAME:-$queue-dlq}
 table=${AWS_DYNAMODB_TABLE:-ToggleMasterAnalytics}
+usage_table=${AWS_DYNAMODB_USAGE_TABLE:-ToggleMasterUsage}
 max_receive=${TM_MAX_RECEIVE_COUNT:-5}
 ready_file=${TM_READY_FILE:-/tmp/togglemaster-aws-ready}
 
@@ -53,6 +54,16 @@ if ! "${aws[@]}" dynamodb describe-table --table-name "$table" >/dev/null 2>&1; 
     --billing-mode PAY_PER_REQUEST >/dev/null
 fi
 "${aws[@]}" dynamodb wait table-exists --table-name "$table"
+# Usage aggregates and their per-message markers (docs/usage.md)
+if ! "${aws[@]}" dynamodb describe-table --table-name "$usage_table" >/dev/null 2>&1; then
+  "${aws[@]}" dynamodb create-table --table-name "$usage_table" \
+    --attribute-definitions AttributeName=pk,AttributeType=S AttributeName=sk,AttributeType=S \
+    --key-schema AttributeName=pk,KeyType=HASH AttributeName=sk,KeyType=RANGE \
+    --billing-mode PAY_PER_REQUEST >/dev/null
+fi
+"${aws[@]}" dynamodb wait table-exists --table-name "$usage_table"
+"${aws[@]}" dynamodb update-time-to-live --table-name "$usage_table" \
+  --time-to-live-specification Enabled=true,AttributeName=expires >/dev/null 2>&1 || true
 
-echo "init-aws: queue $queue_url (dead letters: $dlq after $max_receive receives), table $table"
+echo "init-aws: queue $queue_url (dead letters: $dlq after $max_receive receives), table $table, usage table $usage_table"
 touch "$ready_file"

@@ -383,7 +383,8 @@ def check_netpols(name, by_kind, workloads):
         ("flags", "auth", 8001, True), ("targeting", "auth", 8001, True),
         ("__outside__", "auth", 8001, False), ("__outside__", "flags", 8002, False),
         ("__outside__", "targeting", 8003, False), ("__outside__", "analytics", 8005, False),
-        ("auth", "flags", 8002, False), ("analytics", "auth", 8001, False),
+        # the usage API checks keys as the daemons do (docs/usage.md)
+        ("auth", "flags", 8002, False), ("analytics", "auth", 8001, True),
         # promotion and environment deletion: flags calls targeting with the
         # caller's key (docs/environments.md)
         ("flags", "targeting", 8003, True), ("targeting", "flags", 8002, False),
@@ -400,7 +401,7 @@ def check_netpols(name, by_kind, workloads):
         expect += [
             ("auth", "redis", 6379, True), ("flags", "redis", 6379, True),
             ("targeting", "redis", 6379, True), ("gateway", "redis", 6379, True),
-            ("analytics", "redis", 6379, False), ("__outside__", "redis", 6379, False),
+            ("analytics", "redis", 6379, True), ("__outside__", "redis", 6379, False),
             ("auth-migrate", "redis", 6379, False),
         ]
     for src, dst, port, want in expect:

@@ -79,9 +79,23 @@ sub create_table {
     }, 'ResourceInUseException');
 }
 
+# The usage aggregates table (docs/usage.md): keys pk (S) and sk (S).
+sub create_usage_table {
+    my ($self, $table) = @_;
+    $self->ddb(CreateTable => {
+        TableName => $table,
+        AttributeDefinitions => [{ AttributeName => 'pk', AttributeType => 'S' },
+                                 { AttributeName => 'sk', AttributeType => 'S' }],
+        KeySchema => [{ AttributeName => 'pk', KeyType => 'HASH' },
+                      { AttributeName => 'sk', KeyType => 'RANGE' }],
+        BillingMode => 'PAY_PER_REQUEST',
+    }, 'ResourceInUseException');
+}
+
 sub delete_table { my ($self, $table) = @_; $self->ddb(DeleteTable => { TableName => $table }) }
 
-# Queue, DLQ (redrive after max_receive receives) and table.
+# Queue, DLQ (redrive after max_receive receives), table and the usage
+# table (usage_table, default ToggleMasterUsage, the worker's default).
 sub create_pipeline {
     my ($self, %o) = @_;
     my $dlq = $self->create_queue("$o{queue}-dlq");
@@ -91,6 +105,7 @@ sub create_pipeline {
         RedrivePolicy => $JSON->encode({ deadLetterTargetArn => $arn,
                                          maxReceiveCount => "" . ($o{max_receive} // 5) }));
     $self->create_table($o{table}) if $o{table};
+    $self->create_usage_table($o{usage_table} // 'ToggleMasterUsage') if $o{table};
     return { queue_url => $q, dlq_url => $dlq };
 }
 
