@@ -290,7 +290,7 @@ static ngx_command_t  ngx_http_togglemaster_commands[] = {
       NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
       ngx_http_togglemaster_sse,
       NGX_HTTP_LOC_CONF_OFFSET,
-      0,
+      offsetof(ngx_http_togglemaster_loc_conf_t, sse),
       NULL },
 
     { ngx_string("togglemaster_sse_url"),

@@ -829,6 +829,12 @@ ngx_http_togglemaster_sse_conf(ngx_conf_t *cf,
     ngx_conf_merge_uint_value(conf->sse_max, prev->sse_max, 10000);
     ngx_conf_merge_ptr_value(conf->sse_url, prev->sse_url, NULL);
 
+    /* the token is the stream's credential: an inherited
+     * togglemaster_api_key would ask EventSource for a key it cannot send */
+    if (conf->sse) {
+        conf->api_key = 0;
+    }
+
     tmcf = ngx_http_conf_get_module_main_conf(cf,
                                               ngx_http_togglemaster_module);
 

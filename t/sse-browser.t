@@ -58,11 +58,13 @@ for my $i (1 .. 3) {
     is $h->req(PUT => "$G/flags/flags/banner?environment=staging", $A, { is_enabled => $on })->{status}, 200,
         "admin API: banner " . ($on ? 'on' : 'off');
     $st = cmd("wait $i 10");
-    is scalar(@{ $st->{changes} // [] }), $i, "the page saw PROVIDER_CONFIGURATION_CHANGED ($i)";
+    is scalar(@{ $st->{changes} // [] }), $i, "the page saw PROVIDER_CONFIGURATION_CHANGED ($i)"
+        or diag explain $st;
     is !!$st->{value}, !!$on, '... and the new value';
 }
 is_deeply $st->{errors}, [], 'no provider errors at the end';
 
+diag `tail -5 @{[ $s->dir ]}/nginx/error.log` if grep { !$_ } Test::More->builder->summary;
 print $in "quit\n";
 close $in;
 waitpid $pid, 0;

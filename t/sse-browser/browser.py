@@ -79,6 +79,8 @@ def main():
                 while time.time() < end and len(st["changes"]) < n:
                     time.sleep(0.002)
                     st = state(drv)
+                if len(st["changes"]) < n:
+                    st["console"] = [e["message"] for e in drv.get_log("browser")][-10:]
                 print(json.dumps(st), flush=True)
     finally:
         drv.quit()
