@@ -53,6 +53,9 @@ CONF
         listen 127.0.0.1:$slow_port sndbuf=4k;
         togglemaster_sse_url "http://\$http_host/sse";
         location /k/ofrep/v1/ { togglemaster_api_key server client; togglemaster_ofrep; }
+        # an API key asked for around it does not apply: the token is the
+        # stream's credential
+        location = /sse-keyed { togglemaster_api_key on; togglemaster_sse on; }
         location = /sse {
             togglemaster_sse on;
             togglemaster_sse_heartbeat 1s;
@@ -160,6 +163,38 @@ like $r->{json}{error} // '', qr/invalid stream token/, '... invalid';
 is $h->req(GET => $base . $other_env)->{status}, 401, 'staging signature on a production token: 401';
 is $h->req(GET => $base . 'garbage')->{status}, 401, 'garbage: 401';
 is $h->req(POST => $url, {}, '{}')->{status}, 405, 'POST to the stream: 405';
+
+my $keyed = sopen($ng->url('/sse-keyed?token=' . token(time + 600, 'staging')));
+is $keyed->{status}, 200, 'togglemaster_api_key does not apply to a stream location';
+close $keyed->{s};
+
+# --- bad directive values stop nginx at start ---
+sub conf_error {
+    my ($http, $loc) = @_;
+    my $f = $h->dir . '/bad.conf';
+    open my $c, '>', $f or die;
+    print $c "load_module $TM::Nginx::MODULE;\nerror_log stderr;\nevents {}\nhttp {\n$http\n"
+           . "server { listen 127.0.0.1:1; location = /s { $loc } } }\n";
+    close $c;
+    my $out = `@{[ TM::Nginx::shell_env($h) ]} nginx -t -c $f -p @{[ $h->dir ]} -e stderr 2>&1`;
+    return $? ? $out : '';
+}
+my $sec = "togglemaster_sse_secret $SECRET;";
+is conf_error($sec, 'togglemaster_sse on;'), '', 'a good stream location passes nginx -t';
+like conf_error($sec, 'togglemaster_sse on; togglemaster_sse_heartbeat 0;'), qr/must be 1s\.\.1h/, 'heartbeat 0: refused';
+like conf_error($sec, 'togglemaster_sse on; togglemaster_sse_heartbeat soon;'), qr/invalid value/, 'heartbeat "soon": refused';
+like conf_error($sec, 'togglemaster_sse on; togglemaster_sse_max_connections 0;'), qr/must be between 1 and/, 'max_connections 0: refused';
+like conf_error($sec, 'togglemaster_sse on; togglemaster_sse_max_connections many;'), qr/invalid number/, 'max_connections "many": refused';
+like conf_error($sec, 'togglemaster_sse_inactivity_delay 100000; togglemaster_ofrep;'), qr/must be between 0 and 86400/, 'inactivity delay past a day: refused';
+like conf_error($sec, 'togglemaster_sse maybe;'), qr/invalid value/, 'togglemaster_sse maybe: refused';
+like conf_error('togglemaster_sse_secret short;', 'togglemaster_sse on;'), qr/at least 32 bytes/, 'a short secret: refused';
+like conf_error('togglemaster_sse_secret env:TM_NO_SUCH_VARIABLE;', 'togglemaster_sse on;'), qr/is not set/, 'a secret from a missing variable: refused';
+like conf_error('', 'togglemaster_sse on;'), qr/need togglemaster_sse_secret/, 'a stream without a secret: refused';
+like conf_error("$sec togglemaster_sse_token_ttl 5s;", 'togglemaster_sse on;'), qr/must be 60s\.\.7d/, 'token ttl 5s: refused';
+{
+    local $ENV{TM_SSE_TEST_SECRET} = 'x' x 40;
+    is conf_error('togglemaster_sse_secret env:TM_SSE_TEST_SECRET;', 'togglemaster_sse on;'), '', 'a secret from the environment';
+}
 
 # --- events ---
 my $indep = sopen($base . token(time + 600, 'staging'));
