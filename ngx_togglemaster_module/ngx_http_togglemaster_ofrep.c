@@ -400,6 +400,8 @@ ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
     ngx_http_togglemaster_env_ref_t      e;
     ngx_http_togglemaster_ofrep_item_t  *items;
 
+    static ngx_str_t  default_env = ngx_string("default");
+
     if (ngx_http_togglemaster_ofrep_context(r, NULL, &ctx, &rc) != NGX_OK) {
         return rc;
     }
@@ -413,10 +415,13 @@ ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
     fp = ngx_http_togglemaster_current
          ? ngx_http_togglemaster_current->fparts[e.index] : NULL;
 
-    /* the stream URL names the environment: the default's too */
+    /* the stream URL names the environment by name, the default's too
+     * (before the first snapshot only the default can be asked for) */
     if (ngx_http_togglemaster_sse_streams_json(r,
-            ngx_http_togglemaster_current
-            ? &ngx_http_togglemaster_current->epart->names[e.index] : &e.name,
+            (ngx_http_togglemaster_current
+             && ngx_http_togglemaster_current->epart)
+            ? &ngx_http_togglemaster_current->epart->names[e.index]
+            : (e.name.len ? &e.name : &default_env),
             &streams)
         != NGX_OK)
     {

@@ -317,4 +317,17 @@ close $again->{s};
 close $P->{s};
 
 unlike $ng->error_log, qr/\[(alert|crit|emerg)\]|AddressSanitizer|runtime error/, 'no alerts or sanitizer reports';
+
+# --- before any snapshot (no Redis, no file): the default's stream ---
+$ng->stop;
+my $bare = TM::Nginx->new($h, redis => 0, snapshot => 0, http => "togglemaster_sse_secret \"$SECRET\";",
+                          server => 'togglemaster_sse_url "http://$http_host/sse"; location = /sse { togglemaster_sse on; }');
+$bare->start;
+$r = $h->req(POST => $bare->url('/ofrep/v1/evaluate/flags'), {}, { context => { targetingKey => 'u' } });
+is $r->{status}, 200, 'no snapshot yet: bulk 200';
+like $r->{json}{eventStreams}[0]{url} // '', qr/token=\d+\.default\./, '... listing the default environment\'s stream';
+my $early = sopen($r->{json}{eventStreams}[0]{url});
+is $early->{status}, 200, '... which opens';
+close $early->{s};
+unlike $bare->error_log, qr/\[(alert|crit|emerg)\]|AddressSanitizer|runtime error/, 'no alerts or sanitizer reports';
 done_testing;
