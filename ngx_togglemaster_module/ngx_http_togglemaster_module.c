@@ -3,7 +3,7 @@
  * the worker lifecycle. The concerns live in their own files:
  * snapshot (tables), sync + redis (keeping the snapshot current), file
  * (snapshot on disk), eval (/evaluate), ofrep, access (API keys, require),
- * metrics.
+ * metrics, sse (OFREP event streams).
  */
 
 #include "ngx_http_togglemaster_module.h"
