@@ -1,6 +1,9 @@
 /* togglemaster-auth (port 8001): issues, lists, validates and revokes API
  * keys. Only SHA-256 hashes are stored; the active set is published to Redis
  * (tm:keys) so the edge and the other daemons check keys locally. */
+#include "tm_apikey.h"
+#include "tm_audit.h"
+#include "tm_webhooks.h"
 #include "tm_daemon.h"
 #include "tm_hash.h"
 #include "tm_log.h"
@@ -82,10 +85,28 @@ static int master_ok(const tm_req *req, tm_resp *resp)
     size_t len;
     const char *k = tm_req_bearer(req, &len);
     if (k && tm_consttime_eq(k, len, master_key, strlen(master_key))) {
+        tm_audit_actor_master();
         return 1;
     }
     tm_resp_error(resp, 403, "a valid master key is required (Authorization: Bearer <MASTER_KEY>)");
     return 0;
+}
+
+/* A key's change and its audit record in one transaction (tm_audit.h).
+ * sql returns the row's listing (KEY_ROW_JSON: no key, no hash) as its
+ * third column; a revocation's before image is the listing as it was. */
+static tm_db_status audited_key(const char *action, const char *sql, int nparams,
+                                const char *const *params, PGresult **out)
+{
+    int revoke = strcmp(action, "revoke") == 0;
+    tm_audit_change c = {
+        .action = action, .kind = "key", .name = revoke ? NULL : params[0],
+        .before_sql = revoke ? "SELECT " KEY_ROW_JSON "::text FROM api_keys WHERE id = $1"
+                               " FOR UPDATE" : NULL,
+        .nbefore = 1, .before_params = params,
+        .sql = sql, .nparams = nparams, .params = params, .after_col = 2,
+    };
+    return tm_audit_apply(&c, out);
 }
 
 static void create_key(const tm_req *req, tm_resp *resp)
@@ -131,9 +152,9 @@ static void create_key(const tm_req *req, tm_resp *resp)
 
     const char *p[] = { name, hash, tm_scope_name(b.scope), b.environment };
     PGresult *res;
-    tm_db_status s = tm_db_exec("INSERT INTO api_keys (name, key_hash, scope, environment)"
-                                " VALUES ($1, $2, $3, $4) RETURNING id, " KEY_PUB_EITHER,
-                                4, p, &res);
+    tm_db_status s = audited_key("create", "INSERT INTO api_keys (name, key_hash, scope, environment)"
+                                 " VALUES ($1, $2, $3, $4) RETURNING id, " KEY_PUB_EITHER ", "
+                                 KEY_ROW_JSON "::text", 4, p, &res);
     if (s != TM_DB_OK) {
         json_decref(body);
         tm_store_db_error(resp, s);
@@ -181,8 +202,8 @@ static void revoke_key(const tm_req *req, tm_resp *resp, const char *idstr)
     }
     const char *p[] = { idstr };
     PGresult *res;
-    tm_db_status s = tm_db_exec("UPDATE api_keys SET is_active = FALSE WHERE id = $1"
-                                " RETURNING key_hash, scope", 1, p, &res);
+    tm_db_status s = audited_key("revoke", "UPDATE api_keys SET is_active = FALSE WHERE id = $1"
+                                 " RETURNING key_hash, scope, " KEY_ROW_JSON "::text", 1, p, &res);
     if (s != TM_DB_OK) {
         tm_store_db_error(resp, s);
         return;
@@ -230,10 +251,28 @@ static void validate(const tm_req *req, tm_resp *resp)
     PQclear(res);
 }
 
+/* The key changes' trail and their webhooks: the master key, or an API
+ * key whose scope allows the method (admin; readonly: GET). */
+static void audit(const tm_req *req, tm_resp *resp)
+{
+    size_t len;
+    const char *k = tm_req_bearer(req, &len);
+    if ((k && tm_consttime_eq(k, len, master_key, strlen(master_key)))
+        || tm_apikey_check(req, resp)) {
+        if (!tm_webhooks_route(req, resp)) {
+            tm_audit_get(req, resp);
+        }
+    }
+}
+
 static void handle(void *ctx, const tm_req *req, tm_resp *resp)
 {
     (void) ctx;
     const char *m = req->method, *path = req->path;
+    tm_audit_request(req);
+    if (strcmp(path, "/audit") == 0 || strncmp(path, "/webhooks", 9) == 0) {
+        return audit(req, resp);
+    }
     if (strcmp(path, "/admin/keys") == 0) {
         if (strcmp(m, "POST") == 0) return create_key(req, resp);
         if (strcmp(m, "GET") == 0) return list_keys(req, resp);
@@ -288,6 +327,7 @@ static int apply_use(const char *key_hash, const char *unix_time)
 
 static void reconcile(void)
 {
+    tm_audit_prune();
     tm_publish_reconcile_begin();
     tm_publish_reconcile("key", load_keys, tm_store_free_result);
     tm_publish_reconcile("key2", load_keys2, tm_store_free_result);

@@ -3,6 +3,7 @@
  * (docs/environments.md). PostgreSQL holds them; every committed change is
  * published to Redis (tm:flags, tm:flags@<env>, tm:envs) for the edge.
  * Every route but /health* needs an API key. */
+#include "tm_audit.h"
 #include "tm_env.h"
 #include "tm_log.h"
 #include "tm_names.h"
@@ -288,8 +289,13 @@ static void env_create(const tm_req *req, tm_resp *resp)
     }
     const char *p[] = { b.name };
     PGresult *res;
-    tm_db_status s = tm_db_exec("INSERT INTO environments (name) VALUES ($1) ON CONFLICT DO NOTHING"
-                                " RETURNING " ENV_PUB_JSON ", " ENV_ROW_JSON "::text", 1, p, &res);
+    tm_audit_change c = {
+        .action = "create", .kind = "environment", .name = b.name,
+        .sql = "INSERT INTO environments (name) VALUES ($1) ON CONFLICT DO NOTHING"
+               " RETURNING " ENV_PUB_JSON ", " ENV_ROW_JSON "::text",
+        .nparams = 1, .params = p, .after_col = 1,
+    };
+    tm_db_status s = tm_audit_apply(&c, &res);
     if (s != TM_DB_OK || PQntuples(res) == 0) {
         if (s == TM_DB_OK || s == TM_DB_CONFLICT) {
             tm_resp_error(resp, 409, "an environment \"%s\" already exists", b.name);
@@ -386,8 +392,14 @@ static void env_delete(const tm_req *req, tm_resp *resp, const char *name)
     tm_peer_resp_free(&pr);
     const char *p[] = { name };
     PGresult *res;
-    tm_db_status s = tm_db_exec("DELETE FROM environments WHERE name = $1 AND NOT is_default",
-                                1, p, &res);
+    tm_audit_change c = {
+        .action = "delete", .kind = "environment", .name = name,
+        .before_sql = "SELECT " ENV_ROW_JSON "::text FROM environments WHERE name = $1",
+        .nbefore = 1, .before_params = p,
+        .sql = "DELETE FROM environments WHERE name = $1 AND NOT is_default RETURNING id",
+        .nparams = 1, .params = p, .after_col = -1,
+    };
+    tm_db_status s = tm_audit_apply(&c, &res);
     if (s != TM_DB_OK) {
         tm_store_db_error(resp, s);
         return;
@@ -449,9 +461,14 @@ static int copy_rule(const tm_req *req, tm_resp *resp, const char *name, const j
 static void copy_state(tm_resp *resp, const char *name, const char *from, const char *to,
                        json_t *rule)
 {
-    const char *p[] = { name, from, to };
+    const char *p[] = { name, from, to }, *q[] = { name, to };
     PGresult *res;
-    tm_db_status s = tm_db_exec(
+    /* Recorded as the flag's update in env to, from what it was there. */
+    tm_audit_change c = {
+        .action = "promote", .kind = store.kind, .name = name, .env = to,
+        .before_sql = store.sql_get, .nbefore = 2, .before_params = q,
+        .nparams = 3, .params = p, .after_col = -1,
+        .sql =
         "WITH src AS (SELECT f.id, CASE WHEN e.is_default THEN coalesce(f.is_enabled, FALSE)"
         "   ELSE coalesce(s.is_enabled, FALSE) END AS en" FLAG_FROM("$2") " WHERE f.name = $1),"
         " dst AS (SELECT id, is_default FROM environments WHERE name = $3),"
@@ -461,13 +478,15 @@ static void copy_state(tm_resp *resp, const char *name, const char *from, const 
         "   SELECT src.id, dst.id, src.en, clock_timestamp() FROM src, dst WHERE NOT dst.is_default"
         "   ON CONFLICT (flag_id, environment_id) DO UPDATE SET is_enabled = excluded.is_enabled,"
         "   updated_at = excluded.updated_at RETURNING flag_id)"
-        " SELECT (SELECT count(*) FROM u1) + (SELECT count(*) FROM u2)", 3, p, &res);
+        " SELECT 1 WHERE (SELECT count(*) FROM u1) + (SELECT count(*) FROM u2) > 0",
+        .after_sql = store.sql_get, .nafter = 2, .after_params = q,
+    };
+    tm_db_status s = tm_audit_apply(&c, &res);
     if (s != TM_DB_OK) {
         tm_store_db_error(resp, s);
         return;
     }
     PQclear(res);
-    const char *q[] = { name, to };
     s = tm_db_exec(store.sql_get, 2, q, &res);
     if (s != TM_DB_OK || PQntuples(res) == 0) {
         if (s == TM_DB_OK) PQclear(res);

@@ -3,6 +3,7 @@
  * checked against the rule language lib/ evaluates (tm_rules_check,
  * tm_segment_check), stored as JSONB and published to Redis (tm:rules,
  * tm:segments) for the edge. Every route but /health* needs an API key. */
+#include "tm_audit.h"
 #include "tm_buf.h"
 #include "tm_log.h"
 #include "tm_names.h"
@@ -151,12 +152,22 @@ static int purge_environment(const tm_req *req, tm_resp *resp)
     }
     const char *p[] = { env };
     PGresult *res;
-    tm_db_status s = tm_db_exec("DELETE FROM targeting_rules WHERE environment = $1", 1, p, &res);
+    /* One record for the purge (the rules as they were, as a JSON array). */
+    tm_audit_change c = {
+        .action = "delete-all", .kind = store.kind, .name = "*", .env = env,
+        .before_sql = "SELECT json_agg(rules ORDER BY flag_name)::text FROM targeting_rules"
+                      " WHERE environment = $1",
+        .nbefore = 1, .before_params = p,
+        .sql = "WITH d AS (DELETE FROM targeting_rules WHERE environment = $1 RETURNING 1)"
+               " SELECT count(*) FROM d HAVING count(*) > 0",
+        .nparams = 1, .params = p, .after_col = -1,
+    };
+    tm_db_status s = tm_audit_apply(&c, &res);
     if (s != TM_DB_OK) {
         tm_store_db_error(resp, s);
         return 1;
     }
-    const char *n = PQcmdTuples(res);
+    const char *n = PQntuples(res) ? PQgetvalue(res, 0, 0) : "0";
     tm_resp_json(resp, 200, json_pack("{s:s,s:I}", "environment", env, "deleted",
                                       (json_int_t) strtoll(n, NULL, 10)));
     PQclear(res);

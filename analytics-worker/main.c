@@ -243,6 +243,7 @@ int main(int argc, char **argv)
         pthread_join(threads[i], NULL);
     }
     tm_http_stop(http);
+    tm_publish_close();
     tmw_creds_shutdown();
     curl_global_cleanup();
     TM_INFO("stopped");

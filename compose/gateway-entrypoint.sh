@@ -5,10 +5,12 @@
 # The config template (nginx-conf/ingress.conf, baked into the image) may
 # hold @NAME@ placeholders, as nginx-conf/dev.conf does for `make run`; each
 # is replaced by the environment variable NAME. @MODULE@ and @RUN@ have
-# defaults: the module's path, and /tmp, a writable directory (as in
-# dev.conf, files go under @RUN@/nginx/), @RESOLVER@ defaults to the
-# first nameserver of /etc/resolv.conf and @CONSOLE@ (the admin console's
-# files, served at /ui/) to where the image installs them. A placeholder
+# defaults: the module's path, and /var/cache/togglemaster, the image's
+# writable directory for nginx's pid, temp files and the flag snapshot (as in
+# dev.conf, they go under @RUN@/nginx/), which compose and Kubernetes mount a
+# volume on so the snapshot outlives a container restart; @RESOLVER@ defaults
+# to the first nameserver of /etc/resolv.conf and @CONSOLE@ (the admin
+# console's files, served at /ui/) to where the image installs them. A placeholder
 # without a value stops the container with a message naming it.
 # Arguments are passed on to nginx (`-t` checks the rendered config).
 set -euo pipefail
@@ -16,7 +18,7 @@ set -euo pipefail
 template=${TM_NGINX_TEMPLATE:-/etc/togglemaster/ingress.conf}
 run=${TM_NGINX_DIR:-/tmp/nginx}
 export MODULE=${MODULE:-${TM_NGINX_MODULE:-/usr/lib/nginx/modules/ngx_http_togglemaster_module.so}}
-export RUN=${RUN:-/tmp}
+export RUN=${RUN:-/var/cache/togglemaster}
 export CONSOLE=${CONSOLE:-/usr/share/togglemaster/console}
 # nginx's resolver, with which workers follow the AWS endpoints' DNS answers
 # (AWS rotates their addresses): the pod's or container's nameserver unless

@@ -14,6 +14,10 @@ static const char *const rule_fields[] = { "flag_name", "rules", "is_enabled", N
 static const char *const segment_fields[] = { "name", "description", "constraints", NULL };
 static const char *const env_fields[] = { "name", NULL };
 static const char *const promote_fields[] = { "from", "to", NULL };
+static const char *const webhook_fields[] = { "url", "secret", "kinds", "environments", "format",
+                                              NULL };
+static const char *const webhook_kinds[] = { "flag", "rule", "segment", "environment", "key",
+                                             NULL };
 
 typedef struct {
     int *status;
@@ -292,6 +296,83 @@ static int promote_body(const json_t *obj, tm_body *b, why *w)
     return 0;
 }
 
+/* Printable ASCII (no space when !spaces), min to max bytes. */
+static int ascii(const char *s, size_t min, size_t max, int spaces)
+{
+    size_t n = strlen(s);
+    for (const unsigned char *p = (const unsigned char *) s; *p; p++) {
+        if (*p < (spaces ? 0x20 : 0x21) || *p > 0x7e) return 0;
+    }
+    return n >= min && n <= max;
+}
+
+static int webhook_kind_known(const char *k)
+{
+    for (size_t i = 0; webhook_kinds[i]; i++) {
+        if (strcmp(k, webhook_kinds[i]) == 0) return 1;
+    }
+    return 0;
+}
+
+/* kinds or environments: null (all) or 1 to 16 names, kept as compact JSON. */
+static int webhook_list(const json_t *obj, const char *member, int *has, char **out, why *w)
+{
+    json_t *v = json_object_get(obj, member), *e;
+    size_t i;
+    *has = v != NULL;
+    if (v == NULL || json_is_null(v)) {
+        return 0;
+    }
+    if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > 16) {
+        return fail(w, 400, "\"%s\" must be null (all) or an array of 1 to 16 names", member);
+    }
+    json_array_foreach(v, i, e) {
+        const char *s = json_string_value(e);
+        int ok = s && (strcmp(member, "kinds") == 0 ? webhook_kind_known(s)
+                                                   : tm_env_name_valid(s, strlen(s)));
+        if (!ok) {
+            return fail(w, 400, strcmp(member, "kinds") == 0
+                        ? "\"kinds\": element %zu is not flag, rule, segment, environment or key"
+                        : "\"environments\": element %zu is not an environment name", i);
+        }
+    }
+    *out = json_dumps(v, JSON_COMPACT);
+    return *out ? 0 : fail(w, 500, "out of memory");
+}
+
+static int webhook_body(const json_t *obj, int create, tm_body *b, why *w)
+{
+    json_t *u = json_object_get(obj, "url"), *s = json_object_get(obj, "secret");
+    json_t *f = json_object_get(obj, "format");
+    if (only(obj, webhook_fields, w) != 0) {
+        return -1;
+    }
+    if (create && (u == NULL || s == NULL)) {
+        return fail(w, 400, "\"url\" and \"secret\" are required");
+    }
+    b->url = json_string_value(u);
+    b->secret = json_string_value(s);
+    b->format = json_string_value(f);
+    if (u && (b->url == NULL || !ascii(b->url, 8, 2048, 0)
+              || (strncmp(b->url, "http://", 7) != 0 && strncmp(b->url, "https://", 8) != 0)
+              || strlen(b->url) <= (b->url[4] == 's' ? 8u : 7u))) {
+        return fail(w, 400, "\"url\" must be an http:// or https:// URL of at most 2048"
+                    " printable ASCII bytes");
+    }
+    if (s && (b->secret == NULL || !ascii(b->secret, 16, 256, 1))) {
+        return fail(w, 400, "\"secret\" must be 16 to 256 printable ASCII bytes");
+    }
+    if (f && (b->format == NULL || (strcmp(b->format, "json") != 0
+                                    && strcmp(b->format, "slack") != 0))) {
+        return fail(w, 400, "\"format\" must be \"json\" or \"slack\"");
+    }
+    if (webhook_list(obj, "kinds", &b->has_kinds, &b->kinds, w) != 0
+        || webhook_list(obj, "environments", &b->has_envs, &b->envs, w) != 0) {
+        return -1;
+    }
+    return 0;
+}
+
 int tm_body_check(tm_body_kind kind, const json_t *obj, const char *path_name,
                   tm_body *out, int *status, char *err, size_t errlen)
 {
@@ -321,6 +402,9 @@ int tm_body_check(tm_body_kind kind, const json_t *obj, const char *path_name,
     case TM_BODY_PROMOTE:
         rc = promote_body(obj, out, &w);
         break;
+    case TM_BODY_WEBHOOK:
+        rc = webhook_body(obj, path_name == NULL, out, &w);
+        break;
     default:
         rc = fail(&w, 500, "unknown body kind");
     }
@@ -334,6 +418,8 @@ void tm_body_free(tm_body *b)
 {
     if (b) {
         free(b->doc);
-        b->doc = NULL;
+        free(b->kinds);
+        free(b->envs);
+        b->doc = b->kinds = b->envs = NULL;
     }
 }

@@ -18,11 +18,19 @@ typedef enum {
                          * not a flag name; environment exactly for the
                          * server and client scopes                     /admin/keys */
     TM_BODY_ENV,        /* {name}: an environment name                  /environments */
-    TM_BODY_PROMOTE     /* {from, to}: two different environment names /flags/{name}/promote */
+    TM_BODY_PROMOTE,    /* {from, to}: two different environment names /flags/{name}/promote */
+    TM_BODY_WEBHOOK     /* {url, secret, kinds?, environments?, format?}: url
+                         * http(s), at most 2048 printable ASCII bytes; secret
+                         * 16 to 256 printable ASCII bytes (both required on
+                         * create); kinds null (all) or 1 to 16 of flag, rule,
+                         * segment, environment, key; environments null or 1
+                         * to 16 environment names; format json or slack
+                         * (docs/audit.md)                               /webhooks */
 } tm_body_kind;
 
 /* A checked body. Strings point into the JSON object it came from; doc
- * (rules or constraints as compact JSON) is malloc'ed: tm_body_free(). */
+ * (rules or constraints as compact JSON), kinds and envs are malloc'ed:
+ * tm_body_free(). */
 typedef struct {
     const char *name;        /* create: the body's; update: the path's */
     const char *description; /* NULL when absent */
@@ -34,6 +42,9 @@ typedef struct {
     tm_scope scope;          /* keys: TM_SCOPE_ADMIN when absent */
     const char *environment; /* keys: set exactly for server and client */
     const char *from, *to;   /* promotion */
+    const char *url, *secret, *format;  /* webhooks: NULL when absent */
+    int has_kinds, has_envs; /* webhooks: the member was given */
+    char *kinds, *envs;      /* webhooks: the arrays as compact JSON; NULL: all */
 } tm_body;
 
 /* The raw bytes of a request body as a JSON object (duplicate members and

@@ -20,6 +20,14 @@ DEB_PKGS=(
   nginx nginx-dev     # the nginx we load into, and its sources to build against
   python3 python3-venv python3-pip
   chromium chromium-driver  # tests only: t/console.t drives the admin console in headless Chromium
+  # t/compose.t: the images built and compose/docker-compose.yml run for real,
+  # with a container engine from Debian: podman (4.3) on runc (crun fails on
+  # this machine's hybrid cgroups), netavark + aardvark-dns (the compose
+  # network and its DNS: services find each other by name), iptables
+  # (netavark's NAT and published ports), podman-compose (1.0.3, runs the
+  # compose file), debootstrap (the base image from Debian's mirror: no image
+  # registry is reachable)
+  podman runc netavark aardvark-dns iptables podman-compose debootstrap
 )
 
 missing=()

@@ -161,6 +161,14 @@ for my $conf (sort keys %GW) {
         "$conf: ... with ?confirm=<name> -> 204";
     is $h->req(GET => "$G/flags/environments")->{status}, 401, "$conf: GET /flags/environments without a key -> 401";
 
+    # --- the audit trails (docs/audit.md): /flags/audit is the daemon's, not a flag's ---
+    $r = $h->req(GET => "$G/flags/audit?name=$name&environment=$env", \%K);
+    is $r->{status}, 200, "$conf: GET /flags/audit -> 200";
+    is(($r->{json}{records} || [])->[0]{name}, $name, "$conf: GET /flags/audit: the flags daemon's trail");
+    $r = $h->req(GET => "$G/targeting/audit?limit=1", \%K);
+    ok $r->{status} == 200 && ref $r->{json}{records} eq 'ARRAY', "$conf: GET /targeting/audit -> the targeting trail";
+    is ref $h->req(GET => "$G/flags/webhooks", \%K)->{json}, 'ARRAY', "$conf: GET /flags/webhooks -> the flags daemon's endpoints";
+
     # --- delete ---
     $r = $h->req(DELETE => "$G/flags/flags/$name", \%K);
     is $r->{status}, 204, "$conf: DELETE /flags/flags/<name> -> 204";

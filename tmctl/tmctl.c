@@ -6,6 +6,7 @@
  * lists the commands. */
 #include "tm_names.h"
 #include "tm_rules.h"
+#include "tmctl_audit.h"
 #include "tmctl_doc.h"
 #include "tmctl_http.h"
 #include "tmctl_usage.h"
@@ -70,6 +71,14 @@ static const char usage_text[] =
 "                                                   DATE: 2026-11-22 or 2026-11-22T10:00:00Z\n"
 "  tmctl stale [--days N] [--environment ENV]        flags not evaluated, or answering one value,\n"
 "                                                   in N days (default 30, at most 90)\n"
+"Who changed what (docs/audit.md; an admin or readonly key):\n"
+"  tmctl audit [--service flags|targeting|auth] [--kind KIND] [--name NAME] [--actor KEY]\n"
+"              [--since TIME] [--until TIME] [--limit N] [--json]\n"
+"                                                   one service's trail, newest first;\n"
+"                                                   --environment filters too\n"
+"  tmctl history FLAG [--since TIME] [--until TIME] [--limit N] [--json]\n"
+"                                                   the flag's changes and its rule's, merged\n"
+"                                                   by time (flags and targeting trails)\n"
 "\n"
 "Options (anywhere on the line; --opt=value works too):\n"
 "  --environment ENV    flags, rules, export and import act on ENV (env\n"
@@ -101,7 +110,7 @@ static const char usage_text[] =
 enum {
     O_DESC = 1, O_ENABLE = 2, O_USER = 4, O_CONTEXT = 8, O_DRY = 16, O_SKIP = 32,
     O_FROMTO = 64, O_SCOPE = 128, O_CONFIRM = 256,
-    O_GRAN = 512, O_DAYS = 1024
+    O_GRAN = 512, O_DAYS = 1024, O_AUDIT = 2048, O_AUDITQ = 4096
 };
 
 typedef struct {
@@ -109,8 +118,9 @@ typedef struct {
     const char *description, *user, *context;
     const char *environment, *from, *to, *scope, *master_key;
     const char *granularity, *days, *analytics_url;   /* tmctl usage / stale */
+    const char *service, *kind, *name, *actor, *since, *until, *limit;
     int enabled;          /* -1 not given */
-    int dry_run, skip_unknown, help, confirm;
+    int dry_run, skip_unknown, help, confirm, json;
     long timeout_s;       /* --timeout, checked */
     int retries_n;        /* --retries, checked */
     unsigned given;       /* O_* seen */
@@ -169,6 +179,10 @@ static int parse_args(int argc, char **argv)
         { "master-key", &o.master_key, 0 }, { "confirm", NULL, O_CONFIRM },
         { "granularity", &o.granularity, O_GRAN }, { "days", &o.days, O_DAYS },
         { "analytics-url", &o.analytics_url, 0 },
+        { "service", &o.service, O_AUDIT }, { "kind", &o.kind, O_AUDIT },
+        { "name", &o.name, O_AUDIT }, { "actor", &o.actor, O_AUDIT },
+        { "since", &o.since, O_AUDITQ }, { "until", &o.until, O_AUDITQ },
+        { "limit", &o.limit, O_AUDITQ }, { "json", NULL, O_AUDITQ },
     };
     int only_pos = 0;
     for (int i = 1; i < argc; i++) {
@@ -219,6 +233,8 @@ static int parse_args(int argc, char **argv)
                 o.skip_unknown = 1;
             } else if (strcmp(table[k].name, "confirm") == 0) {
                 o.confirm = 1;
+            } else if (strcmp(table[k].name, "json") == 0) {
+                o.json = 1;
             } else {
                 o.help = 1;
             }
@@ -1003,7 +1019,47 @@ static const command commands[] = {
     { "usage", NULL, 1, O_FROMTO | O_GRAN,
       "FLAG [--from DATE] [--to DATE] [--granularity hour|day] [--environment ENV]" },
     { "stale", NULL, 0, O_DAYS, "[--days N] [--environment ENV]" },
+    { "audit", NULL, 0, O_AUDIT | O_AUDITQ, "[--service flags|targeting|auth] [--kind KIND]"
+      " [--name NAME] [--actor KEY] [--since TIME] [--until TIME] [--limit N] [--json]" },
+    { "history", NULL, 1, O_AUDITQ, "FLAG [--since TIME] [--until TIME] [--limit N] [--json]" },
 };
+
+/* ---- who changed what (tmctl_audit.c) ---- */
+
+static int run_audit(const command *c, const char *a0)
+{
+    int rc;
+    char *end;
+    long limit = o.limit ? strtol(o.limit, &end, 10) : 100;
+    if (o.limit && (*end != '\0' || limit < 1 || limit > 1000000)) {
+        return usage("--limit must be a number from 1 to 1000000");
+    }
+    const char *base = flags_base;
+    if (o.service && strcmp(o.service, "targeting") == 0) {
+        base = targeting_base;
+    } else if (o.service && strcmp(o.service, "auth") == 0) {
+        base = auth_base;
+    } else if (o.service && strcmp(o.service, "flags") != 0) {
+        return usage("--service must be flags, targeting or auth");
+    }
+    if (strcmp(c->group, "history") == 0 && (rc = check_name(a0, "flag")) != EXIT_OK) {
+        return rc;
+    }
+    if ((rc = need_key()) != EXIT_OK) {
+        return rc;
+    }
+    if (tmctl_http_init(o.key, o.timeout_s, o.retries_n) != 0) {
+        return EXIT_API;
+    }
+    tmctl_audit_query q = {
+        .kind = o.kind, .name = o.name, .actor = o.actor, .environment = o.environment,
+        .since = o.since, .until = o.until, .limit = limit, .json = o.json,
+    };
+    if (strcmp(c->group, "history") == 0) {
+        return tmctl_history(flags_base, targeting_base, a0, &q) ? EXIT_API : EXIT_OK;
+    }
+    return tmctl_audit(base, &q) ? EXIT_API : EXIT_OK;
+}
 
 /* ---- environments, promotion, keys (docs/environments.md) ---- */
 
@@ -1153,7 +1209,9 @@ static int run(void)
         static const char *const names[] = { "--description", "--enabled/--disabled", "--user",
                                              "--context", "--dry-run", "--skip-unknown",
                                              "--from/--to", "--scope", "--confirm",
-                                             "--granularity", "--days" };
+                                             "--granularity", "--days",
+                                             "--service/--kind/--name/--actor",
+                                             "--since/--until/--limit/--json" };
         int b = 0;
         while (!(extra & (1u << b))) b++;
         return usage("%s does not take %s; usage: tmctl %s %s", full, names[b], full, c->args);
@@ -1180,6 +1238,9 @@ static int run(void)
     if (o.environment && !tm_env_name_valid(o.environment, strlen(o.environment))) {
         return usage("--environment \"%.100s\": environment names are 1 to %d characters: "
                      TM_NAME_CHARSET, o.environment, TM_NAME_MAX);
+    }
+    if (strcmp(c->group, "audit") == 0 || strcmp(c->group, "history") == 0) {
+        return run_audit(c, a0);
     }
     if (strcmp(c->group, "env") == 0 || strcmp(c->group, "promote") == 0
         || strcmp(c->group, "keys") == 0) {

@@ -122,8 +122,28 @@ static int ask_auth(const char *key, size_t len, tm_scope *scope)
     return -1;
 }
 
+/* The hash of the key this thread's request was checked with (the HTTP
+ * layer serves one request per thread at a time). */
+static _Thread_local char checked[TM_SHA256_HEX_LEN + 1];
+
+static void remember(const char *hash)
+{
+    memcpy(checked, hash, sizeof checked);
+}
+
+const char *tm_apikey_checked_hash(void)
+{
+    return checked[0] ? checked : NULL;
+}
+
+void tm_apikey_forget(void)
+{
+    checked[0] = '\0';
+}
+
 int tm_apikey_check(const tm_req *req, tm_resp *resp)
 {
+    tm_apikey_forget();
     size_t len;
     const char *key = tm_req_bearer(req, &len);
     if (key == NULL) {
@@ -148,12 +168,14 @@ int tm_apikey_check(const tm_req *req, tm_resp *resp)
     int known = tm_publish_key_lookup(hash, &scope, env, sizeof env);
     if (known == 1) {
         note_use(hash);
+        remember(hash);
         return scope_allows(req, resp, scope);
     }
     if (auth_url) {
         int v = ask_auth(key, len, &scope);
         if (v == 1) {
             note_use(hash);
+            remember(hash);
             return scope_allows(req, resp, scope);
         }
         known = v == 0 ? 0 : -1;

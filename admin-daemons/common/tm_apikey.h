@@ -17,4 +17,11 @@ void tm_apikey_init(const char *auth_service_url);
  * A key's use is noted in Redis at most once a minute per process
  * (tm:keys:used; the auth daemon folds it into last_used_at). */
 int tm_apikey_check(const tm_req *req, tm_resp *resp);
+
+/* The hash of the key the current request on this thread passed
+ * tm_apikey_check() with, NULL if none; for the audit trail's actor, which
+ * looks up its id and name, never stores it. tm_apikey_forget() clears it
+ * (at the start of each request). */
+const char *tm_apikey_checked_hash(void);
+void tm_apikey_forget(void);
 #endif

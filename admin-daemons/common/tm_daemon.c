@@ -1,4 +1,6 @@
 #include "tm_daemon.h"
+#include "tm_audit.h"
+#include "tm_webhooks.h"
 #include "tm_env.h"
 #include "tm_log.h"
 #include "tm_names.h"
@@ -30,9 +32,12 @@ static int migrate_with_retry(const tm_daemon *d, int seconds)
 {
     for (int i = 0; i < seconds * 2 && !stop_requested; i++) {
         char component[64];
+        char audit[64];
         snprintf(component, sizeof component, "%s-environments", d->name);
+        snprintf(audit, sizeof audit, "%s-audit", d->name);
         if (tm_db_migrate(d->name, d->migrations, d->nmigrations) == 0
-            && tm_db_migrate(component, d->env_migrations, d->nenv_migrations) == 0) {
+            && tm_db_migrate(component, d->env_migrations, d->nenv_migrations) == 0
+            && tm_db_migrate(audit, tm_audit_migrations, tm_audit_nmigrations) == 0) {
             return 0;
         }
         struct timespec ts = { 0, 500 * 1000 * 1000 };
@@ -76,6 +81,9 @@ int tm_daemon_main(const tm_daemon *d, int argc, char **argv)
         return 2;
     }
     tm_db_init(db);
+    if (tm_audit_init(d->name) != 0) {
+        return 2;
+    }
     if (!migrate_only && d->check_env && d->check_env() != 0) {
         return 2;
     }
@@ -86,10 +94,12 @@ int tm_daemon_main(const tm_daemon *d, int argc, char **argv)
     if (migrate_only || !getenv("TM_SKIP_MIGRATE")) {
         if (migrate_with_retry(d, migrate_only ? 60 : 30) != 0) {
             TM_ERROR("schema migration failed; is DATABASE_URL reachable?");
+            tm_publish_close();
             return 1;
         }
         if (migrate_only) {
             TM_INFO("migrations applied");
+            tm_publish_close();
             return 0;
         }
     }
@@ -105,6 +115,10 @@ int tm_daemon_main(const tm_daemon *d, int argc, char **argv)
     };
     struct tm_http *srv = tm_http_start(&hc);
     if (srv == NULL) {
+        return 1;
+    }
+    if (tm_webhooks_start(d->name) != 0) {
+        tm_http_stop(srv);
         return 1;
     }
     long period = tm_env_long("TM_RECONCILE_SECONDS", 10, 1, 86400);
@@ -127,6 +141,7 @@ int tm_daemon_main(const tm_daemon *d, int argc, char **argv)
     }
     TM_INFO("stopping: finishing requests in flight");
     tm_http_stop(srv);
+    tm_webhooks_stop();
     tm_db_close();
     tm_publish_close();
     return 0;

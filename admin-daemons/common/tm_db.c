@@ -9,6 +9,7 @@
 
 static const char *db_url;
 static _Thread_local PGconn *conn;
+static _Thread_local int in_tx;   /* tm_db_begin() .. commit/rollback */
 /* A key whose destructor closes a thread's connection when the HTTP layer's
  * threads exit, so a stop leaves no connection (and no leak) behind. */
 static pthread_key_t conn_key;
@@ -71,6 +72,9 @@ static PGconn *get_conn(void)
         return conn;
     }
     tm_db_close();
+    if (in_tx) {
+        return NULL;   /* the transaction died with its connection */
+    }
     const char *keys[] = { "dbname", "connect_timeout", "application_name", NULL };
     const char *vals[] = { db_url, "3", "togglemaster", NULL };
     conn = PQconnectdbParams(keys, vals, 1);
@@ -136,6 +140,43 @@ tm_db_status tm_db_exec(const char *sql, int nparams, const char *const *params,
         TM_ERROR("database: %s", first_line(line, sizeof line, PQresultErrorMessage(res)));
     }
     PQclear(res);
+    return s;
+}
+
+tm_db_status tm_db_begin(void)
+{
+    PGresult *res;
+    tm_db_status s = tm_db_exec("BEGIN", 0, NULL, &res);
+    if (s == TM_DB_OK) {
+        PQclear(res);
+        in_tx = 1;
+    }
+    return s;
+}
+
+void tm_db_rollback(void)
+{
+    if (!in_tx) {
+        return;   /* ended already: nothing to roll back */
+    }
+    in_tx = 0;
+    if (conn && PQstatus(conn) == CONNECTION_OK) {
+        PQclear(PQexec(conn, "ROLLBACK"));
+    }
+}
+
+tm_db_status tm_db_commit(void)
+{
+    PGresult *res;
+    tm_db_status s = tm_db_exec("COMMIT", 0, NULL, &res);
+    in_tx = 0;
+    if (s == TM_DB_OK) {
+        /* A COMMIT of a transaction that had failed answers ROLLBACK. */
+        int rolled_back = strcmp(PQcmdStatus(res), "ROLLBACK") == 0;
+        PQclear(res);
+        return rolled_back ? TM_DB_ERROR : TM_DB_OK;
+    }
+    tm_db_rollback();
     return s;
 }
 

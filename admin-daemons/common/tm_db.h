@@ -21,6 +21,17 @@ void tm_db_init(const char *database_url);
 tm_db_status tm_db_exec(const char *sql, int nparams, const char *const *params,
                         PGresult **out);
 
+/* A transaction on this thread's connection, so that a change and its
+ * audit record (tm_audit.h) commit together or not at all. While one is
+ * open, a connection found dead is not replaced (the next statement would
+ * run outside the transaction): tm_db_exec answers TM_DB_UNAVAILABLE.
+ * Every tm_db_begin() that returned TM_DB_OK is ended by tm_db_commit()
+ * or tm_db_rollback(); a failed commit has rolled back (or, connection
+ * lost, may have committed: the caller answers 503 as for any statement). */
+tm_db_status tm_db_begin(void);
+tm_db_status tm_db_commit(void);
+void tm_db_rollback(void);
+
 /* 1 if a trivial query succeeds. */
 int tm_db_ping(void);
 

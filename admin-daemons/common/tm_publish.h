@@ -77,6 +77,10 @@ int tm_publish_reconcile(const char *kind, tm_pub_loader load,
  * a tm:keys:v2 record, env filled for server and client keys), 0 unknown or
  * a malformed record, -1 Redis unreachable. One round trip. */
 int tm_publish_key_lookup(const char *key_hash, tm_scope *scope, char *env, size_t envsize);
+/* The record the auth daemon published for an active key (its id and name
+ * as JSON, never the key or its hash), malloc'd; NULL when Redis does not
+ * know the key or cannot be asked. For the audit trail's actor. */
+char *tm_publish_key_record(const char *key_hash);
 
 /* Notes that the key was used now (HSET tm:keys:used <hash> <unix time>);
  * callers rate-limit it. Best effort. */

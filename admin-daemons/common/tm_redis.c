@@ -9,6 +9,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,21 @@ struct tm_redis {
     char *out;                /* queued commands */
     size_t out_len, out_cap;
     char err[256];
+};
+
+/* A few addresses are enough: connect tries them in order. */
+enum { ADDRS_MAX = 4 };
+
+typedef struct {
+    int n;
+    socklen_t len[ADDRS_MAX];
+    struct sockaddr_storage sa[ADDRS_MAX];
+} addr_list;
+
+/* Written by the resolver, copied by each connect. */
+struct tm_redis_addrs {
+    pthread_mutex_t lock;
+    addr_list list;
 };
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -49,6 +65,30 @@ static int is_ip(const char *s)
     return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
 }
 
+/* TCP: the address cache, filled at once for an IP address. */
+static int addrs_init(tm_redis_config *cfg, char *err, size_t errlen)
+{
+    if (cfg->url.unix_path[0]) {
+        return 0;
+    }
+    cfg->addrs = calloc(1, sizeof *cfg->addrs);
+    if (cfg->addrs == NULL) {
+        seterr(err, errlen, "out of memory");
+        return -1;
+    }
+    if (pthread_mutex_init(&cfg->addrs->lock, NULL) != 0) {
+        free(cfg->addrs);
+        cfg->addrs = NULL;
+        seterr(err, errlen, "cannot create a mutex");
+        return -1;
+    }
+    if (!tm_redis_host_is_name(cfg) && tm_redis_resolve(cfg, err, errlen) < 0) {
+        tm_redis_config_free(cfg);
+        return -1;
+    }
+    return 0;
+}
+
 int tm_redis_config_init(tm_redis_config *cfg, const char *url, const char *ca_file,
                          const char *server_name, char *err, size_t errlen)
 {
@@ -61,16 +101,21 @@ int tm_redis_config_init(tm_redis_config *cfg, const char *url, const char *ca_f
         return -1;
     }
     tm_redis_url_describe(&cfg->url, cfg->where, sizeof cfg->where);
+    if (addrs_init(cfg, err, errlen) != 0) {
+        return -1;
+    }
     int has_ca = ca_file && *ca_file, has_name = server_name && *server_name;
     if (!cfg->url.tls) {
         if (has_ca || has_name) {
             seterr(err, errlen, "REDIS_CA_FILE and REDIS_TLS_SERVER_NAME need a rediss:// REDIS_URL");
+            tm_redis_config_free(cfg);
             return -1;
         }
         return 0;
     }
     if (has_name && strlen(server_name) >= sizeof cfg->server_name) {
         seterr(err, errlen, "REDIS_TLS_SERVER_NAME is too long");
+        tm_redis_config_free(cfg);
         return -1;
     }
     snprintf(cfg->server_name, sizeof cfg->server_name, "%s", has_name ? server_name : cfg->url.host);
@@ -97,6 +142,53 @@ void tm_redis_config_free(tm_redis_config *cfg)
 {
     SSL_CTX_free(cfg->tls);
     cfg->tls = NULL;
+    if (cfg->addrs) {
+        pthread_mutex_destroy(&cfg->addrs->lock);
+        free(cfg->addrs);
+        cfg->addrs = NULL;
+    }
+}
+
+int tm_redis_host_is_name(const tm_redis_config *cfg)
+{
+    return cfg->addrs != NULL && !is_ip(cfg->url.host);
+}
+
+int tm_redis_resolve(const tm_redis_config *cfg, char *err, size_t errlen)
+{
+    tm_redis_addrs *a = cfg->addrs;
+    if (a == NULL) {
+        return 0;
+    }
+    /* an IP address is only converted: no DNS query */
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = is_ip(cfg->url.host) ? AI_NUMERICHOST : 0 }, *ai = NULL;
+    char port[8];
+    snprintf(port, sizeof port, "%d", cfg->url.port);
+    int gai = getaddrinfo(cfg->url.host, port, &hints, &ai);
+    if (gai != 0) {
+        seterr(err, errlen, "cannot resolve %s: %s", cfg->url.host,
+               gai == EAI_SYSTEM ? strerror(errno) : gai_strerror(gai));
+        return -1;
+    }
+    addr_list got;
+    memset(&got, 0, sizeof got);   /* compared whole below */
+    for (struct addrinfo *i = ai; i && got.n < ADDRS_MAX; i = i->ai_next) {
+        if (i->ai_addrlen <= sizeof got.sa[0]) {
+            memcpy(&got.sa[got.n], i->ai_addr, i->ai_addrlen);
+            got.len[got.n++] = i->ai_addrlen;
+        }
+    }
+    freeaddrinfo(ai);
+    if (got.n == 0) {
+        seterr(err, errlen, "cannot resolve %s: no usable address", cfg->url.host);
+        return -1;
+    }
+    pthread_mutex_lock(&a->lock);
+    int changed = memcmp(&a->list, &got, sizeof got) != 0;
+    memcpy(&a->list, &got, sizeof got);   /* padding too: compared next time */
+    pthread_mutex_unlock(&a->lock);
+    return changed;
 }
 
 /* Waits for a non-blocking connect; 0 when it succeeded. */
@@ -123,60 +215,69 @@ static int connect_wait(int fd, const struct sockaddr *sa, socklen_t len, int ms
     return 0;
 }
 
+/* A non-blocking socket connected to one of the cached addresses. */
+static int connect_tcp(const tm_redis_config *cfg, char *err, size_t errlen)
+{
+    addr_list l;
+    pthread_mutex_lock(&cfg->addrs->lock);
+    l = cfg->addrs->list;
+    pthread_mutex_unlock(&cfg->addrs->lock);
+    if (l.n == 0) {
+        seterr(err, errlen, "redis host %s not resolved yet", cfg->url.host);
+        return -1;
+    }
+    int fd = -1;
+    for (int i = 0; i < l.n && fd < 0; i++) {
+        const struct sockaddr *sa = (const struct sockaddr *) &l.sa[i];
+        fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd >= 0 && connect_wait(fd, sa, l.len[i], cfg->connect_ms) != 0) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            fd = -1;
+        }
+    }
+    if (fd < 0) {
+        seterr(err, errlen, "cannot connect: %s", strerror(errno));
+        return -1;
+    }
+    int one = 1;
+    (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+static int connect_unix(const tm_redis_config *cfg, char *err, size_t errlen)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    memcpy(sun.sun_path, cfg->url.unix_path, strlen(cfg->url.unix_path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0 || connect_wait(fd, (struct sockaddr *) &sun, sizeof sun, cfg->connect_ms) != 0) {
+        seterr(err, errlen, "cannot connect: %s", strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    return fd;
+}
+
 /* A blocking socket with send/receive timeouts, connected to the URL. */
 static int open_socket(const tm_redis_config *cfg, char *err, size_t errlen)
 {
-    const tm_redis_url *u = &cfg->url;
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai = NULL;
-    struct sockaddr_un sun = { .sun_family = AF_UNIX };
-    char port[8];
-    int fd = -1;
-    if (u->unix_path[0]) {
-        memcpy(sun.sun_path, u->unix_path, strlen(u->unix_path) + 1);
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (fd < 0 || connect_wait(fd, (struct sockaddr *) &sun, sizeof sun, cfg->connect_ms) != 0) {
-            goto failed;
-        }
-    } else {
-        snprintf(port, sizeof port, "%d", u->port);
-        int gai = getaddrinfo(u->host, port, &hints, &ai);
-        if (gai != 0) {
-            seterr(err, errlen, "cannot resolve %s: %s", u->host, gai_strerror(gai));
-            return -1;
-        }
-        for (struct addrinfo *a = ai; a; a = a->ai_next) {
-            fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-            if (fd >= 0 && connect_wait(fd, a->ai_addr, a->ai_addrlen, cfg->connect_ms) == 0) {
-                break;
-            }
-            if (fd >= 0) {
-                int e = errno;
-                close(fd);
-                errno = e;
-            }
-            fd = -1;
-        }
-        freeaddrinfo(ai);
-        if (fd < 0) {
-            goto failed;
-        }
-        int one = 1;
-        (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int fd = cfg->url.unix_path[0] ? connect_unix(cfg, err, errlen) : connect_tcp(cfg, err, errlen);
+    if (fd < 0) {
+        return -1;
     }
     struct timeval tv = { cfg->io_ms / 1000, (cfg->io_ms % 1000) * 1000 };
     int fl = fcntl(fd, F_GETFL);
     if (fl == -1 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == -1
         || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0
         || setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0) {
-        goto failed;
+        seterr(err, errlen, "cannot connect: %s", strerror(errno));
+        close(fd);
+        return -1;
     }
     return fd;
-failed:
-    seterr(err, errlen, "cannot connect: %s", strerror(errno));
-    if (fd >= 0) {
-        close(fd);
-    }
-    return -1;
 }
 
 static int tls_start(tm_redis *c, const tm_redis_config *cfg, char *err, size_t errlen)

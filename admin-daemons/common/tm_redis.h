@@ -11,6 +11,9 @@
 #include <hiredis/hiredis.h>
 #include <openssl/ssl.h>
 
+/* The addresses of the URL's host (a mutex-protected copy). */
+typedef struct tm_redis_addrs tm_redis_addrs;
+
 /* What every connection of the process uses; made once at start. */
 typedef struct {
     tm_redis_url url;
@@ -19,20 +22,36 @@ typedef struct {
     char server_name[256];    /* what the certificate must name */
     int connect_ms;           /* TCP connect, then TLS handshake */
     int io_ms;                /* each send or receive */
+    tm_redis_addrs *addrs;    /* TCP only: filled by tm_redis_resolve */
 } tm_redis_config;
 
 /* url as REDIS_URL; ca_file (PEM bundle; NULL or "": the system's CAs) and
  * server_name (NULL or "": the URL's host) matter for rediss:// only and are
- * refused for redis://. 0, or -1 with err filled (never the password). */
+ * refused for redis://. An IP address as host is converted here (no DNS);
+ * a name is left to tm_redis_resolve. 0, or -1 with err filled (never the
+ * password). */
 int tm_redis_config_init(tm_redis_config *cfg, const char *url, const char *ca_file,
                          const char *server_name, char *err, size_t errlen);
 void tm_redis_config_free(tm_redis_config *cfg);
+
+/* 1 when the URL's host is a name, which tm_redis_resolve must look up
+ * before tm_redis_connect can connect; 0 for an IP address or a socket. */
+int tm_redis_host_is_name(const tm_redis_config *cfg);
+
+/* Looks the host up (getaddrinfo: may block for seconds, so never on a
+ * request thread) and replaces the addresses connections use with the first
+ * few found. 1 when they changed, 0 when not (or nothing to resolve), -1
+ * with err filled when the lookup failed: the last addresses are kept.
+ * Safe while other threads connect. */
+int tm_redis_resolve(const tm_redis_config *cfg, char *err, size_t errlen);
 
 typedef struct tm_redis tm_redis;
 
 /* Connects, handshakes, authenticates and selects the database. NULL with
  * err saying which step failed and why ("AUTH failed: WRONGPASS ...",
- * "TLS: certificate verify failed: self-signed certificate ..."). */
+ * "TLS: certificate verify failed: self-signed certificate ..."). Uses the
+ * addresses tm_redis_resolve found and never resolves: without any it fails
+ * at once ("redis host ... not resolved yet"). */
 tm_redis *tm_redis_connect(const tm_redis_config *cfg, char *err, size_t errlen);
 
 /* Queues a command (pipelining); sent by the next tm_redis_reply. 0 / -1. */

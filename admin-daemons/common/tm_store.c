@@ -1,5 +1,7 @@
 #include "tm_store.h"
 #include "tm_apikey.h"
+#include "tm_audit.h"
+#include "tm_webhooks.h"
 #include "tm_daemon.h"
 #include "tm_log.h"
 #include "tm_names.h"
@@ -85,6 +87,22 @@ static void query(const tm_store *st, tm_resp *resp, const char *sql, const char
     PQclear(res);
 }
 
+/* The change and its audit record in one transaction (tm_audit.h). */
+static tm_db_status audited(const tm_store *st, const char *action, const char *sql,
+                            int nparams, const char *const *params, const char *name,
+                            const char *env, PGresult **out)
+{
+    const char *gp[] = { name, env };
+    tm_audit_change c = {
+        .action = action, .kind = st->kind, .name = name, .env = st->per_env ? env : NULL,
+        .before_sql = strcmp(action, "create") != 0 ? st->sql_get : NULL,
+        .nbefore = st->per_env ? 2 : 1, .before_params = gp,
+        .sql = sql, .nparams = nparams, .params = params,
+        .after_col = strcmp(action, "delete") != 0 ? 0 : -1,
+    };
+    return tm_audit_apply(&c, out);
+}
+
 static void del(const tm_store *st, tm_resp *resp, const char *name, const char *env)
 {
     if (st->before_delete && st->before_delete(resp, name) != 0) {
@@ -92,7 +110,8 @@ static void del(const tm_store *st, tm_resp *resp, const char *name, const char 
     }
     const char *p[] = { name, env };
     PGresult *res;
-    tm_db_status s = tm_db_exec(st->sql_delete, st->per_env ? 2 : 1, p, &res);
+    tm_db_status s = audited(st, "delete", st->sql_delete, st->per_env ? 2 : 1, p, name, env,
+                             &res);
     if (s != TM_DB_OK) {
         tm_store_db_error(resp, s);
         return;
@@ -113,7 +132,8 @@ void tm_store_write(const tm_store *st, tm_resp *resp, int create, const char *s
                     const char *env)
 {
     PGresult *res;
-    tm_db_status s = tm_db_exec(sql, nparams, params, &res);
+    tm_db_status s = audited(st, create ? "create" : "update", sql, nparams, params, name,
+                             env, &res);
     if (s == TM_DB_CONFLICT) {
         /* ON CONFLICT covers the name; any other unique index lands here. */
         tm_resp_error(resp, 409, "a %s \"%s\" already exists", st->what, name);
@@ -184,7 +204,15 @@ static const tm_store *route(const tm_store *st, const char *path)
 
 static void handle(void *ctx, const tm_req *req, tm_resp *resp)
 {
+    tm_audit_request(req);
     if (!tm_apikey_check(req, resp)) {
+        return;
+    }
+    if (strcmp(req->path, "/audit") == 0) {
+        tm_audit_get(req, resp);
+        return;
+    }
+    if (tm_webhooks_route(req, resp)) {
         return;
     }
     const tm_store *top = ctx;
@@ -287,6 +315,7 @@ static void reconcile_envs(const tm_store *st)
 
 static void reconcile(void)
 {
+    tm_audit_prune();
     tm_publish_reconcile_begin();
     if (served->reconcile_extra) {
         served->reconcile_extra();

@@ -790,7 +790,10 @@ def check_compose(root):
     ports = set()
     for s in svcs.values():
         for p in s.get("ports", []) or []:
-            parts = str(p).split(":")
+            # host ports as compose publishes them by default: ${VAR:-8001}
+            # is 8001 unless VAR is set
+            p = re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}", r"\1", str(p))
+            parts = p.split(":")
             ports.add(int(parts[-2]) if len(parts) >= 2 else int(parts[0]))
     result({8001, 8002, 8003, 8004, 8005, 8080} <= ports, "compose: the original ports 8001-8005 and 8080 are published",
            " ".join(map(str, sorted(ports))))

@@ -113,6 +113,32 @@ int main(void)
     is_int(check(TM_BODY_PROMOTE, "{\"from\":\"a\",\"to\":\"a\"}", NULL), -1, "to itself refused");
     is_int(check(TM_BODY_PROMOTE, "{\"from\":\"a\"}", NULL), -1, "no to refused");
 
+    /* webhooks (docs/audit.md): create needs url and secret; update takes any subset */
+    const char *url = "\"url\":\"https://h.example/x\"", *sec = "\"secret\":\"0123456789abcdef\"";
+    char j[512];
+    snprintf(j, sizeof j, "{%s,%s,\"kinds\":[\"flag\",\"rule\"],\"environments\":null,"
+             "\"format\":\"slack\"}", url, sec);
+    is_int(check(TM_BODY_WEBHOOK, j, NULL), 0, "webhook");
+    snprintf(j, sizeof j, "{%s}", url);
+    is_int(check(TM_BODY_WEBHOOK, j, NULL), -1, "webhook without secret refused on create");
+    is_int(check(TM_BODY_WEBHOOK, j, "1"), 0, "... but an update may change the url alone");
+    const char *bad_hooks[] = {
+        "{\"url\":\"ftp://h/x\",\"secret\":\"0123456789abcdef\"}",
+        "{\"url\":\"http://\",\"secret\":\"0123456789abcdef\"}",
+        "{\"url\":\"http://h/ x\",\"secret\":\"0123456789abcdef\"}",
+        "{\"url\":\"http://h/\",\"secret\":\"short\"}",
+        "{\"url\":\"http://h/\",\"secret\":\"0123456789abcdef\",\"kinds\":[]}",
+        "{\"url\":\"http://h/\",\"secret\":\"0123456789abcdef\",\"kinds\":[\"flags\"]}",
+        "{\"url\":\"http://h/\",\"secret\":\"0123456789abcdef\",\"environments\":[\"a b\"]}",
+        "{\"url\":\"http://h/\",\"secret\":\"0123456789abcdef\",\"format\":\"xml\"}",
+        "{\"url\":\"http://h/\",\"secret\":\"0123456789abcdef\",\"x\":1}",
+        "{\"url\":7,\"secret\":\"0123456789abcdef\"}",
+    };
+    for (size_t i = 0; i < sizeof bad_hooks / sizeof bad_hooks[0]; i++) {
+        is_int(check(TM_BODY_WEBHOOK, bad_hooks[i], NULL), -1, "webhook refused: %s", bad_hooks[i]);
+        is_int(status, 400, "... 400");
+    }
+
     tm_scope sc;
     char env[16];
     const char *rec = "{\"id\":1,\"name\":\"k\",\"scope\":\"server\",\"environment\":\"prod\"}";

@@ -1,0 +1,224 @@
+#!/usr/bin/env perl
+# Change notifications (docs/audit.md) against a local receiver that first
+# refuses (503), then hangs, then accepts: every change is delivered once
+# accepted, signed (HMAC-SHA256 of "t.body" under the endpoint's secret),
+# with a delivery id; admin requests stay fast meanwhile; a daemon killed
+# with rows pending delivers them after its restart; two replicas never
+# deliver one row twice; the API checks its input; Slack payloads.
+use strict; use warnings;
+use Test::More;
+use lib 't/lib';
+use TM::Harness;
+use TM::Admin qw(new_key replica);
+use Digest::SHA qw(hmac_sha256_hex);
+use IO::Socket::INET;
+use POSIX ();
+use Time::HiRes qw(time sleep);
+
+my $h = TM::Harness->new;
+my $M = 'master-test-key';
+my $auth = $h->daemon('auth', MASTER_KEY => $M);
+my %W = (TM_WEBHOOK_BACKOFF_MS => 100, TM_WEBHOOK_TIMEOUT_MS => 1000,
+         TM_WEBHOOK_CONNECT_TIMEOUT_MS => 500);
+my $flags = $h->daemon('flags', AUTH_SERVICE_URL => $auth, %W);
+my $J = $h->json;
+my $key = new_key($h, $auth, $M, 'hooks-admin');
+my %A = (Authorization => "Bearer $key->{key}");
+sub req { $h->req(@_) }
+
+# --- the receiver: its mode in a file (503, hang, ok); what it accepted,
+# one JSON line per request, in another ---
+my $dir = $h->dir;
+my ($mode_file, $log_file) = ("$dir/recv.mode", "$dir/recv.log");
+sub mode { open my $f, '>', "$mode_file.tmp" or die; print $f $_[0]; close $f; rename "$mode_file.tmp", $mode_file }
+mode('503');
+my $srv = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 64, ReuseAddr => 1)
+    or die "listen: $!";
+my $port = $srv->sockport;
+my $recv_pid = fork // die;
+if ($recv_pid == 0) {
+    $SIG{ALRM} = sub { POSIX::_exit(0) };
+    alarm 300;   # bounded: the receiver ends by itself
+    while (my $c = $srv->accept) {
+        local $/ = "\r\n";
+        my (%hd, $line);
+        my $req = <$c> // next;
+        while (defined($line = <$c>) && $line ne "\r\n") {
+            $line =~ s/\r\n$//;
+            my ($k, $v) = split /:\s*/, $line, 2;
+            $hd{ lc $k } = $v;
+        }
+        my $body = '';
+        read($c, $body, $hd{'content-length'} // 0);
+        open my $mf, '<', $mode_file; my $mode = <$mf> // 'ok'; close $mf;
+        if ($mode eq 'hang') { sleep 3; close $c; next }
+        if ($mode eq '503') { print $c "HTTP/1.1 503 Busy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"; close $c; next }
+        open my $lf, '>>', $log_file; 
+        print $lf JSON::PP->new->canonical->encode({ sig => $hd{'x-togglemaster-signature'},
+            id => $hd{'x-togglemaster-delivery'}, body => $body }), "\n";
+        close $lf;
+        print $c "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        close $c;
+    }
+    POSIX::_exit(0);
+}
+close $srv;
+END { kill 'KILL', $recv_pid if $recv_pid }
+
+sub received {
+    open my $f, '<', $log_file or return [];
+    my @r = map { $J->decode($_) } <$f>;
+    return \@r;
+}
+
+# --- the API: bad input changes nothing ---
+my $SECRET = 'whsec-0123456789abcdef';
+my $n0 = $h->psql('SELECT count(*) FROM webhooks');
+for my $case (
+    [ { secret => $SECRET }, 'no url' ],
+    [ { url => "http://127.0.0.1:$port/" }, 'no secret' ],
+    [ { url => 'ftp://x/', secret => $SECRET }, 'not http' ],
+    [ { url => "http://127.0.0.1:$port/ x", secret => $SECRET }, 'space in url' ],
+    [ { url => "http://127.0.0.1:$port/", secret => 'short' }, 'short secret' ],
+    [ { url => "http://127.0.0.1:$port/", secret => $SECRET, kinds => ['flags'] }, 'unknown kind' ],
+    [ { url => "http://127.0.0.1:$port/", secret => $SECRET, kinds => [] }, 'empty kinds' ],
+    [ { url => "http://127.0.0.1:$port/", secret => $SECRET, environments => ['a b'] }, 'bad environment' ],
+    [ { url => "http://127.0.0.1:$port/", secret => $SECRET, format => 'xml' }, 'bad format' ],
+    [ { url => "http://127.0.0.1:$port/", secret => $SECRET, extra => 1 }, 'unknown member' ],
+) {
+    my $r = req(POST => "$flags/webhooks", \%A, $case->[0]);
+    is $r->{status}, 400, "POST /webhooks: $case->[1] -> 400";
+    ok $r->{json}{error}, "$case->[1]: JSON error";
+}
+is req(POST => "$flags/webhooks", \%A, 'not json')->{status}, 400, 'not JSON -> 400';
+is req(GET => "$flags/webhooks/abc", \%A)->{status}, 400, 'bad id -> 400';
+is req(GET => "$flags/webhooks/999", \%A)->{status}, 404, 'unknown id -> 404';
+is req(DELETE => "$flags/webhooks/999", \%A)->{status}, 404, 'delete unknown -> 404';
+is req(GET => "$flags/webhooks")->{status}, 401, 'no key -> 401';
+is $h->psql('SELECT count(*) FROM webhooks'), $n0, 'nothing written';
+
+my $r = req(POST => "$flags/webhooks", \%A, { url => "http://127.0.0.1:$port/hook", secret => $SECRET, kinds => ['flag'] });
+is $r->{status}, 201, 'endpoint registered';
+my $hook = $r->{json};
+ok !exists $hook->{secret}, 'the secret is never shown';
+is_deeply $hook->{kinds}, ['flag'], 'kinds filter';
+is scalar @{ req(GET => "$flags/webhooks", \%A)->{json} }, 1, 'listed';
+unlike req(GET => "$flags/webhooks", \%A)->{content}, qr/\Q$SECRET\E/, 'no secret in the list';
+
+# --- refused (503), then hanging, then accepting; admin latency meanwhile ---
+my @lat;
+sub timed { my $t = time; my $r = req(@_); push @lat, time - $t; $r }
+is timed(POST => "$flags/flags", \%A, { name => "hook-$_" })->{status}, 201, "flag hook-$_ created (receiver refusing)"
+    for 1 .. 3;
+ok $h->wait_until(15, sub {
+    my $d = req(GET => "$flags/webhooks/$hook->{id}/deliveries", \%A)->{json} || [];
+    @$d == 3 && !grep { $_->{attempts} < 2 } @$d }), 'retried while refused';
+my $d = req(GET => "$flags/webhooks/$hook->{id}/deliveries", \%A)->{json};
+is $d->[0]{status}, 'pending', 'still pending';
+is $d->[0]{last_error}, 'HTTP 503', 'last error: HTTP 503';
+mode('hang');
+is timed(PUT => "$flags/flags/hook-$_", \%A, { is_enabled => JSON::PP::true })->{status}, 200,
+    "flag hook-$_ enabled (receiver hanging)" for 1 .. 3;
+ok $h->wait_until(15, sub {
+    grep { ($_->{last_error} // '') =~ /timeout|timed out/i } @{ req(GET => "$flags/webhooks/$hook->{id}/deliveries", \%A)->{json} || [] } }),
+    'a hanging receiver times out';
+is timed(DELETE => "$flags/flags/hook-3", \%A)->{status}, 204, 'flag deleted (receiver hanging)';
+my $max = (sort { $b <=> $a } @lat)[0];
+cmp_ok $max, '<', 0.9, sprintf('admin requests never wait for the receiver (max %.3f s < its 1 s timeout)', $max);
+mode('ok');
+ok $h->wait_until(30, sub { !grep { $_->{status} ne 'delivered' } @{ req(GET => "$flags/webhooks/$hook->{id}/deliveries", \%A)->{json} || [] } }),
+    'all delivered once accepted';
+my $got = received();
+my %by_id;
+$by_id{ $_->{id} }++ for @$got;
+# At least once: a request the receiver read only after the daemon had
+# timed out on it (its backlog while it hung) is sent again; receivers
+# deduplicate on the delivery id.
+is scalar(keys %by_id), 7, 'seven changes, seven delivery ids accepted';
+my $n_got = @$got;
+sleep 1.5;
+is scalar @{ received() }, $n_got, 'nothing more is sent once accepted';
+my %seen;
+$got = [ grep { !$seen{ $_->{id} }++ } @$got ];
+my $good = 0;
+for my $g (@$got) {
+    my ($t, $v1) = ($g->{sig} // '') =~ /^t=(\d+),v1=([0-9a-f]{64})$/;
+    $good++ if $v1 && $v1 eq hmac_sha256_hex("$t.$g->{body}", $SECRET) && abs(time - $t) < 120;
+}
+is $good, scalar @$got, 'every signature verifies (t + "." + body, HMAC-SHA256)';
+my @events = sort map { my $b = $J->decode($_->{body}); "$b->{event} $b->{record}{name}" } @$got;
+is_deeply \@events, [ sort(map("flag.create hook-$_", 1 .. 3), map("flag.update hook-$_", 1 .. 3), 'flag.delete hook-3') ],
+    'the records: creates, updates, the delete';
+my ($upd) = grep { $J->decode($_->{body})->{event} eq 'flag.update' } @$got;
+my $rec = $J->decode($upd->{body})->{record};
+ok !$rec->{before}{is_enabled} && $rec->{after}{is_enabled}, 'payload carries before and after';
+is $rec->{actor}{name}, 'hooks-admin', 'and the actor';
+
+# --- filters: an environment the endpoint does not watch is not sent ---
+is req(PUT => "$flags/webhooks/$hook->{id}", \%A, { environments => ['production'] })->{status}, 200, 'filter set';
+my $before = scalar @{ received() };
+is req(PUT => "$flags/flags/hook-1", \%A, { description => 'x' })->{status}, 200, 'change in default';
+is $h->psql("SELECT count(*) FROM webhook_outbox WHERE webhook_id = $hook->{id} AND status = 'pending'"), 0,
+    'filtered out: no outbox row';
+is req(PUT => "$flags/webhooks/$hook->{id}", \%A, { environments => undef })->{status}, 200, 'filter cleared';
+
+# --- ping, Slack format ---
+$r = req(POST => "$flags/webhooks", \%A, { url => "http://127.0.0.1:$port/slack", secret => $SECRET, format => 'slack' });
+is $r->{status}, 201, 'slack endpoint';
+my $slack = $r->{json}{id};
+$r = req(POST => "$flags/webhooks/$slack/ping", \%A);
+is $r->{status}, 202, 'ping accepted';
+my $ping_id = $r->{json}{delivery_id};
+ok $h->wait_until(10, sub { grep { ($_->{id} // '') eq $ping_id } @{ received() } }), 'ping delivered';
+is req(PUT => "$flags/flags/hook-2", \%A, { is_enabled => JSON::PP::false })->{status}, 200, 'a change for slack';
+ok $h->wait_until(10, sub { grep { $_->{body} =~ /"text"/ && $_->{body} =~ /hook-2/ } @{ received() } }),
+    'slack payload delivered';
+my ($s) = grep { $_->{body} =~ /hook-2/ && $_->{body} =~ /"text"/ } @{ received() };
+is_deeply [ sort keys %{ $J->decode($s->{body}) } ], ['text'], 'slack payload: {"text": ...}';
+like $J->decode($s->{body})->{text}, qr/hooks-admin: update flag "hook-2"/, 'slack text says who did what';
+is req(DELETE => "$flags/webhooks/$slack", \%A)->{status}, 204, 'slack endpoint deleted';
+
+# --- kill -9 with a delivery pending: delivered after the restart ---
+mode('503');
+is req(POST => "$flags/flags", \%A, { name => 'after-kill' })->{status}, 201, 'change while refused';
+ok $h->wait_until(10, sub { $h->psql("SELECT attempts FROM webhook_outbox o WHERE body LIKE '%after-kill%'") >= 1 }),
+    'attempted once';
+$h->signal('KILL', 'flags');
+sleep 0.3;
+mode('ok');
+$h->restart('flags');
+ok $h->wait_until(15, sub { grep { $_->{body} =~ /after-kill/ } @{ received() } }), 'delivered after kill -9 and restart';
+is $h->psql("SELECT status FROM webhook_outbox WHERE body LIKE '%after-kill%'"), 'delivered', 'marked delivered';
+
+# --- two replicas share the outbox: no row delivered by both ---
+my ($h2, $flags2) = replica($h, 'flags', AUTH_SERVICE_URL => $auth, %W);
+$before = scalar @{ received() };
+for my $i (1 .. 20) {
+    req(PUT => ($i % 2 ? $flags : $flags2) . "/flags/hook-1", \%A, { description => "rev $i" });
+}
+ok $h->wait_until(30, sub { scalar @{ received() } >= $before + 20
+    && $h->psql("SELECT count(*) FROM webhook_outbox WHERE status = 'pending'") == 0 }), 'twenty more delivered';
+# The receiver always accepts here, so at-least-once is exactly once.
+my @since = @{ received() }[ $before .. $#{ received() } ];
+%by_id = ();
+$by_id{ $_->{id} }++ for @since;
+is scalar(grep { $_ > 1 } values %by_id), 0, 'no delivery id received twice with two replicas';
+is scalar @since, 20, 'twenty requests for twenty changes';
+is req(GET => "$flags2/health")->{status}, 200, 'the replica was up throughout';
+$h2->teardown;
+
+# --- given up after the retry window: failed, visible ---
+$h->{env}{flags}{TM_WEBHOOK_RETRY_SECONDS} = 2;
+$h->restart('flags');
+mode('503');
+is req(POST => "$flags/flags", \%A, { name => 'doomed' })->{status}, 201, 'change while refused';
+ok $h->wait_until(20, sub { grep { $_->{status} eq 'failed' } @{ req(GET => "$flags/webhooks/$hook->{id}/deliveries", \%A)->{json} || [] } }),
+    'marked failed after the retry window';
+($d) = grep { $_->{status} eq 'failed' } @{ req(GET => "$flags/webhooks/$hook->{id}/deliveries", \%A)->{json} };
+ok $d->{attempts} >= 2 && $d->{last_error} eq 'HTTP 503', "failed delivery shows attempts ($d->{attempts}) and last error";
+
+# --- deleting an endpoint drops its outbox ---
+is req(DELETE => "$flags/webhooks/$hook->{id}", \%A)->{status}, 204, 'endpoint deleted';
+is req(GET => "$flags/webhooks/$hook->{id}/deliveries", \%A)->{status}, 404, 'its deliveries are gone with it';
+
+done_testing;
