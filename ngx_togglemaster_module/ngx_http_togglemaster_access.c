@@ -143,7 +143,7 @@ ngx_http_togglemaster_forbid(ngx_http_request_t *r, ngx_uint_t accepted,
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_togglemaster_add_header(ngx_http_request_t *r, const char *key,
     ngx_str_t *value)
 {
@@ -196,7 +196,7 @@ ngx_http_togglemaster_key_lookup(ngx_http_request_t *r, u_char *bin,
  * every answer allows the configured origin (togglemaster_cors_origin,
  * "*" by default), and a preflight OPTIONS is answered here, before any
  * key is asked for (a preflight carries none). NGX_DECLINED: go on. */
-static ngx_int_t
+ngx_int_t
 ngx_http_togglemaster_cors(ngx_http_request_t *r,
     ngx_http_togglemaster_loc_conf_t *tmlcf)
 {

@@ -3,7 +3,7 @@
  * the worker lifecycle. The concerns live in their own files:
  * snapshot (tables), sync + redis (keeping the snapshot current), file
  * (snapshot on disk), eval (/evaluate), ofrep, access (API keys, require),
- * metrics.
+ * metrics, sse (OFREP event streams).
  */
 
 #include "ngx_http_togglemaster_module.h"
@@ -40,6 +40,30 @@ static char *ngx_http_togglemaster_environment(ngx_conf_t *cf,
 
 static char *ngx_http_togglemaster_events_buffer_size_check(ngx_conf_t *cf,
     void *post, void *data);
+static char *ngx_http_togglemaster_sse_heartbeat_check(ngx_conf_t *cf,
+    void *post, void *data);
+static char *ngx_http_togglemaster_sse_ttl_check(ngx_conf_t *cf,
+    void *post, void *data);
+static char *ngx_http_togglemaster_sse(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+static ngx_conf_post_t  ngx_http_togglemaster_sse_heartbeat_post = {
+    ngx_http_togglemaster_sse_heartbeat_check
+};
+
+static ngx_conf_post_t  ngx_http_togglemaster_sse_ttl_post = {
+    ngx_http_togglemaster_sse_ttl_check
+};
+
+/* the delay a client waits, hidden, before it closes its stream: up to a
+ * day */
+static ngx_conf_num_bounds_t  ngx_http_togglemaster_sse_inactivity_bounds = {
+    ngx_conf_check_num_bounds, 0, 86400
+};
+
+static ngx_conf_num_bounds_t  ngx_http_togglemaster_sse_max_bounds = {
+    ngx_conf_check_num_bounds, 1, 1000000
+};
 
 /* at least two messages of SQS's largest size (256 KB each): the one being
  * filled as it doubles, and one in flight */
@@ -248,6 +272,55 @@ static ngx_command_t  ngx_http_togglemaster_commands[] = {
       0,
       NULL },
 
+    { ngx_string("togglemaster_sse_secret"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_togglemaster_sse_secret,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("togglemaster_sse_token_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_main_conf_t, sse_token_ttl),
+      &ngx_http_togglemaster_sse_ttl_post },
+
+    { ngx_string("togglemaster_sse"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_http_togglemaster_sse,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_loc_conf_t, sse),
+      NULL },
+
+    { ngx_string("togglemaster_sse_url"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_loc_conf_t, sse_url),
+      NULL },
+
+    { ngx_string("togglemaster_sse_heartbeat"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_loc_conf_t, sse_heartbeat),
+      &ngx_http_togglemaster_sse_heartbeat_post },
+
+    { ngx_string("togglemaster_sse_inactivity_delay"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_loc_conf_t, sse_inactivity),
+      &ngx_http_togglemaster_sse_inactivity_bounds },
+
+    { ngx_string("togglemaster_sse_max_connections"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_loc_conf_t, sse_max),
+      &ngx_http_togglemaster_sse_max_bounds },
+
     { ngx_string("togglemaster_evaluate"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_togglemaster_handler_slot,
@@ -340,6 +413,7 @@ ngx_http_togglemaster_create_main_conf(ngx_conf_t *cf)
     tmcf->events_backoff_max = NGX_CONF_UNSET_MSEC;
     tmcf->events_exit_timeout = NGX_CONF_UNSET_MSEC;
     tmcf->events_ssl_verify = NGX_CONF_UNSET;
+    tmcf->sse_token_ttl = NGX_CONF_UNSET;
 
     return tmcf;
 }
@@ -390,6 +464,8 @@ ngx_http_togglemaster_init_main_conf(ngx_conf_t *cf, void *conf)
 
     tmcf->shm_zone->init = ngx_http_togglemaster_shm_init;
 
+    ngx_conf_init_value(tmcf->sse_token_ttl, 3600);
+
     return ngx_http_togglemaster_events_conf(cf, tmcf);
 }
 
@@ -417,6 +493,11 @@ ngx_http_togglemaster_create_loc_conf(ngx_conf_t *cf)
     conf->context = NGX_CONF_UNSET_PTR;
     conf->api_key = NGX_CONF_UNSET_UINT;
     conf->require_status = NGX_CONF_UNSET_UINT;
+    conf->sse = NGX_CONF_UNSET;
+    conf->sse_heartbeat = NGX_CONF_UNSET_MSEC;
+    conf->sse_inactivity = NGX_CONF_UNSET_UINT;
+    conf->sse_max = NGX_CONF_UNSET_UINT;
+    conf->sse_url = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -440,7 +521,7 @@ ngx_http_togglemaster_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_uint_value(conf->require_status, prev->require_status,
                               NGX_HTTP_NOT_FOUND);
 
-    return NGX_CONF_OK;
+    return ngx_http_togglemaster_sse_conf(cf, conf, prev);
 }
 
 
@@ -853,6 +934,7 @@ ngx_http_togglemaster_init_process(ngx_cycle_t *cycle)
     json_object_seed(0);   /* reads urandom now, not during a request */
 
     ngx_http_togglemaster_current = NULL;
+    ngx_http_togglemaster_sse_init();
 
     if (ngx_http_togglemaster_events_init(cycle, tmcf) != NGX_OK) {
         return NGX_ERROR;
@@ -871,6 +953,60 @@ ngx_http_togglemaster_exit_process(ngx_cycle_t *cycle)
         ngx_http_togglemaster_events_exit(cycle);
         ngx_http_togglemaster_sync_exit(cycle);
     }
+}
+
+
+/* togglemaster_sse on|off: the location serves event streams */
+static char *
+ngx_http_togglemaster_sse(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_togglemaster_loc_conf_t *tmlcf = conf;
+
+    char                      *rv;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    rv = ngx_conf_set_flag_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK || !tmlcf->sse) {
+        return rv;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler) {
+        return "is duplicate: the location already has a content handler";
+    }
+
+    clcf->handler = ngx_http_togglemaster_sse_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_togglemaster_sse_heartbeat_check(ngx_conf_t *cf, void *post,
+    void *data)
+{
+    ngx_msec_t  *mp = data;
+
+    if (*mp < 1000 || *mp > 3600000) {
+        return "must be 1s..1h";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_togglemaster_sse_ttl_check(ngx_conf_t *cf, void *post, void *data)
+{
+    time_t  *tp = data;
+
+    /* stream URLs are rounded up to a minute (sse.c) */
+    if (*tp < 60 || *tp > 7 * 86400) {
+        return "must be 60s..7d";
+    }
+
+    return NGX_CONF_OK;
 }
 
 

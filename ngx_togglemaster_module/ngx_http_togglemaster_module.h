@@ -216,6 +216,10 @@ typedef struct {
     ngx_flag_t                   events_ssl_verify;
     ngx_str_t                    events_ssl_ca;
     void                        *sqs;         /* resolved endpoint, creds */
+
+    /* signs stream tokens (lib/tm_sse_token.h); tokens live token_ttl */
+    ngx_str_t                    sse_secret;
+    time_t                       sse_token_ttl;
 } ngx_http_togglemaster_main_conf_t;
 
 
@@ -239,6 +243,13 @@ typedef struct {
     ngx_uint_t                   env_index;
     ngx_str_t                    require_flag;
     ngx_uint_t                   require_status;
+    /* event streams (sse.c): togglemaster_sse makes the location one;
+     * togglemaster_sse_url makes bulk OFREP answers list it */
+    ngx_flag_t                   sse;
+    ngx_msec_t                   sse_heartbeat;
+    ngx_uint_t                   sse_inactivity;   /* seconds */
+    ngx_uint_t                   sse_max;          /* streams per worker */
+    ngx_http_complex_value_t    *sse_url;
 } ngx_http_togglemaster_loc_conf_t;
 
 
@@ -272,6 +283,7 @@ typedef struct {
     ngx_atomic_t                 pid;
     ngx_atomic_t                 events_buffered;
     ngx_atomic_t                 events_bytes;   /* their buffers' size */
+    ngx_atomic_t                 sse_open;       /* event streams */
 } ngx_http_togglemaster_worker_stat_t;
 
 
@@ -328,6 +340,10 @@ typedef struct {
     ngx_atomic_t                 regex_too_long;
     ngx_atomic_t                 regex_limit;
     ngx_atomic_t                 regex_bad_subject;
+    /* event streams */
+    ngx_atomic_t                 sse_events;
+    ngx_atomic_t                 sse_dropped;
+    ngx_atomic_t                 sse_refused;
     ngx_http_togglemaster_events_stat_t
                                  events;
     ngx_http_togglemaster_worker_stat_t
@@ -535,6 +551,34 @@ ngx_int_t ngx_http_togglemaster_access_handler(ngx_http_request_t *r);
 /* $togglemaster_bad_key_addr; data: the index of $binary_remote_addr */
 ngx_int_t ngx_http_togglemaster_bad_key_addr_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+
+/* access.c */
+ngx_int_t ngx_http_togglemaster_add_header(ngx_http_request_t *r,
+    const char *key, ngx_str_t *value);
+/* CORS headers for a location browsers call from other origins, and the
+ * preflight's answer: NGX_DECLINED to go on, else the rc to return. */
+ngx_int_t ngx_http_togglemaster_cors(ngx_http_request_t *r,
+    ngx_http_togglemaster_loc_conf_t *tmlcf);
+
+/* sse.c: OFREP event streams */
+ngx_int_t ngx_http_togglemaster_sse_handler(ngx_http_request_t *r);
+/* snap just became current in place of old (either may be NULL) */
+void ngx_http_togglemaster_sse_swapped(ngx_http_togglemaster_snapshot_t *old,
+    ngx_http_togglemaster_snapshot_t *snap);
+/* the eventStreams member for a bulk answer in environment env (a name),
+ * empty where the location lists none */
+ngx_int_t ngx_http_togglemaster_sse_streams_json(ngx_http_request_t *r,
+    ngx_str_t *env, ngx_str_t *out);
+void ngx_http_togglemaster_sse_init(void);
+u_char *ngx_http_togglemaster_sse_metrics(u_char *p, u_char *last,
+    ngx_uint_t workers);
+char *ngx_http_togglemaster_sse_secret(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+/* merges the stream directives; a location serving or listing streams
+ * needs togglemaster_sse_secret */
+char *ngx_http_togglemaster_sse_conf(ngx_conf_t *cf,
+    ngx_http_togglemaster_loc_conf_t *conf,
+    ngx_http_togglemaster_loc_conf_t *prev);
 
 /* json.c: jansson allocations from the request pool while one is set */
 void ngx_http_togglemaster_json_init(void);

@@ -395,9 +395,12 @@ ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
     ngx_md5_t                            md5;
     tm_context                           ctx;
     ngx_table_elt_t                     *h;
+    ngx_str_t                            streams;
     ngx_http_togglemaster_flags_t       *fp;
     ngx_http_togglemaster_env_ref_t      e;
     ngx_http_togglemaster_ofrep_item_t  *items;
+
+    static ngx_str_t  default_env = ngx_string("default");
 
     if (ngx_http_togglemaster_ofrep_context(r, NULL, &ctx, &rc) != NGX_OK) {
         return rc;
@@ -412,9 +415,22 @@ ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
     fp = ngx_http_togglemaster_current
          ? ngx_http_togglemaster_current->fparts[e.index] : NULL;
 
+    /* the stream URL names the environment by name, the default's too
+     * (before the first snapshot only the default can be asked for) */
+    if (ngx_http_togglemaster_sse_streams_json(r,
+            (ngx_http_togglemaster_current
+             && ngx_http_togglemaster_current->epart)
+            ? &ngx_http_togglemaster_current->epart->names[e.index]
+            : (e.name.len ? &e.name : &default_env),
+            &streams)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     items = NULL;
     n = 0;
-    len = sizeof("{\"flags\":[]}") - 1;
+    len = sizeof("{\"flags\":[]}") - 1 + streams.len;
 
     if (fp && fp->nflags) {
         items = ngx_palloc(r->pool, fp->nflags
@@ -452,11 +468,16 @@ ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
 
     p = ngx_cpymem(p, "]}", 2);
 
-    /* the ETag names the answer itself, so it changes exactly when the
-     * answer does, whatever changed underneath */
+    /* the ETag names the evaluations, so it changes exactly when they do,
+     * whatever changed underneath (not with the stream token's expiry) */
     ngx_md5_init(&md5);
     ngx_md5_update(&md5, body, p - body);
     ngx_md5_final(md, &md5);
+
+    if (streams.len) {
+        p = ngx_cpymem(p - 1, streams.data, streams.len);
+        *p++ = '}';
+    }
 
     etag = ngx_pnalloc(r->pool, 2 + 32);
     if (etag == NULL) {

@@ -2228,6 +2228,9 @@ ngx_http_togglemaster_snapshot_swap(ngx_http_togglemaster_snapshot_t *snap)
     ngx_http_togglemaster_current = snap;
 
     if (old != snap) {
+        /* event streams compare the two */
+        ngx_http_togglemaster_sse_swapped(old, snap);
+
         ngx_http_togglemaster_snapshot_free(old);
     }
 }

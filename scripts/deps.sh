@@ -96,3 +96,12 @@ if ! grep -qs "\"version\": \"$UNLEASH_SPEC_VERSION\"" \
   npm install --silent --no-audit --no-fund --no-save --prefix "$spec_dir" \
     "@unleash/client-specification@$UNLEASH_SPEC_VERSION"
 fi
+
+# t/sse-browser.t and bench/sse.pl: the real OpenFeature web SDK and OFREP
+# web provider, test-only, pinned by t/sse-browser/package-lock.json and
+# served to headless Chromium as shipped (no bundler).
+sse_dir="$(cd "$(dirname "$0")/.." && pwd)/t/sse-browser"
+if [ ! -f "$sse_dir/node_modules/@openfeature/ofrep-web-provider/index.esm.js" ]; then
+  echo "deps: installing @openfeature/web-sdk and ofrep-web-provider from npm"
+  (cd "$sse_dir" && npm ci --silent --no-audit --no-fund)
+fi

@@ -58,13 +58,17 @@ start() {
   fi
   if [ -f build/nginx/ngx_http_togglemaster_module.so ] && [ -f nginx-conf/dev.conf ]; then
     mkdir -p "$run/nginx/logs"
+    # the event streams' token secret: one per .run, kept across restarts
+    # so that stream URLs handed out stay valid
+    [ -s "$run/sse-secret" ] || (umask 077 && openssl rand -hex 32 >"$run/sse-secret")
+    sse_secret=$(cat "$run/sse-secret")
     sed -e "s#@MODULE@#$root/build/nginx/ngx_http_togglemaster_module.so#g" \
         -e "s#@RUN@#$run#g" -e "s#@REDIS_PORT@#$REDIS_PORT#g" \
         -e "s#@SQS_URL@#$AWS_SQS_URL#g" -e "s#@AWS_ENDPOINT@#$AWS_ENDPOINT_URL#g" \
         -e "s#@AUTH_PORT@#$AUTH_PORT#g" -e "s#@FLAGS_PORT@#$FLAGS_PORT#g" \
         -e "s#@TARGETING_PORT@#$TARGETING_PORT#g" -e "s#@ANALYTICS_PORT@#$ANALYTICS_PORT#g" \
         -e "s#@EVAL_PORT@#$EVAL_PORT#g" -e "s#@INGRESS_PORT@#$INGRESS_PORT#g" \
-        -e "s#@CONSOLE@#$root/console#g" \
+        -e "s#@CONSOLE@#$root/console#g" -e "s#@SSE_SECRET@#$sse_secret#g" \
         nginx-conf/dev.conf > "$run/nginx/nginx.conf"
     # As root, nginx workers run as nobody: they write the snapshot file here.
     [ "$(id -u)" -eq 0 ] && chown -R nobody "$run/nginx"

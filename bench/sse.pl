@@ -1,0 +1,111 @@
+#!/usr/bin/env perl
+# OFREP event streams, measured (prints, not a test; issue 14's goals):
+#  1. a browser (the real @openfeature/ofrep-web-provider in headless
+#     Chromium, t/sse-browser/browser.py) against a `make run` stack:
+#     admin-API write -> PROVIDER_CONFIGURATION_CHANGED in the page, over
+#     CHANGES changes: p50, p99, max (goal p99 < 100 ms; the provider itself
+#     debounces events by 50 ms before it refetches);
+#  2. one nginx worker holding STREAMS idle streams (bench/sse_streams.py):
+#     worker RSS per stream (goal <= 8 KiB), time until every stream has the
+#     event of one change (goal < 250 ms), and /evaluate throughput (wrk)
+#     with the streams open against the same worker without them.
+#   perl -I t/lib bench/sse.pl [CHANGES] [STREAMS]
+use strict; use warnings;
+use IPC::Open2;
+use JSON::PP;
+use Time::HiRes qw(time sleep);
+use Digest::SHA qw(sha256_hex);
+use TM::Harness;
+use TM::Nginx;
+use TM::Stack;
+
+my ($CHANGES, $STREAMS) = (@ARGV, 100, 10_000)[0, 1];
+my $ROOT = $TM::Harness::ROOT;
+my $h = TM::Harness->new;
+
+sub pct { my ($p, @v) = @_; @v = sort { $a <=> $b } @v; return $v[ int(($#v) * $p + 0.5) ] }
+
+# --- 1. browser latency ---
+browser_latency() unless $ENV{TM_BENCH_NO_BROWSER};
+sub browser_latency {
+    my $s = TM::Stack->new(master_key => 'bench-master');
+    die "run.sh failed:\n" . $s->output unless $s->started;
+    my $G = $s->url('INGRESS');
+    my $M = { Authorization => 'Bearer bench-master' };
+    my $admin = $h->req(POST => "$G/auth/admin/keys", $M, { name => 'a' })->{json}{key};
+    my $A = { Authorization => "Bearer $admin" };
+    $h->wait_until(10, sub { $h->req(GET => "$G/flags/flags", $A)->{status} == 200 }) or die "admin key\n";
+    $h->req(POST => "$G/flags/environments", $A, { name => 'staging' });
+    $h->req(POST => "$G/flags/flags", $A, { name => 'banner', client_visible => JSON::PP::true });
+    my $client = $h->req(POST => "$G/auth/admin/keys", $M, { name => 'c', scope => 'client', environment => 'staging' })->{json}{key};
+    $h->wait_until(10, sub { $h->req(POST => "$G/ofrep/v1/evaluate/flags", { Authorization => "Bearer $client" },
+                                     { context => { targetingKey => 'x' } })->{status} == 200 }) or die "client key\n";
+    my $pid = open2(my $out, my $in, 'python3', "$ROOT/t/sse-browser/browser.py", $G, $client, 'banner');
+    my $cmd = sub { print $in "$_[0]\n"; decode_json(scalar <$out>) };
+    my $st = $cmd->('load');
+    die "page not ready: " . encode_json($st) . "\n" unless $st->{ready};
+    my @lat;
+    for my $i (1 .. $CHANGES) {
+        my $t0 = time * 1000;
+        my $r = $h->req(PUT => "$G/flags/flags/banner?environment=staging", $A,
+                        { is_enabled => $i % 2 ? JSON::PP::true : JSON::PP::false });
+        die "PUT: $r->{status}\n" unless $r->{status} == 200;
+        $st = $cmd->("wait $i 5");
+        my $c = $st->{changes}[$i - 1] or die "change $i never reached the page\n";
+        push @lat, $c->{at} - $t0;
+        sleep 0.15;   # past the provider's debounce: one event per change
+    }
+    print $in "quit\n"; close $in; waitpid $pid, 0;
+    printf "browser: admin write -> PROVIDER_CONFIGURATION_CHANGED over %d changes: p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",
+        scalar @lat, pct(0.5, @lat), pct(0.99, @lat), pct(1, @lat);
+    $s->stop;
+}
+
+# --- 2. idle streams on one worker ---
+my ($rport) = $h->redis =~ /(\d+)$/;
+$h->redis_cmd('HSET', 'tm:envs', $_->[0], TM::Nginx::env_json(@$_)) for ['default', 1], ['staging', 2];
+$h->redis_cmd('HSET', 'tm:flags@staging', 'banner', TM::Nginx::env_flag_json('banner', 1, 1));
+TM::Nginx::set_flag($h, 'flag-1', 1, quiet => 1);
+$h->redis_cmd('SADD', 'tm:ready', qw(flag rule key segment env key2 flag@staging rule@staging));
+$h->redis_cmd('SET', 'tm:version', 3);
+my $secret = 'bench-secret-' . ('x' x 32);
+my $ng = TM::Nginx->new($h, workers => 1, timeout => '5s', http => "togglemaster_sse_secret $secret;",
+    server => "location = /sse { togglemaster_sse on; togglemaster_sse_heartbeat 60s; togglemaster_sse_max_connections 100000; }");
+{   # room for the streams: the harness's conf says 1024 connections
+    my $f = $ng->dir . '/nginx.conf';
+    open my $c, '<', $f or die; local $/; my $t = <$c>; close $c;
+    $t =~ s/worker_connections 1024;/worker_connections @{[ $STREAMS + 2000 ]};/;
+    $t =~ s/^(events)/worker_rlimit_nofile @{[ $STREAMS + 4000 ]};\n$1/m;
+    open $c, '>', $f or die; print $c $t; close $c;
+}
+$ng->start;
+$h->wait_until(5, sub { $ng->evaluate('user-42', 'flag-1') }) or die "nginx did not sync\n";
+my $master = TM::Harness::read_pid($ng->dir, 'nginx') // do { open my $p, '<', $ng->dir . '/nginx.pid'; <$p> };
+chomp $master;
+my ($worker) = grep { /\d/ } split /\s+/, `pgrep -P $master`;
+sub rss_kib { open my $f, '<', "/proc/$worker/status" or die; while (<$f>) { return $1 if /^VmRSS:\s+(\d+)/ } }
+sub wrk {
+    my $out = `wrk -t1 -c32 -d5s '${\ $ng->url('/evaluate?user_id=u&flag_name=flag-1')}' 2>&1`;
+    my ($rps) = $out =~ /Requests\/sec:\s+([\d.]+)/ or die "wrk failed:\n$out";
+    return $rps;
+}
+my $exp = int(time) + 3600;
+my $token = "$exp.staging." . Digest::SHA::hmac_sha256_hex("tm-sse-v1\nstaging\n$exp", $secret);
+
+my $rps0 = wrk();
+my $rss0 = rss_kib();
+my $pid = open2(my $out, my $in, 'python3', "$ROOT/bench/sse_streams.py", $ng->port, "/sse?token=$token", $STREAMS, $rport);
+my $o = decode_json(scalar <$out>);
+printf "streams: %d of %d open in %.1f s\n", $o->{open}, $STREAMS, $o->{secs};
+sleep 1;
+my $rss1 = rss_kib();
+printf "worker RSS: %d KiB without streams, %d KiB with them: %.2f KiB per stream\n",
+    $rss0, $rss1, ($rss1 - $rss0) / ($o->{open} || 1);
+my $rps1 = wrk();
+printf "/evaluate: %.0f req/s without streams, %.0f with %d open: ratio %.2f\n", $rps0, $rps1, $o->{open}, $rps1 / $rps0;
+for my $round (1 .. 3) {
+    print $in "event\n";
+    my $e = decode_json(scalar <$out>);
+    printf "one change -> every stream has its event: %.1f ms (%d of %d streams)\n", $e->{all_secs} * 1000, $e->{got}, $o->{open};
+}
+print $in "quit\n"; close $in; waitpid $pid, 0;
