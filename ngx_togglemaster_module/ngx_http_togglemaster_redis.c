@@ -1022,8 +1022,9 @@ ngx_http_togglemaster_redis_connect(ngx_http_togglemaster_main_conf_t *tmcf,
         return NULL;
     }
 
+    /* the resolver logs its failures (warn); this is each retry */
     if (rp->target.naddrs == 0) {
-        ngx_log_error(NGX_LOG_WARN, log, 0,
+        ngx_log_error(NGX_LOG_INFO, log, 0,
                       "togglemaster: redis %V: host not resolved yet",
                       rc->name);
         ngx_http_togglemaster_redis_free(rc);
