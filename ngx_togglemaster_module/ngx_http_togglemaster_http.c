@@ -107,9 +107,8 @@ ngx_http_togglemaster_http_endpoint(ngx_conf_t *cf,
     const char *url, const char *host, ngx_uint_t system_cas,
     ngx_http_togglemaster_http_endpoint_t *ep)
 {
-    u_char                    *p;
-    ngx_url_t                  u;
-    ngx_http_core_loc_conf_t  *clcf;
+    u_char     *p;
+    ngx_url_t   u;
 
     ep->https = ngx_strncmp(url, "https://", 8) == 0;
 
@@ -142,16 +141,9 @@ ngx_http_togglemaster_http_endpoint(ngx_conf_t *cf,
         ep->sni.len = u.host.len;
 
         /* a name: workers resolve it again if there is a resolver */
-        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-
-        if (clcf->resolver && clcf->resolver->connections.nelts) {
-            ep->host = ep->sni;
-            ep->port = u.port ? u.port : u.default_port;
-            ep->resolver = clcf->resolver;
-            ep->resolver_timeout = clcf->resolver_timeout
-                                   == NGX_CONF_UNSET_MSEC
-                                   ? 30000 : clcf->resolver_timeout;
-        }
+        (void) ngx_http_togglemaster_http_endpoint_resolver(cf, ep, &ep->sni,
+                                               u.port ? u.port
+                                                      : u.default_port);
     }
 
     if (!ep->https) {
@@ -169,6 +161,30 @@ ngx_http_togglemaster_http_endpoint(ngx_conf_t *cf,
 
 
 /* ---- keeping a host name's addresses current ---------------------------- */
+
+ngx_uint_t
+ngx_http_togglemaster_http_endpoint_resolver(ngx_conf_t *cf,
+    ngx_http_togglemaster_http_endpoint_t *ep, ngx_str_t *host,
+    in_port_t port)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    /* http level, before the merge: NULL without a "resolver" there */
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->resolver == NULL || clcf->resolver->connections.nelts == 0) {
+        return 0;
+    }
+
+    ep->host = *host;
+    ep->port = port;
+    ep->resolver = clcf->resolver;
+    ep->resolver_timeout = clcf->resolver_timeout == NGX_CONF_UNSET_MSEC
+                           ? 30000 : clcf->resolver_timeout;
+
+    return 1;
+}
+
 
 #define NGX_HTTP_TOGGLEMASTER_HTTP_RESOLVE_MIN  1000
 #define NGX_HTTP_TOGGLEMASTER_HTTP_RESOLVE_MAX  300000
@@ -230,6 +246,13 @@ ngx_http_togglemaster_http_resolved(ngx_resolver_ctx_t *ctx)
     ngx_sockaddr_t                         *sa;
     ngx_http_togglemaster_http_endpoint_t  *ep = ctx->data;
 
+    if ((ctx->state != NGX_OK || ctx->naddrs == 0) && ep->naddrs == 0) {
+        ngx_log_error(NGX_LOG_WARN, ep->log, 0,
+                      "togglemaster: cannot resolve \"%V\" yet: %s",
+                      &ep->host, ngx_resolver_strerror(ctx->state));
+        goto done;
+    }
+
     if (ctx->state != NGX_OK || ctx->naddrs == 0) {
         ngx_log_error(NGX_LOG_WARN, ep->log, 0,
                       "togglemaster: cannot resolve \"%V\" again: %s; "
@@ -268,10 +291,18 @@ ngx_http_togglemaster_http_resolved(ngx_resolver_ctx_t *ctx)
         p += NGX_SOCKADDR_STRLEN;
     }
 
-    ngx_log_error(NGX_LOG_NOTICE, ep->log, 0,
-                  "togglemaster: \"%V\" now resolves to %V%s (was %V%s)",
-                  &ep->host, &addrs[0].name, n > 1 ? " and more" : "",
-                  &ep->addrs[0].name, ep->naddrs > 1 ? " and more" : "");
+    if (ep->naddrs == 0) {
+        /* the name did not resolve at configuration time */
+        ngx_log_error(NGX_LOG_NOTICE, ep->log, 0,
+                      "togglemaster: \"%V\" now resolves to %V%s",
+                      &ep->host, &addrs[0].name, n > 1 ? " and more" : "");
+
+    } else {
+        ngx_log_error(NGX_LOG_NOTICE, ep->log, 0,
+                      "togglemaster: \"%V\" now resolves to %V%s (was %V%s)",
+                      &ep->host, &addrs[0].name, n > 1 ? " and more" : "",
+                      &ep->addrs[0].name, ep->naddrs > 1 ? " and more" : "");
+    }
 
     /* a connection started a moment ago may still point into the answer
      * before the current one: that one goes now, the current one next */
@@ -293,6 +324,9 @@ ngx_http_togglemaster_http_resolve(ngx_event_t *ev)
 {
     ngx_resolver_ctx_t                     *ctx;
     ngx_http_togglemaster_http_endpoint_t  *ep = ev->data;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, ep->log, 0,
+                   "togglemaster: resolving \"%V\"", &ep->host);
 
     ctx = ngx_resolve_start(ep->resolver, NULL);
     if (ctx == NULL || ctx == NGX_NO_RESOLVER) {
@@ -331,7 +365,9 @@ ngx_http_togglemaster_http_endpoint_start(
     ep->resolve_ev.log = log;
     ep->resolve_ev.cancelable = 1;
 
-    ngx_add_timer(&ep->resolve_ev, NGX_HTTP_TOGGLEMASTER_HTTP_RESOLVE_MIN);
+    /* a name without addresses yet is asked for at once */
+    ngx_add_timer(&ep->resolve_ev,
+                  ep->naddrs ? NGX_HTTP_TOGGLEMASTER_HTTP_RESOLVE_MIN : 1);
 }
 
 

@@ -22,7 +22,8 @@ typedef enum {
 } ngx_http_togglemaster_http_err_e;
 
 
-/* Where requests go: resolved, SNI and TLS context made once. */
+/* Where requests go: resolved, SNI and TLS context made once. The Redis
+ * client uses its addresses part too (addrs to resolve_ev). */
 typedef struct {
     const char                  *name;        /* for the log: "SQS" */
     ngx_addr_t                  *addrs;
@@ -125,6 +126,16 @@ char *ngx_http_togglemaster_http_endpoint(ngx_conf_t *cf,
     ngx_http_togglemaster_main_conf_t *tmcf, const char *what,
     const char *url, const char *host, ngx_uint_t system_cas,
     ngx_http_togglemaster_http_endpoint_t *ep);
+
+/* With a "resolver" at http level (called in the master, from a directive
+ * or init_main_conf): workers resolve host (kept, NUL-terminated) again
+ * through it, the addresses taking port. 1 if so, 0 without a resolver.
+ * ep's addresses may be empty (naddrs 0) until the first answer: the
+ * Redis client's peer is such an endpoint, its name not known yet to the
+ * system at start. */
+ngx_uint_t ngx_http_togglemaster_http_endpoint_resolver(ngx_conf_t *cf,
+    ngx_http_togglemaster_http_endpoint_t *ep, ngx_str_t *host,
+    in_port_t port);
 
 /* In a worker: keep ep's addresses current when it has a resolver
  * (NGX_OK otherwise too); and stop doing so. */

@@ -435,8 +435,10 @@ ngx_int_t ngx_http_togglemaster_file_save(
 ngx_http_togglemaster_snapshot_t *ngx_http_togglemaster_file_load(
     ngx_str_t *path, ngx_log_t *log);
 
-/* redis.c: togglemaster_redis, and the checks and TLS context of
- * togglemaster_redis_ssl_* once the http block is read */
+/* redis.c: togglemaster_redis, and once the http block is read the
+ * resolver choice (a host name the system does not know at start needs
+ * "resolver" at http level), the checks and TLS context of
+ * togglemaster_redis_ssl_* */
 char *ngx_http_togglemaster_redis_url(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_togglemaster_redis_conf(ngx_conf_t *cf,

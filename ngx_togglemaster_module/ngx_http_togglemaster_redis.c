@@ -1,6 +1,7 @@
 /*
  * The module's Redis client (see the header): configuration (the URL read
- * by lib/tm_url.c, as the daemons read it, resolved once in the master;
+ * by lib/tm_url.c, as the daemons read it, resolved in the master, and
+ * by the workers through nginx's resolver if there is one at http level;
  * the TLS context), then per connection a non-blocking connect, TLS with
  * SNI and verification, AUTH and SELECT, and replies parsed by hiredis's
  * reader and handed to callbacks in order. Timeouts are the sync code's
@@ -9,6 +10,7 @@
 
 #include "ngx_http_togglemaster_module.h"
 #include "ngx_http_togglemaster_redis.h"
+#include "ngx_http_togglemaster_http.h"
 #include "tm_url.h"
 
 
@@ -22,7 +24,10 @@
 /* togglemaster_redis, parsed and resolved */
 typedef struct {
     tm_redis_url                           url;
-    ngx_addr_t                             addr;
+    ngx_http_togglemaster_http_endpoint_t  target;       /* addresses */
+    ngx_str_t                              host;         /* as in url */
+    in_port_t                              port;
+    ngx_uint_t                             unresolved;   /* at start */
     ngx_str_t                              server_name;  /* NUL-terminated */
     ngx_uint_t                             server_ip;
 #if (NGX_SSL)
@@ -37,6 +42,12 @@ struct ngx_http_togglemaster_redis_s {
     ngx_log_t                             *log;
     ngx_peer_connection_t                  peer;
     ngx_connection_t                      *c;
+
+    /* the peer's address, copied: a new answer frees the one it came
+     * from two re-resolutions later, while the connection may live on */
+    ngx_sockaddr_t                         peer_sockaddr;
+    ngx_str_t                              peer_name;
+    u_char                                 peer_text[NGX_SOCKADDR_STRLEN];
     redisReader                           *reader;
 
     /* queued command bytes, sent from out_sent on */
@@ -127,23 +138,112 @@ ngx_http_togglemaster_redis_url(ngx_conf_t *cf, ngx_command_t *cmd,
         p = ngx_snprintf(addr, size, "%s:%d", rp->url.host, rp->url.port);
     }
 
-    /* resolved here, once: workers never call the resolver */
+    /* the syntax first: a bad URL fails whatever the DNS says */
     ngx_memzero(&u, sizeof(ngx_url_t));
     u.url.data = addr;
     u.url.len = p - addr;
     u.default_port = 6379;
+    u.no_resolve = 1;
 
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "no address for redis \"%V\": %s", &tmcf->redis,
-                           u.err ? u.err : "host not found");
+                           "invalid address for redis \"%V\": %s",
+                           &tmcf->redis, u.err ? u.err : "unknown error");
         return NGX_CONF_ERROR;
     }
 
-    rp->addr = u.addrs[0];
+    rp->host.data = (u_char *) rp->url.host;
+    rp->host.len = ngx_strlen(rp->url.host);
+    rp->port = (in_port_t) rp->url.port;
+
+    /* then the system's resolver, here in the master; a name it does not
+     * know (yet: a stopped compose container) is left to the workers,
+     * through nginx's resolver, once init_main_conf knows if there is
+     * one (ngx_http_togglemaster_redis_conf) */
+    if (u.naddrs == 0 && ngx_inet_resolve_host(cf->pool, &u) != NGX_OK) {
+        rp->unresolved = 1;
+        ngx_log_debug2(NGX_LOG_DEBUG_CORE, cf->log, 0,
+                       "togglemaster: redis \"%V\": %s at configuration "
+                       "time", &tmcf->redis,
+                       u.err ? u.err : "host not found");
+
+    } else {
+        rp->target.addrs = u.addrs;
+        rp->target.naddrs = u.naddrs;
+    }
+
     tmcf->redis_peer = rp;
 
     return NGX_CONF_OK;
+}
+
+
+/* With "resolver" at http level, a Redis host name is resolved again in
+ * the workers, so a moved Redis is followed; without one, a name the
+ * system did not know at start is an error. */
+static char *
+ngx_http_togglemaster_redis_resolver(ngx_conf_t *cf,
+    ngx_http_togglemaster_main_conf_t *tmcf,
+    ngx_http_togglemaster_redis_peer_t *rp)
+{
+    ngx_uint_t  named;
+#if (NGX_HAVE_INET6)
+    u_char      buf[16];
+#endif
+
+    named = rp->url.unix_path[0] == '\0'
+            && ngx_inet_addr(rp->host.data, rp->host.len) == INADDR_NONE;
+#if (NGX_HAVE_INET6)
+    named = named && ngx_inet6_addr(rp->host.data, rp->host.len, buf)
+                     != NGX_OK;
+#endif
+
+    if (named
+        && ngx_http_togglemaster_http_endpoint_resolver(cf, &rp->target,
+                                                        &rp->host, rp->port))
+    {
+        if (rp->unresolved) {
+            ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                               "redis \"%V\": host not found; the workers "
+                               "resolve it through \"resolver\" and serve "
+                               "the snapshot file meanwhile", &tmcf->redis);
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (rp->unresolved) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "no address for redis \"%V\": host not found "
+                           "(a \"resolver\" at http level lets nginx start "
+                           "and resolve it later)", &tmcf->redis);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+void
+ngx_http_togglemaster_redis_start(ngx_http_togglemaster_main_conf_t *tmcf,
+    ngx_log_t *log)
+{
+    ngx_http_togglemaster_redis_peer_t  *rp = tmcf->redis_peer;
+
+    if (rp) {
+        ngx_http_togglemaster_http_endpoint_start(&rp->target, log);
+    }
+}
+
+
+void
+ngx_http_togglemaster_redis_stop(ngx_http_togglemaster_main_conf_t *tmcf)
+{
+    ngx_http_togglemaster_redis_peer_t  *rp = tmcf->redis_peer;
+
+    if (rp) {
+        ngx_http_togglemaster_http_endpoint_stop(&rp->target);
+    }
 }
 
 
@@ -240,6 +340,12 @@ ngx_http_togglemaster_redis_conf(ngx_conf_t *cf,
     ngx_http_togglemaster_main_conf_t *tmcf)
 {
     ngx_http_togglemaster_redis_peer_t  *rp = tmcf->redis_peer;
+
+    if (rp && ngx_http_togglemaster_redis_resolver(cf, tmcf, rp)
+              != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
 
     if (rp == NULL || !rp->url.tls) {
         if (tmcf->redis_ssl_ca.len || tmcf->redis_ssl_name.len) {
@@ -831,7 +937,7 @@ ngx_http_togglemaster_redis_send(ngx_http_togglemaster_redis_t *rc)
                        "togglemaster: redis %V: connected", rc->name);
 
         /* small pipelined commands go out at once, as hiredis had them */
-        if (c->type == SOCK_STREAM && rc->conf->addr.sockaddr->sa_family
+        if (c->type == SOCK_STREAM && rc->peer.sockaddr->sa_family
                                       != AF_UNIX
             && ngx_tcp_nodelay(c) != NGX_OK)
         {
@@ -895,6 +1001,7 @@ ngx_http_togglemaster_redis_connect(ngx_http_togglemaster_main_conf_t *tmcf,
     ngx_log_t *log, ngx_http_togglemaster_redis_error_pt error)
 {
     ngx_int_t                            n;
+    ngx_addr_t                          *addr;
     ngx_connection_t                    *c;
     ngx_http_togglemaster_redis_t       *rc;
     ngx_http_togglemaster_redis_peer_t  *rp = tmcf->redis_peer;
@@ -915,9 +1022,25 @@ ngx_http_togglemaster_redis_connect(ngx_http_togglemaster_main_conf_t *tmcf,
         return NULL;
     }
 
-    rc->peer.sockaddr = rp->addr.sockaddr;
-    rc->peer.socklen = rp->addr.socklen;
-    rc->peer.name = &rp->addr.name;
+    /* the resolver logs its failures (warn); this is each retry */
+    if (rp->target.naddrs == 0) {
+        ngx_log_error(NGX_LOG_INFO, log, 0,
+                      "togglemaster: redis %V: host not resolved yet",
+                      rc->name);
+        ngx_http_togglemaster_redis_free(rc);
+        return NULL;
+    }
+
+    addr = &rp->target.addrs[0];
+
+    ngx_memcpy(&rc->peer_sockaddr, addr->sockaddr, addr->socklen);
+    rc->peer_name.len = ngx_min(addr->name.len, NGX_SOCKADDR_STRLEN);
+    rc->peer_name.data = rc->peer_text;
+    ngx_memcpy(rc->peer_text, addr->name.data, rc->peer_name.len);
+
+    rc->peer.sockaddr = &rc->peer_sockaddr.sockaddr;
+    rc->peer.socklen = addr->socklen;
+    rc->peer.name = &rc->peer_name;
     rc->peer.get = ngx_event_get_peer;
     rc->peer.log = log;
     rc->peer.log_error = NGX_ERROR_ERR;

@@ -32,7 +32,15 @@ typedef void (*ngx_http_togglemaster_redis_error_pt)(
     ngx_http_togglemaster_redis_t *rc, const char *why);
 
 
-/* A connection to togglemaster_redis; NULL (logged) if it cannot start. */
+/* In a worker: keep the Redis host's addresses current through nginx's
+ * resolver when there is one (see ngx_http_togglemaster_redis_conf); and
+ * stop. */
+void ngx_http_togglemaster_redis_start(
+    ngx_http_togglemaster_main_conf_t *tmcf, ngx_log_t *log);
+void ngx_http_togglemaster_redis_stop(
+    ngx_http_togglemaster_main_conf_t *tmcf);
+
+/* A connection to togglemaster_redis (its first address); NULL (logged) if it cannot start. */
 ngx_http_togglemaster_redis_t *ngx_http_togglemaster_redis_connect(
     ngx_http_togglemaster_main_conf_t *tmcf, ngx_log_t *log,
     ngx_http_togglemaster_redis_error_pt error);

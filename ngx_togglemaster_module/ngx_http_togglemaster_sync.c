@@ -1600,6 +1600,9 @@ ngx_http_togglemaster_sync_init(ngx_cycle_t *cycle,
         return NGX_OK;
     }
 
+    /* a host not resolved yet fails the first connects: the retries
+     * find its addresses once nginx's resolver has them */
+    ngx_http_togglemaster_redis_start(tmcf, cycle->log);
     ngx_http_togglemaster_sync_start();
 
     ngx_add_timer(&s->check_timer, tmcf->check_interval);
@@ -1703,6 +1706,8 @@ ngx_http_togglemaster_sync_exit(ngx_cycle_t *cycle)
     if (s->file_timer.timer_set) {
         ngx_del_timer(&s->file_timer);
     }
+
+    ngx_http_togglemaster_redis_stop(s->conf);
 
     /* a pending write still happens: the next start needs it */
     ngx_http_togglemaster_sync_write_file(&s->file_timer);

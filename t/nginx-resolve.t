@@ -11,8 +11,7 @@ use lib 't/lib';
 use TM::Harness;
 use TM::Nginx;
 use TM::AWS;
-use IO::Socket::INET;
-use POSIX qw(_exit);
+use TM::DNS;
 use Time::HiRes qw(time sleep);
 
 my $h = TM::Harness->new;
@@ -24,29 +23,10 @@ delete @ENV{qw(AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_PRO
                AWS_ENDPOINT_URL_SQS AWS_SQS_URL AWS_WEB_IDENTITY_TOKEN_FILE AWS_ROLE_ARN
                AWS_CONTAINER_CREDENTIALS_FULL_URI AWS_CONTAINER_CREDENTIALS_RELATIVE_URI)};
 
-# --- the DNS server: A records from $dir/dns-answer, TTL 1 s ----------------
-my $answer = "$dir/dns-answer";
-sub answer_with { open my $f, '>', "$answer.tmp" or die; print $f shift; close $f; rename "$answer.tmp", $answer }
-answer_with('127.0.0.3');               # nothing listens there
-my $udp = IO::Socket::INET->new(Proto => 'udp', LocalAddr => '127.0.0.1', LocalPort => 0) or die "udp: $!";
-my $dport = $udp->sockport;
-my $dns = fork // die "fork: $!";
-if (!$dns) {
-    while (1) {
-        my $peer = $udp->recv(my $pkt, 512) // next;
-        next if length $pkt < 17;
-        my ($id) = unpack 'n', $pkt;
-        my $i = 12;
-        $i += 1 + ord substr($pkt, $i, 1) while $i < length $pkt && ord substr($pkt, $i, 1);
-        my $question = substr $pkt, 12, $i + 5 - 12;
-        my ($qtype) = unpack 'n', substr($pkt, $i + 1, 2);
-        open my $f, '<', $answer or next;
-        chomp(my $ip = <$f> // '');
-        my $an = $qtype == 1 ? pack('n n n N n', 0xc00c, 1, 1, 1, 4) . pack('C4', split /\./, $ip) : '';
-        $udp->send(pack('n n n n n n', $id, 0x8180, 1, $an ? 1 : 0, 0, 0) . $question . $an, 0, $peer);
-    }
-}
-END { if ($dns) { kill 'KILL', $dns; waitpid $dns, 0 } }
+# --- the DNS server (TM::DNS): A records as the test says, TTL 1 s ---------
+my $dns = TM::DNS->new($dir);
+$dns->answer_with('127.0.0.3');         # nothing listens there
+my $dport = $dns->port;
 
 my $ng = TM::Nginx->new($h, redis => 0, workers => 1, http => <<"CONF");
     resolver 127.0.0.1:$dport valid=1s ipv6=off;
@@ -73,7 +53,7 @@ ok $h->wait_until(10, sub { TM::Nginx::m_sum($ng->metrics, 'togglemaster_sqs_err
     '... their events cannot go: SQS errors counted';
 is $ng->metrics->{togglemaster_events_sent_total}, 0, '... none sent';
 
-answer_with('127.0.0.1');
+$dns->answer_with('127.0.0.1');
 ok $h->wait_until(10, sub { $ng->error_log =~ /"localhost" now resolves to 127\.0\.0\.1:$mport/ }),
     'the DNS answer changed back: followed without a reload';
 ok $h->wait_until(15, sub { ($ng->metrics->{togglemaster_events_sent_total} // 0) == 10 }),
