@@ -26,35 +26,49 @@ static void ngx_http_togglemaster_http_read(ngx_event_t *rev);
 
 #if (NGX_SSL)
 
+/* A TLS 1.2+ client context, freed with the configuration's pool: the one
+ * constructor of the module's outbound TLS (SQS, STS, Redis). */
+ngx_ssl_t *
+ngx_http_togglemaster_ssl_create(ngx_conf_t *cf)
+{
+    ngx_ssl_t           *ssl;
+    ngx_pool_cleanup_t  *cln;
+
+    ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (ssl == NULL) {
+        return NULL;
+    }
+
+    ssl->log = cf->log;
+
+    if (ngx_ssl_create(ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL) != NGX_OK) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_ssl_cleanup_ctx(ssl);
+        return NULL;
+    }
+
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = ssl;
+
+    return ssl;
+}
+
+
 static char *
 ngx_http_togglemaster_http_ssl_conf(ngx_conf_t *cf,
     ngx_http_togglemaster_main_conf_t *tmcf, ngx_uint_t system_cas,
     ngx_http_togglemaster_http_endpoint_t *ep)
 {
-    ngx_str_t           *ca;
-    ngx_pool_cleanup_t  *cln;
+    ngx_str_t  *ca;
 
-    ep->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    ep->ssl = ngx_http_togglemaster_ssl_create(cf);
     if (ep->ssl == NULL) {
         return NGX_CONF_ERROR;
     }
-
-    ep->ssl->log = cf->log;
-
-    if (ngx_ssl_create(ep->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
-        != NGX_OK)
-    {
-        return NGX_CONF_ERROR;
-    }
-
-    cln = ngx_pool_cleanup_add(cf->pool, 0);
-    if (cln == NULL) {
-        ngx_ssl_cleanup_ctx(ep->ssl);
-        return NGX_CONF_ERROR;
-    }
-
-    cln->handler = ngx_ssl_cleanup_ctx;
-    cln->data = ep->ssl;
 
     ep->verify = tmcf->events_ssl_verify;
 

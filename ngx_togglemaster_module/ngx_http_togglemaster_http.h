@@ -122,6 +122,9 @@ struct ngx_http_togglemaster_http_s {
  * context, verifying as togglemaster_events_ssl_verify says against
  * togglemaster_events_ssl_trusted_certificate, and against the system's
  * CAs when there is none or when system_cas is set. */
+#if (NGX_SSL)
+ngx_ssl_t *ngx_http_togglemaster_ssl_create(ngx_conf_t *cf);
+#endif
 char *ngx_http_togglemaster_http_endpoint(ngx_conf_t *cf,
     ngx_http_togglemaster_main_conf_t *tmcf, const char *what,
     const char *url, const char *host, ngx_uint_t system_cas,

@@ -258,7 +258,6 @@ ngx_http_togglemaster_redis_ssl_conf(ngx_conf_t *cf,
 {
     u_char              *p;
     ngx_str_t            name;
-    ngx_pool_cleanup_t  *cln;
 #if (NGX_HAVE_INET6)
     u_char               buf[16];
 #endif
@@ -291,27 +290,10 @@ ngx_http_togglemaster_redis_ssl_conf(ngx_conf_t *cf,
     rp->server_ip |= ngx_inet6_addr(name.data, name.len, buf) == NGX_OK;
 #endif
 
-    rp->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    rp->ssl = ngx_http_togglemaster_ssl_create(cf);
     if (rp->ssl == NULL) {
         return NGX_CONF_ERROR;
     }
-
-    rp->ssl->log = cf->log;
-
-    if (ngx_ssl_create(rp->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
-        != NGX_OK)
-    {
-        return NGX_CONF_ERROR;
-    }
-
-    cln = ngx_pool_cleanup_add(cf->pool, 0);
-    if (cln == NULL) {
-        ngx_ssl_cleanup_ctx(rp->ssl);
-        return NGX_CONF_ERROR;
-    }
-
-    cln->handler = ngx_ssl_cleanup_ctx;
-    cln->data = rp->ssl;
 
     if (tmcf->redis_ssl_ca.len == 0) {
         if (SSL_CTX_set_default_verify_paths(rp->ssl->ctx) != 1) {

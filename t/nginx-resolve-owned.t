@@ -10,6 +10,7 @@ use strict; use warnings;
 use Test::More;
 use lib 't/lib';
 use TM::Harness;
+use TM::DNS;
 use TM::Nginx;
 use IO::Socket::INET;
 use Time::HiRes qw(time sleep);
@@ -22,29 +23,11 @@ delete @ENV{qw(AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_PRO
 my @kids;
 END { for (@kids) { kill 'KILL', $_; waitpid $_, 0 } }
 
-# --- DNS: A records from $dir/dns-answer, TTL 1 s (as t/nginx-resolve.t) ---
-my $answer = "$dir/dns-answer";
-sub answer_with { open my $f, '>', "$answer.tmp" or die; print $f shift; close $f; rename "$answer.tmp", $answer }
-answer_with('127.0.0.2');
-my $udp = IO::Socket::INET->new(Proto => 'udp', LocalAddr => '127.0.0.1', LocalPort => 0) or die "udp: $!";
-my $dport = $udp->sockport;
-my $pid = fork // die "fork: $!";
-if (!$pid) {
-    while (1) {
-        my $peer = $udp->recv(my $pkt, 512) // next;
-        next if length $pkt < 17;
-        my ($id) = unpack 'n', $pkt;
-        my $i = 12;
-        $i += 1 + ord substr($pkt, $i, 1) while $i < length $pkt && ord substr($pkt, $i, 1);
-        my $question = substr $pkt, 12, $i + 5 - 12;
-        my ($qtype) = unpack 'n', substr($pkt, $i + 1, 2);
-        open my $f, '<', $answer or next;
-        chomp(my $ip = <$f> // '');
-        my $an = $qtype == 1 ? pack('n n n N n', 0xc00c, 1, 1, 1, 4) . pack('C4', split /\./, $ip) : '';
-        $udp->send(pack('n n n n n n', $id, 0x8180, 1, $an ? 1 : 0, 0, 0) . $question . $an, 0, $peer);
-    }
-}
-push @kids, $pid;
+# --- DNS (TM::DNS): A records as the test says, TTL 1 s ---
+my $dns = TM::DNS->new($dir);
+$dns->answer_with('127.0.0.2');
+my $dport = $dns->port;
+my $pid;
 
 # --- SQS on 127.0.0.2: answers the first batch (keep-alive), then reads
 # and never answers, so the next batch on that connection times out ---
@@ -97,9 +80,9 @@ is $h->req(GET => $ng->url('/evaluate?user_id=a&flag_name=f'))->{status}, 200, '
 ok $h->wait_until(10, sub { ($ng->metrics->{togglemaster_events_sent_total} // 0) == 1 }),
     '... its event went to 127.0.0.2 (the connection stays open)';
 
-answer_with('127.0.0.4');
+$dns->answer_with('127.0.0.4');
 ok $h->wait_until(10, sub { $ng->error_log =~ /now resolves to 127\.0\.0\.4:$sport/ }), 'DNS answer changed once';
-answer_with('127.0.0.5');
+$dns->answer_with('127.0.0.5');
 ok $h->wait_until(10, sub { $ng->error_log =~ /now resolves to 127\.0\.0\.5:$sport/ }),
     'and twice: the first answer is freed';
 
