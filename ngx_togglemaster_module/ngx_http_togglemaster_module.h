@@ -250,6 +250,9 @@ typedef struct {
     ngx_uint_t                   sse_inactivity;   /* seconds */
     ngx_uint_t                   sse_max;          /* streams per worker */
     ngx_http_complex_value_t    *sse_url;
+    /* togglemaster_request_budget: what the evaluations of one request
+     * (bulk OFREP) may cost in all, in evaluation budgets (lib/tm_rules.h) */
+    ngx_uint_t                   request_budget;
 } ngx_http_togglemaster_loc_conf_t;
 
 
@@ -340,6 +343,10 @@ typedef struct {
     ngx_atomic_t                 regex_too_long;
     ngx_atomic_t                 regex_limit;
     ngx_atomic_t                 regex_bad_subject;
+    /* evaluations stopped by their own budget, or by their request's
+     * (lib/tm_rules.h) */
+    ngx_atomic_t                 rules_over_budget;
+    ngx_atomic_t                 rules_over_request_budget;
     /* event streams */
     ngx_atomic_t                 sse_events;
     ngx_atomic_t                 sse_dropped;
@@ -454,7 +461,8 @@ void ngx_http_togglemaster_sync_key_used(u_char *bin, ngx_log_t *log);
 
 /* eval.c */
 ngx_int_t ngx_http_togglemaster_evaluate(ngx_http_togglemaster_flag_t *f,
-    ngx_uint_t env, tm_context *ctx, tm_eval_result *res);
+    ngx_uint_t env, tm_context *ctx, tm_request_budget *rb,
+    tm_eval_result *res);
 /* The request's environment: its key's (use_key, for server and client
  * keys) or the location's togglemaster_environment. NGX_OK, or NGX_DECLINED
  * with e->status and e->error (an environment that does not exist). */
@@ -475,7 +483,7 @@ size_t ngx_http_togglemaster_json_str_len(u_char *s, size_t len);
 
 /* metrics.c */
 ngx_uint_t ngx_http_togglemaster_counter_slot(u_char *name, size_t len);
-void ngx_http_togglemaster_regex_count(void);
+void ngx_http_togglemaster_engine_count(void);
 void ngx_http_togglemaster_count(ngx_uint_t slot, ngx_uint_t on);
 void ngx_http_togglemaster_worker_state(ngx_uint_t state);
 ngx_int_t ngx_http_togglemaster_shm_init(ngx_shm_zone_t *zone, void *data);

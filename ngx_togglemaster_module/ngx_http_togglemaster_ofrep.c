@@ -66,14 +66,15 @@ typedef struct {
 
 
 /* Evaluates f for ctx in environment e into it (with its event), or says
- * why not. */
+ * why not; a bulk request pays its flags from rb. */
 static void
 ngx_http_togglemaster_ofrep_eval(ngx_http_togglemaster_ofrep_item_t *it,
     ngx_http_togglemaster_flag_t *f, tm_context *ctx,
-    ngx_http_togglemaster_env_ref_t *e, ngx_uint_t bulk)
+    ngx_http_togglemaster_env_ref_t *e, tm_request_budget *rb)
 {
-    tm_decision   d;
-    const char   *variant;
+    tm_decision     d;
+    const char     *variant;
+    unsigned long   refused;
 
     it->flag = f;
     it->code = NULL;
@@ -89,7 +90,9 @@ ngx_http_togglemaster_ofrep_eval(ngx_http_togglemaster_ofrep_item_t *it,
         return;
     }
 
-    (void) ngx_http_togglemaster_evaluate(f, e->index, ctx, &it->res);
+    refused = rb ? rb->refused : 0;
+
+    (void) ngx_http_togglemaster_evaluate(f, e->index, ctx, rb, &it->res);
 
     d.value = it->res.value;
     d.reason = it->res.reason;
@@ -97,7 +100,7 @@ ngx_http_togglemaster_ofrep_eval(ngx_http_togglemaster_ofrep_item_t *it,
     variant = it->res.variant ? it->res.variant
                               : (it->res.value ? "on" : "off");
 
-    if (bulk) {
+    if (rb) {
         ngx_http_togglemaster_event_bulk((u_char *) ctx->key, ctx->key_len,
                                          f->name.data, f->name.len, &d,
                                          variant, &e->name);
@@ -108,7 +111,13 @@ ngx_http_togglemaster_ofrep_eval(ngx_http_togglemaster_ofrep_item_t *it,
                                     &e->name);
     }
 
-    if (it->res.reason == TM_REASON_ERROR) {
+    if (rb && rb->refused != refused) {
+        /* the request's budget is spent: nothing about the rule, so any
+         * key may read why (the flag alone would be evaluated) */
+        it->code = "GENERAL";
+        it->details = it->res.error;
+
+    } else if (it->res.reason == TM_REASON_ERROR) {
         /* a stored rule that does not compile cannot be parsed; anything
          * else (a dependency chain too deep) is general. A client key
          * never sees a rule, not even quoted in a compiler's message. */
@@ -366,7 +375,7 @@ ngx_http_togglemaster_ofrep_single(ngx_http_request_t *r, ngx_str_t *key)
                    "FLAG_NOT_FOUND", "flag not found");
     }
 
-    ngx_http_togglemaster_ofrep_eval(&it, f, &ctx, &e, 0);
+    ngx_http_togglemaster_ofrep_eval(&it, f, &ctx, &e, NULL);
 
     if (it.code) {
         return ngx_http_togglemaster_ofrep_error(r, NGX_HTTP_BAD_REQUEST, key,
@@ -397,8 +406,10 @@ ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
     ngx_table_elt_t                     *h;
     ngx_str_t                            streams;
     ngx_http_togglemaster_flags_t       *fp;
+    tm_request_budget                    rb;
     ngx_http_togglemaster_env_ref_t      e;
     ngx_http_togglemaster_ofrep_item_t  *items;
+    ngx_http_togglemaster_loc_conf_t    *tmlcf;
 
     static ngx_str_t  default_env = ngx_string("default");
 
@@ -440,15 +451,27 @@ ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
         }
     }
 
+    /* one budget for every flag, in the snapshot's order (by name): the
+     * same flags are refused for the same snapshot and context */
+    tmlcf = ngx_http_get_module_loc_conf(r, ngx_http_togglemaster_module);
+    tm_request_budget_init(&rb, (uint64_t) tmlcf->request_budget
+                                * TM_EVAL_BUDGET);
+
     for (i = 0; fp && i < fp->nflags; i++) {
         if (!ngx_http_togglemaster_ofrep_visible(&fp->flags[i], &e)) {
             continue;
         }
 
         ngx_http_togglemaster_ofrep_eval(&items[n], &fp->flags[i], &ctx, &e,
-                                         1);
+                                         &rb);
         len += ngx_http_togglemaster_ofrep_item_len(&items[n]) + 1;
         n++;
+    }
+
+    if (rb.refused) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "togglemaster: bulk OFREP: %ui of %ui flags over the "
+                       "request's budget", (ngx_uint_t) rb.refused, n);
     }
 
     body = ngx_pnalloc(r->pool, len);
