@@ -1110,6 +1110,17 @@ static void test_request_budget(void)
     res = run_in(heavy, &rb, "short");
     ok(res.reason == TM_REASON_DEFAULT, "the next flag is evaluated");
 
+    /* a random draw costs the same whatever its length ("7" or "12345") */
+    tm_rule *rnd = compile("{\"strategies\":[{\"rollout\":{\"percentage\":50,"
+                           "\"stickiness\":\"random\"}}]}");
+    random_value = 7;
+    tm_eval_result r1 = run(rnd, "f", "u", NULL);
+    random_value = 12345;
+    tm_eval_result r2 = run(rnd, "f", "u", NULL);
+    ok(rnd && r1.cost == r2.cost, "random stickiness: the same cost for draws of 1 and 5 "
+       "digits (%lu, %lu units)", r1.cost, r2.cost);
+    tm_rule_free(rnd);
+
     /* an empty budget refuses every rule at once; rb NULL is tm_evaluate */
     tm_request_budget_init(&rb, 0);
     res = run_in(heavy, &rb, "short");
