@@ -7,8 +7,8 @@
 # the others answer, the answer is 200 and the same for the same snapshot
 # and context; the worker keeps serving meanwhile; /metrics counts both
 # kinds of refusal; bad directive values stop nginx -t. Before the request
-# budget, 1000 such flags kept a worker busy about 1 s per request (about
-# 3 s under ASan) and every flag was answered.
+# budget, 1000 such flags kept a worker busy about 0.5 s per request (about
+# 1.5 s under ASan) and every flag was answered.
 use strict; use warnings;
 use Test::More;
 use POSIX ();
@@ -22,18 +22,20 @@ my $h = TM::Harness->new;
 $h->redis;
 
 # generous for a loaded 2-core machine under ASan: the budgeted request
-# costs about 20 ms of CPU (60 ms under ASan), the unbudgeted one 1-3 s
+# costs about 10 ms of CPU (30 ms under ASan), the unbudgeted one 0.5 s
+# (1.5 s under ASan)
 my $BOUND = 0.6;
 my $N = 1000;              # worst-case flags w0000..w0999
 my $DEFAULT = 20;          # togglemaster_request_budget's default
 
-# 36 inverted STR_CONTAINS ["b"] over a 4 KiB identity: about 0.9 of one
-# evaluation budget, within it (rollout 0: the answer is DEFAULT)
-my $inv = { contextName => 'userId', operator => 'STR_CONTAINS', values => [ 'b' ],
-            inverted => JSON::PP::true };
-my $worst = { strategies => [ { constraints => [ ($inv) x 36 ], rollout => { percentage => 0 } } ] };
-# 64 of them: over one evaluation budget alone
-my $over = { strategies => [ { constraints => [ ($inv) x 64 ], rollout => { percentage => 0 } } ] };
+# A REGEX bomb at its whole match limit over a 1 KiB identity: about 0.9 of
+# one evaluation budget, within it, and about 0.5 ms of CPU (1.5 under ASan):
+# the most CPU per budget unit (docs/rules.md); no match: DEFAULT
+my $bomb = { contextName => 'userId', operator => 'REGEX', value => '(?:a|b)*?a*+c|!!' };
+my $worst = { strategies => [ { constraints => [ $bomb ] } ] };
+# 64 of them inverted (each holds, so the next runs): over one budget alone
+my $over = { strategies => [ { constraints => [ ({ %$bomb, inverted => JSON::PP::true }) x 64 ],
+                               rollout => { percentage => 0 } } ] };
 
 my @worst = map { sprintf 'w%04d', $_ } 0 .. $N - 1;
 my @plain = map { sprintf 'p%02d', $_ } 0 .. 19;      # no rule: cost nothing
@@ -67,7 +69,7 @@ CONF
 $ng->start;
 ok $h->wait_until(30, sub { eval { $ng->evaluate('u', 'p00') } }), 'snapshot loaded';
 
-my $id4k = 'a' x 4096;
+my $id1k = ('a' x 1023) . '!';     # the longest value REGEX matches
 sub bulk {
     my ($path, $user) = @_;
     my $t0 = time;
@@ -85,8 +87,8 @@ sub outcomes {
 my $REFUSED = qr/^GENERAL: over the request's evaluation budget/;
 
 my $m0 = $ng->metrics;
-my ($r, $t) = bulk('/ofrep/v1/evaluate/flags', $id4k);
-is $r->{status}, 200, "bulk OFREP over $N worst-case flags, 4 KiB identity: 200";
+my ($r, $t) = bulk('/ofrep/v1/evaluate/flags', $id1k);
+is $r->{status}, 200, "bulk OFREP over $N worst-case flags, 1 KiB identity: 200";
 cmp_ok $t, '<', $BOUND, sprintf('... answered in %.3f s', $t);
 my $o = outcomes($r);
 is scalar(keys %$o), $N + 22, '... every flag listed';
@@ -105,7 +107,7 @@ is $m1->{togglemaster_rules_over_request_budget_total} - ($m0->{togglemaster_rul
    @refused + 1, 'togglemaster_rules_over_request_budget_total counts the refused flags';
 
 # the same snapshot and context: the same answer, so the same ETag
-my ($r2) = bulk('/ofrep/v1/evaluate/flags', $id4k);
+my ($r2) = bulk('/ofrep/v1/evaluate/flags', $id1k);
 is_deeply outcomes($r2), $o, 'a second request: the same flags refused';
 ok $r->{headers}{etag} && $r->{headers}{etag} eq ($r2->{headers}{etag} // ''), '... and the same ETag';
 
@@ -117,21 +119,21 @@ is $o->{'a-cheap'}, 'TARGETING_MATCH', '... the cheap rule matches';
 like $o->{'x-over'} // '', qr/^(DEFAULT|GENERAL: over the evaluation budget)$/, '... x-over evaluated on its own budget';
 
 # the location's own budget: one evaluation budget answers one worst flag
-($r) = bulk('/small/ofrep/v1/evaluate/flags', $id4k);
+($r) = bulk('/small/ofrep/v1/evaluate/flags', $id1k);
 $o = outcomes($r);
 is $r->{status}, 200, 'togglemaster_request_budget 1: 200';
 is scalar(grep { ($o->{$_} // '') eq 'DEFAULT' } @worst), 1, '... one worst-case flag answered';
 
 # one flag alone has its own evaluation budget: a refused flag answers
 my $single = $h->req(POST => $ng->url("/ofrep/v1/evaluate/flags/$worst[-1]"), {},
-                     { context => { targetingKey => $id4k } });
+                     { context => { targetingKey => $id1k } });
 is $single->{status}, 200, "$worst[-1] alone: 200";
 is $single->{json}{reason}, 'DEFAULT', '... DEFAULT';
 
 # an evaluation over its own budget: togglemaster_rules_over_budget_total
 my $before = $ng->metrics->{togglemaster_rules_over_budget_total} // 0;
-my $e = $h->req(GET => $ng->url('/evaluate?user_id=' . $id4k . '&flag_name=x-over'));
-is $e->{status}, 200, 'x-over with a 4 KiB identity: 200';
+my $e = $h->req(GET => $ng->url('/evaluate?user_id=' . TM::Nginx::_esc($id1k) . '&flag_name=x-over'));
+is $e->{status}, 200, 'x-over with a 1 KiB identity: 200';
 ok !$e->{json}{result}, '... false';
 is $ng->metrics->{togglemaster_rules_over_budget_total} - $before, 1,
    'togglemaster_rules_over_budget_total moved by one';
@@ -140,7 +142,7 @@ is $ng->metrics->{togglemaster_rules_over_budget_total} - $before, 1,
 my $ROUNDS = 15;
 my $pid = fork // die "fork: $!";
 if ($pid == 0) {
-    bulk('/ofrep/v1/evaluate/flags', $id4k) for 1 .. $ROUNDS;
+    bulk('/ofrep/v1/evaluate/flags', $id1k) for 1 .. $ROUNDS;
     POSIX::_exit(0);
 }
 my (@lat, $bad);
