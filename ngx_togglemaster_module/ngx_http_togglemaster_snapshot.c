@@ -2113,48 +2113,6 @@ ngx_http_togglemaster_builder_stats(ngx_http_togglemaster_builder_t *b,
 }
 
 
-/* A whole snapshot at once, from hashes in memory (the snapshot file). A
- * kind not present keeps old's contents. */
-ngx_http_togglemaster_snapshot_t *
-ngx_http_togglemaster_snapshot_build(int64_t version,
-    ngx_http_togglemaster_kv_t *in, ngx_http_togglemaster_snapshot_t *old,
-    ngx_log_t *log)
-{
-    ngx_uint_t                        k, i, kinds;
-    ngx_uint_t                        hint[NGX_HTTP_TOGGLEMASTER_NKINDS];
-    ngx_http_togglemaster_builder_t  *b;
-
-    kinds = 0;
-
-    for (k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
-        hint[k] = in[k].present ? in[k].n : 0;
-
-        if (in[k].present) {
-            kinds |= ngx_http_togglemaster_kind(k);
-        }
-    }
-
-    b = ngx_http_togglemaster_builder_start(old, kinds, kinds, hint, log);
-    if (b == NULL) {
-        return NULL;
-    }
-
-    for (k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
-        for (i = 0; in[k].present && i < in[k].n; i++) {
-            if (ngx_http_togglemaster_builder_set(b, k, &in[k].fields[i],
-                                                  &in[k].values[i])
-                != NGX_OK)
-            {
-                ngx_http_togglemaster_builder_abort(b);
-                return NULL;
-            }
-        }
-    }
-
-    return ngx_http_togglemaster_builder_finish(b, version);
-}
-
-
 /* A copy of snap that keeps its parts alive after snap is replaced (the
  * snapshot file is written from one); snapshot_free() lets it go. */
 ngx_http_togglemaster_snapshot_t *
