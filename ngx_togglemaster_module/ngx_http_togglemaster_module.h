@@ -88,8 +88,9 @@ typedef struct {
 
 
 /* Environments (tm:envs) and key scopes: docs/environments.md. Index 0 is
- * the default environment (tm:flags, tm:rules); at most this many in all. */
-#define NGX_HTTP_TOGGLEMASTER_MAX_ENVS      64
+ * the default environment (tm:flags, tm:rules); at most this many in all
+ * (the flags daemon creates no more; more in tm:envs are refused, logged). */
+#define NGX_HTTP_TOGGLEMASTER_MAX_ENVS      TM_ENV_MAX
 #define NGX_HTTP_TOGGLEMASTER_ENV_NONE      0xffff
 #define NGX_HTTP_TOGGLEMASTER_KEY_NAMES     256   /* environment names keys use */
 
