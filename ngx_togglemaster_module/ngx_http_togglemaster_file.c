@@ -201,8 +201,9 @@ ngx_http_togglemaster_put_envs(ngx_http_togglemaster_writer_t *w,
 
     for (i = 0, n = 0; i < snap->nenvs; i++) {
         name = &snap->epart->names[i];
-        p = ngx_snprintf(rec, sizeof(rec), "{\"name\":\"%V\",\"is_default\":%s}",
-                         name, i ? "false" : "true");
+        p = ngx_snprintf(rec, sizeof(rec),
+                         "{\"name\":\"%V\",\"is_default\":%s}", name,
+                         i ? "false" : "true");
         ngx_http_togglemaster_put_pair(w, &n, name, rec, p - rec);
     }
 
@@ -229,65 +230,53 @@ ngx_http_togglemaster_put_envs(ngx_http_togglemaster_writer_t *w,
 }
 
 
-/* "keys" (admin keys: only their hashes matter, their JSON is not kept)
- * and "keys2" (scoped keys, each as the smallest tm:keys:v2 record that
- * tm_key_record_parse() takes). A scoped key stays out of "keys": read
- * back there, by this module or an older one, it would be an admin key. */
+/* The members of "keys" (v2 0: admin keys, whose hashes are all that
+ * matters; their JSON is not kept) or of "keys2" (v2 1: scoped keys, each
+ * as the smallest tm:keys:v2 record that tm_key_record_parse() takes). A
+ * scoped key never goes in "keys": read back from there, by this module
+ * or an older one, it would be an admin key. */
 static void
 ngx_http_togglemaster_put_keys(ngx_http_togglemaster_writer_t *w,
-    ngx_http_togglemaster_keys_t *kp)
+    ngx_http_togglemaster_keys_t *kp, ngx_uint_t v2)
 {
-    u_char                            hex[72], rec[TM_NAME_MAX + 64], *p;
+    u_char                            hex[64], rec[TM_NAME_MAX + 64], *p;
     ngx_str_t                         field;
-    ngx_uint_t                        i, n, v2;
+    ngx_uint_t                        i, n;
     ngx_http_togglemaster_key_meta_t *m;
 
     field.data = hex;
-    field.len = 64;
+    field.len = sizeof(hex);
 
-    for (v2 = 0; v2 < 2; v2++) {
-        ngx_http_togglemaster_put(w, v2 ? (u_char *) "},\"keys2\":{"
-                                        : (u_char *) ",\"keys\":{",
-                                  v2 ? sizeof("},\"keys2\":{") - 1
-                                     : sizeof(",\"keys\":{") - 1);
+    for (i = 0, n = 0; i < kp->nkeys; i++) {
+        m = &kp->meta[i];
 
-        for (i = 0, n = 0; i < kp->nkeys; i++) {
-            m = &kp->meta[i];
-
-            if (m->v2 != v2) {
-                continue;
-            }
-
-            ngx_hex_dump(hex, kp->keys + 32 * i, 32);
-
-            if (!v2) {
-                ngx_http_togglemaster_put_pair(w, &n, &field,
-                                               (u_char *) "{}", 2);
-                continue;
-            }
-
-            if (m->name != NGX_HTTP_TOGGLEMASTER_ENV_NONE) {
-                p = ngx_snprintf(rec, sizeof(rec),
-                                 "{\"scope\":\"%s\",\"environment\":\"%V\"}",
-                                 tm_scope_name((tm_scope) m->scope),
-                                 &kp->names[m->name]);
-
-            } else if (!tm_scope_has_environment((tm_scope) m->scope)) {
-                p = ngx_snprintf(rec, sizeof(rec),
-                                 "{\"scope\":\"%s\",\"environment\":null}",
-                                 tm_scope_name((tm_scope) m->scope));
-
-            } else {
-                /* its environment's name did not fit the snapshot's table:
-                 * it evaluates nowhere, and would be malformed here */
-                continue;
-            }
-
-            ngx_http_togglemaster_put_pair(w, &n, &field, rec, p - rec);
+        if (m->v2 != v2) {
+            continue;
         }
-    }
 
-    ngx_http_togglemaster_put(w, (u_char *) "}", 1);
+        if (!v2) {
+            p = ngx_cpymem(rec, "{}", 2);
+
+        } else if (m->name != NGX_HTTP_TOGGLEMASTER_ENV_NONE) {
+            p = ngx_snprintf(rec, sizeof(rec),
+                             "{\"scope\":\"%s\",\"environment\":\"%V\"}",
+                             tm_scope_name((tm_scope) m->scope),
+                             &kp->names[m->name]);
+
+        } else if (!tm_scope_has_environment((tm_scope) m->scope)) {
+            p = ngx_snprintf(rec, sizeof(rec),
+                             "{\"scope\":\"%s\",\"environment\":null}",
+                             tm_scope_name((tm_scope) m->scope));
+
+        } else {
+            /* its environment's name did not fit the snapshot's table: it
+             * evaluates nowhere, and its record would be malformed */
+            continue;
+        }
+
+        ngx_hex_dump(hex, kp->keys + 32 * i, 32);
+        ngx_http_togglemaster_put_pair(w, &n, &field, rec, p - rec);
+    }
 }
 
 
@@ -315,8 +304,13 @@ ngx_http_togglemaster_put_snapshot(ngx_http_togglemaster_writer_t *w,
                                        sp->segs[i].json.len);
     }
 
+    ngx_http_togglemaster_put(w, (u_char *) "},\"keys\":{",
+                              sizeof("},\"keys\":{") - 1);
+    ngx_http_togglemaster_put_keys(w, snap->kpart, 0);
+    ngx_http_togglemaster_put(w, (u_char *) "},\"keys2\":{",
+                              sizeof("},\"keys2\":{") - 1);
+    ngx_http_togglemaster_put_keys(w, snap->kpart, 1);
     ngx_http_togglemaster_put(w, (u_char *) "}", 1);
-    ngx_http_togglemaster_put_keys(w, snap->kpart);
     ngx_http_togglemaster_put_envs(w, snap);
 }
 
