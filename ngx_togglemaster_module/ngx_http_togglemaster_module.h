@@ -88,8 +88,9 @@ typedef struct {
 
 
 /* Environments (tm:envs) and key scopes: docs/environments.md. Index 0 is
- * the default environment (tm:flags, tm:rules); at most this many in all. */
-#define NGX_HTTP_TOGGLEMASTER_MAX_ENVS      64
+ * the default environment (tm:flags, tm:rules); at most this many in all
+ * (the flags daemon creates no more; more in tm:envs are refused, logged). */
+#define NGX_HTTP_TOGGLEMASTER_MAX_ENVS      TM_ENV_MAX
 #define NGX_HTTP_TOGGLEMASTER_ENV_NONE      0xffff
 #define NGX_HTTP_TOGGLEMASTER_KEY_NAMES     256   /* environment names keys use */
 
@@ -169,7 +170,8 @@ typedef struct {
 
 /* The kinds of objects, each from its Redis hash. EFLAGS and ERULES are
  * the non-default environments' tm:flags@<env> and tm:rules@<env>, one
- * hash per environment. The snapshot file holds the first FILE_KINDS. */
+ * hash per environment. The snapshot file holds the first FILE_KINDS as
+ * hashes, and EFLAGS and ERULES per environment (file.c). */
 enum {
     NGX_HTTP_TOGGLEMASTER_FLAGS = 0,
     NGX_HTTP_TOGGLEMASTER_RULES,
@@ -182,7 +184,7 @@ enum {
     NGX_HTTP_TOGGLEMASTER_NKINDS
 };
 
-#define NGX_HTTP_TOGGLEMASTER_FILE_KINDS  4
+#define NGX_HTTP_TOGGLEMASTER_FILE_KINDS  6
 
 
 typedef struct {
@@ -397,9 +399,6 @@ void ngx_http_togglemaster_builder_abort(ngx_http_togglemaster_builder_t *b);
 void ngx_http_togglemaster_builder_stats(ngx_http_togglemaster_builder_t *b,
     ngx_uint_t *reused, ngx_uint_t *compiled);
 
-ngx_http_togglemaster_snapshot_t *ngx_http_togglemaster_snapshot_build(
-    int64_t version, ngx_http_togglemaster_kv_t *kv,
-    ngx_http_togglemaster_snapshot_t *old, ngx_log_t *log);
 ngx_http_togglemaster_snapshot_t *ngx_http_togglemaster_snapshot_hold(
     ngx_http_togglemaster_snapshot_t *snap);
 void ngx_http_togglemaster_snapshot_free(
