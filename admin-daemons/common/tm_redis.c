@@ -215,13 +215,66 @@ static int connect_wait(int fd, const struct sockaddr *sa, socklen_t len, int ms
     return 0;
 }
 
-/* A non-blocking socket connected to one of the cached addresses. */
-static int connect_tcp(const tm_redis_config *cfg, char *err, size_t errlen)
+/* The addresses of a cluster node a redirect named: an IP address is
+ * converted; "" is the URL's host (its cached addresses) on another port.
+ * A name is refused: looking it up could stall a request thread. */
+static int node_addrs(const tm_redis_config *cfg, const char *host, int port, addr_list *l,
+                      char *err, size_t errlen)
+{
+    memset(l, 0, sizeof *l);
+    if (host[0] == '\0') {
+        pthread_mutex_lock(&cfg->addrs->lock);
+        *l = cfg->addrs->list;
+        pthread_mutex_unlock(&cfg->addrs->lock);
+        for (int i = 0; i < l->n; i++) {
+            struct sockaddr *sa = (struct sockaddr *) &l->sa[i];
+            if (sa->sa_family == AF_INET) {
+                ((struct sockaddr_in *) sa)->sin_port = htons((uint16_t) port);
+            } else if (sa->sa_family == AF_INET6) {
+                ((struct sockaddr_in6 *) sa)->sin6_port = htons((uint16_t) port);
+            }
+        }
+        return 0;
+    }
+    if (!is_ip(host)) {
+        seterr(err, errlen, "the cluster redirects to the host name %s; only IP addresses "
+               "are followed (cluster-preferred-endpoint-type ip)", host);
+        return -1;
+    }
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_NUMERICHOST }, *ai = NULL;
+    char p[8];
+    snprintf(p, sizeof p, "%d", port);
+    if (getaddrinfo(host, p, &hints, &ai) != 0 || ai == NULL
+        || ai->ai_addrlen > sizeof l->sa[0]) {
+        if (ai) {
+            freeaddrinfo(ai);
+        }
+        seterr(err, errlen, "cannot use the node address %s", host);
+        return -1;
+    }
+    memcpy(&l->sa[0], ai->ai_addr, ai->ai_addrlen);
+    l->len[0] = ai->ai_addrlen;
+    l->n = 1;
+    freeaddrinfo(ai);
+    return 0;
+}
+
+/* A non-blocking socket connected to one of the cached addresses, or to
+ * the node host:port (host NULL: the URL's). */
+static int connect_tcp(const tm_redis_config *cfg, const char *host, int port, char *err,
+                       size_t errlen)
 {
     addr_list l;
-    pthread_mutex_lock(&cfg->addrs->lock);
-    l = cfg->addrs->list;
-    pthread_mutex_unlock(&cfg->addrs->lock);
+    if (host) {
+        if (node_addrs(cfg, host, port, &l, err, errlen) != 0) {
+            return -1;
+        }
+    } else {
+        pthread_mutex_lock(&cfg->addrs->lock);
+        l = cfg->addrs->list;
+        pthread_mutex_unlock(&cfg->addrs->lock);
+    }
     if (l.n == 0) {
         seterr(err, errlen, "redis host %s not resolved yet", cfg->url.host);
         return -1;
@@ -261,10 +314,13 @@ static int connect_unix(const tm_redis_config *cfg, char *err, size_t errlen)
     return fd;
 }
 
-/* A blocking socket with send/receive timeouts, connected to the URL. */
-static int open_socket(const tm_redis_config *cfg, char *err, size_t errlen)
+/* A blocking socket with send/receive timeouts, connected to the URL (or
+ * to the node host:port). */
+static int open_socket(const tm_redis_config *cfg, const char *host, int port, char *err,
+                       size_t errlen)
 {
-    int fd = cfg->url.unix_path[0] ? connect_unix(cfg, err, errlen) : connect_tcp(cfg, err, errlen);
+    int fd = cfg->url.unix_path[0] ? connect_unix(cfg, err, errlen)
+                                   : connect_tcp(cfg, host, port, err, errlen);
     if (fd < 0) {
         return -1;
     }
@@ -355,13 +411,23 @@ failed:
 
 tm_redis *tm_redis_connect(const tm_redis_config *cfg, char *err, size_t errlen)
 {
+    return tm_redis_connect_node(cfg, NULL, 0, err, errlen);
+}
+
+tm_redis *tm_redis_connect_node(const tm_redis_config *cfg, const char *host, int port,
+                                char *err, size_t errlen)
+{
+    if (host && cfg->url.unix_path[0]) {
+        seterr(err, errlen, "a redirect to %s:%d, but redis is a unix socket", host, port);
+        return NULL;
+    }
     tm_redis *c = calloc(1, sizeof *c);
     if (c == NULL || (c->reader = redisReaderCreate()) == NULL) {
         seterr(err, errlen, "out of memory");
         free(c);
         return NULL;
     }
-    c->fd = open_socket(cfg, err, errlen);
+    c->fd = open_socket(cfg, host, port, err, errlen);
     if (c->fd < 0 || (cfg->tls && tls_start(c, cfg, err, errlen) != 0)
         || handshake(c, &cfg->url, err, errlen) != 0) {
         tm_redis_free(c);

@@ -54,6 +54,13 @@ typedef struct tm_redis tm_redis;
  * at once ("redis host ... not resolved yet"). */
 tm_redis *tm_redis_connect(const tm_redis_config *cfg, char *err, size_t errlen);
 
+/* The same to one node of a cluster, named by a redirect (MOVED, ASK):
+ * host an IP address, or "" for the URL's host; the URL's user, password
+ * and TLS settings (the certificate must name the same server name). host
+ * NULL: the URL's. */
+tm_redis *tm_redis_connect_node(const tm_redis_config *cfg, const char *host, int port,
+                                char *err, size_t errlen);
+
 /* Queues a command (pipelining); sent by the next tm_redis_reply. 0 / -1. */
 int tm_redis_append(tm_redis *c, int argc, const char **argv, const size_t *lens);
 
