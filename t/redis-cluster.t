@@ -8,7 +8,10 @@
 # rules written through the admin API reach /evaluate; a change arrives by
 # pub/sub (tm:changes on a node that is not the publisher's); reconciliation
 # repairs the cluster; a restarted edge without its snapshot file loads
-# from the cluster. A database other than 0 is refused at start on both
+# from the cluster. Then the slot moves to the third node (CLUSTER SETSLOT
+# MIGRATING/IMPORTING, MIGRATE, SETSLOT NODE): auth answers an ASK on the
+# node it names, and afterwards both sides follow the new MOVED. A
+# database other than 0 is refused at start on both
 # sides, and a standalone-mode process meeting a cluster says what to set.
 use strict; use warnings;
 use Test::More;
@@ -97,6 +100,35 @@ unlink $ng->snapshot_file;
 $ng->start;
 ok $h->wait_until(10, sub { ev('x', 'c-late') == 1 && ev('bob', 'c-flag') == 0 }),
     'the restarted edge loaded flags and rules from the cluster';
+
+# ---- the slot moves to another node (a resharding): ASK, then MOVED ---------
+my ($to) = grep { $_->{name} ne $owner->{name} && $_->{name} ne $other->{name} } @nodes;
+my %id = map { $_->{name} => $h->redis_cmd_at($_->{port}, 0, 'CLUSTER', 'MYID') } @nodes;
+my $slot = $h->redis_cmd_at($owner->{port}, 0, 'CLUSTER', 'KEYSLOT', '{tm}');
+# a key the old owner does not have is answered with ASK once the slot is
+# migrating: auth reads {tm}:keys:used each second
+$h->redis_cmd_at($owner->{port}, 0, 'DEL', '{tm}:keys:used');
+is $h->redis_cmd_at($to->{port}, 0, 'CLUSTER', 'SETSLOT', $slot, 'IMPORTING', $id{ $owner->{name} }), 'OK',
+    "slot $slot importing on $to->{name}";
+is $h->redis_cmd_at($owner->{port}, 0, 'CLUSTER', 'SETSLOT', $slot, 'MIGRATING', $id{ $to->{name} }), 'OK',
+    "... and migrating on $owner->{name}";
+ok $h->wait_until(10, sub { $h->log('auth') =~ /ASK: slot $slot is at 127\.0\.0\.1:$to->{port}; asking that node this once/ }),
+    'auth: an ASK is answered on the node it names';
+my $keys = $h->redis_cmd_at($owner->{port}, 0, 'CLUSTER', 'GETKEYSINSLOT', $slot, 1000);
+is $h->redis_cmd_at($owner->{port}, 0, 'MIGRATE', '127.0.0.1', $to->{port}, '', 0, 5000, 'KEYS', @$keys), 'OK',
+    scalar(@$keys) . ' keys migrated';
+for my $n ($to, $owner, $other) {
+    $h->redis_cmd_at($n->{port}, 0, 'CLUSTER', 'SETSLOT', $slot, 'NODE', $id{ $to->{name} });
+}
+ok $h->wait_until(10, sub { $h->slot_owner('{tm}')->{name} eq $to->{name} }), "$to->{name} owns the slot now";
+$r = $h->req(POST => "$F/flags", \%K, { name => 'c-moved', is_enabled => JSON::PP::true });
+is $r->{status}, 201, 'a flag created after the move';
+ok $h->wait_until(10, sub { ev('x', 'c-moved') == 1 }), 'the edge serves it';
+is $h->redis_cmd_at($to->{port}, 0, 'HEXISTS', '{tm}:flags', 'c-moved'), 1, "it is on $to->{name}";
+like $h->log('flags'), qr/MOVED: slot $slot is at 127\.0\.0\.1:$to->{port}; following/, 'flags daemon followed the slot';
+like $ng->error_log, qr/MOVED: slot $slot of the \{tm\} keys is served by 127\.0\.0\.1:$to->{port}/,
+    'edge followed the slot';
+is ev('bob', 'c-flag'), 0, 'rules still apply';
 
 # ---- refused at start: a database other than 0, a bad REDIS_CLUSTER ---------
 my $pg = $h->postgres;
