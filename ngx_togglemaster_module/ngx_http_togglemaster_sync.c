@@ -1552,6 +1552,14 @@ ngx_http_togglemaster_sync_moved(ngx_http_togglemaster_redis_t *rc)
 
     n = ngx_http_togglemaster_redis_redirected(rc, &node);
 
+    if (n == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_WARN, s->log, 0,
+                      "togglemaster: redis %V: a redirect to a host name "
+                      "is not followed: have the cluster announce IP "
+                      "addresses (cluster-preferred-endpoint-type ip)",
+                      &s->conf->redis);
+    }
+
     if (n != NGX_OK || node.ask || s->hops >= NGX_HTTP_TOGGLEMASTER_HOPS
         || s->exiting)
     {

@@ -3,7 +3,8 @@
 # every command with a MOVED to itself. The edge follows at most 5 in a row,
 # then counts a failure (backoff, the snapshot keeps serving); a daemon
 # follows at most 5 per command, then logs the error while its write still
-# succeeds (PostgreSQL). A malformed redirect is an error, not a hop.
+# succeeds (PostgreSQL). A malformed redirect, or one to a host name, is an
+# error, not a hop.
 use strict; use warnings;
 use Test::More;
 use IO::Select;
@@ -89,4 +90,17 @@ $ng = TM::Nginx->new($h, redis_url => "redis://127.0.0.1:$port2", redis_cluster 
 $ng->start;
 ok $h->wait_until(10, sub { $ng->error_log =~ /a redirect that cannot be followed: MOVED 99999/ }),
     'edge: a malformed MOVED is an error';
+$ng->stop;
+
+# ---- a redirect to a host name: not followed (it would need a lookup) -------
+my ($pid3, $port3) = fake_node('MOVED 77 localhost:PORT');
+push @kids, $pid3;
+$ng = TM::Nginx->new($h, redis_url => "redis://127.0.0.1:$port3", redis_cluster => 1);
+$ng->start;
+ok $h->wait_until(10, sub { $ng->error_log =~ /a redirect to a host name is not followed/ }),
+    'edge: a MOVED to a host name is refused with a reason';
+unlike $ng->error_log, qr/slot 77 of the \{tm\} keys is served by/, '  and not followed';
+$A = $h->daemon('auth', MASTER_KEY => $MASTER, REDIS_URL => "redis://127.0.0.1:$port3", REDIS_CLUSTER => 1);
+ok $h->wait_until(5, sub { $h->log('auth') =~ /redirects to the host name localhost; only IP addresses are followed/ }),
+    'auth: the same';
 done_testing;
