@@ -3,7 +3,8 @@
  * by lib/tm_url.c, as the daemons read it, resolved in the master, and
  * by the workers through nginx's resolver if there is one at http level;
  * the TLS context), then per connection a non-blocking connect, TLS with
- * SNI and verification, AUTH and SELECT, and replies parsed by hiredis's
+ * SNI and verification, AUTH and SELECT (or CLUSTER INFO), MOVED and ASK
+ * replies turned into a redirect for the user, and replies parsed by hiredis's
  * reader and handed to callbacks in order. Timeouts are the sync code's
  * nginx timers, which cover every step.
  */
@@ -619,7 +620,7 @@ ngx_http_togglemaster_redis_subscribe(ngx_http_togglemaster_redis_t *rc,
 }
 
 
-/* ---- AUTH and SELECT ---------------------------------------------------- */
+/* ---- AUTH, SELECT, CLUSTER INFO ----------------------------------------- */
 
 static void
 ngx_http_togglemaster_redis_authed(ngx_http_togglemaster_redis_t *rc,
@@ -655,6 +656,23 @@ ngx_http_togglemaster_redis_selected(ngx_http_togglemaster_redis_t *rc,
 }
 
 
+static void
+ngx_http_togglemaster_redis_clustered(ngx_http_togglemaster_redis_t *rc,
+    redisReply *r)
+{
+    if (r->type == REDIS_REPLY_ERROR) {
+        ngx_http_togglemaster_redis_fail(rc, "\"cluster\" is set, but redis "
+            "is not a cluster node (CLUSTER INFO: %s): remove \"cluster\" "
+            "from togglemaster_redis (and REDIS_CLUSTER=1 from the daemons)",
+            r->str);
+        return;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "togglemaster: redis %V: a cluster node", rc->name);
+}
+
+
 /* The first commands, before anything the user queues. */
 static ngx_int_t
 ngx_http_togglemaster_redis_hello(ngx_http_togglemaster_redis_t *rc)
@@ -686,6 +704,12 @@ ngx_http_togglemaster_redis_hello(ngx_http_togglemaster_redis_t *rc)
         if (rv != NGX_OK) {
             return NGX_ERROR;
         }
+    }
+
+    /* a mode that does not match the server fails here, clearly */
+    if (rc->conf->cluster) {
+        return ngx_http_togglemaster_redis_command(rc,
+                   ngx_http_togglemaster_redis_clustered, "CLUSTER INFO");
     }
 
     if (u->db) {

@@ -3,7 +3,9 @@
  * (ngx_event_connect_peer) and, for rediss://, does TLS (ngx_ssl, the
  * certificate and server name checked); hiredis only formats commands and
  * parses replies (its reader). AUTH and SELECT from the URL go first, so
- * the user's commands run as the URL's user in the URL's database.
+ * the user's commands run as the URL's user in the URL's database (with
+ * "cluster": CLUSTER INFO instead of SELECT, which fails on a Redis that
+ * is not a cluster node).
  *
  * Commands are queued and sent from a posted event, and every callback
  * runs from an event handler, never from inside a call made by the user:

@@ -224,6 +224,7 @@ int tm_publish_init(const char *redis_url)
         TM_ERROR("%s", err);
         return -1;
     }
+    cfg.cluster = cluster;
     if (cluster && cfg.url.db != 0) {
         TM_ERROR("REDIS_URL %s: a Redis Cluster has database 0 only (REDIS_CLUSTER=1)",
                  cfg.where);

@@ -374,8 +374,30 @@ static int tls_start(tm_redis *c, const tm_redis_config *cfg, char *err, size_t 
     return 0;
 }
 
-/* AUTH [user] password, then SELECT db, each checked. */
-static int handshake(tm_redis *c, const tm_redis_url *u, char *err, size_t errlen)
+/* A cluster node answers CLUSTER INFO; a standalone Redis refuses it
+ * ("ERR This instance has cluster support disabled"). */
+static int check_cluster(tm_redis *c, char *err, size_t errlen)
+{
+    const char *argv[] = { "CLUSTER", "INFO" };
+    size_t lens[] = { 7, 4 };
+    redisReply *r = tm_redis_command(c, 2, argv, lens);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        seterr(err, errlen, r ? "REDIS_CLUSTER=1, but this Redis is not a cluster node "
+                                "(CLUSTER INFO: %s): set REDIS_CLUSTER=0 (and no \"cluster\" "
+                                "on togglemaster_redis)" : "CLUSTER INFO failed: %s",
+               r ? r->str : c->err);
+        if (r) {
+            freeReplyObject(r);
+        }
+        return -1;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+/* AUTH [user] password, then SELECT db (or the cluster check), each
+ * checked. */
+static int handshake(tm_redis *c, const tm_redis_url *u, int cluster, char *err, size_t errlen)
 {
     redisReply *r = NULL;
     char db[16];
@@ -389,6 +411,9 @@ static int handshake(tm_redis *c, const tm_redis_url *u, char *err, size_t errle
             goto failed;
         }
         freeReplyObject(r);
+    }
+    if (cluster) {
+        return check_cluster(c, err, errlen);
     }
     if (u->db) {
         snprintf(db, sizeof db, "%d", u->db);
@@ -429,7 +454,7 @@ tm_redis *tm_redis_connect_node(const tm_redis_config *cfg, const char *host, in
     }
     c->fd = open_socket(cfg, host, port, err, errlen);
     if (c->fd < 0 || (cfg->tls && tls_start(c, cfg, err, errlen) != 0)
-        || handshake(c, &cfg->url, err, errlen) != 0) {
+        || handshake(c, &cfg->url, cfg->cluster, err, errlen) != 0) {
         tm_redis_free(c);
         return NULL;
     }

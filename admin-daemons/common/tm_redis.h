@@ -23,6 +23,7 @@ typedef struct {
     int connect_ms;           /* TCP connect, then TLS handshake */
     int io_ms;                /* each send or receive */
     tm_redis_addrs *addrs;    /* TCP only: filled by tm_redis_resolve */
+    int cluster;              /* the server must be a Redis Cluster node */
 } tm_redis_config;
 
 /* url as REDIS_URL; ca_file (PEM bundle; NULL or "": the system's CAs) and
@@ -47,7 +48,9 @@ int tm_redis_resolve(const tm_redis_config *cfg, char *err, size_t errlen);
 
 typedef struct tm_redis tm_redis;
 
-/* Connects, handshakes, authenticates and selects the database. NULL with
+/* Connects, handshakes, authenticates and selects the database (with
+ * cfg->cluster set: checks with CLUSTER INFO that the server is a cluster
+ * node instead, so a mode that does not match fails clearly). NULL with
  * err saying which step failed and why ("AUTH failed: WRONGPASS ...",
  * "TLS: certificate verify failed: self-signed certificate ..."). Uses the
  * addresses tm_redis_resolve found and never resolves: without any it fails

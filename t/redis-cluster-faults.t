@@ -1,10 +1,12 @@
 #!/usr/bin/env perl
-# Redirects are bounded: a "cluster node" (a fake, in this test) that answers
+# What goes wrong with a cluster. Redirects are bounded: a "cluster node" (a
+# fake, in this test) that answers
 # every command with a MOVED to itself. The edge follows at most 5 in a row,
 # then counts a failure (backoff, the snapshot keeps serving); a daemon
 # follows at most 5 per command, then logs the error while its write still
 # succeeds (PostgreSQL). A malformed redirect, or one to a host name, is an
-# error, not a hop.
+# error, not a hop. And cluster mode against a Redis that is not a cluster
+# fails clearly on both sides (CLUSTER INFO), the edge serving its snapshot.
 use strict; use warnings;
 use Test::More;
 use IO::Select;
@@ -15,7 +17,8 @@ use TM::Harness;
 use TM::Nginx;
 use TM::Admin qw(new_key);
 
-# Replies +OK to AUTH, the MOVED reply (a RESP error line) to the rest.
+# Replies +OK to AUTH and CLUSTER INFO, the reply given (a RESP error line)
+# to the rest.
 sub fake_node {
     my ($reply) = @_;
     my $l = IO::Socket::INET->new(Listen => 16, LocalAddr => '127.0.0.1', LocalPort => 0, ReuseAddr => 1)
@@ -47,7 +50,7 @@ sub fake_node {
                     push @args, substr($buf{$s}, 0, $len, '');
                     $buf{$s} =~ s/^\r\n//;
                 }
-                my $r = uc($args[0] // '') eq 'AUTH' ? "+OK\r\n" : "-" . ($reply =~ s/PORT/$port/r) . "\r\n";
+                my $r = uc($args[0] // '') =~ /^(AUTH|CLUSTER)$/ ? "+OK\r\n" : "-" . ($reply =~ s/PORT/$port/r) . "\r\n";
                 syswrite($s, $r);
             }
         }
@@ -103,4 +106,18 @@ unlike $ng->error_log, qr/slot 77 of the \{tm\} keys is served by/, '  and not f
 $A = $h->daemon('auth', MASTER_KEY => $MASTER, REDIS_URL => "redis://127.0.0.1:$port3", REDIS_CLUSTER => 1);
 ok $h->wait_until(5, sub { $h->log('auth') =~ /redirects to the host name localhost; only IP addresses are followed/ }),
     'auth: the same';
+$ng->stop;
+$h->stop('auth');
+
+# ---- cluster mode, but Redis is not a cluster ---------------------------------
+my $single = $h->redis;
+$ng = TM::Nginx->new($h, redis_url => $single, redis_cluster => 1);
+$ng->start;
+ok $h->wait_until(10, sub { $ng->error_log =~ /"cluster" is set, but redis is not a cluster node \(CLUSTER INFO: ERR [^)]*\): remove "cluster"/ }),
+    'edge with "cluster" on a standalone Redis: says to remove it';
+is $h->req(GET => $ng->url('/health'))->{status}, 200, '  and keeps answering';
+$A = $h->daemon('auth', MASTER_KEY => $MASTER, REDIS_URL => $single, REDIS_CLUSTER => 1);
+ok $h->wait_until(5, sub { $h->log('auth') =~ /REDIS_CLUSTER=1, but this Redis is not a cluster node \(CLUSTER INFO: ERR/ }),
+    'auth with REDIS_CLUSTER=1 on a standalone Redis: says to unset it';
+is $h->redis_cmd('DBSIZE'), 0, 'nothing was written there';
 done_testing;
