@@ -16,6 +16,7 @@ run perl -I t/lib bench/edge-throughput.pl "${BENCH_SECONDS:-3}" "${BENCH_ROUNDS
 run perl -I t/lib bench/edge-events.pl "${BENCH_SECONDS:-3}" "${BENCH_ROUNDS:-3}"
 run perl -I t/lib bench/edge-targeting.pl "${BENCH_SECONDS:-3}" "${BENCH_ROUNDS:-3}"
 run perl -I t/lib bench/edge-sync.pl
+run perl -I t/lib bench/edge-cluster.pl
 run perl -I t/lib bench/worker.pl
 run perl -I t/lib bench/sse.pl
 exit $status
