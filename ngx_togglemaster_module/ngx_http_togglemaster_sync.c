@@ -19,7 +19,8 @@
  * Any error, timeout or failed connection (redis.c says why: connect, TLS,
  * AUTH, SELECT, I/O) drops both connections, logs the reason and retries
  * with exponential backoff and jitter. Meanwhile the current snapshot keeps
- * serving.
+ * serving. With "togglemaster_redis ... cluster", a MOVED instead redoes
+ * both connections at once on the node it names (sync_moved).
  *
  * The command connection also carries the edge's reports of keys' last use
  * (HSET tm:keys:used, replies ignored): see sync_key_used at the end.
