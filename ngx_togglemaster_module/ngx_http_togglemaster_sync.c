@@ -723,9 +723,11 @@ ngx_http_togglemaster_sync_began(ngx_http_togglemaster_redis_t *ac,
             || ngx_http_togglemaster_current->nkeys))
     {
         ngx_log_error(NGX_LOG_WARN, s->log, 0,
-                      "togglemaster: redis %V has no tm:version (empty or "
+                      "togglemaster: redis %V has no %s (empty or "
                       "flushed); keeping snapshot version %L",
-                      &s->conf->redis, ngx_http_togglemaster_current->version);
+                      &s->conf->redis,
+                      ngx_http_togglemaster_sync_key(TM_RKEY_VERSION),
+                      ngx_http_togglemaster_current->version);
 
         /* whatever refills Redis, the next load must take all of it */
         s->need_all = 1;
@@ -916,8 +918,9 @@ ngx_http_togglemaster_sync_loaded(ngx_http_togglemaster_redis_t *ac,
 
     if (v != s->version) {
         ngx_log_error(NGX_LOG_INFO, s->log, 0,
-                      "togglemaster: tm:version moved from %L to %L during "
+                      "togglemaster: %s moved from %L to %L during "
                       "the load; their messages reload what changed",
+                      ngx_http_togglemaster_sync_key(TM_RKEY_VERSION),
                       s->version, v);
     }
 
@@ -1251,9 +1254,11 @@ ngx_http_togglemaster_sync_applied(ngx_http_togglemaster_redis_t *ac,
 
     } else {
         ngx_log_error(NGX_LOG_WARN, s->log, 0,
-                      "togglemaster: redis %V has no tm:version (empty or "
+                      "togglemaster: redis %V has no %s (empty or "
                       "flushed); keeping snapshot version %L",
-                      &s->conf->redis, cur ? cur->version : -1);
+                      &s->conf->redis,
+                      ngx_http_togglemaster_sync_key(TM_RKEY_VERSION),
+                      cur ? cur->version : -1);
     }
 
     (void) ngx_http_togglemaster_sync_next();
