@@ -5,8 +5,9 @@
 # at a node that does NOT serve the slot of the {tm} keys, so both follow
 # MOVED to the one that does. Every key shares that slot (the {tm} hash
 # tag): the scripts and transactions run there without CROSSSLOT. Flags and
-# rules written through the admin API reach /evaluate; a change arrives by
-# pub/sub (tm:changes on a node that is not the publisher's); reconciliation
+# rules written through the admin API reach /evaluate, an environment's too;
+# a change arrives by
+# pub/sub (on the edge, and on a node that is not the publisher's); reconciliation
 # repairs the cluster; a restarted edge without its snapshot file loads
 # from the cluster. Then the slot moves to the third node (CLUSTER SETSLOT
 # MIGRATING/IMPORTING, MIGRATE, SETSLOT NODE): auth answers an ASK on the
@@ -19,7 +20,7 @@ use IO::Socket::INET;
 use lib 't/lib';
 use TM::Harness;
 use TM::Nginx;
-use TM::Admin qw(new_key replica);
+use TM::Admin qw(new_key replica subscriber change);
 
 my $h = TM::Harness->new(redis_cluster => 1);
 $h->redis;
@@ -36,7 +37,8 @@ my $F = $h->daemon('flags', REDIS_URL => $URL, REDIS_CLUSTER => 1, AUTH_SERVICE_
 my $T = $h->daemon('targeting', REDIS_URL => $URL, REDIS_CLUSTER => 1, AUTH_SERVICE_URL => $A);
 # a long check interval: a change must come by pub/sub, not by the check
 my $ng = TM::Nginx->new($h, redis_url => $URL, redis_cluster => 1, workers => 2,
-                        check_interval => '60s')->start;
+                        check_interval => '60s',
+                        server => 'location = /stg/evaluate { togglemaster_environment staging; togglemaster_evaluate; }')->start;
 
 sub ev {
     my ($user, $flag) = @_;
@@ -76,9 +78,24 @@ is $r->{status}, 201, 'a rule created through the targeting daemon';
 ok $h->wait_until(10, sub { ev('bob', 'c-flag') == 0 }), 'the edge applies it: bob is out';
 is ev('alice', 'c-flag'), 1, '... alice is in';
 
+# ---- an environment: its hashes ({tm}:flags@staging) in the same slot ------
+is $h->req(POST => "$F/environments", \%K, { name => 'staging' })->{status}, 201, 'environment staging created';
+is $h->req(POST => "$F/flags", \%K, { name => 'c-env', is_enabled => JSON::PP::true })->{status}, 201, 'flag c-env';
+is $h->req(PUT => "$F/flags/c-env?environment=staging", \%K, { is_enabled => JSON::PP::false })->{status}, 200,
+    '... off in staging';
+ok $h->wait_until(10, sub {
+    my $r = $h->req(GET => $ng->url('/stg/evaluate?user_id=u&flag_name=c-env'));
+    $r->{status} == 200 && !$r->{json}{result} && ev('u', 'c-env') == 1 }),
+    'the edge serves c-env off in staging, on in the default environment';
+is $h->redis_cmd('HEXISTS', '{tm}:flags@staging', 'c-env'), 1, 'staging\'s flags are in {tm}:flags@staging';
+
 # ---- a change by pub/sub ---------------------------------------------------
+# (the daemons publish on the owner; a cluster broadcasts it to every node)
+my $sub = subscriber($h, $other->{port});
 $r = $h->req(PUT => "$F/flags/c-flag", \%K, { is_enabled => JSON::PP::false });
 is $r->{status}, 200, 'the flag disabled';
+my $msg = change($h, $sub, 0);
+is $msg && $msg->{name}, 'c-flag', "its message reaches a subscriber on $other->{name}, which does not own the slot";
 ok $h->wait_until(5, sub { ev('alice', 'c-flag') == 0 }), 'the change reaches the edge by pub/sub (check interval 60 s)';
 $r = $h->req(PUT => "$F/flags/c-flag", \%K, { is_enabled => JSON::PP::true });
 ok $h->wait_until(5, sub { ev('alice', 'c-flag') == 1 }), 'and back';
