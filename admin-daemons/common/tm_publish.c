@@ -312,6 +312,8 @@ static tm_redis *get(void)
         TM_INFO("redis: the cluster node %s:%d that held the slot of {tm} is unreachable "
                 "(%s); asking %s again", host[0] ? host : cfg.url.host, port, err, cfg.where);
         forget_owner();
+        port = 0;
+        host[0] = '\0';
         rc = tm_redis_connect(&cfg, err, sizeof err);
     }
     if (rc == NULL) {
