@@ -19,9 +19,10 @@ package TM::Harness;
 #
 # A Redis Cluster: TM::Harness->new(redis_cluster => 1) starts three
 # masters (services redis, redis-node2, redis-node3; TLS on the cluster bus
-# too with redis_tls) and joins them with `redis-cli --cluster create`.
+# too with redis_tls) and joins them with `redis-cli --cluster create`;
+# redis_cluster_replicas => 1 adds a replica to each (six nodes).
 # redis() is then the first node's URL; cluster_nodes() lists every node
-# ({name, port, tls_port}), slot_owner($key) the node that serves $key;
+# ({name, port, tls_port}), slot_owner($key) the master that serves $key;
 # redis_cmd() follows MOVED to it.
 use strict;
 use warnings;
@@ -121,7 +122,8 @@ sub redis {
 sub start_redis {
     my $self = shift;
     my $pw = $self->{redis_password};
-    my @names = $self->{redis_cluster} ? qw(redis redis-node2 redis-node3) : ('redis');
+    my $n = $self->{redis_cluster} ? 3 * (1 + ($self->{redis_cluster_replicas} // 0)) : 1;
+    my @names = ('redis', map { "redis-node$_" } 2 .. $n);
     for my $name (@names) {
         my %env;
         my $node = { name => $name };
@@ -149,7 +151,8 @@ sub create_cluster {
     my $self = shift;
     my @a = defined $self->{redis_password} ? ('-a', $self->{redis_password}, '--no-auth-warning') : ();
     my @nodes = map { "127.0.0.1:$_->{port}" } @{ $self->{cluster_nodes} };
-    my $out = `redis-cli @a --cluster create @nodes --cluster-replicas 0 --cluster-yes 2>&1`;
+    my $replicas = $self->{redis_cluster_replicas} // 0;
+    my $out = `redis-cli @a --cluster create @nodes --cluster-replicas $replicas --cluster-yes 2>&1`;
     die "redis-cli --cluster create failed:\n$out" if $?;
     for my $n (@{ $self->{cluster_nodes} }) {
         $self->wait_until(20, sub { ($self->redis_cmd_at($n->{port}, 0, 'CLUSTER', 'INFO') // '')
@@ -160,10 +163,11 @@ sub create_cluster {
 
 sub cluster_nodes { @{ $_[0]{cluster_nodes} || [] } }
 
-# The node ({name, port, tls_port}) whose slots hold $key.
+# The node ({name, port, tls_port}) whose slots hold $key, as the node on
+# plain port $ask (default: the first) sees it.
 sub slot_owner {
-    my ($self, $key) = @_;
-    my $port = $self->{cluster_nodes}[0]{port};
+    my ($self, $key, $ask) = @_;
+    my $port = $ask // $self->{cluster_nodes}[0]{port};
     my $slot = $self->redis_cmd_at($port, 0, 'CLUSTER', 'KEYSLOT', $key);
     for my $range (@{ $self->redis_cmd_at($port, 0, 'CLUSTER', 'SLOTS') }) {
         next unless $range->[0] <= $slot && $slot <= $range->[1];
