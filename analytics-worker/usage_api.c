@@ -38,7 +38,7 @@ static int environment(const tm_req *req, tm_resp *resp, const char **env)
         tm_resp_error(resp, 400, "environment: not a valid name");
         return -1;
     }
-    int known = tm_publish_hexists("tm:envs", e);
+    int known = tm_publish_hexists(tm_publish_hash("env"), e);
     if (known < 0) {
         tm_resp_error(resp, 503, "cannot check the environment right now: Redis is unreachable");
         return -1;
@@ -112,7 +112,7 @@ static int known_flag(const char *flag, tm_resp *resp)
         tm_resp_error(resp, 400, "not a valid flag name");
         return -1;
     }
-    int known = tm_publish_hexists("tm:flags", flag);
+    int known = tm_publish_hexists(tm_publish_hash("flag"), flag);
     if (known < 0) {
         tm_resp_error(resp, 503, "cannot check the flag right now: Redis is unreachable");
         return -1;
@@ -246,7 +246,7 @@ static void stale_list(const tmw_config *cfg, const char *env, int days, int lim
     char **names;
     size_t n, i = 0;
     tmw_http h;
-    if (tm_publish_hkeys("tm:flags", &names, &n) != 0) {
+    if (tm_publish_hkeys(tm_publish_hash("flag"), &names, &n) != 0) {
         tm_resp_error(resp, 503, "cannot list the flags right now: Redis is unreachable");
         return;
     }

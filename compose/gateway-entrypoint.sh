@@ -29,6 +29,14 @@ if [ -z "${RESOLVER+set}" ]; then
   export RESOLVER=${ns:-127.0.0.1}
 fi
 
+# REDIS_CLUSTER=1 (as the daemons read it: ElastiCache Serverless, a Redis
+# Cluster) becomes togglemaster_redis's "cluster" parameter, @REDIS_MODE@
+case ${REDIS_CLUSTER:-0} in
+  1) export REDIS_MODE=cluster ;;
+  0) export REDIS_MODE= ;;
+  *) echo "gateway: REDIS_CLUSTER must be 1 (Redis Cluster) or 0, not \"$REDIS_CLUSTER\"" >&2; exit 2 ;;
+esac
+
 mkdir -p "$run/logs" "$RUN/nginx"
 # `load_module modules/...;` resolves against the prefix (-p).
 [ -e "$run/modules" ] || [ -L "$run/modules" ] || ln -s /usr/lib/nginx/modules "$run/modules"

@@ -1,6 +1,7 @@
 /* Small parsers of outside text: names, UTF-8 text, redis:// and rediss://
- * URLs. */
+ * URLs, a cluster node's MOVED/ASK reply. */
 #include "tm_names.h"
+#include "tm_redis_keys.h"
 #include "tm_url.h"
 
 #include <stdint.h>
@@ -26,6 +27,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         tm_redis_url_describe(&u, d, sizeof d);
     } else if (strlen(err) == 0) {
         __builtin_trap();   /* a refusal always says why */
+    }
+
+    /* a redirect followed has a slot and a port in range, a host that fits */
+    tm_redis_redirect r;
+    int n = tm_redis_redirect_parse((const char *) data, size, &r);
+    if (n < -1 || n > 1
+        || (n == 1 && (r.slot > 16383 || r.port < 1 || r.port > 65535
+                       || strlen(r.host) >= sizeof r.host || strchr(r.host, ' ')))) {
+        __builtin_trap();
     }
     return 0;
 }

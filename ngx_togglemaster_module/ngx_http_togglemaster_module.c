@@ -90,7 +90,7 @@ static ngx_conf_post_t  ngx_http_togglemaster_events_buffer_size_post = {
 static ngx_command_t  ngx_http_togglemaster_commands[] = {
 
     { ngx_string("togglemaster_redis"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
       ngx_http_togglemaster_redis_url,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,

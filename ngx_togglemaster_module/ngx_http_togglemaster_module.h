@@ -190,6 +190,7 @@ enum {
 typedef struct {
     ngx_str_t                    redis;       /* URL without password, for logs */
     void                        *redis_peer;  /* parsed, resolved, TLS (redis.c) */
+    ngx_uint_t                   redis_cluster; /* keys {tm}:*, redirects */
     ngx_str_t                    redis_ssl_ca;
     ngx_str_t                    redis_ssl_name;
     ngx_msec_t                   timeout;

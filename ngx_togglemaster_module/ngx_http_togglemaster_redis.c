@@ -3,7 +3,8 @@
  * by lib/tm_url.c, as the daemons read it, resolved in the master, and
  * by the workers through nginx's resolver if there is one at http level;
  * the TLS context), then per connection a non-blocking connect, TLS with
- * SNI and verification, AUTH and SELECT, and replies parsed by hiredis's
+ * SNI and verification, AUTH and SELECT (or CLUSTER INFO), MOVED and ASK
+ * replies turned into a redirect for the user, and replies parsed by hiredis's
  * reader and handed to callbacks in order. Timeouts are the sync code's
  * nginx timers, which cover every step.
  */
@@ -12,6 +13,7 @@
 #include "ngx_http_togglemaster_redis.h"
 #include "ngx_http_togglemaster_http.h"
 #include "tm_url.h"
+#include "tm_redis_keys.h"
 
 
 /* One read event reads at most this many 16 KiB chunks, then lets the
@@ -28,6 +30,7 @@ typedef struct {
     ngx_str_t                              host;         /* as in url */
     in_port_t                              port;
     ngx_uint_t                             unresolved;   /* at start */
+    ngx_uint_t                             cluster;      /* "cluster" */
     ngx_str_t                              server_name;  /* NUL-terminated */
     ngx_uint_t                             server_ip;
 #if (NGX_SSL)
@@ -68,10 +71,13 @@ struct ngx_http_togglemaster_redis_s {
     ngx_uint_t                             running;      /* handlers */
     u_char                                 why[256];
 
+    tm_redis_redirect                      redirect;     /* MOVED, ASK */
+
     unsigned                               connected:1;
     unsigned                               ready:1;      /* TLS done */
     unsigned                               failed:1;
     unsigned                               closed:1;
+    unsigned                               redirected:1;
 };
 
 
@@ -127,6 +133,26 @@ ngx_http_togglemaster_redis_url(ngx_conf_t *cf, ngx_command_t *cmd,
 
     tm_redis_url_describe(&rp->url, (char *) tmcf->redis.data, size);
     tmcf->redis.len = ngx_strlen(tmcf->redis.data);
+
+    if (cf->args->nelts == 3) {
+        if (ngx_strcmp(value[2].data, "cluster") != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\" in "
+                               "\"togglemaster_redis\": only \"cluster\"",
+                               &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (rp->url.db != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "togglemaster_redis \"%V\" cluster: a Redis "
+                               "Cluster has database 0 only", &tmcf->redis);
+            return NGX_CONF_ERROR;
+        }
+
+        rp->cluster = 1;
+        tmcf->redis_cluster = 1;
+    }
 
     if (rp->url.unix_path[0]) {
         p = ngx_snprintf(addr, size, "unix:%s", rp->url.unix_path);
@@ -594,7 +620,7 @@ ngx_http_togglemaster_redis_subscribe(ngx_http_togglemaster_redis_t *rc,
 }
 
 
-/* ---- AUTH and SELECT ---------------------------------------------------- */
+/* ---- AUTH, SELECT, CLUSTER INFO ----------------------------------------- */
 
 static void
 ngx_http_togglemaster_redis_authed(ngx_http_togglemaster_redis_t *rc,
@@ -627,6 +653,23 @@ ngx_http_togglemaster_redis_selected(ngx_http_togglemaster_redis_t *rc,
     ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rc->log, 0,
                    "togglemaster: redis %V: database %d selected",
                    rc->name, rc->conf->url.db);
+}
+
+
+static void
+ngx_http_togglemaster_redis_clustered(ngx_http_togglemaster_redis_t *rc,
+    redisReply *r)
+{
+    if (r->type == REDIS_REPLY_ERROR) {
+        ngx_http_togglemaster_redis_fail(rc, "\"cluster\" is set, but redis "
+            "is not a cluster node (CLUSTER INFO: %s): remove \"cluster\" "
+            "from togglemaster_redis (and REDIS_CLUSTER=1 from the daemons)",
+            r->str);
+        return;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, rc->log, 0,
+                   "togglemaster: redis %V: a cluster node", rc->name);
 }
 
 
@@ -663,6 +706,12 @@ ngx_http_togglemaster_redis_hello(ngx_http_togglemaster_redis_t *rc)
         }
     }
 
+    /* a mode that does not match the server fails here, clearly */
+    if (rc->conf->cluster) {
+        return ngx_http_togglemaster_redis_command(rc,
+                   ngx_http_togglemaster_redis_clustered, "CLUSTER INFO");
+    }
+
     if (u->db) {
         return ngx_http_togglemaster_redis_command(rc,
                    ngx_http_togglemaster_redis_selected, "SELECT %d", u->db);
@@ -673,6 +722,133 @@ ngx_http_togglemaster_redis_hello(ngx_http_togglemaster_redis_t *rc)
 
 
 /* ---- replies ------------------------------------------------------------ */
+
+/*
+ * An error reply that concerns the connection, not the command: in cluster
+ * mode a MOVED or an ASK (the slot of {tm} is served elsewhere: the user
+ * asks ngx_http_togglemaster_redis_redirected where, and reconnects there;
+ * a transaction's commands would all be refused here anyway); in
+ * standalone mode any sign that Redis is a cluster, which the keys' names
+ * cannot work with. NGX_ERROR once rc failed.
+ */
+static ngx_int_t
+ngx_http_togglemaster_redis_cluster_error(ngx_http_togglemaster_redis_t *rc,
+    redisReply *r)
+{
+    int                 n;
+    tm_redis_redirect  *to = &rc->redirect;
+
+    n = tm_redis_redirect_parse(r->str, r->len, to);
+
+    if (!rc->conf->cluster) {
+        if (n != 0 || ngx_strncmp(r->str, "CROSSSLOT", 9) == 0
+            || ngx_strncmp(r->str, "CLUSTERDOWN", 11) == 0)
+        {
+            ngx_http_togglemaster_redis_fail(rc, "%s: redis is a Redis "
+                "Cluster: add \"cluster\" to togglemaster_redis (and set "
+                "REDIS_CLUSTER=1 for the daemons)", r->str);
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
+    }
+
+    if (n == 0) {
+        return NGX_OK;
+    }
+
+    if (n < 0) {
+        ngx_http_togglemaster_redis_fail(rc, "a redirect that cannot be "
+                                         "followed: %s", r->str);
+        return NGX_ERROR;
+    }
+
+    rc->redirected = 1;
+
+    ngx_http_togglemaster_redis_fail(rc, "%s slot %ui is at %s:%d",
+                                     to->ask ? "ASK:" : "MOVED:",
+                                     (ngx_uint_t) to->slot,
+                                     to->host[0] ? to->host : "(same host)",
+                                     to->port);
+    return NGX_ERROR;
+}
+
+
+ngx_int_t
+ngx_http_togglemaster_redis_redirected(ngx_http_togglemaster_redis_t *rc,
+    ngx_http_togglemaster_redis_node_t *node)
+{
+    size_t               len;
+    in_addr_t            in;
+    tm_redis_redirect   *to = &rc->redirect;
+    struct sockaddr_in  *sin;
+#if (NGX_HAVE_INET6)
+    struct in6_addr      in6;
+    struct sockaddr_in6 *sin6;
+#endif
+
+    if (!rc->redirected) {
+        return NGX_DECLINED;
+    }
+
+    ngx_memzero(node, sizeof(ngx_http_togglemaster_redis_node_t));
+    node->ask = to->ask;
+    node->slot = to->slot;
+
+    len = ngx_strlen(to->host);
+
+    if (len == 0) {
+        /* ":port": the host this connection went to */
+        ngx_memcpy(&node->sockaddr, &rc->peer_sockaddr, rc->peer.socklen);
+        node->socklen = rc->peer.socklen;
+
+        if (node->sockaddr.sockaddr.sa_family != AF_INET
+#if (NGX_HAVE_INET6)
+            && node->sockaddr.sockaddr.sa_family != AF_INET6
+#endif
+           )
+        {
+            return NGX_ERROR;
+        }
+
+        ngx_inet_set_port(&node->sockaddr.sockaddr, (in_port_t) to->port);
+        goto named;
+    }
+
+    /* an IP address only: a name would need the resolver, and the
+     * clusters announce addresses unless told otherwise */
+    in = ngx_inet_addr((u_char *) to->host, len);
+
+    if (in != INADDR_NONE) {
+        sin = &node->sockaddr.sockaddr_in;
+        sin->sin_family = AF_INET;
+        sin->sin_addr.s_addr = in;
+        sin->sin_port = htons((in_port_t) to->port);
+        node->socklen = sizeof(struct sockaddr_in);
+        goto named;
+    }
+
+#if (NGX_HAVE_INET6)
+    if (ngx_inet6_addr((u_char *) to->host, len, in6.s6_addr) == NGX_OK) {
+        sin6 = &node->sockaddr.sockaddr_in6;
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_addr = in6;
+        sin6->sin6_port = htons((in_port_t) to->port);
+        node->socklen = sizeof(struct sockaddr_in6);
+        goto named;
+    }
+#endif
+
+    return NGX_ERROR;
+
+named:
+
+    node->name.data = node->text;
+    node->name.len = ngx_sock_ntop(&node->sockaddr.sockaddr, node->socklen,
+                                   node->text, NGX_SOCKADDR_STRLEN, 1);
+    return NGX_OK;
+}
+
 
 /* Hands every complete reply to its callback; NGX_ERROR once rc failed or
  * was closed. */
@@ -693,6 +869,14 @@ ngx_http_togglemaster_redis_dispatch(ngx_http_togglemaster_redis_t *rc)
 
         if (reply == NULL) {
             return NGX_OK;
+        }
+
+        if (((redisReply *) reply)->type == REDIS_REPLY_ERROR
+            && ngx_http_togglemaster_redis_cluster_error(rc, reply)
+               != NGX_OK)
+        {
+            freeReplyObject(reply);
+            return NGX_ERROR;
         }
 
         if (rc->npending) {
@@ -980,8 +1164,10 @@ ngx_http_togglemaster_redis_write(ngx_event_t *wev)
 
 ngx_http_togglemaster_redis_t *
 ngx_http_togglemaster_redis_connect(ngx_http_togglemaster_main_conf_t *tmcf,
-    ngx_log_t *log, ngx_http_togglemaster_redis_error_pt error)
+    ngx_log_t *log, ngx_http_togglemaster_redis_error_pt error,
+    ngx_http_togglemaster_redis_node_t *node)
 {
+    ngx_addr_t                           target;
     ngx_int_t                            n;
     ngx_addr_t                          *addr;
     ngx_connection_t                    *c;
@@ -1005,7 +1191,7 @@ ngx_http_togglemaster_redis_connect(ngx_http_togglemaster_main_conf_t *tmcf,
     }
 
     /* the resolver logs its failures (warn); this is each retry */
-    if (rp->target.naddrs == 0) {
+    if (node == NULL && rp->target.naddrs == 0) {
         ngx_log_error(NGX_LOG_INFO, log, 0,
                       "togglemaster: redis %V: host not resolved yet",
                       rc->name);
@@ -1014,6 +1200,13 @@ ngx_http_togglemaster_redis_connect(ngx_http_togglemaster_main_conf_t *tmcf,
     }
 
     addr = &rp->target.addrs[0];
+
+    if (node) {
+        target.sockaddr = &node->sockaddr.sockaddr;
+        target.socklen = node->socklen;
+        target.name = node->name;
+        addr = &target;
+    }
 
     ngx_memcpy(&rc->peer_sockaddr, addr->sockaddr, addr->socklen);
     rc->peer_name.len = ngx_min(addr->name.len, NGX_SOCKADDR_STRLEN);

@@ -19,7 +19,8 @@
  * Any error, timeout or failed connection (redis.c says why: connect, TLS,
  * AUTH, SELECT, I/O) drops both connections, logs the reason and retries
  * with exponential backoff and jitter. Meanwhile the current snapshot keeps
- * serving.
+ * serving. With "togglemaster_redis ... cluster", a MOVED instead redoes
+ * both connections at once on the node it names (sync_moved).
  *
  * The command connection also carries the edge's reports of keys' last use
  * (HSET tm:keys:used, replies ignored): see sync_key_used at the end.
@@ -29,6 +30,7 @@
 #include "ngx_http_togglemaster_redis.h"
 #include "tm_hash.h"
 #include "tm_records.h"
+#include "tm_redis_keys.h"
 
 
 #define NGX_HTTP_TOGGLEMASTER_DOWN        0
@@ -48,33 +50,41 @@
 /* Keys' last use (tm:keys:used): a key is reported at most once a minute
  * by each worker, remembered in a fixed table of SETS x WAYS entries (a
  * set chosen by the key's hash), so the bookkeeping never grows. */
-#define NGX_HTTP_TOGGLEMASTER_KEYS_USED   "tm:keys:used"
 #define NGX_HTTP_TOGGLEMASTER_USE_PERIOD  60    /* seconds */
 #define NGX_HTTP_TOGGLEMASTER_USE_SETS    256
 #define NGX_HTTP_TOGGLEMASTER_USE_WAYS    4
 
 
-/* What a kind is called (tm:ready, messages), its hash, and how many fields
- * an HSCAN asks for: a chunk must cost the worker at most a few ms. */
+/* What a kind is called (tm:ready, messages), its hash (lib/tm_redis_keys.h:
+ * hash is its name in the configured mode, set by sync_init), and how many
+ * fields an HSCAN asks for: a chunk must cost the worker at most a few ms. */
 typedef struct {
     ngx_str_t                           name;
-    const char                         *hash;
+    tm_redis_key                        key;
     ngx_uint_t                          count;
+    const char                         *hash;
 } ngx_http_togglemaster_kind_t;
 
 
 static ngx_http_togglemaster_kind_t  ngx_http_togglemaster_kinds[] = {
-    { ngx_string("flag"), "tm:flags", 500 },      /* FLAGS */
-    { ngx_string("rule"), "tm:rules", 250 },      /* RULES */
-    { ngx_string("key"), "tm:keys", 1000 },       /* KEYS */
-    { ngx_string("segment"), "tm:segments", 250 }, /* SEGMENTS */
-    { ngx_string("env"), "tm:envs", 0 },          /* ENVS: HGETALL, few */
-    { ngx_string("key2"), "tm:keys:v2", 1000 },   /* KEYS2 */
+    { ngx_string("flag"), TM_RKEY_FLAGS, 500, NULL },        /* FLAGS */
+    { ngx_string("rule"), TM_RKEY_RULES, 250, NULL },        /* RULES */
+    { ngx_string("key"), TM_RKEY_KEYS, 1000, NULL },         /* KEYS */
+    { ngx_string("segment"), TM_RKEY_SEGMENTS, 250, NULL },  /* SEGMENTS */
+    { ngx_string("env"), TM_RKEY_ENVS, 0, NULL },     /* ENVS: HGETALL, few */
+    { ngx_string("key2"), TM_RKEY_KEYS_V2, 1000, NULL },     /* KEYS2 */
     /* one hash per non-default environment: tm:flags@<env>; in tm:ready
      * as flag@<env>, in messages as "flag" with "environment" */
-    { ngx_null_string, "tm:flags@", 500 },        /* EFLAGS */
-    { ngx_null_string, "tm:rules@", 250 },        /* ERULES */
+    { ngx_null_string, TM_RKEY_FLAGS_AT, 500, NULL },        /* EFLAGS */
+    { ngx_null_string, TM_RKEY_RULES_AT, 250, NULL },        /* ERULES */
 };
+
+/* A key's name in the configured mode (tm:version or {tm}:version...). */
+#define ngx_http_togglemaster_sync_key(k)                                    \
+    tm_redis_key_name(k, (int) ngx_http_togglemaster_sync.conf->redis_cluster)
+
+/* Redirects followed in a row before a cluster counts as failing. */
+#define NGX_HTTP_TOGGLEMASTER_HOPS        5
 
 #define ngx_http_togglemaster_bit(k)  ((ngx_uint_t) 1 << (k))
 #define NGX_HTTP_TOGGLEMASTER_EKINDS                                         \
@@ -102,6 +112,12 @@ typedef struct {
 
     ngx_http_togglemaster_redis_t      *cmd;
     ngx_http_togglemaster_redis_t      *sub;
+
+    /* the cluster node that owns the slot of {tm}, as the last MOVED said
+     * (both connections go there); hops: redirects since the last load */
+    ngx_http_togglemaster_redis_node_t  node;
+    ngx_uint_t                          hops;
+    unsigned                            node_known:1;
 
     ngx_event_t                         op_timer;
     ngx_event_t                         retry_timer;
@@ -187,23 +203,11 @@ ngx_http_togglemaster_sync_drop(ngx_http_togglemaster_redis_t **prc)
 }
 
 
+/* Both connections go, and whatever was in flight with them. */
 static void
-ngx_http_togglemaster_sync_fail(const char *why)
+ngx_http_togglemaster_sync_down(void)
 {
-    ngx_msec_t                     delay;
     ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
-
-    if (s->exiting) {
-        return;
-    }
-
-    if (s->state != NGX_HTTP_TOGGLEMASTER_DOWN || s->cmd || s->sub) {
-        ngx_log_error(NGX_LOG_WARN, s->log, 0,
-                      "togglemaster: redis %V: %s; serving snapshot version "
-                      "%L until it is back", &s->conf->redis, why,
-                      ngx_http_togglemaster_current
-                      ? ngx_http_togglemaster_current->version : -1);
-    }
 
     ngx_http_togglemaster_sync_drop(&s->cmd);
     ngx_http_togglemaster_sync_drop(&s->sub);
@@ -222,6 +226,33 @@ ngx_http_togglemaster_sync_fail(const char *why)
     }
 
     ngx_http_togglemaster_sync_set_state(NGX_HTTP_TOGGLEMASTER_DOWN);
+}
+
+
+static void
+ngx_http_togglemaster_sync_fail(const char *why)
+{
+    ngx_msec_t                     delay;
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    if (s->exiting) {
+        return;
+    }
+
+    if (s->state != NGX_HTTP_TOGGLEMASTER_DOWN || s->cmd || s->sub) {
+        ngx_log_error(NGX_LOG_WARN, s->log, 0,
+                      "togglemaster: redis %V: %s; serving snapshot version "
+                      "%L until it is back", &s->conf->redis, why,
+                      ngx_http_togglemaster_current
+                      ? ngx_http_togglemaster_current->version : -1);
+    }
+
+    /* the next attempt asks the configured node who owns the slot now
+     * (after a failover, the one we knew may be gone) */
+    s->node_known = 0;
+    s->hops = 0;
+
+    ngx_http_togglemaster_sync_down();
 
     if (ngx_http_togglemaster_shm) {
         (void) ngx_atomic_fetch_add(&ngx_http_togglemaster_shm->sync_errors, 1);
@@ -543,6 +574,7 @@ ngx_http_togglemaster_sync_swapped(void)
     ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
 
     s->backoff = NGX_HTTP_TOGGLEMASTER_BACKOFF_MIN;
+    s->hops = 0;
     ngx_http_togglemaster_sync_set_state(NGX_HTTP_TOGGLEMASTER_SYNCED);
 
     if (ngx_http_togglemaster_shm) {
@@ -691,9 +723,11 @@ ngx_http_togglemaster_sync_began(ngx_http_togglemaster_redis_t *ac,
             || ngx_http_togglemaster_current->nkeys))
     {
         ngx_log_error(NGX_LOG_WARN, s->log, 0,
-                      "togglemaster: redis %V has no tm:version (empty or "
+                      "togglemaster: redis %V has no %s (empty or "
                       "flushed); keeping snapshot version %L",
-                      &s->conf->redis, ngx_http_togglemaster_current->version);
+                      &s->conf->redis,
+                      ngx_http_togglemaster_sync_key(TM_RKEY_VERSION),
+                      ngx_http_togglemaster_current->version);
 
         /* whatever refills Redis, the next load must take all of it */
         s->need_all = 1;
@@ -884,8 +918,9 @@ ngx_http_togglemaster_sync_loaded(ngx_http_togglemaster_redis_t *ac,
 
     if (v != s->version) {
         ngx_log_error(NGX_LOG_INFO, s->log, 0,
-                      "togglemaster: tm:version moved from %L to %L during "
+                      "togglemaster: %s moved from %L to %L during "
                       "the load; their messages reload what changed",
+                      ngx_http_togglemaster_sync_key(TM_RKEY_VERSION),
                       s->version, v);
     }
 
@@ -941,7 +976,8 @@ ngx_http_togglemaster_sync_scan(void)
 
     if (s->scan == 0) {
         rc = ngx_http_togglemaster_redis_command(s->cmd,
-                 ngx_http_togglemaster_sync_loaded, "GET tm:version");
+                 ngx_http_togglemaster_sync_loaded, "GET %s",
+                 ngx_http_togglemaster_sync_key(TM_RKEY_VERSION));
 
     } else {
         kind = ngx_http_togglemaster_sync_first(s->scan);
@@ -972,9 +1008,11 @@ ngx_http_togglemaster_sync_multi(void)
     ngx_http_togglemaster_redis_t  *rc = ngx_http_togglemaster_sync.cmd;
 
     if (ngx_http_togglemaster_redis_command(rc, NULL, "MULTI") != NGX_OK
-        || ngx_http_togglemaster_redis_command(rc, NULL, "GET tm:version")
+        || ngx_http_togglemaster_redis_command(rc, NULL, "GET %s",
+               ngx_http_togglemaster_sync_key(TM_RKEY_VERSION))
            != NGX_OK
-        || ngx_http_togglemaster_redis_command(rc, NULL, "SMEMBERS tm:ready")
+        || ngx_http_togglemaster_redis_command(rc, NULL, "SMEMBERS %s",
+               ngx_http_togglemaster_sync_key(TM_RKEY_READY))
            != NGX_OK)
     {
         return NGX_ERROR;
@@ -1015,7 +1053,8 @@ ngx_http_togglemaster_sync_load(ngx_uint_t kinds)
     s->ndeltas = n;
 
     if (ngx_http_togglemaster_sync_multi() != NGX_OK
-        || ngx_http_togglemaster_redis_command(s->cmd, NULL, "HGETALL tm:envs")
+        || ngx_http_togglemaster_redis_command(s->cmd, NULL, "HGETALL %s",
+               ngx_http_togglemaster_sync_key(TM_RKEY_ENVS))
            != NGX_OK)
     {
         ngx_http_togglemaster_sync_fail("cannot send the load");
@@ -1215,9 +1254,11 @@ ngx_http_togglemaster_sync_applied(ngx_http_togglemaster_redis_t *ac,
 
     } else {
         ngx_log_error(NGX_LOG_WARN, s->log, 0,
-                      "togglemaster: redis %V has no tm:version (empty or "
+                      "togglemaster: redis %V has no %s (empty or "
                       "flushed); keeping snapshot version %L",
-                      &s->conf->redis, cur ? cur->version : -1);
+                      &s->conf->redis,
+                      ngx_http_togglemaster_sync_key(TM_RKEY_VERSION),
+                      cur ? cur->version : -1);
     }
 
     (void) ngx_http_togglemaster_sync_next();
@@ -1326,7 +1367,8 @@ ngx_http_togglemaster_sync_check(ngx_event_t *ev)
     }
 
     if (ngx_http_togglemaster_redis_command(s->cmd,
-            ngx_http_togglemaster_sync_versioned, "GET tm:version")
+            ngx_http_togglemaster_sync_versioned, "GET %s",
+            ngx_http_togglemaster_sync_key(TM_RKEY_VERSION))
         != NGX_OK)
     {
         ngx_http_togglemaster_sync_fail("cannot send the version check");
@@ -1498,8 +1540,60 @@ ngx_http_togglemaster_sync_subscribed(ngx_http_togglemaster_redis_t *ac,
 }
 
 
-/* A connection failed (connect, TLS, AUTH, SELECT, I/O): both go, and the
- * reason goes to the log. */
+/*
+ * A MOVED: the slot of {tm} is served by another node of the cluster; both
+ * connections are redone there at once, and the step that met the redirect
+ * runs again from the start (a load or a batch of changes is one
+ * transaction: it cannot go on half on one node). NGX_DECLINED when it
+ * cannot be followed (an ASK: the slot is migrating, and a transaction
+ * cannot span two nodes; too many hops; a host name): the caller fails,
+ * and the retry after the backoff finds the slot settled.
+ */
+static ngx_int_t
+ngx_http_togglemaster_sync_moved(ngx_http_togglemaster_redis_t *rc)
+{
+    ngx_int_t                            n;
+    ngx_http_togglemaster_redis_node_t   node;
+    ngx_http_togglemaster_sync_t        *s = &ngx_http_togglemaster_sync;
+
+    n = ngx_http_togglemaster_redis_redirected(rc, &node);
+
+    if (n == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_WARN, s->log, 0,
+                      "togglemaster: redis %V: a redirect to a host name "
+                      "is not followed: have the cluster announce IP "
+                      "addresses (cluster-preferred-endpoint-type ip)",
+                      &s->conf->redis);
+    }
+
+    if (n != NGX_OK || node.ask || s->hops >= NGX_HTTP_TOGGLEMASTER_HOPS
+        || s->exiting)
+    {
+        return NGX_DECLINED;
+    }
+
+    s->hops++;
+    s->node = node;
+    s->node.name.data = s->node.text;
+    s->node_known = 1;
+
+    ngx_log_error(NGX_LOG_INFO, s->log, 0,
+                  "togglemaster: redis %V: MOVED: slot %ui of the {tm} keys "
+                  "is served by %V; reconnecting there", &s->conf->redis,
+                  node.slot, &s->node.name);
+
+    ngx_http_togglemaster_sync_down();
+
+    if (!s->retry_timer.timer_set) {
+        ngx_add_timer(&s->retry_timer, 1);
+    }
+
+    return NGX_OK;
+}
+
+
+/* A connection failed (connect, TLS, AUTH, SELECT, I/O), or was told to go
+ * to another node: both go, and the reason goes to the log. */
 static void
 ngx_http_togglemaster_sync_lost(ngx_http_togglemaster_redis_t *rc,
     const char *why)
@@ -1510,6 +1604,10 @@ ngx_http_togglemaster_sync_lost(ngx_http_togglemaster_redis_t *rc,
         return;
     }
 
+    if (ngx_http_togglemaster_sync_moved(rc) == NGX_OK) {
+        return;
+    }
+
     ngx_http_togglemaster_sync_fail(why);
 }
 
@@ -1517,19 +1615,22 @@ ngx_http_togglemaster_sync_lost(ngx_http_togglemaster_redis_t *rc,
 static void
 ngx_http_togglemaster_sync_start(void)
 {
-    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+    ngx_http_togglemaster_sync_t        *s = &ngx_http_togglemaster_sync;
+    ngx_http_togglemaster_redis_node_t  *node;
 
     ngx_http_togglemaster_sync_set_state(NGX_HTTP_TOGGLEMASTER_CONNECTING);
 
+    node = s->node_known ? &s->node : NULL;
+
     s->sub = ngx_http_togglemaster_redis_connect(s->conf, s->log,
-                 ngx_http_togglemaster_sync_lost);
+                 ngx_http_togglemaster_sync_lost, node);
     if (s->sub == NULL) {
         ngx_http_togglemaster_sync_fail("cannot connect");
         return;
     }
 
     s->cmd = ngx_http_togglemaster_redis_connect(s->conf, s->log,
-                 ngx_http_togglemaster_sync_lost);
+                 ngx_http_togglemaster_sync_lost, node);
     if (s->cmd == NULL) {
         ngx_http_togglemaster_sync_fail("cannot connect");
         return;
@@ -1537,7 +1638,7 @@ ngx_http_togglemaster_sync_start(void)
 
     if (ngx_http_togglemaster_redis_subscribe(s->sub,
                                       ngx_http_togglemaster_sync_subscribed,
-                                      "tm:changes")
+                                      TM_REDIS_CHANNEL)
         != NGX_OK)
     {
         ngx_http_togglemaster_sync_fail("cannot subscribe");
@@ -1564,11 +1665,17 @@ ngx_int_t
 ngx_http_togglemaster_sync_init(ngx_cycle_t *cycle,
     ngx_http_togglemaster_main_conf_t *tmcf)
 {
+    ngx_uint_t                         k;
     ngx_http_togglemaster_sync_t      *s = &ngx_http_togglemaster_sync;
     ngx_http_togglemaster_snapshot_t  *snap;
 
     ngx_memzero(s, sizeof(ngx_http_togglemaster_sync_t));
     s->conf = tmcf;
+
+    for (k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
+        ngx_http_togglemaster_kinds[k].hash = ngx_http_togglemaster_sync_key(
+                                             ngx_http_togglemaster_kinds[k].key);
+    }
     s->log = cycle->log;
     s->backoff = NGX_HTTP_TOGGLEMASTER_BACKOFF_MIN;
 
@@ -1664,8 +1771,8 @@ ngx_http_togglemaster_sync_key_used(u_char *bin, ngx_log_t *log)
     tm_hex(bin, 32, hex);
 
     if (ngx_http_togglemaster_redis_command(s->cmd, NULL, "HSET %s %s %lld",
-                                            NGX_HTTP_TOGGLEMASTER_KEYS_USED,
-                                            hex, (long long) now)
+            ngx_http_togglemaster_sync_key(TM_RKEY_KEYS_USED), hex,
+            (long long) now)
         != NGX_OK)
     {
         /* as for the version check: a command half queued (out of memory)
@@ -1677,10 +1784,9 @@ ngx_http_togglemaster_sync_key_used(u_char *bin, ngx_log_t *log)
     ngx_memcpy(slot->bin, bin, 32);
     slot->sent = now;
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
-                   "togglemaster: HSET " NGX_HTTP_TOGGLEMASTER_KEYS_USED
-                   " %s %T",
-                   hex, now);
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "togglemaster: HSET %s %s %T",
+                   ngx_http_togglemaster_sync_key(TM_RKEY_KEYS_USED), hex, now);
 }
 
 

@@ -18,6 +18,7 @@ run perl -I t/lib bench/edge-targeting.pl "${BENCH_SECONDS:-3}" "${BENCH_ROUNDS:
 run perl -I t/lib bench/edge-bulk.pl
 run perl -I t/lib bench/edge-sync.pl
 run perl -I t/lib bench/snapshot-file.pl
+run perl -I t/lib bench/edge-cluster.pl
 run perl -I t/lib bench/worker.pl
 run perl -I t/lib bench/sse.pl
 exit $status

@@ -69,11 +69,13 @@ start() {
         "SELECT 1 FROM pg_database WHERE datname='togglemaster'" | grep -q 1 || \
         "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres togglemaster
       ;;
-    redis)
+    redis|redis-node*)
       # Optional, for tests of production-like Redis: TM_REDIS_PASSWORD
       # (requirepass), TM_REDIS_TLS_PORT + TM_REDIS_TLS_DIR (redis.pem,
       # redis.key, ca.pem) to also listen with TLS; the plain port stays, on
-      # loopback, for local tools.
+      # loopback, for local tools. TM_REDIS_CLUSTER_PORT: a node of a Redis
+      # Cluster with its bus on that port (TLS too with a TLS port), to be
+      # joined by `redis-cli --cluster create` (t/lib/TM/Harness.pm).
       local extra=()
       if [ -n "${TM_REDIS_TLS_PORT:-}" ]; then
         extra+=(--tls-port "$TM_REDIS_TLS_PORT" --tls-auth-clients no
@@ -82,6 +84,11 @@ start() {
                 --tls-ca-cert-file "$TM_REDIS_TLS_DIR/ca.pem")
       fi
       [ -n "${TM_REDIS_PASSWORD:-}" ] && extra+=(--requirepass "$TM_REDIS_PASSWORD")
+      if [ -n "${TM_REDIS_CLUSTER_PORT:-}" ]; then
+        extra+=(--cluster-enabled yes --cluster-port "$TM_REDIS_CLUSTER_PORT"
+                --cluster-config-file "$name-nodes.conf" --cluster-node-timeout 3000)
+        [ -n "${TM_REDIS_TLS_PORT:-}" ] && extra+=(--tls-cluster yes)
+      fi
       spawn redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
         --dir "$rundir" --daemonize no "${extra[@]}"
       wait_tcp "$port" 10

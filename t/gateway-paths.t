@@ -47,6 +47,17 @@ my %aws = (AWS_REGION => 'us-east-1', AWS_ACCESS_KEY_ID => 'test', AWS_SECRET_AC
                   REDIS_URL => $s->url('REDIS') =~ s{^http}{redis}r);
     my $out = `${\ TM::Nginx::shell_env($h)} compose/gateway-entrypoint.sh -t 2>&1`;
     is $?, 0, 'the entry point renders ingress.conf and nginx -t accepts it' or diag $out;
+    # REDIS_CLUSTER, as the daemons read it, becomes togglemaster_redis's "cluster"
+    local $ENV{TM_NGINX_DIR} = "$dir/render-cluster";
+    local $ENV{REDIS_CLUSTER} = 1;
+    $out = `${\ TM::Nginx::shell_env($h)} compose/gateway-entrypoint.sh -t 2>&1`;
+    is $?, 0, 'REDIS_CLUSTER=1: nginx -t accepts the rendered config' or diag $out;
+    my $conf = do { local (@ARGV, $/) = ("$dir/render-cluster/nginx.conf"); <> } // '';
+    like $conf, qr/togglemaster_redis "redis:[^"]*" cluster;/, '  with "togglemaster_redis ... cluster"';
+    $ENV{REDIS_CLUSTER} = 'yes';
+    $out = `${\ TM::Nginx::shell_env($h)} compose/gateway-entrypoint.sh -t 2>&1`;
+    is $? >> 8, 2, 'REDIS_CLUSTER=yes: the entry point refuses it';
+    like $out, qr/REDIS_CLUSTER must be 1/, '  and says why';
 }
 system('cp', "$dir/render/nginx.conf", "$dir/nginx/nginx.conf") == 0 or die 'cp failed';
 # as root, nginx workers run as nobody and write the snapshot file there

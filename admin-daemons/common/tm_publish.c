@@ -12,9 +12,27 @@
 
 static tm_redis_config cfg;
 static int enabled;
+/* REDIS_CLUSTER: the keys' names (lib/tm_redis_keys.h) and whether
+ * redirects are followed */
+static int cluster;
+#define K(key) tm_redis_key_name((key), cluster)
+
+/* The node that owns the slot of {tm}, as the last MOVED said: every
+ * thread's next connection goes there, not through the URL's node and a
+ * redirect. Forgotten when it cannot be reached (a failover), so the URL's
+ * node names the new owner. */
+static struct {
+    pthread_mutex_t lock;
+    int known;
+    char host[256];           /* "": the URL's host */
+    int port;
+} owner = { .lock = PTHREAD_MUTEX_INITIALIZER };
 /* One connection per thread: a connection is one conversation. */
 static _Thread_local tm_redis *rc;
 static _Thread_local time_t rc_retry_after;
+/* the cluster node rc is connected to (rc_port 0: the URL's) */
+static _Thread_local char rc_host[256];
+static _Thread_local int rc_port;
 /* Closes a thread's connection when the thread exits. */
 static pthread_key_t rc_key;
 
@@ -52,14 +70,15 @@ static char reconciled_kinds[WATCHED_MAX][WATCHED_LEN];
 static int nreconciled;
 
 /* The hash of kind in env (NULL or the default: the kind's own hash) into
- * buf; NULL for an unknown kind. */
+ * buf; NULL for an unknown kind, or a kind without environments. */
 static const char *hash_for(const char *kind, const char *env, char *buf, size_t size)
 {
-    const char *base = tm_publish_hash(kind);
-    if (base == NULL || env == NULL || strcmp(env, TM_ENV_DEFAULT) == 0) {
-        return base;
+    if (env == NULL || strcmp(env, TM_ENV_DEFAULT) == 0) {
+        return tm_publish_hash(kind);
     }
-    int w = snprintf(buf, size, "%s@%s", base, env);
+    const char *prefix = strcmp(kind, "flag") == 0 ? K(TM_RKEY_FLAGS_AT)
+                         : strcmp(kind, "rule") == 0 ? K(TM_RKEY_RULES_AT) : NULL;
+    int w = prefix ? snprintf(buf, size, "%s%s", prefix, env) : -1;
     return w > 0 && (size_t) w < size ? buf : NULL;
 }
 
@@ -69,6 +88,13 @@ int tm_publish_init(const char *redis_url)
         TM_WARN("REDIS_URL not set: changes will not reach the edge");
         return 0;
     }
+    const char *mode = tm_env("REDIS_CLUSTER", "0");
+    if (strcmp(mode, "0") != 0 && strcmp(mode, "1") != 0) {
+        TM_ERROR("REDIS_CLUSTER must be 1 (Redis Cluster, ElastiCache Serverless) or 0 "
+                 "(one Redis), not \"%s\"", mode);
+        return -1;
+    }
+    cluster = mode[0] == '1';
     char err[300];
     /* rediss:// only: the CA bundle (default: the system's) and the name
      * the certificate must carry (default: the URL's host) */
@@ -81,23 +107,31 @@ int tm_publish_init(const char *redis_url)
         TM_ERROR("%s", err);
         return -1;
     }
+    cfg.cluster = cluster;
+    if (cluster && cfg.url.db != 0) {
+        TM_ERROR("REDIS_URL %s: a Redis Cluster has database 0 only (REDIS_CLUSTER=1)",
+                 cfg.where);
+        tm_redis_config_free(&cfg);
+        return -1;
+    }
     if (pthread_key_create(&rc_key, free_at_thread_exit) != 0) {
         tm_redis_config_free(&cfg);
         return -1;
     }
-    TM_INFO("redis: %s%s", cfg.where, cfg.tls ? " (TLS)" : "");
+    TM_INFO("redis: %s%s%s", cfg.where, cfg.tls ? " (TLS)" : "",
+            cluster ? " (cluster: keys {tm}:*)" : "");
     enabled = 1;
     return 0;
 }
 
 const char *tm_publish_hash(const char *kind)
 {
-    if (strcmp(kind, "flag") == 0) return TM_REDIS_FLAGS;
-    if (strcmp(kind, "rule") == 0) return TM_REDIS_RULES;
-    if (strcmp(kind, "key") == 0) return TM_REDIS_KEYS;
-    if (strcmp(kind, "segment") == 0) return TM_REDIS_SEGMENTS;
-    if (strcmp(kind, "env") == 0) return TM_REDIS_ENVS;
-    if (strcmp(kind, "key2") == 0) return TM_REDIS_KEYS_V2;
+    if (strcmp(kind, "flag") == 0) return K(TM_RKEY_FLAGS);
+    if (strcmp(kind, "rule") == 0) return K(TM_RKEY_RULES);
+    if (strcmp(kind, "key") == 0) return K(TM_RKEY_KEYS);
+    if (strcmp(kind, "segment") == 0) return K(TM_RKEY_SEGMENTS);
+    if (strcmp(kind, "env") == 0) return K(TM_RKEY_ENVS);
+    if (strcmp(kind, "key2") == 0) return K(TM_RKEY_KEYS_V2);
     return NULL;
 }
 
@@ -119,6 +153,13 @@ void tm_publish_close(void)
     }
 }
 
+static void forget_owner(void)
+{
+    pthread_mutex_lock(&owner.lock);
+    owner.known = 0;
+    pthread_mutex_unlock(&owner.lock);
+}
+
 static tm_redis *get(void)
 {
     if (!enabled) {
@@ -134,8 +175,23 @@ static tm_redis *get(void)
     if (now < rc_retry_after) {
         return NULL;
     }
-    char err[300];
-    rc = tm_redis_connect(&cfg, err, sizeof err);
+    char err[300], host[256] = "";
+    int port = 0;
+    pthread_mutex_lock(&owner.lock);
+    if (owner.known) {
+        memcpy(host, owner.host, sizeof host);
+        port = owner.port;
+    }
+    pthread_mutex_unlock(&owner.lock);
+    rc = tm_redis_connect_node(&cfg, port ? host : NULL, port, err, sizeof err);
+    if (rc == NULL && port) {
+        TM_INFO("redis: the cluster node %s:%d that held the slot of {tm} is unreachable "
+                "(%s); asking %s again", host[0] ? host : cfg.url.host, port, err, cfg.where);
+        forget_owner();
+        port = 0;
+        host[0] = '\0';
+        rc = tm_redis_connect(&cfg, err, sizeof err);
+    }
     if (rc == NULL) {
         /* the edge keeps its snapshot, the daemons PostgreSQL; this line
          * says what to fix (address, password, certificate) */
@@ -143,30 +199,112 @@ static tm_redis *get(void)
         rc_retry_after = now + 1;
         return NULL;
     }
+    rc_port = port;
+    memcpy(rc_host, host, sizeof rc_host);
     pthread_setspecific(rc_key, rc);
     return rc;
 }
 
-/* Runs a command; on a transport error drops the connection. */
+/* ASK: this one command on the node named, after ASKING (the slot is
+ * moving there), on a connection of its own. The reply, or NULL. */
+static redisReply *ask_node(const tm_redis_redirect *to, int argc, const char **argv,
+                            const size_t *lens)
+{
+    char err[300];
+    const char *host = to->host[0] ? to->host : rc_port ? rc_host : "";
+    tm_redis *c = tm_redis_connect_node(&cfg, host, to->port, err, sizeof err);
+    if (c == NULL) {
+        TM_WARN("redis: cannot reach %s:%d for ASK: %s", host[0] ? host : cfg.url.host,
+                to->port, err);
+        return NULL;
+    }
+    const char *asking[] = { "ASKING" };
+    size_t alen[] = { 6 };
+    redisReply *r = NULL;
+    if (tm_redis_append(c, 1, asking, alen) != 0 || tm_redis_append(c, argc, argv, lens) != 0
+        || tm_redis_reply(c, &r) != 0 || r->type == REDIS_REPLY_ERROR) {
+        TM_WARN("redis: ASKING on %s:%d: %s", host[0] ? host : cfg.url.host, to->port,
+                r ? r->str : tm_redis_errstr(c));
+        if (r) {
+            freeReplyObject(r);
+        }
+        tm_redis_free(c);
+        return NULL;
+    }
+    freeReplyObject(r);
+    if (tm_redis_reply(c, &r) != 0) {
+        TM_WARN("redis %s:%d: %s", host[0] ? host : cfg.url.host, to->port,
+                tm_redis_errstr(c));
+        r = NULL;
+    }
+    tm_redis_free(c);
+    return r;
+}
+
+/* A MOVED: the node named owns the slot now; this thread reconnects there
+ * (and the others once their connection is redone). */
+static void follow_moved(const tm_redis_redirect *to)
+{
+    pthread_mutex_lock(&owner.lock);
+    /* ":port" means the host this connection went to */
+    snprintf(owner.host, sizeof owner.host, "%s", to->host[0] ? to->host : rc_port ? rc_host : "");
+    owner.port = to->port;
+    owner.known = 1;
+    pthread_mutex_unlock(&owner.lock);
+    drop();
+}
+
+/* The error reply r of argv[0], in words, for the log; a standalone-mode
+ * process talking to a cluster says what to set. */
+static void log_error_reply(const char *what, const redisReply *r, int redirect)
+{
+    if (!cluster && (redirect != 0 || strncmp(r->str, "CROSSSLOT", 9) == 0
+                     || strncmp(r->str, "CLUSTERDOWN", 11) == 0)) {
+        TM_ERROR("redis %s is a Redis Cluster (%s: %s): set REDIS_CLUSTER=1 here and "
+                 "\"togglemaster_redis ... cluster\" on the edges", cfg.where, what, r->str);
+    } else {
+        TM_WARN("redis: %s: %s", what, r->str);
+    }
+}
+
+/* Runs a command; on a transport error drops the connection. In cluster
+ * mode follows MOVED and ASK, at most TM_PUBLISH_HOPS times. */
 static redisReply *command(int argc, const char **argv, const size_t *lens)
 {
-    tm_redis *c = get();
-    if (c == NULL) {
-        return NULL;
-    }
-    redisReply *r = tm_redis_command(c, argc, argv, lens);
-    if (r == NULL) {
-        TM_WARN("redis %s: %s", cfg.where, tm_redis_errstr(c));
-        drop();
-        rc_retry_after = time(NULL) + 1;
-        return NULL;
-    }
-    if (r->type == REDIS_REPLY_ERROR) {
-        TM_WARN("redis: %s: %s", argv[0], r->str);
+    for (int hop = 0;; hop++) {
+        tm_redis *c = get();
+        if (c == NULL) {
+            return NULL;
+        }
+        redisReply *r = tm_redis_command(c, argc, argv, lens);
+        if (r == NULL) {
+            TM_WARN("redis %s: %s", cfg.where, tm_redis_errstr(c));
+            drop();
+            if (rc_port) {
+                forget_owner();   /* the next attempt asks the URL's node */
+            }
+            rc_retry_after = time(NULL) + 1;
+            return NULL;
+        }
+        if (r->type != REDIS_REPLY_ERROR) {
+            return r;
+        }
+        tm_redis_redirect to;
+        int redirect = tm_redis_redirect_parse(r->str, r->len, &to);
+        if (!cluster || redirect != 1 || hop == TM_PUBLISH_HOPS) {
+            log_error_reply(argv[0], r, redirect);
+            freeReplyObject(r);
+            return NULL;
+        }
         freeReplyObject(r);
-        return NULL;
+        TM_INFO("redis: %s slot %u is at %s:%d; %s", to.ask ? "ASK:" : "MOVED:", to.slot,
+                to.host[0] ? to.host : rc_port ? rc_host : cfg.url.host, to.port,
+                to.ask ? "asking that node this once" : "following");
+        if (to.ask) {
+            return ask_node(&to, argc, argv, lens);
+        }
+        follow_moved(&to);
     }
-    return r;
 }
 
 void tm_publish_reconcile_begin(void)
@@ -177,8 +315,8 @@ void tm_publish_reconcile_begin(void)
 int tm_publish_all_ready(void)
 {
     for (int i = 0; i < nreconciled; i++) {
-        const char *argv[] = { "SISMEMBER", TM_REDIS_READY, reconciled_kinds[i] };
-        size_t lens[] = { 9, strlen(TM_REDIS_READY), strlen(reconciled_kinds[i]) };
+        const char *argv[] = { "SISMEMBER", K(TM_RKEY_READY), reconciled_kinds[i] };
+        size_t lens[] = { 9, strlen(K(TM_RKEY_READY)), strlen(reconciled_kinds[i]) };
         redisReply *r = command(3, argv, lens);
         if (r == NULL) {
             return 1;   /* unreachable: reconciling now would not help */
@@ -205,7 +343,7 @@ long long tm_publish_env(const char *kind, const char *env, const char *field,
     if (hash == NULL || !enabled) {
         return -1;
     }
-    const char *argv[] = { "EVAL", publish_lua, "2", hash, TM_REDIS_VERSION, field,
+    const char *argv[] = { "EVAL", publish_lua, "2", hash, K(TM_RKEY_VERSION), field,
                            json ? "upsert" : "delete", json ? json : "", kind,
                            TM_REDIS_CHANNEL, hash == buf ? env : "" };
     size_t lens[11];
@@ -366,7 +504,7 @@ static int reconcile_hash(const char *hash, const char *ready, const char *kind,
         drop();
         return -1;
     }
-    const char *argv[] = { "EVAL", resync_lua, "2", TM_REDIS_VERSION, TM_REDIS_READY, ready,
+    const char *argv[] = { "EVAL", resync_lua, "2", K(TM_RKEY_VERSION), K(TM_RKEY_READY), ready,
                            TM_REDIS_CHANNEL, changed ? "1" : "0", kind, env ? env : "" };
     size_t lens[10];
     for (int i = 0; i < 10; i++) lens[i] = strlen(argv[i]);
@@ -435,7 +573,7 @@ long long tm_publish_drop_env(const char *kind, const char *env)
     if (hash != buf || !enabled || w < 0 || (size_t) w >= sizeof ready) {
         return -1;
     }
-    const char *argv[] = { "EVAL", drop_lua, "3", hash, TM_REDIS_READY, TM_REDIS_VERSION,
+    const char *argv[] = { "EVAL", drop_lua, "3", hash, K(TM_RKEY_READY), K(TM_RKEY_VERSION),
                            ready, TM_REDIS_CHANNEL, kind, env };
     size_t lens[10];
     for (int i = 0; i < 10; i++) lens[i] = strlen(argv[i]);
@@ -458,7 +596,7 @@ int tm_publish_env_known(const char *env)
     if (strcmp(env, TM_ENV_DEFAULT) == 0) {
         return 1;
     }
-    const char *argv[] = { "EVAL", env_known_lua, "2", TM_REDIS_ENVS, TM_REDIS_READY, env };
+    const char *argv[] = { "EVAL", env_known_lua, "2", K(TM_RKEY_ENVS), K(TM_RKEY_READY), env };
     size_t lens[6];
     for (int i = 0; i < 6; i++) lens[i] = strlen(argv[i]);
     redisReply *r = command(6, argv, lens);
@@ -484,7 +622,7 @@ void tm_publish_free_names(char **names, size_t n)
 
 int tm_publish_env_names(char ***names, size_t *n)
 {
-    const char *argv[] = { "EVAL", env_names_lua, "2", TM_REDIS_ENVS, TM_REDIS_READY };
+    const char *argv[] = { "EVAL", env_names_lua, "2", K(TM_RKEY_ENVS), K(TM_RKEY_READY) };
     size_t lens[5];
     for (int i = 0; i < 5; i++) lens[i] = strlen(argv[i]);
     *names = NULL;
@@ -524,7 +662,7 @@ static const char key_lookup_lua[] =
 
 int tm_publish_key_lookup(const char *key_hash, tm_scope *scope, char *env, size_t envsize)
 {
-    const char *argv[] = { "EVAL", key_lookup_lua, "2", TM_REDIS_KEYS, TM_REDIS_KEYS_V2,
+    const char *argv[] = { "EVAL", key_lookup_lua, "2", K(TM_RKEY_KEYS), K(TM_RKEY_KEYS_V2),
                            key_hash };
     size_t lens[6];
     for (int i = 0; i < 6; i++) lens[i] = strlen(argv[i]);
@@ -540,7 +678,7 @@ int tm_publish_key_lookup(const char *key_hash, tm_scope *scope, char *env, size
     } else if (r->type == REDIS_REPLY_STRING) {
         found = tm_key_record_parse(r->str, r->len, scope, env, envsize) == 0;
         if (!found) {
-            TM_WARN("redis: malformed %s record: the key is refused", TM_REDIS_KEYS_V2);
+            TM_WARN("redis: malformed %s record: the key is refused", K(TM_RKEY_KEYS_V2));
         }
     }
     freeReplyObject(r);
@@ -553,7 +691,7 @@ static const char key_record_lua[] =
 
 char *tm_publish_key_record(const char *key_hash)
 {
-    const char *argv[] = { "EVAL", key_record_lua, "2", TM_REDIS_KEYS, TM_REDIS_KEYS_V2,
+    const char *argv[] = { "EVAL", key_record_lua, "2", K(TM_RKEY_KEYS), K(TM_RKEY_KEYS_V2),
                            key_hash };
     size_t lens[6];
     for (int i = 0; i < 6; i++) lens[i] = strlen(argv[i]);
@@ -570,7 +708,7 @@ void tm_publish_key_used(const char *key_hash, long long now)
 {
     char ts[24];
     snprintf(ts, sizeof ts, "%lld", now);
-    const char *argv[] = { "HSET", TM_REDIS_KEYS_USED, key_hash, ts };
+    const char *argv[] = { "HSET", K(TM_RKEY_KEYS_USED), key_hash, ts };
     size_t lens[4];
     for (int i = 0; i < 4; i++) lens[i] = strlen(argv[i]);
     redisReply *r = command(4, argv, lens);
@@ -586,8 +724,8 @@ static const char use_done_lua[] =
 
 int tm_publish_take_uses(int (*apply)(const char *key_hash, const char *unix_time))
 {
-    const char *hargv[] = { "HGETALL", TM_REDIS_KEYS_USED };
-    size_t hlens[] = { 7, strlen(TM_REDIS_KEYS_USED) };
+    const char *hargv[] = { "HGETALL", K(TM_RKEY_KEYS_USED) };
+    size_t hlens[] = { 7, strlen(K(TM_RKEY_KEYS_USED)) };
     redisReply *all = command(2, hargv, hlens);
     if (all == NULL || all->type != REDIS_REPLY_ARRAY) {
         if (all) freeReplyObject(all);
@@ -601,7 +739,7 @@ int tm_publish_take_uses(int (*apply)(const char *key_hash, const char *unix_tim
             continue;
         }
         applied++;
-        const char *argv[] = { "EVAL", use_done_lua, "1", TM_REDIS_KEYS_USED, f->str, v->str };
+        const char *argv[] = { "EVAL", use_done_lua, "1", K(TM_RKEY_KEYS_USED), f->str, v->str };
         size_t lens[6];
         for (int k = 0; k < 6; k++) lens[k] = strlen(argv[k]);
         redisReply *r = command(6, argv, lens);

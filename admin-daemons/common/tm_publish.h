@@ -3,29 +3,28 @@
  * repairs it later, so every call here is best effort and never blocks long. */
 #ifndef TM_PUBLISH_H
 #define TM_PUBLISH_H
+#include "tm_redis_keys.h"
 #include "tm_scope.h"
 
 #include <stddef.h>
 
-#define TM_REDIS_FLAGS "tm:flags"
-#define TM_REDIS_RULES "tm:rules"
-#define TM_REDIS_KEYS "tm:keys"
-#define TM_REDIS_SEGMENTS "tm:segments"
-/* docs/environments.md: every environment; non-admin keys; and when each
- * key was last used, as the daemons' key checks saw it (auth folds it into
- * api_keys.last_used_at). */
-#define TM_REDIS_ENVS "tm:envs"
-#define TM_REDIS_KEYS_V2 "tm:keys:v2"
-#define TM_REDIS_KEYS_USED "tm:keys:used"
-#define TM_REDIS_VERSION "tm:version"
-#define TM_REDIS_CHANNEL "tm:changes"
-/* Set of kinds reconciled into this Redis since it started (or was flushed):
- * the edge only takes a hash whose kind is listed, so a restarted, empty or
- * half-refilled Redis never replaces a good snapshot with a partial one. */
-#define TM_REDIS_READY "tm:ready"
-
-/* 0 on success; -1 if REDIS_URL is malformed. NULL or "" disables Redis. */
+/* The keys are lib/tm_redis_keys.h's, in the mode REDIS_CLUSTER says
+ * (1: Redis Cluster, every key in the slot of {tm}; 0 or unset: the
+ * standalone tm: keys). tm:ready, a set of the kinds reconciled into this
+ * Redis since it started (or was flushed), lets the edge take only a hash
+ * whose kind is listed, so a restarted, empty or half-refilled Redis never
+ * replaces a good snapshot with a partial one.
+ *
+ * In cluster mode a MOVED reply is followed (the node that owns the slot
+ * serves the process's next connections) and an ASK is answered on that
+ * node with ASKING, at most TM_PUBLISH_HOPS redirects per command.
+ *
+ * 0 on success; -1 if REDIS_URL is malformed, REDIS_CLUSTER is not 0 or 1,
+ * or cluster mode is asked with a database other than 0. NULL or ""
+ * disables Redis. */
 int tm_publish_init(const char *redis_url);
+
+#define TM_PUBLISH_HOPS 5
 
 /* Sets hash[field] = json (upsert) or deletes it (json == NULL), bumps
  * tm:version and notifies tm:changes, atomically. Returns the new version,
@@ -122,6 +121,7 @@ int tm_publish_all_ready(void);
 /* Closes the calling thread's connection. */
 void tm_publish_close(void);
 
-/* Redis hash name for a kind, or NULL. */
+/* Redis hash name for a kind ("flag", "rule", "key", "segment", "env",
+ * "key2"), in the mode tm_publish_init chose, or NULL. */
 const char *tm_publish_hash(const char *kind);
 #endif

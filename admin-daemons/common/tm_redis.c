@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -135,11 +136,62 @@ static int connect_wait(int fd, const struct sockaddr *sa, socklen_t len, int ms
     return 0;
 }
 
-/* A non-blocking socket connected to one of the cached addresses. */
-static int connect_tcp(const tm_redis_config *cfg, char *err, size_t errlen)
+/* The addresses of a cluster node a redirect named: an IP address is
+ * converted; "" is the URL's host (its cached addresses) on another port.
+ * A name is refused: looking it up could stall a request thread. */
+static int node_addrs(const tm_redis_config *cfg, const char *host, int port, tm_addr_list *l,
+                      char *err, size_t errlen)
+{
+    memset(l, 0, sizeof *l);
+    if (host[0] == '\0') {
+        tm_resolver_get(cfg->addrs, l);
+        for (int i = 0; i < l->n; i++) {
+            struct sockaddr *sa = (struct sockaddr *) &l->sa[i];
+            if (sa->sa_family == AF_INET) {
+                ((struct sockaddr_in *) sa)->sin_port = htons((uint16_t) port);
+            } else if (sa->sa_family == AF_INET6) {
+                ((struct sockaddr_in6 *) sa)->sin6_port = htons((uint16_t) port);
+            }
+        }
+        return 0;
+    }
+    if (!tm_is_ip(host)) {
+        seterr(err, errlen, "the cluster redirects to the host name %s; only IP addresses "
+               "are followed (cluster-preferred-endpoint-type ip)", host);
+        return -1;
+    }
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_NUMERICHOST }, *ai = NULL;
+    char p[8];
+    snprintf(p, sizeof p, "%d", port);
+    if (getaddrinfo(host, p, &hints, &ai) != 0 || ai == NULL
+        || ai->ai_addrlen > sizeof l->sa[0]) {
+        if (ai) {
+            freeaddrinfo(ai);
+        }
+        seterr(err, errlen, "cannot use the node address %s", host);
+        return -1;
+    }
+    memcpy(&l->sa[0], ai->ai_addr, ai->ai_addrlen);
+    l->len[0] = ai->ai_addrlen;
+    l->n = 1;
+    freeaddrinfo(ai);
+    return 0;
+}
+
+/* A non-blocking socket connected to one of the cached addresses, or to
+ * the node host:port (host NULL: the URL's). */
+static int connect_tcp(const tm_redis_config *cfg, const char *host, int port, char *err,
+                       size_t errlen)
 {
     tm_addr_list l;
-    tm_resolver_get(cfg->addrs, &l);
+    if (host) {
+        if (node_addrs(cfg, host, port, &l, err, errlen) != 0) {
+            return -1;
+        }
+    } else {
+        tm_resolver_get(cfg->addrs, &l);
+    }
     if (l.n == 0) {
         seterr(err, errlen, "redis host %s not resolved yet", cfg->url.host);
         return -1;
@@ -180,10 +232,13 @@ static int connect_unix(const tm_redis_config *cfg, char *err, size_t errlen)
     return fd;
 }
 
-/* A blocking socket with send/receive timeouts, connected to the URL. */
-static int open_socket(const tm_redis_config *cfg, char *err, size_t errlen)
+/* A blocking socket with send/receive timeouts, connected to the URL (or
+ * to the node host:port). */
+static int open_socket(const tm_redis_config *cfg, const char *host, int port, char *err,
+                       size_t errlen)
 {
-    int fd = cfg->url.unix_path[0] ? connect_unix(cfg, err, errlen) : connect_tcp(cfg, err, errlen);
+    int fd = cfg->url.unix_path[0] ? connect_unix(cfg, err, errlen)
+                                   : connect_tcp(cfg, host, port, err, errlen);
     if (fd < 0) {
         return -1;
     }
@@ -237,8 +292,30 @@ static int tls_start(tm_redis *c, const tm_redis_config *cfg, char *err, size_t 
     return 0;
 }
 
-/* AUTH [user] password, then SELECT db, each checked. */
-static int handshake(tm_redis *c, const tm_redis_url *u, char *err, size_t errlen)
+/* A cluster node answers CLUSTER INFO; a standalone Redis refuses it
+ * ("ERR This instance has cluster support disabled"). */
+static int check_cluster(tm_redis *c, char *err, size_t errlen)
+{
+    const char *argv[] = { "CLUSTER", "INFO" };
+    size_t lens[] = { 7, 4 };
+    redisReply *r = tm_redis_command(c, 2, argv, lens);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        seterr(err, errlen, r ? "REDIS_CLUSTER=1, but this Redis is not a cluster node "
+                                "(CLUSTER INFO: %s): set REDIS_CLUSTER=0 (and no \"cluster\" "
+                                "on togglemaster_redis)" : "CLUSTER INFO failed: %s",
+               r ? r->str : c->err);
+        if (r) {
+            freeReplyObject(r);
+        }
+        return -1;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+/* AUTH [user] password, then SELECT db (or the cluster check), each
+ * checked. */
+static int handshake(tm_redis *c, const tm_redis_url *u, int cluster, char *err, size_t errlen)
 {
     redisReply *r = NULL;
     char db[16];
@@ -252,6 +329,9 @@ static int handshake(tm_redis *c, const tm_redis_url *u, char *err, size_t errle
             goto failed;
         }
         freeReplyObject(r);
+    }
+    if (cluster) {
+        return check_cluster(c, err, errlen);
     }
     if (u->db) {
         snprintf(db, sizeof db, "%d", u->db);
@@ -274,15 +354,25 @@ failed:
 
 tm_redis *tm_redis_connect(const tm_redis_config *cfg, char *err, size_t errlen)
 {
+    return tm_redis_connect_node(cfg, NULL, 0, err, errlen);
+}
+
+tm_redis *tm_redis_connect_node(const tm_redis_config *cfg, const char *host, int port,
+                                char *err, size_t errlen)
+{
+    if (host && cfg->url.unix_path[0]) {
+        seterr(err, errlen, "a redirect to %s:%d, but redis is a unix socket", host, port);
+        return NULL;
+    }
     tm_redis *c = calloc(1, sizeof *c);
     if (c == NULL || (c->reader = redisReaderCreate()) == NULL) {
         seterr(err, errlen, "out of memory");
         free(c);
         return NULL;
     }
-    c->fd = open_socket(cfg, err, errlen);
+    c->fd = open_socket(cfg, host, port, err, errlen);
     if (c->fd < 0 || (cfg->tls && tls_start(c, cfg, err, errlen) != 0)
-        || handshake(c, &cfg->url, err, errlen) != 0) {
+        || handshake(c, &cfg->url, cfg->cluster, err, errlen) != 0) {
         tm_redis_free(c);
         return NULL;
     }

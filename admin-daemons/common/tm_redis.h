@@ -21,6 +21,7 @@ typedef struct {
     int connect_ms;           /* TCP connect, then TLS handshake */
     int io_ms;                /* each send or receive */
     tm_resolver *addrs;       /* TCP only: the host's addresses (tm_resolve.h) */
+    int cluster;              /* the server must be a Redis Cluster node */
 } tm_redis_config;
 
 /* url as REDIS_URL; ca_file (PEM bundle; NULL or "": the system's CAs) and
@@ -36,13 +37,22 @@ void tm_redis_config_free(tm_redis_config *cfg);
 
 typedef struct tm_redis tm_redis;
 
-/* Connects, handshakes, authenticates and selects the database. NULL with
+/* Connects, handshakes, authenticates and selects the database (with
+ * cfg->cluster set: checks with CLUSTER INFO that the server is a cluster
+ * node instead, so a mode that does not match fails clearly). NULL with
  * err saying which step failed and why ("AUTH failed: WRONGPASS ...",
  * "TLS: certificate verify failed: self-signed certificate ..."). Uses the
  * addresses the resolver found and never resolves: without any it fails at
  * once ("redis host ... not resolved yet"); when it cannot connect to them,
  * it asks the resolver to look the name up again. */
 tm_redis *tm_redis_connect(const tm_redis_config *cfg, char *err, size_t errlen);
+
+/* The same to one node of a cluster, named by a redirect (MOVED, ASK):
+ * host an IP address, or "" for the URL's host; the URL's user, password
+ * and TLS settings (the certificate must name the same server name). host
+ * NULL: the URL's. */
+tm_redis *tm_redis_connect_node(const tm_redis_config *cfg, const char *host, int port,
+                                char *err, size_t errlen);
 
 /* Queues a command (pipelining); sent by the next tm_redis_reply. 0 / -1. */
 int tm_redis_append(tm_redis *c, int argc, const char **argv, const size_t *lens);

@@ -828,8 +828,10 @@ def check_ingress_conf(root, rendered):
     probes, and proxies to hosts that are Service names."""
     conf = open(os.path.join(root, "nginx-conf", "ingress.conf")).read()
     code = re.sub(r"#.*", "", conf)
-    # MODULE, RUN, RESOLVER and CONSOLE have defaults in the entry point
-    names = set(re.findall(r"@([A-Z][A-Z0-9_]*)@", code)) - {"MODULE", "RUN", "RESOLVER", "CONSOLE"}
+    # MODULE, RUN, RESOLVER and CONSOLE have defaults in the entry point,
+    # which derives REDIS_MODE from REDIS_CLUSTER (default 0)
+    names = set(re.findall(r"@([A-Z][A-Z0-9_]*)@", code)) - {"MODULE", "RUN", "RESOLVER", "CONSOLE",
+                                                              "REDIS_MODE"}
     with open(os.path.join(root, "compose", "docker-compose.yml")) as f:
         services = yaml.safe_load(f)["services"]
     compose_env = set(services["gateway"].get("environment") or {})

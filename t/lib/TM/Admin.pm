@@ -31,10 +31,11 @@ sub replica {
     return ($h2, $h2->daemon($name, %env));
 }
 
-# A raw RESP connection subscribed to tm:changes.
+# A raw RESP connection subscribed to tm:changes (on the node at $port of a
+# cluster, if given).
 sub subscriber {
-    my $h = shift;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $h->port('redis'), Timeout => 5)
+    my ($h, $port) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port // $h->port('redis'), Timeout => 5)
         or die "subscribe: $!";
     print $s "*2\r\n\$9\r\nSUBSCRIBE\r\n\$10\r\ntm:changes\r\n";
     TM::Harness::_resp($s);   # [subscribe, tm:changes, 1]

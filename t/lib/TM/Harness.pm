@@ -16,6 +16,14 @@ package TM::Harness;
 # listen with TLS: redis() is then the rediss:// URL, redis_ca() the CA file
 # the daemons (REDIS_CA_FILE) and nginx trust. redis_cmd() keeps using the
 # plain loopback port, authenticated.
+#
+# A Redis Cluster: TM::Harness->new(redis_cluster => 1) starts three
+# masters (services redis, redis-node2, redis-node3; TLS on the cluster bus
+# too with redis_tls) and joins them with `redis-cli --cluster create`;
+# redis_cluster_replicas => 1 adds a replica to each (six nodes).
+# redis() is then the first node's URL; cluster_nodes() lists every node
+# ({name, port, tls_port}), slot_owner($key) the master that serves $key;
+# redis_cmd() follows MOVED to it.
 use strict;
 use warnings;
 use Cwd qw(abs_path);
@@ -113,18 +121,61 @@ sub redis {
 
 sub start_redis {
     my $self = shift;
-    my %env;
     my $pw = $self->{redis_password};
-    if ($self->{redis_tls}) {
-        $self->{redis_ca} = $self->tls_files . '/ca.pem';
-        $self->{redis_tls_port} = free_port();
-        %env = (TM_REDIS_TLS_PORT => $self->{redis_tls_port}, TM_REDIS_TLS_DIR => "$self->{dir}/tls");
+    my $n = $self->{redis_cluster} ? 3 * (1 + ($self->{redis_cluster_replicas} // 0)) : 1;
+    my @names = ('redis', map { "redis-node$_" } 2 .. $n);
+    for my $name (@names) {
+        my %env;
+        my $node = { name => $name };
+        if ($self->{redis_tls}) {
+            $self->{redis_ca} = $self->tls_files . '/ca.pem';
+            $node->{tls_port} = free_port();
+            %env = (TM_REDIS_TLS_PORT => $node->{tls_port}, TM_REDIS_TLS_DIR => "$self->{dir}/tls");
+        }
+        $env{TM_REDIS_PASSWORD} = $pw if defined $pw;
+        $env{TM_REDIS_CLUSTER_PORT} = free_port() if $self->{redis_cluster};
+        $node->{port} = $self->start($name, undef, %env);
+        push @{ $self->{cluster_nodes} }, $node;
     }
-    $env{TM_REDIS_PASSWORD} = $pw if defined $pw;
-    my $p = $self->start('redis', undef, %env);
+    my $first = $self->{cluster_nodes}[0];
+    $self->{redis_tls_port} = $first->{tls_port};
+    $self->create_cluster if $self->{redis_cluster};
     my $auth = defined $pw ? ":$pw\@" : '';
-    $self->{redis_url} = $self->{redis_tls} ? "rediss://${auth}127.0.0.1:$self->{redis_tls_port}"
-                                            : "redis://${auth}127.0.0.1:$p";
+    $self->{redis_url} = $self->{redis_tls} ? "rediss://${auth}127.0.0.1:$first->{tls_port}"
+                                            : "redis://${auth}127.0.0.1:$first->{port}";
+}
+
+# Joins the nodes (every slot assigned, no replicas) and waits until each
+# says the cluster is ok.
+sub create_cluster {
+    my $self = shift;
+    my @a = defined $self->{redis_password} ? ('-a', $self->{redis_password}, '--no-auth-warning') : ();
+    my @nodes = map { "127.0.0.1:$_->{port}" } @{ $self->{cluster_nodes} };
+    my $replicas = $self->{redis_cluster_replicas} // 0;
+    my $out = `redis-cli @a --cluster create @nodes --cluster-replicas $replicas --cluster-yes 2>&1`;
+    die "redis-cli --cluster create failed:\n$out" if $?;
+    for my $n (@{ $self->{cluster_nodes} }) {
+        $self->wait_until(20, sub { ($self->redis_cmd_at($n->{port}, 0, 'CLUSTER', 'INFO') // '')
+                                       =~ /cluster_state:ok/ })
+            or die "redis cluster: $n->{name} never says cluster_state:ok";
+    }
+}
+
+sub cluster_nodes { @{ $_[0]{cluster_nodes} || [] } }
+
+# The node ({name, port, tls_port}) whose slots hold $key, as the node on
+# plain port $ask (default: the first) sees it.
+sub slot_owner {
+    my ($self, $key, $ask) = @_;
+    my $port = $ask // $self->{cluster_nodes}[0]{port};
+    my $slot = $self->redis_cmd_at($port, 0, 'CLUSTER', 'KEYSLOT', $key);
+    for my $range (@{ $self->redis_cmd_at($port, 0, 'CLUSTER', 'SLOTS') }) {
+        next unless $range->[0] <= $slot && $slot <= $range->[1];
+        my ($owner) = grep { $_->{port} == $range->[2][1] || ($_->{tls_port} // 0) == $range->[2][1] }
+                           @{ $self->{cluster_nodes} };
+        return $owner;
+    }
+    die "slot_owner: no node serves slot $slot\n";
 }
 
 sub redis_tls_port { $_[0]{redis_tls_port} }
@@ -191,10 +242,22 @@ sub redis_cmd {
     return $self->redis_cmd_in(0, @args);
 }
 
-# The same in database $db.
+# The same in database $db; in a cluster, on the node a MOVED names.
 sub redis_cmd_in {
     my ($self, $db, @args) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $self->{ports}{redis}, Timeout => 5)
+    my $port = $self->{ports}{redis};
+    for my $hop (1 .. 3) {
+        my $r = eval { $self->redis_cmd_at($port, $db, @args) };
+        return $r unless $@;
+        die $@ unless $@ =~ /^redis error: MOVED \d+ [^ ]*:(\d+)/ && $hop < 3;
+        $port = $1;
+    }
+}
+
+# One command to the node on plain port $port.
+sub redis_cmd_at {
+    my ($self, $port, $db, @args) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port, Timeout => 5)
         or die "redis connect: $!";
     my @pre;
     push @pre, ['AUTH', $self->{redis_password}] if defined $self->{redis_password};

@@ -45,7 +45,8 @@ sub san_env {
 # Options: redis (default: the harness's Redis; 0 for none), redis_url (a
 # URL instead of the harness's), redis_ca (trusted CA file for rediss://;
 # default the harness's test CA), redis_ssl_name, module (the .so to load,
-# default the build's: an older release's for upgrade tests), workers (1),
+# default the build's: an older release's for upgrade tests), redis_cluster
+# (1: "togglemaster_redis ... cluster"), workers (1),
 # http (extra http-level lines), server (extra server-level lines),
 # check_interval, timeout, snapshot (1: use <rundir>/nginx/snapshot.json).
 sub new {
@@ -79,7 +80,7 @@ sub write_conf {
     # with TLS, the harness's test CA unless redis_ca says otherwise ('' none)
     my $ca = $self->{redis_ca} // ($redis && $redis =~ /^rediss:/ ? $self->{h}->redis_ca : undef);
     my $redis_lines = defined $redis
-        ? "togglemaster_redis \"$redis\";\n"
+        ? "togglemaster_redis \"$redis\"" . ($self->{redis_cluster} ? ' cluster' : '') . ";\n"
           . ($ca ? "togglemaster_redis_ssl_trusted_certificate $ca;\n" : '')
           . ($self->{redis_ssl_name} ? "togglemaster_redis_ssl_server_name $self->{redis_ssl_name};\n" : '')
           . 'togglemaster_check_interval ' . ($self->{check_interval} // '1s') . ";\n"
