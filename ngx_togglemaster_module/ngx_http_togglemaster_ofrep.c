@@ -1,7 +1,9 @@
 /*
  * OpenFeature Remote Evaluation Protocol (OFREP):
  *   POST .../ofrep/v1/evaluate/flags/{key}   one flag
- *   POST .../ofrep/v1/evaluate/flags         every flag, with ETag / 304
+ *   POST .../ofrep/v1/evaluate/flags         every flag, with ETag / 304;
+ *        ?flagConfigEtag=&flagConfigLastModified= on a refetch an event
+ *        stream triggered (refetch.c)
  * Body: {"context": {"targetingKey": "...", ...}}: the identity and the
  * attributes rules target. The variant is the rule's variant, else "on" or
  * "off"; the value its payload, else the flag's boolean.
@@ -14,6 +16,10 @@
 
 
 #define NGX_HTTP_TOGGLEMASTER_OFREP_BODY_MAX  65536
+
+#define NGX_HTTP_TOGGLEMASTER_OFREP_STALE                                     \
+    ",\"metadata\":{\"stale\":true,\"snapshotVersion\":%L,"                  \
+    "\"eventVersion\":%L}"
 
 
 static ngx_int_t
@@ -59,6 +65,9 @@ typedef struct {
     const char                    *code;      /* evaluation failure, else NULL */
     const char                    *details;
 } ngx_http_togglemaster_ofrep_item_t;
+
+
+static ngx_int_t ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r);
 
 
 #define NGX_HTTP_TOGGLEMASTER_OFREP_TKM                                       \
@@ -384,6 +393,50 @@ ngx_http_togglemaster_ofrep_single(ngx_http_request_t *r, ngx_str_t *key)
 }
 
 
+/* A refetch an event triggered: NGX_OK to answer now (*stale: with a
+ * snapshot older than the event's), NGX_DONE if parked until the version
+ * comes, else an error's rc. The answer must not come from a cache. */
+static ngx_int_t
+ngx_http_togglemaster_ofrep_refetch(ngx_http_request_t *r,
+    ngx_http_togglemaster_ctx_t *rctx, ngx_uint_t env_index,
+    ngx_uint_t *stale)
+{
+    ngx_http_togglemaster_loc_conf_t  *tmlcf;
+
+    static ngx_str_t  no_store = ngx_string("no-store");
+
+    *stale = 0;
+
+    if (!rctx->refetch && !rctx->refetch_lm) {
+        return NGX_OK;
+    }
+
+    if (!ngx_http_togglemaster_refetch_behind(rctx, env_index)) {
+        return ngx_http_togglemaster_add_header(r, "Cache-Control", &no_store)
+               == NGX_OK ? NGX_OK : NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    tmlcf = ngx_http_get_module_loc_conf(r, ngx_http_togglemaster_module);
+
+    if (!rctx->refetch_waited && tmlcf->sse_refetch_wait) {
+        /* evaluated again when it is answered */
+        if (ngx_http_togglemaster_refetch_wait(r, tmlcf->sse_refetch_wait,
+                ngx_http_togglemaster_ofrep_bulk)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return NGX_DONE;
+    }
+
+    *stale = 1;
+
+    return ngx_http_togglemaster_add_header(r, "Cache-Control", &no_store)
+           == NGX_OK ? NGX_OK : NGX_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+
 static ngx_int_t
 ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
 {
@@ -391,16 +444,29 @@ ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
     u_char                               md[16];
     size_t                               len;
     ngx_int_t                            rc;
-    ngx_uint_t                           i, n;
+    ngx_uint_t                           i, n, stale;
     ngx_md5_t                            md5;
     tm_context                           ctx;
+    const char                          *msg;
     ngx_table_elt_t                     *h;
     ngx_str_t                            streams;
+    ngx_http_togglemaster_ctx_t         *rctx;
     ngx_http_togglemaster_flags_t       *fp;
     ngx_http_togglemaster_env_ref_t      e;
     ngx_http_togglemaster_ofrep_item_t  *items;
 
     static ngx_str_t  default_env = ngx_string("default");
+
+    rctx = ngx_http_get_module_ctx(r, ngx_http_togglemaster_module);
+
+    /* checked before anything is evaluated (and counted) */
+    if (!rctx->refetch_waited
+        && ngx_http_togglemaster_refetch_args(r, rctx, &msg) != NGX_OK)
+    {
+        return msg ? ngx_http_togglemaster_ofrep_error(r,
+                         NGX_HTTP_BAD_REQUEST, NULL, "PARSE_ERROR", msg)
+                   : NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     if (ngx_http_togglemaster_ofrep_context(r, NULL, &ctx, &rc) != NGX_OK) {
         return rc;
@@ -409,6 +475,11 @@ ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
     if (ngx_http_togglemaster_request_env(r, 1, &e) != NGX_OK) {
         return ngx_http_togglemaster_ofrep_error(r, e.status, NULL, "GENERAL",
                                                  e.error);
+    }
+
+    rc = ngx_http_togglemaster_ofrep_refetch(r, rctx, e.index, &stale);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     /* the environment's flags: an index into the snapshot, O(1) */
@@ -430,7 +501,8 @@ ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
 
     items = NULL;
     n = 0;
-    len = sizeof("{\"flags\":[]}") - 1 + streams.len;
+    len = sizeof("{\"flags\":[]}") - 1 + streams.len
+          + sizeof(NGX_HTTP_TOGGLEMASTER_OFREP_STALE) + 2 * NGX_INT64_LEN;
 
     if (fp && fp->nflags) {
         items = ngx_palloc(r->pool, fp->nflags
@@ -466,18 +538,25 @@ ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
         p = ngx_http_togglemaster_ofrep_item(p, &items[i]);
     }
 
-    p = ngx_cpymem(p, "]}", 2);
+    *p++ = ']';
+    p = ngx_cpymem(p, streams.data, streams.len);
 
-    /* the ETag names the evaluations, so it changes exactly when they do,
-     * whatever changed underneath (not with the stream token's expiry) */
+    if (stale) {
+        p = ngx_sprintf(p, NGX_HTTP_TOGGLEMASTER_OFREP_STALE,
+                        ngx_http_togglemaster_current
+                        ? ngx_http_togglemaster_current->version : 0,
+                        rctx->refetch_id);
+    }
+
+    *p++ = '}';
+
+    /* the ETag names the evaluations and the stream URL: a client whose
+     * stream token expired gets the new URL, not a 304 that would leave
+     * it retrying the old one (the URL changes a few times per token
+     * lifetime, sse.c) */
     ngx_md5_init(&md5);
     ngx_md5_update(&md5, body, p - body);
     ngx_md5_final(md, &md5);
-
-    if (streams.len) {
-        p = ngx_cpymem(p - 1, streams.data, streams.len);
-        *p++ = '}';
-    }
 
     etag = ngx_pnalloc(r->pool, 2 + 32);
     if (etag == NULL) {
@@ -487,6 +566,27 @@ ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
     etag[0] = '"';
     ngx_hex_dump(etag + 1, md, 16);
     etag[33] = '"';
+
+    if (stale) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "TM-Stale");
+        h->value.data = ngx_pnalloc(r->pool, sizeof("version=; wanted=") - 1
+                                             + 2 * NGX_INT64_LEN);
+        if (h->value.data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        h->value.len = ngx_sprintf(h->value.data, "version=%L; wanted=%L",
+                           ngx_http_togglemaster_current
+                           ? ngx_http_togglemaster_current->version : 0,
+                           rctx->refetch_id)
+                       - h->value.data;
+    }
 
     h = ngx_list_push(&r->headers_out.headers);
     if (h == NULL) {
