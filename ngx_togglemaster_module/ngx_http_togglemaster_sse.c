@@ -673,10 +673,11 @@ ngx_http_togglemaster_sse_handler(ngx_http_request_t *r)
     }
 
     /* events are written to the socket as they are: HTTP/2 and 3 frame
-     * theirs */
+     * theirs (bulk answers over them list no stream) */
     if (r->http_version > NGX_HTTP_VERSION_11) {
         return ngx_http_togglemaster_sse_refuse(r, NGX_HTTP_BAD_REQUEST,
-                   "event streams are served over HTTP/1.x");
+                   "event streams are served over HTTP/1.x only: connect "
+                   "with HTTP/1.1, or poll the bulk evaluation");
     }
 
     if (ngx_http_togglemaster_sse_open >= tmlcf->sse_max) {
@@ -710,7 +711,9 @@ ngx_http_togglemaster_sse_handler(ngx_http_request_t *r)
 
 /* ,"eventStreams":[{"type":"sse","url":"...","inactivityDelaySec":N}] for
  * a bulk answer in environment env, or an empty string where the location
- * lists no stream. */
+ * lists no stream, or the request came over HTTP/2 or 3: the stream would
+ * be refused there (the handler), and without a stream listed the client
+ * keeps polling instead of retrying a stream it cannot have. */
 ngx_int_t
 ngx_http_togglemaster_sse_streams_json(ngx_http_request_t *r,
     ngx_str_t *env, ngx_str_t *out)
@@ -728,7 +731,7 @@ ngx_http_togglemaster_sse_streams_json(ngx_http_request_t *r,
 
     out->len = 0;
 
-    if (tmlcf->sse_url == NULL) {
+    if (tmlcf->sse_url == NULL || r->http_version > NGX_HTTP_VERSION_11) {
         return NGX_OK;
     }
 
