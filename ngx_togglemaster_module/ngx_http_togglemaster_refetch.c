@@ -33,7 +33,11 @@ typedef struct {
 } ngx_http_togglemaster_refetch_wait_t;
 
 
-static ngx_queue_t  ngx_http_togglemaster_refetch_waiting;
+/* set up already: a swap may come before the worker's init */
+static ngx_queue_t  ngx_http_togglemaster_refetch_waiting = {
+    &ngx_http_togglemaster_refetch_waiting,
+    &ngx_http_togglemaster_refetch_waiting
+};
 
 
 /* The first present of two argument names, URL-decoded (a form's '+' is a
@@ -82,20 +86,35 @@ ngx_http_togglemaster_refetch_arg(ngx_http_request_t *r, const char *name,
 }
 
 
+/* lib's message, in the request pool: *msg, or NULL if out of memory */
+static ngx_int_t
+ngx_http_togglemaster_refetch_bad(ngx_http_request_t *r, const char *err,
+    const char **msg)
+{
+    u_char  *p;
+    size_t   len;
+
+    len = ngx_strlen(err) + 1;
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p != NULL) {
+        ngx_memcpy(p, err, len);
+    }
+
+    *msg = (const char *) p;
+
+    return NGX_ERROR;
+}
+
+
 ngx_int_t
 ngx_http_togglemaster_refetch_args(ngx_http_request_t *r,
     ngx_http_togglemaster_ctx_t *ctx, const char **msg)
 {
-    char       *err;
+    char        err[128];
     int64_t     t;
     ngx_int_t   rc;
     ngx_str_t   v;
-
-    err = ngx_pnalloc(r->pool, 128);
-    if (err == NULL) {
-        *msg = NULL;
-        return NGX_ERROR;
-    }
 
     rc = ngx_http_togglemaster_refetch_arg(r, "flagConfigEtag", "sseEtag",
                                            &v, msg);
@@ -105,11 +124,10 @@ ngx_http_togglemaster_refetch_args(ngx_http_request_t *r,
 
     if (rc == NGX_OK) {
         if (tm_sse_etag_parse((char *) v.data, v.len, &ctx->refetch_id,
-                              ctx->refetch_md5, err, 128)
+                              ctx->refetch_md5, err, sizeof(err))
             != 0)
         {
-            *msg = err;
-            return NGX_ERROR;
+            return ngx_http_togglemaster_refetch_bad(r, err, msg);
         }
 
         ctx->refetch = 1;
@@ -124,11 +142,11 @@ ngx_http_togglemaster_refetch_args(ngx_http_request_t *r,
     /* validated, never compared: each worker stamps a change with its own
      * clock when it sees it, so only the etag's version orders changes */
     if (rc == NGX_OK) {
-        if (tm_sse_last_modified_parse((char *) v.data, v.len, &t, err, 128)
+        if (tm_sse_last_modified_parse((char *) v.data, v.len, &t, err,
+                                       sizeof(err))
             != 0)
         {
-            *msg = err;
-            return NGX_ERROR;
+            return ngx_http_togglemaster_refetch_bad(r, err, msg);
         }
 
         ctx->refetch_lm = 1;
