@@ -424,7 +424,7 @@ sub k8s_gateway {
 {
     ($rc, $out) = podman('stop', '-t', 5, $ctr{redis});
     my ($rc2, $env) = podman('inspect', '--format', '{{range .Config.Env}}{{println .}}{{end}}', $ctr{gateway});
-    my @env = map { ('-e', $_) } grep { /^(AWS_|REDIS_URL=)/ } split /\n/, $env;
+    my @env = map { ('-e', $_) } grep { /^(AWS_|REDIS_URL=|TM_SSE_SECRET=)/ } split /\n/, $env;
     ($rc2, $out) = podman('run', '--rm', '--label', $label, '--network', "${project}_default", @env,
                           'togglemaster/gateway:dev', '-t');
     ok($rc2 == 0, 'a gateway starts while the Redis container is stopped') or diag($out);
