@@ -85,6 +85,9 @@ for my $i (4 .. 5) {
     my ($old) = grep { $_->{url} eq ($n->{was} // '') } @{ $n->{streams} // [] };
     ok $old && $old->{errors} >= 1 && $old->{state} == 2,
         '... the old stream was ended by the gateway, its reconnect refused' or diag explain $old;
+    my ($cur) = grep { $_->{open} && !$_->{closed} } reverse @{ $n->{streams} // [] };
+    note sprintf '(%d) without a stream for %.1f s (the browser waits 3 s to reconnect, the provider 1 s after the 401)',
+        $i, ($cur->{openedAt} - $old->{endedAt}) / 1000 if $old && $cur && $old->{endedAt} && $cur->{openedAt};
     $st = change($i, $i % 2 ? $T : JSON::PP::false);
 }
 cmp_ok scalar(@{ $st->{streams} // [] }), '>=', 3, 'the page went through several stream URLs';
