@@ -134,13 +134,20 @@ ngx_http_togglemaster_sse_write(ngx_http_togglemaster_sse_stream_t *s,
 }
 
 
+/* Called from a timer or a snapshot swap, not from the connection's own
+ * handler: the request nginx posts to end it must be run here, or the
+ * connection stays open until the client next sends something. */
 static void
 ngx_http_togglemaster_sse_drop(ngx_http_togglemaster_sse_stream_t *s)
 {
+    ngx_connection_t    *c;
     ngx_http_request_t  *r = s->r;
 
+    c = r->connection;
     s->broken = 1;
+
     ngx_http_finalize_request(r, NGX_ERROR);
+    ngx_http_run_posted_requests(c);
 }
 
 
