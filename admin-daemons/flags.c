@@ -287,17 +287,31 @@ static void env_create(const tm_req *req, tm_resp *resp)
         json_decref(obj);
         return;
     }
-    const char *p[] = { b.name };
+    char max[16];
+    snprintf(max, sizeof max, "%d", TM_ENV_MAX);
+    const char *p[] = { b.name, max };
     PGresult *res;
+    /* no more than an edge snapshot holds (two creations racing from two
+     * replicas could pass together: the edge then refuses the extra one
+     * with a logged error) */
     tm_audit_change c = {
         .action = "create", .kind = "environment", .name = b.name,
-        .sql = "INSERT INTO environments (name) VALUES ($1) ON CONFLICT DO NOTHING"
+        .sql = "INSERT INTO environments (name) SELECT $1"
+               " WHERE (SELECT count(*) FROM environments) < $2::int"
+               " ON CONFLICT DO NOTHING"
                " RETURNING " ENV_PUB_JSON ", " ENV_ROW_JSON "::text",
-        .nparams = 1, .params = p, .after_col = 1,
+        .nparams = 2, .params = p, .after_col = 1,
     };
     tm_db_status s = tm_audit_apply(&c, &res);
     if (s != TM_DB_OK || PQntuples(res) == 0) {
-        if (s == TM_DB_OK || s == TM_DB_CONFLICT) {
+        /* nothing inserted: the name is taken, or there is no room */
+        int exists = s == TM_DB_OK ? env_exists(b.name) : 1;
+        if (exists == 0) {
+            tm_resp_error(resp, 409, "at most %d environments (what the edge serves);"
+                          " delete one before creating \"%s\"", TM_ENV_MAX, b.name);
+        } else if (exists < 0) {
+            tm_store_db_error(resp, TM_DB_UNAVAILABLE);
+        } else if (s == TM_DB_OK || s == TM_DB_CONFLICT) {
             tm_resp_error(resp, 409, "an environment \"%s\" already exists", b.name);
         } else {
             tm_store_db_error(resp, s);

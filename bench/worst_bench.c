@@ -395,33 +395,67 @@ static void dependencies(buf *d, double secs, const char *v4k, env_data *ed,
     ed->nflags = 0;
 }
 
-/* Bulk OFREP evaluates every flag: nflags worst documents in one request. */
-static void bulk(buf *d, double secs, const char *v4k, size_t nflags)
+/* CPU seconds of one bulk request over nflags copies of f (as the module's
+ * bulk OFREP: one request budget of budgets evaluation budgets; 0: none,
+ * as before it had one); *units: what it paid, *refused: flags refused. */
+static double bulk_request(const tm_flag_view *f, const tm_context *ctx, size_t nflags,
+                           unsigned budgets, double secs, uint64_t *units,
+                           unsigned long *refused)
 {
-    inverted_doc(d, "{\"contextName\":\"v\",\"operator\":\"STR_CONTAINS\",\"values\":[\"b\"],"
-                 "\"inverted\":true}", SIZE_MAX);
-    tm_rule *r = rule(d);
-    d->len = 0;
-    tm_flag_view f = { "bench", 5, TM_FLAG_ON, 1, 1, r };
-    tm_attr a = { "v", 1, v4k, strlen(v4k) };
-    tm_context ctx;
-    tm_context_init(&ctx, "u", 1, &a, 1);
     tm_eval_result res;
     long n = 0;
     double t0 = cpu_s(), t;
     do {
+        tm_request_budget rb;
+        tm_request_budget_init(&rb, (uint64_t) budgets * TM_EVAL_BUDGET);
+        *units = 0;
         for (size_t i = 0; i < nflags; i++) {
-            sink += tm_evaluate(&f, &ctx, NULL, &res);
+            sink += tm_evaluate_in(f, ctx, NULL, budgets ? &rb : NULL, &res);
+            *units += res.cost;
         }
+        *refused = rb.refused;
         n++;
         t = cpu_s() - t0;
     } while (t < secs || n < 2);
-    char what[160];
-    snprintf(what, sizeof what, "one bulk OFREP request over %zu flags of the "
-             "\"constraints x strat\" document (per request)", nflags);
-    res.cost *= nflags;
-    report("bulk OFREP", what, t / (double) n, &res);
-    tm_rule_free(r);
+    return t / (double) n;
+}
+
+/* Bulk OFREP evaluates every flag: nflags worst documents in one request,
+ * with and without the request budget, against nflags trivial ones. */
+static void bulk(buf *d, double secs, const char *v1k, size_t nflags)
+{
+    /* the REGEX bomb at its whole limit: within one budget, and the most
+     * CPU per unit of the documents that are */
+    char operand[64];
+    snprintf(operand, sizeof operand, "\"value\":\"%s\"", bomb);
+    one_constraint(d, "REGEX", operand);
+    tm_rule *worst = rule(d);
+    d->len = 0;
+    put(d, "{\"strategies\":[{\"constraints\":[{\"contextName\":\"v\",\"operator\":\"IN\","
+        "\"values\":[\"x\"]}]}]}");
+    tm_rule *plain = rule(d);
+    d->len = 0;
+    tm_flag_view fw = { "bench", 5, TM_FLAG_ON, 1, 1, worst };
+    tm_flag_view fp = { "bench", 5, TM_FLAG_ON, 1, 1, plain };
+    tm_attr a = { "v", 1, v1k, strlen(v1k) };
+    tm_context ctx;
+    tm_context_init(&ctx, "u", 1, &a, 1);
+    uint64_t units;
+    unsigned long refused;
+    double tp = bulk_request(&fp, &ctx, nflags, TM_REQUEST_BUDGET_DEFAULT, secs, &units, &refused);
+    printf("%-20s %10.1f us %8s %10llu units %20s %zu flags of IN [\"x\"], %lu refused\n",
+           "bulk plain", tp * 1e6, "1x", (unsigned long long) units, "", nflags, refused);
+    /* the worst flags: a REGEX bomb over a 1024-byte value each */
+    double tw = bulk_request(&fw, &ctx, nflags, 0, secs, &units, &refused);
+    printf("%-20s %10.1f us %7.0fx %10llu units %20s %zu worst flags, no request budget (before)\n",
+           "bulk worst", tw * 1e6, tw / tp, (unsigned long long) units, "", nflags);
+    tw = bulk_request(&fw, &ctx, nflags, TM_REQUEST_BUDGET_DEFAULT, secs, &units, &refused);
+    printf("%-20s %10.1f us %7.0fx %10llu units %20s %zu worst flags, request budget %u: "
+           "%lu refused\n", "bulk worst, budget", tw * 1e6, tw / tp, (unsigned long long) units,
+           "", nflags, TM_REQUEST_BUDGET_DEFAULT, refused);
+    fflush(stdout);
+    tm_rule_free(worst);
+    tm_rule_free(plain);
 }
 
 int main(int argc, char **argv)
@@ -452,7 +486,7 @@ int main(int argc, char **argv)
     tm_eval_env env = { .ud = &ed, .segment = env_segment, .flag = env_flag };
     segments(&d, secs, v4k, &ed, &env);
     dependencies(&d, secs, v4k, &ed, &env, heavy);
-    bulk(&d, secs, v4k, 100);
+    bulk(&d, secs, v1k, 1000);
 
     json_decref(heavy);
     tm_segment_free(seg);

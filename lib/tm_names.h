@@ -16,6 +16,10 @@ int tm_flag_name_valid(const char *name, size_t len);
  * tm:flags@<env> is unambiguous. */
 #define TM_ENV_DEFAULT "default"
 #define TM_ENV_ALL "all"
+/* At most this many environments, the default included: what one edge
+ * snapshot holds (the nginx module's NGX_HTTP_TOGGLEMASTER_MAX_ENVS), so
+ * the flags daemon refuses to create more. */
+#define TM_ENV_MAX 64
 int tm_env_name_valid(const char *name, size_t len);
 
 /* 1 if name is 1..100 bytes of [A-Za-z0-9_.:-] or non-ASCII characters

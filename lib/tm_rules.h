@@ -146,10 +146,36 @@ typedef struct {
  * evaluation that would exceed it stops there: false, reason ERROR, error
  * "over the evaluation budget". */
 #define TM_EVAL_BUDGET 1000000u
+#define TM_EVAL_OVER_BUDGET "over the evaluation budget"
 
 /* Evaluations of this process stopped by the budget since it started
  * (every thread; a relaxed atomic counter), for /metrics. */
 unsigned long tm_rules_over_budget(void);
+
+/* ---- A budget for the evaluations of one request ----
+ * A request that evaluates many flags (bulk OFREP: every flag of an
+ * environment) pays them all from one budget, so that what it costs is
+ * bounded whatever the number of flags and their rules: each evaluation
+ * may spend at most TM_EVAL_BUDGET, and at most what the request has left.
+ * Planned like the evaluation budget: every step is paid before it runs. */
+
+/* The default, in evaluation budgets (about 20 ms of CPU at worst), and
+ * the most a configuration may allow. */
+#define TM_REQUEST_BUDGET_DEFAULT 20u
+#define TM_REQUEST_BUDGET_MAX 1000u
+#define TM_EVAL_OVER_REQUEST_BUDGET \
+    "over the request's evaluation budget: too many costly flags in one request"
+
+typedef struct {
+    uint64_t left;          /* units the request may still spend */
+    unsigned long refused;  /* its evaluations stopped by it */
+} tm_request_budget;
+
+void tm_request_budget_init(tm_request_budget *rb, uint64_t units);
+
+/* Evaluations of this process stopped by their request's budget since it
+ * started (as tm_rules_over_budget), for /metrics. */
+unsigned long tm_rules_over_request_budget(void);
 
 /* Evaluates flag for ctx (ctx may be NULL: no identity, no attributes).
  *  1. flag missing -> false, UNKNOWN; off -> false, DISABLED;
@@ -157,10 +183,24 @@ unsigned long tm_rules_over_budget(void);
  *  3. PERCENTAGE / USER_LIST -> as tm_decide with ctx's identity;
  *  4. strategies documents: dependencies, then the first matching strategy,
  *     then variants; see docs/rules.md for values and reasons;
- *  5. over TM_EVAL_BUDGET -> false, ERROR.
+ *  5. over TM_EVAL_BUDGET -> false, ERROR, error TM_EVAL_OVER_BUDGET.
  * Never allocates; returns out->value. */
 int tm_evaluate(const tm_flag_view *flag, const tm_context *ctx,
                 const tm_eval_env *env, tm_eval_result *out);
+
+/* tm_evaluate, paid from rb too (rb NULL: tm_evaluate). The evaluation may
+ * spend the smaller of TM_EVAL_BUDGET and rb->left, and what it spent
+ * (out->cost) is taken from rb->left. Stopped because rb->left was the
+ * smaller: false, ERROR, error TM_EVAL_OVER_REQUEST_BUDGET, rb->refused
+ * and tm_rules_over_request_budget() count it; otherwise as tm_evaluate.
+ * What an evaluation costs depends on the flag and the context alone
+ * (ctx->now_ms included), except where a rule with random stickiness
+ * decides which strategies are tried next: for the same flags, evaluated
+ * in the same order with the same context, the same ones are refused.
+ * Flags without an active rule cost nothing: they are never refused. */
+int tm_evaluate_in(const tm_flag_view *flag, const tm_context *ctx,
+                   const tm_eval_env *env, tm_request_budget *rb,
+                   tm_eval_result *out);
 
 /* Names a rule refers to, so a writer can check they exist (the targeting
  * daemon) or a reader can resolve them ahead (the module). NULL past the

@@ -34,10 +34,11 @@ typedef struct {
 } ev;
 
 static atomic_ulong stat_over_budget;
+static atomic_ulong stat_over_request;
 
 int tm_budget_take(tm_budget *b, uint64_t n)
 {
-    if (b->over || n > TM_EVAL_BUDGET - b->used) {
+    if (b->over || n > b->limit - b->used) {
         b->over = 1;
         return 0;
     }
@@ -48,6 +49,11 @@ int tm_budget_take(tm_budget *b, uint64_t n)
 unsigned long tm_rules_over_budget(void)
 {
     return atomic_load_explicit(&stat_over_budget, memory_order_relaxed);
+}
+
+unsigned long tm_rules_over_request_budget(void)
+{
+    return atomic_load_explicit(&stat_over_request, memory_order_relaxed);
 }
 
 int64_t tm_eval_now_ms(const tm_context *ctx)
@@ -140,7 +146,7 @@ static int constraints_hold(const ev *e, const tm_constraints *cs)
 /* Alone, a segment gets a budget of its own: over it, it does not hold. */
 int tm_segment_match(const tm_segment *s, const tm_context *ctx)
 {
-    tm_budget b = { 0, 0 };
+    tm_budget b = { 0, TM_EVAL_BUDGET, 0 };
     ev e = { ctx ? ctx : &empty_ctx, NULL, &b };
     return constraints_hold(&e, &s->cs) && !b.over;
 }
@@ -205,10 +211,14 @@ static int override_matches(const ev *e, const tm_override *o)
            && tm_str_sorted_has(o->values, o->nvalues, v.s, v.len);
 }
 
-/* Hashing a stickiness value with its group (rollouts, variants). */
-static int pay_hash(const ev *e, const tm_str *sv, const tm_str *group)
+/* Hashing a stickiness value with its group (rollouts, variants). A random
+ * value (sticky_value's rnd) is paid at its longest, so that the length of
+ * the draw does not change what the evaluation costs (which flags of a
+ * request its budget covers, tm_evaluate_in). */
+static int pay_hash(const ev *e, const tm_str *sv, const char *rnd, const tm_str *group)
 {
-    return tm_budget_take(e->b, (uint64_t) (sv->len + group->len) * COST_BYTE);
+    size_t len = sv->s == rnd ? RANDOM_TEXT : sv->len;
+    return tm_budget_take(e->b, (uint64_t) (len + group->len) * COST_BYTE);
 }
 
 /* Picks a variant: an override first, then by weight on
@@ -234,7 +244,7 @@ static int pick_variant(const ev *e, const tm_variants *vs, const tm_str *group,
     char rnd[RANDOM_TEXT];
     tm_str sv;
     sticky_value(e, &vs->sticky, 1, rnd, &sv);
-    if (!pay_hash(e, &sv, group)) {
+    if (!pay_hash(e, &sv, rnd, group)) {
         return 0;
     }
     uint32_t target = tm_unleash_normalized(sv.s, sv.len, group->s, group->len,
@@ -308,7 +318,7 @@ static int rollout_holds(const ev *e, const tm_strategy *s, const tm_str *group)
         return s->sticky.kind != S_FIELD || lookup(e, &s->sticky.field, &sv) == 0;
     }
     char rnd[RANDOM_TEXT];
-    if (sticky_value(e, &s->sticky, 0, rnd, &sv) != 0 || !pay_hash(e, &sv, group)) {
+    if (sticky_value(e, &s->sticky, 0, rnd, &sv) != 0 || !pay_hash(e, &sv, rnd, group)) {
         return 0;
     }
     return tm_unleash_normalized(sv.s, sv.len, group->s, group->len, 100,
@@ -492,17 +502,55 @@ static void eval_flag(const ev *e, const tm_flag_view *f, tm_eval_result *out)
     set_error(out, "unknown rule type");
 }
 
-int tm_evaluate(const tm_flag_view *flag, const tm_context *ctx,
-                const tm_eval_env *env, tm_eval_result *out)
+/* One evaluation with at most limit units (<= TM_EVAL_BUDGET); 1 if it
+ * ran out of them (out is then ERROR, without its reason). */
+static int evaluate(const tm_flag_view *flag, const tm_context *ctx,
+                    const tm_eval_env *env, uint64_t limit, tm_eval_result *out)
 {
-    tm_budget b = { 0, 0 };
+    tm_budget b = { 0, limit, 0 };
     ev e = { ctx ? ctx : &empty_ctx, env, &b };
     eval_flag(&e, flag, out);
     if (b.over) {
-        set_error(out, "over the evaluation budget");
-        atomic_fetch_add_explicit(&stat_over_budget, 1, memory_order_relaxed);
+        set_error(out, NULL);
     }
     out->cost = b.used;
+    return b.over;
+}
+
+int tm_evaluate(const tm_flag_view *flag, const tm_context *ctx,
+                const tm_eval_env *env, tm_eval_result *out)
+{
+    if (evaluate(flag, ctx, env, TM_EVAL_BUDGET, out)) {
+        out->error = TM_EVAL_OVER_BUDGET;
+        atomic_fetch_add_explicit(&stat_over_budget, 1, memory_order_relaxed);
+    }
+    return out->value;
+}
+
+void tm_request_budget_init(tm_request_budget *rb, uint64_t units)
+{
+    rb->left = units;
+    rb->refused = 0;
+}
+
+int tm_evaluate_in(const tm_flag_view *flag, const tm_context *ctx,
+                   const tm_eval_env *env, tm_request_budget *rb,
+                   tm_eval_result *out)
+{
+    if (rb == NULL) {
+        return tm_evaluate(flag, ctx, env, out);
+    }
+    uint64_t limit = rb->left < TM_EVAL_BUDGET ? rb->left : TM_EVAL_BUDGET;
+    int over = evaluate(flag, ctx, env, limit, out);
+    rb->left -= out->cost;
+    if (over && limit < TM_EVAL_BUDGET) {
+        out->error = TM_EVAL_OVER_REQUEST_BUDGET;
+        rb->refused++;
+        atomic_fetch_add_explicit(&stat_over_request, 1, memory_order_relaxed);
+    } else if (over) {
+        out->error = TM_EVAL_OVER_BUDGET;
+        atomic_fetch_add_explicit(&stat_over_budget, 1, memory_order_relaxed);
+    }
     return out->value;
 }
 

@@ -244,10 +244,11 @@ typedef enum {
 
 typedef struct {
     uint64_t used;
+    uint64_t limit;     /* TM_EVAL_BUDGET, or less: what a request has left */
     int over;           /* a take failed: the evaluation is over budget */
 } tm_budget;
 
-/* Takes n units; 1 if they were left, else 0 and b->over is set. */
+/* Takes n units; 1 if they fit under b->limit, else 0 and b->over is set. */
 int tm_budget_take(tm_budget *b, uint64_t n);
 
 /* ---- Tries (tm_rules_trie.c): the needles of a STR_ constraint ---- */

@@ -65,13 +65,15 @@ ngx_http_togglemaster_env_flag(void *ud, const char *name, size_t len,
 
 /*
  * Evaluates f (NULL: unknown), a flag of environment envi, for ctx in the
- * current snapshot and counts it. ctx->now_ms defaults to nginx's cached
- * time, so DATE_ constraints on currentTime cost no clock call. Returns
- * res->value.
+ * current snapshot and counts it; a request evaluating several flags pays
+ * them from rb (NULL: this one alone). ctx->now_ms defaults to nginx's
+ * cached time, so DATE_ constraints on currentTime cost no clock call.
+ * Returns res->value.
  */
 ngx_int_t
 ngx_http_togglemaster_evaluate(ngx_http_togglemaster_flag_t *f,
-    ngx_uint_t envi, tm_context *ctx, tm_eval_result *res)
+    ngx_uint_t envi, tm_context *ctx, tm_request_budget *rb,
+    tm_eval_result *res)
 {
     ngx_time_t                       *tp;
     tm_flag_view                      view;
@@ -101,10 +103,10 @@ ngx_http_togglemaster_evaluate(ngx_http_togglemaster_flag_t *f,
     env.flag = ngx_http_togglemaster_env_flag;
     env.random = NULL;
 
-    (void) tm_evaluate(&view, ctx, &env, res);
+    (void) tm_evaluate_in(&view, ctx, &env, rb, res);
 
     ngx_http_togglemaster_count(f->counter, res->value);
-    ngx_http_togglemaster_regex_count();
+    ngx_http_togglemaster_engine_count();
 
     return res->value;
 }
@@ -339,7 +341,7 @@ ngx_http_togglemaster_flag_on(ngx_http_request_t *r, u_char *name, size_t len)
         return NGX_ERROR;
     }
 
-    (void) ngx_http_togglemaster_evaluate(f, e.index, &ctx, &res);
+    (void) ngx_http_togglemaster_evaluate(f, e.index, &ctx, NULL, &res);
 
     d.value = res.value;
     d.reason = res.reason;
@@ -491,7 +493,7 @@ ngx_http_togglemaster_evaluate_handler(ngx_http_request_t *r)
     f = ngx_http_togglemaster_env_flag_lookup(ngx_http_togglemaster_current,
                                               e.index, flag.data, flag.len);
 
-    (void) ngx_http_togglemaster_evaluate(f, e.index, &ctx, &res);
+    (void) ngx_http_togglemaster_evaluate(f, e.index, &ctx, NULL, &res);
 
     d.value = res.value;
     d.reason = res.reason;

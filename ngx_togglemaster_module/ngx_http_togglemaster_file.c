@@ -3,16 +3,27 @@
  * nginx serves correct answers while Redis is down. Written from the sync
  * callback (never from a request) as tmp + rename, so readers see either
  * the old file or the new one. Objects are kept as their raw Redis JSON and
- * go through the same build code as a Redis load.
+ * go through the same build code (and lib/tm_records parsers) as a Redis
+ * load; the records the snapshot keeps no JSON of (environments, scoped
+ * keys) are written as the smallest record those parsers accept.
  *
  *   {"version":N,"flags":{name:"<json>"},"rules":{...},"segments":{...},
- *    "keys":{...}}
- *
- * It holds the default environment and the admin keys (tm:keys), as a
- * Redis of the previous release would: the other environments and the
- * scoped keys come from Redis only, so until Redis answers a scoped key
- * is refused (401) and other environments are unknown (404).
+ *    "keys":{...},                          admin keys (tm:keys)
+ *    "envs":{name:"<json>"},                tm:envs, the default's included
+ *    "keys2":{hash:"<json>"},               scoped keys (tm:keys:v2)
+ *    "environments":{env:{"flags":{...},"rules":{...}}}   tm:flags@<env>..
  *    ,"crc32":"xxxxxxxx"}
+ *
+ * Every environment and every key the snapshot has is there, so a
+ * restarted nginx answers them all while Redis is down. The first five
+ * members are what modules before environments wrote and read; they hold
+ * the default environment and the admin keys only (a scoped key under
+ * "keys" would be read back as an admin key), so such a module reading
+ * this file serves the default environment and refuses scoped keys, as
+ * it does from a Redis the new daemons write (the members it does not
+ * know are ignored). This module, likewise, ignores members it does not
+ * know, and a file without the last three (an older module's) holds the
+ * default environment only.
  *
  * The last member is the CRC-32 of every byte before it: a truncated or
  * corrupt file is refused whole, never half-loaded. A file without
@@ -39,9 +50,10 @@
 #define NGX_HTTP_TOGGLEMASTER_FILE_MAX   (1024 * 1024 * 1024)
 
 
-/* in the order of NGX_HTTP_TOGGLEMASTER_FLAGS, ... */
+/* the file's hashes, in the order of NGX_HTTP_TOGGLEMASTER_FLAGS, ...;
+ * "environments" holds EFLAGS and ERULES as "flags" and "rules" */
 static const char  *ngx_http_togglemaster_kinds[] = {
-    "flags", "rules", "keys", "segments"
+    "flags", "rules", "keys", "segments", "envs", "keys2"
 };
 
 
@@ -137,33 +149,169 @@ ngx_http_togglemaster_put_str(ngx_http_togglemaster_writer_t *w, u_char *s,
 }
 
 
+/* "name":"<value as a JSON string>", after a comma unless *n is 0 */
+static void
+ngx_http_togglemaster_put_pair(ngx_http_togglemaster_writer_t *w,
+    ngx_uint_t *n, ngx_str_t *name, u_char *value, size_t len)
+{
+    if ((*n)++) {
+        ngx_http_togglemaster_put(w, (u_char *) ",", 1);
+    }
+
+    ngx_http_togglemaster_put_str(w, name->data, name->len);
+    ngx_http_togglemaster_put(w, (u_char *) ":", 1);
+    ngx_http_togglemaster_put_str(w, value, len);
+}
+
+
+/* One environment's flags or rules (fp NULL: none), as a hash's members */
 static void
 ngx_http_togglemaster_put_kind(ngx_http_togglemaster_writer_t *w,
-    ngx_http_togglemaster_snapshot_t *snap, ngx_uint_t rules)
+    ngx_http_togglemaster_flags_t *fp, ngx_uint_t rules)
 {
-    ngx_uint_t                     i, first;
+    ngx_uint_t                     i, n;
     ngx_str_t                     *json;
     ngx_http_togglemaster_flag_t  *f;
 
-    first = 1;
-
-    for (i = 0; i < snap->nflags; i++) {
-        f = &snap->flags[i];
+    for (i = 0, n = 0; fp && i < fp->nflags; i++) {
+        f = &fp->flags[i];
         json = rules ? &f->rule_json : &f->flag_json;
 
-        if (json->len == 0) {
-            continue;
+        if (json->len) {
+            ngx_http_togglemaster_put_pair(w, &n, &f->name, json->data,
+                                           json->len);
         }
+    }
+}
 
-        if (!first) {
+
+/* "envs" (every environment's tm:envs record, the smallest that
+ * tm_env_record_parse() takes) and "environments" (the others' flags and
+ * rules; the default's are "flags" and "rules") */
+static void
+ngx_http_togglemaster_put_envs(ngx_http_togglemaster_writer_t *w,
+    ngx_http_togglemaster_snapshot_t *snap)
+{
+    u_char      rec[TM_NAME_MAX + 64], *p;
+    ngx_str_t  *name;
+    ngx_uint_t  i, n;
+
+    ngx_http_togglemaster_put(w, (u_char *) ",\"envs\":{",
+                              sizeof(",\"envs\":{") - 1);
+
+    for (i = 0, n = 0; i < snap->nenvs; i++) {
+        name = &snap->epart->names[i];
+        p = ngx_snprintf(rec, sizeof(rec),
+                         "{\"name\":\"%V\",\"is_default\":%s}", name,
+                         i ? "false" : "true");
+        ngx_http_togglemaster_put_pair(w, &n, name, rec, p - rec);
+    }
+
+    ngx_http_togglemaster_put(w, (u_char *) "},\"environments\":{",
+                              sizeof("},\"environments\":{") - 1);
+
+    for (i = 1; i < snap->nenvs; i++) {
+        if (i > 1) {
             ngx_http_togglemaster_put(w, (u_char *) ",", 1);
         }
 
-        first = 0;
-        ngx_http_togglemaster_put_str(w, f->name.data, f->name.len);
-        ngx_http_togglemaster_put(w, (u_char *) ":", 1);
-        ngx_http_togglemaster_put_str(w, json->data, json->len);
+        name = &snap->epart->names[i];
+        ngx_http_togglemaster_put_str(w, name->data, name->len);
+        ngx_http_togglemaster_put(w, (u_char *) ":{\"flags\":{",
+                                  sizeof(":{\"flags\":{") - 1);
+        ngx_http_togglemaster_put_kind(w, snap->fparts[i], 0);
+        ngx_http_togglemaster_put(w, (u_char *) "},\"rules\":{",
+                                  sizeof("},\"rules\":{") - 1);
+        ngx_http_togglemaster_put_kind(w, snap->fparts[i], 1);
+        ngx_http_togglemaster_put(w, (u_char *) "}}", 2);
     }
+
+    ngx_http_togglemaster_put(w, (u_char *) "}", 1);
+}
+
+
+/* The members of "keys" (v2 0: admin keys, whose hashes are all that
+ * matters; their JSON is not kept) or of "keys2" (v2 1: scoped keys, each
+ * as the smallest tm:keys:v2 record that tm_key_record_parse() takes). A
+ * scoped key never goes in "keys": read back from there, by this module
+ * or an older one, it would be an admin key. */
+static void
+ngx_http_togglemaster_put_keys(ngx_http_togglemaster_writer_t *w,
+    ngx_http_togglemaster_keys_t *kp, ngx_uint_t v2)
+{
+    u_char                            hex[64], rec[TM_NAME_MAX + 64], *p;
+    ngx_str_t                         field;
+    ngx_uint_t                        i, n;
+    ngx_http_togglemaster_key_meta_t *m;
+
+    field.data = hex;
+    field.len = sizeof(hex);
+
+    for (i = 0, n = 0; i < kp->nkeys; i++) {
+        m = &kp->meta[i];
+
+        if (m->v2 != v2) {
+            continue;
+        }
+
+        if (!v2) {
+            p = ngx_cpymem(rec, "{}", 2);
+
+        } else if (m->name != NGX_HTTP_TOGGLEMASTER_ENV_NONE) {
+            p = ngx_snprintf(rec, sizeof(rec),
+                             "{\"scope\":\"%s\",\"environment\":\"%V\"}",
+                             tm_scope_name((tm_scope) m->scope),
+                             &kp->names[m->name]);
+
+        } else if (!tm_scope_has_environment((tm_scope) m->scope)) {
+            p = ngx_snprintf(rec, sizeof(rec),
+                             "{\"scope\":\"%s\",\"environment\":null}",
+                             tm_scope_name((tm_scope) m->scope));
+
+        } else {
+            /* its environment's name did not fit the snapshot's table: it
+             * evaluates nowhere, and its record would be malformed */
+            continue;
+        }
+
+        ngx_hex_dump(hex, kp->keys + 32 * i, 32);
+        ngx_http_togglemaster_put_pair(w, &n, &field, rec, p - rec);
+    }
+}
+
+
+/* Every member but the checksum */
+static void
+ngx_http_togglemaster_put_snapshot(ngx_http_togglemaster_writer_t *w,
+    ngx_http_togglemaster_snapshot_t *snap)
+{
+    u_char                            num[NGX_INT64_LEN + 32];
+    ngx_uint_t                        i, n;
+    ngx_http_togglemaster_segments_t *sp;
+
+    ngx_http_togglemaster_put(w, num,
+        ngx_sprintf(num, "{\"version\":%L,\"flags\":{", snap->version) - num);
+    ngx_http_togglemaster_put_kind(w, snap->fpart, 0);
+    ngx_http_togglemaster_put(w, (u_char *) "},\"rules\":{", 11);
+    ngx_http_togglemaster_put_kind(w, snap->fpart, 1);
+    ngx_http_togglemaster_put(w, (u_char *) "},\"segments\":{",
+                              sizeof("},\"segments\":{") - 1);
+
+    sp = snap->spart;
+    for (i = 0, n = 0; sp && i < sp->nsegs; i++) {
+        ngx_http_togglemaster_put_pair(w, &n, &sp->segs[i].name,
+                                       sp->segs[i].json.data,
+                                       sp->segs[i].json.len);
+    }
+
+    ngx_http_togglemaster_put(w, (u_char *) "},\"keys\":{",
+                              sizeof("},\"keys\":{") - 1);
+    ngx_http_togglemaster_put_keys(w, snap->kpart, 0);
+    ngx_http_togglemaster_put(w, (u_char *) "},\"keys2\":{",
+                              sizeof("},\"keys2\":{") - 1);
+    ngx_http_togglemaster_put_keys(w, snap->kpart, 1);
+    ngx_http_togglemaster_put(w, (u_char *) "}", 1);
+    ngx_http_togglemaster_put_envs(w, snap);
 }
 
 
@@ -234,14 +382,10 @@ ngx_http_togglemaster_file_sync_dir(ngx_http_togglemaster_file_job_t *job)
 static void
 ngx_http_togglemaster_file_dump(ngx_http_togglemaster_file_job_t *job)
 {
-    u_char                           num[NGX_INT64_LEN + 16], hex[72];
-    ngx_uint_t                       i, n;
-    ngx_http_togglemaster_keys_t    *kp;
+    u_char                           num[NGX_INT64_LEN + 16];
     ngx_http_togglemaster_writer_t  *w;
     ngx_http_togglemaster_snapshot_t
                                     *snap;
-    ngx_http_togglemaster_segments_t
-                                    *sp;
 
     snap = job->snap;
     job->rc = NGX_ERROR;
@@ -275,47 +419,7 @@ ngx_http_togglemaster_file_dump(ngx_http_togglemaster_file_job_t *job)
     w->err = 0;
     ngx_crc32_init(w->crc);
 
-    ngx_http_togglemaster_put(w, num,
-        ngx_sprintf(num, "{\"version\":%L,\"flags\":{", snap->version) - num);
-    ngx_http_togglemaster_put_kind(w, snap, 0);
-    ngx_http_togglemaster_put(w, (u_char *) "},\"rules\":{", 11);
-    ngx_http_togglemaster_put_kind(w, snap, 1);
-    ngx_http_togglemaster_put(w, (u_char *) "},\"segments\":{",
-                              sizeof("},\"segments\":{") - 1);
-
-    sp = snap->spart;
-    for (i = 0; sp && i < sp->nsegs; i++) {
-        if (i) {
-            ngx_http_togglemaster_put(w, (u_char *) ",", 1);
-        }
-
-        ngx_http_togglemaster_put_str(w, sp->segs[i].name.data,
-                                      sp->segs[i].name.len);
-        ngx_http_togglemaster_put(w, (u_char *) ":", 1);
-        ngx_http_togglemaster_put_str(w, sp->segs[i].json.data,
-                                      sp->segs[i].json.len);
-    }
-
-    ngx_http_togglemaster_put(w, (u_char *) "},\"keys\":{", 10);
-
-    /* the module needs only the admin keys' hashes; their JSON is not kept.
-     * Scoped keys stay out: read back as "keys" they would become admin
-     * keys (the file holds the default environment only, as an edge of
-     * the previous release read it; docs/environments.md). */
-    kp = snap->kpart;
-    for (i = 0, n = 0; i < kp->nkeys; i++) {
-        if (kp->meta[i].v2) {
-            continue;
-        }
-
-        hex[0] = n++ ? ',' : ' ';
-        hex[1] = '"';
-        ngx_hex_dump(hex + 2, kp->keys + 32 * i, 32);
-        ngx_memcpy(hex + 66, "\":\"{}\"", 6);
-        ngx_http_togglemaster_put(w, hex, 72);
-    }
-
-    ngx_http_togglemaster_put(w, (u_char *) "}", 1);
+    ngx_http_togglemaster_put_snapshot(w, snap);
     ngx_http_togglemaster_flush(w);
 
     ngx_crc32_final(w->crc);
@@ -626,15 +730,35 @@ done:
 }
 
 
-/* The document's hashes as field/value pairs; NULL with why when the
- * document is not a whole snapshot (then nothing of it is used). */
-static const char *
-ngx_http_togglemaster_file_kv(json_t *doc, ngx_pool_t *pool,
-    ngx_http_togglemaster_kv_t *kv)
+/* 1 if h is a hash of raw records: an object whose members are strings */
+static ngx_uint_t
+ngx_http_togglemaster_file_hash(json_t *h)
 {
-    json_t      *h, *v;
+    json_t      *v;
     const char  *name;
-    ngx_uint_t   k, n;
+
+    if (!json_is_object(h)) {
+        return 0;
+    }
+
+    json_object_foreach(h, name, v) {
+        if (!json_is_string(v)) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* NULL if doc is a whole snapshot, else why not (then nothing of it is
+ * used). Members it does not know are ignored: a newer module's. */
+static const char *
+ngx_http_togglemaster_file_check(json_t *doc)
+{
+    json_t      *h, *e;
+    const char  *name;
+    ngx_uint_t   k;
 
     if (!json_is_integer(json_object_get(doc, "version"))
         || json_integer_value(json_object_get(doc, "version")) < 0)
@@ -645,38 +769,128 @@ ngx_http_togglemaster_file_kv(json_t *doc, ngx_pool_t *pool,
     for (k = 0; k < NGX_HTTP_TOGGLEMASTER_FILE_KINDS; k++) {
         h = json_object_get(doc, ngx_http_togglemaster_kinds[k]);
 
-        if (h == NULL && k == NGX_HTTP_TOGGLEMASTER_SEGMENTS) {
-            h = json_object();      /* an older module's file */
-            json_object_set_new(doc, "segments", h);
+        /* older modules' files lack the kinds after "keys" */
+        if (h == NULL && k > NGX_HTTP_TOGGLEMASTER_KEYS) {
+            continue;
         }
 
         if (!json_is_object(h)) {
             return "lacks a hash of objects";
         }
 
-        n = json_object_size(h);
-
-        kv[k].present = 1;
-        kv[k].n = 0;
-        kv[k].fields = ngx_palloc(pool, (n ? n : 1) * sizeof(ngx_str_t));
-        kv[k].values = ngx_palloc(pool, (n ? n : 1) * sizeof(ngx_str_t));
-        if (kv[k].fields == NULL || kv[k].values == NULL) {
-            return "does not fit in memory";
-        }
-
-        json_object_foreach(h, name, v) {
-            if (!json_is_string(v)) {
-                return "holds an object that is not a string";
-            }
-
-            kv[k].fields[kv[k].n].data = (u_char *) name;
-            kv[k].fields[kv[k].n].len = ngx_strlen(name);
-            kv[k].values[kv[k].n].data = (u_char *) json_string_value(v);
-            kv[k].values[kv[k].n].len = json_string_length(v);
-            kv[k].n++;
+        if (!ngx_http_togglemaster_file_hash(h)) {
+            return "holds an object that is not a string";
         }
     }
 
+    h = json_object_get(doc, "environments");
+    if (h == NULL) {
+        return NULL;
+    }
+
+    if (!json_is_object(h)) {
+        return "lacks a hash of environments";
+    }
+
+    json_object_foreach(h, name, e) {
+        if (!json_is_object(e)
+            || !ngx_http_togglemaster_file_hash(json_object_get(e, "flags"))
+            || !ngx_http_togglemaster_file_hash(json_object_get(e, "rules")))
+        {
+            return "holds an environment that is not two hashes of objects";
+        }
+    }
+
+    return NULL;
+}
+
+
+/* h's records into the builder, as a Redis load feeds them */
+static ngx_int_t
+ngx_http_togglemaster_file_feed(ngx_http_togglemaster_builder_t *b,
+    ngx_uint_t kind, ngx_str_t *env, json_t *h)
+{
+    json_t      *v;
+    ngx_str_t    field, value;
+    const char  *name;
+
+    json_object_foreach(h, name, v) {
+        field.data = (u_char *) name;
+        field.len = ngx_strlen(name);
+        value.data = (u_char *) json_string_value(v);
+        value.len = json_string_length(v);
+
+        if (ngx_http_togglemaster_builder_set_env(b, kind, env, &field, &value)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* The snapshot of a checked document; NULL (logged) if out of memory */
+static ngx_http_togglemaster_snapshot_t *
+ngx_http_togglemaster_file_build(json_t *doc, ngx_log_t *log)
+{
+    json_t                           *h, *e;
+    ngx_str_t                         env;
+    ngx_uint_t                        k, all;
+    ngx_uint_t                        hint[NGX_HTTP_TOGGLEMASTER_NKINDS];
+    const char                       *name;
+    ngx_http_togglemaster_builder_t  *b;
+
+    ngx_memzero(hint, sizeof(hint));
+
+    for (k = 0; k < NGX_HTTP_TOGGLEMASTER_FILE_KINDS; k++) {
+        hint[k] = json_object_size(
+                      json_object_get(doc, ngx_http_togglemaster_kinds[k]));
+    }
+
+    /* every kind is loaded afresh: the file is the whole snapshot */
+    all = ((ngx_uint_t) 1 << NGX_HTTP_TOGGLEMASTER_NKINDS) - 1;
+
+    b = ngx_http_togglemaster_builder_start(NULL, all, all, hint, log);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    for (k = 0; k < NGX_HTTP_TOGGLEMASTER_FILE_KINDS; k++) {
+        if (ngx_http_togglemaster_file_feed(b, k, NULL,
+                json_object_get(doc, ngx_http_togglemaster_kinds[k]))
+            != NGX_OK)
+        {
+            goto failed;
+        }
+    }
+
+    h = json_object_get(doc, "environments");
+
+    json_object_foreach(h, name, e) {
+        env.data = (u_char *) name;
+        env.len = ngx_strlen(name);
+
+        if (ngx_http_togglemaster_file_feed(b, NGX_HTTP_TOGGLEMASTER_EFLAGS,
+                                            &env, json_object_get(e, "flags"))
+            != NGX_OK
+            || ngx_http_togglemaster_file_feed(b, NGX_HTTP_TOGGLEMASTER_ERULES,
+                                            &env, json_object_get(e, "rules"))
+               != NGX_OK)
+        {
+            goto failed;
+        }
+    }
+
+    return ngx_http_togglemaster_builder_finish(b,
+               json_integer_value(json_object_get(doc, "version")));
+
+failed:
+
+    ngx_log_error(NGX_LOG_ALERT, log, 0,
+                  "togglemaster: out of memory building a snapshot");
+    ngx_http_togglemaster_builder_abort(b);
     return NULL;
 }
 
@@ -687,10 +901,8 @@ ngx_http_togglemaster_file_load(ngx_str_t *path, ngx_log_t *log)
     u_char                            *buf;
     size_t                             len;
     json_t                            *doc;
-    ngx_pool_t                        *pool;
     const char                        *why;
     json_error_t                       err;
-    ngx_http_togglemaster_kv_t         kv[NGX_HTTP_TOGGLEMASTER_NKINDS];
     ngx_http_togglemaster_snapshot_t  *snap;
 
     buf = ngx_http_togglemaster_file_read(path, &len, &why, log);
@@ -714,38 +926,24 @@ ngx_http_togglemaster_file_load(ngx_str_t *path, ngx_log_t *log)
         return NULL;
     }
 
-    snap = NULL;
-    ngx_memzero(kv, sizeof(kv));    /* kinds the file lacks: not present */
-    pool = ngx_create_pool(4096, log);
-    if (pool == NULL) {
-        goto done;
-    }
-
-    why = ngx_http_togglemaster_file_kv(doc, pool, kv);
+    why = ngx_http_togglemaster_file_check(doc);
     if (why) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "togglemaster: snapshot file \"%V\" %s: refused",
                       path, why);
-        goto done;
+        json_decref(doc);
+        return NULL;
     }
 
-    snap = ngx_http_togglemaster_snapshot_build(
-               json_integer_value(json_object_get(doc, "version")), kv, NULL,
-               log);
+    snap = ngx_http_togglemaster_file_build(doc, log);
+    json_decref(doc);
 
     if (snap) {
         ngx_log_error(NGX_LOG_NOTICE, log, 0,
                       "togglemaster: loaded snapshot file \"%V\", version %L, "
-                      "%ui flags, %ui keys", path, snap->version,
-                      snap->nflags, snap->nkeys);
+                      "%ui flags, %ui keys, %ui environments", path,
+                      snap->version, snap->nflags, snap->nkeys, snap->nenvs);
     }
 
-done:
-
-    if (pool) {
-        ngx_destroy_pool(pool);
-    }
-
-    json_decref(doc);
     return snap;
 }

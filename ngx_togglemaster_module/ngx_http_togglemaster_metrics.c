@@ -111,21 +111,38 @@ ngx_http_togglemaster_count(ngx_uint_t slot, ngx_uint_t on)
 
 
 /*
- * Adds what lib's REGEX counters (this process's) gained since the last call
- * to the shared ones: called after each evaluation, it costs three loads
- * when nothing happened.
+ * Adds what lib's counters (this process's: REGEX bounds hit, evaluations
+ * over budget) gained since the last call to the shared ones: called after
+ * each evaluation, it costs five loads when nothing happened.
  */
 void
-ngx_http_togglemaster_regex_count(void)
+ngx_http_togglemaster_engine_count(void)
 {
+    unsigned long                  over, over_request;
     tm_regex_stats                 now;
     ngx_http_togglemaster_shm_t   *sh;
 
     static tm_regex_stats          seen;
+    static unsigned long           seen_over, seen_over_request;
 
     sh = ngx_http_togglemaster_shm;
     if (sh == NULL) {
         return;
+    }
+
+    over = tm_rules_over_budget();
+    over_request = tm_rules_over_request_budget();
+
+    if (over != seen_over) {
+        (void) ngx_atomic_fetch_add(&sh->rules_over_budget,
+                                    over - seen_over);
+        seen_over = over;
+    }
+
+    if (over_request != seen_over_request) {
+        (void) ngx_atomic_fetch_add(&sh->rules_over_request_budget,
+                                    over_request - seen_over_request);
+        seen_over_request = over_request;
     }
 
     tm_regex_stats_get(&now);
@@ -192,6 +209,33 @@ static const char  *ngx_http_togglemaster_drop_reasons[] = {
 static const char  *ngx_http_togglemaster_sqs_errors[] = {
     "connect", "timeout", "http", "entry", "reply"
 };
+
+
+/* What bounded the rules engine's work (lib/tm_rules.h, lib/tm_regex.h). */
+static u_char *
+ngx_http_togglemaster_metrics_rules(u_char *p, u_char *last,
+    ngx_http_togglemaster_shm_t *sh)
+{
+    return ngx_slprintf(p, last,
+        "# HELP togglemaster_regex_unmatched_total REGEX constraints "
+        "answered no match because a bound was hit: value over 1024 bytes "
+        "(too_long), match budget (limit), value not UTF-8 (bad_subject).\n"
+        "# TYPE togglemaster_regex_unmatched_total counter\n"
+        "togglemaster_regex_unmatched_total{reason=\"too_long\"} %uA\n"
+        "togglemaster_regex_unmatched_total{reason=\"limit\"} %uA\n"
+        "togglemaster_regex_unmatched_total{reason=\"bad_subject\"} %uA\n"
+        "# HELP togglemaster_rules_over_budget_total Evaluations stopped by "
+        "their evaluation budget (false, reason ERROR).\n"
+        "# TYPE togglemaster_rules_over_budget_total counter\n"
+        "togglemaster_rules_over_budget_total %uA\n"
+        "# HELP togglemaster_rules_over_request_budget_total Evaluations "
+        "refused because their request's budget was spent "
+        "(togglemaster_request_budget).\n"
+        "# TYPE togglemaster_rules_over_request_budget_total counter\n"
+        "togglemaster_rules_over_request_budget_total %uA\n",
+        sh->regex_too_long, sh->regex_limit, sh->regex_bad_subject,
+        sh->rules_over_budget, sh->rules_over_request_budget);
+}
 
 
 static u_char *
@@ -401,16 +445,7 @@ ngx_http_togglemaster_metrics_handler(ngx_http_request_t *r)
         sh->reconnects, sh->syncs, sh->sync_errors, sh->malformed,
         sh->key_denied);
 
-    p = ngx_slprintf(p, last,
-        "# HELP togglemaster_regex_unmatched_total REGEX constraints "
-        "answered no match because a bound was hit: value over 1024 bytes "
-        "(too_long), match budget (limit), value not UTF-8 (bad_subject).\n"
-        "# TYPE togglemaster_regex_unmatched_total counter\n"
-        "togglemaster_regex_unmatched_total{reason=\"too_long\"} %uA\n"
-        "togglemaster_regex_unmatched_total{reason=\"limit\"} %uA\n"
-        "togglemaster_regex_unmatched_total{reason=\"bad_subject\"} %uA\n",
-        sh->regex_too_long, sh->regex_limit, sh->regex_bad_subject);
-
+    p = ngx_http_togglemaster_metrics_rules(p, last, sh);
     p = ngx_http_togglemaster_metrics_events(p, last, sh, workers);
     p = ngx_http_togglemaster_creds_metrics(p, last, workers);
     p = ngx_http_togglemaster_sse_metrics(p, last, workers);

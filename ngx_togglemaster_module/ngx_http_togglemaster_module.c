@@ -72,6 +72,12 @@ static ngx_conf_num_bounds_t  ngx_http_togglemaster_sse_max_bounds = {
     ngx_conf_check_num_bounds, 1, 1000000
 };
 
+/* in evaluation budgets: at least one flag's worst case, at most about a
+ * second of CPU */
+static ngx_conf_num_bounds_t  ngx_http_togglemaster_request_budget_bounds = {
+    ngx_conf_check_num_bounds, 1, TM_REQUEST_BUDGET_MAX
+};
+
 /* at least two messages of SQS's largest size (256 KB each): the one being
  * filled as it doubles, and one in flight */
 /* togglemaster_events_bulk: what an OFREP bulk evaluation leaves */
@@ -335,6 +341,13 @@ static ngx_command_t  ngx_http_togglemaster_commands[] = {
       offsetof(ngx_http_togglemaster_loc_conf_t, sse_refetch_wait),
       &ngx_http_togglemaster_sse_refetch_wait_post },
 
+    { ngx_string("togglemaster_request_budget"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_loc_conf_t, request_budget),
+      &ngx_http_togglemaster_request_budget_bounds },
+
     { ngx_string("togglemaster_evaluate"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_togglemaster_handler_slot,
@@ -513,6 +526,7 @@ ngx_http_togglemaster_create_loc_conf(ngx_conf_t *cf)
     conf->sse_max = NGX_CONF_UNSET_UINT;
     conf->sse_url = NGX_CONF_UNSET_PTR;
     conf->sse_refetch_wait = NGX_CONF_UNSET_MSEC;
+    conf->request_budget = NGX_CONF_UNSET_UINT;
 
     return conf;
 }
@@ -535,6 +549,8 @@ ngx_http_togglemaster_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_str_value(conf->require_flag, prev->require_flag, "");
     ngx_conf_merge_uint_value(conf->require_status, prev->require_status,
                               NGX_HTTP_NOT_FOUND);
+    ngx_conf_merge_uint_value(conf->request_budget, prev->request_budget,
+                              TM_REQUEST_BUDGET_DEFAULT);
 
     return ngx_http_togglemaster_sse_conf(cf, conf, prev);
 }

@@ -88,8 +88,9 @@ typedef struct {
 
 
 /* Environments (tm:envs) and key scopes: docs/environments.md. Index 0 is
- * the default environment (tm:flags, tm:rules); at most this many in all. */
-#define NGX_HTTP_TOGGLEMASTER_MAX_ENVS      64
+ * the default environment (tm:flags, tm:rules); at most this many in all
+ * (the flags daemon creates no more; more in tm:envs are refused, logged). */
+#define NGX_HTTP_TOGGLEMASTER_MAX_ENVS      TM_ENV_MAX
 #define NGX_HTTP_TOGGLEMASTER_ENV_NONE      0xffff
 #define NGX_HTTP_TOGGLEMASTER_KEY_NAMES     256   /* environment names keys use */
 
@@ -169,7 +170,8 @@ typedef struct {
 
 /* The kinds of objects, each from its Redis hash. EFLAGS and ERULES are
  * the non-default environments' tm:flags@<env> and tm:rules@<env>, one
- * hash per environment. The snapshot file holds the first FILE_KINDS. */
+ * hash per environment. The snapshot file holds the first FILE_KINDS as
+ * hashes, and EFLAGS and ERULES per environment (file.c). */
 enum {
     NGX_HTTP_TOGGLEMASTER_FLAGS = 0,
     NGX_HTTP_TOGGLEMASTER_RULES,
@@ -182,7 +184,7 @@ enum {
     NGX_HTTP_TOGGLEMASTER_NKINDS
 };
 
-#define NGX_HTTP_TOGGLEMASTER_FILE_KINDS  4
+#define NGX_HTTP_TOGGLEMASTER_FILE_KINDS  6
 
 
 typedef struct {
@@ -253,6 +255,9 @@ typedef struct {
     /* how long a refetch an event triggered waits for this worker's
      * snapshot to reach the event's version (refetch.c); 0: not at all */
     ngx_msec_t                   sse_refetch_wait;
+    /* togglemaster_request_budget: what the evaluations of one request
+     * (bulk OFREP) may cost in all, in evaluation budgets (lib/tm_rules.h) */
+    ngx_uint_t                   request_budget;
 } ngx_http_togglemaster_loc_conf_t;
 
 
@@ -351,6 +356,10 @@ typedef struct {
     ngx_atomic_t                 regex_too_long;
     ngx_atomic_t                 regex_limit;
     ngx_atomic_t                 regex_bad_subject;
+    /* evaluations stopped by their own budget, or by their request's
+     * (lib/tm_rules.h) */
+    ngx_atomic_t                 rules_over_budget;
+    ngx_atomic_t                 rules_over_request_budget;
     /* event streams */
     ngx_atomic_t                 sse_events;
     ngx_atomic_t                 sse_dropped;
@@ -401,9 +410,6 @@ void ngx_http_togglemaster_builder_abort(ngx_http_togglemaster_builder_t *b);
 void ngx_http_togglemaster_builder_stats(ngx_http_togglemaster_builder_t *b,
     ngx_uint_t *reused, ngx_uint_t *compiled);
 
-ngx_http_togglemaster_snapshot_t *ngx_http_togglemaster_snapshot_build(
-    int64_t version, ngx_http_togglemaster_kv_t *kv,
-    ngx_http_togglemaster_snapshot_t *old, ngx_log_t *log);
 ngx_http_togglemaster_snapshot_t *ngx_http_togglemaster_snapshot_hold(
     ngx_http_togglemaster_snapshot_t *snap);
 void ngx_http_togglemaster_snapshot_free(
@@ -465,7 +471,8 @@ void ngx_http_togglemaster_sync_key_used(u_char *bin, ngx_log_t *log);
 
 /* eval.c */
 ngx_int_t ngx_http_togglemaster_evaluate(ngx_http_togglemaster_flag_t *f,
-    ngx_uint_t env, tm_context *ctx, tm_eval_result *res);
+    ngx_uint_t env, tm_context *ctx, tm_request_budget *rb,
+    tm_eval_result *res);
 /* The request's environment: its key's (use_key, for server and client
  * keys) or the location's togglemaster_environment. NGX_OK, or NGX_DECLINED
  * with e->status and e->error (an environment that does not exist). */
@@ -486,7 +493,7 @@ size_t ngx_http_togglemaster_json_str_len(u_char *s, size_t len);
 
 /* metrics.c */
 ngx_uint_t ngx_http_togglemaster_counter_slot(u_char *name, size_t len);
-void ngx_http_togglemaster_regex_count(void);
+void ngx_http_togglemaster_engine_count(void);
 void ngx_http_togglemaster_count(ngx_uint_t slot, ngx_uint_t on);
 void ngx_http_togglemaster_worker_state(ngx_uint_t state);
 ngx_int_t ngx_http_togglemaster_shm_init(ngx_shm_zone_t *zone, void *data);

@@ -75,14 +75,15 @@ static ngx_int_t ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r);
 
 
 /* Evaluates f for ctx in environment e into it (with its event), or says
- * why not. */
+ * why not; a bulk request pays its flags from rb. */
 static void
 ngx_http_togglemaster_ofrep_eval(ngx_http_togglemaster_ofrep_item_t *it,
     ngx_http_togglemaster_flag_t *f, tm_context *ctx,
-    ngx_http_togglemaster_env_ref_t *e, ngx_uint_t bulk)
+    ngx_http_togglemaster_env_ref_t *e, tm_request_budget *rb)
 {
-    tm_decision   d;
-    const char   *variant;
+    tm_decision     d;
+    const char     *variant;
+    unsigned long   refused;
 
     it->flag = f;
     it->code = NULL;
@@ -98,7 +99,9 @@ ngx_http_togglemaster_ofrep_eval(ngx_http_togglemaster_ofrep_item_t *it,
         return;
     }
 
-    (void) ngx_http_togglemaster_evaluate(f, e->index, ctx, &it->res);
+    refused = rb ? rb->refused : 0;
+
+    (void) ngx_http_togglemaster_evaluate(f, e->index, ctx, rb, &it->res);
 
     d.value = it->res.value;
     d.reason = it->res.reason;
@@ -106,7 +109,7 @@ ngx_http_togglemaster_ofrep_eval(ngx_http_togglemaster_ofrep_item_t *it,
     variant = it->res.variant ? it->res.variant
                               : (it->res.value ? "on" : "off");
 
-    if (bulk) {
+    if (rb) {
         ngx_http_togglemaster_event_bulk((u_char *) ctx->key, ctx->key_len,
                                          f->name.data, f->name.len, &d,
                                          variant, &e->name);
@@ -117,7 +120,13 @@ ngx_http_togglemaster_ofrep_eval(ngx_http_togglemaster_ofrep_item_t *it,
                                     &e->name);
     }
 
-    if (it->res.reason == TM_REASON_ERROR) {
+    if (rb && rb->refused != refused) {
+        /* the request's budget is spent: nothing about the rule, so any
+         * key may read why (the flag alone would be evaluated) */
+        it->code = "GENERAL";
+        it->details = it->res.error;
+
+    } else if (it->res.reason == TM_REASON_ERROR) {
         /* a stored rule that does not compile cannot be parsed; anything
          * else (a dependency chain too deep) is general. A client key
          * never sees a rule, not even quoted in a compiler's message. */
@@ -375,7 +384,7 @@ ngx_http_togglemaster_ofrep_single(ngx_http_request_t *r, ngx_str_t *key)
                    "FLAG_NOT_FOUND", "flag not found");
     }
 
-    ngx_http_togglemaster_ofrep_eval(&it, f, &ctx, &e, 0);
+    ngx_http_togglemaster_ofrep_eval(&it, f, &ctx, &e, NULL);
 
     if (it.code) {
         return ngx_http_togglemaster_ofrep_error(r, NGX_HTTP_BAD_REQUEST, key,
@@ -393,6 +402,62 @@ ngx_http_togglemaster_ofrep_single(ngx_http_request_t *r, ngx_str_t *key)
 }
 
 
+/* A bulk answer with its ETag, or 304 if the request's If-None-Match names
+ * it. The ETag names the evaluations and the stream URL: a client whose
+ * stream token expired gets the new URL, not a 304 that would leave it
+ * retrying the old one (the URL changes a few times per token lifetime,
+ * sse.c). */
+static ngx_int_t
+ngx_http_togglemaster_ofrep_send_etagged(ngx_http_request_t *r, u_char *body,
+    size_t len)
+{
+    u_char            *etag;
+    u_char             md[16];
+    ngx_md5_t          md5;
+    ngx_table_elt_t   *h;
+
+    ngx_md5_init(&md5);
+    ngx_md5_update(&md5, body, len);
+    ngx_md5_final(md, &md5);
+
+    etag = ngx_pnalloc(r->pool, 2 + 32);
+    if (etag == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    etag[0] = '"';
+    ngx_hex_dump(etag + 1, md, 16);
+    etag[33] = '"';
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "ETag");
+    h->value.data = etag;
+    h->value.len = 34;
+    r->headers_out.etag = h;
+
+    if (r->headers_in.if_none_match
+        && (ngx_strlcasestrn(r->headers_in.if_none_match->value.data,
+                             r->headers_in.if_none_match->value.data
+                             + r->headers_in.if_none_match->value.len,
+                             etag, 34 - 1)
+            || (r->headers_in.if_none_match->value.len == 1
+                && r->headers_in.if_none_match->value.data[0] == '*')))
+    {
+        r->headers_out.status = NGX_HTTP_NOT_MODIFIED;
+        r->header_only = 1;
+        r->headers_out.content_length_n = -1;
+        return ngx_http_send_header(r);
+    }
+
+    return ngx_http_togglemaster_send_json(r, NGX_HTTP_OK, body, len);
+}
+
+
 /* A refetch an event triggered: NGX_OK to answer now (*stale: with a
  * snapshot older than the event's), NGX_DONE if parked until the version
  * comes, else an error's rc. The answer must not come from a cache. */
@@ -401,6 +466,7 @@ ngx_http_togglemaster_ofrep_refetch(ngx_http_request_t *r,
     ngx_http_togglemaster_ctx_t *rctx, ngx_uint_t env_index,
     ngx_uint_t *stale)
 {
+    ngx_str_t                          v;
     ngx_http_togglemaster_loc_conf_t  *tmlcf;
 
     static ngx_str_t  no_store = ngx_string("no-store");
@@ -432,28 +498,41 @@ ngx_http_togglemaster_ofrep_refetch(ngx_http_request_t *r,
 
     *stale = 1;
 
-    return ngx_http_togglemaster_add_header(r, "Cache-Control", &no_store)
-           == NGX_OK ? NGX_OK : NGX_HTTP_INTERNAL_SERVER_ERROR;
+    v.data = ngx_pnalloc(r->pool, sizeof("version=; wanted=") - 1
+                                  + 2 * NGX_INT64_LEN);
+    if (v.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    v.len = ngx_sprintf(v.data, "version=%L; wanted=%L",
+                        ngx_http_togglemaster_current
+                        ? ngx_http_togglemaster_current->version : 0,
+                        rctx->refetch_id)
+            - v.data;
+
+    return (ngx_http_togglemaster_add_header(r, "TM-Stale", &v) == NGX_OK
+            && ngx_http_togglemaster_add_header(r, "Cache-Control",
+                                                &no_store) == NGX_OK)
+           ? NGX_OK : NGX_HTTP_INTERNAL_SERVER_ERROR;
 }
 
 
 static ngx_int_t
 ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
 {
-    u_char                              *body, *p, *etag;
-    u_char                               md[16];
+    u_char                              *body, *p;
     size_t                               len;
     ngx_int_t                            rc;
     ngx_uint_t                           i, n, stale;
-    ngx_md5_t                            md5;
     tm_context                           ctx;
     const char                          *msg;
-    ngx_table_elt_t                     *h;
     ngx_str_t                            streams;
     ngx_http_togglemaster_ctx_t         *rctx;
     ngx_http_togglemaster_flags_t       *fp;
+    tm_request_budget                    rb;
     ngx_http_togglemaster_env_ref_t      e;
     ngx_http_togglemaster_ofrep_item_t  *items;
+    ngx_http_togglemaster_loc_conf_t    *tmlcf;
 
     static ngx_str_t  default_env = ngx_string("default");
 
@@ -512,15 +591,27 @@ ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
         }
     }
 
+    /* one budget for every flag, in the snapshot's order (by name): the
+     * same flags are refused for the same snapshot and context */
+    tmlcf = ngx_http_get_module_loc_conf(r, ngx_http_togglemaster_module);
+    tm_request_budget_init(&rb, (uint64_t) tmlcf->request_budget
+                                * TM_EVAL_BUDGET);
+
     for (i = 0; fp && i < fp->nflags; i++) {
         if (!ngx_http_togglemaster_ofrep_visible(&fp->flags[i], &e)) {
             continue;
         }
 
         ngx_http_togglemaster_ofrep_eval(&items[n], &fp->flags[i], &ctx, &e,
-                                         1);
+                                         &rb);
         len += ngx_http_togglemaster_ofrep_item_len(&items[n]) + 1;
         n++;
+    }
+
+    if (rb.refused) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "togglemaster: bulk OFREP: %ui of %ui flags over the "
+                       "request's budget", (ngx_uint_t) rb.refused, n);
     }
 
     body = ngx_pnalloc(r->pool, len);
@@ -550,70 +641,7 @@ ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
 
     *p++ = '}';
 
-    /* the ETag names the evaluations and the stream URL: a client whose
-     * stream token expired gets the new URL, not a 304 that would leave
-     * it retrying the old one (the URL changes a few times per token
-     * lifetime, sse.c) */
-    ngx_md5_init(&md5);
-    ngx_md5_update(&md5, body, p - body);
-    ngx_md5_final(md, &md5);
-
-    etag = ngx_pnalloc(r->pool, 2 + 32);
-    if (etag == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    etag[0] = '"';
-    ngx_hex_dump(etag + 1, md, 16);
-    etag[33] = '"';
-
-    if (stale) {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "TM-Stale");
-        h->value.data = ngx_pnalloc(r->pool, sizeof("version=; wanted=") - 1
-                                             + 2 * NGX_INT64_LEN);
-        if (h->value.data == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        h->value.len = ngx_sprintf(h->value.data, "version=%L; wanted=%L",
-                           ngx_http_togglemaster_current
-                           ? ngx_http_togglemaster_current->version : 0,
-                           rctx->refetch_id)
-                       - h->value.data;
-    }
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "ETag");
-    h->value.data = etag;
-    h->value.len = 34;
-    r->headers_out.etag = h;
-
-    if (r->headers_in.if_none_match
-        && (ngx_strlcasestrn(r->headers_in.if_none_match->value.data,
-                             r->headers_in.if_none_match->value.data
-                             + r->headers_in.if_none_match->value.len,
-                             etag, 34 - 1)
-            || (r->headers_in.if_none_match->value.len == 1
-                && r->headers_in.if_none_match->value.data[0] == '*')))
-    {
-        r->headers_out.status = NGX_HTTP_NOT_MODIFIED;
-        r->header_only = 1;
-        r->headers_out.content_length_n = -1;
-        return ngx_http_send_header(r);
-    }
-
-    return ngx_http_togglemaster_send_json(r, NGX_HTTP_OK, body, p - body);
+    return ngx_http_togglemaster_ofrep_send_etagged(r, body, p - body);
 }
 
 

@@ -1504,6 +1504,23 @@ ngx_http_togglemaster_envs_alloc(ngx_http_togglemaster_builder_t *b,
 }
 
 
+/* One environment more than a snapshot holds (the flags daemon creates no
+ * more; a writer that bypasses it could): it is unknown here, its keys and
+ * locations answer 404, the others are served. */
+static void
+ngx_http_togglemaster_env_refused(ngx_log_t *log, ngx_str_t *name)
+{
+    char  esc[NGX_HTTP_TOGGLEMASTER_LOG_ESC_LEN];
+
+    tm_log_escape(esc, sizeof(esc), (const char *) name->data, name->len);
+
+    ngx_log_error(NGX_LOG_ERR, log, 0,
+                  "togglemaster: environment \"%s\" refused: a snapshot "
+                  "holds at most %d environments", esc,
+                  NGX_HTTP_TOGGLEMASTER_MAX_ENVS);
+}
+
+
 static ngx_int_t
 ngx_http_togglemaster_env_set(ngx_http_togglemaster_builder_t *b,
     ngx_str_t *name, ngx_str_t *val)
@@ -1529,8 +1546,7 @@ ngx_http_togglemaster_env_set(ngx_http_togglemaster_builder_t *b,
         }
 
         if (ep->n == NGX_HTTP_TOGGLEMASTER_MAX_ENVS) {
-            ngx_http_togglemaster_malformed(b->log,
-                "environment (too many environments)", name, 0);
+            ngx_http_togglemaster_env_refused(b->log, name);
             return NGX_OK;
         }
 
@@ -2110,48 +2126,6 @@ ngx_http_togglemaster_builder_stats(ngx_http_togglemaster_builder_t *b,
 {
     *reused = b->reused;
     *compiled = b->compiled;
-}
-
-
-/* A whole snapshot at once, from hashes in memory (the snapshot file). A
- * kind not present keeps old's contents. */
-ngx_http_togglemaster_snapshot_t *
-ngx_http_togglemaster_snapshot_build(int64_t version,
-    ngx_http_togglemaster_kv_t *in, ngx_http_togglemaster_snapshot_t *old,
-    ngx_log_t *log)
-{
-    ngx_uint_t                        k, i, kinds;
-    ngx_uint_t                        hint[NGX_HTTP_TOGGLEMASTER_NKINDS];
-    ngx_http_togglemaster_builder_t  *b;
-
-    kinds = 0;
-
-    for (k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
-        hint[k] = in[k].present ? in[k].n : 0;
-
-        if (in[k].present) {
-            kinds |= ngx_http_togglemaster_kind(k);
-        }
-    }
-
-    b = ngx_http_togglemaster_builder_start(old, kinds, kinds, hint, log);
-    if (b == NULL) {
-        return NULL;
-    }
-
-    for (k = 0; k < NGX_HTTP_TOGGLEMASTER_NKINDS; k++) {
-        for (i = 0; in[k].present && i < in[k].n; i++) {
-            if (ngx_http_togglemaster_builder_set(b, k, &in[k].fields[i],
-                                                  &in[k].values[i])
-                != NGX_OK)
-            {
-                ngx_http_togglemaster_builder_abort(b);
-                return NULL;
-            }
-        }
-    }
-
-    return ngx_http_togglemaster_builder_finish(b, version);
 }
 
 

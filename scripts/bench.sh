@@ -15,7 +15,9 @@ run() { echo "== $*"; "$@" || { echo "   (failed: $*)"; status=1; }; }
 run perl -I t/lib bench/edge-throughput.pl "${BENCH_SECONDS:-3}" "${BENCH_ROUNDS:-3}"
 run perl -I t/lib bench/edge-events.pl "${BENCH_SECONDS:-3}" "${BENCH_ROUNDS:-3}"
 run perl -I t/lib bench/edge-targeting.pl "${BENCH_SECONDS:-3}" "${BENCH_ROUNDS:-3}"
+run perl -I t/lib bench/edge-bulk.pl
 run perl -I t/lib bench/edge-sync.pl
+run perl -I t/lib bench/snapshot-file.pl
 run perl -I t/lib bench/worker.pl
 run perl -I t/lib bench/sse.pl
 exit $status

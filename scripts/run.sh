@@ -21,6 +21,10 @@ export MASTER_KEY=${MASTER_KEY:-$DEFAULT_MASTER_KEY}
 # A local stack: the daemons accept the well-known default key above.
 export TOGGLEMASTER_ENV=${TOGGLEMASTER_ENV:-development}
 export DATABASE_URL=${DATABASE_URL:-postgresql://postgres@127.0.0.1:$PG_PORT/togglemaster}
+# A REDIS_URL of yours names your Redis (a password, a database, rediss://
+# with REDIS_CA_FILE / REDIS_TLS_SERVER_NAME): make run starts none, and the
+# daemons and nginx both use it. Unset: make run starts one on REDIS_PORT.
+own_redis=${REDIS_URL:+yes}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}
 export AUTH_SERVICE_URL=${AUTH_SERVICE_URL:-http://127.0.0.1:$AUTH_PORT}
 # flags copies and deletes rules through targeting (promotion, environments).
@@ -35,11 +39,34 @@ export AWS_SQS_URL=${AWS_SQS_URL:-$AWS_ENDPOINT_URL/000000000000/togglemaster-ev
 # Everything make run may start, in start order; stop goes in reverse.
 ALL=(postgres redis moto auth flags targeting analytics nginx)
 
+# A string as an nginx configuration token: quoted, \\ and " escaped.
+nginx_str() {
+  local v=${1//\\/\\\\}
+  printf '"%s"' "${v//\"/\\\"}"
+}
+
+# nginx's togglemaster_redis lines, from what the daemons read.
+redis_conf() {
+  printf 'togglemaster_redis %s;\n' "$(nginx_str "$REDIS_URL")"
+  if [ -n "${REDIS_CA_FILE:-}" ]; then
+    printf 'togglemaster_redis_ssl_trusted_certificate %s;\n' "$(nginx_str "$REDIS_CA_FILE")"
+  fi
+  if [ -n "${REDIS_TLS_SERVER_NAME:-}" ]; then
+    printf 'togglemaster_redis_ssl_server_name %s;\n' "$(nginx_str "$REDIS_TLS_SERVER_NAME")"
+  fi
+}
+
+# REDIS_URL with its password as ***.
+redis_shown() {
+  printf '%s' "$REDIS_URL" | sed -E -e 's#^(rediss?://)([^:@/]*):[^@/]*@#\1\2:***@#' \
+                                    -e 's#^(rediss?://)([^:@/]+)@#\1***@#'
+}
+
 start() {
   mkdir -p "$run"
   echo "Starting ToggleMaster on 127.0.0.1 (state and logs in .run/)"
   "$svc" start postgres "$run" "$PG_PORT"
-  "$svc" start redis "$run" "$REDIS_PORT"
+  [ -n "$own_redis" ] || "$svc" start redis "$run" "$REDIS_PORT"
   "$svc" start moto "$run" "$AWS_PORT"
   "$svc" start auth "$run" "$AUTH_PORT"
   "$svc" start flags "$run" "$FLAGS_PORT"
@@ -62,8 +89,10 @@ start() {
     # so that stream URLs handed out stay valid
     [ -s "$run/sse-secret" ] || (umask 077 && openssl rand -hex 32 >"$run/sse-secret")
     sse_secret=$(cat "$run/sse-secret")
+    # the Redis URL may hold a password: in a file of its own, not shown
+    (umask 077 && redis_conf >"$run/nginx/redis.conf")
     sed -e "s#@MODULE@#$root/build/nginx/ngx_http_togglemaster_module.so#g" \
-        -e "s#@RUN@#$run#g" -e "s#@REDIS_PORT@#$REDIS_PORT#g" \
+        -e "s#@RUN@#$run#g" \
         -e "s#@SQS_URL@#$AWS_SQS_URL#g" -e "s#@AWS_ENDPOINT@#$AWS_ENDPOINT_URL#g" \
         -e "s#@AUTH_PORT@#$AUTH_PORT#g" -e "s#@FLAGS_PORT@#$FLAGS_PORT#g" \
         -e "s#@TARGETING_PORT@#$TARGETING_PORT#g" -e "s#@ANALYTICS_PORT@#$ANALYTICS_PORT#g" \
@@ -83,7 +112,7 @@ start() {
 ToggleMaster is running:
 $parts
   PostgreSQL  $DATABASE_URL
-  Redis       $REDIS_URL
+  Redis       $(redis_shown)$([ -n "$own_redis" ] && echo "  (yours: REDIS_URL)")
   AWS (moto)  $AWS_ENDPOINT_URL  (SQS + DynamoDB emulator)
 MASTER_KEY: $( [ "$MASTER_KEY" = "$DEFAULT_MASTER_KEY" ] && echo "$MASTER_KEY (the default; set MASTER_KEY to change it)" || echo "(from your environment)")
 Try:

@@ -49,8 +49,17 @@ start() {
         as_pg "$bin/initdb" -D "$data" -U postgres -A trust --no-sync >"$rundir/initdb.log" 2>&1
       fi
       [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$rundir" && touch "$log" && chown postgres "$log"
+      # Optional, for tests of TLS to the database: TM_PG_TLS_DIR (server.pem,
+      # server.key) to accept TLS too; the key is copied with the owner and
+      # mode PostgreSQL insists on.
+      local tls=()
+      if [ -n "${TM_PG_TLS_DIR:-}" ]; then
+        install -m 600 "$TM_PG_TLS_DIR/server.key" "$rundir/pg-server.key"
+        [ "$(id -u)" -eq 0 ] && chown postgres "$rundir/pg-server.key"
+        tls=(-c ssl=on -c "ssl_cert_file=$TM_PG_TLS_DIR/server.pem" -c "ssl_key_file=$rundir/pg-server.key")
+      fi
       spawn "${PG_AS[@]}" "$bin/postgres" -D "$data" -p "$port" -k "$rundir" \
-        -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200
+        -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 "${tls[@]}"
       wait_tcp "$port" 30
       local i
       for ((i = 0; i < 100; i++)); do

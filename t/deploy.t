@@ -17,6 +17,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use File::Temp qw(tempdir);
+use File::Path qw(make_path);
 use JSON::PP;
 use TM::Harness;
 
@@ -257,6 +258,11 @@ SKIP: {
     local @ENV{keys %vars} = values %vars;
     local $ENV{MODULE} = $so;
     local $ENV{RUN} = "$tmp/devrun";
+    # what scripts/run.sh writes beside it: the Redis lines, from REDIS_URL
+    make_path("$tmp/devrun/nginx");
+    open my $rc, '>', "$tmp/devrun/nginx/redis.conf" or die "redis.conf: $!";
+    print $rc "togglemaster_redis \"redis://:pw\@127.0.0.1:1/2\";\n";
+    close $rc;
     local $ENV{TM_NGINX_TEMPLATE} = "$root/nginx-conf/dev.conf";
     local $ENV{TM_NGINX_DIR} = "$tmp/dev";
     $out = `compose/gateway-entrypoint.sh -t 2>&1`;

@@ -2,8 +2,9 @@
 # The original ingress contract through the real gateway: the original
 # ingress strips the service prefix (/<service>/<path> reaches that service's
 # /<path>), so /flags/flags lists flags, /evaluate/evaluate evaluates and
-# /<service>/health is each service's health, without a key. Checked through
-# both shipped configs: nginx-conf/dev.conf as `make run` starts it
+# /<service>/health (and /health/live, /health/ready) is each service's
+# health, without a key. Checked through both shipped configs:
+# nginx-conf/dev.conf as `make run` starts it
 # (scripts/run.sh on free ports) and nginx-conf/ingress.conf as the gateway
 # image's entry point renders it, its upstreams pointed at the same daemons.
 # What the gateway answered before at its root (/evaluate, /ofrep/v1/,
@@ -82,7 +83,9 @@ for my $conf (sort keys %GW) {
     my $name = "gw-$conf" =~ s/\W/-/gr;
 
     # --- health of every service under its prefix ---
-    is_health("$G/$_/health", "$conf: GET /$_/health") for qw(flags evaluate auth targeting analytics);
+    for my $svc (qw(flags evaluate auth targeting analytics)) {
+        is_health("$G/$svc/health$_", "$conf: GET /$svc/health$_") for '', '/live', '/ready';
+    }
 
     # --- the flags service under /flags ---
     my $r = $h->req(POST => "$G/flags/flags", \%K, { name => $name, description => 'via the ingress', is_enabled => JSON::PP::true });

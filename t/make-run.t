@@ -52,6 +52,40 @@ ok $s->stop, 'run.sh stop succeeds';
 ok !(grep { kill 0, $_ } @pids), 'nothing left running after stop';
 ok !glob("$dir/*.pid"), 'pid files removed';
 
+# A REDIS_URL of yours (a password, a database, TLS) is where the daemons
+# publish and where nginx syncs from: make run starts no Redis of its own and
+# never prints the password. nginx used a fixed 127.0.0.1:REDIS_PORT before,
+# so it never saw what the daemons wrote.
+my $hr = TM::Harness->new(redis_password => 'run-pw', redis_tls => 1);
+my $tls_url = $hr->redis;                      # rediss://:run-pw@127.0.0.1:<tls>
+my $plain = $hr->port('redis');
+for my $c ([ "redis://:run-pw\@127.0.0.1:$plain/2", 2, {} ],
+           [ "$tls_url/3", 3, { REDIS_CA_FILE => $hr->redis_ca } ]) {
+    my ($url, $db, $extra) = @$c;
+    my $s2 = TM::Stack->new(master_key => 'run-master', env => { REDIS_URL => $url, %$extra });
+    my $label = $url =~ s/run-pw/***/r;
+    ok $s2->started, "REDIS_URL=$label make run: starts" or diag $s2->output;
+    unlike $s2->output, qr/run-pw/, '... the password is not printed';
+    like $s2->output, qr/Redis\s+\Q$label\E\s+\(yours: REDIS_URL\)/, '... it says which Redis';
+    ok !-e $s2->dir . '/redis.pid', '... and starts none of its own';
+    SKIP: {
+        skip 'nginx is not part of this stack', 4 unless -s $s2->dir . '/nginx.pid';
+        my $A2 = $s2->url('AUTH');
+        my $k = $h->req(POST => "$A2/admin/keys", { Authorization => 'Bearer run-master' }, { name => "db$db" });
+        my %K2 = (Authorization => 'Bearer ' . ($k->{json}{key} // ''));
+        is $h->req(POST => $s2->url('FLAGS') . '/flags', \%K2,
+                   { name => "yours-$db", is_enabled => JSON::PP::true })->{status}, 201, '... create a flag';
+        ok $hr->redis_cmd_in($db, 'HEXISTS', 'tm:flags', "yours-$db"), "... the daemons wrote database $db";
+        my $url_e = $s2->url('EVAL') . "/evaluate?user_id=u&flag_name=yours-$db";
+        my $e = $h->wait_until(15, sub { my $x = $h->req(GET => $url_e, \%K2); $x->{json} && $x->{json}{result} ? $x : undef });
+        ok $e, "... nginx evaluates it: it syncs from database $db of that Redis"
+            or diag explain $h->req(GET => $url_e, \%K2);
+        unlike do { local (@ARGV, $/) = ($s2->dir . '/nginx/nginx.conf'); <> } // '', qr/run-pw/,
+            "... nginx.conf does not hold the password";
+    }
+    ok $s2->stop, '... stops';
+}
+
 # A stack the script never stops (make soak, make load keep theirs in a
 # file-scoped variable) is stopped at exit, restarted services included, and
 # the script's exit status is kept.

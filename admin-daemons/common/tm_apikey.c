@@ -1,6 +1,7 @@
 #include "tm_apikey.h"
 #include "tm_hash.h"
 #include "tm_log.h"
+#include "tm_peer.h"
 #include "tm_publish.h"
 
 #include <curl/curl.h>
@@ -93,26 +94,16 @@ static int validated_scope(const small_body *b, tm_scope *scope)
 static int ask_auth(const char *key, size_t len, tm_scope *scope)
 {
     small_body body = { .len = 0 };
-    CURL *c = curl_easy_init();
-    if (c == NULL) {
-        return -1;
-    }
     char url[1024], hdr[600];
     snprintf(url, sizeof url, "%s/validate", auth_url);
     snprintf(hdr, sizeof hdr, "Authorization: Bearer %.*s", (int) len, key);
     struct curl_slist *h = curl_slist_append(NULL, hdr);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 2000L);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
-    CURLcode rc = curl_easy_perform(c);
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (h == NULL) {
+        return -1;
+    }
+    long status;
+    CURLcode rc = tm_peer_exchange(NULL, url, h, NULL, 2000L, 1000L, collect, &body, &status);
     curl_slist_free_all(h);
-    curl_easy_cleanup(c);
     if (rc != CURLE_OK) {
         TM_WARN("auth service unreachable at %s: %s", auth_url, curl_easy_strerror(rc));
         return -1;

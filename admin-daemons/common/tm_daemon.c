@@ -80,25 +80,37 @@ int tm_daemon_main(const tm_daemon *d, int argc, char **argv)
         TM_ERROR("DATABASE_URL is not set (e.g. postgresql://user:pass@host:5432/db)");
         return 2;
     }
-    tm_db_init(db);
     if (tm_audit_init(d->name) != 0) {
         return 2;
     }
     if (!migrate_only && d->check_env && d->check_env() != 0) {
         return 2;
     }
+    /* a host name is looked up by a thread of its own, at start, every
+     * TM_DB_RESOLVE_SECONDS and after a failed connection: never by a
+     * request thread (tm_db.h) */
+    char err[300];
+    if (tm_db_init(db, tm_env_long("TM_DB_RESOLVE_SECONDS", 5, 1, 3600), err, sizeof err) != 0) {
+        TM_ERROR("%s", err);
+        return 2;
+    }
     if (tm_publish_init(tm_env("REDIS_URL", NULL)) != 0) {
+        tm_db_shutdown();
         return 2;
     }
 
     if (migrate_only || !getenv("TM_SKIP_MIGRATE")) {
         if (migrate_with_retry(d, migrate_only ? 60 : 30) != 0) {
             TM_ERROR("schema migration failed; is DATABASE_URL reachable?");
+            tm_db_close();
+            tm_db_shutdown();
             tm_publish_close();
             return 1;
         }
         if (migrate_only) {
             TM_INFO("migrations applied");
+            tm_db_close();
+            tm_db_shutdown();
             tm_publish_close();
             return 0;
         }
@@ -115,10 +127,14 @@ int tm_daemon_main(const tm_daemon *d, int argc, char **argv)
     };
     struct tm_http *srv = tm_http_start(&hc);
     if (srv == NULL) {
+        tm_db_shutdown();
+        tm_publish_close();
         return 1;
     }
     if (tm_webhooks_start(d->name) != 0) {
         tm_http_stop(srv);
+        tm_db_shutdown();
+        tm_publish_close();
         return 1;
     }
     long period = tm_env_long("TM_RECONCILE_SECONDS", 10, 1, 86400);
@@ -143,6 +159,7 @@ int tm_daemon_main(const tm_daemon *d, int argc, char **argv)
     tm_http_stop(srv);
     tm_webhooks_stop();
     tm_db_close();
+    tm_db_shutdown();
     tm_publish_close();
     return 0;
 }

@@ -1,8 +1,13 @@
 /* PostgreSQL access for the daemons: one connection per HTTP thread, opened
- * lazily, re-opened after a failure, plus versioned schema migrations. */
+ * lazily, re-opened after a failure, plus versioned schema migrations.
+ * A database host given by name (DATABASE_URL, or PGHOST when the URL has
+ * none) is looked up by a resolver thread (tm_resolve.h), never by a request
+ * thread: connections get its addresses as libpq's hostaddr, next to host
+ * (which TLS verify-full still checks). */
 #ifndef TM_DB_H
 #define TM_DB_H
 #include <libpq-fe.h>
+#include <stddef.h>
 
 typedef enum {
     TM_DB_OK = 0,
@@ -12,9 +17,19 @@ typedef enum {
     TM_DB_ERROR            /* anything else: answer 500 and log */
 } tm_db_status;
 
-void tm_db_init(const char *database_url);
+/* database_url: a libpq URI (postgresql://...), a key=value string, or a
+ * bare database name; libpq's PG* variables fill what it leaves out.
+ * Starts a resolver thread per host name (re-resolving every
+ * resolve_every_s seconds, and soon after a connection to the cached
+ * addresses fails). 0, or -1 with err filled (never the password): not a
+ * connection string libpq accepts, or a thread that did not start. */
+int tm_db_init(const char *database_url, long resolve_every_s, char *err, size_t errlen);
 
-/* Runs a parameterised statement on this thread's connection. On TM_DB_OK
+/* Stops the resolver threads (after the HTTP threads stopped). */
+void tm_db_shutdown(void);
+
+/* Runs a parameterised statement on this thread's connection. A host name
+ * not resolved yet gives TM_DB_UNAVAILABLE at once. On TM_DB_OK
  * *out holds the result (PQclear it). A connection the server closed while
  * idle is replaced before sending; one lost while the statement was out
  * gives TM_DB_UNAVAILABLE, never a second run (it may have committed). */

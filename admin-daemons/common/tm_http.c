@@ -156,6 +156,13 @@ static MHD_Result_t send_resp(struct MHD_Connection *conn, tm_resp *r)
     if (r->extra_header_name && r->extra_header_value) {
         MHD_add_response_header(mr, r->extra_header_name, r->extra_header_value);
     }
+    /* A 503 is a dependency that is away for now (database unreachable, its
+     * host not resolved yet, Redis down): clients (tmctl, the gateway) may
+     * retry, and this says when. */
+    if (r->status == 503 && !(r->extra_header_name
+                              && strcasecmp(r->extra_header_name, "Retry-After") == 0)) {
+        MHD_add_response_header(mr, "Retry-After", "1");
+    }
     MHD_Result_t rc = MHD_queue_response(conn, (unsigned) r->status, mr);
     MHD_destroy_response(mr);
     return rc;

@@ -41,6 +41,36 @@ static struct curl_slist *auth_header(const tm_req *req)
     return l2;
 }
 
+CURLcode tm_peer_exchange(const char *method, const char *url, struct curl_slist *headers,
+                          const char *body, long timeout_ms, long connect_ms,
+                          curl_write_callback write, void *ud, long *status)
+{
+    *status = 0;
+    CURL *c = curl_easy_init();
+    if (c == NULL) {
+        return CURLE_OUT_OF_MEMORY;
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    if (method) {
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    if (body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    }
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, ud);
+    CURLcode cc = curl_easy_perform(c);
+    if (cc == CURLE_OK) {
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+    }
+    curl_easy_cleanup(c);
+    return cc;
+}
+
 int tm_peer_call(const tm_req *req, const char *method, const char *base, const char *path,
                  const json_t *body, tm_peer_resp *out)
 {
@@ -50,25 +80,12 @@ int tm_peer_call(const tm_req *req, const char *method, const char *base, const 
     tm_buf url = TM_BUF_INIT;
     tm_buf_addf(&url, "%s%s", base, path);
     char *u = tm_buf_steal(&url);
-    CURL *c = curl_easy_init();
     struct curl_slist *h = auth_header(req);
     sink k = { TM_BUF_INIT, 0 };
     int rc = -1;
-    if (c && u && h && (body == NULL || text)) {
-        curl_easy_setopt(c, CURLOPT_URL, u);
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-        if (text) {
-            curl_easy_setopt(c, CURLOPT_POSTFIELDS, text);
-        }
-        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
-        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 2000L);
-        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-        curl_easy_setopt(c, CURLOPT_WRITEDATA, &k);
-        CURLcode cc = curl_easy_perform(c);
+    if (u && h && (body == NULL || text)) {
+        CURLcode cc = tm_peer_exchange(method, u, h, text, 10000L, 2000L, collect, &k, &out->status);
         if (cc == CURLE_OK) {
-            curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
             out->json = k.buf.len ? json_loadb(k.buf.p, k.buf.len, 0, NULL) : NULL;
             rc = 0;
         } else {
@@ -78,7 +95,6 @@ int tm_peer_call(const tm_req *req, const char *method, const char *base, const 
     }
     tm_buf_free(&k.buf);
     curl_slist_free_all(h);
-    curl_easy_cleanup(c);
     free(u);
     free(text);
     return rc;

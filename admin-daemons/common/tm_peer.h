@@ -6,6 +6,7 @@
 #define TM_PEER_H
 #include "tm_http.h"
 
+#include <curl/curl.h>
 #include <jansson.h>
 
 /* The largest answer read (a rules list of one environment). */
@@ -23,6 +24,16 @@ typedef struct {
 int tm_peer_call(const tm_req *req, const char *method, const char *base, const char *path,
                  const json_t *body, tm_peer_resp *out);
 void tm_peer_resp_free(tm_peer_resp *r);
+
+/* One bounded HTTP exchange with another ToggleMaster service (this file's
+ * peer calls; the auth daemon's /validate, tm_apikey.c): method (NULL: GET,
+ * or POST with a body) url with headers (may be NULL) and body (NULL: none),
+ * within timeout_ms (connect_ms to connect), without signals (the daemons
+ * are threaded). The answer's bytes go to write(..., ud). CURLE_OK with
+ * *status the HTTP status, or why it failed (curl_easy_strerror). */
+CURLcode tm_peer_exchange(const char *method, const char *url, struct curl_slist *headers,
+                          const char *body, long timeout_ms, long connect_ms,
+                          curl_write_callback write, void *ud, long *status);
 
 /* The peer's error message, or a placeholder: for 502 answers. */
 const char *tm_peer_error(const tm_peer_resp *r);

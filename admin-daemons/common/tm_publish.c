@@ -4,9 +4,7 @@
 #include "tm_names.h"
 #include "tm_redis.h"
 
-#include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,125 +21,6 @@ static pthread_key_t rc_key;
 static void free_at_thread_exit(void *c)
 {
     tm_redis_free(c);
-}
-
-/* The resolver thread: when REDIS_URL names its host, the host is looked
- * up here, at start and every `every` seconds (a moved Redis is followed),
- * and never by a request thread (getaddrinfo can stall for seconds). */
-enum { RESOLVE_RETRY_S = 1, RESOLVE_WARN_EVERY_S = 30, RESOLVE_START_WAIT_S = 2 };
-static struct {
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t wake;      /* stop asked, or the first attempt done */
-    int running, stop, attempted;
-    long every;
-} resolver = { .lock = PTHREAD_MUTEX_INITIALIZER };
-
-static time_t monotonic_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec;
-}
-
-/* One lookup; 1 when Redis has addresses. Failures are logged at most once
- * per RESOLVE_WARN_EVERY_S. */
-static int resolve_once(time_t *quiet_until)
-{
-    char err[300];
-    int r = tm_redis_resolve(&cfg, err, sizeof err);
-    if (r < 0) {
-        time_t now = monotonic_s();
-        if (now >= *quiet_until) {
-            TM_WARN("redis %s: %s (retrying; the last addresses found, if any, stay in use)",
-                    cfg.where, err);
-            *quiet_until = now + RESOLVE_WARN_EVERY_S;
-        }
-        return 0;
-    }
-    if (r == 1) {
-        TM_INFO("redis: %s resolved (new addresses)", cfg.url.host);
-    }
-    *quiet_until = 0;
-    return 1;
-}
-
-static void *resolve_loop(void *unused)
-{
-    (void) unused;
-    time_t quiet_until = 0;
-    pthread_mutex_lock(&resolver.lock);
-    while (!resolver.stop) {
-        pthread_mutex_unlock(&resolver.lock);
-        int ok = resolve_once(&quiet_until);
-        pthread_mutex_lock(&resolver.lock);
-        resolver.attempted = 1;
-        pthread_cond_broadcast(&resolver.wake);
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += ok ? resolver.every : RESOLVE_RETRY_S;
-        while (!resolver.stop
-               && pthread_cond_timedwait(&resolver.wake, &resolver.lock, &until) != ETIMEDOUT) {
-        }
-    }
-    pthread_mutex_unlock(&resolver.lock);
-    return NULL;
-}
-
-/* Starts the resolver with every signal blocked (signals are the main
- * thread's: the analytics worker waits for them in sigsuspend), then waits
- * a little for its first answer so a quick DNS serves the first request. */
-static int resolver_start(void)
-{
-    pthread_condattr_t ca;
-    if (pthread_condattr_init(&ca) != 0) {
-        return -1;
-    }
-    int bad = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0
-              || pthread_cond_init(&resolver.wake, &ca) != 0;
-    pthread_condattr_destroy(&ca);
-    if (bad) {
-        return -1;
-    }
-    resolver.every = tm_env_long("TM_REDIS_RESOLVE_SECONDS", 5, 1, 3600);
-    sigset_t all, orig;
-    sigfillset(&all);
-    if (pthread_sigmask(SIG_BLOCK, &all, &orig) != 0) {
-        pthread_cond_destroy(&resolver.wake);
-        return -1;
-    }
-    int made = pthread_create(&resolver.thread, NULL, resolve_loop, NULL) == 0;
-    pthread_sigmask(SIG_SETMASK, &orig, NULL);
-    if (!made) {
-        pthread_cond_destroy(&resolver.wake);
-        return -1;
-    }
-    resolver.running = 1;
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += RESOLVE_START_WAIT_S;
-    pthread_mutex_lock(&resolver.lock);
-    while (!resolver.attempted
-           && pthread_cond_timedwait(&resolver.wake, &resolver.lock, &until) != ETIMEDOUT) {
-    }
-    pthread_mutex_unlock(&resolver.lock);
-    return 0;
-}
-
-static void resolver_stop(void)
-{
-    if (!resolver.running) {
-        return;
-    }
-    pthread_mutex_lock(&resolver.lock);
-    resolver.stop = 1;
-    pthread_cond_broadcast(&resolver.wake);
-    pthread_mutex_unlock(&resolver.lock);
-    /* a lookup in progress ends within the system resolver's own timeouts
-     * (resolv.conf), then the loop sees stop */
-    pthread_join(resolver.thread, NULL);
-    pthread_cond_destroy(&resolver.wake);
-    resolver.running = 0;
 }
 
 /* Atomic write + version bump + notification (docs/redis-layout.md). */
@@ -193,18 +72,16 @@ int tm_publish_init(const char *redis_url)
     char err[300];
     /* rediss:// only: the CA bundle (default: the system's) and the name
      * the certificate must carry (default: the URL's host) */
+    /* a host name is looked up by a thread of its own, never by a request
+     * thread, at start and every TM_REDIS_RESOLVE_SECONDS (tm_resolve.h) */
     if (tm_redis_config_init(&cfg, redis_url, tm_env("REDIS_CA_FILE", NULL),
-                             tm_env("REDIS_TLS_SERVER_NAME", NULL), err, sizeof err) != 0) {
+                             tm_env("REDIS_TLS_SERVER_NAME", NULL),
+                             tm_env_long("TM_REDIS_RESOLVE_SECONDS", 5, 1, 3600),
+                             err, sizeof err) != 0) {
         TM_ERROR("%s", err);
         return -1;
     }
     if (pthread_key_create(&rc_key, free_at_thread_exit) != 0) {
-        tm_redis_config_free(&cfg);
-        return -1;
-    }
-    if (tm_redis_host_is_name(&cfg) && resolver_start() != 0) {
-        TM_ERROR("cannot start the thread resolving %s", cfg.url.host);
-        pthread_key_delete(rc_key);
         tm_redis_config_free(&cfg);
         return -1;
     }
@@ -235,7 +112,6 @@ static void drop(void)
 
 void tm_publish_close(void)
 {
-    resolver_stop();
     drop();
     if (enabled) {
         tm_redis_config_free(&cfg);

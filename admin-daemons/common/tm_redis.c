@@ -3,13 +3,11 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,21 +23,6 @@ struct tm_redis {
     char *out;                /* queued commands */
     size_t out_len, out_cap;
     char err[256];
-};
-
-/* A few addresses are enough: connect tries them in order. */
-enum { ADDRS_MAX = 4 };
-
-typedef struct {
-    int n;
-    socklen_t len[ADDRS_MAX];
-    struct sockaddr_storage sa[ADDRS_MAX];
-} addr_list;
-
-/* Written by the resolver, copied by each connect. */
-struct tm_redis_addrs {
-    pthread_mutex_t lock;
-    addr_list list;
 };
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -59,38 +42,19 @@ static const char *ssl_reason(const char *fallback)
     return r ? r : fallback;
 }
 
-static int is_ip(const char *s)
-{
-    unsigned char buf[sizeof(struct in6_addr)];
-    return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
-}
-
 /* TCP: the address cache, filled at once for an IP address. */
-static int addrs_init(tm_redis_config *cfg, char *err, size_t errlen)
+static int addrs_init(tm_redis_config *cfg, long every_s, char *err, size_t errlen)
 {
     if (cfg->url.unix_path[0]) {
         return 0;
     }
-    cfg->addrs = calloc(1, sizeof *cfg->addrs);
-    if (cfg->addrs == NULL) {
-        seterr(err, errlen, "out of memory");
-        return -1;
-    }
-    if (pthread_mutex_init(&cfg->addrs->lock, NULL) != 0) {
-        free(cfg->addrs);
-        cfg->addrs = NULL;
-        seterr(err, errlen, "cannot create a mutex");
-        return -1;
-    }
-    if (!tm_redis_host_is_name(cfg) && tm_redis_resolve(cfg, err, errlen) < 0) {
-        tm_redis_config_free(cfg);
-        return -1;
-    }
-    return 0;
+    cfg->addrs = tm_resolver_start("redis", cfg->url.host, cfg->url.port, every_s, err, errlen);
+    return cfg->addrs ? 0 : -1;
 }
 
 int tm_redis_config_init(tm_redis_config *cfg, const char *url, const char *ca_file,
-                         const char *server_name, char *err, size_t errlen)
+                         const char *server_name, long resolve_every_s,
+                         char *err, size_t errlen)
 {
     memset(cfg, 0, sizeof *cfg);
     cfg->connect_ms = 1000;
@@ -101,17 +65,13 @@ int tm_redis_config_init(tm_redis_config *cfg, const char *url, const char *ca_f
         return -1;
     }
     tm_redis_url_describe(&cfg->url, cfg->where, sizeof cfg->where);
-    if (addrs_init(cfg, err, errlen) != 0) {
-        return -1;
-    }
     int has_ca = ca_file && *ca_file, has_name = server_name && *server_name;
     if (!cfg->url.tls) {
         if (has_ca || has_name) {
             seterr(err, errlen, "REDIS_CA_FILE and REDIS_TLS_SERVER_NAME need a rediss:// REDIS_URL");
-            tm_redis_config_free(cfg);
             return -1;
         }
-        return 0;
+        return addrs_init(cfg, resolve_every_s, err, errlen);
     }
     if (has_name && strlen(server_name) >= sizeof cfg->server_name) {
         seterr(err, errlen, "REDIS_TLS_SERVER_NAME is too long");
@@ -135,6 +95,11 @@ int tm_redis_config_init(tm_redis_config *cfg, const char *url, const char *ca_f
         tm_redis_config_free(cfg);
         return -1;
     }
+    /* last: a name starts a thread, which waits for its first answer */
+    if (addrs_init(cfg, resolve_every_s, err, errlen) != 0) {
+        tm_redis_config_free(cfg);
+        return -1;
+    }
     return 0;
 }
 
@@ -142,53 +107,8 @@ void tm_redis_config_free(tm_redis_config *cfg)
 {
     SSL_CTX_free(cfg->tls);
     cfg->tls = NULL;
-    if (cfg->addrs) {
-        pthread_mutex_destroy(&cfg->addrs->lock);
-        free(cfg->addrs);
-        cfg->addrs = NULL;
-    }
-}
-
-int tm_redis_host_is_name(const tm_redis_config *cfg)
-{
-    return cfg->addrs != NULL && !is_ip(cfg->url.host);
-}
-
-int tm_redis_resolve(const tm_redis_config *cfg, char *err, size_t errlen)
-{
-    tm_redis_addrs *a = cfg->addrs;
-    if (a == NULL) {
-        return 0;
-    }
-    /* an IP address is only converted: no DNS query */
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                              .ai_flags = is_ip(cfg->url.host) ? AI_NUMERICHOST : 0 }, *ai = NULL;
-    char port[8];
-    snprintf(port, sizeof port, "%d", cfg->url.port);
-    int gai = getaddrinfo(cfg->url.host, port, &hints, &ai);
-    if (gai != 0) {
-        seterr(err, errlen, "cannot resolve %s: %s", cfg->url.host,
-               gai == EAI_SYSTEM ? strerror(errno) : gai_strerror(gai));
-        return -1;
-    }
-    addr_list got;
-    memset(&got, 0, sizeof got);   /* compared whole below */
-    for (struct addrinfo *i = ai; i && got.n < ADDRS_MAX; i = i->ai_next) {
-        if (i->ai_addrlen <= sizeof got.sa[0]) {
-            memcpy(&got.sa[got.n], i->ai_addr, i->ai_addrlen);
-            got.len[got.n++] = i->ai_addrlen;
-        }
-    }
-    freeaddrinfo(ai);
-    if (got.n == 0) {
-        seterr(err, errlen, "cannot resolve %s: no usable address", cfg->url.host);
-        return -1;
-    }
-    pthread_mutex_lock(&a->lock);
-    int changed = memcmp(&a->list, &got, sizeof got) != 0;
-    memcpy(&a->list, &got, sizeof got);   /* padding too: compared next time */
-    pthread_mutex_unlock(&a->lock);
-    return changed;
+    tm_resolver_stop(cfg->addrs);
+    cfg->addrs = NULL;
 }
 
 /* Waits for a non-blocking connect; 0 when it succeeded. */
@@ -218,10 +138,8 @@ static int connect_wait(int fd, const struct sockaddr *sa, socklen_t len, int ms
 /* A non-blocking socket connected to one of the cached addresses. */
 static int connect_tcp(const tm_redis_config *cfg, char *err, size_t errlen)
 {
-    addr_list l;
-    pthread_mutex_lock(&cfg->addrs->lock);
-    l = cfg->addrs->list;
-    pthread_mutex_unlock(&cfg->addrs->lock);
+    tm_addr_list l;
+    tm_resolver_get(cfg->addrs, &l);
     if (l.n == 0) {
         seterr(err, errlen, "redis host %s not resolved yet", cfg->url.host);
         return -1;
@@ -239,6 +157,7 @@ static int connect_tcp(const tm_redis_config *cfg, char *err, size_t errlen)
     }
     if (fd < 0) {
         seterr(err, errlen, "cannot connect: %s", strerror(errno));
+        tm_resolver_refresh(cfg->addrs);   /* Redis may have moved */
         return -1;
     }
     int one = 1;
@@ -289,7 +208,7 @@ static int tls_start(tm_redis *c, const tm_redis_config *cfg, char *err, size_t 
     }
     X509_VERIFY_PARAM *vp = SSL_get0_param(c->ssl);
     int named;
-    if (is_ip(cfg->server_name)) {
+    if (tm_is_ip(cfg->server_name)) {
         named = X509_VERIFY_PARAM_set1_ip_asc(vp, cfg->server_name);
     } else {
         named = SSL_set_tlsext_host_name(c->ssl, cfg->server_name) == 1

@@ -6,13 +6,11 @@
  * the bytes go through this file. One connection per thread. */
 #ifndef TM_REDIS_H
 #define TM_REDIS_H
+#include "tm_resolve.h"
 #include "tm_url.h"
 
 #include <hiredis/hiredis.h>
 #include <openssl/ssl.h>
-
-/* The addresses of the URL's host (a mutex-protected copy). */
-typedef struct tm_redis_addrs tm_redis_addrs;
 
 /* What every connection of the process uses; made once at start. */
 typedef struct {
@@ -22,36 +20,28 @@ typedef struct {
     char server_name[256];    /* what the certificate must name */
     int connect_ms;           /* TCP connect, then TLS handshake */
     int io_ms;                /* each send or receive */
-    tm_redis_addrs *addrs;    /* TCP only: filled by tm_redis_resolve */
+    tm_resolver *addrs;       /* TCP only: the host's addresses (tm_resolve.h) */
 } tm_redis_config;
 
 /* url as REDIS_URL; ca_file (PEM bundle; NULL or "": the system's CAs) and
  * server_name (NULL or "": the URL's host) matter for rediss:// only and are
  * refused for redis://. An IP address as host is converted here (no DNS);
- * a name is left to tm_redis_resolve. 0, or -1 with err filled (never the
- * password). */
+ * a name gets a resolver thread (tm_resolve.h) looking it up every
+ * resolve_every_s seconds. 0, or -1 with err filled (never the password). */
 int tm_redis_config_init(tm_redis_config *cfg, const char *url, const char *ca_file,
-                         const char *server_name, char *err, size_t errlen);
+                         const char *server_name, long resolve_every_s,
+                         char *err, size_t errlen);
+/* Stops the resolver thread too. */
 void tm_redis_config_free(tm_redis_config *cfg);
-
-/* 1 when the URL's host is a name, which tm_redis_resolve must look up
- * before tm_redis_connect can connect; 0 for an IP address or a socket. */
-int tm_redis_host_is_name(const tm_redis_config *cfg);
-
-/* Looks the host up (getaddrinfo: may block for seconds, so never on a
- * request thread) and replaces the addresses connections use with the first
- * few found. 1 when they changed, 0 when not (or nothing to resolve), -1
- * with err filled when the lookup failed: the last addresses are kept.
- * Safe while other threads connect. */
-int tm_redis_resolve(const tm_redis_config *cfg, char *err, size_t errlen);
 
 typedef struct tm_redis tm_redis;
 
 /* Connects, handshakes, authenticates and selects the database. NULL with
  * err saying which step failed and why ("AUTH failed: WRONGPASS ...",
  * "TLS: certificate verify failed: self-signed certificate ..."). Uses the
- * addresses tm_redis_resolve found and never resolves: without any it fails
- * at once ("redis host ... not resolved yet"). */
+ * addresses the resolver found and never resolves: without any it fails at
+ * once ("redis host ... not resolved yet"); when it cannot connect to them,
+ * it asks the resolver to look the name up again. */
 tm_redis *tm_redis_connect(const tm_redis_config *cfg, char *err, size_t errlen);
 
 /* Queues a command (pipelining); sent by the next tm_redis_reply. 0 / -1. */

@@ -1007,6 +1007,132 @@ static void test_budget(void)
     free(v4k);
 }
 
+/* run(), paid from a request's budget rb. */
+static tm_eval_result run_in(const tm_rule *r, tm_request_budget *rb, const char *v)
+{
+    tm_attr a = { "v", 1, v, strlen(v) };
+    tm_context ctx;
+    tm_context_init(&ctx, "u", 1, &a, 1);
+    ctx.now_ms = 1714564800000LL;
+    tm_flag_view f = { "f", 1, TM_FLAG_ON, r != NULL, 1, r };
+    tm_eval_result res;
+    tm_evaluate_in(&f, &ctx, &env, rb, &res);
+    return res;
+}
+
+/* The evaluations of one request share a budget (bulk OFREP): past it, the
+ * flags with rules are refused, the others still answer, and it is the
+ * same flags each time. */
+static void test_request_budget(void)
+{
+    char *v4k = malloc(TM_CONTEXT_MAX_VALUE_LEN + 1), why[512];
+    if (v4k == NULL) {
+        ok(0, "out of memory");
+        return;
+    }
+    memset(v4k, 'a', TM_CONTEXT_MAX_VALUE_LEN);
+    v4k[TM_CONTEXT_MAX_VALUE_LEN] = '\0';
+    /* about half an evaluation budget over a 4 KiB value */
+    tm_rule *heavy = copies("{\"contextName\":\"v\",\"operator\":\"STR_CONTAINS\","
+                            "\"values\":[\"b\"],\"inverted\":true}", 18, why, sizeof why);
+    tm_rule *over = copies("{\"contextName\":\"v\",\"operator\":\"STR_CONTAINS\","
+                           "\"values\":[\"b\"],\"inverted\":true}", 800, why, sizeof why);
+    if (heavy == NULL || over == NULL) {
+        ok(0, "documents: %s", why);
+        tm_rule_free(heavy);
+        tm_rule_free(over);
+        free(v4k);
+        return;
+    }
+    tm_eval_result alone = run(heavy, "f", "u", KV("v", v4k));
+    ok(alone.reason == TM_REASON_DEFAULT && alone.cost > TM_EVAL_BUDGET / 3
+       && alone.cost < TM_EVAL_BUDGET / 2, "a flag of 18 STR_CONTAINS over 4 KiB costs "
+       "%lu units", alone.cost);
+
+    unsigned long over0 = tm_rules_over_budget(), req0 = tm_rules_over_request_budget();
+    int reasons[2][10];
+    unsigned long costs[2][10];
+    uint64_t spent = 0;
+    for (int round = 0; round < 2; round++) {
+        tm_request_budget rb;
+        tm_request_budget_init(&rb, 2ull * TM_EVAL_BUDGET);
+        spent = 0;
+        for (int i = 0; i < 10; i++) {
+            tm_eval_result res = run_in(heavy, &rb, v4k);
+            reasons[round][i] = res.reason;
+            costs[round][i] = res.cost;
+            spent += res.cost;
+            if (round == 0 && res.reason == TM_REASON_ERROR && i < 9) {
+                ok(!res.value && res.error && strcmp(res.error, TM_EVAL_OVER_REQUEST_BUDGET) == 0,
+                   "flag %d: false, ERROR, %s", i, res.error ? res.error : "(none)");
+            }
+        }
+        if (round == 0) {
+            int answered = 0;
+            while (answered < 10 && reasons[0][answered] == TM_REASON_DEFAULT) {
+                answered++;
+            }
+            int rest_refused = 1;
+            for (int i = answered; i < 10; i++) {
+                rest_refused &= reasons[0][i] == TM_REASON_ERROR;
+            }
+            ok(answered == (int) (2ull * TM_EVAL_BUDGET / alone.cost) && rest_refused,
+               "a budget of 2 evaluations: the first %d flags answered, the other %d refused",
+               answered, 10 - answered);
+            ok(spent <= 2ull * TM_EVAL_BUDGET, "the request spent %llu units, within its budget",
+               (unsigned long long) spent);
+            is_int((int) rb.refused, 10 - answered, "the request counts its refusals");
+            is_int((int) (tm_rules_over_request_budget() - req0), 10 - answered,
+                   "tm_rules_over_request_budget() counts them");
+            is_int((int) (tm_rules_over_budget() - over0), 0, "not as over their own budget");
+            tm_eval_result st = run_in(NULL, &rb, v4k);
+            ok(st.value && st.reason == TM_REASON_STATIC && st.cost == 0,
+               "past the budget, a flag without a rule still answers (true, STATIC)");
+        }
+    }
+    ok(memcmp(reasons[0], reasons[1], sizeof reasons[0]) == 0
+       && memcmp(costs[0], costs[1], sizeof costs[0]) == 0,
+       "the same flags, the same context: the same ones refused, at the same costs");
+
+    /* a flag over its own budget stays that, with budget left in the request */
+    tm_request_budget rb;
+    tm_request_budget_init(&rb, 5ull * TM_EVAL_BUDGET);
+    over0 = tm_rules_over_budget();
+    req0 = tm_rules_over_request_budget();
+    tm_eval_result res = run_in(over, &rb, v4k);
+    ok(res.reason == TM_REASON_ERROR && res.error && strcmp(res.error, TM_EVAL_OVER_BUDGET) == 0
+       && rb.refused == 0, "a flag over its own budget in a request: %s",
+       res.error ? res.error : "(none)");
+    ok(rb.left == 5ull * TM_EVAL_BUDGET - res.cost && res.cost <= TM_EVAL_BUDGET,
+       "the request paid what it used (%lu units)", res.cost);
+    ok(tm_rules_over_budget() - over0 == 1 && tm_rules_over_request_budget() == req0,
+       "counted as over its own budget");
+    res = run_in(heavy, &rb, "short");
+    ok(res.reason == TM_REASON_DEFAULT, "the next flag is evaluated");
+
+    /* a random draw costs the same whatever its length ("7" or "12345") */
+    tm_rule *rnd = compile("{\"strategies\":[{\"rollout\":{\"percentage\":50,"
+                           "\"stickiness\":\"random\"}}]}");
+    random_value = 7;
+    tm_eval_result r1 = run(rnd, "f", "u", NULL);
+    random_value = 12345;
+    tm_eval_result r2 = run(rnd, "f", "u", NULL);
+    ok(rnd && r1.cost == r2.cost, "random stickiness: the same cost for draws of 1 and 5 "
+       "digits (%lu, %lu units)", r1.cost, r2.cost);
+    tm_rule_free(rnd);
+
+    /* an empty budget refuses every rule at once; rb NULL is tm_evaluate */
+    tm_request_budget_init(&rb, 0);
+    res = run_in(heavy, &rb, "short");
+    ok(res.reason == TM_REASON_ERROR && res.cost == 0 && rb.refused == 1,
+       "no budget left: refused before it reads anything");
+    res = run_in(heavy, NULL, v4k);
+    ok(res.reason == TM_REASON_DEFAULT && res.cost == alone.cost, "no request budget: as tm_evaluate");
+    tm_rule_free(heavy);
+    tm_rule_free(over);
+    free(v4k);
+}
+
 /* A segment referenced 256 x 32 times is decided once per evaluation. */
 static void test_segment_memo(void)
 {
@@ -1056,6 +1182,7 @@ int main(void)
     test_unleash_semantics();
     test_tries();
     test_budget();
+    test_request_budget();
     test_segment_memo();
     for (size_t i = 0; i < nflags; i++) {
         tm_rule_free(flags[i].rule);

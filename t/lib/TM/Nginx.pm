@@ -12,6 +12,7 @@ use warnings;
 use File::Path qw(make_path);
 use IO::Socket::INET;
 use JSON::PP;
+use POSIX ();
 use Time::HiRes qw(sleep time);
 use TM::Harness;
 
@@ -205,6 +206,42 @@ sub _esc {
     my $s = shift;
     $s =~ s/([^A-Za-z0-9_.~-])/sprintf('%%%02X', ord $1)/ge;
     return $s;
+}
+
+# GET /evaluate for $user and $flag: (the harness's response, seconds taken).
+sub timed_eval {
+    my ($self, $user, $flag) = @_;
+    my $t0 = time;
+    my $r = $self->{h}->req(GET => $self->url('/evaluate?user_id=' . _esc($user) . '&flag_name=' . _esc($flag)));
+    return ($r, time - $t0);
+}
+
+# Whether the workers keep serving while something heavy arrives: $heavy
+# (a code ref sending the heavy requests) runs in a child process while
+# ordinary evaluations of $plain (a flag true for user "u") keep coming from
+# here, until the child is done or $secs pass (the child is then killed).
+# Returns { done => the child finished in time, n => evaluations made,
+# bad => those not "200, true", slowest, median => seconds }.
+sub serves_while {
+    my ($self, $secs, $plain, $heavy) = @_;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        $heavy->();
+        POSIX::_exit(0);   # not exit: the harness's END would stop the services
+    }
+    my (@lat, $bad);
+    my $end = time + $secs;
+    while (time < $end) {
+        my ($r, $dt) = $self->timed_eval('u', $plain);
+        push @lat, $dt;
+        $bad++ unless $r->{status} == 200 && $r->{json} && $r->{json}{result};
+        last if waitpid($pid, POSIX::WNOHANG()) == $pid;
+    }
+    my $done = !kill 0, $pid;
+    if (!$done) { kill 'KILL', $pid; waitpid $pid, 0 }
+    @lat = sort { $a <=> $b } @lat;
+    return { done => $done, n => scalar @lat, bad => $bad // 0,
+             slowest => $lat[-1] // 99, median => $lat[@lat / 2] // 99 };
 }
 
 # Writes as the admin daemons do (docs/redis-layout.md): object, version,

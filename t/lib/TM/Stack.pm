@@ -3,7 +3,7 @@ package TM::Stack;
 # stopped when the object goes away: for t/make-run.t, `make load` and
 # `make soak`, so a developer's own stack on the standard ports is left alone.
 #   my $s = TM::Stack->new(master_key => 'm');   # starts it
-#   TM::Stack->new(env => { TM_SSE_TOKEN_TTL => '10s' })   # more for run.sh
+#   TM::Stack->new(env => { REDIS_URL => ... })   # environment for run.sh
 #   $s->url('auth'), $s->port('EVAL'), $s->dir, $s->output, $s->stop
 use strict; use warnings;
 use File::Temp qw(tempdir);
@@ -31,7 +31,8 @@ sub new {
     my %port = map { $_ => TM::Harness::free_port() } @NAMES;
     my $self = bless { dir => $dir, port => \%port, master_key => $o{master_key} // 'stack-master' }, $class;
     $self->{env} = { TM_RUN_DIR => $dir, MASTER_KEY => $self->{master_key},
-                     (map { ("TM_${_}_PORT" => $port{$_}) } @NAMES), %{ $o{env} || {} } };
+                     map { ("TM_${_}_PORT" => $port{$_}) } @NAMES };
+    $self->{given} = $o{env} // {};
     $self->{output} = $self->run('start');
     $self->{started} = $? == 0;
     weaken($live{"$self"} = $self);
@@ -41,7 +42,9 @@ sub new {
 sub run {
     my ($self, $what) = @_;
     local %ENV = (%ENV, %{ $self->{env} });
-    delete @ENV{qw(DATABASE_URL REDIS_URL AUTH_SERVICE_URL AWS_SQS_URL AWS_ENDPOINT_URL)};
+    delete @ENV{qw(DATABASE_URL REDIS_URL REDIS_CA_FILE REDIS_TLS_SERVER_NAME AUTH_SERVICE_URL
+                   AWS_SQS_URL AWS_ENDPOINT_URL)};
+    %ENV = (%ENV, %{ $self->{given} });
     return scalar `$TM::Harness::ROOT/scripts/run.sh $what 2>&1`;
 }
 
