@@ -3,7 +3,8 @@
  * the worker lifecycle. The concerns live in their own files:
  * snapshot (tables), sync + redis (keeping the snapshot current), file
  * (snapshot on disk), eval (/evaluate), ofrep, access (API keys, require),
- * metrics, sse (OFREP event streams).
+ * metrics, sse (OFREP event streams), refetch (the refetches their events
+ * trigger).
  */
 
 #include "ngx_http_togglemaster_module.h"
@@ -49,6 +50,12 @@ static char *ngx_http_togglemaster_sse(ngx_conf_t *cf, ngx_command_t *cmd,
 
 static ngx_conf_post_t  ngx_http_togglemaster_sse_heartbeat_post = {
     ngx_http_togglemaster_sse_heartbeat_check
+};
+
+static char *ngx_http_togglemaster_sse_refetch_wait_check(ngx_conf_t *cf,
+    void *post, void *data);
+static ngx_conf_post_t  ngx_http_togglemaster_sse_refetch_wait_post = {
+    ngx_http_togglemaster_sse_refetch_wait_check
 };
 
 static ngx_conf_post_t  ngx_http_togglemaster_sse_ttl_post = {
@@ -327,6 +334,13 @@ static ngx_command_t  ngx_http_togglemaster_commands[] = {
       offsetof(ngx_http_togglemaster_loc_conf_t, sse_max),
       &ngx_http_togglemaster_sse_max_bounds },
 
+    { ngx_string("togglemaster_sse_refetch_wait"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_togglemaster_loc_conf_t, sse_refetch_wait),
+      &ngx_http_togglemaster_sse_refetch_wait_post },
+
     { ngx_string("togglemaster_request_budget"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -511,6 +525,7 @@ ngx_http_togglemaster_create_loc_conf(ngx_conf_t *cf)
     conf->sse_inactivity = NGX_CONF_UNSET_UINT;
     conf->sse_max = NGX_CONF_UNSET_UINT;
     conf->sse_url = NGX_CONF_UNSET_PTR;
+    conf->sse_refetch_wait = NGX_CONF_UNSET_MSEC;
     conf->request_budget = NGX_CONF_UNSET_UINT;
 
     return conf;
@@ -951,6 +966,7 @@ ngx_http_togglemaster_init_process(ngx_cycle_t *cycle)
 
     ngx_http_togglemaster_current = NULL;
     ngx_http_togglemaster_sse_init();
+    ngx_http_togglemaster_refetch_init();
 
     if (ngx_http_togglemaster_events_init(cycle, tmcf) != NGX_OK) {
         return NGX_ERROR;
@@ -1017,9 +1033,25 @@ ngx_http_togglemaster_sse_ttl_check(ngx_conf_t *cf, void *post, void *data)
 {
     time_t  *tp = data;
 
-    /* stream URLs are rounded up to a minute (sse.c) */
-    if (*tp < 60 || *tp > 7 * 86400) {
-        return "must be 60s..7d";
+    /* a stream shorter than a few seconds would spend its life
+     * reconnecting (a browser waits 3 s before it does) */
+    if (*tp < 5 || *tp > 7 * 86400) {
+        return "must be 5s..7d";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_togglemaster_sse_refetch_wait_check(ngx_conf_t *cf, void *post,
+    void *data)
+{
+    ngx_msec_t  *mp = data;
+
+    /* the client waits as long: a refetch is a user waiting for a page */
+    if (*mp > 10000) {
+        return "must be 0..10s";
     }
 
     return NGX_CONF_OK;

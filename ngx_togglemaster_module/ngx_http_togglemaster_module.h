@@ -253,6 +253,9 @@ typedef struct {
     ngx_uint_t                   sse_inactivity;   /* seconds */
     ngx_uint_t                   sse_max;          /* streams per worker */
     ngx_http_complex_value_t    *sse_url;
+    /* how long a refetch an event triggered waits for this worker's
+     * snapshot to reach the event's version (refetch.c); 0: not at all */
+    ngx_msec_t                   sse_refetch_wait;
     /* togglemaster_request_budget: what the evaluations of one request
      * (bulk OFREP) may cost in all, in evaluation budgets (lib/tm_rules.h) */
     ngx_uint_t                   request_budget;
@@ -266,7 +269,15 @@ typedef struct {
     u_char                       bin[32];
     unsigned                     keyed:1;
     unsigned                     bulk:1;      /* OFREP */
+    /* a bulk refetch an event triggered (refetch.c): the event's etag was
+     * given (its version and md5), its lastModified was; the request has
+     * waited for the version already */
+    unsigned                     refetch:1;
+    unsigned                     refetch_lm:1;
+    unsigned                     refetch_waited:1;
     ngx_str_t                    key;         /* OFREP single: flag key */
+    int64_t                      refetch_id;
+    u_char                       refetch_md5[16];
 } ngx_http_togglemaster_ctx_t;
 
 
@@ -580,6 +591,10 @@ void ngx_http_togglemaster_sse_swapped(ngx_http_togglemaster_snapshot_t *old,
 ngx_int_t ngx_http_togglemaster_sse_streams_json(ngx_http_request_t *r,
     ngx_str_t *env, ngx_str_t *out);
 void ngx_http_togglemaster_sse_init(void);
+/* the change id and the md5 of what environment index i evaluates, as the
+ * streams last saw them: NGX_OK, or NGX_DECLINED if unknown */
+ngx_int_t ngx_http_togglemaster_sse_env_change(ngx_uint_t i, int64_t *id,
+    u_char **md5);
 u_char *ngx_http_togglemaster_sse_metrics(u_char *p, u_char *last,
     ngx_uint_t workers);
 char *ngx_http_togglemaster_sse_secret(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -589,6 +604,24 @@ char *ngx_http_togglemaster_sse_secret(ngx_conf_t *cf, ngx_command_t *cmd,
 char *ngx_http_togglemaster_sse_conf(ngx_conf_t *cf,
     ngx_http_togglemaster_loc_conf_t *conf,
     ngx_http_togglemaster_loc_conf_t *prev);
+
+/* refetch.c: bulk refetches an event triggered (ADR-0008) */
+typedef ngx_int_t (*ngx_http_togglemaster_refetch_pt)(ngx_http_request_t *r);
+/* reads the event's etag and lastModified from the query into ctx: NGX_OK
+ * (either may be absent), or NGX_ERROR with *msg saying why (a 400), *msg
+ * NULL if out of memory */
+ngx_int_t ngx_http_togglemaster_refetch_args(ngx_http_request_t *r,
+    ngx_http_togglemaster_ctx_t *ctx, const char **msg);
+/* 1 if this worker's snapshot has not reached the event's version */
+ngx_uint_t ngx_http_togglemaster_refetch_behind(
+    ngx_http_togglemaster_ctx_t *ctx, ngx_uint_t env_index);
+/* parks r until the version comes or wait passes, then finalizes it with
+ * answer(r); the caller returns NGX_DONE */
+ngx_int_t ngx_http_togglemaster_refetch_wait(ngx_http_request_t *r,
+    ngx_msec_t wait, ngx_http_togglemaster_refetch_pt answer);
+void ngx_http_togglemaster_refetch_swapped(
+    ngx_http_togglemaster_snapshot_t *snap);
+void ngx_http_togglemaster_refetch_init(void);
 
 /* json.c: jansson allocations from the request pool while one is set */
 void ngx_http_togglemaster_json_init(void);

@@ -1,7 +1,9 @@
 /*
  * OpenFeature Remote Evaluation Protocol (OFREP):
  *   POST .../ofrep/v1/evaluate/flags/{key}   one flag
- *   POST .../ofrep/v1/evaluate/flags         every flag, with ETag / 304
+ *   POST .../ofrep/v1/evaluate/flags         every flag, with ETag / 304;
+ *        ?flagConfigEtag=&flagConfigLastModified= on a refetch an event
+ *        stream triggered (refetch.c)
  * Body: {"context": {"targetingKey": "...", ...}}: the identity and the
  * attributes rules target. The variant is the rule's variant, else "on" or
  * "off"; the value its payload, else the flag's boolean.
@@ -14,6 +16,10 @@
 
 
 #define NGX_HTTP_TOGGLEMASTER_OFREP_BODY_MAX  65536
+
+#define NGX_HTTP_TOGGLEMASTER_OFREP_STALE                                     \
+    ",\"metadata\":{\"stale\":true,\"snapshotVersion\":%L,"                  \
+    "\"eventVersion\":%L}"
 
 
 static ngx_int_t
@@ -59,6 +65,9 @@ typedef struct {
     const char                    *code;      /* evaluation failure, else NULL */
     const char                    *details;
 } ngx_http_togglemaster_ofrep_item_t;
+
+
+static ngx_int_t ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r);
 
 
 #define NGX_HTTP_TOGGLEMASTER_OFREP_TKM                                       \
@@ -393,18 +402,132 @@ ngx_http_togglemaster_ofrep_single(ngx_http_request_t *r, ngx_str_t *key)
 }
 
 
+/* A bulk answer with its ETag, or 304 if the request's If-None-Match names
+ * it. The ETag names the evaluations and the stream URL: a client whose
+ * stream token expired gets the new URL, not a 304 that would leave it
+ * retrying the old one (the URL changes a few times per token lifetime,
+ * sse.c). */
+static ngx_int_t
+ngx_http_togglemaster_ofrep_send_etagged(ngx_http_request_t *r, u_char *body,
+    size_t len)
+{
+    u_char            *etag;
+    u_char             md[16];
+    ngx_md5_t          md5;
+    ngx_table_elt_t   *h;
+
+    ngx_md5_init(&md5);
+    ngx_md5_update(&md5, body, len);
+    ngx_md5_final(md, &md5);
+
+    etag = ngx_pnalloc(r->pool, 2 + 32);
+    if (etag == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    etag[0] = '"';
+    ngx_hex_dump(etag + 1, md, 16);
+    etag[33] = '"';
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "ETag");
+    h->value.data = etag;
+    h->value.len = 34;
+    r->headers_out.etag = h;
+
+    if (r->headers_in.if_none_match
+        && (ngx_strlcasestrn(r->headers_in.if_none_match->value.data,
+                             r->headers_in.if_none_match->value.data
+                             + r->headers_in.if_none_match->value.len,
+                             etag, 34 - 1)
+            || (r->headers_in.if_none_match->value.len == 1
+                && r->headers_in.if_none_match->value.data[0] == '*')))
+    {
+        r->headers_out.status = NGX_HTTP_NOT_MODIFIED;
+        r->header_only = 1;
+        r->headers_out.content_length_n = -1;
+        return ngx_http_send_header(r);
+    }
+
+    return ngx_http_togglemaster_send_json(r, NGX_HTTP_OK, body, len);
+}
+
+
+/* A refetch an event triggered: NGX_OK to answer now (*stale: with a
+ * snapshot older than the event's), NGX_DONE if parked until the version
+ * comes, else an error's rc. The answer must not come from a cache. */
+static ngx_int_t
+ngx_http_togglemaster_ofrep_refetch(ngx_http_request_t *r,
+    ngx_http_togglemaster_ctx_t *rctx, ngx_uint_t env_index,
+    ngx_uint_t *stale)
+{
+    ngx_str_t                          v;
+    ngx_http_togglemaster_loc_conf_t  *tmlcf;
+
+    static ngx_str_t  no_store = ngx_string("no-store");
+
+    *stale = 0;
+
+    if (!rctx->refetch && !rctx->refetch_lm) {
+        return NGX_OK;
+    }
+
+    if (!ngx_http_togglemaster_refetch_behind(rctx, env_index)) {
+        return ngx_http_togglemaster_add_header(r, "Cache-Control", &no_store)
+               == NGX_OK ? NGX_OK : NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    tmlcf = ngx_http_get_module_loc_conf(r, ngx_http_togglemaster_module);
+
+    if (!rctx->refetch_waited && tmlcf->sse_refetch_wait) {
+        /* evaluated again when it is answered */
+        if (ngx_http_togglemaster_refetch_wait(r, tmlcf->sse_refetch_wait,
+                ngx_http_togglemaster_ofrep_bulk)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return NGX_DONE;
+    }
+
+    *stale = 1;
+
+    v.data = ngx_pnalloc(r->pool, sizeof("version=; wanted=") - 1
+                                  + 2 * NGX_INT64_LEN);
+    if (v.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    v.len = ngx_sprintf(v.data, "version=%L; wanted=%L",
+                        ngx_http_togglemaster_current
+                        ? ngx_http_togglemaster_current->version : 0,
+                        rctx->refetch_id)
+            - v.data;
+
+    return (ngx_http_togglemaster_add_header(r, "TM-Stale", &v) == NGX_OK
+            && ngx_http_togglemaster_add_header(r, "Cache-Control",
+                                                &no_store) == NGX_OK)
+           ? NGX_OK : NGX_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+
 static ngx_int_t
 ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
 {
-    u_char                              *body, *p, *etag;
-    u_char                               md[16];
+    u_char                              *body, *p;
     size_t                               len;
     ngx_int_t                            rc;
-    ngx_uint_t                           i, n;
-    ngx_md5_t                            md5;
+    ngx_uint_t                           i, n, stale;
     tm_context                           ctx;
-    ngx_table_elt_t                     *h;
+    const char                          *msg;
     ngx_str_t                            streams;
+    ngx_http_togglemaster_ctx_t         *rctx;
     ngx_http_togglemaster_flags_t       *fp;
     tm_request_budget                    rb;
     ngx_http_togglemaster_env_ref_t      e;
@@ -413,6 +536,17 @@ ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
 
     static ngx_str_t  default_env = ngx_string("default");
 
+    rctx = ngx_http_get_module_ctx(r, ngx_http_togglemaster_module);
+
+    /* checked before anything is evaluated (and counted) */
+    if (!rctx->refetch_waited
+        && ngx_http_togglemaster_refetch_args(r, rctx, &msg) != NGX_OK)
+    {
+        return msg ? ngx_http_togglemaster_ofrep_error(r,
+                         NGX_HTTP_BAD_REQUEST, NULL, "PARSE_ERROR", msg)
+                   : NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     if (ngx_http_togglemaster_ofrep_context(r, NULL, &ctx, &rc) != NGX_OK) {
         return rc;
     }
@@ -420,6 +554,11 @@ ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
     if (ngx_http_togglemaster_request_env(r, 1, &e) != NGX_OK) {
         return ngx_http_togglemaster_ofrep_error(r, e.status, NULL, "GENERAL",
                                                  e.error);
+    }
+
+    rc = ngx_http_togglemaster_ofrep_refetch(r, rctx, e.index, &stale);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     /* the environment's flags: an index into the snapshot, O(1) */
@@ -441,7 +580,8 @@ ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
 
     items = NULL;
     n = 0;
-    len = sizeof("{\"flags\":[]}") - 1 + streams.len;
+    len = sizeof("{\"flags\":[]}") - 1 + streams.len
+          + sizeof(NGX_HTTP_TOGGLEMASTER_OFREP_STALE) + 2 * NGX_INT64_LEN;
 
     if (fp && fp->nflags) {
         items = ngx_palloc(r->pool, fp->nflags
@@ -489,54 +629,19 @@ ngx_http_togglemaster_ofrep_bulk(ngx_http_request_t *r)
         p = ngx_http_togglemaster_ofrep_item(p, &items[i]);
     }
 
-    p = ngx_cpymem(p, "]}", 2);
+    *p++ = ']';
+    p = ngx_cpymem(p, streams.data, streams.len);
 
-    /* the ETag names the evaluations, so it changes exactly when they do,
-     * whatever changed underneath (not with the stream token's expiry) */
-    ngx_md5_init(&md5);
-    ngx_md5_update(&md5, body, p - body);
-    ngx_md5_final(md, &md5);
-
-    if (streams.len) {
-        p = ngx_cpymem(p - 1, streams.data, streams.len);
-        *p++ = '}';
+    if (stale) {
+        p = ngx_sprintf(p, NGX_HTTP_TOGGLEMASTER_OFREP_STALE,
+                        ngx_http_togglemaster_current
+                        ? ngx_http_togglemaster_current->version : 0,
+                        rctx->refetch_id);
     }
 
-    etag = ngx_pnalloc(r->pool, 2 + 32);
-    if (etag == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    *p++ = '}';
 
-    etag[0] = '"';
-    ngx_hex_dump(etag + 1, md, 16);
-    etag[33] = '"';
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "ETag");
-    h->value.data = etag;
-    h->value.len = 34;
-    r->headers_out.etag = h;
-
-    if (r->headers_in.if_none_match
-        && (ngx_strlcasestrn(r->headers_in.if_none_match->value.data,
-                             r->headers_in.if_none_match->value.data
-                             + r->headers_in.if_none_match->value.len,
-                             etag, 34 - 1)
-            || (r->headers_in.if_none_match->value.len == 1
-                && r->headers_in.if_none_match->value.data[0] == '*')))
-    {
-        r->headers_out.status = NGX_HTTP_NOT_MODIFIED;
-        r->header_only = 1;
-        r->headers_out.content_length_n = -1;
-        return ngx_http_send_header(r);
-    }
-
-    return ngx_http_togglemaster_send_json(r, NGX_HTTP_OK, body, p - body);
+    return ngx_http_togglemaster_ofrep_send_etagged(r, body, p - body);
 }
 
 

@@ -2202,8 +2202,10 @@ ngx_http_togglemaster_snapshot_swap(ngx_http_togglemaster_snapshot_t *snap)
     ngx_http_togglemaster_current = snap;
 
     if (old != snap) {
-        /* event streams compare the two */
+        /* event streams compare the two; refetches waiting for this
+         * version can be answered */
         ngx_http_togglemaster_sse_swapped(old, snap);
+        ngx_http_togglemaster_refetch_swapped(snap);
 
         ngx_http_togglemaster_snapshot_free(old);
     }

@@ -14,25 +14,33 @@
  * client reconnecting elsewhere with Last-Event-ID is told at once when it
  * missed something.
  *
+ * The event's etag is "<id>-<md5 of what the environment evaluates>"
+ * (lib/tm_sse_meta.h): a refetch that sends it back is answered once this
+ * worker's snapshot has that version (refetch.c).
+ *
  * Streams never wait: an event or heartbeat is written straight to the
  * socket, and a client whose send buffer cannot take it whole is dropped
  * (it reconnects and refetches). Streams are idle connections for nginx,
- * so a reload or graceful stop closes them.
+ * so a reload or graceful stop closes them. A stream ends, cleanly, when
+ * its token expires: the client's reconnect is refused (401) and the
+ * client evaluates again for a new URL.
  */
 
 #include "ngx_http_togglemaster_module.h"
 
 #include <ngx_md5.h>
 
+#include "tm_sse_meta.h"
 #include "tm_sse_token.h"
 
 
 /* an event's text, framed as one chunk, fits this */
 #define NGX_HTTP_TOGGLEMASTER_SSE_FRAME  512
 
-/* stream URLs expire on a boundary of this many seconds, so that bulk
- * answers within it name the same URL and clients keep their stream */
-#define NGX_HTTP_TOGGLEMASTER_SSE_ROUND  60
+/* stream URLs expire on a boundary of a quarter of the token lifetime, so
+ * that bulk answers within it name the same URL (and carry the same ETag,
+ * which covers the URL) and clients keep their stream */
+#define NGX_HTTP_TOGGLEMASTER_SSE_STEPS  4
 
 
 /* What a worker knows of each environment of the current snapshot. */
@@ -48,11 +56,13 @@ typedef struct {
     ngx_http_request_t          *r;
     ngx_event_t                  heartbeat;
     ngx_msec_t                   interval;
+    time_t                       expiry;      /* the token's */
     ngx_str_t                    env;
     ngx_uint_t                   env_gen;     /* env_index's epart generation */
     ngx_uint_t                   env_index;
     int64_t                      last_id;     /* of the last event it has */
     unsigned                     broken:1;    /* dropped mid-write */
+    unsigned                     ended:1;     /* the last chunk is sent */
 } ngx_http_togglemaster_sse_stream_t;
 
 
@@ -124,13 +134,61 @@ ngx_http_togglemaster_sse_write(ngx_http_togglemaster_sse_stream_t *s,
 }
 
 
+/* Called from a timer or a snapshot swap, not from the connection's own
+ * handler: the request nginx posts to end it must be run here, or the
+ * connection stays open until the client next sends something. */
 static void
 ngx_http_togglemaster_sse_drop(ngx_http_togglemaster_sse_stream_t *s)
 {
+    ngx_connection_t    *c;
     ngx_http_request_t  *r = s->r;
 
+    c = r->connection;
     s->broken = 1;
+
     ngx_http_finalize_request(r, NGX_ERROR);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* The heartbeat timer also ends the stream when its token expires: the
+ * next heartbeat, or the expiry if sooner. */
+static void
+ngx_http_togglemaster_sse_arm(ngx_http_togglemaster_sse_stream_t *s)
+{
+    ngx_msec_t   left;
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    left = (tp->sec >= s->expiry) ? 1
+           : (ngx_msec_t) (s->expiry - tp->sec) * 1000 - tp->msec;
+
+    ngx_add_timer(&s->heartbeat, ngx_min(left, s->interval));
+}
+
+
+/* The token expired: the answer ends as any does (the last chunk through
+ * nginx's filters), and the connection may serve the client's next
+ * request. Its reconnect with this URL gets a 401, the web provider then
+ * evaluates again and connects to the new URL. */
+static void
+ngx_http_togglemaster_sse_expire(ngx_http_togglemaster_sse_stream_t *s)
+{
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r = s->r;
+
+    c = r->connection;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "togglemaster sse: token expired, ending the stream "
+                   "of \"%V\"", &s->env);
+
+    s->ended = 1;
+    r->read_event_handler = ngx_http_block_reading;
+
+    ngx_http_finalize_request(r, ngx_http_send_special(r, NGX_HTTP_LAST));
+    ngx_http_run_posted_requests(c);
 }
 
 
@@ -141,6 +199,11 @@ ngx_http_togglemaster_sse_heartbeat(ngx_event_t *ev)
 
     static u_char  beat[] = ":\n\n";
 
+    if (ngx_time() >= s->expiry) {
+        ngx_http_togglemaster_sse_expire(s);
+        return;
+    }
+
     if (ngx_http_togglemaster_sse_write(s, beat, sizeof(beat) - 1)
         != NGX_OK)
     {
@@ -148,7 +211,7 @@ ngx_http_togglemaster_sse_heartbeat(ngx_event_t *ev)
         return;
     }
 
-    ngx_add_timer(ev, s->interval);
+    ngx_http_togglemaster_sse_arm(s);
 }
 
 
@@ -165,7 +228,7 @@ ngx_http_togglemaster_sse_cleanup(void *data)
         ngx_del_timer(&s->heartbeat);
     }
 
-    if (ngx_exiting && s->r->chunked && !s->broken
+    if (ngx_exiting && s->r->chunked && !s->broken && !s->ended
         && !s->r->connection->error)
     {
         (void) s->r->connection->send(s->r->connection, last,
@@ -206,6 +269,8 @@ ngx_http_togglemaster_sse_notify(ngx_http_togglemaster_sse_stream_t *s)
 {
     u_char                           buf[NGX_HTTP_TOGGLEMASTER_SSE_FRAME];
     u_char                          *p;
+    char                             etag[TM_SSE_ETAG_MAX + 1];
+    size_t                           n;
     ngx_uint_t                       i;
     ngx_http_togglemaster_sse_env_t  *e;
 
@@ -223,11 +288,11 @@ ngx_http_togglemaster_sse_notify(ngx_http_togglemaster_sse_stream_t *s)
         return NGX_OK;
     }
 
+    n = tm_sse_etag_make(etag, e->id, e->md5);
+
     p = ngx_sprintf(buf, "id: %L\nevent: message\n"
-                    "data: {\"type\":\"refetchEvaluation\",\"etag\":\"",
-                    e->id);
-    p = ngx_hex_dump(p, e->md5, 16);
-    p = ngx_sprintf(p, "\",\"lastModified\":%T}\n\n", e->modified);
+                    "data: {\"type\":\"refetchEvaluation\",\"etag\":\"%*s\","
+                    "\"lastModified\":%T}\n\n", e->id, n, etag, e->modified);
 
     if (ngx_http_togglemaster_sse_write(s, buf, p - buf) != NGX_OK) {
         return NGX_ERROR;
@@ -392,11 +457,11 @@ ngx_http_togglemaster_sse_refuse(ngx_http_request_t *r, ngx_uint_t status,
 
 
 /* The token of the request's "token" argument: NGX_OK with the
- * environment's name in env (request pool), else the answer's status and
- * message. */
+ * environment's name in env (request pool) and the token's expiry, else
+ * the answer's message. */
 static ngx_int_t
 ngx_http_togglemaster_sse_token(ngx_http_request_t *r, ngx_str_t *env,
-    const char **msg)
+    time_t *expires, const char **msg)
 {
     int                                 rc;
     size_t                              elen;
@@ -424,6 +489,7 @@ ngx_http_togglemaster_sse_token(ngx_http_request_t *r, ngx_str_t *env,
     case TM_SSE_TOKEN_OK:
         env->data = (u_char *) e;
         env->len = elen;
+        *expires = (time_t) expiry;
         return NGX_OK;
 
     case TM_SSE_TOKEN_EXPIRED:
@@ -515,7 +581,8 @@ ngx_http_togglemaster_sse_last_id(ngx_http_request_t *r)
 
 
 static ngx_int_t
-ngx_http_togglemaster_sse_start(ngx_http_request_t *r, ngx_str_t *env)
+ngx_http_togglemaster_sse_start(ngx_http_request_t *r, ngx_str_t *env,
+    time_t expiry)
 {
     int64_t                              last;
     ngx_uint_t                           i;
@@ -534,6 +601,7 @@ ngx_http_togglemaster_sse_start(ngx_http_request_t *r, ngx_str_t *env)
     s->r = r;
     s->env = *env;
     s->interval = tmlcf->sse_heartbeat;
+    s->expiry = expiry;
     s->env_index = NGX_HTTP_TOGGLEMASTER_ENV_NONE;
     s->heartbeat.handler = ngx_http_togglemaster_sse_heartbeat;
     s->heartbeat.data = s;
@@ -578,7 +646,7 @@ ngx_http_togglemaster_sse_start(ngx_http_request_t *r, ngx_str_t *env)
     r->write_event_handler = ngx_http_request_empty_handler;
     r->main->count++;
 
-    ngx_add_timer(&s->heartbeat, s->interval);
+    ngx_http_togglemaster_sse_arm(s);
 
     return NGX_DONE;
 }
@@ -587,6 +655,7 @@ ngx_http_togglemaster_sse_start(ngx_http_request_t *r, ngx_str_t *env)
 ngx_int_t
 ngx_http_togglemaster_sse_handler(ngx_http_request_t *r)
 {
+    time_t                             expiry;
     ngx_int_t                          rc;
     ngx_str_t                          env;
     const char                        *msg;
@@ -606,15 +675,16 @@ ngx_http_togglemaster_sse_handler(ngx_http_request_t *r)
                                                 "use GET");
     }
 
-    if (ngx_http_togglemaster_sse_token(r, &env, &msg) != NGX_OK) {
+    if (ngx_http_togglemaster_sse_token(r, &env, &expiry, &msg) != NGX_OK) {
         return ngx_http_togglemaster_sse_refuse(r, NGX_HTTP_UNAUTHORIZED, msg);
     }
 
     /* events are written to the socket as they are: HTTP/2 and 3 frame
-     * theirs */
+     * theirs (bulk answers over them list no stream) */
     if (r->http_version > NGX_HTTP_VERSION_11) {
         return ngx_http_togglemaster_sse_refuse(r, NGX_HTTP_BAD_REQUEST,
-                   "event streams are served over HTTP/1.x");
+                   "event streams are served over HTTP/1.x only: connect "
+                   "with HTTP/1.1, or poll the bulk evaluation");
     }
 
     if (ngx_http_togglemaster_sse_open >= tmlcf->sse_max) {
@@ -642,13 +712,15 @@ ngx_http_togglemaster_sse_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    return ngx_http_togglemaster_sse_start(r, &env);
+    return ngx_http_togglemaster_sse_start(r, &env, expiry);
 }
 
 
 /* ,"eventStreams":[{"type":"sse","url":"...","inactivityDelaySec":N}] for
  * a bulk answer in environment env, or an empty string where the location
- * lists no stream. */
+ * lists no stream, or the request came over HTTP/2 or 3: the stream would
+ * be refused there (the handler), and without a stream listed the client
+ * keeps polling instead of retrying a stream it cannot have. */
 ngx_int_t
 ngx_http_togglemaster_sse_streams_json(ngx_http_request_t *r,
     ngx_str_t *env, ngx_str_t *out)
@@ -656,7 +728,7 @@ ngx_http_togglemaster_sse_streams_json(ngx_http_request_t *r,
     u_char                             *p;
     char                                tok[TM_SSE_TOKEN_MAX + 1];
     size_t                              n;
-    time_t                              expiry;
+    time_t                              expiry, step;
     ngx_str_t                           url;
     ngx_http_togglemaster_loc_conf_t   *tmlcf;
     ngx_http_togglemaster_main_conf_t  *tmcf;
@@ -666,7 +738,7 @@ ngx_http_togglemaster_sse_streams_json(ngx_http_request_t *r,
 
     out->len = 0;
 
-    if (tmlcf->sse_url == NULL) {
+    if (tmlcf->sse_url == NULL || r->http_version > NGX_HTTP_VERSION_11) {
         return NGX_OK;
     }
 
@@ -674,9 +746,10 @@ ngx_http_togglemaster_sse_streams_json(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    /* lives token_ttl at least, a quarter more at most */
+    step = ngx_max(tmcf->sse_token_ttl / NGX_HTTP_TOGGLEMASTER_SSE_STEPS, 1);
     expiry = ngx_time() + tmcf->sse_token_ttl;
-    expiry += NGX_HTTP_TOGGLEMASTER_SSE_ROUND
-              - expiry % NGX_HTTP_TOGGLEMASTER_SSE_ROUND;
+    expiry += step - expiry % step;
 
     n = tm_sse_token_make(tok, tmcf->sse_secret.data, tmcf->sse_secret.len,
                           (char *) env->data, env->len, (int64_t) expiry,
@@ -709,6 +782,21 @@ ngx_http_togglemaster_sse_streams_json(ngx_http_request_t *r,
                     tmlcf->sse_inactivity);
 
     out->len = p - out->data;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_togglemaster_sse_env_change(ngx_uint_t i, int64_t *id,
+    u_char **md5)
+{
+    if (i >= ngx_http_togglemaster_sse_nenvs) {
+        return NGX_DECLINED;
+    }
+
+    *id = ngx_http_togglemaster_sse_envs[i].id;
+    *md5 = ngx_http_togglemaster_sse_envs[i].md5;
 
     return NGX_OK;
 }
@@ -828,6 +916,8 @@ ngx_http_togglemaster_sse_conf(ngx_conf_t *cf,
                               120);
     ngx_conf_merge_uint_value(conf->sse_max, prev->sse_max, 10000);
     ngx_conf_merge_ptr_value(conf->sse_url, prev->sse_url, NULL);
+    ngx_conf_merge_msec_value(conf->sse_refetch_wait, prev->sse_refetch_wait,
+                              1000);
 
     /* the token is the stream's credential: an inherited
      * togglemaster_api_key would ask EventSource for a key it cannot send */

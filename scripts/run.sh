@@ -98,6 +98,7 @@ start() {
         -e "s#@TARGETING_PORT@#$TARGETING_PORT#g" -e "s#@ANALYTICS_PORT@#$ANALYTICS_PORT#g" \
         -e "s#@EVAL_PORT@#$EVAL_PORT#g" -e "s#@INGRESS_PORT@#$INGRESS_PORT#g" \
         -e "s#@CONSOLE@#$root/console#g" -e "s#@SSE_SECRET@#$sse_secret#g" \
+        -e "s#@SSE_TOKEN_TTL@#${TM_SSE_TOKEN_TTL:-1h}#g" \
         nginx-conf/dev.conf > "$run/nginx/nginx.conf"
     # As root, nginx workers run as nobody: they write the snapshot file here.
     [ "$(id -u)" -eq 0 ] && chown -R nobody "$run/nginx"

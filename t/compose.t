@@ -31,6 +31,7 @@ use Time::HiRes qw(time sleep);
 use TM::Harness;
 use TM::AWS;
 use TM::Nginx;
+use TM::SSE ();
 
 my $root = $TM::Harness::ROOT;
 chdir $root or die "chdir $root: $!";
@@ -151,6 +152,8 @@ need(is($rc, 0, 'podman runs a container from the debootstrap image') || diag($o
 # interpolates it, build included
 my $master = 'compose-test-master';
 $ENV{MASTER_KEY} = $master;
+# and TM_SSE_SECRET, the gateway's (it signs event-stream URLs)
+$ENV{TM_SSE_SECRET} = 'compose-test-sse-secret-0123456789abcdef';
 ($rc, $out) = timed(build => sub { run(@compose, 'build') });
 my @codes = $out =~ /^exit code: (\d+)$/mg;
 ok($rc == 0 && @codes == 5 && !grep({ $_ != 0 } @codes),
@@ -279,6 +282,15 @@ for my $i (0 .. $#users) {
     push @bad, "$users[$i]: $got, want $want{ $users[$i] }" if $got ne $want{ $users[$i] };
 }
 is_deeply(\@bad, [], 'evaluate through the gateway on 8080 and 8004: the original results (30 % by sha1 bucket)');
+# the OFREP event stream a bulk answer lists (TM_SSE_SECRET from the environment)
+for my $base ($G, "$G/evaluate", $E) {
+    my $b = $h->req(POST => "$base/ofrep/v1/evaluate/flags", \%K, { context => { targetingKey => 'u' } });
+    my $url = ($b->{json}{eventStreams} // [])->[0]{url} // '';
+    like($url, qr{^\Q$base\E/ofrep/v1/stream\?token=}, "bulk OFREP at $base lists its event stream") or diag($b->{content});
+    my $st = $url ? TM::SSE::sopen($url) : {};
+    ok(($st->{status} // 0) == 200 && ($st->{head} // '') =~ m{^Content-Type: text/event-stream}mi, '... which opens');
+    close $st->{s} if $st->{s};
+}
 
 # ---- the events, in DynamoDB -------------------------------------------------
 my $aws = TM::AWS->new("http://127.0.0.1:$port{AWS}");
@@ -342,6 +354,8 @@ sub k8s_gateway {
     # password: CHANGE_ME); the base's in-cluster Redis, here compose's, has
     # neither, as that file says
     $pod->{env}{REDIS_URL} = 'redis://redis:6379' if exists $pod->{env}{REDIS_URL};
+    # and its TM_SSE_SECRET, CHANGE_ME, is too short to start with, on purpose
+    $pod->{env}{TM_SSE_SECRET} = $ENV{TM_SSE_SECRET} if exists $pod->{env}{TM_SSE_SECRET};
     if ($image ne 'togglemaster/gateway:dev') {   # the overlay's registry name, for this run
         ($rc, $out) = podman('tag', 'togglemaster/gateway:dev', $image);
         push @extra_tags, $image if $rc == 0;
@@ -402,7 +416,7 @@ sub k8s_gateway {
 {
     ($rc, $out) = podman('stop', '-t', 5, $ctr{redis});
     my ($rc2, $env) = podman('inspect', '--format', '{{range .Config.Env}}{{println .}}{{end}}', $ctr{gateway});
-    my @env = map { ('-e', $_) } grep { /^(AWS_|REDIS_URL=)/ } split /\n/, $env;
+    my @env = map { ('-e', $_) } grep { /^(AWS_|REDIS_URL=|TM_SSE_SECRET=)/ } split /\n/, $env;
     ($rc2, $out) = podman('run', '--rm', '--label', $label, '--network', "${project}_default", @env,
                           'togglemaster/gateway:dev', '-t');
     ok($rc2 == 0, 'a gateway starts while the Redis container is stopped') or diag($out);

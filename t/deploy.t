@@ -252,8 +252,8 @@ SKIP: {
     skip 'the nginx module is not built', 1 unless $so;
     skip 'nginx-conf/dev.conf is missing', 1 unless -f 'nginx-conf/dev.conf';
     my $dev = do { local (@ARGV, $/) = ('nginx-conf/dev.conf'); <> };
-    # ports, the SSE token secret (at least 32 bytes) and URLs
-    my %vars = map { $_ => /_PORT$/ ? TM::Harness::free_port() : /SECRET/ ? 's' x 64 : "http://127.0.0.1:1/x" }
+    # ports, the SSE token secret (at least 32 bytes) and lifetime, and URLs
+    my %vars = map { $_ => /_PORT$/ ? TM::Harness::free_port() : /SECRET/ ? 's' x 64 : /_TTL$/ ? '1h' : "http://127.0.0.1:1/x" }
                grep { !/^(MODULE|RUN)$/ } $dev =~ /@([A-Z][A-Z0-9_]*)@/g;
     local @ENV{keys %vars} = values %vars;
     local $ENV{MODULE} = $so;

@@ -8,7 +8,8 @@
 # (scripts/run.sh on free ports) and nginx-conf/ingress.conf as the gateway
 # image's entry point renders it, its upstreams pointed at the same daemons.
 # What the gateway answered before at its root (/evaluate, /ofrep/v1/,
-# /flags, /flags/<name>) keeps working.
+# /flags, /flags/<name>) keeps working. Bulk OFREP answers list an event
+# stream (issue 14) at the prefix they were asked under, and it opens.
 use strict; use warnings;
 use Test::More;
 use Digest::SHA qw(sha1);
@@ -17,6 +18,7 @@ use lib 't/lib';
 use TM::Harness;
 use TM::Nginx;
 use TM::Stack;
+use TM::SSE qw(sopen);
 
 my $h = TM::Harness->new;
 my $s = TM::Stack->new(master_key => 'gw-master');
@@ -38,7 +40,9 @@ open my $f, '>', "$dir/ingress.conf" or die $!;
 print $f $tmpl;
 close $f;
 make_path("$dir/nginx");
+# TM_SSE_SECRET: nginx reads it from the environment, as in the containers
 my %aws = (AWS_REGION => 'us-east-1', AWS_ACCESS_KEY_ID => 'test', AWS_SECRET_ACCESS_KEY => 'test',
+           TM_SSE_SECRET => 'gateway-paths-sse-secret-0123456789abcdef',
            AWS_ENDPOINT_URL => $s->url('AWS'),
            AWS_SQS_URL => $s->url('AWS') . '/000000000000/togglemaster-events');
 {
@@ -157,6 +161,19 @@ for my $conf (sort keys %GW) {
     is_deeply $r->{json}, { flag_name => $name, user_id => 'user1', result => $want{user1} }, "$conf: GET /evaluate at the root";
     $r = $h->req(POST => "$G/ofrep/v1/evaluate/flags/$name", \%K, { context => { targetingKey => 'user1' } });
     is $r->{json}{value}, $want{user1}, "$conf: OFREP at the root";
+
+    # --- the event streams bulk OFREP answers list, at either prefix ---
+    for my $prefix ('', '/evaluate') {
+        $r = $h->req(POST => "$G$prefix/ofrep/v1/evaluate/flags", \%K, { context => { targetingKey => 'user1' } });
+        my $url = ($r->{json}{eventStreams} // [])->[0]{url} // '';
+        like $url, qr{^\Q$G\E(?:/evaluate)?/ofrep/v1/stream\?token=}, "$conf: bulk OFREP at '$prefix/ofrep/v1' lists a stream on this gateway";
+        like $url, qr{^\Q$G$prefix\E/ofrep/v1/stream\?}, "$conf: ... under the same prefix" if $conf eq 'ingress.conf';
+        my $st = $url ? sopen($url) : {};
+        is $st->{status}, 200, "$conf: ... which opens";
+        like $st->{head} // '', qr{^Content-Type: text/event-stream}mi, "$conf: ... as an event stream";
+        close $st->{s} if $st->{s};
+    }
+    is $h->req(GET => "$G/ofrep/v1/stream?token=forged")->{status}, 401, "$conf: a forged stream token: 401";
     ok((grep { $_->{name} eq $name } @{ $h->req(GET => "$G/flags", \%K)->{json} || [] }), "$conf: GET /flags at the root lists");
     is $h->req(GET => "$G/flags/$name", \%K)->{json}{name}, $name, "$conf: GET /flags/<name> at the root";
     is $h->req(GET => "$G/health")->{status}, 200, "$conf: GET /health at the root";

@@ -5,7 +5,10 @@
 # (t/sse-browser/browser.py) from another origin, pointed at the gateway of
 # a `make run` stack with a client key, polling off. A flag changed through
 # the admin API reaches the page as PROVIDER_CONFIGURATION_CHANGED with the
-# new value, each time.
+# new value, each time. Stream tokens live 10 s here: the gateway ends a
+# stream at its token's expiry, the browser's reconnect gets 401, and the
+# provider evaluates again and connects to the new URL; the page keeps
+# receiving changes across expiries.
 use strict; use warnings;
 use Test::More;
 use IPC::Open2;
@@ -23,7 +26,8 @@ plan skip_all => 'the npm packages are not installed (scripts/deps.sh: npm insta
     unless -f "$TM::Harness::ROOT/t/sse-browser/node_modules/\@openfeature/ofrep-web-provider/index.esm.js";
 
 my $h = TM::Harness->new;
-my $s = TM::Stack->new(master_key => 'sse-master');
+my $TTL = 10;
+my $s = TM::Stack->new(master_key => 'sse-master', env => { TM_SSE_TOKEN_TTL => "${TTL}s" });
 plan skip_all => 'the nginx module is not built' unless -s $s->dir . '/nginx.pid';
 ok $s->started, 'run.sh start' or diag $s->output;
 my $G = $s->url('INGRESS');
@@ -53,15 +57,41 @@ ok $st->{ready}, 'the page has the provider ready' or diag explain $st;
 is_deeply $st->{errors}, [], 'no provider errors';
 ok !$st->{value}, 'banner: off';
 
-for my $i (1 .. 3) {
-    my $on = $i % 2 ? $T : JSON::PP::false;
+# a change made while the page reconnects would be fetched without an event:
+# each change waits for a stream with a few seconds to live
+sub change {
+    my ($i, $on) = @_;
+    my $f = cmd('fresh 30 3');
+    ok !$f->{timeout}, "($i) the page is on a stream with 3 s to live" or diag explain $f;
     is $h->req(PUT => "$G/flags/flags/banner?environment=staging", $A, { is_enabled => $on })->{status}, 200,
         "admin API: banner " . ($on ? 'on' : 'off');
-    $st = cmd("wait $i 10");
+    my $st = cmd("wait $i 10");
     is scalar(@{ $st->{changes} // [] }), $i, "the page saw PROVIDER_CONFIGURATION_CHANGED ($i)"
         or diag explain $st;
     is !!$st->{value}, !!$on, '... and the new value';
+    return $st;
 }
+
+for my $i (1 .. 3) {
+    $st = change($i, $i % 2 ? $T : JSON::PP::false);
+}
+
+# across token expiries: the stream ends, the old URL gets 401, the provider
+# evaluates again (the ETag covers the stream URL: not a 304) and connects
+# to the new URL
+for my $i (4 .. 5) {
+    my $n = cmd('next ' . ($TTL * 3));
+    ok !$n->{timeout}, "($i) the token expired and the page is on a new stream URL" or diag explain $n;
+    my ($old) = grep { $_->{url} eq ($n->{was} // '') } @{ $n->{streams} // [] };
+    ok $old && $old->{errors} >= 1 && $old->{state} == 2,
+        '... the old stream was ended by the gateway, its reconnect refused' or diag explain $old;
+    my ($cur) = grep { $_->{open} && !$_->{closed} } reverse @{ $n->{streams} // [] };
+    note sprintf '(%d) without a stream for %.1f s (the browser waits 3 s to reconnect, the provider 1 s after the 401)',
+        $i, ($cur->{openedAt} - $old->{endedAt}) / 1000 if $old && $cur && $old->{endedAt} && $cur->{openedAt};
+    $st = change($i, $i % 2 ? $T : JSON::PP::false);
+}
+cmp_ok scalar(@{ $st->{streams} // [] }), '>=', 3, 'the page went through several stream URLs';
+
 is_deeply $st->{errors}, [], 'no provider errors at the end';
 
 diag `tail -5 @{[ $s->dir ]}/nginx/error.log` if grep { !$_ } Test::More->builder->summary;

@@ -832,6 +832,8 @@ def check_ingress_conf(root, rendered):
     # which derives REDIS_MODE from REDIS_CLUSTER (default 0)
     names = set(re.findall(r"@([A-Z][A-Z0-9_]*)@", code)) - {"MODULE", "RUN", "RESOLVER", "CONSOLE",
                                                               "REDIS_MODE"}
+    # and the variables nginx reads itself (togglemaster_sse_secret env:NAME)
+    names |= set(re.findall(r"\benv:([A-Za-z_][A-Za-z0-9_]*)", code))
     with open(os.path.join(root, "compose", "docker-compose.yml")) as f:
         services = yaml.safe_load(f)["services"]
     compose_env = set(services["gateway"].get("environment") or {})
@@ -848,15 +850,23 @@ def check_ingress_conf(root, rendered):
                 for ef in c.get("envFrom", []):
                     if "secretRef" in ef:
                         k8s_env |= set(secrets.get(ef["secretRef"]["name"], {}).get("stringData", {}))
-    result(names <= compose_env, "ingress.conf placeholders (%s) are set by compose" % " ".join(sorted(names)),
+    result(names <= compose_env, "ingress.conf placeholders and env: variables (%s) are set by compose" % " ".join(sorted(names)),
            "missing: " + " ".join(sorted(names - compose_env)))
-    result(names <= k8s_env, "ingress.conf placeholders (%s) are set by gateway-config or its Secrets" % " ".join(sorted(names)),
+    result(names <= k8s_env, "ingress.conf placeholders and env: variables (%s) are set by gateway-config or its Secrets" % " ".join(sorted(names)),
            "missing: " + " ".join(sorted(names - k8s_env)))
     listens = {int(m) for m in re.findall(r"^\s*listen\s+(?:[\w.\[\]:]*:)?(\d+)", code, re.M)}
     result({8004, 8080} <= listens, "ingress.conf listens on 8004 and 8080", " ".join(map(str, sorted(listens))))
     for path in ("/health/live", "/health/ready"):
         result(re.search(r"location\s+(=\s*)?%s\s*\{" % re.escape(path), code) is not None,
                "ingress.conf answers %s (the gateway's probes)" % path)
+    # every OFREP location lists an event stream, and serves it next to it
+    ofrep = re.findall(r"location\s+(/[\w/]*ofrep/v1/)\s*\{([^}]*)\}", code)
+    streams = set(re.findall(r"location\s+=\s*(/[\w/]*ofrep/v1/stream)\s*\{[^}]*togglemaster_sse\s+on;", code))
+    bad = [loc for loc, body in ofrep
+           if not re.search(r'togglemaster_sse_url\s+"[^"]*%sstream";' % re.escape(loc), body)
+           or loc + "stream" not in streams]
+    result(ofrep and not bad, "ingress.conf: each OFREP location (%s) lists its event stream, served next to it"
+           % " ".join(sorted({loc for loc, _ in ofrep})), "without: " + " ".join(bad))
     svc_names = {o["metadata"]["name"] for o in docs if o["kind"] == "Service"}
     hosts = set(re.findall(r"(?:proxy_pass\s+https?://|^\s*server\s+|togglemaster_redis\s+)([A-Za-z][\w.-]*)",
                            code, re.M)) - {"localhost"}

@@ -5,12 +5,17 @@ free loopback port, a different origin from the gateway, so CORS is part of
 the test. Reads commands on stdin, one per line, answers one JSON line each:
   load                -> {"ready":bool,"value":bool,"errors":[...]}
   wait <n> <secs>     -> waits for n configuration changes: {"changes":[...],"value":bool}
+  fresh <secs> <left> -> waits until a stream is open whose token has <left>
+                         seconds to live at least: the page state
+  next <secs>         -> waits until a stream other than the one open now
+                         is open (the token expired, the page reconnected)
   quit
 Usage: browser.py <gateway URL> <client key> <flag>
 """
 import functools
 import http.server
 import json
+import re
 import sys
 import threading
 import time
@@ -52,6 +57,28 @@ def state(drv):
     return drv.execute_script("return window.tm || null;")
 
 
+def token_expiry(url):
+    m = re.search(r"[?&]token=(\d+)\.", url)
+    return int(m.group(1)) if m else 0
+
+
+def open_stream(st):
+    live = [s for s in (st or {}).get("streams", []) if s["open"] and not s["closed"]]
+    return live[-1] if live else None
+
+
+def wait_for(drv, secs, cond):
+    end = time.time() + secs
+    st = state(drv)
+    while time.time() < end and not cond(st):
+        time.sleep(0.02)
+        st = state(drv)
+    if not cond(st):
+        st["console"] = [e["message"] for e in drv.get_log("browser")][-10:]
+        st["timeout"] = True
+    return st
+
+
 def main():
     gw, key, flag = sys.argv[1:4]
     port = serve()
@@ -81,6 +108,18 @@ def main():
                     st = state(drv)
                 if len(st["changes"]) < n:
                     st["console"] = [e["message"] for e in drv.get_log("browser")][-10:]
+                print(json.dumps(st), flush=True)
+            elif cmd[0] == "fresh":
+                secs, left = float(cmd[1]), float(cmd[2])
+                st = wait_for(drv, secs, lambda st: open_stream(st) is not None
+                              and token_expiry(open_stream(st)["url"]) - time.time() >= left)
+                print(json.dumps(st), flush=True)
+            elif cmd[0] == "next":
+                now = open_stream(state(drv))
+                url = now["url"] if now else ""
+                st = wait_for(drv, float(cmd[1]), lambda st: open_stream(st) is not None
+                              and open_stream(st)["url"] != url)
+                st["was"] = url
                 print(json.dumps(st), flush=True)
     finally:
         drv.quit()
