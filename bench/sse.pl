@@ -139,7 +139,8 @@ sub stages {
     my ($t0, $t1, $lat, $trace, $wfile, $access) = @_;
     my (@redis, @sse);
     open my $w, '<', $wfile or die "$wfile: $!\n";
-    while (<$w>) { push @redis, $1 if /^(\S+) redis /; push @sse, $1 if /^(\S+) sse / }
+    # the page's environment's message (a write may publish to others too)
+    while (<$w>) { push @redis, $1 if /^(\S+) redis .*"environment":"staging"/; push @sse, $1 if /^(\S+) sse / }
     my @post;
     open my $a, '<', $access or die "$access: $!\n";
     while (<$a>) { push @post, ($1 - $2) * 1000 if m{^(\S+) (\S+) POST /ofrep/v1/evaluate/flags 200} }
@@ -147,7 +148,7 @@ sub stages {
     my @fetch = grep { $_->{url} =~ m{/ofrep/v1/evaluate/flags} } @{ $trace->{fetch} };
     my @fstart = map { $_->{start} } @fetch;
     my @fend = map { $_->{end} } @fetch;
-    my @names = ('admin API answered', 'Redis PUBLISH seen', 'edge SSE event (loopback)',
+    my @names = ('admin API answered', 'Redis PUBLISH (staging)', 'edge SSE event (loopback)',
                  'SSE event in the page', 'bulk POST sent by the page', 'bulk POST at nginx',
                  'bulk POST answered (page)', 'CONFIGURATION_CHANGED');
     my @cols = map { [] } @names;
