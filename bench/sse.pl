@@ -11,7 +11,8 @@
 #     with the streams open against the same worker without them.
 #   perl -I t/lib bench/sse.pl [CHANGES] [STREAMS]
 # TM_BENCH_BROWSER_ONLY=1 stops after part 1, TM_BENCH_NO_BROWSER=1 skips it;
-# TM_BENCH_STAGES=0 leaves out part 1's stage breakdown.
+# TM_BENCH_STAGES=0 leaves out part 1's stage breakdown; TM_BENCH_FLAGS=N
+# adds N flags (not client-visible) to part 1's environment.
 use strict; use warnings;
 use IPC::Open2;
 use JSON::PP;
@@ -78,11 +79,14 @@ sub browser_latency {
     die "run.sh failed:\n" . $s->output unless $s->started;
     my $G = $s->url('INGRESS');
     my $stages = $ENV{TM_BENCH_STAGES} // 1;
+    print STDERR "stack: ", $s->dir, "\n";   # to attach perf or strace
     my $access = $s->dir . '/nginx/bench-access.log';
     if ($stages) {   # the bulk POSTs' arrival: an access log with $msec
         my $f = $s->dir . '/nginx/nginx.conf';
         open my $c, '<', $f or die; local $/; my $t = <$c>; close $c;
         $t =~ s{access_log off;}{log_format tm_bench '\$msec \$request_time \$request_method \$uri \$status';\n    access_log $access tm_bench;} or die "no access_log in $f\n";
+        # the workers' "snapshot version N: 1 change applied in M ms"
+        $t =~ s{^(error_log \S+) notice;}{$1 info;}m or die "no error_log in $f\n";
         open $c, '>', $f or die; print $c $t; close $c;
         my $old = join ' ', sort map { /(\d+)/ } `pgrep -P ${\ $s->pid('nginx')}`;
         kill 'HUP', $s->pid('nginx') or die "reload: $!\n";
@@ -95,6 +99,17 @@ sub browser_latency {
     $h->wait_until(10, sub { $h->req(GET => "$G/flags/flags", $A)->{status} == 200 }) or die "admin key\n";
     $h->req(POST => "$G/flags/environments", $A, { name => 'staging' });
     $h->req(POST => "$G/flags/flags", $A, { name => 'banner', client_visible => JSON::PP::true });
+    if (my $n = $ENV{TM_BENCH_FLAGS}) {   # more flags in the environment (not client-visible)
+        my ($bin) = sort glob('/usr/lib/postgresql/*/bin');
+        my $sql = "INSERT INTO flags (name, description) SELECT 'filler-' || i, 'a flag the page does not read'"
+                . " FROM generate_series(1, $n) i";
+        system("$bin/psql", '-X', '-q', '-h', '127.0.0.1', '-p', $s->port('PG'), '-U', 'postgres', '-d', 'togglemaster',
+               '-c', $sql) == 0 or die "psql failed\n";
+        # reconciliation (every 10 s) publishes them
+        my $rp = $s->port('REDIS');
+        $h->wait_until(30, sub { `redis-cli -p $rp HLEN tm:flags\@staging` > $n }) or die "not reconciled\n";
+        sleep 1;
+    }
     my $client = $h->req(POST => "$G/auth/admin/keys", $M, { name => 'c', scope => 'client', environment => 'staging' })->{json}{key};
     my $bulk;
     $h->wait_until(10, sub { $bulk = $h->req(POST => "$G/ofrep/v1/evaluate/flags", { Authorization => "Bearer $client" },
@@ -128,6 +143,9 @@ sub browser_latency {
     if ($stages) {
         kill 'TERM', $wpid; waitpid $wpid, 0;
         stages(\@t0, \@t1, \@lat, $trace, $wfile, $access);
+        my @applied = map { /change applied in (\d+) ms/ ? $1 : () } do { open my $e, '<', $s->dir . '/nginx/error.log'; <$e> };
+        printf "  edge workers: a change applied (patch + swap + stream events) in p50 %d ms, p99 %d ms, max %d ms (%d)\n",
+            pct(0.5, @applied), pct(0.99, @applied), pct(1, @applied), scalar @applied if @applied;
     }
     $s->stop;
 }
