@@ -126,10 +126,12 @@ ngx_http_togglemaster_table_size(ngx_uint_t n)
 }
 
 
+/* an empty string may have no data (memcmp must not see NULL) */
 static ngx_int_t
 ngx_http_togglemaster_str_eq(ngx_str_t *a, ngx_str_t *b)
 {
-    return a->len == b->len && ngx_memcmp(a->data, b->data, a->len) == 0;
+    return a->len == b->len
+           && (a->len == 0 || ngx_memcmp(a->data, b->data, a->len) == 0);
 }
 
 
@@ -736,9 +738,10 @@ ngx_http_togglemaster_flag_digest(ngx_http_togglemaster_flag_t *f)
 
 
 /* Sorted by name, without entries left with neither flag nor rule; the
- * entries a load or change set are hashed, and the part's digest is all
- * of them combined. A change of one flag among 10,000 costs no sort, no
- * lookup and no hashing of the others (seed). */
+ * entries a load or change set get their digest (the old entry's when the
+ * JSON texts are the same bytes), and the part's digest is all of them
+ * combined. A change of one flag among 10,000 costs no sort, no lookup
+ * and no hashing of the others (seed). */
 static void
 ngx_http_togglemaster_flags_done(ngx_http_togglemaster_builder_t *b,
     ngx_http_togglemaster_bpart_t *bp)
@@ -792,7 +795,19 @@ ngx_http_togglemaster_flags_done(ngx_http_togglemaster_builder_t *b,
             f->counter = of ? of->counter
                             : ngx_http_togglemaster_counter_slot(f->name.data,
                                                                  f->name.len);
-            ngx_http_togglemaster_flag_digest(f);
+
+            /* a full load mostly finds the same bytes: compared, not
+             * hashed again */
+            if (of && of->digested
+                && ngx_http_togglemaster_str_eq(&of->flag_json, &f->flag_json)
+                && ngx_http_togglemaster_str_eq(&of->rule_json, &f->rule_json))
+            {
+                ngx_memcpy(f->digest, of->digest, sizeof(f->digest));
+
+            } else {
+                ngx_http_togglemaster_flag_digest(f);
+            }
+
             f->digested = 1;
         }
 
