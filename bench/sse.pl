@@ -161,7 +161,11 @@ sub stages {
     while (<$w>) { push @redis, $1 if /^(\S+) redis .*"environment":"staging"/; push @sse, $1 if /^(\S+) sse / }
     my @post;
     open my $a, '<', $access or die "$access: $!\n";
-    while (<$a>) { push @post, ($1 - $2) * 1000 if m{^(\S+) (\S+) POST /ofrep/v1/evaluate/flags 200} }
+    my $preflights = 0;
+    while (<$a>) {
+        push @post, ($1 - $2) * 1000 if m{^(\S+) (\S+) POST /ofrep/v1/evaluate/flags 200};
+        $preflights++ if m{ OPTIONS /ofrep/v1/evaluate/flags };
+    }
     my @page_sse = map { $_->{at} } @{ $trace->{sse} };
     my @fetch = grep { $_->{url} =~ m{/ofrep/v1/evaluate/flags} } @{ $trace->{fetch} };
     my @fstart = map { $_->{start} } @fetch;
@@ -181,6 +185,9 @@ sub stages {
         my @v = @{ $cols[$k] } or do { printf "  %-28s (not seen)\n", $names[$k]; next };
         printf "  %-28s %7.1f %7.1f %7.1f %7.1f  %d\n", $names[$k], pct(0.5, @v), pct(0.9, @v), pct(0.99, @v), pct(1, @v), scalar @v;
     }
+    # the provider puts flagConfigEtag/-LastModified in the URL: a new URL
+    # each time, which a cached preflight (Access-Control-Max-Age) does not cover
+    printf "  CORS preflights (OPTIONS) before the bulk POSTs: %d for %d POSTs\n", $preflights, scalar @post;
 }
 
 # --- 2. idle streams on one worker ---
