@@ -4,7 +4,8 @@
  * between load and subscribe) the command connection loads everything. A
  * message reloads the hash it names (the other parts of the snapshot are
  * shared); a periodic GET tm:version that disagrees with the snapshot
- * reloads all. Loads never overlap: changes during a load queue one more.
+ * reloads all (unless a message explains it: below). Loads never overlap:
+ * changes during a load queue one more.
  *
  * A load never stalls the worker: MULTI/GET tm:version/SMEMBERS tm:ready/
  * HLEN.../EXEC, then each hash by HSCAN in chunks, one chunk per callback
@@ -1343,17 +1344,15 @@ ngx_http_togglemaster_sync_versioned(ngx_http_togglemaster_redis_t *ac,
 }
 
 
-/* No message came for the version a check read: one was lost. */
+/* No message came for the version a check read (a message would have
+ * ended the wait): one was lost. */
 static void
 ngx_http_togglemaster_sync_grace(ngx_event_t *ev)
 {
     ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
 
     s->checking = 0;
-
-    if (!s->heard) {
-        s->reload = NGX_HTTP_TOGGLEMASTER_ALL;
-    }
+    s->reload = NGX_HTTP_TOGGLEMASTER_ALL;
 
     ngx_http_togglemaster_sync_checked();
 }
