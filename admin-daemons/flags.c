@@ -132,12 +132,21 @@ static void create(const tm_body *b, const char *env, tm_resp *resp)
 
 /* Absent members stay as they are (NULL: coalesce keeps the column). The
  * definition (description, client_visible) is shared by every environment;
- * is_enabled is env's. */
+ * is_enabled is env's. A write of a non-default environment's is_enabled
+ * alone leaves the flags row as it was (updated_at too, which the other
+ * environments' JSON reads), so it is published in env only: one message,
+ * not one per environment, each costing a Redis round trip here and a
+ * snapshot update in every edge worker ahead of the change that matters
+ * (the kill switch's latency to browsers, bench/sse.pl). */
 static void update(const tm_body *b, const char *env, tm_resp *resp)
 {
     const char *p[] = { b->name, b->description, boolstr(b->has_enabled, b->enabled),
                         boolstr(b->has_visible, b->visible), env };
-    tm_store_write(&store, resp, 0,
+    tm_store in_env = store;
+    if (strcmp(env, TM_ENV_DEFAULT) != 0 && b->description == NULL && !b->has_visible) {
+        in_env.publish = NULL;   /* tm_publish_env(kind, env, ...) */
+    }
+    tm_store_write(&in_env, resp, 0,
                    "WITH e AS (SELECT id, is_default FROM environments WHERE name = $5),"
                    " f AS (UPDATE flags SET description = coalesce($2, description),"
                    "   client_visible = coalesce($4::boolean, client_visible),"

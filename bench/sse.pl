@@ -10,6 +10,9 @@
 #     event of one change (goal < 250 ms), and /evaluate throughput (wrk)
 #     with the streams open against the same worker without them.
 #   perl -I t/lib bench/sse.pl [CHANGES] [STREAMS]
+# TM_BENCH_BROWSER_ONLY=1 stops after part 1, TM_BENCH_NO_BROWSER=1 skips it;
+# TM_BENCH_STAGES=0 leaves out part 1's stage breakdown; TM_BENCH_FLAGS=N
+# adds N flags (not client-visible) to part 1's environment.
 use strict; use warnings;
 use IPC::Open2;
 use JSON::PP;
@@ -26,39 +29,165 @@ my $h = TM::Harness->new;
 sub pct { my ($p, @v) = @_; @v = sort { $a <=> $b } @v; return $v[ int(($#v) * $p + 0.5) ] }
 
 # --- 1. browser latency ---
+# With the stages (TM_BENCH_STAGES=1, the default): when the admin API
+# answered, when Redis published tm:changes and when the edge wrote the
+# stream event (both seen by a loopback watcher process), when the page's
+# EventSource had it, when the provider's bulk POST left the page, reached
+# nginx (access log, $msec - $request_time) and was answered, and when
+# PROVIDER_CONFIGURATION_CHANGED fired: each as ms after the admin PUT was
+# sent, p50/p90/p99/max over the changes.
 browser_latency() unless $ENV{TM_BENCH_NO_BROWSER};
+exit 0 if $ENV{TM_BENCH_BROWSER_ONLY};
+
+# A child that prints "<ms> redis <message>" for each tm:changes message
+# and "<ms> sse <id>" for each stream event on $url, to $file, unbuffered.
+sub watcher {
+    my ($rport, $url, $file) = @_;
+    my ($host, $port, $path) = $url =~ m{^https?://([^:/]+):(\d+)(/.*)$} or die "stream url $url\n";
+    my $pid = fork // die "fork: $!\n";
+    return $pid if $pid;
+    require IO::Socket::INET; require IO::Select;
+    open my $log, '>', $file or die; $log->autoflush(1);
+    my $r = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$rport") or die "redis: $!\n";
+    print $r "SUBSCRIBE tm:changes\r\n";
+    my $e = IO::Socket::INET->new(PeerAddr => "$host:$port") or die "stream: $!\n";
+    print $e "GET $path HTTP/1.1\r\nHost: $host:$port\r\nAccept: text/event-stream\r\n\r\n";
+    my $sel = IO::Select->new($r, $e);
+    my %buf;
+    while (my @ready = $sel->can_read) {
+        my $at = time * 1000;
+        for my $fh (@ready) {
+            sysread($fh, my $chunk, 65536) or exit 0;
+            my $b = \$buf{$fh}; $$b .= $chunk;
+            if ($fh == $r) {   # RESP push: *3 $7 message $10 tm:changes $n <json>
+                while ($$b =~ s/^\*3\r\n\$\d+\r\n(\w+)\r\n\$\d+\r\n[^\r]*\r\n(?:\$\d+\r\n([^\r]*)\r\n|:\d+\r\n)//) {
+                    printf $log "%.3f redis %s\n", $at, $2 if $1 eq 'message';
+                }
+            } else {
+                printf $log "%.3f sse %s\n", $at, $1 while $$b =~ s/^.*?\bid: (\d+)\n//s;
+            }
+        }
+    }
+    exit 0;
+}
+
+# The first of @$ts at or after $t (sorted), or undef.
+sub first_after { my ($t, $ts) = @_; for (@$ts) { return $_ if $_ >= $t } return undef }
+
 sub browser_latency {
     my $s = TM::Stack->new(master_key => 'bench-master');
     die "run.sh failed:\n" . $s->output unless $s->started;
     my $G = $s->url('INGRESS');
+    my $stages = $ENV{TM_BENCH_STAGES} // 1;
+    print STDERR "stack: ", $s->dir, "\n";   # to attach perf or strace
+    my $access = $s->dir . '/nginx/bench-access.log';
+    if ($stages) {   # the bulk POSTs' arrival: an access log with $msec
+        my $f = $s->dir . '/nginx/nginx.conf';
+        open my $c, '<', $f or die; local $/; my $t = <$c>; close $c;
+        $t =~ s{access_log off;}{log_format tm_bench '\$msec \$request_time \$request_method \$uri \$status';\n    access_log $access tm_bench;} or die "no access_log in $f\n";
+        # the workers' "snapshot version N: 1 change applied in M ms"
+        $t =~ s{^(error_log \S+) notice;}{$1 info;}m or die "no error_log in $f\n";
+        open $c, '>', $f or die; print $c $t; close $c;
+        my $old = join ' ', sort map { /(\d+)/ } `pgrep -P ${\ $s->pid('nginx')}`;
+        kill 'HUP', $s->pid('nginx') or die "reload: $!\n";
+        $h->wait_until(10, sub { -e $access && join(' ', sort map { /(\d+)/ } `pgrep -P ${\ $s->pid('nginx')}`) ne $old })
+            or die "nginx did not reload\n";
+    }
     my $M = { Authorization => 'Bearer bench-master' };
     my $admin = $h->req(POST => "$G/auth/admin/keys", $M, { name => 'a' })->{json}{key};
     my $A = { Authorization => "Bearer $admin" };
     $h->wait_until(10, sub { $h->req(GET => "$G/flags/flags", $A)->{status} == 200 }) or die "admin key\n";
     $h->req(POST => "$G/flags/environments", $A, { name => 'staging' });
     $h->req(POST => "$G/flags/flags", $A, { name => 'banner', client_visible => JSON::PP::true });
+    if (my $n = $ENV{TM_BENCH_FLAGS}) {   # more flags in the environment (not client-visible)
+        my ($bin) = sort glob('/usr/lib/postgresql/*/bin');
+        my $sql = "INSERT INTO flags (name, description) SELECT 'filler-' || i, 'a flag the page does not read'"
+                . " FROM generate_series(1, $n) i";
+        system("$bin/psql", '-X', '-q', '-h', '127.0.0.1', '-p', $s->port('PG'), '-U', 'postgres', '-d', 'togglemaster',
+               '-c', $sql) == 0 or die "psql failed\n";
+        # reconciliation (every 10 s) publishes them
+        my $rp = $s->port('REDIS');
+        $h->wait_until(30, sub { `redis-cli -p $rp HLEN tm:flags\@staging` > $n }) or die "not reconciled\n";
+        sleep 1;
+    }
     my $client = $h->req(POST => "$G/auth/admin/keys", $M, { name => 'c', scope => 'client', environment => 'staging' })->{json}{key};
-    $h->wait_until(10, sub { $h->req(POST => "$G/ofrep/v1/evaluate/flags", { Authorization => "Bearer $client" },
-                                     { context => { targetingKey => 'x' } })->{status} == 200 }) or die "client key\n";
+    my $bulk;
+    $h->wait_until(10, sub { $bulk = $h->req(POST => "$G/ofrep/v1/evaluate/flags", { Authorization => "Bearer $client" },
+                                             { context => { targetingKey => 'x' } }); $bulk->{status} == 200 }) or die "client key\n";
+    my ($wpid, $wfile);
+    if ($stages) {
+        $wfile = $s->dir . '/bench-watch.log';
+        $wpid = watcher($s->port('REDIS'), $bulk->{json}{eventStreams}[0]{url}, $wfile);
+    }
     my $pid = open2(my $out, my $in, 'python3', "$ROOT/t/sse-browser/browser.py", $G, $client, 'banner');
     my $cmd = sub { print $in "$_[0]\n"; decode_json(scalar <$out>) };
     my $st = $cmd->('load');
     die "page not ready: " . encode_json($st) . "\n" unless $st->{ready};
-    my @lat;
+    my (@t0, @t1, @lat);
     for my $i (1 .. $CHANGES) {
-        my $t0 = time * 1000;
+        push @t0, time * 1000;
         my $r = $h->req(PUT => "$G/flags/flags/banner?environment=staging", $A,
                         { is_enabled => $i % 2 ? JSON::PP::true : JSON::PP::false });
+        push @t1, time * 1000;
         die "PUT: $r->{status}\n" unless $r->{status} == 200;
         $st = $cmd->("wait $i 5");
         my $c = $st->{changes}[$i - 1] or die "change $i never reached the page\n";
-        push @lat, $c->{at} - $t0;
+        die "change $i: the page has the old value\n" unless !$c->{value} == !($i % 2);
+        push @lat, $c->{at} - $t0[-1];
         sleep 0.15;   # past the provider's debounce: one event per change
     }
+    my $trace = $stages ? $cmd->('trace') : undef;
     print $in "quit\n"; close $in; waitpid $pid, 0;
-    printf "browser: admin write -> PROVIDER_CONFIGURATION_CHANGED over %d changes: p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",
-        scalar @lat, pct(0.5, @lat), pct(0.99, @lat), pct(1, @lat);
+    printf "browser: admin write -> PROVIDER_CONFIGURATION_CHANGED over %d changes: p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms\n",
+        scalar @lat, pct(0.5, @lat), pct(0.9, @lat), pct(0.99, @lat), pct(1, @lat);
+    if ($stages) {
+        kill 'TERM', $wpid; waitpid $wpid, 0;
+        stages(\@t0, \@t1, \@lat, $trace, $wfile, $access);
+        my @applied = map { /change applied in (\d+) ms/ ? $1 : () } do { open my $e, '<', $s->dir . '/nginx/error.log'; <$e> };
+        printf "  edge workers: a change applied (patch + swap + stream events) in p50 %d ms, p99 %d ms, max %d ms (%d)\n",
+            pct(0.5, @applied), pct(0.99, @applied), pct(1, @applied), scalar @applied if @applied;
+    }
     $s->stop;
+}
+
+# The stage table: per change, each stage's first timestamp after the PUT
+# was sent (the next change is sent 150 ms after this one arrived, so the
+# windows never overlap).
+sub stages {
+    my ($t0, $t1, $lat, $trace, $wfile, $access) = @_;
+    my (@redis, @sse);
+    open my $w, '<', $wfile or die "$wfile: $!\n";
+    # the page's environment's message (a write may publish to others too)
+    while (<$w>) { push @redis, $1 if /^(\S+) redis .*"environment":"staging"/; push @sse, $1 if /^(\S+) sse / }
+    my @post;
+    open my $a, '<', $access or die "$access: $!\n";
+    my $preflights = 0;
+    while (<$a>) {
+        push @post, ($1 - $2) * 1000 if m{^(\S+) (\S+) POST /ofrep/v1/evaluate/flags 200};
+        $preflights++ if m{ OPTIONS /ofrep/v1/evaluate/flags };
+    }
+    my @page_sse = map { $_->{at} } @{ $trace->{sse} };
+    my @fetch = grep { $_->{url} =~ m{/ofrep/v1/evaluate/flags} } @{ $trace->{fetch} };
+    my @fstart = map { $_->{start} } @fetch;
+    my @fend = map { $_->{end} } @fetch;
+    my @names = ('admin API answered', 'Redis PUBLISH (staging)', 'edge SSE event (loopback)',
+                 'SSE event in the page', 'bulk POST sent by the page', 'bulk POST at nginx',
+                 'bulk POST answered (page)', 'CONFIGURATION_CHANGED');
+    my @cols = map { [] } @names;
+    for my $i (0 .. $#$t0) {
+        my $z = $t0->[$i];
+        my @at = ($t1->[$i], first_after($z, \@redis), first_after($z, \@sse), first_after($z, \@page_sse),
+                  first_after($z, \@fstart), first_after($z, \@post), first_after($z, \@fend), $z + $lat->[$i]);
+        for my $k (0 .. $#at) { push @{ $cols[$k] }, defined $at[$k] ? $at[$k] - $z : () }
+    }
+    printf "  %-28s %7s %7s %7s %7s  (ms after the PUT was sent; n)\n", 'stage', 'p50', 'p90', 'p99', 'max';
+    for my $k (0 .. $#names) {
+        my @v = @{ $cols[$k] } or do { printf "  %-28s (not seen)\n", $names[$k]; next };
+        printf "  %-28s %7.1f %7.1f %7.1f %7.1f  %d\n", $names[$k], pct(0.5, @v), pct(0.9, @v), pct(0.99, @v), pct(1, @v), scalar @v;
+    }
+    # the provider puts flagConfigEtag/-LastModified in the URL: a new URL
+    # each time, which a cached preflight (Access-Control-Max-Age) does not cover
+    printf "  CORS preflights (OPTIONS) before the bulk POSTs: %d for %d POSTs\n", $preflights, scalar @post;
 }
 
 # --- 2. idle streams on one worker ---

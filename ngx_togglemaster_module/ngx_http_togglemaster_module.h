@@ -45,12 +45,14 @@ typedef struct {
     unsigned                     rule_present:1;
     unsigned                     rule_enabled:1;
     unsigned                     client_visible:1;
+    unsigned                     digested:1;  /* digest is of these JSONs */
     tm_rule                     *rule;        /* NULL: absent or unusable */
     ngx_http_togglemaster_rule_ref_t
                                 *rule_ref;    /* owns rule */
     ngx_str_t                    flag_json;   /* last good objects, raw */
     ngx_str_t                    rule_json;
     ngx_uint_t                   counter;     /* metrics slot */
+    u_char                       digest[16];  /* MD5 of name and JSONs */
 } ngx_http_togglemaster_flag_t;
 
 
@@ -63,6 +65,10 @@ typedef struct {
     ngx_uint_t                   nflags;
     uint32_t                    *slots;       /* open addressing, idx + 1 */
     ngx_uint_t                   mask;
+    /* the XOR of the flags' digests: what the part holds, whatever the
+     * order (names are unique), kept up to date by hashing only the flags
+     * a change touched (the event streams' etag, sse.c) */
+    u_char                       digest[16];
 } ngx_http_togglemaster_flags_t;
 
 

@@ -312,30 +312,20 @@ ngx_http_togglemaster_sse_notify(ngx_http_togglemaster_sse_stream_t *s)
 }
 
 
-/* What an environment evaluates: its flags and the shared segments. */
+/* What an environment evaluates: its flags (the part's digest, which a
+ * change of one flag updates without hashing the others: snapshot.c) and
+ * the shared segments. */
 static void
 ngx_http_togglemaster_sse_fingerprint(ngx_http_togglemaster_flags_t *fp,
     u_char *segments_md5, u_char *md5)
 {
-    ngx_uint_t                     i;
-    ngx_md5_t                      ctx;
-    ngx_http_togglemaster_flag_t  *f;
+    ngx_md5_t  ctx;
+
+    static u_char  none[16];
 
     ngx_md5_init(&ctx);
     ngx_md5_update(&ctx, segments_md5, 16);
-
-    for (i = 0; fp && i < fp->nflags; i++) {
-        f = &fp->flags[i];
-
-        /* lengths first: no two different lists hash the same bytes */
-        ngx_md5_update(&ctx, &f->name.len, sizeof(size_t));
-        ngx_md5_update(&ctx, f->name.data, f->name.len);
-        ngx_md5_update(&ctx, &f->flag_json.len, sizeof(size_t));
-        ngx_md5_update(&ctx, f->flag_json.data, f->flag_json.len);
-        ngx_md5_update(&ctx, &f->rule_json.len, sizeof(size_t));
-        ngx_md5_update(&ctx, f->rule_json.data, f->rule_json.len);
-    }
-
+    ngx_md5_update(&ctx, fp ? fp->digest : none, 16);
     ngx_md5_final(md5, &ctx);
 }
 

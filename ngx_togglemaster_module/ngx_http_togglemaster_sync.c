@@ -4,7 +4,8 @@
  * between load and subscribe) the command connection loads everything. A
  * message reloads the hash it names (the other parts of the snapshot are
  * shared); a periodic GET tm:version that disagrees with the snapshot
- * reloads all. Loads never overlap: changes during a load queue one more.
+ * reloads all (unless a message explains it: below). Loads never overlap:
+ * changes during a load queue one more.
  *
  * A load never stalls the worker: MULTI/GET tm:version/SMEMBERS tm:ready/
  * HLEN.../EXEC, then each hash by HSCAN in chunks, one chunk per callback
@@ -15,6 +16,15 @@
  * after this load, and the snapshot keeps the version read at the start,
  * so the periodic check would also catch up. A load is never restarted:
  * constant writes could starve it.
+ *
+ * A check that disagrees proves nothing while the message of a change is
+ * on its way: the daemons bump tm:version and publish in one script, so
+ * the GET may have read the version of a change whose message comes with
+ * the reply or just after it. So a disagreement waits up to CHECK_GRACE for
+ * a message: one that came during the check or comes meanwhile is applied
+ * (adopting the version it reads, as any applied change does) and the
+ * next check decides; only without one is everything reloaded. Otherwise
+ * a change now and then waited behind a full load.
  *
  * Any error, timeout or failed connection (redis.c says why: connect, TLS,
  * AUTH, SELECT, I/O) drops both connections, logs the reason and retries
@@ -38,6 +48,7 @@
 #define NGX_HTTP_TOGGLEMASTER_SYNCED      2
 
 #define NGX_HTTP_TOGGLEMASTER_BACKOFF_MIN 100
+#define NGX_HTTP_TOGGLEMASTER_CHECK_GRACE 20    /* ms: see the top */
 #define NGX_HTTP_TOGGLEMASTER_FILE_DELAY  1000
 
 #define NGX_HTTP_TOGGLEMASTER_ALL                                            \
@@ -123,6 +134,7 @@ typedef struct {
     ngx_event_t                         retry_timer;
     ngx_event_t                         check_timer;
     ngx_event_t                         file_timer;
+    ngx_event_t                         grace_timer;
 
     ngx_msec_t                          backoff;
     ngx_uint_t                          state;
@@ -155,6 +167,7 @@ typedef struct {
     ngx_uint_t                          applying;
 
     unsigned                            checking:1;
+    unsigned                            heard:1;    /* a message, checking */
     unsigned                            exiting:1;
     unsigned                            file_written:1;
     unsigned                            file_dirty:1;
@@ -215,7 +228,12 @@ ngx_http_togglemaster_sync_down(void)
     s->loading = 0;
     s->reload = 0;
     s->checking = 0;
+    s->heard = 0;
     s->ndeltas = 0;     /* the reconnect loads everything */
+
+    if (s->grace_timer.timer_set) {
+        ngx_del_timer(&s->grace_timer);
+    }
     s->applying = 0;
 
     ngx_http_togglemaster_builder_abort(s->builder);
@@ -1190,7 +1208,9 @@ ngx_http_togglemaster_sync_patch(ngx_http_togglemaster_snapshot_t *cur,
 
 /* The queued single changes, all at once: MULTI, GET tm:version, SMEMBERS
  * tm:ready, one HGET each, EXEC. The next snapshot copies the current one's
- * touched part (10,000 flags: a few ms, no parsing) and changes them. */
+ * touched part and changes them: no parsing, no sorting unless a flag was
+ * added, and only the changed flags hashed for the event streams' etag
+ * (snapshot.c), about a millisecond for 10,000 flags. */
 static void
 ngx_http_togglemaster_sync_applied(ngx_http_togglemaster_redis_t *ac,
     redisReply *reply)
@@ -1313,6 +1333,19 @@ ngx_http_togglemaster_sync_apply(void)
 }
 
 
+/* The check is over: what it or the messages meanwhile queued. */
+static void
+ngx_http_togglemaster_sync_checked(void)
+{
+    ngx_http_togglemaster_sync.heard = 0;
+
+    if (!ngx_http_togglemaster_sync_next()) {
+        /* the snapshot is confirmed current */
+        ngx_http_togglemaster_sync_set_state(NGX_HTTP_TOGGLEMASTER_SYNCED);
+    }
+}
+
+
 static void
 ngx_http_togglemaster_sync_versioned(ngx_http_togglemaster_redis_t *ac,
     redisReply *reply)
@@ -1335,17 +1368,34 @@ ngx_http_togglemaster_sync_versioned(ngx_http_togglemaster_redis_t *ac,
         return;
     }
 
-    if (ngx_http_togglemaster_current == NULL
-        || ngx_http_togglemaster_sync_int(r)
-           != ngx_http_togglemaster_current->version)
-    {
+    if (ngx_http_togglemaster_current == NULL) {
         s->reload = NGX_HTTP_TOGGLEMASTER_ALL;
+
+    } else if (ngx_http_togglemaster_sync_int(r)
+               != ngx_http_togglemaster_current->version && !s->heard)
+    {
+        /* still "checking": a message meanwhile is queued, and ends the
+         * wait (sync_message) */
+        s->checking = 1;
+        ngx_add_timer(&s->grace_timer, NGX_HTTP_TOGGLEMASTER_CHECK_GRACE);
+        return;
     }
 
-    if (!ngx_http_togglemaster_sync_next()) {
-        /* the snapshot is confirmed current */
-        ngx_http_togglemaster_sync_set_state(NGX_HTTP_TOGGLEMASTER_SYNCED);
-    }
+    ngx_http_togglemaster_sync_checked();
+}
+
+
+/* No message came for the version a check read (a message would have
+ * ended the wait): one was lost. */
+static void
+ngx_http_togglemaster_sync_grace(ngx_event_t *ev)
+{
+    ngx_http_togglemaster_sync_t  *s = &ngx_http_togglemaster_sync;
+
+    s->checking = 0;
+    s->reload = NGX_HTTP_TOGGLEMASTER_ALL;
+
+    ngx_http_togglemaster_sync_checked();
 }
 
 
@@ -1376,6 +1426,7 @@ ngx_http_togglemaster_sync_check(ngx_event_t *ev)
     }
 
     s->checking = 1;
+    s->heard = 0;
     ngx_add_timer(&s->op_timer, s->conf->timeout);
 }
 
@@ -1464,6 +1515,18 @@ ngx_http_togglemaster_sync_message(redisReply *payload)
     ngx_uint_t   kinds;
 
     kinds = NGX_HTTP_TOGGLEMASTER_ALL;
+
+    if (ngx_http_togglemaster_sync.checking) {
+        ngx_http_togglemaster_sync.heard = 1;
+    }
+
+    if (ngx_http_togglemaster_sync.grace_timer.timer_set) {
+        /* the message a disagreeing check waited for: the check is over,
+         * and this change goes out at once */
+        ngx_del_timer(&ngx_http_togglemaster_sync.grace_timer);
+        ngx_http_togglemaster_sync.checking = 0;
+        ngx_http_togglemaster_sync.heard = 0;
+    }
 
     if (payload->type == REDIS_REPLY_STRING) {
         /* read by lib/tm_records.c, fuzzed there */
@@ -1685,6 +1748,9 @@ ngx_http_togglemaster_sync_init(ngx_cycle_t *cycle,
     ngx_http_togglemaster_sync_timer(&s->retry_timer,
                                      ngx_http_togglemaster_sync_retry,
                                      cycle->log);
+    ngx_http_togglemaster_sync_timer(&s->grace_timer,
+                                     ngx_http_togglemaster_sync_grace,
+                                     cycle->log);
     ngx_http_togglemaster_sync_timer(&s->check_timer,
                                      ngx_http_togglemaster_sync_check,
                                      cycle->log);
@@ -1807,6 +1873,10 @@ ngx_http_togglemaster_sync_exit(ngx_cycle_t *cycle)
 
     if (s->check_timer.timer_set) {
         ngx_del_timer(&s->check_timer);
+    }
+
+    if (s->grace_timer.timer_set) {
+        ngx_del_timer(&s->grace_timer);
     }
 
     if (s->file_timer.timer_set) {

@@ -79,12 +79,12 @@ is $h->redis_cmd('HGET', 'tm:flags@staging', 'checkout'), $r->{content}, 'tm:fla
 ok !req(GET => "$flags/flags/checkout", \%K)->{json}{is_enabled}, 'still off in default';
 ok !req(GET => "$flags/flags/checkout?environment=production", \%K)->{json}{is_enabled}, 'still off in production';
 ok !hget('tm:flags', 'checkout')->{is_enabled}, 'tm:flags (default) unchanged';
-my @msgs;
-for (1 .. 3) { my $m = change($h, $sub, $v0 + $_); push @msgs, $m if $m }
-ok scalar(grep { ($_->{environment} // '') eq 'staging' && $_->{kind} eq 'flag' && $_->{name} eq 'checkout' } @msgs),
+$c = change($h, $sub, $v0 + 1);
+is_deeply [ @{ $c // {} }{qw(kind op name environment)} ], [qw(flag upsert checkout staging)],
     'change message carries "environment":"staging"';
-ok scalar(grep { !exists $_->{environment} && $_->{kind} eq 'flag' } @msgs),
-    'the default environment\'s message has no environment member';
+# only staging's flag changed: the other environments are not republished
+# (one message, not one per environment, ahead of the one that matters)
+is $h->redis_cmd('GET', 'tm:version'), $v0 + 1, 'a state change in staging is published there only';
 $r = req(GET => "$flags/flags/checkout", { %K, 'X-TM-Environment' => 'staging' });
 ok $r->{json}{is_enabled}, 'X-TM-Environment header picks the environment';
 $r = req(GET => "$flags/flags?environment=staging", \%K);
@@ -99,11 +99,22 @@ ok !req(GET => "$flags/flags/beta", \%K)->{json}{is_enabled}, 'off in default';
 ok !hget('tm:flags@staging', 'beta')->{is_enabled}, 'off in staging';
 
 # --- client_visible ---
+$v0 = $h->redis_cmd('GET', 'tm:version');
 $r = req(PUT => "$flags/flags/checkout", \%K, { client_visible => $T });
 is $r->{status}, 200, 'set client_visible';
 ok $r->{json}{client_visible}, 'client_visible true';
 ok hget('tm:flags@staging', 'checkout')->{client_visible} && hget('tm:flags', 'checkout')->{client_visible},
     'published in every environment';
+my %seen;
+for (1 .. 3) { my $m = change($h, $sub, $v0 + $_) or last; $seen{ $m->{environment} // '(none)' }++ }
+is_deeply \%seen, { '(none)' => 1, production => 1, staging => 1 },
+    'one message per environment, the default environment\'s without an environment member';
+$v0 = $h->redis_cmd('GET', 'tm:version');
+$r = req(PUT => "$flags/flags/checkout?environment=production", \%K, { description => 'v3' });
+is $r->{status}, 200, 'description changed from production';
+is hget('tm:flags', 'checkout')->{description}, 'v3', 'the definition reaches the default environment';
+is hget('tm:flags@staging', 'checkout')->{description}, 'v3', 'and staging';
+is $h->redis_cmd('GET', 'tm:version'), $v0 + 3, 'a definition change is published in every environment';
 ok hget('tm:flags@staging', 'checkout')->{is_enabled}, 'staging state kept';
 json_error(req(PUT => "$flags/flags/checkout", \%K, { client_visible => 'yes' }), 400, 'client_visible not boolean');
 

@@ -9,6 +9,8 @@ the test. Reads commands on stdin, one per line, answers one JSON line each:
                          seconds to live at least: the page state
   next <secs>         -> waits until a stream other than the one open now
                          is open (the token expired, the page reconnected)
+  trace               -> {"sse":[{"at","id"}...],"fetch":[{"start","end","status","url"}...]}
+                         (page.html's timestamps, for bench/sse.pl)
   quit
 Usage: browser.py <gateway URL> <client key> <flag>
 """
@@ -51,6 +53,21 @@ def browser():
     opts.binary_location = "/usr/bin/chromium"
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+
+
+# arguments: n, ms, done. Calls done with the page's state once it has n
+# changes (page.html calls tm.notify after each) or after ms.
+WAIT_JS = """
+const [n, ms, done] = arguments;
+const tm = window.tm;
+const answer = () => {
+  tm.notify = null;
+  done({ ready: tm.ready, value: tm.value, changes: tm.changes, errors: tm.errors, streams: tm.streams });
+};
+if (tm.changes.length >= n) return answer();
+const timer = setTimeout(answer, ms);
+tm.notify = () => { if (tm.changes.length >= n) { clearTimeout(timer); answer(); } };
+"""
 
 
 def state(drv):
@@ -99,13 +116,15 @@ def main():
                 if not out.get("ready"):
                     out["console"] = [e["message"] for e in drv.get_log("browser")][-10:]
                 print(json.dumps(out), flush=True)
+            elif cmd[0] == "trace":
+                print(json.dumps(drv.execute_script("return window.tmTrace;")), flush=True)
             elif cmd[0] == "wait":
                 n, secs = int(cmd[1]), float(cmd[2])
-                end = time.time() + secs
-                st = state(drv)
-                while time.time() < end and len(st["changes"]) < n:
-                    time.sleep(0.002)
-                    st = state(drv)
+                # the page answers when the change arrives: polling it here
+                # every few ms took the CPU the page and the edge need, and
+                # was part of what bench/sse.pl measured
+                drv.set_script_timeout(secs + 5)
+                st = drv.execute_async_script(WAIT_JS, n, int(secs * 1000))
                 if len(st["changes"]) < n:
                     st["console"] = [e["message"] for e in drv.get_log("browser")][-10:]
                 print(json.dumps(st), flush=True)
