@@ -1,4 +1,5 @@
 #include "tm_webhooks.h"
+#include "tm_audit.h"
 #include "tm_bodies.h"
 #include "tm_env.h"
 #include "tm_hash.h"
@@ -50,6 +51,51 @@ static void answer(tm_resp *resp, int status, const char *sql, int n, const char
     PQclear(res);
 }
 
+/* What the audit trail keeps of an endpoint: its listing with its id as
+ * the record's name, and never the secret: "secret" is "set" after a
+ * create, "changed" after an update that changed it, null otherwise (so an
+ * update that changes nothing leaves equal images and no record). */
+#define WEBHOOK_AUDIT_JSON(secret) "json_build_object('name', id::text, 'id', id," \
+    " 'url', url, 'kinds', kinds, 'environments', environments, 'format', format," \
+    " 'secret', " secret ")::text"
+
+/* A create, update or delete of an endpoint with its audit record, in one
+ * transaction (tm_audit_apply). sql's first column is the answer (no row:
+ * 404), its second the audited image after the change (create, update).
+ * id is NULL on create. */
+static void audited(tm_resp *resp, int status, const char *action, const char *id,
+                    const char *sql, int n, const char *const *p)
+{
+    const char *bp[] = { id, service };
+    tm_audit_change c = {
+        .action = action, .kind = "webhook", .name = id,
+        .before_sql = id ? "SELECT " WEBHOOK_AUDIT_JSON("NULL::text") " FROM webhooks"
+                           " WHERE id = $1::integer AND service = $2" : NULL,
+        .nbefore = 2, .before_params = bp,
+        .sql = sql, .nparams = n, .params = p,
+        .after_col = strcmp(action, "delete") != 0 ? 1 : -1,
+    };
+    PGresult *res;
+    tm_db_status s = tm_audit_apply(&c, &res);
+    if (s != TM_DB_OK) {
+        tm_store_db_error(resp, s);
+        return;
+    }
+    if (PQntuples(res) == 0) {
+        tm_resp_error(resp, 404, "no webhook %s", id ? id : "");
+    } else if (status == 204) {
+        tm_resp_empty(resp, 204);
+    } else {
+        tm_resp_raw(resp, status, PQgetvalue(res, 0, 0));
+    }
+    PQclear(res);
+}
+
+/* The kinds and environments members: absent, null (all) or a JSON array. */
+#define WEBHOOK_ARRAY(has, json, old) "CASE WHEN NOT " has "::boolean THEN " old \
+    " WHEN " json "::json IS NULL THEN NULL" \
+    " ELSE ARRAY(SELECT json_array_elements_text(" json "::json)) END"
+
 /* POST (id NULL) or PUT of an endpoint; the body checked in lib/tm_bodies.c. */
 static void write_endpoint(const tm_req *req, tm_resp *resp, const char *id)
 {
@@ -66,26 +112,25 @@ static void write_endpoint(const tm_req *req, tm_resp *resp, const char *id)
         return;
     }
     const char *p[] = { id ? id : service, b.url, b.secret, b.format,
-                        b.has_kinds ? "t" : "f", b.kinds, b.has_envs ? "t" : "f", b.envs };
+                        b.has_kinds ? "t" : "f", b.kinds, b.has_envs ? "t" : "f", b.envs,
+                        service };
     if (id == NULL) {
-        answer(resp, 201, "INSERT INTO webhooks (service, url, secret, format, kinds,"
-               " environments) VALUES ($1, $2, $3, coalesce($4, 'json'),"
-               " CASE WHEN $6::json IS NULL THEN NULL"
-               "   ELSE ARRAY(SELECT json_array_elements_text($6::json)) END,"
-               " CASE WHEN $8::json IS NULL THEN NULL"
-               "   ELSE ARRAY(SELECT json_array_elements_text($8::json)) END)"
-               " RETURNING " WEBHOOK_JSON "::text, $5::text, $7::text", 8, p);
+        audited(resp, 201, "create", NULL, "INSERT INTO webhooks (service, url, secret, format,"
+                " kinds, environments) VALUES ($1, $2, $3, coalesce($4, 'json'), "
+                WEBHOOK_ARRAY("$5", "$6", "NULL") ", " WEBHOOK_ARRAY("$7", "$8", "NULL") ")"
+                " RETURNING " WEBHOOK_JSON "::text, " WEBHOOK_AUDIT_JSON("'set'"), 8, p);
     } else {
-        const char *q[] = { p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], service };
-        answer(resp, 200, "UPDATE webhooks SET url = coalesce($2, url),"
-               " secret = coalesce($3, secret), format = coalesce($4, format),"
-               " kinds = CASE WHEN NOT $5::boolean THEN kinds WHEN $6::json IS NULL THEN NULL"
-               "   ELSE ARRAY(SELECT json_array_elements_text($6::json)) END,"
-               " environments = CASE WHEN NOT $7::boolean THEN environments"
-               "   WHEN $8::json IS NULL THEN NULL"
-               "   ELSE ARRAY(SELECT json_array_elements_text($8::json)) END"
-               " WHERE id = $1::integer AND service = $9 RETURNING " WEBHOOK_JSON "::text",
-               9, q);
+        /* o: the row as it was (the FROM list sees it before the update),
+         * to tell whether the secret changed without ever returning it. */
+        audited(resp, 200, "update", id, "UPDATE webhooks SET url = coalesce($2, url),"
+                " secret = coalesce($3, secret), format = coalesce($4, format),"
+                " kinds = " WEBHOOK_ARRAY("$5", "$6", "kinds") ","
+                " environments = " WEBHOOK_ARRAY("$7", "$8", "environments")
+                " FROM (SELECT secret AS old_secret FROM webhooks"
+                "   WHERE id = $1::integer AND service = $9) o"
+                " WHERE id = $1::integer AND service = $9"
+                " RETURNING " WEBHOOK_JSON "::text, " WEBHOOK_AUDIT_JSON(
+                    "CASE WHEN secret IS DISTINCT FROM o.old_secret THEN 'changed' END"), 9, p);
     }
     tm_body_free(&b);
     json_decref(obj);
@@ -111,9 +156,8 @@ static void one(const tm_req *req, tm_resp *resp, const char *id, const char *su
     } else if (sub == NULL && strcmp(m, "PUT") == 0) {
         write_endpoint(req, resp, id);
     } else if (sub == NULL && strcmp(m, "DELETE") == 0) {
-        answer(resp, 200, "DELETE FROM webhooks WHERE id = $1::integer AND service = $2"
-               " RETURNING '{}'", 2, p);
-        if (resp->status == 200) tm_resp_empty(resp, 204);
+        audited(resp, 204, "delete", id, "DELETE FROM webhooks"
+                " WHERE id = $1::integer AND service = $2 RETURNING '{}'", 2, p);
     } else if (sub && strcmp(sub, "ping") == 0 && strcmp(m, "POST") == 0) {
         ping(resp, id);
     } else if (sub && strcmp(sub, "deliveries") == 0 && strcmp(m, "GET") == 0) {
