@@ -13,6 +13,7 @@
 #include <openssl/hmac.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,12 +204,27 @@ int tm_webhooks_route(const tm_req *req, tm_resp *resp)
 
 /* ---- delivery ---- */
 
+/* A round claims, per endpoint, up to PER_WEBHOOK pending rows in id order
+ * for at most ROUND_WEBHOOKS endpoints whose oldest pending row is due;
+ * the endpoints are sent to in parallel, each endpoint's rows one after
+ * the other. A row not delivered ends its endpoint's chain for the round,
+ * so an endpoint never receives a change before an earlier one it has not
+ * accepted (per-endpoint order); no new send starts after ROUND_MS, so a
+ * slow endpoint cannot hold the others' next changes for long. */
+enum { ROUND_WEBHOOKS = 64, PER_WEBHOOK = 32, ROUND_MS = 1000 };
+/* pg_try_advisory_xact_lock(class, webhook id): one replica per endpoint
+ * at a time, so replicas neither send one row twice nor reorder. */
+#define OUTBOX_LOCK_CLASS "1953330039"
+
+/* The claimed rows' columns. */
+enum { C_ID, C_DELIVERY, C_BODY, C_URL, C_SECRET, C_ATTEMPTS, C_EXPIRED, C_WEBHOOK, C_DUE };
+
 typedef struct {
-    char id[24], delivery_id[64];
-    const char *body, *url, *secret;
-    long attempts;
-    int expired;
-} claim;
+    int outcome;             /* -1 not tried; else as verdict() */
+    char err[256];
+    CURL *h;
+    struct curl_slist *hs;
+} try_state;
 
 static size_t discard(char *p, size_t s, size_t n, void *u)
 {
@@ -216,61 +232,72 @@ static size_t discard(char *p, size_t s, size_t n, void *u)
     return s * n;
 }
 
-/* One attempt. 0 delivered; 1 to retry (unreachable, timeout, 5xx, 408,
- * 429); 2 refused for good (another status). err says what happened. */
-static int attempt(const claim *c, char *err, size_t errsize)
+/* The signed POST of one row (res row i), ready for curl_multi; NULL with
+ * t->err set. */
+static CURL *request(const PGresult *res, int i, try_state *t)
 {
+    const char *body = PQgetvalue(res, i, C_BODY), *secret = PQgetvalue(res, i, C_SECRET);
     char sig[160], hdr_sig[200], hdr_id[120];
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned maclen = 0;
     long now = (long) time(NULL);
-    size_t blen = strlen(c->body);
+    size_t blen = strlen(body);
     size_t len = (size_t) snprintf(NULL, 0, "%ld.", now) + blen;
     char *signed_text = malloc(len + 1);
     if (signed_text == NULL) {
-        snprintf(err, errsize, "out of memory");
-        return 1;
+        snprintf(t->err, sizeof t->err, "out of memory");
+        return NULL;
     }
-    snprintf(signed_text, len + 1, "%ld.%s", now, c->body);
-    int ok = HMAC(EVP_sha256(), c->secret, (int) strlen(c->secret),
+    snprintf(signed_text, len + 1, "%ld.%s", now, body);
+    int ok = HMAC(EVP_sha256(), secret, (int) strlen(secret),
                   (const unsigned char *) signed_text, len, mac, &maclen) != NULL;
     free(signed_text);
     if (!ok) {
-        snprintf(err, errsize, "cannot sign");
-        return 1;
+        snprintf(t->err, sizeof t->err, "cannot sign");
+        return NULL;
     }
     tm_hex(mac, maclen, sig);
     snprintf(hdr_sig, sizeof hdr_sig, "X-ToggleMaster-Signature: t=%ld,v1=%s", now, sig);
-    snprintf(hdr_id, sizeof hdr_id, "X-ToggleMaster-Delivery: %s", c->delivery_id);
-    CURL *h = curl_easy_init();
-    struct curl_slist *hs = NULL, *t;
+    snprintf(hdr_id, sizeof hdr_id, "X-ToggleMaster-Delivery: %s",
+             PQgetvalue(res, i, C_DELIVERY));
     const char *lines[] = { "Content-Type: application/json", hdr_sig, hdr_id,
                             "User-Agent: ToggleMaster-Webhooks/1", "Expect:" };
-    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
-        t = curl_slist_append(hs, lines[i]);
-        if (t == NULL) break;
-        hs = t;
+    CURL *h = curl_easy_init();
+    for (size_t k = 0; h && k < sizeof lines / sizeof lines[0]; k++) {
+        struct curl_slist *n = curl_slist_append(t->hs, lines[k]);
+        if (n == NULL) {
+            curl_slist_free_all(t->hs);
+            t->hs = NULL;
+            break;
+        }
+        t->hs = n;
     }
-    if (h == NULL || hs == NULL) {
-        curl_slist_free_all(hs);
+    if (h == NULL || t->hs == NULL) {
+        curl_slist_free_all(t->hs);
+        t->hs = NULL;
         curl_easy_cleanup(h);
-        snprintf(err, errsize, "out of memory");
-        return 1;
+        snprintf(t->err, sizeof t->err, "out of memory");
+        return NULL;
     }
-    curl_easy_setopt(h, CURLOPT_URL, c->url);
+    curl_easy_setopt(h, CURLOPT_URL, PQgetvalue(res, i, C_URL));
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hs);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, c->body);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, t->hs);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);   /* res outlives the transfer */
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long) blen);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, discard);
-    CURLcode rc = curl_easy_perform(h);
+    curl_easy_setopt(h, CURLOPT_PRIVATE, (void *) (intptr_t) i);
+    return h;
+}
+
+/* A finished attempt: 0 delivered; 1 to retry (unreachable, timeout, 5xx,
+ * 408, 429); 2 refused for good (another status). err says what happened. */
+static int verdict(CURL *h, CURLcode rc, char *err, size_t errsize)
+{
     long status = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    curl_slist_free_all(hs);
-    curl_easy_cleanup(h);
     if (rc != CURLE_OK) {
         snprintf(err, errsize, "%s", curl_easy_strerror(rc));
         return 1;
@@ -279,6 +306,79 @@ static int attempt(const claim *c, char *err, size_t errsize)
     if (status >= 200 && status <= 299) return 0;
     if (status >= 500 || status == 408 || status == 429) return 1;
     return 2;
+}
+
+/* Starts row i's attempt; a row that cannot be started is an outcome (1). */
+static int start(CURLM *m, const PGresult *res, int i, try_state *t)
+{
+    t[i].h = request(res, i, &t[i]);
+    if (t[i].h == NULL || curl_multi_add_handle(m, t[i].h) != CURLM_OK) {
+        if (t[i].h) snprintf(t[i].err, sizeof t[i].err, "cannot start the request");
+        curl_easy_cleanup(t[i].h);
+        curl_slist_free_all(t[i].hs);
+        t[i].h = NULL;
+        t[i].hs = NULL;
+        t[i].outcome = 1;
+        return 0;
+    }
+    return 1;
+}
+
+static long elapsed_ms(const struct timespec *since)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long) (now.tv_sec - since->tv_sec) * 1000 + (now.tv_nsec - since->tv_nsec) / 1000000;
+}
+
+/* Sends the claimed rows (ordered by endpoint, then id): each endpoint's
+ * first row if due, and after each delivery the endpoint's next row. */
+static void send_rows(const PGresult *res, try_state *t)
+{
+    int n = PQntuples(res), running = 0;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CURLM *m = curl_multi_init();
+    for (int i = 0; i < n && m; i++) {
+        int head = i == 0 || strcmp(PQgetvalue(res, i, C_WEBHOOK), PQgetvalue(res, i - 1, C_WEBHOOK));
+        if (head && PQgetvalue(res, i, C_DUE)[0] == 't') {
+            running += start(m, res, i, t);
+        }
+    }
+    while (running > 0) {
+        int still, left;
+        CURLMsg *msg;
+        if (curl_multi_perform(m, &still) != CURLM_OK
+            || curl_multi_poll(m, NULL, 0, 100, NULL) != CURLM_OK) {
+            break;   /* the handles are cleaned below; untried rows stay pending */
+        }
+        while ((msg = curl_multi_info_read(m, &left)) != NULL) {
+            if (msg->msg != CURLMSG_DONE) continue;
+            void *priv = NULL;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+            int i = (int) (intptr_t) priv;
+            t[i].outcome = verdict(msg->easy_handle, msg->data.result, t[i].err, sizeof t[i].err);
+            curl_multi_remove_handle(m, t[i].h);
+            curl_easy_cleanup(t[i].h);
+            curl_slist_free_all(t[i].hs);
+            t[i].h = NULL;
+            t[i].hs = NULL;
+            running--;
+            if (t[i].outcome == 0 && i + 1 < n && !stopping && elapsed_ms(&t0) < ROUND_MS
+                && strcmp(PQgetvalue(res, i, C_WEBHOOK), PQgetvalue(res, i + 1, C_WEBHOOK)) == 0) {
+                running += start(m, res, i + 1, t);
+            }
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        if (t[i].h) {   /* only after a curl_multi failure: not tried */
+            curl_multi_remove_handle(m, t[i].h);
+            curl_easy_cleanup(t[i].h);
+            curl_slist_free_all(t[i].hs);
+            t[i].outcome = -1;
+        }
+    }
+    curl_multi_cleanup(m);
 }
 
 /* The next try's delay: backoff_ms doubling per attempt, at most an hour,
@@ -293,68 +393,130 @@ static long next_delay_ms(long attempts)
     return d / 2 + (long) ((double) (d / 2) * (double) r / 65536.0);
 }
 
-/* Claims a due row (skipping rows another replica holds), tries it, and
- * records the outcome, in one transaction. 1 when a row was handled, 0
- * when none was due, -1 when the database could not be asked. */
-static int deliver_one(void)
+/* Each tried row's outcome, in the round's transaction. -1 on a database
+ * error (the caller rolls back: the rows stay pending, sent again later). */
+static int record(const PGresult *res, const try_state *t)
 {
-    char retry[24];
+    for (int i = 0; i < PQntuples(res); i++) {
+        if (t[i].outcome < 0) continue;
+        long attempts = strtol(PQgetvalue(res, i, C_ATTEMPTS), NULL, 10) + 1;
+        const char *status = t[i].outcome == 0 ? "delivered"
+                           : (t[i].outcome == 2 || PQgetvalue(res, i, C_EXPIRED)[0] == 't')
+                           ? "failed" : "pending";
+        char delay[24];
+        snprintf(delay, sizeof delay, "%ld", next_delay_ms(attempts));
+        const char *u[] = { PQgetvalue(res, i, C_ID), status, t[i].outcome ? t[i].err : NULL,
+                            delay };
+        PGresult *r;
+        if (tm_db_exec("UPDATE webhook_outbox SET status = $2, attempts = attempts + 1,"
+                       " last_error = $3, next_at = now() + make_interval(secs => $4::float8 / 1000),"
+                       " delivered_at = CASE WHEN $2 = 'delivered' THEN now() END"
+                       " WHERE id = $1::bigint", 4, u, &r) != TM_DB_OK) {
+            return -1;
+        }
+        PQclear(r);
+        if (t[i].outcome) {
+            TM_WARN("webhook delivery %s: attempt %ld: %s%s", PQgetvalue(res, i, C_DELIVERY),
+                    attempts, t[i].err, strcmp(status, "failed") == 0 ? ": given up" : "");
+        }
+    }
+    return 0;
+}
+
+/* In the open transaction: locks the endpoints whose oldest pending row is
+ * due (skipping those another replica holds), then claims their first
+ * rows. The rows are read by a second statement, after the locks are held,
+ * so it sees whatever the previous holder's round committed. NULL when
+ * there is nothing to send (*err 0) or the database failed (*err -1). */
+static PGresult *claim(int *err)
+{
+    char retry[24], per[16], most[16];
     snprintf(retry, sizeof retry, "%ld", retry_seconds);
-    const char *p[] = { service, retry };
+    snprintf(per, sizeof per, "%d", PER_WEBHOOK);
+    snprintf(most, sizeof most, "%d", ROUND_WEBHOOKS);
+    const char *lp[] = { service, most };
+    PGresult *res;
+    *err = -1;
+    /* heads: each endpoint's oldest pending row. The LIMITed subquery is
+     * not flattened, so only the endpoints picked are tried for a lock. */
+    if (tm_db_exec("SELECT array_agg(webhook_id)::text FROM (SELECT webhook_id FROM"
+                   " (SELECT webhook_id, id, next_at FROM (SELECT DISTINCT ON (webhook_id)"
+                   "   webhook_id, id, next_at FROM webhook_outbox"
+                   "   WHERE service = $1 AND status = 'pending' ORDER BY webhook_id, id) h"
+                   "  WHERE next_at <= now() ORDER BY next_at, id LIMIT $2::integer) d"
+                   " WHERE pg_try_advisory_xact_lock(" OUTBOX_LOCK_CLASS ", d.webhook_id)) l",
+                   2, lp, &res) != TM_DB_OK) {
+        return NULL;
+    }
+    char *mine = PQgetisnull(res, 0, 0) ? NULL : strdup(PQgetvalue(res, 0, 0));
+    int none = PQgetisnull(res, 0, 0);
+    PQclear(res);
+    if (none || mine == NULL) {
+        *err = none ? 0 : -1;
+        return NULL;
+    }
+    const char *p[] = { mine, retry, per };
+    tm_db_status s = tm_db_exec("SELECT o.id, o.delivery_id, o.body, w.url, w.secret, o.attempts,"
+                   " o.created_at < now() - make_interval(secs => $2::integer), o.webhook_id,"
+                   " o.next_at <= now()"
+                   " FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id"
+                   " WHERE o.id IN (SELECT id FROM (SELECT id, row_number() OVER"
+                   "   (PARTITION BY webhook_id ORDER BY id) AS n FROM webhook_outbox"
+                   "   WHERE status = 'pending' AND webhook_id = ANY ($1::integer[])) r"
+                   "   WHERE n <= $3::integer)"
+                   " ORDER BY o.webhook_id, o.id FOR UPDATE OF o SKIP LOCKED", 3, p, &res);
+    free(mine);
+    if (s != TM_DB_OK) {
+        return NULL;
+    }
+    *err = 0;
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}
+
+/* One round in one transaction: claim, send, record. The rows tried, 0
+ * when none was due, -1 when the database could not be asked. A daemon
+ * killed mid-round leaves its rows pending (the transaction dies with it):
+ * at-least-once. */
+static int deliver_round(void)
+{
     if (tm_db_begin() != TM_DB_OK) {
         return -1;
     }
-    PGresult *res;
-    if (tm_db_exec("SELECT o.id, o.delivery_id, o.body, w.url, w.secret, o.attempts,"
-                   " o.created_at < now() - make_interval(secs => $2::integer)"
-                   " FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id"
-                   " WHERE o.service = $1 AND o.status = 'pending' AND o.next_at <= now()"
-                   " ORDER BY o.next_at, o.id LIMIT 1 FOR UPDATE OF o SKIP LOCKED",
-                   2, p, &res) != TM_DB_OK) {
+    int err;
+    PGresult *res = claim(&err);
+    if (res == NULL) {
+        tm_db_rollback();
+        return err;
+    }
+    int n = PQntuples(res), tried = 0;
+    try_state *t = calloc((size_t) n, sizeof *t);
+    if (t == NULL) {
+        PQclear(res);
         tm_db_rollback();
         return -1;
     }
-    if (PQntuples(res) == 0) {
-        PQclear(res);
+    for (int i = 0; i < n; i++) t[i].outcome = -1;
+    send_rows(res, t);
+    for (int i = 0; i < n; i++) tried += t[i].outcome >= 0;
+    if (record(res, t) != 0) {
         tm_db_rollback();
-        return 0;
+    } else {
+        tm_db_commit();
     }
-    claim c = { .body = PQgetvalue(res, 0, 2), .url = PQgetvalue(res, 0, 3),
-                .secret = PQgetvalue(res, 0, 4),
-                .attempts = strtol(PQgetvalue(res, 0, 5), NULL, 10) + 1,
-                .expired = PQgetvalue(res, 0, 6)[0] == 't' };
-    snprintf(c.id, sizeof c.id, "%s", PQgetvalue(res, 0, 0));
-    snprintf(c.delivery_id, sizeof c.delivery_id, "%s", PQgetvalue(res, 0, 1));
-    char err[256], delay[24];
-    int outcome = attempt(&c, err, sizeof err);
+    free(t);
     PQclear(res);
-    const char *status = outcome == 0 ? "delivered"
-                       : (outcome == 2 || c.expired) ? "failed" : "pending";
-    snprintf(delay, sizeof delay, "%ld", next_delay_ms(c.attempts));
-    const char *u[] = { c.id, status, outcome ? err : NULL, delay };
-    if (tm_db_exec("UPDATE webhook_outbox SET status = $2, attempts = attempts + 1,"
-                   " last_error = $3, next_at = now() + make_interval(secs => $4::float8 / 1000),"
-                   " delivered_at = CASE WHEN $2 = 'delivered' THEN now() END"
-                   " WHERE id = $1::bigint", 4, u, &res) != TM_DB_OK) {
-        tm_db_rollback();
-        return 0;
-    }
-    PQclear(res);
-    if (tm_db_commit() != TM_DB_OK) {
-        return 0;
-    }
-    if (outcome) {
-        TM_WARN("webhook delivery %s: attempt %ld: %s%s", c.delivery_id, c.attempts, err,
-                strcmp(status, "failed") == 0 ? ": given up" : "");
-    }
-    return 1;
+    return tried;
 }
 
 static void *run(void *arg)
 {
     (void) arg;
     while (!stopping) {
-        int rc = deliver_one();
+        int rc = deliver_round();
         /* Idle: look again soon; the database away: not in a tight loop
          * (each try logs), but still stopping promptly. */
         for (int i = 0; rc <= 0 && i < (rc < 0 ? 10 : 1) && !stopping; i++) {
