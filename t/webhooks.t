@@ -26,48 +26,57 @@ my $key = new_key($h, $auth, $M, 'hooks-admin');
 my %A = (Authorization => "Bearer $key->{key}");
 sub req { $h->req(@_) }
 
-# --- the receiver: its mode in a file (503, hang, ok); what it accepted,
-# one JSON line per request, in another ---
+# --- receivers: each has its mode in a file (503, hang, ok) and logs what
+# it accepted, one JSON line per request, in another ---
 my $dir = $h->dir;
 my ($mode_file, $log_file) = ("$dir/recv.mode", "$dir/recv.log");
-sub mode { open my $f, '>', "$mode_file.tmp" or die; print $f $_[0]; close $f; rename "$mode_file.tmp", $mode_file }
-mode('503');
-my $srv = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 64, ReuseAddr => 1)
-    or die "listen: $!";
-my $port = $srv->sockport;
-my $recv_pid = fork // die;
-if ($recv_pid == 0) {
-    $SIG{ALRM} = sub { POSIX::_exit(0) };
-    alarm 300;   # bounded: the receiver ends by itself
-    while (my $c = $srv->accept) {
-        local $/ = "\r\n";
-        my (%hd, $line);
-        my $req = <$c> // next;
-        my ($path) = $req =~ m{^POST (\S+)};
-        while (defined($line = <$c>) && $line ne "\r\n") {
-            $line =~ s/\r\n$//;
-            my ($k, $v) = split /:\s*/, $line, 2;
-            $hd{ lc $k } = $v;
+sub set_mode { my ($file, $m) = @_; open my $f, '>', "$file.tmp" or die; print $f $m; close $f; rename "$file.tmp", $file }
+sub mode { set_mode($mode_file, $_[0]) }
+my @recv_pids;
+END { kill 'KILL', $_ for @recv_pids }
+sub receiver {
+    my ($mfile, $lfile) = @_;
+    my $srv = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 64, ReuseAddr => 1)
+        or die "listen: $!";
+    my $pid = fork // die;
+    if ($pid == 0) {
+        $SIG{ALRM} = sub { POSIX::_exit(0) };
+        alarm 300;   # bounded: the receiver ends by itself
+        while (my $c = $srv->accept) {
+            local $/ = "\r\n";
+            my (%hd, $line);
+            my $req = <$c> // next;
+            my ($path) = $req =~ m{^POST (\S+)};
+            while (defined($line = <$c>) && $line ne "\r\n") {
+                $line =~ s/\r\n$//;
+                my ($k, $v) = split /:\s*/, $line, 2;
+                $hd{ lc $k } = $v;
+            }
+            my $body = '';
+            read($c, $body, $hd{'content-length'} // 0);
+            my $mode = 'ok';
+            if (open my $mf, '<', $mfile) { $mode = <$mf> // 'ok'; close $mf }
+            if ($mode eq 'hang') { sleep 3; close $c; next }
+            if ($mode eq '503') { print $c "HTTP/1.1 503 Busy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"; close $c; next }
+            open my $lf, '>>', $lfile;
+            print $lf JSON::PP->new->canonical->encode({ sig => $hd{'x-togglemaster-signature'},
+                id => $hd{'x-togglemaster-delivery'}, body => $body, path => $path }), "\n";
+            close $lf;
+            print $c "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+            close $c;
         }
-        my $body = '';
-        read($c, $body, $hd{'content-length'} // 0);
-        open my $mf, '<', $mode_file; my $mode = <$mf> // 'ok'; close $mf;
-        if ($mode eq 'hang') { sleep 3; close $c; next }
-        if ($mode eq '503') { print $c "HTTP/1.1 503 Busy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"; close $c; next }
-        open my $lf, '>>', $log_file; 
-        print $lf JSON::PP->new->canonical->encode({ sig => $hd{'x-togglemaster-signature'},
-            id => $hd{'x-togglemaster-delivery'}, body => $body, path => $path }), "\n";
-        close $lf;
-        print $c "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-        close $c;
+        POSIX::_exit(0);
     }
-    POSIX::_exit(0);
+    push @recv_pids, $pid;
+    my $port = $srv->sockport;
+    close $srv;
+    return $port;
 }
-close $srv;
-END { kill 'KILL', $recv_pid if $recv_pid }
+mode('503');
+my $port = receiver($mode_file, $log_file);
 
 sub received {
-    open my $f, '<', $log_file or return [];
+    open my $f, '<', $_[0] // $log_file or return [];
     my @r = map { $J->decode($_) } <$f>;
     return \@r;
 }
@@ -232,6 +241,25 @@ is $h->psql("SELECT count(DISTINCT attempts) FROM webhook_outbox WHERE status = 
 is req(DELETE => "$flags/webhooks/$second", \%A)->{status}, 204, 'second endpoint deleted';
 is req(GET => "$flags2/health")->{status}, 200, 'the replica was up throughout';
 $h2->teardown;
+
+# --- an endpoint that hangs does not hold another's deliveries: each
+# endpoint's rows go in their own chain, the chains in parallel ---
+my $port2 = receiver("$dir/recv2.mode", "$dir/recv2.log");
+my $fast = req(POST => "$flags/webhooks", \%A, { url => "http://127.0.0.1:$port2/fast", secret => $SECRET, kinds => ['flag'] })->{json}{id};
+ok $fast, 'an endpoint on a second receiver';
+mode('hang');
+is req(PUT => "$flags/flags/hook-1", \%A, { description => "while hanging $_" })->{status}, 200, "change $_ while the first hangs"
+    for 1 .. 10;
+my $t_hang = time;
+ok $h->wait_until(5, sub { @{ received("$dir/recv2.log") } >= 10 }),
+    'the other endpoint has its 10 changes within 5 s (not after 10 of the first one\'s 1 s timeouts)';
+diag sprintf('second endpoint: 10 deliveries in %.2f s while the first hangs', time - $t_hang);
+is_deeply [ map { $J->decode($_->{body})->{record}{after}{description} } @{ received("$dir/recv2.log") } ],
+    [ map { "while hanging $_" } 1 .. 10 ], 'in order, once each';
+mode('ok');
+ok $h->wait_until(40, sub { $h->psql("SELECT count(*) FROM webhook_outbox WHERE status = 'pending'") == 0 }),
+    'the first endpoint catches up once it answers';
+is req(DELETE => "$flags/webhooks/$fast", \%A)->{status}, 204, 'second receiver\'s endpoint deleted';
 
 # --- given up after the retry window: failed, visible ---
 $h->{env}{flags}{TM_WEBHOOK_RETRY_SECONDS} = 2;

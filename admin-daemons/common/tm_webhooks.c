@@ -348,8 +348,7 @@ static void send_rows(const PGresult *res, try_state *t)
     while (running > 0) {
         int still, left;
         CURLMsg *msg;
-        if (curl_multi_perform(m, &still) != CURLM_OK
-            || curl_multi_poll(m, NULL, 0, 100, NULL) != CURLM_OK) {
+        if (curl_multi_perform(m, &still) != CURLM_OK) {
             break;   /* the handles are cleaned below; untried rows stay pending */
         }
         while ((msg = curl_multi_info_read(m, &left)) != NULL) {
@@ -368,6 +367,11 @@ static void send_rows(const PGresult *res, try_state *t)
                 && strcmp(PQgetvalue(res, i, C_WEBHOOK), PQgetvalue(res, i + 1, C_WEBHOOK)) == 0) {
                 running += start(m, res, i + 1, t);
             }
+        }
+        /* Waits for the sockets or curl's own timers (a handle just added
+         * wakes it at once); only after the finished transfers were read. */
+        if (running > 0 && curl_multi_poll(m, NULL, 0, 100, NULL) != CURLM_OK) {
+            break;
         }
     }
     for (int i = 0; i < n; i++) {
