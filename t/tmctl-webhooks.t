@@ -168,6 +168,25 @@ is $r->{json}{kinds}, undef, '--kinds all: null';
 $r = ok_run(tm(qw(webhooks update), $id, '--environments', 'production,staging'), 'update --environments');
 is_deeply $r->{json}{environments}, ['production', 'staging'], '--environments as a list';
 
+# --- redeliver: the refused change again, now that the secret is right ---
+my ($failed) = grep { $_->{status} eq 'failed' } @{ tm(qw(webhooks deliveries), $id, '--json')->{json} || [] };
+$r = ok_run(tm(qw(webhooks redeliver), $id, $failed->{delivery_id}), 'redeliver the failed one');
+isnt $r->{json}{delivery_id}, $failed->{delivery_id}, 'under a new delivery id';
+is $r->{json}{redelivers}, $failed->{delivery_id}, 'naming the one it sends again';
+ok $h->wait_until(15, sub { grep { ($_->{event} // '') eq 'flag.update' } @{ printed_bodies() } }),
+    'the receiver verified and printed it';
+$r = tm(qw(webhooks redeliver), $id, 'not-a-uuid');
+is $r->{rc}, 2, 'redeliver a malformed delivery id: exit 2';
+$r = tm(qw(webhooks redeliver), $id, '00000000-0000-0000-0000-000000000000');
+is $r->{rc}, 1, 'redeliver an unknown delivery: exit 1';
+like $r->{err}, qr/404.*no delivery/, 'the server says so';
+$h->psql("INSERT INTO webhook_outbox (webhook_id, service, delivery_id, body, next_at)"
+         . " VALUES ($id, 'flags', 'abcdef00-0000-4000-8000-00000000beef', '{}', now() + interval '1 day')");
+$r = tm(qw(webhooks redeliver), $id, 'abcdef00-0000-4000-8000-00000000beef');
+is $r->{rc}, 1, 'redeliver a pending one: exit 1';
+like $r->{err}, qr/409.*still pending/, 'it is still being tried: 409';
+$h->psql("DELETE FROM webhook_outbox WHERE delivery_id = 'abcdef00-0000-4000-8000-00000000beef'");
+
 # --- other services; auth with the master key alone ---
 $r = ok_run(tm(qw(webhooks add --service targeting), "http://127.0.0.1:$port/t", '--secret', $SECRET), 'add --service targeting');
 is $h->psql("SELECT service FROM webhooks WHERE id = $r->{json}{id}"), 'targeting', 'registered with targeting';

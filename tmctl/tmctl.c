@@ -94,6 +94,8 @@ static const char usage_text[] =
 "  tmctl webhooks remove ID | ping ID\n"
 "  tmctl webhooks deliveries ID [--limit N] [--json]  the last deliveries, newest first:\n"
 "                                                   status, attempts, event, last error\n"
+"  tmctl webhooks redeliver ID DELIVERY_ID          a delivered or failed one sent again,\n"
+"                                                   under a new delivery id\n"
 "\n"
 "Options (anywhere on the line; --opt=value works too):\n"
 "  --environment ENV    flags, rules, export and import act on ENV (env\n"
@@ -1057,6 +1059,7 @@ static const command commands[] = {
     { "webhooks", "ping", 1, O_SERVICE, "ID [--service S]" },
     { "webhooks", "deliveries", 1, O_SERVICE | O_LIMIT | O_JSON,
       "ID [--limit N] [--json] [--service S]" },
+    { "webhooks", "redeliver", 2, O_SERVICE, "ID DELIVERY_ID [--service S]" },
 };
 
 /* ---- who changed what (tmctl_audit.c) ---- */
@@ -1103,7 +1106,7 @@ static int run_audit(const command *c, const char *a0)
 
 /* ---- webhooks (tmctl_webhooks.c) ---- */
 
-static int run_webhooks(const command *c, const char *a0)
+static int run_webhooks(const command *c, const char *a0, const char *a1)
 {
     char *end;
     long limit = o.limit ? strtol(o.limit, &end, 10) : 100;
@@ -1130,7 +1133,7 @@ static int run_webhooks(const command *c, const char *a0)
         return EXIT_API;
     }
     tmctl_webhooks_opts w = {
-        .base = base, .verb = c->verb, .arg = a0, .url = o.endpoint,
+        .base = base, .verb = c->verb, .arg = a0, .delivery = a1, .url = o.endpoint,
         .secret = secret, .kinds = o.kinds, .environments = o.environments,
         .format = o.format, .limit = limit, .json = o.json,
     };
@@ -1320,7 +1323,7 @@ static int run(void)
         return run_audit(c, a0);
     }
     if (strcmp(c->group, "webhooks") == 0) {
-        return run_webhooks(c, a0);
+        return run_webhooks(c, a0, a1);
     }
     if (strcmp(c->group, "env") == 0 || strcmp(c->group, "promote") == 0
         || strcmp(c->group, "keys") == 0) {

@@ -200,7 +200,7 @@ static int show(const tmctl_webhooks_opts *w, const char *url, const char *what)
     return rc;
 }
 
-/* A write whose answer (the endpoint, the ping's delivery id) is printed
+/* A write whose answer (the endpoint, the new delivery's id) is printed
  * as JSON; remove prints a line. */
 static int change(const tmctl_webhooks_opts *w, const char *url, const char *what)
 {
@@ -220,7 +220,7 @@ static int change(const tmctl_webhooks_opts *w, const char *url, const char *wha
         method = "DELETE";
         want = 204;
     } else {
-        want = 202;   /* ping */
+        want = 202;   /* ping, redeliver */
     }
     tmctl_resp r;
     rc = call(method, url, body, want, what, &r);
@@ -253,9 +253,21 @@ int tmctl_webhooks(const tmctl_webhooks_opts *w)
                     " them)\n(tmctl --help lists the commands)\n");
             return WH_USAGE;
         }
+        int again = strcmp(w->verb, "redeliver") == 0;
+        if (again && (strlen(w->delivery) > 64
+                      || strspn(w->delivery, "0123456789abcdef-") != strlen(w->delivery))) {
+            fprintf(stderr, "tmctl: delivery ids are UUIDs (tmctl webhooks deliveries %s shows"
+                    " them)\n(tmctl --help lists the commands)\n", w->arg);
+            return WH_USAGE;
+        }
         const char *sub = strcmp(w->verb, "ping") == 0 ? "/ping"
                         : strcmp(w->verb, "deliveries") == 0 ? "/deliveries" : "";
-        n = snprintf(url, sizeof url, "%s/webhooks/%s%s", w->base, w->arg, sub);
+        if (again) {
+            n = snprintf(url, sizeof url, "%s/webhooks/%s/deliveries/%s/redeliver", w->base,
+                         w->arg, w->delivery);
+        } else {
+            n = snprintf(url, sizeof url, "%s/webhooks/%s%s", w->base, w->arg, sub);
+        }
     }
     if (n < 0 || (size_t) n >= sizeof url) {
         fprintf(stderr, "tmctl: URL too long\n");

@@ -1,5 +1,6 @@
 /* tmctl webhooks (docs/audit.md "Webhooks"): one service's endpoints
- * (list, add, update, remove, ping) and an endpoint's deliveries. Each
+ * (list, add, update, remove, ping) and an endpoint's deliveries (list,
+ * redeliver one). Each
  * daemon keeps the endpoints told of its own changes, so every command
  * acts on one service's /webhooks. The secret is sent, never printed (the
  * API never returns it). */
@@ -8,8 +9,9 @@
 
 typedef struct {
     const char *base;      /* the service: http://host:8002 or <gateway>/flags */
-    const char *verb;      /* list, add, update, remove, ping, deliveries */
+    const char *verb;      /* list, add, update, remove, ping, deliveries, redeliver */
     const char *arg;       /* add: the URL; the others but list: the endpoint's id */
+    const char *delivery;  /* redeliver: the delivery id */
     const char *url;       /* update: the new URL (--endpoint), or NULL */
     const char *secret;    /* add (required), update: or NULL */
     /* Comma-separated names, "all" for every one, or NULL (not given). */

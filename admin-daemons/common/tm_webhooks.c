@@ -148,6 +148,59 @@ static void ping(tm_resp *resp, const char *id)
            " RETURNING json_build_object('delivery_id', delivery_id)::text", 2, p);
 }
 
+/* POST /webhooks/<id>/deliveries/<delivery id>/redeliver: a finished
+ * (delivered or failed) delivery's body queued again under a new delivery
+ * id, so a receiver that deduplicates still takes it. It goes after the
+ * endpoint's pending rows: it is an old change sent again. */
+static void redeliver(tm_resp *resp, const char *id, const char *sub)
+{
+    static const char pre[] = "deliveries/", suf[] = "/redeliver";
+    size_t n = strlen(sub), pl = sizeof pre - 1, sl = sizeof suf - 1;
+    char did[72];
+    if (n <= pl + sl || n - pl - sl >= sizeof did || strcmp(sub + n - sl, suf) != 0) {
+        tm_resp_error(resp, 404, "no route: POST /webhooks/%s/deliveries/<delivery id>/redeliver",
+                      id);
+        return;
+    }
+    snprintf(did, sizeof did, "%.*s", (int) (n - pl - sl), sub + pl);
+    if (strspn(did, "0123456789abcdef-") != strlen(did)) {
+        tm_resp_error(resp, 400, "a delivery id is a UUID (GET /webhooks/%s/deliveries)", id);
+        return;
+    }
+    const char *p[] = { id, service, did };
+    PGresult *res;
+    tm_db_status s = tm_db_exec("WITH d AS (SELECT o.webhook_id, o.service, o.body, o.status"
+                                "   FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id"
+                                "   WHERE w.id = $1::integer AND w.service = $2"
+                                "   AND o.delivery_id = $3),"
+                                " n AS (INSERT INTO webhook_outbox (webhook_id, service,"
+                                "   delivery_id, body) SELECT webhook_id, service,"
+                                "   gen_random_uuid()::text, body FROM d WHERE status <> 'pending'"
+                                "   RETURNING delivery_id)"
+                                " SELECT (SELECT status FROM d), (SELECT delivery_id FROM n)",
+                                3, p, &res);
+    if (s != TM_DB_OK) {
+        tm_store_db_error(resp, s);
+        return;
+    }
+    if (PQgetisnull(res, 0, 0)) {
+        tm_resp_error(resp, 404, "webhook %s has no delivery %s", id, did);
+    } else if (PQgetisnull(res, 0, 1)) {
+        tm_resp_error(resp, 409, "delivery %s is still pending: it is being tried", did);
+    } else {
+        json_t *j = json_pack("{s:s,s:s}", "delivery_id", PQgetvalue(res, 0, 1), "redelivers", did);
+        char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        if (text) {
+            tm_resp_raw(resp, 202, text);
+        } else {
+            tm_resp_error(resp, 500, "out of memory");
+        }
+        free(text);
+        json_decref(j);
+    }
+    PQclear(res);
+}
+
 static void one(const tm_req *req, tm_resp *resp, const char *id, const char *sub)
 {
     const char *m = req->method, *p[] = { id, service };
@@ -166,8 +219,10 @@ static void one(const tm_req *req, tm_resp *resp, const char *id, const char *su
                " FROM (SELECT id AS n, " DELIVERY_JSON " AS d FROM webhook_outbox"
                "   WHERE webhook_id = w.id ORDER BY id DESC LIMIT 100) x)"
                " FROM webhooks w WHERE w.id = $1::integer AND w.service = $2", 2, p);
+    } else if (sub && strncmp(sub, "deliveries/", 11) == 0 && strcmp(m, "POST") == 0) {
+        redeliver(resp, id, sub);
     } else {
-        tm_resp_error(resp, sub && strcmp(sub, "ping") && strcmp(sub, "deliveries") ? 404 : 405,
+        tm_resp_error(resp, sub && strcmp(sub, "ping") && strncmp(sub, "deliveries", 10) ? 404 : 405,
                       "no route for %s %.200s", m, req->path);
     }
 }
@@ -332,7 +387,8 @@ static long elapsed_ms(const struct timespec *since)
 }
 
 /* Sends the claimed rows (ordered by endpoint, then id): each endpoint's
- * first row if due, and after each delivery the endpoint's next row. */
+ * first row if due, and after each delivery the endpoint's next row if it
+ * is due too (a row is never sent before its next_at). */
 static void send_rows(const PGresult *res, try_state *t)
 {
     int n = PQntuples(res), running = 0;
@@ -364,7 +420,8 @@ static void send_rows(const PGresult *res, try_state *t)
             t[i].hs = NULL;
             running--;
             if (t[i].outcome == 0 && i + 1 < n && !stopping && elapsed_ms(&t0) < ROUND_MS
-                && strcmp(PQgetvalue(res, i, C_WEBHOOK), PQgetvalue(res, i + 1, C_WEBHOOK)) == 0) {
+                && strcmp(PQgetvalue(res, i, C_WEBHOOK), PQgetvalue(res, i + 1, C_WEBHOOK)) == 0
+                && PQgetvalue(res, i + 1, C_DUE)[0] == 't') {
                 running += start(m, res, i + 1, t);
             }
         }
