@@ -498,14 +498,16 @@ static PGresult *claim(int *err)
     const char *lp[] = { service, most };
     PGresult *res;
     *err = -1;
-    /* heads: each endpoint's oldest pending row. The LIMITed subquery is
-     * not flattened, so only the endpoints picked are tried for a lock. */
-    if (tm_db_exec("SELECT array_agg(webhook_id)::text FROM (SELECT webhook_id FROM"
-                   " (SELECT webhook_id, id, next_at FROM (SELECT DISTINCT ON (webhook_id)"
-                   "   webhook_id, id, next_at FROM webhook_outbox"
-                   "   WHERE service = $1 AND status = 'pending' ORDER BY webhook_id, id) h"
-                   "  WHERE next_at <= now() ORDER BY next_at, id LIMIT $2::integer) d"
-                   " WHERE pg_try_advisory_xact_lock(" OUTBOX_LOCK_CLASS ", d.webhook_id)) l",
+    /* Each endpoint's oldest pending row, through the (webhook_id, id)
+     * pending index: a cost per endpoint, whatever the backlog. The LIMITed
+     * subquery is not flattened, so only the endpoints picked are tried for
+     * a lock. */
+    if (tm_db_exec("SELECT array_agg(wid)::text FROM (SELECT wid FROM (SELECT w.id AS wid, h.id,"
+                   "   h.next_at FROM webhooks w CROSS JOIN LATERAL (SELECT id, next_at"
+                   "   FROM webhook_outbox o WHERE o.webhook_id = w.id AND o.status = 'pending'"
+                   "   ORDER BY id LIMIT 1) h WHERE w.service = $1 AND h.next_at <= now()"
+                   "  ORDER BY h.next_at, h.id LIMIT $2::integer) d"
+                   " WHERE pg_try_advisory_xact_lock(" OUTBOX_LOCK_CLASS ", d.wid)) l",
                    2, lp, &res) != TM_DB_OK) {
         return NULL;
     }
@@ -520,12 +522,11 @@ static PGresult *claim(int *err)
     tm_db_status s = tm_db_exec("SELECT o.id, o.delivery_id, o.body, w.url, w.secret, o.attempts,"
                    " o.created_at < now() - make_interval(secs => $2::integer), o.webhook_id,"
                    " o.next_at <= now()"
-                   " FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id"
-                   " WHERE o.id IN (SELECT id FROM (SELECT id, row_number() OVER"
-                   "   (PARTITION BY webhook_id ORDER BY id) AS n FROM webhook_outbox"
-                   "   WHERE status = 'pending' AND webhook_id = ANY ($1::integer[])) r"
-                   "   WHERE n <= $3::integer)"
-                   " ORDER BY o.webhook_id, o.id FOR UPDATE OF o SKIP LOCKED", 3, p, &res);
+                   " FROM unnest($1::integer[]) AS m (wid) JOIN webhooks w ON w.id = m.wid"
+                   " CROSS JOIN LATERAL (SELECT * FROM webhook_outbox x"
+                   "   WHERE x.webhook_id = m.wid AND x.status = 'pending'"
+                   "   ORDER BY x.id LIMIT $3::integer FOR UPDATE SKIP LOCKED) o"
+                   " ORDER BY o.webhook_id, o.id", 3, p, &res);
     free(mine);
     if (s != TM_DB_OK) {
         return NULL;

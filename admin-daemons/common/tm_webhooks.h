@@ -43,6 +43,10 @@
 #define TM_WEBHOOKS_SQL_OUTBOX_INDEX \
     "CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (service, next_at)" \
     " WHERE status = 'pending'"
+/* Each endpoint's pending rows in order (the delivery rounds' claim). */
+#define TM_WEBHOOKS_SQL_OUTBOX_PENDING_INDEX \
+    "CREATE INDEX IF NOT EXISTS webhook_outbox_pending ON webhook_outbox (webhook_id, id)" \
+    " WHERE status = 'pending'"
 
 /* Reads TM_WEBHOOK_TIMEOUT_MS (total per attempt, default 5000),
  * TM_WEBHOOK_CONNECT_TIMEOUT_MS (default 2000), TM_WEBHOOK_BACKOFF_MS (the
