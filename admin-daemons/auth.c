@@ -257,8 +257,11 @@ static void audit(const tm_req *req, tm_resp *resp)
 {
     size_t len;
     const char *k = tm_req_bearer(req, &len);
-    if ((k && tm_consttime_eq(k, len, master_key, strlen(master_key)))
-        || tm_apikey_check(req, resp)) {
+    int master = k && tm_consttime_eq(k, len, master_key, strlen(master_key));
+    if (master) {
+        tm_audit_actor_master();   /* webhook changes record it as their actor */
+    }
+    if (master || tm_apikey_check(req, resp)) {
         if (!tm_webhooks_route(req, resp)) {
             tm_audit_get(req, resp);
         }

@@ -17,7 +17,7 @@ static const char *const promote_fields[] = { "from", "to", NULL };
 static const char *const webhook_fields[] = { "url", "secret", "kinds", "environments", "format",
                                               NULL };
 static const char *const webhook_kinds[] = { "flag", "rule", "segment", "environment", "key",
-                                             NULL };
+                                             "webhook", NULL };
 
 typedef struct {
     int *status;
@@ -332,7 +332,7 @@ static int webhook_list(const json_t *obj, const char *member, int *has, char **
                                                    : tm_env_name_valid(s, strlen(s)));
         if (!ok) {
             return fail(w, 400, strcmp(member, "kinds") == 0
-                        ? "\"kinds\": element %zu is not flag, rule, segment, environment or key"
+                        ? "\"kinds\": element %zu is not flag, rule, segment, environment, key or webhook"
                         : "\"environments\": element %zu is not an environment name", i);
         }
     }

@@ -23,7 +23,7 @@ typedef enum {
                          * http(s), at most 2048 printable ASCII bytes; secret
                          * 16 to 256 printable ASCII bytes (both required on
                          * create); kinds null (all) or 1 to 16 of flag, rule,
-                         * segment, environment, key; environments null or 1
+                         * segment, environment, key, webhook; environments null or 1
                          * to 16 environment names; format json or slack
                          * (docs/audit.md)                               /webhooks */
 } tm_body_kind;

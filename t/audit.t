@@ -178,6 +178,81 @@ is req(GET => "$flags/audit")->{status}, 401, 'no key 401';
 is req(POST => "$flags/audit", \%A, {})->{status}, 405, 'POST /audit 405';
 is req(GET => "$auth/audit")->{status}, 401, 'auth /audit without a key 401';
 
+# --- webhook endpoints: each create, update and delete is one record in
+# its change's transaction; refused or failed requests leave none; the
+# secret never appears (only "set" / "changed") ---
+my $S1 = 'whsec-first-0123456789';
+my $S2 = 'whsec-second-9876543210';
+my $wc = sub { $h->psql("SELECT count(*) FROM audit_log WHERE kind = 'webhook' AND service = '$_[0]'") };
+my $w0 = $wc->('flags');
+my $wh = req(POST => "$flags/webhooks", \%A, { url => 'http://127.0.0.1:9/a', secret => $S1, kinds => ['flag'] });
+is $wh->{status}, 201, 'webhook created';
+my $wid = $wh->{json}{id};
+is $wc->('flags'), $w0 + 1, 'one record for the webhook create';
+$rec = req(GET => "$flags/audit?kind=webhook&limit=1", \%A)->{json}{records}[0];
+is "$rec->{action} $rec->{kind} $rec->{name}", "create webhook $wid", 'webhook create recorded, named by its id';
+is $rec->{actor}{name}, 'alice', 'actor: the key';
+is $rec->{before}, undef, 'no before on create';
+is $rec->{after}{url}, 'http://127.0.0.1:9/a', 'after: the url';
+is_deeply $rec->{after}{kinds}, ['flag'], 'after: the kinds';
+is $rec->{after}{secret}, 'set', 'after: "secret": "set", not the secret';
+is req(PUT => "$flags/webhooks/$wid", \%A, { url => 'http://127.0.0.1:9/b' })->{status}, 200, 'url changed';
+is $wc->('flags'), $w0 + 2, 'one record for the url change';
+$rec = req(GET => "$flags/audit?kind=webhook&name=$wid&limit=1", \%A)->{json}{records}[0];
+is "$rec->{action} $rec->{before}{url} -> $rec->{after}{url}", 'update http://127.0.0.1:9/a -> http://127.0.0.1:9/b',
+    'update: url before and after';
+is $rec->{after}{secret}, undef, 'secret not given: not said to change';
+is req(PUT => "$flags/webhooks/$wid", \%A, { secret => $S2 })->{status}, 200, 'secret changed';
+is $wc->('flags'), $w0 + 3, 'one record for the secret change';
+$rec = req(GET => "$flags/audit?kind=webhook&name=$wid&limit=1", \%A)->{json}{records}[0];
+is $rec->{after}{secret}, 'changed', 'after: "secret": "changed"';
+is $rec->{before}{secret}, undef, 'before: no secret';
+is req(PUT => "$flags/webhooks/$wid", \%A, { secret => $S2, url => 'http://127.0.0.1:9/b' })->{status}, 200,
+    'the same secret and url again';
+is $wc->('flags'), $w0 + 3, 'changed nothing: no record';
+my $ro2 = req(POST => "$auth/admin/keys", \%MH, { name => 'reader2', scope => 'readonly' })->{json};
+my %RO = (Authorization => "Bearer $ro2->{key}");
+for my $bad (
+    [ POST => "$flags/webhooks", \%A, { url => 'ftp://x/', secret => $S1 }, 400, 'bad url' ],
+    [ POST => "$flags/webhooks", \%A, { url => 'http://127.0.0.1:9/', secret => 'short' }, 400, 'short secret' ],
+    [ POST => "$flags/webhooks", \%A, 'not json', 400, 'not JSON' ],
+    [ PUT => "$flags/webhooks/$wid", \%A, { kinds => ['nope'] }, 400, 'bad kinds' ],
+    [ PUT => "$flags/webhooks/$wid", \%A, { secret => $S1, extra => 1 }, 400, 'unknown member' ],
+    [ PUT => "$flags/webhooks/9999", \%A, { url => 'http://127.0.0.1:9/c' }, 404, 'update unknown' ],
+    [ DELETE => "$flags/webhooks/9999", \%A, undef, 404, 'delete unknown' ],
+    [ PUT => "$flags/webhooks/$wid", \%RO, { url => 'http://127.0.0.1:9/c' }, 403, 'readonly key' ],
+    [ DELETE => "$flags/webhooks/$wid", {}, undef, 401, 'no key' ],
+) {
+    my ($m, $u, $hd, $body, $want, $what) = @$bad;
+    is req($m, $u, $hd, defined $body ? ($body) : ())->{status}, $want, "webhook $what -> $want";
+}
+is $wc->('flags'), $w0 + 3, 'refused webhook requests: no record';
+is req(GET => "$flags/webhooks/$wid", \%A)->{json}{url}, 'http://127.0.0.1:9/b', 'and no change';
+is req(POST => "$flags/webhooks/$wid/ping", \%A)->{status}, 202, 'ping';
+is $wc->('flags'), $w0 + 3, 'a ping is not a configuration change: no record';
+# An endpoint watching kind "webhook" is told of the others' changes.
+my $watch = req(POST => "$flags/webhooks", \%A, { url => 'http://127.0.0.1:9/w', secret => $S1, kinds => ['webhook'] })->{json}{id};
+ok $watch, 'an endpoint watching webhook changes';
+is req(DELETE => "$flags/webhooks/$wid", \%A)->{status}, 204, 'webhook deleted';
+is $wc->('flags'), $w0 + 5, 'one record for the watcher create, one for the delete';
+$rec = req(GET => "$flags/audit?kind=webhook&name=$wid&limit=1", \%A)->{json}{records}[0];
+is "$rec->{action} $rec->{before}{url}", 'delete http://127.0.0.1:9/b', 'delete: before is the endpoint';
+is $rec->{after}, undef, 'delete: no after';
+is $h->psql("SELECT count(*) FROM webhook_outbox WHERE webhook_id = $watch AND body::json->>'event' = 'webhook.delete'"), 1,
+    'the watching endpoint has the delete queued';
+is scalar @{ req(GET => "$flags/audit?kind=webhook", \%A)->{json}{records} }, 5, 'GET /audit?kind=webhook: the five';
+is req(DELETE => "$flags/webhooks/$watch", \%A)->{status}, 204, 'watcher deleted';
+# On auth the master key registers endpoints too: it is the actor.
+my $aw = req(POST => "$auth/webhooks", \%MH, { url => 'http://127.0.0.1:9/k', secret => $S1, kinds => ['key'] });
+is $aw->{status}, 201, 'auth webhook created with the master key';
+$rec = req(GET => "$auth/audit?kind=webhook", \%MH)->{json}{records}[0];
+is "$rec->{actor}{name} $rec->{action} $rec->{name}", "master key create $aw->{json}{id}", 'auth: actor master key';
+my $trail = join '', map { req(GET => "$_/audit?limit=1000", \%MH)->{content} } $flags, $auth;
+unlike $trail, qr/\Q$S1\E|\Q$S2\E/, 'no webhook secret in any audit answer';
+is $h->psql("SELECT count(*) FROM audit_log WHERE before::text LIKE '%whsec-%' OR after::text LIKE '%whsec-%'"),
+    0, 'nor stored in the trail';
+is $h->psql("SELECT count(*) FROM webhook_outbox WHERE body LIKE '%whsec-%'"), 0, 'nor in any delivery body';
+
 # --- retention (TM_AUDIT_RETENTION_DAYS=30), and a restart trusting no
 # local proxy: records older than the retention go, X-Forwarded-For from an
 # untrusted peer is ignored ---
@@ -217,7 +292,7 @@ is_deeply [ map { "$_->{kind} $_->{action}" } @$hist ], [ 'flag update', 'rule c
 $out = `$TMCTL @U history hist`;
 like $out, qr/alice\s+update\s+flag\s+hist \[default\]\s+is_enabled: false -> true/, 'history readable: what changed';
 like $out, qr/rule\s+hist/, 'history readable: the rule';
-$out = `$TMCTL @U audit --service auth --kind key --limit 1`;
+$out = `$TMCTL @U audit --service auth --kind key --name reader --limit 1`;
 like $out, qr/master key\s+revoke\s+key\s+reader/, 'tmctl audit --service auth';
 $out = `$TMCTL @U audit --name hist --json`;
 is scalar @{ (eval { $J->decode($out) }) || [] }, 2, 'tmctl audit --name filters (flags trail: 2 records)';

@@ -26,47 +26,57 @@ my $key = new_key($h, $auth, $M, 'hooks-admin');
 my %A = (Authorization => "Bearer $key->{key}");
 sub req { $h->req(@_) }
 
-# --- the receiver: its mode in a file (503, hang, ok); what it accepted,
-# one JSON line per request, in another ---
+# --- receivers: each has its mode in a file (503, hang, ok) and logs what
+# it accepted, one JSON line per request, in another ---
 my $dir = $h->dir;
 my ($mode_file, $log_file) = ("$dir/recv.mode", "$dir/recv.log");
-sub mode { open my $f, '>', "$mode_file.tmp" or die; print $f $_[0]; close $f; rename "$mode_file.tmp", $mode_file }
-mode('503');
-my $srv = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 64, ReuseAddr => 1)
-    or die "listen: $!";
-my $port = $srv->sockport;
-my $recv_pid = fork // die;
-if ($recv_pid == 0) {
-    $SIG{ALRM} = sub { POSIX::_exit(0) };
-    alarm 300;   # bounded: the receiver ends by itself
-    while (my $c = $srv->accept) {
-        local $/ = "\r\n";
-        my (%hd, $line);
-        my $req = <$c> // next;
-        while (defined($line = <$c>) && $line ne "\r\n") {
-            $line =~ s/\r\n$//;
-            my ($k, $v) = split /:\s*/, $line, 2;
-            $hd{ lc $k } = $v;
+sub set_mode { my ($file, $m) = @_; open my $f, '>', "$file.tmp" or die; print $f $m; close $f; rename "$file.tmp", $file }
+sub mode { set_mode($mode_file, $_[0]) }
+my @recv_pids;
+END { kill 'KILL', $_ for @recv_pids }
+sub receiver {
+    my ($mfile, $lfile) = @_;
+    my $srv = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0, Listen => 64, ReuseAddr => 1)
+        or die "listen: $!";
+    my $pid = fork // die;
+    if ($pid == 0) {
+        $SIG{ALRM} = sub { POSIX::_exit(0) };
+        alarm 300;   # bounded: the receiver ends by itself
+        while (my $c = $srv->accept) {
+            local $/ = "\r\n";
+            my (%hd, $line);
+            my $req = <$c> // next;
+            my ($path) = $req =~ m{^POST (\S+)};
+            while (defined($line = <$c>) && $line ne "\r\n") {
+                $line =~ s/\r\n$//;
+                my ($k, $v) = split /:\s*/, $line, 2;
+                $hd{ lc $k } = $v;
+            }
+            my $body = '';
+            read($c, $body, $hd{'content-length'} // 0);
+            my $mode = 'ok';
+            if (open my $mf, '<', $mfile) { $mode = <$mf> // 'ok'; close $mf }
+            if ($mode eq 'hang') { sleep 3; close $c; next }
+            if ($mode eq '503') { print $c "HTTP/1.1 503 Busy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"; close $c; next }
+            open my $lf, '>>', $lfile;
+            print $lf JSON::PP->new->canonical->encode({ sig => $hd{'x-togglemaster-signature'},
+                id => $hd{'x-togglemaster-delivery'}, body => $body, path => $path }), "\n";
+            close $lf;
+            print $c "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+            close $c;
         }
-        my $body = '';
-        read($c, $body, $hd{'content-length'} // 0);
-        open my $mf, '<', $mode_file; my $mode = <$mf> // 'ok'; close $mf;
-        if ($mode eq 'hang') { sleep 3; close $c; next }
-        if ($mode eq '503') { print $c "HTTP/1.1 503 Busy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"; close $c; next }
-        open my $lf, '>>', $log_file; 
-        print $lf JSON::PP->new->canonical->encode({ sig => $hd{'x-togglemaster-signature'},
-            id => $hd{'x-togglemaster-delivery'}, body => $body }), "\n";
-        close $lf;
-        print $c "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-        close $c;
+        POSIX::_exit(0);
     }
-    POSIX::_exit(0);
+    push @recv_pids, $pid;
+    my $port = $srv->sockport;
+    close $srv;
+    return $port;
 }
-close $srv;
-END { kill 'KILL', $recv_pid if $recv_pid }
+mode('503');
+my $port = receiver($mode_file, $log_file);
 
 sub received {
-    open my $f, '<', $log_file or return [];
+    open my $f, '<', $_[0] // $log_file or return [];
     my @r = map { $J->decode($_) } <$f>;
     return \@r;
 }
@@ -110,12 +120,16 @@ my @lat;
 sub timed { my $t = time; my $r = req(@_); push @lat, time - $t; $r }
 is timed(POST => "$flags/flags", \%A, { name => "hook-$_" })->{status}, 201, "flag hook-$_ created (receiver refusing)"
     for 1 .. 3;
+# Per-endpoint order: the oldest change is retried; the later ones wait
+# behind it (deliveries are listed newest first).
 ok $h->wait_until(15, sub {
     my $d = req(GET => "$flags/webhooks/$hook->{id}/deliveries", \%A)->{json} || [];
-    @$d == 3 && !grep { $_->{attempts} < 2 } @$d }), 'retried while refused';
+    @$d == 3 && $d->[2]{attempts} >= 2 }), 'the oldest retried while refused';
 my $d = req(GET => "$flags/webhooks/$hook->{id}/deliveries", \%A)->{json};
-is $d->[0]{status}, 'pending', 'still pending';
-is $d->[0]{last_error}, 'HTTP 503', 'last error: HTTP 503';
+is $d->[2]{status}, 'pending', 'still pending';
+is $d->[2]{last_error}, 'HTTP 503', 'last error: HTTP 503';
+is_deeply [ map { "$_->{status} $_->{attempts}" } @$d[0, 1] ], [ 'pending 0', 'pending 0' ],
+    'the later changes wait behind it, not sent before it';
 mode('hang');
 is timed(PUT => "$flags/flags/hook-$_", \%A, { is_enabled => JSON::PP::true })->{status}, 200,
     "flag hook-$_ enabled (receiver hanging)" for 1 .. 3;
@@ -146,6 +160,8 @@ for my $g (@$got) {
     $good++ if $v1 && $v1 eq hmac_sha256_hex("$t.$g->{body}", $SECRET) && abs(time - $t) < 120;
 }
 is $good, scalar @$got, 'every signature verifies (t + "." + body, HMAC-SHA256)';
+my @order = map { $J->decode($_->{body})->{record}{id} } @$got;
+is_deeply \@order, [ sort { $a <=> $b } @order ], 'received in the order of the changes';
 my @events = sort map { my $b = $J->decode($_->{body}); "$b->{event} $b->{record}{name}" } @$got;
 is_deeply \@events, [ sort(map("flag.create hook-$_", 1 .. 3), map("flag.update hook-$_", 1 .. 3), 'flag.delete hook-3') ],
     'the records: creates, updates, the delete';
@@ -188,24 +204,62 @@ sleep 0.3;
 mode('ok');
 $h->restart('flags');
 ok $h->wait_until(15, sub { grep { $_->{body} =~ /after-kill/ } @{ received() } }), 'delivered after kill -9 and restart';
-is $h->psql("SELECT status FROM webhook_outbox WHERE body LIKE '%after-kill%'"), 'delivered', 'marked delivered';
+# The outcome is committed when the daemon's round ends, just after the receiver answered.
+ok $h->wait_until(10, sub { $h->psql("SELECT status FROM webhook_outbox WHERE body LIKE '%after-kill%'") eq 'delivered' }),
+    'marked delivered';
 
-# --- two replicas share the outbox: no row delivered by both ---
+# --- a burst through two replicas sharing the outbox, to two endpoints:
+# rows are claimed in batches (per endpoint, in order), an endpoint is
+# served by one replica at a time: no row delivered by both, none out of
+# order ---
 my ($h2, $flags2) = replica($h, 'flags', AUTH_SERVICE_URL => $auth, %W);
+my $second = req(POST => "$flags/webhooks", \%A, { url => "http://127.0.0.1:$port/second", secret => $SECRET, kinds => ['flag'] })->{json}{id};
+ok $second, 'a second endpoint';
 $before = scalar @{ received() };
-for my $i (1 .. 20) {
+my $BURST = 200;
+my $t_burst = time;
+for my $i (1 .. $BURST) {
     req(PUT => ($i % 2 ? $flags : $flags2) . "/flags/hook-1", \%A, { description => "rev $i" });
 }
-ok $h->wait_until(30, sub { scalar @{ received() } >= $before + 20
-    && $h->psql("SELECT count(*) FROM webhook_outbox WHERE status = 'pending'") == 0 }), 'twenty more delivered';
+my $t_written = time;
+ok $h->wait_until(60, sub { scalar @{ received() } >= $before + 2 * $BURST
+    && $h->psql("SELECT count(*) FROM webhook_outbox WHERE status = 'pending'") == 0 }), "$BURST changes x 2 endpoints delivered";
+diag sprintf('burst: %d changes written in %.2f s; all %d deliveries done %.2f s after the last write',
+             $BURST, $t_written - $t_burst, 2 * $BURST, time - $t_written);
 # The receiver always accepts here, so at-least-once is exactly once.
 my @since = @{ received() }[ $before .. $#{ received() } ];
 %by_id = ();
 $by_id{ $_->{id} }++ for @since;
 is scalar(grep { $_ > 1 } values %by_id), 0, 'no delivery id received twice with two replicas';
-is scalar @since, 20, 'twenty requests for twenty changes';
+is scalar @since, 2 * $BURST, 'one request per change and endpoint';
+for my $path ('hook', 'second') {
+    my @revs = map { $J->decode($_->{body})->{record}{after}{description} } grep { $_->{path} eq "/$path" } @since;
+    is_deeply \@revs, [ map { "rev $_" } 1 .. $BURST ], "/$path received the burst in order";
+}
+is $h->psql("SELECT count(DISTINCT attempts) FROM webhook_outbox WHERE status = 'delivered'"
+            . " AND body LIKE '%rev %'"), 1, 'each in one attempt';
+is req(DELETE => "$flags/webhooks/$second", \%A)->{status}, 204, 'second endpoint deleted';
 is req(GET => "$flags2/health")->{status}, 200, 'the replica was up throughout';
 $h2->teardown;
+
+# --- an endpoint that hangs does not hold another's deliveries: each
+# endpoint's rows go in their own chain, the chains in parallel ---
+my $port2 = receiver("$dir/recv2.mode", "$dir/recv2.log");
+my $fast = req(POST => "$flags/webhooks", \%A, { url => "http://127.0.0.1:$port2/fast", secret => $SECRET, kinds => ['flag'] })->{json}{id};
+ok $fast, 'an endpoint on a second receiver';
+mode('hang');
+is req(PUT => "$flags/flags/hook-1", \%A, { description => "while hanging $_" })->{status}, 200, "change $_ while the first hangs"
+    for 1 .. 10;
+my $t_hang = time;
+ok $h->wait_until(5, sub { @{ received("$dir/recv2.log") } >= 10 }),
+    'the other endpoint has its 10 changes within 5 s (not after 10 of the first one\'s 1 s timeouts)';
+diag sprintf('second endpoint: 10 deliveries in %.2f s while the first hangs', time - $t_hang);
+is_deeply [ map { $J->decode($_->{body})->{record}{after}{description} } @{ received("$dir/recv2.log") } ],
+    [ map { "while hanging $_" } 1 .. 10 ], 'in order, once each';
+mode('ok');
+ok $h->wait_until(40, sub { $h->psql("SELECT count(*) FROM webhook_outbox WHERE status = 'pending'") == 0 }),
+    'the first endpoint catches up once it answers';
+is req(DELETE => "$flags/webhooks/$fast", \%A)->{status}, 204, 'second receiver\'s endpoint deleted';
 
 # --- given up after the retry window: failed, visible ---
 $h->{env}{flags}{TM_WEBHOOK_RETRY_SECONDS} = 2;

@@ -10,6 +10,7 @@
 #include "tmctl_doc.h"
 #include "tmctl_http.h"
 #include "tmctl_usage.h"
+#include "tmctl_webhooks.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -80,6 +81,22 @@ static const char usage_text[] =
 "                                                   the flag's changes and its rule's, merged\n"
 "                                                   by time (flags and targeting trails)\n"
 "\n"
+"Webhooks, per service: each tells its endpoints of its own changes (docs/audit.md;\n"
+"--service flags|targeting|auth, default flags; on auth an admin key or the master key):\n"
+"  tmctl webhooks list [--json]                      id, format, kinds, environments, URL\n"
+"  tmctl webhooks add URL --secret SECRET [--kinds LIST] [--environments LIST]\n"
+"                     [--format json|slack]          LIST: comma-separated names, or all;\n"
+"                                                   kinds: flag,rule,segment,environment,\n"
+"                                                   key,webhook; secret: 16 to 256 bytes\n"
+"                                                   (env TOGGLEMASTER_WEBHOOK_SECRET)\n"
+"  tmctl webhooks update ID [--endpoint URL] [--secret SECRET] [--kinds LIST]\n"
+"                        [--environments LIST] [--format json|slack]\n"
+"  tmctl webhooks remove ID | ping ID\n"
+"  tmctl webhooks deliveries ID [--limit N] [--json]  the last deliveries, newest first:\n"
+"                                                   status, attempts, event, last error\n"
+"  tmctl webhooks redeliver ID DELIVERY_ID          a delivered or failed one sent again,\n"
+"                                                   under a new delivery id\n"
+"\n"
 "Options (anywhere on the line; --opt=value works too):\n"
 "  --environment ENV    flags, rules, export and import act on ENV (env\n"
 "                       TOGGLEMASTER_ENVIRONMENT; default: the default environment)\n"
@@ -110,7 +127,8 @@ static const char usage_text[] =
 enum {
     O_DESC = 1, O_ENABLE = 2, O_USER = 4, O_CONTEXT = 8, O_DRY = 16, O_SKIP = 32,
     O_FROMTO = 64, O_SCOPE = 128, O_CONFIRM = 256,
-    O_GRAN = 512, O_DAYS = 1024, O_AUDIT = 2048, O_AUDITQ = 4096
+    O_GRAN = 512, O_DAYS = 1024, O_AUDIT = 2048, O_AUDITQ = 4096, O_LIMIT = 8192,
+    O_SERVICE = 16384, O_JSON = 32768, O_HOOK = 65536
 };
 
 typedef struct {
@@ -119,6 +137,7 @@ typedef struct {
     const char *environment, *from, *to, *scope, *master_key;
     const char *granularity, *days, *analytics_url;   /* tmctl usage / stale */
     const char *service, *kind, *name, *actor, *since, *until, *limit;
+    const char *secret, *kinds, *environments, *format, *endpoint;   /* tmctl webhooks */
     int enabled;          /* -1 not given */
     int dry_run, skip_unknown, help, confirm, json;
     long timeout_s;       /* --timeout, checked */
@@ -179,10 +198,13 @@ static int parse_args(int argc, char **argv)
         { "master-key", &o.master_key, 0 }, { "confirm", NULL, O_CONFIRM },
         { "granularity", &o.granularity, O_GRAN }, { "days", &o.days, O_DAYS },
         { "analytics-url", &o.analytics_url, 0 },
-        { "service", &o.service, O_AUDIT }, { "kind", &o.kind, O_AUDIT },
+        { "service", &o.service, O_SERVICE }, { "kind", &o.kind, O_AUDIT },
         { "name", &o.name, O_AUDIT }, { "actor", &o.actor, O_AUDIT },
         { "since", &o.since, O_AUDITQ }, { "until", &o.until, O_AUDITQ },
-        { "limit", &o.limit, O_AUDITQ }, { "json", NULL, O_AUDITQ },
+        { "limit", &o.limit, O_LIMIT }, { "json", NULL, O_JSON },
+        { "secret", &o.secret, O_HOOK }, { "kinds", &o.kinds, O_HOOK },
+        { "environments", &o.environments, O_HOOK }, { "format", &o.format, O_HOOK },
+        { "endpoint", &o.endpoint, O_HOOK },
     };
     int only_pos = 0;
     for (int i = 1; i < argc; i++) {
@@ -1023,12 +1045,33 @@ static const command commands[] = {
     { "usage", NULL, 1, O_FROMTO | O_GRAN,
       "FLAG [--from DATE] [--to DATE] [--granularity hour|day] [--environment ENV]" },
     { "stale", NULL, 0, O_DAYS, "[--days N] [--environment ENV]" },
-    { "audit", NULL, 0, O_AUDIT | O_AUDITQ, "[--service flags|targeting|auth] [--kind KIND]"
+    { "audit", NULL, 0, O_AUDIT | O_AUDITQ | O_LIMIT | O_SERVICE | O_JSON,
+      "[--service flags|targeting|auth] [--kind KIND]"
       " [--name NAME] [--actor KEY] [--since TIME] [--until TIME] [--limit N] [--json]" },
-    { "history", NULL, 1, O_AUDITQ, "FLAG [--since TIME] [--until TIME] [--limit N] [--json]" },
+    { "history", NULL, 1, O_AUDITQ | O_LIMIT | O_JSON,
+      "FLAG [--since TIME] [--until TIME] [--limit N] [--json]" },
+    { "webhooks", "list", 0, O_SERVICE | O_JSON, "[--service S] [--json]" },
+    { "webhooks", "add", 1, O_SERVICE | O_HOOK, "URL --secret SECRET [--kinds LIST]"
+      " [--environments LIST] [--format json|slack] [--service S]" },
+    { "webhooks", "update", 1, O_SERVICE | O_HOOK, "ID [--endpoint URL] [--secret SECRET]"
+      " [--kinds LIST] [--environments LIST] [--format json|slack] [--service S]" },
+    { "webhooks", "remove", 1, O_SERVICE, "ID [--service S]" },
+    { "webhooks", "ping", 1, O_SERVICE, "ID [--service S]" },
+    { "webhooks", "deliveries", 1, O_SERVICE | O_LIMIT | O_JSON,
+      "ID [--limit N] [--json] [--service S]" },
+    { "webhooks", "redeliver", 2, O_SERVICE, "ID DELIVERY_ID [--service S]" },
 };
 
 /* ---- who changed what (tmctl_audit.c) ---- */
+
+/* --service: the base of the service named (default flags), or NULL. */
+static const char *service_base(void)
+{
+    if (o.service == NULL || strcmp(o.service, "flags") == 0) return flags_base;
+    if (strcmp(o.service, "targeting") == 0) return targeting_base;
+    if (strcmp(o.service, "auth") == 0) return auth_base;
+    return NULL;
+}
 
 static int run_audit(const command *c, const char *a0)
 {
@@ -1038,12 +1081,8 @@ static int run_audit(const command *c, const char *a0)
     if (o.limit && (*end != '\0' || limit < 1 || limit > 1000000)) {
         return usage("--limit must be a number from 1 to 1000000");
     }
-    const char *base = flags_base;
-    if (o.service && strcmp(o.service, "targeting") == 0) {
-        base = targeting_base;
-    } else if (o.service && strcmp(o.service, "auth") == 0) {
-        base = auth_base;
-    } else if (o.service && strcmp(o.service, "flags") != 0) {
+    const char *base = service_base();
+    if (base == NULL) {
         return usage("--service must be flags, targeting or auth");
     }
     if (strcmp(c->group, "history") == 0 && (rc = check_name(a0, "flag")) != EXIT_OK) {
@@ -1063,6 +1102,42 @@ static int run_audit(const command *c, const char *a0)
         return tmctl_history(flags_base, targeting_base, a0, &q) ? EXIT_API : EXIT_OK;
     }
     return tmctl_audit(base, &q) ? EXIT_API : EXIT_OK;
+}
+
+/* ---- webhooks (tmctl_webhooks.c) ---- */
+
+static int run_webhooks(const command *c, const char *a0, const char *a1)
+{
+    char *end;
+    long limit = o.limit ? strtol(o.limit, &end, 10) : 100;
+    if (o.limit && (*end != '\0' || limit < 1 || limit > 100)) {
+        return usage("--limit must be a number from 1 to 100 (the service keeps the last 100)");
+    }
+    const char *base = service_base();
+    if (base == NULL) {
+        return usage("--service must be flags, targeting or auth");
+    }
+    const char *secret = env_or(o.secret, "TOGGLEMASTER_WEBHOOK_SECRET");
+    if (strcmp(c->verb, "add") == 0 && secret == NULL) {
+        return usage("webhooks add needs a secret: --secret or TOGGLEMASTER_WEBHOOK_SECRET");
+    }
+    /* The auth service also takes its master key for these routes. */
+    const char *key = o.key;
+    if (key == NULL && base == auth_base) {
+        key = env_or(o.master_key, "TOGGLEMASTER_MASTER_KEY");
+    }
+    if (key == NULL) {
+        return need_key();
+    }
+    if (tmctl_http_init(key, o.timeout_s, o.retries_n) != 0) {
+        return EXIT_API;
+    }
+    tmctl_webhooks_opts w = {
+        .base = base, .verb = c->verb, .arg = a0, .delivery = a1, .url = o.endpoint,
+        .secret = secret, .kinds = o.kinds, .environments = o.environments,
+        .format = o.format, .limit = limit, .json = o.json,
+    };
+    return tmctl_webhooks(&w);
 }
 
 /* ---- environments, promotion, keys (docs/environments.md) ---- */
@@ -1214,8 +1289,9 @@ static int run(void)
                                              "--context", "--dry-run", "--skip-unknown",
                                              "--from/--to", "--scope", "--confirm",
                                              "--granularity", "--days",
-                                             "--service/--kind/--name/--actor",
-                                             "--since/--until/--limit/--json" };
+                                             "--kind/--name/--actor", "--since/--until",
+                                             "--limit", "--service", "--json",
+                                             "--secret/--kinds/--environments/--format/--endpoint" };
         int b = 0;
         while (!(extra & (1u << b))) b++;
         return usage("%s does not take %s; usage: tmctl %s %s", full, names[b], full, c->args);
@@ -1245,6 +1321,9 @@ static int run(void)
     }
     if (strcmp(c->group, "audit") == 0 || strcmp(c->group, "history") == 0) {
         return run_audit(c, a0);
+    }
+    if (strcmp(c->group, "webhooks") == 0) {
+        return run_webhooks(c, a0, a1);
     }
     if (strcmp(c->group, "env") == 0 || strcmp(c->group, "promote") == 0
         || strcmp(c->group, "keys") == 0) {

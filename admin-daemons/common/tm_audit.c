@@ -41,6 +41,7 @@ const tm_migration tm_audit_migrations[] = {
     { 5, TM_WEBHOOKS_SQL_ENDPOINTS },
     { 6, TM_WEBHOOKS_SQL_OUTBOX },
     { 7, TM_WEBHOOKS_SQL_OUTBOX_INDEX },
+    { 8, TM_WEBHOOKS_SQL_OUTBOX_PENDING_INDEX },
 };
 const int tm_audit_nmigrations = sizeof tm_audit_migrations / sizeof tm_audit_migrations[0];
 

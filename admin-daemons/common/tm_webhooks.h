@@ -3,10 +3,12 @@
  * outbox row for each (change, endpoint) is written by tm_audit_record()
  * in the change's own transaction; a thread per daemon delivers it with
  * libcurl, signed, retried with exponential backoff and jitter until
- * TM_WEBHOOK_RETRY_HOURS (default 24) have passed, then marks it failed.
- * Rows are claimed with SELECT ... FOR UPDATE SKIP LOCKED, so replicas
- * never deliver one row concurrently; a daemon killed mid-delivery leaves
- * the row pending (its transaction dies with it) and it is sent again:
+ * TM_WEBHOOK_RETRY_SECONDS (default 86400) have passed, then marks it
+ * failed. Rows are claimed in batches, per endpoint in id order under an
+ * advisory lock that one replica holds at a time, and endpoints are sent
+ * to in parallel; an endpoint's later rows wait behind its first row not
+ * delivered (per-endpoint order). A daemon killed mid-round leaves its
+ * rows pending (its transaction dies with it) and they are sent again:
  * at-least-once, deduplicated by receivers on X-ToggleMaster-Delivery. */
 #ifndef TM_WEBHOOKS_H
 #define TM_WEBHOOKS_H
@@ -41,14 +43,18 @@
 #define TM_WEBHOOKS_SQL_OUTBOX_INDEX \
     "CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (service, next_at)" \
     " WHERE status = 'pending'"
+/* Each endpoint's pending rows in order (the delivery rounds' claim). */
+#define TM_WEBHOOKS_SQL_OUTBOX_PENDING_INDEX \
+    "CREATE INDEX IF NOT EXISTS webhook_outbox_pending ON webhook_outbox (webhook_id, id)" \
+    " WHERE status = 'pending'"
 
 /* Reads TM_WEBHOOK_TIMEOUT_MS (total per attempt, default 5000),
  * TM_WEBHOOK_CONNECT_TIMEOUT_MS (default 2000), TM_WEBHOOK_BACKOFF_MS (the
  * first retry's delay, default 1000; doubling, at most an hour, with
- * jitter) and TM_WEBHOOK_RETRY_HOURS (default 24); starts the delivery
+ * jitter) and TM_WEBHOOK_RETRY_SECONDS (default 86400); starts the delivery
  * thread for the daemon's outbox. 0, or -1 logged. */
 int tm_webhooks_start(const char *daemon_name);
-/* Stops the thread (after the attempt in flight, at most the timeout). */
+/* Stops the thread (after the attempts in flight, at most the timeout). */
 void tm_webhooks_stop(void);
 
 /* Serves /webhooks and /webhooks/... (the key already checked: writes need
