@@ -261,6 +261,8 @@ typedef struct {
     unsigned                     keyed:1;
     unsigned                     bulk:1;      /* OFREP */
     ngx_str_t                    key;         /* OFREP single: flag key */
+    void                        *sse;         /* sse.c: the stream, until
+                                               * its request is released */
 } ngx_http_togglemaster_ctx_t;
 
 
@@ -284,6 +286,9 @@ typedef struct {
     ngx_atomic_t                 events_buffered;
     ngx_atomic_t                 events_bytes;   /* their buffers' size */
     ngx_atomic_t                 sse_open;       /* event streams */
+    /* the last fan-out: snapshot swap to last write, events written */
+    ngx_atomic_t                 sse_fanout_usec;
+    ngx_atomic_t                 sse_fanout_events;
 } ngx_http_togglemaster_worker_stat_t;
 
 
