@@ -5,11 +5,14 @@
 #     admin-API write -> PROVIDER_CONFIGURATION_CHANGED in the page, over
 #     CHANGES changes: p50, p99, max (goal p99 < 100 ms; the provider itself
 #     debounces events by 50 ms before it refetches);
-#  2. one nginx worker holding STREAMS idle streams (bench/sse_streams.py):
+#  2. one nginx worker holding STREAMS idle streams (bench/sse_streams.c):
 #     worker RSS per stream (goal <= 8 KiB), time until every stream has the
-#     event of one change (goal < 250 ms), and /evaluate throughput (wrk)
-#     with the streams open against the same worker without them.
-#   perl -I t/lib bench/sse.pl [CHANGES] [STREAMS]
+#     event of one change (goal < 250 ms; ROUNDS changes, each from the
+#     Redis PUBLISH to the read of the last stream's event, with nginx's
+#     own swap -> last write from /metrics beside it), and /evaluate
+#     throughput (wrk) with the streams open against the same worker
+#     without them.
+#   perl -I t/lib bench/sse.pl [CHANGES] [STREAMS] [ROUNDS]
 use strict; use warnings;
 use IPC::Open2;
 use JSON::PP;
@@ -19,7 +22,7 @@ use TM::Harness;
 use TM::Nginx;
 use TM::Stack;
 
-my ($CHANGES, $STREAMS) = (@ARGV, 100, 10_000)[0, 1];
+my ($CHANGES, $STREAMS, $ROUNDS) = (@ARGV, 100, 10_000, 5)[0, 1, 2];
 my $ROOT = $TM::Harness::ROOT;
 my $h = TM::Harness->new;
 
@@ -62,7 +65,7 @@ sub browser_latency {
 }
 
 # --- 2. idle streams on one worker ---
-my ($rport) = $h->redis =~ /(\d+)$/;
+$h->redis;
 $h->redis_cmd('HSET', 'tm:envs', $_->[0], TM::Nginx::env_json(@$_)) for ['default', 1], ['staging', 2];
 $h->redis_cmd('HSET', 'tm:flags@staging', 'banner', TM::Nginx::env_flag_json('banner', 1, 1));
 TM::Nginx::set_flag($h, 'flag-1', 1, quiet => 1);
@@ -94,7 +97,9 @@ my $token = "$exp.staging." . Digest::SHA::hmac_sha256_hex("tm-sse-v1\nstaging\n
 
 my $rps0 = wrk();
 my $rss0 = rss_kib();
-my $pid = open2(my $out, my $in, 'python3', "$ROOT/bench/sse_streams.py", $ng->port, "/sse?token=$token", $STREAMS, $rport);
+my $holder = ($ENV{TM_BUILD} // "$ROOT/build") . '/bench/sse_streams';
+-x $holder or die "$holder: not built (make)\n";
+my $pid = open2(my $out, my $in, $holder, $ng->port, "/sse?token=$token", $STREAMS);
 my $o = decode_json(scalar <$out>);
 printf "streams: %d of %d open in %.1f s\n", $o->{open}, $STREAMS, $o->{secs};
 sleep 1;
@@ -103,9 +108,23 @@ printf "worker RSS: %d KiB without streams, %d KiB with them: %.2f KiB per strea
     $rss0, $rss1, ($rss1 - $rss0) / ($o->{open} || 1);
 my $rps1 = wrk();
 printf "/evaluate: %.0f req/s without streams, %.0f with %d open: ratio %.2f\n", $rps0, $rps1, $o->{open}, $rps1 / $rps0;
-for my $round (1 .. 3) {
-    print $in "event\n";
+# one change as the daemons write it; t0 is the PUBLISH that tells nginx
+for my $round (1 .. $ROUNDS) {
+    my $on = $round % 2 ? 0 : 1;
+    $h->redis_cmd('HSET', 'tm:flags@staging', 'banner', TM::Nginx::env_flag_json('banner', $on, 1));
+    my $v = $h->redis_cmd('INCR', 'tm:version');
+    my $msg = encode_json({ version => $v + 0, kind => 'flag', environment => 'staging', op => 'upsert', name => 'banner' });
+    print $in "arm\n";
+    decode_json(scalar <$out>);
+    my $t0 = time;
+    $h->redis_cmd('PUBLISH', 'tm:changes', $msg);
     my $e = decode_json(scalar <$out>);
-    printf "one change -> every stream has its event: %.1f ms (%d of %d streams)\n", $e->{all_secs} * 1000, $e->{got}, $o->{open};
+    my $m = $ng->metrics;
+    printf "one change -> every stream has its event: %.1f ms (%d of %d streams; first after %.1f ms); "
+         . "in nginx, swap -> last write: %.1f ms for %d events\n",
+        ($e->{last} - $t0) * 1000, $e->{got}, $o->{open}, ($e->{first} - $t0) * 1000,
+        TM::Nginx::m_sum($m, 'togglemaster_sse_fanout_seconds') * 1000,
+        TM::Nginx::m_sum($m, 'togglemaster_sse_fanout_events');
+    sleep 0.5;
 }
 print $in "quit\n"; close $in; waitpid $pid, 0;
