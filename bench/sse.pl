@@ -108,8 +108,14 @@ printf "worker RSS: %d KiB without streams, %d KiB with them: %.2f KiB per strea
     $rss0, $rss1, ($rss1 - $rss0) / ($o->{open} || 1);
 my $rps1 = wrk();
 printf "/evaluate: %.0f req/s without streams, %.0f with %d open: ratio %.2f\n", $rps0, $rps1, $o->{open}, $rps1 / $rps0;
-# one change as the daemons write it; t0 is the PUBLISH that tells nginx
+# One change as the daemons write it, t0 the PUBLISH that tells nginx;
+# before it, the floor: the same number of event-sized send()s by a bare C
+# loop to as many other loopback connections, read the same way (the
+# loopback charges the sender with the receiving side's TCP work too).
+my (@all, @floor);
 for my $round (1 .. $ROUNDS) {
+    print $in "floor\n";
+    my $f = decode_json(scalar <$out>);
     my $on = $round % 2 ? 0 : 1;
     $h->redis_cmd('HSET', 'tm:flags@staging', 'banner', TM::Nginx::env_flag_json('banner', $on, 1));
     my $v = $h->redis_cmd('INCR', 'tm:version');
@@ -120,11 +126,18 @@ for my $round (1 .. $ROUNDS) {
     $h->redis_cmd('PUBLISH', 'tm:changes', $msg);
     my $e = decode_json(scalar <$out>);
     my $m = $ng->metrics;
-    printf "one change -> every stream has its event: %.1f ms (%d of %d streams; first after %.1f ms); "
-         . "in nginx, swap -> last write: %.1f ms for %d events\n",
-        ($e->{last} - $t0) * 1000, $e->{got}, $o->{open}, ($e->{first} - $t0) * 1000,
-        TM::Nginx::m_sum($m, 'togglemaster_sse_fanout_seconds') * 1000,
-        TM::Nginx::m_sum($m, 'togglemaster_sse_fanout_events');
+    my ($all, $fall) = (($e->{last} - $t0) * 1000, ($f->{last} - $f->{t0}) * 1000);
+    my $srv = TM::Nginx::m_sum($m, 'togglemaster_sse_fanout_seconds') * 1000;
+    push @all, $all; push @floor, $fall;
+    printf "one change -> all %d streams have the event: %.1f ms (%d got it; first after %.1f ms); nginx swap -> last write "
+         . "%.1f ms (%d events, %.1f us each) | floor: %d bare sends %.1f ms, all read %.1f ms | ratio %.2f\n",
+        $o->{open}, $all, $e->{got}, ($e->{first} - $t0) * 1000, $srv,
+        TM::Nginx::m_sum($m, 'togglemaster_sse_fanout_events'), $srv * 1000 / ($o->{open} || 1),
+        $f->{got}, $f->{send_ms}, $fall, $all / ($fall || 1);
     sleep 0.5;
 }
+printf "one change -> all streams: median %.1f ms, max %.1f ms over %d changes (floor median %.1f ms; "
+     . "median ratio %.2f); load average %s",
+    pct(0.5, @all), pct(1, @all), scalar @all, pct(0.5, @floor),
+    pct(0.5, map { $all[$_] / ($floor[$_] || 1) } 0 .. $#all), `cat /proc/loadavg`;
 print $in "quit\n"; close $in; waitpid $pid, 0;

@@ -9,6 +9,12 @@
  *             "event: message" since, or 10 s passed:
  *             {"got":n,"first":t,"last":t}  (unix seconds, the clock of
  *             Time::HiRes::time, at the read that brought each event)
+ *   floor     the same without nginx, for a ratio measured in the same
+ *             run: a child process writes one event-sized chunk to each
+ *             of N other loopback connections, kept open from the start,
+ *             one send() each, and this reads them as it reads streams:
+ *             {"got":n,"first":t,"last":t,"t0":t,"send_ms":ms} (t0: when
+ *             the child was told; send_ms: the child's loop alone)
  *   quit
  *
  *   sse_streams <port> <path with token> <N>
@@ -17,12 +23,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -39,8 +47,11 @@ typedef struct {
     char      tail[TAIL];
 } stream_t;
 
+/* streams[0, n): nginx's; streams[n, 2n): the floor's */
 static stream_t  *streams;
 static int        nstreams, ep;
+static int        floor_cmd = -1, floor_res = -1;
+static pid_t      floor_pid;
 
 
 static double
@@ -193,65 +204,213 @@ open_streams(int port, const char *path)
 }
 
 
+/* The child of the floor: one event-sized chunk to each connection per
+ * byte it is sent, and the loop's duration back. */
+static void
+floor_child(int *fds, int n, int cmd, int res)
+{
+    char    chunk[160], c;
+    int     i;
+    double  t0, ms;
+
+    memset(chunk, 'x', sizeof(chunk));
+    memcpy(chunk, "9a\r\nid: 1\nevent: message\ndata: ", 32);
+
+    while (read(cmd, &c, 1) == 1) {
+        t0 = now();
+        for (i = 0; i < n; i++) {
+            if (send(fds[i], chunk, sizeof(chunk), 0) != (ssize_t) sizeof(chunk)) {
+                perror("floor send");
+            }
+        }
+        ms = (now() - t0) * 1000;
+        if (write(res, &ms, sizeof(ms)) != sizeof(ms)) {
+            break;
+        }
+    }
+
+    _exit(0);
+}
+
+
+/* Reads until every stream of [from, to) that is open had an event since
+ * now, or 10 s passed; prints what came, when. */
+static void
+measure(int from, int to, int floor)
+{
+    int     i, want, got;
+    double  t0, first, last, ms;
+    char    c = 'g';
+
+    want = 0;
+    for (i = 0; i < 2 * nstreams; i++) {
+        streams[i].event = 0;
+        if (i >= from && i < to) {
+            want += streams[i].ok && !streams[i].dead;
+        }
+    }
+
+    if (!floor) {
+        printf("{\"armed\":1}\n");
+        fflush(stdout);
+    }
+
+    got = 0;
+    first = last = 0;
+    t0 = now();
+    ms = 0;
+
+    if (floor && write(floor_cmd, &c, 1) != 1) {
+        perror("floor");
+    }
+
+    while (got < want && now() - t0 < 10) {
+        got += pump(100, 1, &first, &last);
+    }
+
+    if (floor && read(floor_res, &ms, sizeof(ms)) != sizeof(ms)) {
+        perror("floor result");
+    }
+
+    printf("{\"got\":%d,\"first\":%.6f,\"last\":%.6f,\"t0\":%.6f,"
+           "\"send_ms\":%.3f}\n", got, first, last, t0, ms);
+    fflush(stdout);
+}
+
+
+/* The floor's reading process: N loopback connections to a child that
+ * holds their sending ends (three processes, as one may hold only about N
+ * descriptors), then one measurement per byte from the parent. */
+static void
+floor_reader(int parent)
+{
+    struct sockaddr_in  sin;
+    struct epoll_event  ev;
+    socklen_t           len = sizeof(sin);
+    int                 ls, i, fd, one = 1, cmd[2], res[2];
+    int                *fds;
+    char                c;
+
+    ep = epoll_create1(0);
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ls = socket(AF_INET, SOCK_STREAM, 0);
+    if (ep < 0 || ls < 0 || bind(ls, (struct sockaddr *) &sin, sizeof(sin)) < 0
+        || listen(ls, 4096) < 0 || getsockname(ls, (struct sockaddr *) &sin, &len) < 0
+        || pipe(cmd) < 0 || pipe(res) < 0 || (floor_pid = fork()) < 0)
+    {
+        perror("floor");
+        _exit(1);
+    }
+
+    if (floor_pid == 0) {
+        /* the sending ends */
+        close(parent);
+        close(cmd[1]);
+        close(res[0]);
+        fds = calloc(nstreams, sizeof(int));
+        for (i = 0; fds && i < nstreams; i++) {
+            if ((fds[i] = accept(ls, NULL, NULL)) < 0
+                || setsockopt(fds[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+            {
+                perror("floor accept");
+                _exit(1);
+            }
+        }
+        close(ls);
+        floor_child(fds, nstreams, cmd[0], res[1]);
+    }
+
+    close(ls);
+    close(cmd[0]);
+    close(res[1]);
+    floor_cmd = cmd[1];
+    floor_res = res[0];
+
+    for (i = 0; i < nstreams; i++) {
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *) &sin, sizeof(sin)) < 0
+            || fcntl(fd, F_SETFL, O_NONBLOCK) < 0)
+        {
+            perror("floor connection");
+            _exit(1);
+        }
+
+        streams[nstreams + i].fd = fd;
+        streams[nstreams + i].head = 1;
+        streams[nstreams + i].ok = 1;
+        ev.events = EPOLLIN;
+        ev.data.u32 = nstreams + i;
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            perror("epoll_ctl");
+            _exit(1);
+        }
+    }
+
+    while (read(parent, &c, 1) == 1) {
+        measure(nstreams, 2 * nstreams, 1);
+    }
+
+    close(floor_cmd);
+    waitpid(floor_pid, NULL, 0);
+    _exit(0);
+}
+
+
 int
 main(int argc, char **argv)
 {
     struct rlimit  rl;
     char           line[64];
-    int            i, want, got;
-    double         t0, first, last;
+    int            reader[2];
+    pid_t          reader_pid;
 
     if (argc != 4 || (nstreams = atoi(argv[3])) <= 0) {
         fprintf(stderr, "usage: sse_streams <port> <path> <N>\n");
         return 2;
     }
 
+    /* nginx's streams here; the floor's in two other processes */
     rl.rlim_cur = rl.rlim_max = nstreams + 64;
     if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
         perror("setrlimit");
         return 1;
     }
 
-    streams = calloc(nstreams, sizeof(stream_t));
-    ep = epoll_create1(0);
-    if (streams == NULL || ep < 0) {
+    streams = calloc(2 * nstreams, sizeof(stream_t));
+    if (streams == NULL || pipe(reader) < 0 || (reader_pid = fork()) < 0) {
         perror("setup");
         return 1;
     }
 
-    if (open_streams(atoi(argv[1]), argv[2]) != 0) {
+    if (reader_pid == 0) {
+        close(reader[1]);
+        floor_reader(reader[0]);
+    }
+
+    close(reader[0]);
+    ep = epoll_create1(0);
+    if (ep < 0 || open_streams(atoi(argv[1]), argv[2]) != 0) {
         return 1;
     }
 
     while (fgets(line, sizeof(line), stdin)) {
         if (strncmp(line, "quit", 4) == 0) {
             break;
+
+        } else if (strncmp(line, "arm", 3) == 0) {
+            measure(0, nstreams, 0);
+
+        } else if (strncmp(line, "floor", 5) == 0) {
+            /* the reading process answers on the same stdout */
+            if (write(reader[1], "f", 1) != 1) {
+                perror("floor");
+            }
         }
-
-        if (strncmp(line, "arm", 3) != 0) {
-            continue;
-        }
-
-        want = 0;
-        for (i = 0; i < nstreams; i++) {
-            streams[i].event = 0;
-            want += streams[i].ok && !streams[i].dead;
-        }
-
-        printf("{\"armed\":1}\n");
-        fflush(stdout);
-
-        got = 0;
-        first = last = 0;
-        t0 = now();
-
-        while (got < want && now() - t0 < 10) {
-            got += pump(100, 1, &first, &last);
-        }
-
-        printf("{\"got\":%d,\"first\":%.6f,\"last\":%.6f}\n", got, first, last);
-        fflush(stdout);
     }
 
+    close(reader[1]);
+    waitpid(reader_pid, NULL, 0);
     return 0;
 }
