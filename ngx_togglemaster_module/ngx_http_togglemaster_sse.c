@@ -731,8 +731,11 @@ ngx_http_togglemaster_sse_release(ngx_http_request_t *r)
 
     ngx_queue_insert_tail(&ngx_http_togglemaster_sse_streams, &s->queue);
 
-    /* events are small and must not wait for an ACK (Nagle) */
-    if ((nodelay && ngx_tcp_nodelay(c) != NGX_OK)
+    /* a request that began before a graceful stop ends as the others
+     * did: nginx closed idle connections already */
+    if (ngx_exiting
+        /* events are small and must not wait for an ACK (Nagle) */
+        || (nodelay && ngx_tcp_nodelay(c) != NGX_OK)
         || ngx_handle_read_event(c->read, 0) != NGX_OK)
     {
         ngx_http_togglemaster_sse_close(s);
