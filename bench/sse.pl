@@ -65,37 +65,54 @@ sub browser_latency {
 }
 
 # --- 2. idle streams on one worker ---
-$h->redis;
-$h->redis_cmd('HSET', 'tm:envs', $_->[0], TM::Nginx::env_json(@$_)) for ['default', 1], ['staging', 2];
-$h->redis_cmd('HSET', 'tm:flags@staging', 'banner', TM::Nginx::env_flag_json('banner', 1, 1));
-TM::Nginx::set_flag($h, 'flag-1', 1, quiet => 1);
-$h->redis_cmd('SADD', 'tm:ready', qw(flag rule key segment env key2 flag@staging rule@staging));
-$h->redis_cmd('SET', 'tm:version', 3);
+# two identical nginx, each with its Redis: one gets the streams, the other
+# is the baseline of /evaluate throughput, measured in alternate rounds
 my $secret = 'bench-secret-' . ('x' x 32);
-my $ng = TM::Nginx->new($h, workers => 1, timeout => '5s', http => "togglemaster_sse_secret $secret;",
-    server => "location = /sse { togglemaster_sse on; togglemaster_sse_heartbeat 60s; togglemaster_sse_max_connections 100000; }");
-{   # room for the streams: the harness's conf says 1024 connections
-    my $f = $ng->dir . '/nginx.conf';
+sub edge {
+    my $hh = shift;
+    $hh->redis;
+    $hh->redis_cmd('HSET', 'tm:envs', $_->[0], TM::Nginx::env_json(@$_)) for ['default', 1], ['staging', 2];
+    $hh->redis_cmd('HSET', 'tm:flags@staging', 'banner', TM::Nginx::env_flag_json('banner', 1, 1));
+    TM::Nginx::set_flag($hh, 'flag-1', 1, quiet => 1);
+    $hh->redis_cmd('SADD', 'tm:ready', qw(flag rule key segment env key2 flag@staging rule@staging));
+    $hh->redis_cmd('SET', 'tm:version', 3);
+    my $n = TM::Nginx->new($hh, workers => 1, timeout => '5s', http => "togglemaster_sse_secret $secret;",
+        server => "location = /sse { togglemaster_sse on; togglemaster_sse_heartbeat 60s; togglemaster_sse_max_connections 100000; }");
+    # room for the streams: the harness's conf says 1024 connections
+    my $f = $n->dir . '/nginx.conf';
     open my $c, '<', $f or die; local $/; my $t = <$c>; close $c;
     $t =~ s/worker_connections 1024;/worker_connections @{[ $STREAMS + 2000 ]};/;
     $t =~ s/^(events)/worker_rlimit_nofile @{[ $STREAMS + 4000 ]};\n$1/m;
     open $c, '>', $f or die; print $c $t; close $c;
+    $n->start;
+    $hh->wait_until(5, sub { $n->evaluate('user-42', 'flag-1') }) or die "nginx did not sync\n";
+    return $n;
 }
-$ng->start;
-$h->wait_until(5, sub { $ng->evaluate('user-42', 'flag-1') }) or die "nginx did not sync\n";
+my $ng = edge($h);
+my $h0 = TM::Harness->new;
+my $ng0 = edge($h0);
 my $master = TM::Harness::read_pid($ng->dir, 'nginx') // do { open my $p, '<', $ng->dir . '/nginx.pid'; <$p> };
 chomp $master;
 my ($worker) = grep { /\d/ } split /\s+/, `pgrep -P $master`;
 sub rss_kib { open my $f, '<', "/proc/$worker/status" or die; while (<$f>) { return $1 if /^VmRSS:\s+(\d+)/ } }
 sub wrk {
-    my $out = `wrk -t1 -c32 -d5s '${\ $ng->url('/evaluate?user_id=u&flag_name=flag-1')}' 2>&1`;
+    my $n = shift;
+    my $out = `wrk -t1 -c32 -d2s '${\ $n->url('/evaluate?user_id=u&flag_name=flag-1')}' 2>&1`;
     my ($rps) = $out =~ /Requests\/sec:\s+([\d.]+)/ or die "wrk failed:\n$out";
     return $rps;
+}
+# medians of alternate rounds: the nginx with streams, the one without
+sub wrk_ab {
+    my (@a, @b);
+    for (1 .. 5) { push @a, wrk($ng); push @b, wrk($ng0) }
+    return (pct(0.5, @a), pct(0.5, @b));
 }
 my $exp = int(time) + 3600;
 my $token = "$exp.staging." . Digest::SHA::hmac_sha256_hex("tm-sse-v1\nstaging\n$exp", $secret);
 
-my $rps0 = wrk();
+my ($rpsa, $rpsb) = wrk_ab();
+printf "/evaluate before the streams: %.0f req/s, the other nginx %.0f: ratio %.2f (the same edges: ~1)\n",
+    $rpsa, $rpsb, $rpsa / $rpsb;
 my $rss0 = rss_kib();
 my $holder = ($ENV{TM_BUILD} // "$ROOT/build") . '/bench/sse_streams';
 -x $holder or die "$holder: not built (make)\n";
@@ -106,8 +123,9 @@ sleep 1;
 my $rss1 = rss_kib();
 printf "worker RSS: %d KiB without streams, %d KiB with them: %.2f KiB per stream\n",
     $rss0, $rss1, ($rss1 - $rss0) / ($o->{open} || 1);
-my $rps1 = wrk();
-printf "/evaluate: %.0f req/s without streams, %.0f with %d open: ratio %.2f\n", $rps0, $rps1, $o->{open}, $rps1 / $rps0;
+my ($rps1, $rps0) = wrk_ab();
+printf "/evaluate with %d streams open: %.0f req/s, the same nginx without streams %.0f: ratio %.2f\n",
+    $o->{open}, $rps1, $rps0, $rps1 / $rps0;
 # One change as the daemons write it, t0 the PUBLISH that tells nginx;
 # before it, the floor: the same number of event-sized send()s by a bare C
 # loop to as many other loopback connections, read the same way (the
