@@ -359,7 +359,8 @@ ngx_http_togglemaster_sse_segments_md5(ngx_http_togglemaster_segments_t *sp,
 }
 
 
-static ngx_msec_int_t
+/* microseconds since from (CLOCK_MONOTONIC) */
+static int64_t
 ngx_http_togglemaster_sse_usec(struct timespec *from)
 {
     struct timespec  now;
@@ -368,7 +369,7 @@ ngx_http_togglemaster_sse_usec(struct timespec *from)
         return 0;
     }
 
-    return (now.tv_sec - from->tv_sec) * 1000000
+    return (int64_t) (now.tv_sec - from->tv_sec) * 1000000
            + (now.tv_nsec - from->tv_nsec) / 1000;
 }
 
@@ -380,8 +381,8 @@ static void
 ngx_http_togglemaster_sse_fanout(struct timespec *t0)
 {
     ngx_int_t                            rc;
+    int64_t                              usec;
     ngx_uint_t                           sent;
-    ngx_msec_int_t                       usec;
     ngx_queue_t                         *q, *next;
     ngx_http_togglemaster_sse_stream_t  *s;
 
@@ -418,7 +419,7 @@ ngx_http_togglemaster_sse_fanout(struct timespec *t0)
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "togglemaster sse: %ui events sent in %M us after the "
+                   "togglemaster sse: %ui events sent in %L us after the "
                    "swap", sent, usec);
 }
 
