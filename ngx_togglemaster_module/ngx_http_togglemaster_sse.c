@@ -44,6 +44,10 @@
  * nothing to say on a stream, so this only has to notice it closing */
 #define NGX_HTTP_TOGGLEMASTER_SSE_READ   256
 
+/* streams a fan-out writes before the worker goes back to its other
+ * connections: ~5-10 ms of sends on the 2-core test machine */
+#define NGX_HTTP_TOGGLEMASTER_SSE_BATCH  512
+
 /* stream URLs expire on a boundary of this many seconds, so that bulk
  * answers within it name the same URL and clients keep their stream */
 #define NGX_HTTP_TOGGLEMASTER_SSE_ROUND  60
@@ -84,6 +88,14 @@ static ngx_queue_t  ngx_http_togglemaster_sse_streams;
 /* streams counted against togglemaster_sse_max_connections: listed ones
  * and those whose request is not released yet */
 static ngx_uint_t   ngx_http_togglemaster_sse_open;
+
+/* A fan-out under way: the next stream it visits (NULL: none under way),
+ * the swap it started at, the events it wrote; its event continues it on
+ * the next turn of the event loop. */
+static ngx_queue_t     *ngx_http_togglemaster_sse_cursor;
+static struct timespec  ngx_http_togglemaster_sse_t0;
+static ngx_uint_t       ngx_http_togglemaster_sse_sent;
+static ngx_event_t      ngx_http_togglemaster_sse_fanout_ev;
 
 
 static void
@@ -161,6 +173,11 @@ ngx_http_togglemaster_sse_close(ngx_http_togglemaster_sse_stream_t *s)
 
     if (ngx_exiting && s->chunked && !s->broken && !c->error) {
         (void) c->send(c, last, sizeof(last) - 1);
+    }
+
+    /* a fan-out under way steps past it */
+    if (ngx_http_togglemaster_sse_cursor == &s->queue) {
+        ngx_http_togglemaster_sse_cursor = ngx_queue_next(&s->queue);
     }
 
     ngx_queue_remove(&s->queue);
@@ -375,30 +392,36 @@ ngx_http_togglemaster_sse_usec(struct timespec *from)
 
 
 /* Every stream listed gets its environment's event if it lacks it: one
- * send of the chunk formatted at the swap, nothing allocated. Records the
- * time from the swap (t0) to the last write. */
+ * send of the chunk formatted at the swap, nothing allocated. A batch of
+ * streams per turn of the event loop, so that requests on the worker's
+ * other connections wait one batch, not the whole fan-out. Records the
+ * time from the swap to the last write. */
 static void
-ngx_http_togglemaster_sse_fanout(struct timespec *t0)
+ngx_http_togglemaster_sse_fanout(ngx_event_t *ev)
 {
-    ngx_int_t                            rc;
     int64_t                              usec;
-    ngx_uint_t                           sent;
-    ngx_queue_t                         *q, *next;
+    ngx_int_t                            rc;
+    ngx_uint_t                           n, sent;
+    ngx_queue_t                         *q, *end;
     ngx_http_togglemaster_sse_stream_t  *s;
 
+    end = ngx_queue_sentinel(&ngx_http_togglemaster_sse_streams);
     sent = 0;
 
-    for (q = ngx_queue_head(&ngx_http_togglemaster_sse_streams);
-         q != ngx_queue_sentinel(&ngx_http_togglemaster_sse_streams);
-         q = next)
+    for (n = 0;
+         ngx_http_togglemaster_sse_cursor != end
+         && n < NGX_HTTP_TOGGLEMASTER_SSE_BATCH;
+         n++)
     {
-        /* a stream dropped meanwhile leaves the list: step first */
-        next = ngx_queue_next(q);
+        /* step first: a stream whose write fails leaves the list */
+        q = ngx_http_togglemaster_sse_cursor;
+        ngx_http_togglemaster_sse_cursor = ngx_queue_next(q);
         s = ngx_queue_data(q, ngx_http_togglemaster_sse_stream_t, queue);
 
         rc = ngx_http_togglemaster_sse_notify(s);
 
         if (rc == NGX_OK) {
+            ngx_http_togglemaster_sse_sent++;
             sent++;
 
         } else if (rc == NGX_ERROR) {
@@ -406,21 +429,29 @@ ngx_http_togglemaster_sse_fanout(struct timespec *t0)
         }
     }
 
-    usec = ngx_http_togglemaster_sse_usec(t0);
-
     ngx_http_togglemaster_sse_count_events(sent);
+
+    if (ngx_http_togglemaster_sse_cursor != end) {
+        /* after the next wait for events, not in this turn */
+        ngx_post_event(&ngx_http_togglemaster_sse_fanout_ev,
+                       &ngx_posted_next_events);
+        return;
+    }
+
+    ngx_http_togglemaster_sse_cursor = NULL;
+    usec = ngx_http_togglemaster_sse_usec(&ngx_http_togglemaster_sse_t0);
 
     if (ngx_http_togglemaster_shm
         && ngx_worker < NGX_HTTP_TOGGLEMASTER_MAX_WORKERS)
     {
         ngx_http_togglemaster_shm->workers[ngx_worker].sse_fanout_usec = usec;
         ngx_http_togglemaster_shm->workers[ngx_worker].sse_fanout_events =
-            sent;
+            ngx_http_togglemaster_sse_sent;
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "togglemaster sse: %ui events sent in %L us after the "
-                   "swap", sent, usec);
+                   "swap", ngx_http_togglemaster_sse_sent, usec);
 }
 
 
@@ -491,9 +522,25 @@ ngx_http_togglemaster_sse_swapped(ngx_http_togglemaster_snapshot_t *old,
                snap->nenvs * sizeof(ngx_http_togglemaster_sse_env_t));
     ngx_http_togglemaster_sse_nenvs = snap->nenvs;
 
-    if (changed && !ngx_queue_empty(&ngx_http_togglemaster_sse_streams)) {
-        ngx_http_togglemaster_sse_fanout(&t0);
+    /* the list is there once sse_init ran; no stream counts before */
+    if (!changed || ngx_http_togglemaster_sse_open == 0
+        || ngx_queue_empty(&ngx_http_togglemaster_sse_streams))
+    {
+        return;
     }
+
+    /* from the first stream again, should one be under way: those it
+     * visited need this change too (the others get both at once) */
+    ngx_http_togglemaster_sse_cursor =
+        ngx_queue_head(&ngx_http_togglemaster_sse_streams);
+    ngx_http_togglemaster_sse_t0 = t0;
+    ngx_http_togglemaster_sse_sent = 0;
+
+    if (ngx_http_togglemaster_sse_fanout_ev.posted) {
+        ngx_delete_posted_event(&ngx_http_togglemaster_sse_fanout_ev);
+    }
+
+    ngx_http_togglemaster_sse_fanout(&ngx_http_togglemaster_sse_fanout_ev);
 }
 
 
@@ -993,6 +1040,11 @@ void
 ngx_http_togglemaster_sse_init(void)
 {
     ngx_queue_init(&ngx_http_togglemaster_sse_streams);
+    ngx_http_togglemaster_sse_cursor = NULL;
+    ngx_memzero(&ngx_http_togglemaster_sse_fanout_ev, sizeof(ngx_event_t));
+    ngx_http_togglemaster_sse_fanout_ev.handler =
+        ngx_http_togglemaster_sse_fanout;
+    ngx_http_togglemaster_sse_fanout_ev.log = ngx_cycle->log;
     ngx_http_togglemaster_sse_open = 0;
     ngx_http_togglemaster_sse_nenvs = 0;
     ngx_http_togglemaster_sse_count_open();

@@ -116,6 +116,26 @@ for my $k (sort keys %S) {
     cmp_ok $n - $before{$k}, '>=', 1, "$k: heartbeats";
 }
 
+# --- a fan-out past one batch (512 streams a turn of the event loop) ---
+my @many = map { sopen($url, no_wait => 1) } 1 .. 600;
+sheader($_) for @many;
+is scalar(grep { ($_->{status} // 0) == 200 } @many), 600, '600 more streams: 200';
+ok $h->wait_until(5, sub { TM::Nginx::m_sum($ng->metrics, 'togglemaster_sse_streams') == 606 }), '606 streams open';
+my $v2 = set_banner(1);
+my $got = 0;
+for my $st (@many) {
+    $got++ if wait_events($st, 1, 2) == 1 && events($st)->[0] == $v2;
+}
+for my $st (values %S) {
+    $got++ if wait_events($st, 2, 2) == 2 && events($st)->[2] == $v2;
+}
+spump($_, 0.01) for @many;
+$got -= grep { nevents($_) != 1 } @many;
+is $got, 606, 'every stream got the change once, past the first batch too';
+is TM::Nginx::m_sum($ng->metrics, 'togglemaster_sse_fanout_events'), 606, 'metrics: the fan-out wrote 606 events';
+close $_->{s} for @many;
+ok $h->wait_until(5, sub { TM::Nginx::m_sum($ng->metrics, 'togglemaster_sse_streams') == 6 }), 'they leave the count';
+
 # --- the client going is noticed ---
 close $S{large}{s};
 close $S{chatty}{s};

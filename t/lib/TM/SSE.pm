@@ -34,7 +34,7 @@ sub sopen {
 sub sheader {
     my $st = shift;
     my $end = time + 5;
-    while ($st->{raw} !~ /\r\n\r\n/ && time < $end && !$st->{eof}) { spump($st, 0.2) }
+    while ($st->{raw} !~ /\r\n\r\n/ && time < $end && !$st->{eof}) { spump($st, 0.2, 1) }
     my ($head, $rest) = split /\r\n\r\n/, $st->{raw}, 2;
     $st->{head} = $head // '';
     ($st->{status}) = ($head // '') =~ m{^HTTP/1\.\d (\d+)};
@@ -62,9 +62,10 @@ sub dechunk {
     }
 }
 
-# Reads what the stream sends for $secs (less at EOF).
+# Reads what the stream sends for $secs (less at EOF; with $once, up to
+# the first read).
 sub spump {
-    my ($st, $secs) = @_;
+    my ($st, $secs, $once) = @_;
     my $sel = IO::Select->new($st->{s});
     my $end = time + $secs;
     while (!$st->{eof}) {
@@ -75,6 +76,7 @@ sub spump {
         if (!$n) { $st->{eof} = 1; last }
         $st->{raw} .= $buf;
         dechunk($st) if defined $st->{head};
+        last if $once;
     }
 }
 
@@ -84,7 +86,7 @@ sub nevents { scalar(@{ events($_[0]) }) / 2 }
 sub wait_events {
     my ($st, $n, $secs) = @_;
     my $end = time + ($secs // 5);
-    spump($st, 0.05) while nevents($st) < $n && time < $end && !$st->{eof};
+    spump($st, 0.05, 1) while nevents($st) < $n && time < $end && !$st->{eof};
     return nevents($st);
 }
 
