@@ -116,7 +116,8 @@ printf "/evaluate before the streams: %.0f req/s, the other nginx %.0f: ratio %.
 my $rss0 = rss_kib();
 my $holder = ($ENV{TM_BUILD} // "$ROOT/build") . '/bench/sse_streams';
 -x $holder or die "$holder: not built (make)\n";
-my $pid = open2(my $out, my $in, $holder, $ng->port, "/sse?token=$token", $STREAMS);
+my $pid = open2(my $out, my $in, $holder, $ng->port, "/sse?token=$token", $STREAMS,
+                '/evaluate?user_id=u&flag_name=flag-1');
 my $o = decode_json(scalar <$out>);
 printf "streams: %d of %d open in %.1f s\n", $o->{open}, $STREAMS, $o->{secs};
 sleep 1;
@@ -130,7 +131,7 @@ printf "/evaluate with %d streams open: %.0f req/s, the same nginx without strea
 # before it, the floor: the same number of event-sized send()s by a bare C
 # loop to as many other loopback connections, read the same way (the
 # loopback charges the sender with the receiving side's TCP work too).
-my (@all, @floor);
+my (@all, @floor, @probe);
 for my $round (1 .. $ROUNDS) {
     print $in "floor\n";
     my $f = decode_json(scalar <$out>);
@@ -146,16 +147,18 @@ for my $round (1 .. $ROUNDS) {
     my $m = $ng->metrics;
     my ($all, $fall) = (($e->{last} - $t0) * 1000, ($f->{last} - $f->{t0}) * 1000);
     my $srv = TM::Nginx::m_sum($m, 'togglemaster_sse_fanout_seconds') * 1000;
-    push @all, $all; push @floor, $fall;
+    push @all, $all; push @floor, $fall; push @probe, $e->{probe_max_ms};
     printf "one change -> all %d streams have the event: %.1f ms (%d got it; first after %.1f ms); nginx swap -> last write "
-         . "%.1f ms (%d events, %.1f us each) | floor: %d bare sends %.1f ms, all read %.1f ms | ratio %.2f\n",
+         . "%.1f ms (%d events, %.1f us each); /evaluate meanwhile: %d, the slowest %.1f ms | "
+         . "floor: %d bare sends %.1f ms, all read %.1f ms | ratio %.2f\n",
         $o->{open}, $all, $e->{got}, ($e->{first} - $t0) * 1000, $srv,
         TM::Nginx::m_sum($m, 'togglemaster_sse_fanout_events'), $srv * 1000 / ($o->{open} || 1),
+        $e->{probes}, $e->{probe_max_ms},
         $f->{got}, $f->{send_ms}, $fall, $all / ($fall || 1);
     sleep 0.5;
 }
 printf "one change -> all streams: median %.1f ms, max %.1f ms over %d changes (floor median %.1f ms; "
-     . "median ratio %.2f); load average %s",
+     . "median ratio %.2f); the slowest /evaluate during a change: median %.1f ms, max %.1f ms; load average %s",
     pct(0.5, @all), pct(1, @all), scalar @all, pct(0.5, @floor),
-    pct(0.5, map { $all[$_] / ($floor[$_] || 1) } 0 .. $#all), `cat /proc/loadavg`;
+    pct(0.5, map { $all[$_] / ($floor[$_] || 1) } 0 .. $#all), pct(0.5, @probe), pct(1, @probe), `cat /proc/loadavg`;
 print $in "quit\n"; close $in; waitpid $pid, 0;

@@ -17,7 +17,12 @@
  *             the child was told; send_ms: the child's loop alone)
  *   quit
  *
- *   sse_streams <port> <path with token> <N>
+ * With a probe path, "arm" also asks nginx for it on one keep-alive
+ * connection, a request as soon as the answer before came, and adds
+ * {"probes":n,"probe_max_ms":ms}: how long the worker's other requests
+ * wait while it writes the streams.
+ *
+ *   sse_streams <port> <path with token> <N> [probe path]
  */
 
 #include <errno.h>
@@ -49,8 +54,21 @@ typedef struct {
 
 /* streams[0, n): nginx's; streams[n, 2n): the floor's */
 static stream_t  *streams;
+static int        port;
 static int        nstreams, ep;
 static int        floor_cmd = -1, floor_res = -1;
+
+#define PROBE  0xffffffffu   /* the probe's epoll id */
+
+static struct {
+    int       fd;
+    char      req[512];
+    int       len;
+    size_t    got, want;     /* bytes of the answer read, expected */
+    double    sent, max;
+    int       n;
+    char      buf[4096];
+} probe = { .fd = -1 };
 static pid_t      floor_pid;
 
 
@@ -84,6 +102,54 @@ seen(stream_t *s, const char *data, size_t n, const char *mark)
 }
 
 
+static void
+probe_send(void)
+{
+    probe.got = 0;
+    probe.want = 0;
+    probe.sent = now();
+    if (send(probe.fd, probe.req, probe.len, 0) != probe.len) {
+        perror("probe send");
+    }
+}
+
+
+/* The probe's answer, read; the next request once it is whole. */
+static void
+probe_read(void)
+{
+    ssize_t  n;
+    char    *end, *cl;
+    double   t;
+
+    for ( ;; ) {
+        n = recv(probe.fd, probe.buf + probe.got, sizeof(probe.buf) - 1 - probe.got, 0);
+        if (n <= 0) {
+            return;
+        }
+
+        probe.got += n;
+        probe.buf[probe.got] = '\0';
+        end = strstr(probe.buf, "\r\n\r\n");
+        if (end == NULL) {
+            continue;
+        }
+
+        if (probe.want == 0) {
+            cl = strcasestr(probe.buf, "Content-Length: ");
+            probe.want = (end - probe.buf) + 4 + (cl ? strtoul(cl + 16, NULL, 10) : 0);
+        }
+
+        if (probe.got >= probe.want) {
+            t = (now() - probe.sent) * 1000;
+            probe.max = t > probe.max ? t : probe.max;
+            probe.n++;
+            probe_send();
+        }
+    }
+}
+
+
 /* Reads what every ready stream has; returns how many events arrived
  * (armed: the first per stream counts) and notes when the last did. */
 static int
@@ -99,6 +165,11 @@ pump(int timeout_ms, int armed, double *first, double *last)
     k = epoll_wait(ep, evs, 1024, timeout_ms);
 
     for (i = 0; i < k; i++) {
+        if (evs[i].data.u32 == PROBE) {
+            probe_read();
+            continue;
+        }
+
         s = &streams[evs[i].data.u32];
 
         for ( ;; ) {
@@ -233,6 +304,34 @@ floor_child(int *fds, int n, int cmd, int res)
 }
 
 
+/* The probe's connection (keep-alive), or -1. */
+static int
+probe_open(void)
+{
+    struct sockaddr_in  sin;
+    struct epoll_event  ev;
+    int                 fd;
+
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons(port);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    ev.events = EPOLLIN;
+    ev.data.u32 = PROBE;
+
+    if (fd < 0 || connect(fd, (struct sockaddr *) &sin, sizeof(sin)) < 0
+        || fcntl(fd, F_SETFL, O_NONBLOCK) < 0
+        || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+    {
+        perror("probe");
+        return -1;
+    }
+
+    return fd;
+}
+
+
 /* Reads until every stream of [from, to) that is open had an event since
  * now, or 10 s passed; prints what came, when. */
 static void
@@ -250,7 +349,14 @@ measure(int from, int to, int floor)
         }
     }
 
+    probe.n = 0;
+    probe.max = 0;
+
     if (!floor) {
+        if (probe.fd >= 0) {
+            probe_send();
+        }
+
         printf("{\"armed\":1}\n");
         fflush(stdout);
     }
@@ -272,8 +378,16 @@ measure(int from, int to, int floor)
         perror("floor result");
     }
 
+    /* the answer under way is let go: the next "arm" opens another */
+    if (!floor && probe.fd >= 0) {
+        epoll_ctl(ep, EPOLL_CTL_DEL, probe.fd, NULL);
+        close(probe.fd);
+        probe.fd = probe_open();
+    }
+
     printf("{\"got\":%d,\"first\":%.6f,\"last\":%.6f,\"t0\":%.6f,"
-           "\"send_ms\":%.3f}\n", got, first, last, t0, ms);
+           "\"send_ms\":%.3f,\"probes\":%d,\"probe_max_ms\":%.3f}\n",
+           got, first, last, t0, ms, probe.n, probe.max);
     fflush(stdout);
 }
 
@@ -366,8 +480,8 @@ main(int argc, char **argv)
     int            reader[2];
     pid_t          reader_pid;
 
-    if (argc != 4 || (nstreams = atoi(argv[3])) <= 0) {
-        fprintf(stderr, "usage: sse_streams <port> <path> <N>\n");
+    if (argc < 4 || argc > 5 || (nstreams = atoi(argv[3])) <= 0) {
+        fprintf(stderr, "usage: sse_streams <port> <path> <N> [probe path]\n");
         return 2;
     }
 
@@ -391,8 +505,19 @@ main(int argc, char **argv)
 
     close(reader[0]);
     ep = epoll_create1(0);
-    if (ep < 0 || open_streams(atoi(argv[1]), argv[2]) != 0) {
+    port = atoi(argv[1]);
+    if (ep < 0 || open_streams(port, argv[2]) != 0) {
         return 1;
+    }
+
+    if (argc == 5) {
+        probe.len = snprintf(probe.req, sizeof(probe.req),
+                             "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", argv[4]);
+        if (probe.len <= 0 || probe.len >= (int) sizeof(probe.req)
+            || (probe.fd = probe_open()) < 0)
+        {
+            return 1;
+        }
     }
 
     while (fgets(line, sizeof(line), stdin)) {
