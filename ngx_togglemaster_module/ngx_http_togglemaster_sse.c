@@ -24,9 +24,9 @@
  * Streams never wait: an event or heartbeat is written straight to the
  * socket, and a client whose send buffer cannot take it whole is dropped
  * (it reconnects and refetches). An event is formatted once per
- * environment and change, and each stream gets it in one send. Streams
- * are idle connections for nginx, so a reload or graceful stop closes
- * them.
+ * environment and change, and each stream gets it in one send, a batch of
+ * streams per turn of the event loop. Streams are idle connections for
+ * nginx, so a reload or graceful stop closes them.
  */
 
 #include "ngx_http_togglemaster_module.h"
@@ -530,7 +530,7 @@ ngx_http_togglemaster_sse_swapped(ngx_http_togglemaster_snapshot_t *old,
     }
 
     /* from the first stream again, should one be under way: those it
-     * visited need this change too (the others get both at once) */
+     * visited need this change too; the others get one event, this one */
     ngx_http_togglemaster_sse_cursor =
         ngx_queue_head(&ngx_http_togglemaster_sse_streams);
     ngx_http_togglemaster_sse_t0 = t0;
