@@ -360,13 +360,13 @@ ngx_http_togglemaster_metrics_handler(ngx_http_request_t *r)
         }
     }
 
-    body = ngx_pnalloc(r->pool, 8192 + (n * 2 + workers * 6)
+    body = ngx_pnalloc(r->pool, 8192 + (n * 2 + workers * 9)
                                        * NGX_HTTP_TOGGLEMASTER_LINE);
     if (body == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    last = body + 8192 + (n * 2 + workers * 6) * NGX_HTTP_TOGGLEMASTER_LINE;
+    last = body + 8192 + (n * 2 + workers * 9) * NGX_HTTP_TOGGLEMASTER_LINE;
     now = ngx_time();
 
     p = ngx_slprintf(body, last,

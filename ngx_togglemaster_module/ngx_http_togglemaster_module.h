@@ -284,6 +284,8 @@ typedef struct {
     ngx_str_t                    key;         /* OFREP single: flag key */
     int64_t                      refetch_id;
     u_char                       refetch_md5[16];
+    void                        *sse;         /* sse.c: the stream, until
+                                               * its request is released */
 } ngx_http_togglemaster_ctx_t;
 
 
@@ -307,6 +309,9 @@ typedef struct {
     ngx_atomic_t                 events_buffered;
     ngx_atomic_t                 events_bytes;   /* their buffers' size */
     ngx_atomic_t                 sse_open;       /* event streams */
+    /* the last fan-out: snapshot swap to last write, events written */
+    ngx_atomic_t                 sse_fanout_usec;
+    ngx_atomic_t                 sse_fanout_events;
 } ngx_http_togglemaster_worker_stat_t;
 
 

@@ -14,16 +14,26 @@
  * client reconnecting elsewhere with Last-Event-ID is told at once when it
  * missed something.
  *
+ * A stream costs what an idle keepalive connection costs, not a request:
+ * once the response header is out, the request is logged and freed with
+ * its pool and header buffers (as nginx's keepalive path does), and the
+ * connection is left holding a small stream state in its own pool. Its
+ * read handler only notices the client closing; its write event's timer is
+ * the heartbeat.
+ *
  * The event's etag is "<id>-<md5 of what the environment evaluates>"
  * (lib/tm_sse_meta.h): a refetch that sends it back is answered once this
  * worker's snapshot has that version (refetch.c).
  *
  * Streams never wait: an event or heartbeat is written straight to the
  * socket, and a client whose send buffer cannot take it whole is dropped
- * (it reconnects and refetches). Streams are idle connections for nginx,
- * so a reload or graceful stop closes them. A stream ends, cleanly, when
- * its token expires: the client's reconnect is refused (401) and the
- * client evaluates again for a new URL.
+ * (it reconnects and refetches). An event is formatted once per
+ * environment and change, and each stream gets it in one send, a batch of
+ * streams per turn of the event loop. Streams are idle connections for
+ * nginx, so a reload or graceful stop closes them. A stream ends, cleanly
+ * (the last chunk, then the connection closes), when its token expires:
+ * the client's reconnect is refused (401) and the client evaluates again
+ * for a new URL.
  */
 
 #include "ngx_http_togglemaster_module.h"
@@ -34,8 +44,17 @@
 #include "tm_sse_token.h"
 
 
-/* an event's text, framed as one chunk, fits this */
-#define NGX_HTTP_TOGGLEMASTER_SSE_FRAME  512
+/* an event framed as one chunk (size line, text, CRLF) fits this: its
+ * text is at most ~180 bytes (three 64-bit numbers and an md5 in hex) */
+#define NGX_HTTP_TOGGLEMASTER_SSE_CHUNK  224
+
+/* what a stream reads of its client at a time, on the stack: a client has
+ * nothing to say on a stream, so this only has to notice it closing */
+#define NGX_HTTP_TOGGLEMASTER_SSE_READ   256
+
+/* streams a fan-out writes before the worker goes back to its other
+ * connections: ~5-10 ms of sends on the 2-core test machine */
+#define NGX_HTTP_TOGGLEMASTER_SSE_BATCH  512
 
 /* stream URLs expire on a boundary of a quarter of the token lifetime, so
  * that bulk answers within it name the same URL (and carry the same ETag,
@@ -43,25 +62,32 @@
 #define NGX_HTTP_TOGGLEMASTER_SSE_STEPS  4
 
 
-/* What a worker knows of each environment of the current snapshot. */
+/* What a worker knows of each environment of the current snapshot, with
+ * the event its streams get, framed once. */
 typedef struct {
     u_char                       md5[16];     /* of what it evaluates */
     int64_t                      id;          /* version it last changed at */
     time_t                       modified;
+    size_t                       len;         /* of chunk */
+    size_t                       head;        /* chunk's size line */
+    u_char                       chunk[NGX_HTTP_TOGGLEMASTER_SSE_CHUNK];
 } ngx_http_togglemaster_sse_env_t;
 
 
+/* A stream, in its connection's pool (c->data once the request is gone);
+ * the environment's name follows it. */
 typedef struct {
     ngx_queue_t                  queue;
-    ngx_http_request_t          *r;
-    ngx_event_t                  heartbeat;
+    ngx_connection_t            *connection;
     ngx_msec_t                   interval;
     time_t                       expiry;      /* the token's */
     ngx_str_t                    env;
     ngx_uint_t                   env_gen;     /* env_index's epart generation */
     ngx_uint_t                   env_index;
     int64_t                      last_id;     /* of the last event it has */
+    unsigned                     chunked:1;
     unsigned                     broken:1;    /* dropped mid-write */
+    unsigned                     released:1;  /* its request is gone */
     unsigned                     ended:1;     /* the last chunk is sent */
 } ngx_http_togglemaster_sse_stream_t;
 
@@ -70,7 +96,17 @@ static ngx_http_togglemaster_sse_env_t  ngx_http_togglemaster_sse_envs[
                                             NGX_HTTP_TOGGLEMASTER_MAX_ENVS];
 static ngx_uint_t   ngx_http_togglemaster_sse_nenvs;
 static ngx_queue_t  ngx_http_togglemaster_sse_streams;
+/* streams counted against togglemaster_sse_max_connections: listed ones
+ * and those whose request is not released yet */
 static ngx_uint_t   ngx_http_togglemaster_sse_open;
+
+/* A fan-out under way: the next stream it visits (NULL: none under way),
+ * the swap it started at, the events it wrote; its event continues it on
+ * the next turn of the event loop. */
+static ngx_queue_t     *ngx_http_togglemaster_sse_cursor;
+static struct timespec  ngx_http_togglemaster_sse_t0;
+static ngx_uint_t       ngx_http_togglemaster_sse_sent;
+static ngx_event_t      ngx_http_togglemaster_sse_fanout_ev;
 
 
 static void
@@ -85,37 +121,40 @@ ngx_http_togglemaster_sse_count_open(void)
 }
 
 
-/* Writes data whole to the client, or fails: a stream never waits on a
- * full send buffer. HTTP/1.1 answers are chunked (the header said so). */
+static void
+ngx_http_togglemaster_sse_count_events(ngx_uint_t n)
+{
+    if (n && ngx_http_togglemaster_shm) {
+        (void) ngx_atomic_fetch_add(&ngx_http_togglemaster_shm->sse_events,
+                                    n);
+    }
+}
+
+
+/* Writes a chunk whole to the client (HTTP/1.0 gets the text alone: the
+ * chunk without its size line and final CRLF), or fails: a stream never
+ * waits on a full send buffer. */
 static ngx_int_t
 ngx_http_togglemaster_sse_write(ngx_http_togglemaster_sse_stream_t *s,
-    u_char *data, size_t len)
+    u_char *chunk, size_t len, size_t head)
 {
-    u_char             frame[NGX_HTTP_TOGGLEMASTER_SSE_FRAME + 32], *p;
     ssize_t            n;
     ngx_connection_t  *c;
 
-    c = s->r->connection;
+    c = s->connection;
 
-    if (s->broken || c->error || len > NGX_HTTP_TOGGLEMASTER_SSE_FRAME) {
+    if (s->broken || c->error) {
         return NGX_ERROR;
     }
 
-    p = frame;
-
-    if (s->r->chunked) {
-        p = ngx_sprintf(p, "%xz" CRLF, len);
+    if (!s->chunked) {
+        chunk += head;
+        len -= head + 2;
     }
 
-    p = ngx_cpymem(p, data, len);
+    n = c->send(c, chunk, len);
 
-    if (s->r->chunked) {
-        *p++ = CR; *p++ = LF;
-    }
-
-    n = c->send(c, frame, p - frame);
-
-    if (n == p - frame) {
+    if (n == (ssize_t) len) {
         return NGX_OK;
     }
 
@@ -134,25 +173,35 @@ ngx_http_togglemaster_sse_write(ngx_http_togglemaster_sse_stream_t *s,
 }
 
 
-/* Called from a timer or a snapshot swap, not from the connection's own
- * handler: the request nginx posts to end it must be run here, or the
- * connection stays open until the client next sends something. */
+/* The stream leaves the worker's list and its connection closes. In a
+ * graceful stop the last chunk ends the answer properly. */
 static void
-ngx_http_togglemaster_sse_drop(ngx_http_togglemaster_sse_stream_t *s)
+ngx_http_togglemaster_sse_close(ngx_http_togglemaster_sse_stream_t *s)
 {
-    ngx_connection_t    *c;
-    ngx_http_request_t  *r = s->r;
+    ngx_connection_t  *c = s->connection;
 
-    c = r->connection;
-    s->broken = 1;
+    static u_char  last[] = "0" CRLF CRLF;
 
-    ngx_http_finalize_request(r, NGX_ERROR);
-    ngx_http_run_posted_requests(c);
+    if (ngx_exiting && s->chunked && !s->broken && !s->ended && !c->error) {
+        (void) c->send(c, last, sizeof(last) - 1);
+    }
+
+    /* a fan-out under way steps past it */
+    if (ngx_http_togglemaster_sse_cursor == &s->queue) {
+        ngx_http_togglemaster_sse_cursor = ngx_queue_next(&s->queue);
+    }
+
+    ngx_queue_remove(&s->queue);
+    ngx_http_togglemaster_sse_open--;
+    ngx_http_togglemaster_sse_count_open();
+
+    ngx_http_close_connection(c);
 }
 
 
-/* The heartbeat timer also ends the stream when its token expires: the
- * next heartbeat, or the expiry if sooner. */
+/* The heartbeat timer (the connection's write event's) also ends the
+ * stream when its token expires: the next heartbeat, or the expiry if
+ * sooner. */
 static void
 ngx_http_togglemaster_sse_arm(ngx_http_togglemaster_sse_stream_t *s)
 {
@@ -164,50 +213,59 @@ ngx_http_togglemaster_sse_arm(ngx_http_togglemaster_sse_stream_t *s)
     left = (tp->sec >= s->expiry) ? 1
            : (ngx_msec_t) (s->expiry - tp->sec) * 1000 - tp->msec;
 
-    ngx_add_timer(&s->heartbeat, ngx_min(left, s->interval));
+    ngx_add_timer(s->connection->write, ngx_min(left, s->interval));
 }
 
 
-/* The token expired: the answer ends as any does (the last chunk through
- * nginx's filters), and the connection may serve the client's next
- * request. Its reconnect with this URL gets a 401, the web provider then
+/* The token expired: the answer ends with its last chunk and the
+ * connection closes (the request that could have kept it alive is gone).
+ * The client's reconnect with this URL gets a 401; the web provider then
  * evaluates again and connects to the new URL. */
 static void
 ngx_http_togglemaster_sse_expire(ngx_http_togglemaster_sse_stream_t *s)
 {
-    ngx_connection_t    *c;
-    ngx_http_request_t  *r = s->r;
+    ngx_connection_t  *c = s->connection;
 
-    c = r->connection;
+    static u_char  last[] = "0" CRLF CRLF;
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
                    "togglemaster sse: token expired, ending the stream "
                    "of \"%V\"", &s->env);
 
-    s->ended = 1;
-    r->read_event_handler = ngx_http_block_reading;
+    if (s->chunked && !s->broken && !c->error) {
+        (void) c->send(c, last, sizeof(last) - 1);
+    }
 
-    ngx_http_finalize_request(r, ngx_http_send_special(r, NGX_HTTP_LAST));
-    ngx_http_run_posted_requests(c);
+    s->ended = 1;
+    ngx_http_togglemaster_sse_close(s);
 }
 
 
+/* The heartbeat is the timer of the connection's write event; the socket
+ * becoming writable again means nothing to a stream. */
 static void
-ngx_http_togglemaster_sse_heartbeat(ngx_event_t *ev)
+ngx_http_togglemaster_sse_heartbeat(ngx_event_t *wev)
 {
-    ngx_http_togglemaster_sse_stream_t  *s = ev->data;
+    ngx_connection_t                    *c = wev->data;
+    ngx_http_togglemaster_sse_stream_t  *s = c->data;
 
-    static u_char  beat[] = ":\n\n";
+    static u_char  beat[] = "3" CRLF ":\n\n" CRLF;
+
+    if (!wev->timedout) {
+        return;
+    }
+
+    wev->timedout = 0;
 
     if (ngx_time() >= s->expiry) {
         ngx_http_togglemaster_sse_expire(s);
         return;
     }
 
-    if (ngx_http_togglemaster_sse_write(s, beat, sizeof(beat) - 1)
+    if (ngx_http_togglemaster_sse_write(s, beat, sizeof(beat) - 1, 3)
         != NGX_OK)
     {
-        ngx_http_togglemaster_sse_drop(s);
+        ngx_http_togglemaster_sse_close(s);
         return;
     }
 
@@ -215,29 +273,35 @@ ngx_http_togglemaster_sse_heartbeat(ngx_event_t *ev)
 }
 
 
-/* The pool of a stream's request goes: the stream leaves the worker's
- * list. In a graceful stop the last chunk ends the answer properly. */
+/* The client closing its end, or nginx closing idle connections on reload
+ * and graceful stop (c->close). Whatever a client sends is dropped. */
 static void
-ngx_http_togglemaster_sse_cleanup(void *data)
+ngx_http_togglemaster_sse_read(ngx_event_t *rev)
 {
-    ngx_http_togglemaster_sse_stream_t  *s = data;
+    u_char                               buf[NGX_HTTP_TOGGLEMASTER_SSE_READ];
+    ssize_t                              n;
+    ngx_connection_t                    *c = rev->data;
+    ngx_http_togglemaster_sse_stream_t  *s = c->data;
 
-    static u_char  last[] = "0" CRLF CRLF;
-
-    if (s->heartbeat.timer_set) {
-        ngx_del_timer(&s->heartbeat);
+    if (c->close) {
+        ngx_http_togglemaster_sse_close(s);
+        return;
     }
 
-    if (ngx_exiting && s->r->chunked && !s->broken && !s->ended
-        && !s->r->connection->error)
-    {
-        (void) s->r->connection->send(s->r->connection, last,
-                                      sizeof(last) - 1);
+    while (rev->ready) {
+        n = c->recv(c, buf, sizeof(buf));
+
+        if (n == 0 || n == NGX_ERROR) {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                           "togglemaster sse: client closed the stream");
+            ngx_http_togglemaster_sse_close(s);
+            return;
+        }
     }
 
-    ngx_queue_remove(&s->queue);
-    ngx_http_togglemaster_sse_open--;
-    ngx_http_togglemaster_sse_count_open();
+    if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+        ngx_http_togglemaster_sse_close(s);
+    }
 }
 
 
@@ -262,16 +326,12 @@ ngx_http_togglemaster_sse_env_index(ngx_http_togglemaster_sse_stream_t *s)
 
 
 /* Sends the refetch event if the environment changed after the last one
- * the stream has: NGX_OK, or NGX_ERROR if the write failed (the caller
- * drops the stream). */
+ * the stream has: NGX_OK if it did, NGX_DECLINED if there was none to
+ * send, NGX_ERROR if the write failed (the caller closes the stream). */
 static ngx_int_t
 ngx_http_togglemaster_sse_notify(ngx_http_togglemaster_sse_stream_t *s)
 {
-    u_char                           buf[NGX_HTTP_TOGGLEMASTER_SSE_FRAME];
-    u_char                          *p;
-    char                             etag[TM_SSE_ETAG_MAX + 1];
-    size_t                           n;
-    ngx_uint_t                       i;
+    ngx_uint_t                        i;
     ngx_http_togglemaster_sse_env_t  *e;
 
     i = ngx_http_togglemaster_sse_env_index(s);
@@ -279,36 +339,51 @@ ngx_http_togglemaster_sse_notify(ngx_http_togglemaster_sse_stream_t *s)
     if (i == NGX_HTTP_TOGGLEMASTER_ENV_NONE
         || i >= ngx_http_togglemaster_sse_nenvs)
     {
-        return NGX_OK;
+        return NGX_DECLINED;
     }
 
     e = &ngx_http_togglemaster_sse_envs[i];
 
     if (e->id <= s->last_id) {
-        return NGX_OK;
+        return NGX_DECLINED;
     }
 
-    n = tm_sse_etag_make(etag, e->id, e->md5);
-
-    p = ngx_sprintf(buf, "id: %L\nevent: message\n"
-                    "data: {\"type\":\"refetchEvaluation\",\"etag\":\"%*s\","
-                    "\"lastModified\":%T}\n\n", e->id, n, etag, e->modified);
-
-    if (ngx_http_togglemaster_sse_write(s, buf, p - buf) != NGX_OK) {
+    if (ngx_http_togglemaster_sse_write(s, e->chunk, e->len, e->head)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
     s->last_id = e->id;
 
-    if (ngx_http_togglemaster_shm) {
-        (void) ngx_atomic_fetch_add(&ngx_http_togglemaster_shm->sse_events,
-                                    1);
-    }
-
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, s->r->connection->log, 0,
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, s->connection->log, 0,
                    "togglemaster sse: event %L for \"%V\"", e->id, &s->env);
 
     return NGX_OK;
+}
+
+
+/* The event of an environment's change, framed as a chunk, once. */
+static void
+ngx_http_togglemaster_sse_format(ngx_http_togglemaster_sse_env_t *e)
+{
+    u_char  text[NGX_HTTP_TOGGLEMASTER_SSE_CHUNK - 8], *p, *last;
+    char    etag[TM_SSE_ETAG_MAX + 1];
+    size_t  n;
+
+    last = text + sizeof(text);
+    n = tm_sse_etag_make(etag, e->id, e->md5);
+
+    p = ngx_slprintf(text, last, "id: %L\nevent: message\n"
+                     "data: {\"type\":\"refetchEvaluation\",\"etag\":\"%*s\","
+                     "\"lastModified\":%T}\n\n", e->id, n, etag, e->modified);
+
+    /* a size line of 4 bytes at most and CRLF fit around the text */
+    e->head = ngx_sprintf(e->chunk, "%xz" CRLF, (size_t) (p - text))
+              - e->chunk;
+    e->len = ngx_cpymem(e->chunk + e->head, text, p - text) - e->chunk;
+    e->chunk[e->len++] = CR;
+    e->chunk[e->len++] = LF;
 }
 
 
@@ -350,24 +425,107 @@ ngx_http_togglemaster_sse_segments_md5(ngx_http_togglemaster_segments_t *sp,
 }
 
 
+/* microseconds since from (CLOCK_MONOTONIC) */
+static int64_t
+ngx_http_togglemaster_sse_usec(struct timespec *from)
+{
+    struct timespec  now;
+
+    if (clock_gettime(CLOCK_MONOTONIC, &now) == -1) {
+        return 0;
+    }
+
+    return (int64_t) (now.tv_sec - from->tv_sec) * 1000000
+           + (now.tv_nsec - from->tv_nsec) / 1000;
+}
+
+
+/* Every stream listed gets its environment's event if it lacks it: one
+ * send of the chunk formatted at the swap, nothing allocated. A batch of
+ * streams per turn of the event loop, so that requests on the worker's
+ * other connections wait one batch, not the whole fan-out. Records the
+ * time from the swap to the last write. */
+static void
+ngx_http_togglemaster_sse_fanout(ngx_event_t *ev)
+{
+    int64_t                              usec;
+    ngx_int_t                            rc;
+    ngx_uint_t                           n, sent;
+    ngx_queue_t                         *q, *end;
+    ngx_http_togglemaster_sse_stream_t  *s;
+
+    end = ngx_queue_sentinel(&ngx_http_togglemaster_sse_streams);
+    sent = 0;
+
+    for (n = 0;
+         ngx_http_togglemaster_sse_cursor != end
+         && n < NGX_HTTP_TOGGLEMASTER_SSE_BATCH;
+         n++)
+    {
+        /* step first: a stream whose write fails leaves the list */
+        q = ngx_http_togglemaster_sse_cursor;
+        ngx_http_togglemaster_sse_cursor = ngx_queue_next(q);
+        s = ngx_queue_data(q, ngx_http_togglemaster_sse_stream_t, queue);
+
+        rc = ngx_http_togglemaster_sse_notify(s);
+
+        if (rc == NGX_OK) {
+            ngx_http_togglemaster_sse_sent++;
+            sent++;
+
+        } else if (rc == NGX_ERROR) {
+            ngx_http_togglemaster_sse_close(s);
+        }
+    }
+
+    ngx_http_togglemaster_sse_count_events(sent);
+
+    if (ngx_http_togglemaster_sse_cursor != end) {
+        /* after the next wait for events, not in this turn */
+        ngx_post_event(&ngx_http_togglemaster_sse_fanout_ev,
+                       &ngx_posted_next_events);
+        return;
+    }
+
+    ngx_http_togglemaster_sse_cursor = NULL;
+    usec = ngx_http_togglemaster_sse_usec(&ngx_http_togglemaster_sse_t0);
+
+    if (ngx_http_togglemaster_shm
+        && ngx_worker < NGX_HTTP_TOGGLEMASTER_MAX_WORKERS)
+    {
+        ngx_http_togglemaster_shm->workers[ngx_worker].sse_fanout_usec = usec;
+        ngx_http_togglemaster_shm->workers[ngx_worker].sse_fanout_events =
+            ngx_http_togglemaster_sse_sent;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "togglemaster sse: %ui events sent in %L us after the "
+                   "swap", ngx_http_togglemaster_sse_sent, usec);
+}
+
+
 /* Called once snap is current in place of old (either may be NULL),
  * before old is freed:
  * an environment whose parts are the same objects is unchanged; one with
  * new parts is compared by content, so a resync that rebuilt the same
- * flags sends nothing. Then the streams hear of what changed. */
+ * flags sends nothing. A changed one gets its event formatted; then the
+ * streams hear of what changed. */
 void
 ngx_http_togglemaster_sse_swapped(ngx_http_togglemaster_snapshot_t *old,
     ngx_http_togglemaster_snapshot_t *snap)
 {
     u_char                              segs[16];
     ngx_uint_t                          i, j, same_envs, changed;
-    ngx_queue_t                        *q, *next;
+    struct timespec                     t0;
     ngx_http_togglemaster_sse_env_t     envs[NGX_HTTP_TOGGLEMASTER_MAX_ENVS];
     ngx_http_togglemaster_sse_env_t    *e, *prev;
-    ngx_http_togglemaster_sse_stream_t *s;
 
     if (snap == NULL || snap->epart == NULL) {
         return;
+    }
+
+    if (clock_gettime(CLOCK_MONOTONIC, &t0) == -1) {
+        ngx_memzero(&t0, sizeof(struct timespec));
     }
 
     if (old && old->epart == NULL) {
@@ -405,6 +563,7 @@ ngx_http_togglemaster_sse_swapped(ngx_http_togglemaster_snapshot_t *old,
         e->id = (prev && snap->version <= prev->id) ? prev->id + 1
                                                     : snap->version;
         e->modified = ngx_time();
+        ngx_http_togglemaster_sse_format(e);
         changed = 1;
     }
 
@@ -412,22 +571,25 @@ ngx_http_togglemaster_sse_swapped(ngx_http_togglemaster_snapshot_t *old,
                snap->nenvs * sizeof(ngx_http_togglemaster_sse_env_t));
     ngx_http_togglemaster_sse_nenvs = snap->nenvs;
 
-    if (!changed || ngx_http_togglemaster_sse_open == 0) {
+    /* the list is there once sse_init ran; no stream counts before */
+    if (!changed || ngx_http_togglemaster_sse_open == 0
+        || ngx_queue_empty(&ngx_http_togglemaster_sse_streams))
+    {
         return;
     }
 
-    for (q = ngx_queue_head(&ngx_http_togglemaster_sse_streams);
-         q != ngx_queue_sentinel(&ngx_http_togglemaster_sse_streams);
-         q = next)
-    {
-        /* a stream dropped meanwhile leaves the list: step first */
-        next = ngx_queue_next(q);
-        s = ngx_queue_data(q, ngx_http_togglemaster_sse_stream_t, queue);
+    /* from the first stream again, should one be under way: those it
+     * visited need this change too; the others get one event, this one */
+    ngx_http_togglemaster_sse_cursor =
+        ngx_queue_head(&ngx_http_togglemaster_sse_streams);
+    ngx_http_togglemaster_sse_t0 = t0;
+    ngx_http_togglemaster_sse_sent = 0;
 
-        if (ngx_http_togglemaster_sse_notify(s) != NGX_OK) {
-            ngx_http_togglemaster_sse_drop(s);
-        }
+    if (ngx_http_togglemaster_sse_fanout_ev.posted) {
+        ngx_delete_posted_event(&ngx_http_togglemaster_sse_fanout_ev);
     }
+
+    ngx_http_togglemaster_sse_fanout(&ngx_http_togglemaster_sse_fanout_ev);
 }
 
 
@@ -570,45 +732,205 @@ ngx_http_togglemaster_sse_last_id(ngx_http_request_t *r)
 }
 
 
+/* A stream whose request ends before it was released (its connection
+ * goes too) stops counting against the cap. */
+static void
+ngx_http_togglemaster_sse_abandon(void *data)
+{
+    ngx_http_togglemaster_sse_stream_t  *s = data;
+
+    if (!s->released) {
+        ngx_http_togglemaster_sse_open--;
+        ngx_http_togglemaster_sse_count_open();
+    }
+}
+
+
+/* What the request held in the connection's pool and nothing else frees
+ * before the connection closes: the client header buffer, large header
+ * buffers, the TLS buffer. Their nginx-internal chains stay. */
+static void
+ngx_http_togglemaster_sse_shrink(ngx_connection_t *c,
+    ngx_http_connection_t *hc)
+{
+    ngx_chain_t  *cl;
+
+    if (c->buffer) {
+        (void) ngx_pfree(c->pool, c->buffer->start);
+        c->buffer = NULL;
+    }
+
+    for (cl = hc->busy; cl; cl = cl->next) {
+        (void) ngx_pfree(c->pool, cl->buf->start);
+    }
+
+    for (cl = hc->free; cl; cl = cl->next) {
+        (void) ngx_pfree(c->pool, cl->buf->start);
+    }
+
+    hc->busy = NULL;
+    hc->nbusy = 0;
+    hc->free = NULL;
+
+#if (NGX_HTTP_SSL)
+    if (c->ssl) {
+        ngx_ssl_free_buffer(c);
+    }
+#endif
+}
+
+
+/* The write event posted by sse_start, once the content phase is over:
+ * the request is logged (200 and its header's bytes) and freed with its
+ * pool, and the connection becomes the stream's (c->data). nginx's request
+ * handler, which called this, then sees c->destroyed and leaves the
+ * connection alone. */
+static void
+ngx_http_togglemaster_sse_release(ngx_http_request_t *r)
+{
+    ngx_flag_t                           nodelay;
+    ngx_connection_t                    *c;
+    ngx_http_connection_t               *hc;
+    ngx_http_core_loc_conf_t            *clcf;
+    ngx_http_togglemaster_ctx_t         *ctx;
+    ngx_http_togglemaster_sse_stream_t  *s;
+
+    c = r->connection;
+    hc = r->http_connection;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_togglemaster_module);
+    s = ctx->sse;
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+    nodelay = clcf->tcp_nodelay;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "togglemaster sse: releasing the request");
+
+    s->released = 1;
+    ngx_http_free_request(r, 0);
+
+    c->data = s;
+    c->log->action = "sending events";
+    c->read->handler = ngx_http_togglemaster_sse_read;
+    c->write->handler = ngx_http_togglemaster_sse_heartbeat;
+    /* a graceful stop does not wait for the next heartbeat */
+    c->write->cancelable = 1;
+    /* nginx closes idle connections on reload and graceful stop */
+    c->idle = 1;
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    ngx_http_togglemaster_sse_shrink(c, hc);
+
+    ngx_queue_insert_tail(&ngx_http_togglemaster_sse_streams, &s->queue);
+
+    /* a request that began before a graceful stop ends as the others
+     * did: nginx closed idle connections already */
+    if (ngx_exiting
+        /* events are small and must not wait for an ACK (Nagle) */
+        || (nodelay && ngx_tcp_nodelay(c) != NGX_OK)
+        || ngx_handle_read_event(c->read, 0) != NGX_OK)
+    {
+        ngx_http_togglemaster_sse_close(s);
+        return;
+    }
+
+    /* a reconnect that missed a change hears of it at once, and so does
+     * a stream that missed a swap while it was not listed yet */
+    switch (ngx_http_togglemaster_sse_notify(s)) {
+
+    case NGX_ERROR:
+        ngx_http_togglemaster_sse_close(s);
+        return;
+
+    case NGX_OK:
+        ngx_http_togglemaster_sse_count_events(1);
+        break;
+
+    default:
+        break;
+    }
+
+    ngx_http_togglemaster_sse_arm(s);
+
+    /* the client may have closed already: its edge is gone */
+    if (c->read->ready) {
+        ngx_post_event(c->read, &ngx_posted_events);
+    }
+}
+
+
+/* Sends the header and has the request released once the content phase
+ * is over (sse_release): the stream then holds no request. Its state
+ * lives in the connection's pool. */
 static ngx_int_t
 ngx_http_togglemaster_sse_start(ngx_http_request_t *r, ngx_str_t *env,
     time_t expiry)
 {
     int64_t                              last;
     ngx_uint_t                           i;
+    ngx_connection_t                    *c;
     ngx_pool_cleanup_t                  *cln;
+    ngx_http_togglemaster_ctx_t         *ctx;
     ngx_http_togglemaster_loc_conf_t    *tmlcf;
     ngx_http_togglemaster_sse_stream_t  *s;
 
+    c = r->connection;
+
+    /* the connection is handed over: only the main request owns it */
+    if (r != r->main) {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "togglemaster: an event stream cannot be a "
+                      "subrequest");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     tmlcf = ngx_http_get_module_loc_conf(r, ngx_http_togglemaster_module);
 
-    s = ngx_pcalloc(r->pool, sizeof(ngx_http_togglemaster_sse_stream_t));
+    ctx = ngx_http_get_module_ctx(r, ngx_http_togglemaster_module);
+
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_togglemaster_ctx_t));
+        if (ctx == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_http_togglemaster_module);
+    }
+
+    s = ngx_pcalloc(c->pool,
+                    sizeof(ngx_http_togglemaster_sse_stream_t) + env->len);
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (s == NULL || cln == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    s->r = r;
-    s->env = *env;
+    s->connection = c;
+    s->env.data = (u_char *) (s + 1);
+    s->env.len = env->len;
+    ngx_memcpy(s->env.data, env->data, env->len);
     s->interval = tmlcf->sse_heartbeat;
     s->expiry = expiry;
     s->env_index = NGX_HTTP_TOGGLEMASTER_ENV_NONE;
-    s->heartbeat.handler = ngx_http_togglemaster_sse_heartbeat;
-    s->heartbeat.data = s;
-    s->heartbeat.log = r->connection->log;
-    /* a graceful stop does not wait for the next heartbeat */
-    s->heartbeat.cancelable = 1;
+    ngx_queue_init(&s->queue);
+    ctx->sse = s;
 
-    ngx_queue_insert_tail(&ngx_http_togglemaster_sse_streams, &s->queue);
     ngx_http_togglemaster_sse_open++;
     ngx_http_togglemaster_sse_count_open();
 
-    cln->handler = ngx_http_togglemaster_sse_cleanup;
+    cln->handler = ngx_http_togglemaster_sse_abandon;
     cln->data = s;
 
     if (ngx_http_togglemaster_sse_header(r) != NGX_OK) {
         return NGX_ERROR;
     }
+
+    s->chunked = r->chunked;
 
     /* without Last-Event-ID the client has just evaluated: what is
      * current is what it has */
@@ -624,19 +946,13 @@ ngx_http_togglemaster_sse_start(ngx_http_request_t *r, ngx_str_t *env,
         s->last_id = ngx_http_togglemaster_sse_envs[i].id;
     }
 
-    /* a reconnect that missed a change hears of it at once */
-    if (ngx_http_togglemaster_sse_notify(s) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    /* nginx closes idle connections on reload and graceful stop; its
-     * read handler then ends the request (c->close) */
-    r->connection->idle = 1;
-    r->read_event_handler = ngx_http_test_reading;
-    r->write_event_handler = ngx_http_request_empty_handler;
+    /* the request cannot be freed under the content phase that runs this:
+     * it is, from the write event posted for this turn of the event loop.
+     * Until then nothing else reads from the client. */
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_togglemaster_sse_release;
+    ngx_post_event(c->write, &ngx_posted_events);
     r->main->count++;
-
-    ngx_http_togglemaster_sse_arm(s);
 
     return NGX_DONE;
 }
@@ -796,6 +1112,11 @@ void
 ngx_http_togglemaster_sse_init(void)
 {
     ngx_queue_init(&ngx_http_togglemaster_sse_streams);
+    ngx_http_togglemaster_sse_cursor = NULL;
+    ngx_memzero(&ngx_http_togglemaster_sse_fanout_ev, sizeof(ngx_event_t));
+    ngx_http_togglemaster_sse_fanout_ev.handler =
+        ngx_http_togglemaster_sse_fanout;
+    ngx_http_togglemaster_sse_fanout_ev.log = ngx_cycle->log;
     ngx_http_togglemaster_sse_open = 0;
     ngx_http_togglemaster_sse_nenvs = 0;
     ngx_http_togglemaster_sse_count_open();
@@ -818,6 +1139,33 @@ ngx_http_togglemaster_sse_metrics(u_char *p, u_char *last,
             p = ngx_slprintf(p, last,
                              "togglemaster_sse_streams{worker=\"%ui\"} %uA\n",
                              i, sh->workers[i].sse_open);
+        }
+    }
+
+    p = ngx_slprintf(p, last,
+        "# HELP togglemaster_sse_fanout_seconds The last change's fan-out "
+        "in a worker: from the snapshot swap to its last stream's write.\n"
+        "# TYPE togglemaster_sse_fanout_seconds gauge\n");
+
+    for (i = 0; i < workers; i++) {
+        if (sh->workers[i].pid) {
+            p = ngx_slprintf(p, last,
+                    "togglemaster_sse_fanout_seconds{worker=\"%ui\"} "
+                    "%uA.%06uA\n", i, sh->workers[i].sse_fanout_usec / 1000000,
+                    sh->workers[i].sse_fanout_usec % 1000000);
+        }
+    }
+
+    p = ngx_slprintf(p, last,
+        "# HELP togglemaster_sse_fanout_events Events the last fan-out in "
+        "a worker wrote.\n"
+        "# TYPE togglemaster_sse_fanout_events gauge\n");
+
+    for (i = 0; i < workers; i++) {
+        if (sh->workers[i].pid) {
+            p = ngx_slprintf(p, last,
+                             "togglemaster_sse_fanout_events{worker=\"%ui\"} "
+                             "%uA\n", i, sh->workers[i].sse_fanout_events);
         }
     }
 

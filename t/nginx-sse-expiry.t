@@ -71,19 +71,12 @@ ok $A->{last_chunk}, 'at the expiry the stream ends with the last chunk (a clean
 ok $ended >= $exp && $ended < $exp + 2.5, sprintf('... at the expiry (%.1f s after)', $ended - $exp);
 like $A->{text}, qr/^:\n\n/m, '... heartbeats went on until then';
 
-# the connection is kept alive: the client's reconnect may come on it
+# then the connection closes: a held stream no longer has a request that
+# could keep it alive (it was released once the header was out)
 spump($K, 0.05) until $K->{last_chunk} || $K->{eof} || time > $exp + 3;
 ok $K->{last_chunk}, 'a second stream ended too';
-if (!$K->{eof}) {
-    my ($path) = $url =~ m{^http://[^/]+(/\S+)$};
-    syswrite $K->{s}, "GET $path HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
-    $K->{raw} = '';
-    $K->{head} = undef;
-    spump($K, 2);
-    like $K->{raw}, qr{^HTTP/1\.1 401}, '... and its connection serves the next request (a 401 for the old URL)';
-} else {
-    fail('... the connection was closed, not kept alive');
-}
+spump($K, 2) unless $K->{eof};
+ok $K->{eof}, '... and its connection closed after the last chunk';
 close $K->{s};
 
 my $r = $h->req(GET => $url);

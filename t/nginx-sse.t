@@ -10,12 +10,11 @@
 use strict; use warnings;
 use Test::More;
 use Digest::SHA qw(sha256_hex hmac_sha256_hex);
-use IO::Select;
-use Socket qw(PF_INET SOCK_STREAM SOL_SOCKET SO_RCVBUF pack_sockaddr_in inet_aton);
 use Time::HiRes qw(time sleep);
 use lib 't/lib';
 use TM::Harness;
 use TM::Nginx;
+use TM::SSE qw(sopen spump events nevents wait_events);
 
 my $h = TM::Harness->new;
 $h->redis;
@@ -91,61 +90,6 @@ my $b2 = $h->req(POST => $ng->url('/k/ofrep/v1/evaluate/flags?sseEtag=%221-' . (
                  { 'X-API-Key' => $K{stg} }, { context => { targetingKey => 'u1' } });
 is $b2->{status}, 200, 'bulk accepts sseEtag and sseLastModified';
 is_deeply $b2->{json}{flags}, $b->{json}{flags}, '... and answers the same flags';
-
-# --- a minimal SSE client over a raw socket ---
-sub sopen {
-    my ($u, %o) = @_;
-    my ($port, $path) = $u =~ m{^http://127\.0\.0\.1:(\d+)(/\S*)$} or die "url $u";
-    socket(my $s, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
-    setsockopt($s, SOL_SOCKET, SO_RCVBUF, $o{rcvbuf}) or die "rcvbuf: $!" if $o{rcvbuf};
-    connect($s, pack_sockaddr_in($o{port} // $port, inet_aton('127.0.0.1'))) or die "connect: $!";
-    binmode $s;
-    syswrite $s, "GET $path HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nOrigin: http://app.example\r\n"
-        . (defined $o{last_id} ? "Last-Event-ID: $o{last_id}\r\n" : '') . "\r\n";
-    my $st = { s => $s, raw => '', text => '', eof => 0 };
-    return $st if $o{no_wait};
-    my $end = time + 5;
-    while ($st->{raw} !~ /\r\n\r\n/ && time < $end && !$st->{eof}) { spump($st, 0.2) }
-    my ($head, $rest) = split /\r\n\r\n/, $st->{raw}, 2;
-    $st->{head} = $head // '';
-    ($st->{status}) = ($head // '') =~ m{^HTTP/1\.\d (\d+)};
-    $st->{raw} = $rest // '';
-    dechunk($st);
-    return $st;
-}
-sub dechunk {
-    my $st = shift;
-    return unless $st->{head} && $st->{head} =~ /^Transfer-Encoding: chunked/mi;
-    while ($st->{raw} =~ /^([0-9a-fA-F]+)\r\n/) {
-        my ($hex, $n) = ($1, hex $1);
-        last if length($st->{raw}) < length($hex) + 2 + $n + 2;
-        $st->{text} .= substr($st->{raw}, length($hex) + 2, $n);
-        $st->{last_chunk} = 1 if $n == 0;
-        substr($st->{raw}, 0, length($hex) + 2 + $n + 2) = '';
-    }
-}
-sub spump {
-    my ($st, $secs) = @_;
-    my $sel = IO::Select->new($st->{s});
-    my $end = time + $secs;
-    while (!$st->{eof}) {
-        my $left = $end - time;
-        last if $left <= 0;
-        last unless $sel->can_read($left);
-        my $n = sysread $st->{s}, my $buf, 65536;
-        if (!$n) { $st->{eof} = 1; last }
-        $st->{raw} .= $buf;
-        dechunk($st) if defined $st->{head};
-    }
-}
-sub events { my $st = shift; [ $st->{text} =~ /^id: (\d+)\nevent: message\ndata: (\{.*\})\n\n/mg ] }
-sub nevents { scalar(@{ events($_[0]) }) / 2 }
-sub wait_events {
-    my ($st, $n, $secs) = @_;
-    my $end = time + ($secs // 5);
-    spump($st, 0.05) while nevents($st) < $n && time < $end && !$st->{eof};
-    return nevents($st);
-}
 
 # --- tokens ---
 my ($tok) = $url =~ /token=(\S+)$/;

@@ -1,9 +1,9 @@
 package TM::SSE;
-# Raw-socket clients for the event-stream tests: an SSE client that sees
-# the bytes (chunks, the last chunk, heartbeats), and an HTTP request whose
-# answer is read later (a request the server parks).
-#   my $st = sopen($url, last_id => 5);    # $st->{status}, {head}, {text}
-#   wait_events($st, 1, 5); events($st)     # [id, data, id, data, ...]
+# A minimal event-stream client over a raw socket, for the stream tests:
+# opens GET <path> (HTTP/1.1 unless http10), reads the header, de-chunks
+# what follows into {text}; events() parses "id/event: message/data".
+# Also an HTTP request whose answer is read later (a request the server
+# parks):
 #   my $c = send_request(POST => $url, {hdr => 'v'}, $body);
 #   my $r = read_reply($c, 5);              # {status, headers, body, json}
 use strict; use warnings;
@@ -13,11 +13,11 @@ use JSON::PP;
 use Socket qw(PF_INET SOCK_STREAM SOL_SOCKET SO_RCVBUF pack_sockaddr_in inet_aton);
 use Time::HiRes qw(time);
 
-our @EXPORT_OK = qw(sopen spump events nevents wait_events send_request read_reply);
+our @EXPORT_OK = qw(sopen sheader spump dechunk events nevents wait_events send_request read_reply);
 
-# Opens a stream at http://127.0.0.1:<port>/<path>; options: rcvbuf, port
-# (another port than the URL's), last_id (Last-Event-ID), no_wait (do not
-# wait for the header).
+# sopen($url, %o): rcvbuf, port (another port than the URL's), last_id,
+# headers (more header lines, CRLF-terminated), after (bytes sent right
+# after the request), http10, no_wait (return before the header).
 sub sopen {
     my ($u, %o) = @_;
     my ($port, $path) = $u =~ m{^http://127\.0\.0\.1:(\d+)(/\S*)$} or die "url $u";
@@ -25,12 +25,21 @@ sub sopen {
     setsockopt($s, SOL_SOCKET, SO_RCVBUF, $o{rcvbuf}) or die "rcvbuf: $!" if $o{rcvbuf};
     connect($s, pack_sockaddr_in($o{port} // $port, inet_aton('127.0.0.1'))) or die "connect: $!";
     binmode $s;
-    syswrite $s, "GET $path HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\nOrigin: http://app.example\r\n"
-        . (defined $o{last_id} ? "Last-Event-ID: $o{last_id}\r\n" : '') . "\r\n";
+    syswrite $s, "GET $path HTTP/1." . ($o{http10} ? 0 : 1) . "\r\nHost: 127.0.0.1\r\n"
+        . "Accept: text/event-stream\r\nOrigin: http://app.example\r\n"
+        . (defined $o{last_id} ? "Last-Event-ID: $o{last_id}\r\n" : '') . ($o{headers} // '') . "\r\n"
+        . ($o{after} // '');
     my $st = { s => $s, raw => '', text => '', eof => 0 };
     return $st if $o{no_wait};
+    return sheader($st);
+}
+
+# Reads the answer's header of a stream whose request was sent on the
+# handle {s} (a socket, or a pipe from a TLS client).
+sub sheader {
+    my $st = shift;
     my $end = time + 5;
-    while ($st->{raw} !~ /\r\n\r\n/ && time < $end && !$st->{eof}) { spump($st, 0.2) }
+    while ($st->{raw} !~ /\r\n\r\n/ && time < $end && !$st->{eof}) { spump($st, 0.2, 1) }
     my ($head, $rest) = split /\r\n\r\n/, $st->{raw}, 2;
     $st->{head} = $head // '';
     ($st->{status}) = ($head // '') =~ m{^HTTP/1\.\d (\d+)};
@@ -39,9 +48,16 @@ sub sopen {
     return $st;
 }
 
+# Moves what arrived into {text}: chunk by chunk when the answer is
+# chunked ({last_chunk} once the last one came), as it is otherwise.
 sub dechunk {
     my $st = shift;
-    return unless $st->{head} && $st->{head} =~ /^Transfer-Encoding: chunked/mi;
+    return unless $st->{head};
+    if ($st->{head} !~ /^Transfer-Encoding: chunked/mi) {
+        $st->{text} .= $st->{raw};
+        $st->{raw} = '';
+        return;
+    }
     while ($st->{raw} =~ /^([0-9a-fA-F]+)\r\n/) {
         my ($hex, $n) = ($1, hex $1);
         last if length($st->{raw}) < length($hex) + 2 + $n + 2;
@@ -51,9 +67,10 @@ sub dechunk {
     }
 }
 
-# Reads what arrives for up to $secs (less at end of stream).
+# Reads what the stream sends for $secs (less at EOF; with $once, up to
+# the first read).
 sub spump {
-    my ($st, $secs) = @_;
+    my ($st, $secs, $once) = @_;
     my $sel = IO::Select->new($st->{s});
     my $end = time + $secs;
     while (!$st->{eof}) {
@@ -64,16 +81,17 @@ sub spump {
         if (!$n) { $st->{eof} = 1; last }
         $st->{raw} .= $buf;
         dechunk($st) if defined $st->{head};
+        last if $once;
     }
 }
 
+# [id, data, id, data, ...] of the events so far
 sub events { my $st = shift; [ $st->{text} =~ /^id: (\d+)\nevent: message\ndata: (\{.*\})\n\n/mg ] }
 sub nevents { scalar(@{ events($_[0]) }) / 2 }
-
 sub wait_events {
     my ($st, $n, $secs) = @_;
     my $end = time + ($secs // 5);
-    spump($st, 0.05) while nevents($st) < $n && time < $end && !$st->{eof};
+    spump($st, 0.05, 1) while nevents($st) < $n && time < $end && !$st->{eof};
     return nevents($st);
 }
 
