@@ -284,15 +284,9 @@ ngx_http_togglemaster_check_key(ngx_http_request_t *r,
                                             (tm_scope) m->scope);
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_togglemaster_module);
-
+    ctx = ngx_http_togglemaster_ctx(r);
     if (ctx == NULL) {
-        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_togglemaster_ctx_t));
-        if (ctx == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        ngx_http_set_ctx(r, ctx, ngx_http_togglemaster_module);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ngx_memcpy(ctx->bin, bin, 32);

@@ -405,6 +405,28 @@ ngx_http_togglemaster_send_json(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+/* The request's context, made and set on first use (the access phase, the
+ * OFREP and stream handlers may each be first); NULL when out of memory. */
+ngx_http_togglemaster_ctx_t *
+ngx_http_togglemaster_ctx(ngx_http_request_t *r)
+{
+    ngx_http_togglemaster_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_togglemaster_module);
+
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_togglemaster_ctx_t));
+        if (ctx == NULL) {
+            return NULL;
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_http_togglemaster_module);
+    }
+
+    return ctx;
+}
+
+
 ngx_int_t
 ngx_http_togglemaster_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *msg)

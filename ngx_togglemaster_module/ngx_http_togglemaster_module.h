@@ -500,6 +500,7 @@ ngx_int_t ngx_http_togglemaster_send_json(ngx_http_request_t *r,
     ngx_uint_t status, u_char *body, size_t len);
 ngx_int_t ngx_http_togglemaster_send_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *msg);
+ngx_http_togglemaster_ctx_t *ngx_http_togglemaster_ctx(ngx_http_request_t *r);
 u_char *ngx_http_togglemaster_json_str(u_char *p, u_char *s, size_t len);
 size_t ngx_http_togglemaster_json_str_len(u_char *s, size_t len);
 

@@ -682,13 +682,9 @@ ngx_http_togglemaster_ofrep_handler(ngx_http_request_t *r)
     tail.len = last - tail.data;
 
     /* the access phase may have made it (the request's key) */
-    ctx = ngx_http_get_module_ctx(r, ngx_http_togglemaster_module);
-
+    ctx = ngx_http_togglemaster_ctx(r);
     if (ctx == NULL) {
-        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_togglemaster_ctx_t));
-        if (ctx == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (tail.len == 0 || (tail.len == 1 && tail.data[0] == '/')) {
@@ -714,8 +710,6 @@ ngx_http_togglemaster_ofrep_handler(ngx_http_request_t *r)
                    ctx->bulk ? NULL : &ctx->key, "PARSE_ERROR",
                    "request body too large");
     }
-
-    ngx_http_set_ctx(r, ctx, ngx_http_togglemaster_module);
 
     r->request_body_in_single_buf = 1;
 
