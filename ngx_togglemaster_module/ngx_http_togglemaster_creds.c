@@ -302,16 +302,172 @@ ngx_http_togglemaster_creds_target(ngx_conf_t *cf,
 }
 
 
+/* IRSA: the role, the token file (read by the worker, in a thread) and
+ * the STS endpoint that exchanges the token for credentials. */
+static char *
+ngx_http_togglemaster_creds_web_identity(ngx_conf_t *cf,
+    ngx_http_togglemaster_main_conf_t *tmcf,
+    ngx_http_togglemaster_creds_conf_t *cc, const char *region)
+{
+    char              err[256];
+    ngx_file_info_t   fi;
+    tm_aws_endpoint   ep;
+
+    cc->role_arn = ngx_http_togglemaster_creds_env(cf->pool, "AWS_ROLE_ARN");
+    cc->token_file = ngx_http_togglemaster_creds_env(cf->pool,
+                                                "AWS_WEB_IDENTITY_TOKEN_FILE");
+    cc->session_name = ngx_http_togglemaster_creds_env(cf->pool,
+                                                "AWS_ROLE_SESSION_NAME");
+
+    if (cc->role_arn == NULL || cc->token_file == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+#if (NGX_THREADS)
+    /* the token file is read in a thread: never a disk read on the
+     * event loop */
+    cc->thread_pool = ngx_thread_pool_add(cf, NULL);
+    if (cc->thread_pool == NULL) {
+        return NGX_CONF_ERROR;
+    }
+#endif
+
+    if (ngx_file_info(cc->token_file, &fi) == NGX_FILE_ERROR) {
+        /* it may appear later (the kubelet writes it); the worker
+         * retries, and says so */
+        ngx_conf_log_error(NGX_LOG_WARN, cf, ngx_errno,
+                           "AWS_WEB_IDENTITY_TOKEN_FILE \"%s\" is not "
+                           "readable yet", cc->token_file);
+    }
+
+    /* STS: AWS_ENDPOINT_URL_STS, AWS_ENDPOINT_URL, else regional */
+    if (tm_aws_endpoint_resolve(&ep, "sts", region, NULL, err, sizeof(err))
+        != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "STS endpoint: %s", err);
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_http_togglemaster_creds_target(cf, tmcf, cc, ep.url);
+}
+
+
+/* EKS Pod Identity, ECS: the endpoint's URL and its authorization token
+ * (or the file that holds it, read by the worker, in a thread). */
+static char *
+ngx_http_togglemaster_creds_container(ngx_conf_t *cf,
+    ngx_http_togglemaster_main_conf_t *tmcf,
+    ngx_http_togglemaster_creds_conf_t *cc)
+{
+    char  *url, err[256];
+
+    url = ngx_pnalloc(cf->pool, NGX_HTTP_TOGGLEMASTER_CONTAINER_URL_MAX);
+    if (url == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (tm_aws_container_url(getenv("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
+                             getenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
+                             url, NGX_HTTP_TOGGLEMASTER_CONTAINER_URL_MAX,
+                             err, sizeof(err))
+        != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s", err);
+        return NGX_CONF_ERROR;
+    }
+
+    cc->auth_token_file = ngx_http_togglemaster_creds_env(cf->pool,
+                                    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
+    cc->auth_token = ngx_http_togglemaster_creds_env(cf->pool,
+                                    "AWS_CONTAINER_AUTHORIZATION_TOKEN");
+
+#if (NGX_THREADS)
+    if (cc->auth_token_file) {
+        cc->thread_pool = ngx_thread_pool_add(cf, NULL);
+        if (cc->thread_pool == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+#endif
+
+    if (cc->auth_token
+        && !ngx_http_togglemaster_creds_header_safe(cc->auth_token))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "AWS_CONTAINER_AUTHORIZATION_TOKEN holds a "
+                           "line break");
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_http_togglemaster_creds_target(cf, tmcf, cc, url);
+}
+
+
+/* Keys that do not change: the environment's, or dummy keys for an
+ * emulator; copied into the conf pool. No keys at all is an error. */
+static char *
+ngx_http_togglemaster_creds_static(ngx_conf_t *cf,
+    ngx_http_togglemaster_creds_conf_t *cc, ngx_uint_t emulator)
+{
+    char          err[256];
+    tm_aws_creds  c;
+
+    ngx_memzero(&c, sizeof(tm_aws_creds));
+
+    if (cc->source == TM_AWS_CREDS_ENV) {
+        if (tm_aws_creds_from_env(&c, err, sizeof(err)) != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s", err);
+            return NGX_CONF_ERROR;
+        }
+
+    } else if (emulator) {
+        ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
+                           "no AWS credentials in the environment: "
+                           "signing SQS requests to the emulator with "
+                           "dummy keys");
+
+        if (tm_aws_creds_set(&c, TM_AWS_CREDS_STATIC, "test", "test",
+                             NULL, 0)
+            != 0)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+            "\"togglemaster_events on\": no AWS credentials: set "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and "
+            "AWS_SESSION_TOKEN), or AWS_WEB_IDENTITY_TOKEN_FILE and "
+            "AWS_ROLE_ARN (IRSA), or AWS_CONTAINER_CREDENTIALS_FULL_URI "
+            "(EKS Pod Identity) in nginx's environment");
+        return NGX_CONF_ERROR;
+    }
+
+    cc->source = c.source;
+    cc->keys.source = c.source;
+    cc->keys.access_key = ngx_http_togglemaster_creds_strdup(cf->pool,
+                                                            c.access_key);
+    cc->keys.secret_key = ngx_http_togglemaster_creds_strdup(cf->pool,
+                                                            c.secret_key);
+    cc->keys.session_token = ngx_http_togglemaster_creds_strdup(cf->pool,
+                                                         c.session_token);
+    tm_aws_creds_free(&c);
+
+    if (cc->keys.access_key == NULL || cc->keys.secret_key == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 char *
 ngx_http_togglemaster_creds_conf(ngx_conf_t *cf,
     ngx_http_togglemaster_main_conf_t *tmcf, const char *region,
     ngx_uint_t emulator, void **conf)
 {
-    char                                *url, err[256];
+    char                                *rv;
     ngx_str_t                            name = ngx_string("togglemaster_creds");
-    tm_aws_creds                         c;
-    ngx_file_info_t                      fi;
-    tm_aws_endpoint                      ep;
     ngx_http_togglemaster_creds_conf_t  *cc;
 
     cc = ngx_pcalloc(cf->pool, sizeof(ngx_http_togglemaster_creds_conf_t));
@@ -326,146 +482,21 @@ ngx_http_togglemaster_creds_conf(ngx_conf_t *cf,
     switch (cc->source) {
 
     case TM_AWS_CREDS_WEB_IDENTITY:
-        cc->role_arn = ngx_http_togglemaster_creds_env(cf->pool,
-                                                       "AWS_ROLE_ARN");
-        cc->token_file = ngx_http_togglemaster_creds_env(cf->pool,
-                                                "AWS_WEB_IDENTITY_TOKEN_FILE");
-        cc->session_name = ngx_http_togglemaster_creds_env(cf->pool,
-                                                "AWS_ROLE_SESSION_NAME");
-
-        if (cc->role_arn == NULL || cc->token_file == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-#if (NGX_THREADS)
-        /* the token file is read in a thread: never a disk read on the
-         * event loop */
-        cc->thread_pool = ngx_thread_pool_add(cf, NULL);
-        if (cc->thread_pool == NULL) {
-            return NGX_CONF_ERROR;
-        }
-#endif
-
-        if (ngx_file_info(cc->token_file, &fi) == NGX_FILE_ERROR) {
-            /* it may appear later (the kubelet writes it); the worker
-             * retries, and says so */
-            ngx_conf_log_error(NGX_LOG_WARN, cf, ngx_errno,
-                               "AWS_WEB_IDENTITY_TOKEN_FILE \"%s\" is not "
-                               "readable yet", cc->token_file);
-        }
-
-        /* STS: AWS_ENDPOINT_URL_STS, AWS_ENDPOINT_URL, else regional */
-        if (tm_aws_endpoint_resolve(&ep, "sts", region, NULL, err,
-                                    sizeof(err))
-            != 0)
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "STS endpoint: %s", err);
-            return NGX_CONF_ERROR;
-        }
-
-        if (ngx_http_togglemaster_creds_target(cf, tmcf, cc, ep.url)
-            != NGX_CONF_OK)
-        {
-            return NGX_CONF_ERROR;
-        }
-
+        rv = ngx_http_togglemaster_creds_web_identity(cf, tmcf, cc, region);
         break;
 
     case TM_AWS_CREDS_CONTAINER:
-        url = ngx_pnalloc(cf->pool, NGX_HTTP_TOGGLEMASTER_CONTAINER_URL_MAX);
-        if (url == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        if (tm_aws_container_url(getenv("AWS_CONTAINER_CREDENTIALS_FULL_URI"),
-                                 getenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
-                                 url, NGX_HTTP_TOGGLEMASTER_CONTAINER_URL_MAX,
-                                 err, sizeof(err))
-            != 0)
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s", err);
-            return NGX_CONF_ERROR;
-        }
-
-        cc->auth_token_file = ngx_http_togglemaster_creds_env(cf->pool,
-                                    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
-        cc->auth_token = ngx_http_togglemaster_creds_env(cf->pool,
-                                    "AWS_CONTAINER_AUTHORIZATION_TOKEN");
-
-#if (NGX_THREADS)
-        if (cc->auth_token_file) {
-            cc->thread_pool = ngx_thread_pool_add(cf, NULL);
-            if (cc->thread_pool == NULL) {
-                return NGX_CONF_ERROR;
-            }
-        }
-#endif
-
-        if (cc->auth_token
-            && !ngx_http_togglemaster_creds_header_safe(cc->auth_token))
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "AWS_CONTAINER_AUTHORIZATION_TOKEN holds a "
-                               "line break");
-            return NGX_CONF_ERROR;
-        }
-
-        if (ngx_http_togglemaster_creds_target(cf, tmcf, cc, url)
-            != NGX_CONF_OK)
-        {
-            return NGX_CONF_ERROR;
-        }
-
+        rv = ngx_http_togglemaster_creds_container(cf, tmcf, cc);
         break;
 
     case TM_AWS_CREDS_ENV:
     default:
-        ngx_memzero(&c, sizeof(tm_aws_creds));
-
-        if (cc->source == TM_AWS_CREDS_ENV) {
-            if (tm_aws_creds_from_env(&c, err, sizeof(err)) != 0) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s", err);
-                return NGX_CONF_ERROR;
-            }
-
-        } else if (emulator) {
-            ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0,
-                               "no AWS credentials in the environment: "
-                               "signing SQS requests to the emulator with "
-                               "dummy keys");
-
-            if (tm_aws_creds_set(&c, TM_AWS_CREDS_STATIC, "test", "test",
-                                 NULL, 0)
-                != 0)
-            {
-                return NGX_CONF_ERROR;
-            }
-
-        } else {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                "\"togglemaster_events on\": no AWS credentials: set "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and "
-                "AWS_SESSION_TOKEN), or AWS_WEB_IDENTITY_TOKEN_FILE and "
-                "AWS_ROLE_ARN (IRSA), or AWS_CONTAINER_CREDENTIALS_FULL_URI "
-                "(EKS Pod Identity) in nginx's environment");
-            return NGX_CONF_ERROR;
-        }
-
-        cc->source = c.source;
-        cc->keys.source = c.source;
-        cc->keys.access_key = ngx_http_togglemaster_creds_strdup(cf->pool,
-                                                                c.access_key);
-        cc->keys.secret_key = ngx_http_togglemaster_creds_strdup(cf->pool,
-                                                                c.secret_key);
-        cc->keys.session_token = ngx_http_togglemaster_creds_strdup(cf->pool,
-                                                             c.session_token);
-        tm_aws_creds_free(&c);
-
-        if (cc->keys.access_key == NULL || cc->keys.secret_key == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
+        rv = ngx_http_togglemaster_creds_static(cf, cc, emulator);
         break;
+    }
+
+    if (rv != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
     }
 
     if (cc->url) {
