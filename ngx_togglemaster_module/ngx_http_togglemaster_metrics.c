@@ -322,36 +322,17 @@ ngx_http_togglemaster_metrics_events(u_char *p, u_char *last,
     return p;
 }
 
-ngx_int_t
-ngx_http_togglemaster_metrics_handler(ngx_http_request_t *r)
+/*
+ * Room for the whole body: a line per flag and result, nine per worker
+ * (the gauges by worker: snapshot and sync, events, credentials, SSE),
+ * 8 KiB for the rest. A flag that gets its slot meanwhile may not fit:
+ * ngx_slprintf() stops at the end, and the next scrape has room for it.
+ */
+static size_t
+ngx_http_togglemaster_metrics_size(ngx_http_togglemaster_shm_t *sh,
+    ngx_uint_t workers)
 {
-    u_char                               *body, *p, *last;
-    time_t                                now;
-    ngx_int_t                             rc;
-    ngx_uint_t                            i, n, workers;
-    ngx_core_conf_t                      *ccf;
-    ngx_http_togglemaster_shm_t          *sh;
-    ngx_http_togglemaster_counter_t      *c;
-    ngx_http_togglemaster_worker_stat_t  *w;
-
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return NGX_HTTP_NOT_ALLOWED;
-    }
-
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    sh = ngx_http_togglemaster_shm;
-    if (sh == NULL) {
-        return NGX_HTTP_SERVICE_UNAVAILABLE;
-    }
-
-    ccf = (ngx_core_conf_t *) ngx_get_conf(ngx_cycle->conf_ctx,
-                                           ngx_core_module);
-    workers = ngx_min((ngx_uint_t) ccf->worker_processes,
-                      NGX_HTTP_TOGGLEMASTER_MAX_WORKERS);
+    ngx_uint_t  i, n;
 
     n = 0;
     for (i = 0; i < NGX_HTTP_TOGGLEMASTER_COUNTER_SLOTS; i++) {
@@ -360,16 +341,19 @@ ngx_http_togglemaster_metrics_handler(ngx_http_request_t *r)
         }
     }
 
-    body = ngx_pnalloc(r->pool, 8192 + (n * 2 + workers * 9)
-                                       * NGX_HTTP_TOGGLEMASTER_LINE);
-    if (body == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    return 8192 + (n * 2 + workers * 9) * NGX_HTTP_TOGGLEMASTER_LINE;
+}
 
-    last = body + 8192 + (n * 2 + workers * 9) * NGX_HTTP_TOGGLEMASTER_LINE;
-    now = ngx_time();
 
-    p = ngx_slprintf(body, last,
+/* Evaluations by flag and result; slot 0 is the flags the snapshot lacks. */
+static u_char *
+ngx_http_togglemaster_metrics_flags(u_char *p, u_char *last,
+    ngx_http_togglemaster_shm_t *sh)
+{
+    ngx_uint_t                        i;
+    ngx_http_togglemaster_counter_t  *c;
+
+    p = ngx_slprintf(p, last,
         "# HELP togglemaster_evaluations_total Flag evaluations by flag and "
         "result (flag=\"\" counts flags unknown to the snapshot).\n"
         "# TYPE togglemaster_evaluations_total counter\n");
@@ -388,6 +372,21 @@ ngx_http_togglemaster_metrics_handler(ngx_http_request_t *r)
             (size_t) (i ? c->len : 0), c->name, c->on,
             (size_t) (i ? c->len : 0), c->name, c->off);
     }
+
+    return p;
+}
+
+
+/* Each running worker's snapshot: version, age and Redis sync state. */
+static u_char *
+ngx_http_togglemaster_metrics_workers(u_char *p, u_char *last,
+    ngx_http_togglemaster_shm_t *sh, ngx_uint_t workers)
+{
+    time_t                                now;
+    ngx_uint_t                            i;
+    ngx_http_togglemaster_worker_stat_t  *w;
+
+    now = ngx_time();
 
     p = ngx_slprintf(p, last,
         "# HELP togglemaster_snapshot_version tm:version of the worker's "
@@ -431,7 +430,17 @@ ngx_http_togglemaster_metrics_handler(ngx_http_request_t *r)
         }
     }
 
-    p = ngx_slprintf(p, last,
+    return p;
+}
+
+
+/* Counters shared by the workers: Redis sync, malformed objects, keys
+ * refused at the edge. */
+static u_char *
+ngx_http_togglemaster_metrics_sync(u_char *p, u_char *last,
+    ngx_http_togglemaster_shm_t *sh)
+{
+    return ngx_slprintf(p, last,
         "# TYPE togglemaster_redis_reconnects_total counter\n"
         "togglemaster_redis_reconnects_total %uA\n"
         "# TYPE togglemaster_redis_syncs_total counter\n"
@@ -444,14 +453,19 @@ ngx_http_togglemaster_metrics_handler(ngx_http_request_t *r)
         "togglemaster_api_key_denied_total %uA\n",
         sh->reconnects, sh->syncs, sh->sync_errors, sh->malformed,
         sh->key_denied);
+}
 
-    p = ngx_http_togglemaster_metrics_rules(p, last, sh);
-    p = ngx_http_togglemaster_metrics_events(p, last, sh, workers);
-    p = ngx_http_togglemaster_creds_metrics(p, last, workers);
-    p = ngx_http_togglemaster_sse_metrics(p, last, workers);
+
+static ngx_int_t
+ngx_http_togglemaster_metrics_send(ngx_http_request_t *r, u_char *body,
+    u_char *end)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
 
     r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = p - body;
+    r->headers_out.content_length_n = end - body;
     ngx_str_set(&r->headers_out.content_type, "text/plain; version=0.0.4");
     r->headers_out.content_type_len = r->headers_out.content_type.len;
 
@@ -460,24 +474,69 @@ ngx_http_togglemaster_metrics_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    {
-        ngx_buf_t    *b;
-        ngx_chain_t   out;
-
-        b = ngx_calloc_buf(r->pool);
-        if (b == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        b->pos = body;
-        b->last = p;
-        b->memory = 1;
-        b->last_buf = (r == r->main) ? 1 : 0;
-        b->last_in_chain = 1;
-
-        out.buf = b;
-        out.next = NULL;
-
-        return ngx_http_output_filter(r, &out);
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    b->pos = body;
+    b->last = end;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+ngx_int_t
+ngx_http_togglemaster_metrics_handler(ngx_http_request_t *r)
+{
+    u_char                       *body, *p, *last;
+    size_t                        size;
+    ngx_int_t                     rc;
+    ngx_uint_t                    workers;
+    ngx_core_conf_t              *ccf;
+    ngx_http_togglemaster_shm_t  *sh;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    sh = ngx_http_togglemaster_shm;
+    if (sh == NULL) {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(ngx_cycle->conf_ctx,
+                                           ngx_core_module);
+    workers = ngx_min((ngx_uint_t) ccf->worker_processes,
+                      NGX_HTTP_TOGGLEMASTER_MAX_WORKERS);
+
+    size = ngx_http_togglemaster_metrics_size(sh, workers);
+
+    body = ngx_pnalloc(r->pool, size);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    last = body + size;
+
+    p = ngx_http_togglemaster_metrics_flags(body, last, sh);
+    p = ngx_http_togglemaster_metrics_workers(p, last, sh, workers);
+    p = ngx_http_togglemaster_metrics_sync(p, last, sh);
+    p = ngx_http_togglemaster_metrics_rules(p, last, sh);
+    p = ngx_http_togglemaster_metrics_events(p, last, sh, workers);
+    p = ngx_http_togglemaster_creds_metrics(p, last, workers);
+    p = ngx_http_togglemaster_sse_metrics(p, last, workers);
+
+    return ngx_http_togglemaster_metrics_send(r, body, p);
 }
