@@ -18,6 +18,9 @@ my $key = $h->req(POST => $s->url('AUTH') . '/admin/keys', { Authorization => 'B
                   { name => 'usage-gw' })->{json}{key};
 ok $key, 'an API key';
 my %K = (Authorization => "Bearer $key");
+# the edge checks the key against its snapshot: a new key is known there once
+# Redis brought it (README, "At the edge")
+ok $h->wait_until(10, sub { $h->req(GET => "$gw/flags/flags", \%K)->{status} == 200 }), 'the gateway knows the key';
 for my $f (qw(gw-flag gw-unused)) {
     is $h->req(POST => "$gw/flags/flags", \%K, { name => $f, is_enabled => JSON::PP::true })->{status}, 201,
         "flag $f created through the gateway";
